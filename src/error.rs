@@ -1,0 +1,70 @@
+//! The error type shared by every component.
+//!
+//! Each variant corresponds to one `eh_status` code of the C ABI (see
+//! [`crate::ffi::status`]); the message becomes `eh_last_error()`.
+
+use std::fmt;
+
+/// What went wrong, with a human-readable explanation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// An argument was out of range, malformed or not valid UTF-8.
+    InvalidArgument(String),
+    /// The named item (user, channel...) does not exist.
+    NotFound(String),
+    /// A bounded structure is full and the operation was refused.
+    Full(String),
+    /// The event ring is full; the event was dropped and counted.
+    QueueFull,
+    /// An operating-system I/O operation failed.
+    Io(String),
+    /// Serialized data (snapshot, sketch bytes) failed validation.
+    Corrupt(String),
+    /// The handle is shutting down or shut down.
+    ShutDown,
+    /// A blocking operation did not complete in time.
+    Timeout(String),
+    /// A call that would deadlock (e.g. `flush` from inside a flush callback).
+    WouldDeadlock(String),
+    /// A worker thread panicked earlier; the handle is poisoned.
+    Poisoned(String),
+}
+
+/// Shorthand for `std::result::Result<T, Error>`.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Builds [`Error::InvalidArgument`] from anything displayable.
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidArgument(msg.into())
+    }
+
+    /// Builds [`Error::Corrupt`] from anything displayable.
+    pub fn corrupt(msg: impl Into<String>) -> Self {
+        Error::Corrupt(msg.into())
+    }
+
+    /// Wraps an I/O error, naming what was being done.
+    pub fn io(context: impl fmt::Display, err: std::io::Error) -> Self {
+        Error::Io(format!("{context}: {err}"))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
+            Error::NotFound(m) => write!(f, "not found: {m}"),
+            Error::Full(m) => write!(f, "full: {m}"),
+            Error::QueueFull => f.write_str("queue full: event dropped"),
+            Error::Io(m) => write!(f, "I/O error: {m}"),
+            Error::Corrupt(m) => write!(f, "corrupt data: {m}"),
+            Error::ShutDown => f.write_str("shut down"),
+            Error::Timeout(m) => write!(f, "timed out: {m}"),
+            Error::WouldDeadlock(m) => write!(f, "refused, would deadlock: {m}"),
+            Error::Poisoned(m) => write!(f, "poisoned: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,1 @@
+//! Order-statistic index of leaderboard keys (being written).

@@ -1,0 +1,3 @@
+//! Time-decayed leaderboard (forward decay over a counted B-tree).
+
+pub mod index;

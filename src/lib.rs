@@ -1,0 +1,18 @@
+//! engagehub: a native engine for real-time community analytics.
+//!
+//! * [`pipeline`]: a bounded lock-free event ring drained by worker threads that keep
+//!   live analytics and hand events back in batches to a flush callback.
+//! * [`sketch`]: HyperLogLog, Count-Min and Space-Saving summaries, over sliding
+//!   windows and standalone.
+//! * [`leaderboard`]: a time-decayed leaderboard with O(log n) updates and rank queries.
+//! * [`ffi`]: the C ABI (`include/engagehub.h`), the only module with `extern "C"`.
+//!
+//! The core modules are plain Rust and know nothing about C.
+
+pub mod error;
+pub mod ffi;
+pub mod leaderboard;
+pub mod pipeline;
+pub mod sketch;
+
+pub use error::{Error, Result};

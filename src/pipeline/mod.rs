@@ -1,0 +1,3 @@
+//! Event pipeline: bounded MPMC ring, worker threads, batched flush.
+
+pub mod ring;

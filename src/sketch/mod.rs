@@ -1,0 +1,1 @@
+//! Streaming sketches: HyperLogLog, Count-Min, Space-Saving, sliding windows.
