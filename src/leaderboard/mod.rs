@@ -1,3 +1,634 @@
-//! Time-decayed leaderboard (forward decay over a counted B-tree).
+//! Time-decayed leaderboard.
+//!
+//! A user's score at time `t` is `Σ points_i · decay^((t − ts_i) / period)`.
+//! Rather than decaying every stored score as time passes (which forces a rescan of
+//! all users before every query), the board uses *forward decay*: it stores
+//! `value = Σ points_i · decay^(−(ts_i − landmark) / period)`, the score as seen at a
+//! fixed landmark time. Every user's score at `t` is its value times the same factor
+//! `decay^((t − landmark) / period)`, so the order of users never changes as time
+//! passes, an update is one O(log n) re-insertion in the [`btree::RankIndex`], and a
+//! top-k query reads k keys. Out-of-order timestamps are exact, because each
+//! contribution is weighted by its own timestamp, not by the last update's.
+//!
+//! The landmark starts at the first update's timestamp. Values grow as
+//! `exp(λ·(ts − landmark))`; before they could overflow the board
+//! *rebases*: it moves the landmark forward and multiplies every value by the same
+//! factor (one O(n) pass, order kept), which happens at most once every several
+//! hundred decay periods.
+//!
+//! Ties are broken deterministically: higher score first, then user id bytes
+//! ascending.
 
-pub mod index;
+pub mod btree;
+pub mod id;
+mod snapshot;
+
+use std::cmp::Ordering;
+use std::path::Path;
+
+use hashbrown::HashTable;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::error::{Error, Result};
+use btree::{Key, RankIndex};
+pub use id::UserId;
+pub use snapshot::SNAPSHOT_FORMAT_VERSION;
+
+/// Longest accepted user id, in bytes.
+pub const MAX_USER_ID_LEN: usize = 1024;
+
+/// Latest accepted timestamp: 9999-12-31T23:59:59Z. Later ones are rejected so the
+/// decay exponent stays finite.
+pub const MAX_TIMESTAMP: i64 = 253_402_300_799;
+
+/// Rebase once `λ·(ts − landmark)` would exceed this: `exp(256) ≈ 1.5e111` leaves
+/// room for point totals up to ~1e197 before a value could overflow.
+const REBASE_EXPONENT: f64 = 256.0;
+
+/// Leaderboard settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeaderboardConfig {
+    /// Fraction of a score kept after one `decay_period_secs`, in (0, 1]; 1 = no decay.
+    pub decay_factor: f64,
+    /// Length of one decay period in seconds (> 0).
+    pub decay_period_secs: f64,
+    /// Most users kept; 0 = unbounded.
+    pub max_users: usize,
+}
+
+impl Default for LeaderboardConfig {
+    fn default() -> Self {
+        LeaderboardConfig {
+            decay_factor: 0.95,
+            decay_period_secs: 86_400.0,
+            max_users: 0,
+        }
+    }
+}
+
+impl LeaderboardConfig {
+    /// Checks every field, naming the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        let d = self.decay_factor;
+        if !(d > 0.0 && d <= 1.0) {
+            return Err(Error::invalid(format!(
+                "decay_factor must be in (0, 1], got {d}"
+            )));
+        }
+        let p = self.decay_period_secs;
+        if !(p.is_finite() && p > 0.0) {
+            return Err(Error::invalid(format!(
+                "decay_period_secs must be a positive finite number, got {p}"
+            )));
+        }
+        if self.max_users > u32::MAX as usize - 1 {
+            return Err(Error::invalid(format!(
+                "max_users must be at most {}, got {}",
+                u32::MAX - 1,
+                self.max_users
+            )));
+        }
+        Ok(())
+    }
+
+    /// Decay rate λ per second: `score(t) = score(t0) · exp(−λ·(t − t0))`.
+    fn lambda(&self) -> f64 {
+        -self.decay_factor.ln() / self.decay_period_secs
+    }
+}
+
+/// What an `add` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AddOutcome {
+    /// The user existed or there was room.
+    Stored,
+    /// The board was full: this (lowest-ranked) user was evicted to make room.
+    Evicted(String),
+}
+
+/// One row of a ranking.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankedUser<'a> {
+    /// The user's id.
+    pub user_id: &'a str,
+    /// 1-based rank.
+    pub rank: u64,
+    /// Decayed score at the query time.
+    pub score: f64,
+    /// Newest timestamp of any update to this user (seconds).
+    pub last_update: i64,
+}
+
+/// Counters describing the board.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LeaderboardStats {
+    /// Users on the board.
+    pub len: u64,
+    /// Users evicted to make room for a higher-scoring new user.
+    pub evicted: u64,
+    /// New users refused because the board was full and they scored too low.
+    pub refused: u64,
+    /// Times the landmark was moved forward.
+    pub rebases: u64,
+    /// Current landmark (seconds).
+    pub landmark: i64,
+    /// Heap bytes held by the board's structures.
+    pub heap_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    id: UserId,
+    /// Score as seen at the landmark; never NaN, never -0.0.
+    value: f64,
+    last_update: i64,
+}
+
+/// A time-decayed leaderboard. Not synchronised: the C ABI wraps it in a `RwLock`.
+#[derive(Debug, Clone)]
+pub struct Leaderboard {
+    config: LeaderboardConfig,
+    lambda: f64,
+    landmark: i64,
+    /// Users by slot; `free_slots` lists vacated ones (their `id` is empty).
+    entries: Vec<Entry>,
+    free_slots: Vec<u32>,
+    /// Slots, keyed by the hash of the id they hold.
+    by_id: HashTable<u32>,
+    index: RankIndex,
+    evicted: u64,
+    refused: u64,
+    rebases: u64,
+}
+
+/// Current wall-clock time in whole seconds since the Unix epoch.
+pub fn wall_clock_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Writes snapshot bytes (from [`Leaderboard::to_snapshot_json`]) to `path`
+/// atomically, so a caller can serialise under a lock and write outside it.
+pub fn write_snapshot(path: &Path, bytes: &[u8]) -> Result<()> {
+    snapshot::write_atomically(path, bytes)
+}
+
+fn hash_id(id: &[u8]) -> u64 {
+    xxh3_64(id)
+}
+
+/// Validates a user id argument.
+pub fn check_user_id(user_id: &str) -> Result<()> {
+    if user_id.is_empty() {
+        return Err(Error::invalid("user_id must not be empty"));
+    }
+    if user_id.len() > MAX_USER_ID_LEN {
+        return Err(Error::invalid(format!(
+            "user_id is {} bytes, the limit is {MAX_USER_ID_LEN}",
+            user_id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Resolves a timestamp argument: ≤ 0 means now; beyond [`MAX_TIMESTAMP`] is refused.
+fn resolve_ts(ts: i64, what: &str) -> Result<i64> {
+    if ts <= 0 {
+        Ok(wall_clock_secs())
+    } else if ts > MAX_TIMESTAMP {
+        Err(Error::invalid(format!(
+            "{what} {ts} is after year 9999 (limit {MAX_TIMESTAMP})"
+        )))
+    } else {
+        Ok(ts)
+    }
+}
+
+impl Leaderboard {
+    /// Creates an empty board.
+    pub fn new(config: LeaderboardConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self::with_landmark(config, wall_clock_secs()))
+    }
+
+    fn with_landmark(config: LeaderboardConfig, landmark: i64) -> Self {
+        Leaderboard {
+            config,
+            lambda: config.lambda(),
+            landmark,
+            entries: Vec::new(),
+            free_slots: Vec::new(),
+            by_id: HashTable::new(),
+            index: RankIndex::new(),
+            evicted: 0,
+            refused: 0,
+            rebases: 0,
+        }
+    }
+
+    /// The board's settings.
+    pub fn config(&self) -> LeaderboardConfig {
+        self.config
+    }
+
+    /// Number of users.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// True when no user is on the board.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Counters and sizes.
+    pub fn stats(&self) -> LeaderboardStats {
+        LeaderboardStats {
+            len: self.len() as u64,
+            evicted: self.evicted,
+            refused: self.refused,
+            rebases: self.rebases,
+            landmark: self.landmark,
+            heap_bytes: self.heap_bytes() as u64,
+        }
+    }
+
+    /// Heap bytes owned by the board (entries, id table, index, long ids).
+    pub fn heap_bytes(&self) -> usize {
+        let entries = self.entries.capacity() * std::mem::size_of::<Entry>();
+        let long_ids: usize = self.entries.iter().map(|e| e.id.heap_bytes()).sum();
+        let free = self.free_slots.capacity() * std::mem::size_of::<u32>();
+        // hashbrown: one u32 bucket plus one control byte per bucket.
+        let buckets = if self.by_id.capacity() == 0 {
+            0
+        } else {
+            (self.by_id.capacity() * 8 / 7).next_power_of_two()
+        };
+        let table = buckets * (std::mem::size_of::<u32>() + 1);
+        entries + long_ids + free + table + self.index.heap_bytes()
+    }
+
+    /// Removes every user; settings and counters other than `len` are kept.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.free_slots.clear();
+        self.by_id.clear();
+        self.index.clear();
+    }
+
+    fn find(&self, user_id: &[u8]) -> Option<u32> {
+        let entries = &self.entries;
+        self.by_id
+            .find(hash_id(user_id), |&slot| {
+                entries[slot as usize].id.as_bytes() == user_id
+            })
+            .copied()
+    }
+
+    fn key(&self, slot: u32) -> Key {
+        Key {
+            score: self.entries[slot as usize].value,
+            slot,
+        }
+    }
+
+    /// Ties: user id bytes ascending.
+    fn tie(entries: &[Entry]) -> impl Fn(u32, u32) -> Ordering + '_ {
+        move |a, b| {
+            entries[a as usize]
+                .id
+                .as_bytes()
+                .cmp(entries[b as usize].id.as_bytes())
+        }
+    }
+
+    /// `exp(λ·(ts − landmark))`: converts a score at `ts` into a value at the
+    /// landmark, rebasing first if the factor would grow too large.
+    fn forward_factor(&mut self, ts: i64) -> f64 {
+        if self.lambda == 0.0 {
+            return 1.0;
+        }
+        let exponent = self.lambda * (ts - self.landmark) as f64;
+        if exponent > REBASE_EXPONENT {
+            self.rebase(ts);
+            return 1.0;
+        }
+        exponent.exp()
+    }
+
+    /// Moves the landmark to `new_landmark` (later than the current one), scaling
+    /// every value by the same factor. Multiplying by one positive factor keeps the
+    /// order except where two values round to the same result (or underflow to 0);
+    /// such pairs are then ordered by id, so the index is rebuilt from a sort.
+    fn rebase(&mut self, new_landmark: i64) {
+        let factor = (-self.lambda * (new_landmark - self.landmark) as f64).exp();
+        for entry in &mut self.entries {
+            // `+ 0.0` turns a -0.0 produced by underflow into 0.0.
+            entry.value = entry.value * factor + 0.0;
+        }
+        self.landmark = new_landmark;
+        self.rebases += 1;
+        self.rebuild_index();
+    }
+
+    fn rebuild_index(&mut self) {
+        let mut keys: Vec<Key> = self
+            .by_id
+            .iter()
+            .map(|&slot| Key {
+                score: self.entries[slot as usize].value,
+                slot,
+            })
+            .collect();
+        let tie = Self::tie(&self.entries);
+        keys.sort_unstable_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| tie(a.slot, b.slot))
+        });
+        self.index = RankIndex::from_sorted(keys);
+    }
+
+    fn score_at(&self, value: f64, now: i64) -> f64 {
+        if self.lambda == 0.0 || value == 0.0 {
+            return value;
+        }
+        value * (-self.lambda * (now - self.landmark) as f64).exp()
+    }
+
+    /// Adds `points` earned at `ts` (seconds; ≤ 0 = now) to `user_id`'s score,
+    /// creating the user if needed.
+    ///
+    /// At `max_users`, a new user whose score would rank above the lowest-ranked
+    /// user evicts it ([`AddOutcome::Evicted`]); otherwise the new user is refused
+    /// with [`Error::Full`] and nothing changes.
+    pub fn add(&mut self, user_id: &str, points: f64, ts: i64) -> Result<AddOutcome> {
+        self.update(user_id, points, ts, false)
+    }
+
+    /// Sets `user_id`'s score to `score` as of `ts` (seconds; ≤ 0 = now), replacing
+    /// its history. Same capacity rules as [`Leaderboard::add`].
+    pub fn set(&mut self, user_id: &str, score: f64, ts: i64) -> Result<AddOutcome> {
+        self.update(user_id, score, ts, true)
+    }
+
+    fn update(&mut self, user_id: &str, amount: f64, ts: i64, replace: bool) -> Result<AddOutcome> {
+        check_user_id(user_id)?;
+        let what = if replace { "score" } else { "points" };
+        if !amount.is_finite() {
+            return Err(Error::invalid(format!(
+                "{what} must be finite, got {amount}"
+            )));
+        }
+        let ts = resolve_ts(ts, "timestamp")?;
+        if self.is_empty() {
+            // Anchor at the data, not at the wall clock: a board fed history from
+            // years ago would otherwise see every contribution underflow to 0.
+            self.landmark = ts;
+        }
+        let factor = self.forward_factor(ts);
+        let delta = amount * factor;
+        match self.find(user_id.as_bytes()) {
+            Some(slot) => {
+                let entry = &self.entries[slot as usize];
+                let value = if replace { delta } else { entry.value + delta } + 0.0;
+                if !value.is_finite() {
+                    return Err(Error::invalid(format!(
+                        "{what} {amount} would overflow {user_id:?}'s score"
+                    )));
+                }
+                let last_update = entry.last_update.max(ts);
+                let old = self.key(slot);
+                if value.to_bits() != old.score.to_bits() {
+                    let tie = Self::tie(&self.entries);
+                    let removed = self.index.remove(old, &tie);
+                    debug_assert!(removed, "index lost a key");
+                    self.index.insert(Key { score: value, slot }, &tie);
+                }
+                let entry = &mut self.entries[slot as usize];
+                entry.value = value;
+                entry.last_update = last_update;
+                Ok(AddOutcome::Stored)
+            }
+            None => {
+                let value = delta + 0.0;
+                if !value.is_finite() {
+                    return Err(Error::invalid(format!(
+                        "{what} {amount} overflows the score range"
+                    )));
+                }
+                self.insert_new(user_id, value, ts)
+            }
+        }
+    }
+
+    fn insert_new(&mut self, user_id: &str, value: f64, ts: i64) -> Result<AddOutcome> {
+        let mut outcome = AddOutcome::Stored;
+        if self.config.max_users > 0 && self.len() >= self.config.max_users {
+            let Some(lowest) = self.index.last() else {
+                return Err(Error::Full("max_users is 0".into()));
+            };
+            let lowest_id = self.entries[lowest.slot as usize].id.as_bytes();
+            let beats_lowest = match value.total_cmp(&lowest.score) {
+                Ordering::Greater => true,
+                Ordering::Less => false,
+                Ordering::Equal => user_id.as_bytes() < lowest_id,
+            };
+            if !beats_lowest {
+                self.refused += 1;
+                return Err(Error::Full(format!(
+                    "leaderboard holds max_users = {} and {user_id:?} would rank below the lowest user",
+                    self.config.max_users
+                )));
+            }
+            let evicted_id = self.entries[lowest.slot as usize].id.as_str().to_owned();
+            self.remove_slot(lowest.slot);
+            self.evicted += 1;
+            outcome = AddOutcome::Evicted(evicted_id);
+        }
+        let entry = Entry {
+            id: UserId::new(user_id),
+            value,
+            last_update: ts,
+        };
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.entries[slot as usize] = entry;
+                slot
+            }
+            None => {
+                let slot = u32::try_from(self.entries.len())
+                    .map_err(|_| Error::Full("more than 2^32 users".into()))?;
+                self.entries.push(entry);
+                slot
+            }
+        };
+        let entries = &self.entries;
+        self.by_id
+            .insert_unique(hash_id(user_id.as_bytes()), slot, |&s| {
+                hash_id(entries[s as usize].id.as_bytes())
+            });
+        let tie = Self::tie(&self.entries);
+        self.index.insert(Key { score: value, slot }, &tie);
+        Ok(outcome)
+    }
+
+    fn remove_slot(&mut self, slot: u32) {
+        let key = self.key(slot);
+        let removed = self.index.remove(key, Self::tie(&self.entries));
+        debug_assert!(removed, "index lost a key");
+        let hash = hash_id(self.entries[slot as usize].id.as_bytes());
+        if let Ok(found) = self.by_id.find_entry(hash, |&s| s == slot) {
+            found.remove();
+        }
+        self.entries[slot as usize].id = UserId::default();
+        self.free_slots.push(slot);
+    }
+
+    /// Removes `user_id`; [`Error::NotFound`] if absent.
+    pub fn remove(&mut self, user_id: &str) -> Result<()> {
+        match self.find(user_id.as_bytes()) {
+            Some(slot) => {
+                self.remove_slot(slot);
+                Ok(())
+            }
+            None => Err(Error::NotFound(format!("user {user_id:?}"))),
+        }
+    }
+
+    fn ranked(&self, key: Key, position: usize, now: i64) -> RankedUser<'_> {
+        let entry = &self.entries[key.slot as usize];
+        RankedUser {
+            user_id: entry.id.as_str(),
+            rank: position as u64 + 1,
+            score: self.score_at(key.score, now),
+            last_update: entry.last_update,
+        }
+    }
+
+    /// Up to `k` users starting at 0-based position `offset`, best first, with
+    /// scores at `now` (seconds; ≤ 0 = wall clock).
+    pub fn top(&self, offset: usize, k: usize, now: i64) -> Result<Vec<RankedUser<'_>>> {
+        let now = resolve_ts(now, "now")?;
+        Ok(self
+            .index
+            .iter_from(offset)
+            .take(k)
+            .enumerate()
+            .map(|(i, key)| self.ranked(key, offset + i, now))
+            .collect())
+    }
+
+    /// `user_id`'s rank and score at `now`, or [`Error::NotFound`].
+    pub fn rank(&self, user_id: &str, now: i64) -> Result<RankedUser<'_>> {
+        let now = resolve_ts(now, "now")?;
+        let (key, position) = self.locate(user_id)?;
+        Ok(self.ranked(key, position, now))
+    }
+
+    fn locate(&self, user_id: &str) -> Result<(Key, usize)> {
+        let slot = self
+            .find(user_id.as_bytes())
+            .ok_or_else(|| Error::NotFound(format!("user {user_id:?}")))?;
+        let key = self.key(slot);
+        let position = self
+            .index
+            .position(key, Self::tie(&self.entries))
+            .ok_or_else(|| Error::Poisoned(format!("index lost user {user_id:?}")))?;
+        Ok((key, position))
+    }
+
+    /// The users ranked within `radius` places of `user_id` (up to `2·radius + 1`
+    /// rows, fewer at the ends), or [`Error::NotFound`].
+    pub fn around(&self, user_id: &str, radius: usize, now: i64) -> Result<Vec<RankedUser<'_>>> {
+        let (_, position) = self.locate(user_id)?;
+        let start = position.saturating_sub(radius);
+        let count = position - start + 1 + radius;
+        self.top(start, count, now)
+    }
+
+    /// Landmark time (seconds) that stored values are relative to.
+    pub fn landmark(&self) -> i64 {
+        self.landmark
+    }
+
+    /// Writes a JSON snapshot atomically (temp file, fsync, rename, fsync dir).
+    /// Scores round-trip bit for bit.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_snapshot(path, &self.to_snapshot_json())
+    }
+
+    /// Serializes the board to snapshot JSON (see [`Leaderboard::save`]).
+    pub fn to_snapshot_json(&self) -> Vec<u8> {
+        snapshot::encode(self)
+    }
+
+    /// Reads a snapshot (ours or the C++ extension's) into a new board. Everything is
+    /// validated; any problem is [`Error::Corrupt`] naming it.
+    pub fn from_snapshot_json(bytes: &[u8]) -> Result<Self> {
+        snapshot::decode(bytes)
+    }
+
+    /// Reads and validates a snapshot file into a new board ([`Error::Io`] if it
+    /// cannot be read, [`Error::Corrupt`] if it is invalid).
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        Self::from_snapshot_json(&bytes).map_err(|e| match e {
+            Error::Corrupt(m) => Error::Corrupt(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Iterates every user as `(id, value at the landmark, last_update)` in rank order.
+    fn iter_ranked(&self) -> impl Iterator<Item = (&str, f64, i64)> + '_ {
+        self.index.iter_from(0).map(|key| {
+            let e = &self.entries[key.slot as usize];
+            (e.id.as_str(), e.value, e.last_update)
+        })
+    }
+
+    /// Builds a board from validated parts; entries need not be sorted.
+    fn from_parts(
+        config: LeaderboardConfig,
+        landmark: i64,
+        parts: Vec<(String, f64, i64)>,
+    ) -> Result<Self> {
+        let mut board = Self::with_landmark(config, landmark);
+        board.entries.reserve_exact(parts.len());
+        board.by_id.reserve(parts.len(), |_| 0);
+        for (id, value, last_update) in parts {
+            let hash = hash_id(id.as_bytes());
+            let entries = &board.entries;
+            if entries.len() >= u32::MAX as usize {
+                return Err(Error::corrupt("more than 2^32 - 1 entries"));
+            }
+            if board
+                .by_id
+                .find(hash, |&s| {
+                    entries[s as usize].id.as_bytes() == id.as_bytes()
+                })
+                .is_some()
+            {
+                return Err(Error::corrupt(format!("user_id {id:?} appears twice")));
+            }
+            let slot = board.entries.len() as u32;
+            board.entries.push(Entry {
+                id: UserId::new(&id),
+                value: value + 0.0,
+                last_update,
+            });
+            let entries = &board.entries;
+            board
+                .by_id
+                .insert_unique(hash, slot, |&s| hash_id(entries[s as usize].id.as_bytes()));
+        }
+        board.rebuild_index();
+        Ok(board)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,0 @@
-//! Order-statistic index of leaderboard keys (being written).

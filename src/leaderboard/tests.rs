@@ -1,0 +1,518 @@
+use super::*;
+use proptest::prelude::*;
+
+const DAY: i64 = 86_400;
+const T0: i64 = 1_700_000_000;
+
+fn board(decay: f64, period: f64, max_users: usize) -> Leaderboard {
+    let mut b = Leaderboard::new(LeaderboardConfig {
+        decay_factor: decay,
+        decay_period_secs: period,
+        max_users,
+    })
+    .expect("valid config");
+    b.landmark = T0;
+    b
+}
+
+fn ids(rows: &[RankedUser<'_>]) -> Vec<String> {
+    rows.iter().map(|r| r.user_id.to_owned()).collect()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()) + 1e-300
+}
+
+#[test]
+fn config_validation_names_the_field() {
+    for (decay, period) in [
+        (0.0, 1.0),
+        (-0.5, 1.0),
+        (1.5, 1.0),
+        (f64::NAN, 1.0),
+        (0.9, 0.0),
+        (0.9, -1.0),
+        (0.9, f64::INFINITY),
+        (0.9, f64::NAN),
+    ] {
+        let err = Leaderboard::new(LeaderboardConfig {
+            decay_factor: decay,
+            decay_period_secs: period,
+            max_users: 0,
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidArgument(_)),
+            "{decay} {period}: {err}"
+        );
+        let field = if decay > 0.0 && decay <= 1.0 {
+            "decay_period_secs"
+        } else {
+            "decay_factor"
+        };
+        assert!(err.to_string().contains(field), "{err}");
+    }
+}
+
+#[test]
+fn decays_by_factor_per_period() {
+    let mut b = board(0.5, DAY as f64, 0);
+    b.add("a", 100.0, T0).unwrap();
+    assert!(close(b.rank("a", T0).unwrap().score, 100.0));
+    assert!(close(b.rank("a", T0 + DAY).unwrap().score, 50.0));
+    assert!(close(b.rank("a", T0 + 3 * DAY).unwrap().score, 12.5));
+}
+
+#[test]
+fn history_far_before_creation_keeps_its_scores() {
+    // The board is created now, but fed updates from years ago.
+    let mut b = Leaderboard::new(LeaderboardConfig {
+        decay_factor: 0.5,
+        decay_period_secs: DAY as f64,
+        max_users: 0,
+    })
+    .unwrap();
+    let long_ago = 1_000_000_000;
+    b.add("a", 100.0, long_ago).unwrap();
+    b.add("b", 10.0, long_ago - DAY).unwrap();
+    assert!(close(b.rank("a", long_ago + DAY).unwrap().score, 50.0));
+    assert!(close(b.rank("b", long_ago + DAY).unwrap().score, 2.5));
+}
+
+#[test]
+fn out_of_order_updates_are_exact() {
+    let mut in_order = board(0.95, DAY as f64, 0);
+    let mut reversed = board(0.95, DAY as f64, 0);
+    let updates = [(10.0, T0), (5.0, T0 + DAY), (7.0, T0 + 3 * DAY)];
+    for &(p, ts) in &updates {
+        in_order.add("u", p, ts).unwrap();
+    }
+    for &(p, ts) in updates.iter().rev() {
+        reversed.add("u", p, ts).unwrap();
+    }
+    let now = T0 + 5 * DAY;
+    let expected: f64 = updates
+        .iter()
+        .map(|&(p, ts)| p * 0.95f64.powf((now - ts) as f64 / DAY as f64))
+        .sum();
+    assert!(close(in_order.rank("u", now).unwrap().score, expected));
+    assert!(close(reversed.rank("u", now).unwrap().score, expected));
+    assert_eq!(reversed.rank("u", now).unwrap().last_update, T0 + 3 * DAY);
+}
+
+#[test]
+fn ties_order_by_id_bytes() {
+    let mut b = board(1.0, 1.0, 0);
+    for id in ["b", "a", "c", "aa"] {
+        b.add(id, 5.0, T0).unwrap();
+    }
+    b.add("z", 6.0, T0).unwrap();
+    let top = b.top(0, 10, T0).unwrap();
+    assert_eq!(ids(&top), ["z", "a", "aa", "b", "c"]);
+    assert_eq!(
+        top.iter().map(|r| r.rank).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+}
+
+#[test]
+fn queries_do_not_change_state() {
+    let mut b = board(0.95, DAY as f64, 0);
+    b.add("a", 10.0, T0 + DAY).unwrap();
+    let before = b.to_snapshot_json();
+    // A query far in the future and one in the past must not rewrite anything.
+    b.top(0, 10, T0 + 100 * DAY).unwrap();
+    b.rank("a", T0 - DAY).unwrap();
+    assert_eq!(b.to_snapshot_json(), before);
+    assert_eq!(b.rank("a", T0 + DAY).unwrap().last_update, T0 + DAY);
+}
+
+#[test]
+fn set_replaces_history_and_remove_forgets() {
+    let mut b = board(0.5, DAY as f64, 0);
+    b.add("a", 100.0, T0).unwrap();
+    b.set("a", 3.0, T0 + DAY).unwrap();
+    assert!(close(b.rank("a", T0 + DAY).unwrap().score, 3.0));
+    b.remove("a").unwrap();
+    assert!(matches!(b.rank("a", T0), Err(Error::NotFound(_))));
+    assert!(matches!(b.remove("a"), Err(Error::NotFound(_))));
+    assert_eq!(b.len(), 0);
+    // The freed slot is reused and the new user starts from zero.
+    b.add("b", 1.0, T0).unwrap();
+    b.add("a", 2.0, T0).unwrap();
+    assert_eq!(ids(&b.top(0, 5, T0).unwrap()), ["a", "b"]);
+    assert!(close(b.rank("a", T0).unwrap().score, 2.0));
+}
+
+#[test]
+fn bad_input_is_refused_without_change() {
+    let mut b = board(0.95, DAY as f64, 0);
+    b.add("a", 1.0, T0).unwrap();
+    let before = b.to_snapshot_json();
+    for points in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        assert!(matches!(
+            b.add("a", points, T0),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            b.set("n", points, T0),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    assert!(matches!(b.add("", 1.0, T0), Err(Error::InvalidArgument(_))));
+    let long = "x".repeat(MAX_USER_ID_LEN + 1);
+    assert!(matches!(
+        b.add(&long, 1.0, T0),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        b.add("a", 1.0, MAX_TIMESTAMP + 1),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(b.to_snapshot_json(), before);
+}
+
+#[test]
+fn score_overflow_is_refused() {
+    let mut b = board(1.0, 1.0, 0);
+    b.add("a", f64::MAX, T0).unwrap();
+    let before = b.to_snapshot_json();
+    assert!(matches!(
+        b.add("a", f64::MAX, T0),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(b.to_snapshot_json(), before);
+}
+
+#[test]
+fn max_users_evicts_lowest_or_refuses() {
+    let mut b = board(1.0, 1.0, 3);
+    b.add("a", 10.0, T0).unwrap();
+    b.add("b", 20.0, T0).unwrap();
+    b.add("c", 30.0, T0).unwrap();
+    // Too low: refused, counted, nothing changes.
+    assert!(matches!(b.add("d", 5.0, T0), Err(Error::Full(_))));
+    assert_eq!(b.stats().refused, 1);
+    assert_eq!(ids(&b.top(0, 5, T0).unwrap()), ["c", "b", "a"]);
+    // Equal score but a smaller id ranks higher than "a"? No: "a" < "d", so refused.
+    assert!(matches!(b.add("d", 10.0, T0), Err(Error::Full(_))));
+    // Higher: evicts the lowest.
+    assert_eq!(
+        b.add("e", 15.0, T0).unwrap(),
+        AddOutcome::Evicted("a".into())
+    );
+    assert_eq!(ids(&b.top(0, 5, T0).unwrap()), ["c", "b", "e"]);
+    assert_eq!(b.stats().evicted, 1);
+    // Existing users are always updated.
+    b.add("e", -100.0, T0).unwrap();
+    assert_eq!(b.len(), 3);
+    assert_eq!(ids(&b.top(0, 5, T0).unwrap()), ["c", "b", "e"]);
+}
+
+#[test]
+fn around_clamps_at_the_ends() {
+    let mut b = board(1.0, 1.0, 0);
+    for i in 0..10 {
+        b.add(&format!("u{i}"), i as f64, T0).unwrap();
+    }
+    let rows = b.around("u9", 2, T0).unwrap();
+    assert_eq!(ids(&rows), ["u9", "u8", "u7"]);
+    assert_eq!(rows[0].rank, 1);
+    let rows = b.around("u5", 2, T0).unwrap();
+    assert_eq!(ids(&rows), ["u7", "u6", "u5", "u4", "u3"]);
+    assert_eq!(rows[2].rank, 5);
+    let rows = b.around("u0", 1, T0).unwrap();
+    assert_eq!(ids(&rows), ["u1", "u0"]);
+    assert!(matches!(b.around("nobody", 1, T0), Err(Error::NotFound(_))));
+    assert!(b.top(10, 5, T0).unwrap().is_empty());
+}
+
+#[test]
+fn rebase_keeps_order_and_scores() {
+    // Halving every minute: the exponent passes the rebase limit after ~6 hours.
+    let mut b = board(0.5, 60.0, 0);
+    b.add("old", 1e6, T0).unwrap();
+    b.add("mid", 1.0, T0 + 3 * 3600).unwrap();
+    let t = T0 + 8 * 3600;
+    b.add("new", 1.0, t).unwrap();
+    assert!(b.stats().rebases >= 1, "expected a rebase");
+    assert!(b.landmark() > T0);
+    assert_eq!(ids(&b.top(0, 3, t).unwrap()), ["new", "mid", "old"]);
+    let expected_mid = 0.5f64.powf((5 * 3600) as f64 / 60.0);
+    assert!(close(b.rank("mid", t).unwrap().score, expected_mid));
+    assert!(close(b.rank("new", t).unwrap().score, 1.0));
+    // Many more periods: nothing becomes infinite or NaN.
+    for day in 1..40 {
+        b.add("new", 1.0, t + day * DAY).unwrap();
+    }
+    assert!(b.rank("new", t + 39 * DAY).unwrap().score.is_finite());
+}
+
+#[test]
+fn snapshot_round_trips_bit_for_bit() {
+    let mut b = board(0.95, DAY as f64, 50);
+    for i in 0..40u32 {
+        let id = format!("user \"{i}\" \\ {{}} ü {}", i * 7919);
+        b.add(
+            &id,
+            f64::from(i) * 1.000_000_1 + 0.1,
+            T0 + i64::from(i) * 977,
+        )
+        .unwrap();
+    }
+    let json = b.to_snapshot_json();
+    let loaded = Leaderboard::from_snapshot_json(&json).unwrap();
+    assert_eq!(loaded.config(), b.config());
+    assert_eq!(loaded.landmark(), b.landmark());
+    let now = T0 + 10 * DAY;
+    let (x, y) = (
+        b.top(0, 100, now).unwrap(),
+        loaded.top(0, 100, now).unwrap(),
+    );
+    assert_eq!(x.len(), 40);
+    for (p, q) in x.iter().zip(&y) {
+        assert_eq!(p.user_id, q.user_id);
+        assert_eq!(p.score.to_bits(), q.score.to_bits());
+        assert_eq!(p.last_update, q.last_update);
+    }
+    assert_eq!(loaded.to_snapshot_json(), json);
+}
+
+#[test]
+fn corrupt_snapshots_are_refused_with_a_reason() {
+    let mut b = board(0.95, DAY as f64, 2);
+    b.add("a", 1.0, T0).unwrap();
+    let good = String::from_utf8(b.to_snapshot_json()).unwrap();
+    let cases: Vec<(String, &str)> = vec![
+        (good[..good.len() / 2].to_owned(), "valid snapshot"),
+        ("garbage".into(), "valid snapshot"),
+        ("{}".into(), "entries"),
+        (good.replace("\"version\":1", "\"version\":9"), "version 9"),
+        (good.replace("engagehub.leaderboard", "other"), "format"),
+        (good.replace("\"decay_factor\":0.95", "\"decay_factor\":1.5"), "decay_factor"),
+        (good.replace("\"user_id\":\"a\"", "\"user_id\":\"\""), "empty"),
+        (
+            good.replace("\"entries\":[", "\"entries\":[{\"user_id\":\"a\",\"score_at_landmark\":1.0,\"last_update\":1},"),
+            "twice",
+        ),
+        (
+            good.replace("\"entries\":[", "\"entries\":[{\"user_id\":\"b\",\"score_at_landmark\":1.0,\"last_update\":1},{\"user_id\":\"c\",\"score_at_landmark\":1.0,\"last_update\":1},"),
+            "max_users",
+        ),
+        (good.replace("\"score_at_landmark\"", "\"s\""), "score_at_landmark"),
+        (good.replace(&format!("\"last_update\":{T0}"), "\"last_update\":-5"), "last_update"),
+    ];
+    for (text, needle) in cases {
+        match Leaderboard::from_snapshot_json(text.as_bytes()) {
+            Err(Error::Corrupt(m)) => assert!(m.contains(needle), "{needle:?} not in {m:?}"),
+            other => panic!("{needle}: expected Corrupt, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn reads_the_cpp_extension_format() {
+    let text = r#"{"decay_factor": 0.5, "max_users": 100000, "entries": [
+        {"user_id": "123", "score": 25.0, "last_update": 1700000000},
+        {"user_id": "q\"uote", "score": 40.0, "last_update": 1699913600.0}]}"#;
+    let b = Leaderboard::from_snapshot_json(text.as_bytes()).unwrap();
+    assert_eq!(b.config().decay_factor, 0.5);
+    assert_eq!(b.config().decay_period_secs, 86_400.0);
+    assert_eq!(b.config().max_users, 100_000);
+    let now = 1_700_000_000;
+    // 40 a day before `now` decays to 20; 25 is as of `now`.
+    assert_eq!(ids(&b.top(0, 5, now).unwrap()), ["123", "q\"uote"]);
+    assert!(close(b.rank("q\"uote", now).unwrap().score, 20.0));
+    assert_eq!(b.rank("q\"uote", now).unwrap().last_update, 1_699_913_600);
+}
+
+#[test]
+fn save_is_atomic_and_load_reports_missing_files() {
+    let dir = std::env::temp_dir().join(format!("eh-lb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("board.json");
+    let mut b = board(0.95, DAY as f64, 0);
+    b.add("a", 1.0, T0).unwrap();
+    b.save(&path).unwrap();
+    b.add("b", 2.0, T0).unwrap();
+    b.save(&path).unwrap();
+    let loaded = Leaderboard::load(&path).unwrap();
+    assert_eq!(loaded.len(), 2);
+    // No temp files left behind.
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(matches!(
+        Leaderboard::load(&dir.join("missing.json")),
+        Err(Error::Io(_))
+    ));
+    assert!(matches!(
+        b.save(&dir.join("no/such/dir/x.json")),
+        Err(Error::Io(_))
+    ));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn memory_per_user_is_compact() {
+    let mut b = board(0.95, DAY as f64, 0);
+    let n = 100_000u64;
+    for i in 0..n {
+        let id = format!("{}", 100_000_000_000_000_000 + i * 7_919);
+        b.add(&id, (i % 1000) as f64, T0 + (i % 3600) as i64)
+            .unwrap();
+    }
+    let per_user = b.heap_bytes() as f64 / n as f64;
+    assert!(per_user < 120.0, "{per_user} heap bytes per user");
+}
+
+// ---- model-based property test ---------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Op {
+    Add(u8, i8, u16),
+    Set(u8, i8, u16),
+    Remove(u8),
+    Advance(u32),
+    SaveLoad,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u8..24, -3i8..20, 0u16..7200).prop_map(|(u, p, lag)| Op::Add(u, p, lag)),
+        1 => (0u8..24, -3i8..20, 0u16..7200).prop_map(|(u, p, lag)| Op::Set(u, p, lag)),
+        1 => (0u8..24).prop_map(Op::Remove),
+        2 => (0u32..30_000).prop_map(Op::Advance),
+        1 => Just(Op::SaveLoad),
+    ]
+}
+
+/// The naive model: every contribution kept and decayed from scratch on each query.
+#[derive(Default)]
+struct Model {
+    users: std::collections::BTreeMap<String, (Vec<(f64, i64)>, i64)>,
+}
+
+impl Model {
+    fn score(&self, history: &[(f64, i64)], decay: f64, period: f64, now: i64) -> f64 {
+        history
+            .iter()
+            .map(|&(p, ts)| p * decay.powf((now - ts) as f64 / period))
+            .sum()
+    }
+}
+
+fn check_against_model(b: &Leaderboard, m: &Model, decay: f64, period: f64, now: i64) {
+    assert_eq!(b.len(), m.users.len());
+    let rows = b.top(0, usize::MAX, now).unwrap();
+    assert_eq!(rows.len(), m.users.len());
+    let mut previous: Option<f64> = None;
+    for (i, row) in rows.iter().enumerate() {
+        let (history, last) = &m.users[row.user_id];
+        let expected = m.score(history, decay, period, now);
+        assert!(
+            close(row.score, expected),
+            "{}: {} vs model {expected}",
+            row.user_id,
+            row.score
+        );
+        assert_eq!(row.rank, i as u64 + 1);
+        assert_eq!(row.last_update, *last);
+        if let Some(p) = previous {
+            assert!(
+                expected <= p || close(expected, p),
+                "order: {expected} after {p}"
+            );
+        }
+        previous = Some(expected);
+        let ranked = b.rank(row.user_id, now).unwrap();
+        assert_eq!(ranked.rank, row.rank);
+        assert_eq!(ranked.score.to_bits(), row.score.to_bits());
+    }
+}
+
+fn run_model(decay: f64, period: f64, max_users: usize, ops: Vec<Op>) {
+    let mut b = board(decay, period, max_users);
+    let mut m = Model::default();
+    let mut now = T0;
+    for op in ops {
+        match op {
+            Op::Add(u, p, lag) | Op::Set(u, p, lag) => {
+                let replace = matches!(op, Op::Set(..));
+                let id = format!("user{u}");
+                let ts = now - i64::from(lag);
+                let points = f64::from(p);
+                let existed = m.users.contains_key(&id);
+                let full = max_users > 0 && m.users.len() >= max_users && !existed;
+                let lowest = full.then(|| {
+                    let last = b.top(b.len() - 1, 1, now).unwrap()[0].user_id.to_owned();
+                    let (h, _) = &m.users[&last];
+                    (last.clone(), m.score(h, decay, period, now))
+                });
+                let result = if replace {
+                    b.set(&id, points, ts)
+                } else {
+                    b.add(&id, points, ts)
+                };
+                let new_score = points * decay.powf((now - ts) as f64 / period);
+                match (result, lowest) {
+                    (Ok(AddOutcome::Stored), None) => {}
+                    (Ok(AddOutcome::Evicted(evicted)), Some((lowest_id, lowest_score))) => {
+                        assert_eq!(evicted, lowest_id);
+                        assert!(new_score >= lowest_score || close(new_score, lowest_score));
+                        m.users.remove(&evicted);
+                    }
+                    (Err(Error::Full(_)), Some((_, lowest_score))) => {
+                        assert!(new_score <= lowest_score || close(new_score, lowest_score));
+                        continue;
+                    }
+                    (other, lowest) => panic!("unexpected {other:?} (lowest {lowest:?})"),
+                }
+                let entry = m.users.entry(id).or_insert_with(|| (Vec::new(), ts));
+                if replace {
+                    entry.0.clear();
+                }
+                entry.0.push((points, ts));
+                entry.1 = entry.1.max(ts);
+            }
+            Op::Remove(u) => {
+                let id = format!("user{u}");
+                assert_eq!(b.remove(&id).is_ok(), m.users.remove(&id).is_some());
+            }
+            Op::Advance(secs) => now += i64::from(secs),
+            Op::SaveLoad => {
+                let json = b.to_snapshot_json();
+                let loaded = Leaderboard::from_snapshot_json(&json).unwrap();
+                let (x, y) = (
+                    b.top(0, usize::MAX, now).unwrap(),
+                    loaded.top(0, usize::MAX, now).unwrap(),
+                );
+                assert_eq!(x, y);
+                drop((x, y));
+                b = loaded;
+            }
+        }
+        check_against_model(&b, &m, decay, period, now);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn matches_naive_model_without_decay(ops in prop::collection::vec(op(), 1..120)) {
+        run_model(1.0, 86_400.0, 0, ops);
+    }
+
+    #[test]
+    fn matches_naive_model_daily_decay_with_eviction(ops in prop::collection::vec(op(), 1..120)) {
+        run_model(0.95, 86_400.0, 8, ops);
+    }
+
+    #[test]
+    fn matches_naive_model_fast_decay_with_rebases(ops in prop::collection::vec(op(), 1..120)) {
+        run_model(0.5, 600.0, 0, ops);
+    }
+}
