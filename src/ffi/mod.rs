@@ -1,1 +1,336 @@
-//! The C ABI.
+//! The C ABI: the only module with `extern "C"`, raw pointers and the panic boundary.
+//!
+//! Conventions (see `include/engagehub.h`):
+//! * every fallible function returns an [`eh_status`] and writes results through
+//!   out-params, only on success;
+//! * a failure also sets a thread-local message, read with [`eh_last_error`];
+//! * strings cross as `(const uint8_t *ptr, size_t len)` UTF-8 and are copied before
+//!   the call returns; `len == 0` allows `ptr == NULL`;
+//! * no panic unwinds into C: each entry point runs its body through [`guard`].
+//!
+//! Safety contract of every `unsafe extern "C"` function here (stated once in the
+//! header's preamble rather than on each function): handle arguments are NULL or
+//! live handles from the matching `_new`; `(ptr, len)` arguments are NULL with
+//! `len == 0` or point to `len` readable bytes; out-params are NULL or writable;
+//! paths are NULL or NUL-terminated. Everything else is checked.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(non_camel_case_types, clippy::missing_safety_doc)]
+
+pub mod leaderboard;
+
+use std::cell::RefCell;
+use std::ffi::{CStr, CString, c_char};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Status code returned by every fallible function. `EH_OK` (0) is success, so
+/// `if (rc)` tests for failure. Codes are never renumbered.
+pub type eh_status = i32;
+
+/// Success.
+pub const EH_OK: eh_status = 0;
+/// An argument was NULL, out of range, malformed or not valid UTF-8.
+pub const EH_INVALID_ARGUMENT: eh_status = 1;
+/// The named user (or other item) does not exist.
+pub const EH_NOT_FOUND: eh_status = 2;
+/// A bounded structure is full and the operation was refused (e.g. `max_users`).
+pub const EH_FULL: eh_status = 3;
+/// The event ring is full: the event was dropped and counted.
+pub const EH_QUEUE_FULL: eh_status = 4;
+/// An I/O operation failed (the message names the file and the OS error).
+pub const EH_IO: eh_status = 5;
+/// Serialized data (snapshot, sketch bytes) failed validation; nothing was changed.
+pub const EH_CORRUPT: eh_status = 6;
+/// The handle is shutting down or has shut down.
+pub const EH_SHUT_DOWN: eh_status = 7;
+/// A blocking call did not complete within its timeout.
+pub const EH_TIMEOUT: eh_status = 8;
+/// Refused because it would deadlock (e.g. flushing a processor from its own callback).
+pub const EH_WOULD_DEADLOCK: eh_status = 9;
+/// An earlier panic left the handle unusable; free it.
+pub const EH_POISONED: eh_status = 10;
+/// The library panicked inside this call (a bug); the message says where.
+pub const EH_PANIC: eh_status = 11;
+
+/// Library version, kept equal to Cargo.toml by a test.
+pub const EH_VERSION_MAJOR: u32 = 0;
+/// Library version, kept equal to Cargo.toml by a test.
+pub const EH_VERSION_MINOR: u32 = 1;
+/// Library version, kept equal to Cargo.toml by a test.
+pub const EH_VERSION_PATCH: u32 = 0;
+
+const VERSION: &CStr =
+    match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+        Ok(v) => v,
+        Err(_) => c"unknown",
+    };
+
+fn status_of(err: &Error) -> eh_status {
+    match err {
+        Error::InvalidArgument(_) => EH_INVALID_ARGUMENT,
+        Error::NotFound(_) => EH_NOT_FOUND,
+        Error::Full(_) => EH_FULL,
+        Error::QueueFull => EH_QUEUE_FULL,
+        Error::Io(_) => EH_IO,
+        Error::Corrupt(_) => EH_CORRUPT,
+        Error::ShutDown => EH_SHUT_DOWN,
+        Error::Timeout(_) => EH_TIMEOUT,
+        Error::WouldDeadlock(_) => EH_WOULD_DEADLOCK,
+        Error::Poisoned(_) => EH_POISONED,
+    }
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
+}
+
+/// Records `message` as this thread's last error.
+pub(crate) fn set_last_error(message: String) {
+    // Interior NULs cannot be represented in a C string; replace them.
+    let c = CString::new(message.replace('\0', "\u{FFFD}")).unwrap_or_default();
+    LAST_ERROR.with(|slot| *slot.borrow_mut() = Some(c));
+}
+
+/// Records `err` as the last error and returns its status.
+pub(crate) fn fail(err: &Error) -> eh_status {
+    set_last_error(err.to_string());
+    status_of(err)
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "non-string panic payload"
+    }
+}
+
+/// The panic boundary: runs `body`, turning an `Err` into its status and a panic
+/// into `EH_PANIC` ("panic in <name>: <message>"), each with the last error set.
+pub(crate) fn guard(name: &str, body: impl FnOnce() -> Result<()>) -> eh_status {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => EH_OK,
+        Ok(Err(err)) => fail(&err),
+        Err(payload) => {
+            set_last_error(format!(
+                "panic in {name}: {}",
+                panic_message(payload.as_ref())
+            ));
+            EH_PANIC
+        }
+    }
+}
+
+/// Runs a destructor body, swallowing (but recording) a panic: `_free` returns void.
+pub(crate) fn guard_free(name: &str, body: impl FnOnce()) {
+    let _ = guard(name, || {
+        body();
+        Ok(())
+    });
+}
+
+/// Borrows a UTF-8 string argument.
+///
+/// # Safety
+/// `ptr` must be NULL or point to `len` readable bytes that stay valid and unchanged
+/// for `'a`.
+pub(crate) unsafe fn str_arg<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a str> {
+    // SAFETY: forwarded from this function's contract.
+    let bytes = unsafe { bytes_arg(ptr, len, what)? };
+    std::str::from_utf8(bytes)
+        .map_err(|e| Error::invalid(format!("{what} is not valid UTF-8 ({e})")))
+}
+
+/// Borrows a byte-string argument; `len == 0` allows NULL.
+///
+/// # Safety
+/// `ptr` must be NULL or point to `len` readable bytes that stay valid and unchanged
+/// for `'a`.
+pub(crate) unsafe fn bytes_arg<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a [u8]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err(Error::invalid(format!(
+            "{what} is NULL but its length is {len}"
+        )));
+    }
+    if len > isize::MAX as usize {
+        return Err(Error::invalid(format!("{what} length {len} is too large")));
+    }
+    // SAFETY: non-NULL, and the caller guarantees `len` readable bytes for `'a`;
+    // `len <= isize::MAX` as `from_raw_parts` requires.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// Borrows a NUL-terminated path argument.
+///
+/// # Safety
+/// `ptr` must be NULL or point to a NUL-terminated string valid for `'a`.
+pub(crate) unsafe fn path_arg<'a>(ptr: *const c_char, what: &str) -> Result<&'a Path> {
+    if ptr.is_null() {
+        return Err(Error::invalid(format!("{what} is NULL")));
+    }
+    // SAFETY: non-NULL and NUL-terminated per the caller's contract.
+    let bytes = unsafe { CStr::from_ptr(ptr) }.to_bytes();
+    if bytes.is_empty() {
+        return Err(Error::invalid(format!("{what} is empty")));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        Ok(Path::new(std::ffi::OsStr::from_bytes(bytes)))
+    }
+    #[cfg(not(unix))]
+    {
+        std::str::from_utf8(bytes)
+            .map(Path::new)
+            .map_err(|_| Error::invalid(format!("{what} is not valid UTF-8")))
+    }
+}
+
+/// Borrows a handle.
+///
+/// # Safety
+/// `ptr` must be NULL or a live handle returned by the matching `_new`.
+pub(crate) unsafe fn handle<'a, T>(ptr: *const T, what: &str) -> Result<&'a T> {
+    // SAFETY: per the caller's contract a non-NULL pointer is a live, aligned `T`.
+    unsafe { ptr.as_ref() }.ok_or_else(|| Error::invalid(format!("{what} is NULL")))
+}
+
+/// Checks an out-param is not NULL; the caller writes it only on success.
+pub(crate) fn out_arg<T>(ptr: *mut T, what: &str) -> Result<*mut T> {
+    if ptr.is_null() {
+        Err(Error::invalid(format!("{what} (out-param) is NULL")))
+    } else {
+        Ok(ptr)
+    }
+}
+
+/// Writes an out-param checked by [`out_arg`].
+///
+/// # Safety
+/// `ptr` came from [`out_arg`] and points to writable memory for a `T`.
+pub(crate) unsafe fn write_out<T>(ptr: *mut T, value: T) {
+    // SAFETY: non-NULL (checked by `out_arg`) and writable per the caller's
+    // contract; `write` does not drop the uninitialised old contents.
+    unsafe { ptr.write(value) }
+}
+
+/// Names a status code: `"EH_OK"`, `"EH_QUEUE_FULL"`… Accepts any integer; unknown
+/// codes give `"EH_UNKNOWN"`. The string is static: never free it.
+#[unsafe(no_mangle)]
+pub extern "C" fn eh_status_str(status: eh_status) -> *const c_char {
+    let name: &'static CStr = match status {
+        EH_OK => c"EH_OK",
+        EH_INVALID_ARGUMENT => c"EH_INVALID_ARGUMENT",
+        EH_NOT_FOUND => c"EH_NOT_FOUND",
+        EH_FULL => c"EH_FULL",
+        EH_QUEUE_FULL => c"EH_QUEUE_FULL",
+        EH_IO => c"EH_IO",
+        EH_CORRUPT => c"EH_CORRUPT",
+        EH_SHUT_DOWN => c"EH_SHUT_DOWN",
+        EH_TIMEOUT => c"EH_TIMEOUT",
+        EH_WOULD_DEADLOCK => c"EH_WOULD_DEADLOCK",
+        EH_POISONED => c"EH_POISONED",
+        EH_PANIC => c"EH_PANIC",
+        _ => c"EH_UNKNOWN",
+    };
+    name.as_ptr()
+}
+
+/// The message of the last failed call on the calling thread ("" if none).
+///
+/// Read it on the same thread straight after the failing call: the next failing
+/// call replaces it. The pointer stays valid until then; never free it.
+#[unsafe(no_mangle)]
+pub extern "C" fn eh_last_error() -> *const c_char {
+    LAST_ERROR.with(|slot| match &*slot.borrow() {
+        Some(message) => message.as_ptr(),
+        None => c"".as_ptr(),
+    })
+}
+
+/// The library version as "MAJOR.MINOR.PATCH" (static; never free it).
+#[unsafe(no_mangle)]
+pub extern "C" fn eh_version() -> *const c_char {
+    VERSION.as_ptr()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_matches_cargo() {
+        let cargo = env!("CARGO_PKG_VERSION");
+        assert_eq!(VERSION.to_str().ok(), Some(cargo));
+        let parts: Vec<u32> = cargo.split('.').filter_map(|p| p.parse().ok()).collect();
+        assert_eq!(
+            parts,
+            [EH_VERSION_MAJOR, EH_VERSION_MINOR, EH_VERSION_PATCH]
+        );
+    }
+
+    #[test]
+    fn guard_maps_errors_and_panics() {
+        assert_eq!(guard("f", || Ok(())), EH_OK);
+        assert_eq!(
+            guard("f", || Err(Error::invalid("bad x"))),
+            EH_INVALID_ARGUMENT
+        );
+        // SAFETY: eh_last_error returns a valid NUL-terminated thread-local string.
+        let msg = unsafe { CStr::from_ptr(eh_last_error()) }
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(msg, "invalid argument: bad x");
+        #[allow(clippy::panic)]
+        let rc = guard("eh_boom", || panic!("kaboom"));
+        assert_eq!(rc, EH_PANIC);
+        // SAFETY: as above.
+        let msg = unsafe { CStr::from_ptr(eh_last_error()) }
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(msg, "panic in eh_boom: kaboom");
+    }
+
+    #[test]
+    fn every_status_has_a_name() {
+        for code in EH_OK..=EH_PANIC {
+            // SAFETY: eh_status_str returns a static NUL-terminated string.
+            let name = unsafe { CStr::from_ptr(eh_status_str(code)) }
+                .to_str()
+                .unwrap_or("");
+            assert!(
+                name.starts_with("EH_") && name != "EH_UNKNOWN",
+                "{code}: {name}"
+            );
+        }
+        // SAFETY: as above.
+        let unknown = unsafe { CStr::from_ptr(eh_status_str(-7)) };
+        assert_eq!(unknown.to_str().ok(), Some("EH_UNKNOWN"));
+    }
+
+    #[test]
+    fn string_args_are_checked() {
+        // SAFETY: pointers and lengths describe the given slices or are NULL/0.
+        unsafe {
+            assert_eq!(str_arg(std::ptr::null(), 0, "s").ok(), Some(""));
+            assert!(matches!(
+                str_arg(std::ptr::null(), 3, "s"),
+                Err(Error::InvalidArgument(_))
+            ));
+            let bad = [0xffu8, 0xfe];
+            let err = str_arg(bad.as_ptr(), 2, "user_id").err();
+            assert!(
+                matches!(&err, Some(Error::InvalidArgument(m)) if m.contains("user_id is not valid UTF-8"))
+            );
+            let ok = "héllo";
+            assert_eq!(str_arg(ok.as_ptr(), ok.len(), "s").ok(), Some(ok));
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! `eh_leaderboard`: the time-decayed leaderboard through the C ABI.
+
+use std::ffi::{c_char, c_void};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::{eh_status, guard, guard_free, handle, out_arg, path_arg, str_arg, write_out};
+use crate::error::{Error, Result};
+use crate::leaderboard::{Leaderboard, LeaderboardConfig, RankedUser};
+
+/// A time-decayed leaderboard (opaque). Create with `eh_leaderboard_new`, free with
+/// `eh_leaderboard_free`.
+///
+/// Scores decay by `decay_factor` per `decay_period_secs`; updates are O(log n),
+/// `top` is O(log n + k) and `rank` O(log n) at any size; no query rescans users.
+///
+/// Thread safety: may be used from several threads at once. Queries share a read
+/// lock; updates, `clear` and `load` take the write lock and are serialised.
+pub struct eh_leaderboard {
+    board: RwLock<Leaderboard>,
+}
+
+impl eh_leaderboard {
+    fn read(&self) -> Result<RwLockReadGuard<'_, Leaderboard>> {
+        self.board.read().map_err(|_| poisoned())
+    }
+
+    fn write(&self) -> Result<RwLockWriteGuard<'_, Leaderboard>> {
+        self.board.write().map_err(|_| poisoned())
+    }
+}
+
+fn poisoned() -> Error {
+    Error::Poisoned("the leaderboard panicked during an earlier update; free it".into())
+}
+
+/// Leaderboard settings. Zero fields take their defaults.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct eh_leaderboard_config {
+    /// Fraction of a score kept after one period, in (0, 1]; 1 = no decay.
+    /// 0 = default 0.95. Negative, NaN or > 1: `EH_INVALID_ARGUMENT`.
+    pub decay_factor: f64,
+    /// Length of a decay period in seconds; 0 = default 86400 (one day).
+    /// Negative, NaN or infinite: `EH_INVALID_ARGUMENT`.
+    pub decay_period_secs: f64,
+    /// Most users kept; 0 = unbounded. When full, a new user that would rank above
+    /// the lowest-ranked user evicts it; otherwise it is refused with `EH_FULL`.
+    pub max_users: u64,
+}
+
+/// A user's position, from `eh_leaderboard_rank`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct eh_rank_info {
+    /// 1-based rank (1 = highest score).
+    pub rank: u64,
+    /// Decayed score at the query time.
+    pub score: f64,
+    /// Newest timestamp (seconds) of any update to this user.
+    pub last_update: i64,
+}
+
+/// Counters from `eh_leaderboard_get_stats`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct eh_leaderboard_stats {
+    /// Users on the board.
+    pub len: u64,
+    /// Users evicted to make room for a higher-scoring new user (`max_users`).
+    pub evicted: u64,
+    /// New users refused with `EH_FULL` because they ranked too low.
+    pub refused: u64,
+    /// Times the decay landmark moved forward (each an O(n) pass, very rare).
+    pub rebases: u64,
+    /// Current landmark, seconds since the Unix epoch.
+    pub landmark: i64,
+    /// Heap bytes held by the board.
+    pub heap_bytes: u64,
+}
+
+/// One row of an [`eh_ranking`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct eh_rank_row {
+    /// 1-based rank.
+    pub rank: u64,
+    /// Decayed score at the query time.
+    pub score: f64,
+    /// Newest update timestamp of the user (seconds).
+    pub last_update: i64,
+    /// Offset of the user id in `eh_ranking.ids` (the id is followed by a NUL).
+    pub id_offset: u64,
+    /// Length in bytes of the user id (UTF-8), not counting the NUL after it.
+    pub id_len: u64,
+}
+
+/// The rows of a ranking, owned by the library until `eh_ranking_free`.
+///
+/// Row `i` is `rows[i]`; its user id is the `rows[i].id_len` bytes at
+/// `ids + rows[i].id_offset`, followed by a NUL (so it is also a C string unless
+/// the id itself contains a NUL byte). The rows and the ids are one block of `size`
+/// bytes starting at `rows` (ids right after the rows), so a binding can copy a
+/// whole result at once. A zeroed struct is an empty ranking.
+#[repr(C)]
+#[derive(Debug)]
+pub struct eh_ranking {
+    /// Number of rows.
+    pub len: usize,
+    /// `len` rows, best first.
+    pub rows: *const eh_rank_row,
+    /// The user ids, back to back.
+    pub ids: *const u8,
+    /// Bytes from `rows` to the end of the ids.
+    pub size: usize,
+    /// Library-private; do not touch.
+    pub owner: *mut c_void,
+}
+
+const ROW_WORDS: usize = std::mem::size_of::<eh_rank_row>() / 8;
+const _: () = assert!(std::mem::size_of::<eh_rank_row>() == ROW_WORDS * 8);
+
+fn ranking_from(rows: &[RankedUser<'_>]) -> eh_ranking {
+    // Each id is followed by a NUL: C callers can use it as a C string (if the id
+    // has no NUL of its own) and bindings can split all ids in one call.
+    let id_bytes: usize = rows.iter().map(|r| r.user_id.len() + 1).sum();
+    let size = rows.len() * ROW_WORDS * 8 + id_bytes;
+    // One u64-aligned block: a header word holding the block's length (so freeing
+    // never trusts caller-visible fields), rows as 5 words each, then the id bytes.
+    let total_words = 1 + size.div_ceil(8);
+    let mut block: Box<[u64]> = vec![0u64; total_words].into_boxed_slice();
+    block[0] = total_words as u64;
+    let mut id_offset = 0usize;
+    for (i, row) in rows.iter().enumerate() {
+        let words = &mut block[1 + i * ROW_WORDS..1 + (i + 1) * ROW_WORDS];
+        words[0] = row.rank;
+        words[1] = row.score.to_bits();
+        words[2] = row.last_update as u64;
+        words[3] = id_offset as u64;
+        words[4] = row.user_id.len() as u64;
+        id_offset += row.user_id.len() + 1;
+    }
+    let ids_start = 8 + rows.len() * ROW_WORDS * 8;
+    {
+        // SAFETY: the block is `block.len() * 8 >= size` initialised bytes; u8 has
+        // alignment 1 and every bit pattern is a valid u64, so viewing the words as
+        // bytes for the copy is sound; the view ends before `block` is used again.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(block.as_mut_ptr().cast::<u8>(), block.len() * 8)
+        };
+        let mut at = ids_start;
+        for row in rows {
+            bytes[at..at + row.user_id.len()].copy_from_slice(row.user_id.as_bytes());
+            // The NUL terminator is already there: the block starts zeroed.
+            at += row.user_id.len() + 1;
+        }
+    }
+    let base = Box::into_raw(block).cast::<u64>();
+    eh_ranking {
+        len: rows.len(),
+        // `eh_rank_row` is repr(C) with five 8-byte fields: the same layout as the
+        // five words written above (an f64 is stored as its bits).
+        rows: base.wrapping_add(1).cast::<eh_rank_row>(),
+        ids: base.cast::<u8>().wrapping_add(ids_start),
+        size,
+        owner: base.cast::<c_void>(),
+    }
+}
+
+fn free_ranking_block(owner: *mut c_void) {
+    let base = owner.cast::<u64>();
+    // SAFETY: `owner` is the start of the `[u64]` block made by `ranking_from`,
+    // whose first word is the block's length in words; it is live because the
+    // caller clears `owner` before freeing, so each block is freed once.
+    let words = unsafe { base.read() } as usize;
+    let slice = std::ptr::slice_from_raw_parts_mut(base, words);
+    // SAFETY: as above: the same pointer and length Box::into_raw produced.
+    drop(unsafe { Box::from_raw(slice) });
+}
+
+fn config_from(config: *const eh_leaderboard_config) -> LeaderboardConfig {
+    let defaults = LeaderboardConfig::default();
+    // SAFETY: the caller passes NULL or a valid config (documented).
+    let Some(c) = (unsafe { config.as_ref() }) else {
+        return defaults;
+    };
+    LeaderboardConfig {
+        decay_factor: if c.decay_factor == 0.0 {
+            defaults.decay_factor
+        } else {
+            c.decay_factor
+        },
+        decay_period_secs: if c.decay_period_secs == 0.0 {
+            defaults.decay_period_secs
+        } else {
+            c.decay_period_secs
+        },
+        max_users: usize::try_from(c.max_users).unwrap_or(usize::MAX),
+    }
+}
+
+/// Creates a leaderboard. `config` may be NULL for all defaults (decay 0.95 per
+/// day, unbounded). On success writes the new handle to `*out`.
+///
+/// Errors: `EH_INVALID_ARGUMENT` for a bad setting (the message names it) or a NULL
+/// `out`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_leaderboard_new(
+    config: *const eh_leaderboard_config,
+    out: *mut *mut eh_leaderboard,
+) -> eh_status {
+    guard("eh_leaderboard_new", || {
+        let out = out_arg(out, "out")?;
+        let board = Leaderboard::new(config_from(config))?;
+        let raw = Box::into_raw(Box::new(eh_leaderboard {
+            board: RwLock::new(board),
+        }));
+        // SAFETY: `out` was checked non-NULL; the caller provides writable storage.
+        unsafe { write_out(out, raw) };
+        Ok(())
+    })
+}
+
+/// Frees a leaderboard. NULL is a no-op. No other call may use `lb` during or after
+/// this one.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_leaderboard_free(lb: *mut eh_leaderboard) {
+    if lb.is_null() {
+        return;
+    }
+    guard_free("eh_leaderboard_free", || {
+        // SAFETY: `lb` came from `eh_leaderboard_new` (Box::into_raw) and is freed once.
+        drop(unsafe { Box::from_raw(lb) });
+    });
+}
+
+/// Adds `points` earned at `timestamp` (seconds since the Unix epoch; <= 0 = now)
+/// to the user's score, creating the user if needed. Timestamps may arrive in any
+/// order; each contribution decays from its own time.
+///
+/// Errors: `EH_INVALID_ARGUMENT` (NULL handle, empty / over 1024 bytes / invalid
+/// UTF-8 id, NaN or infinite points, timestamp after year 9999, a sum that would
+/// overflow), `EH_FULL` (at `max_users` and ranking below the lowest user; counted
+/// in `refused`). On error nothing changes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_leaderboard_add(
+    lb: *const eh_leaderboard,
+    user_id: *const u8,
+    user_id_len: usize,
+    points: f64,
+    timestamp: i64,
+) -> eh_status {
+    guard("eh_leaderboard_add", || {
+        // SAFETY: per this function's contract, `lb` is NULL or live and the id
+        // pointer/length describe readable memory for the call.
+        let (lb, user) = unsafe {
+            (
+                handle(lb, "leaderboard")?,
+                str_arg(user_id, user_id_len, "user_id")?,
+            )
+        };
+        lb.write()?.add(user, points, timestamp).map(drop)
+    })
+}
+
+/// Sets the user's score to `score` as of `timestamp` (<= 0 = now), replacing its
+/// history. Same errors and capacity rules as `eh_leaderboard_add`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_leaderboard_set(
+    lb: *const eh_leaderboard,
+    user_id: *const u8,
+    user_id_len: usize,
+    score: f64,
+    timestamp: i64,
+) -> eh_status {
+    guard("eh_leaderboard_set", || {
+        // SAFETY: as in `eh_leaderboard_add`.
+        let (lb, user) = unsafe {
+            (
+                handle(lb, "leaderboard")?,
+                str_arg(user_id, user_id_len, "user_id")?,
+            )
+        };
+        lb.write()?.set(user, score, timestamp).map(drop)
+    })
+}
+
+/// Removes a user. Errors: `EH_NOT_FOUND` if absent, `EH_INVALID_ARGUMENT`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_leaderboard_remove(
+    lb: *const eh_leaderboard,
+    user_id: *const u8,
+    user_id_len: usize,
+) -> eh_status {
+    guard("eh_leaderboard_remove", || {
+        // SAFETY: as in `eh_leaderboard_add`.
+        let (lb, user) = unsafe {
+            (
+                handle(lb, "leaderboard")?,
+                str_arg(user_id, user_id_len, "user_id")?,
+            )
+        };
+        lb.write()?.remove(user)
+    })
+}
+
+/// Removes every user (settings and counters stay).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_leaderboard_clear(lb: *const eh_leaderboard) -> eh_status {
+    guard("eh_leaderboard_clear", || {
+        // SAFETY: `lb` is NULL or live per the contract.
+        let lb = unsafe { handle(lb, "leaderboard")? };
+        lb.write()?.clear();
+        Ok(())
+    })
+}
+
+/// Up to `k` users from 0-based position `offset`, best first, with scores at `now`
+/// (seconds; <= 0 = now). O(log n + k). On success fills `*out`, which the caller
+/// releases with `eh_ranking_free`; an `offset` past the end gives 0 rows.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_leaderboard_top(
+    lb: *const eh_leaderboard,
+    offset: usize,
+    k: usize,
+    now: i64,
+    out: *mut eh_ranking,
+) -> eh_status {
+    guard("eh_leaderboard_top", || {
+        // SAFETY: `lb` is NULL or live per the contract.
+        let lb = unsafe { handle(lb, "leaderboard")? };
+        let out = out_arg(out, "out")?;
+        let ranking = {
+            let board = lb.read()?;
+            ranking_from(&board.top(offset, k, now)?)
+        };
+        // SAFETY: `out` checked non-NULL and writable per the contract.
+        unsafe { write_out(out, ranking) };
+        Ok(())
+    })
+}
+
+/// The users within `radius` places of `user_id` (up to `2 * radius + 1` rows,
+/// fewer at the ends), best first, scores at `now` (<= 0 = now). Release `*out`
+/// with `eh_ranking_free`. Errors: `EH_NOT_FOUND`, `EH_INVALID_ARGUMENT`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_leaderboard_around(
+    lb: *const eh_leaderboard,
+    user_id: *const u8,
+    user_id_len: usize,
+    radius: usize,
+    now: i64,
+    out: *mut eh_ranking,
+) -> eh_status {
+    guard("eh_leaderboard_around", || {
+        // SAFETY: as in `eh_leaderboard_add`.
+        let (lb, user) = unsafe {
+            (
+                handle(lb, "leaderboard")?,
+                str_arg(user_id, user_id_len, "user_id")?,
+            )
+        };
+        let out = out_arg(out, "out")?;
+        let ranking = {
+            let board = lb.read()?;
+            ranking_from(&board.around(user, radius, now)?)
+        };
+        // SAFETY: `out` checked non-NULL and writable per the contract.
+        unsafe { write_out(out, ranking) };
+        Ok(())
+    })
+}
+
+/// The user's 1-based rank, score at `now` (<= 0 = now) and last update, in
+/// O(log n). Errors: `EH_NOT_FOUND` if absent, `EH_INVALID_ARGUMENT`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_leaderboard_rank(
+    lb: *const eh_leaderboard,
+    user_id: *const u8,
+    user_id_len: usize,
+    now: i64,
+    out: *mut eh_rank_info,
+) -> eh_status {
+    guard("eh_leaderboard_rank", || {
+        // SAFETY: as in `eh_leaderboard_add`.
+        let (lb, user) = unsafe {
+            (
+                handle(lb, "leaderboard")?,
+                str_arg(user_id, user_id_len, "user_id")?,
+            )
+        };
+        let out = out_arg(out, "out")?;
+        let info = {
+            let board = lb.read()?;
+            let row = board.rank(user, now)?;
+            eh_rank_info {
+                rank: row.rank,
+                score: row.score,
+                last_update: row.last_update,
+            }
+        };
+        // SAFETY: `out` checked non-NULL and writable per the contract.
+        unsafe { write_out(out, info) };
+        Ok(())
+    })
+}
+
+/// Writes the number of users to `*out`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_leaderboard_len(
+    lb: *const eh_leaderboard,
+    out: *mut usize,
+) -> eh_status {
+    guard("eh_leaderboard_len", || {
+        // SAFETY: `lb` is NULL or live per the contract.
+        let lb = unsafe { handle(lb, "leaderboard")? };
+        let out = out_arg(out, "out")?;
+        let len = lb.read()?.len();
+        // SAFETY: `out` checked non-NULL and writable per the contract.
+        unsafe { write_out(out, len) };
+        Ok(())
+    })
+}
+
+/// Fills `*out` with the board's counters.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_leaderboard_get_stats(
+    lb: *const eh_leaderboard,
+    out: *mut eh_leaderboard_stats,
+) -> eh_status {
+    guard("eh_leaderboard_get_stats", || {
+        // SAFETY: `lb` is NULL or live per the contract.
+        let lb = unsafe { handle(lb, "leaderboard")? };
+        let out = out_arg(out, "out")?;
+        let s = lb.read()?.stats();
+        let stats = eh_leaderboard_stats {
+            len: s.len,
+            evicted: s.evicted,
+            refused: s.refused,
+            rebases: s.rebases,
+            landmark: s.landmark,
+            heap_bytes: s.heap_bytes,
+        };
+        // SAFETY: `out` checked non-NULL and writable per the contract.
+        unsafe { write_out(out, stats) };
+        Ok(())
+    })
+}
+
+/// Saves a JSON snapshot to `path` (NUL-terminated) atomically: a temp file beside
+/// it is written, fsynced and renamed over `path`, so readers see the old or the new
+/// file, never a torn one. Scores round-trip bit for bit. Blocks on disk I/O while
+/// holding only a read lock for the serialisation. Errors: `EH_IO`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_leaderboard_save(
+    lb: *const eh_leaderboard,
+    path: *const c_char,
+) -> eh_status {
+    guard("eh_leaderboard_save", || {
+        // SAFETY: `lb` is NULL or live; `path` NULL or NUL-terminated (contract).
+        let (lb, path) = unsafe { (handle(lb, "leaderboard")?, path_arg(path, "path")?) };
+        let bytes = lb.read()?.to_snapshot_json();
+        crate::leaderboard::write_snapshot(path, &bytes)
+    })
+}
+
+/// Replaces the board with the snapshot at `path`, including its decay settings
+/// and `max_users`. Reads this library's format and the C++ extension's
+/// (`{"decay_factor", "max_users", "entries": [{"user_id", "score",
+/// "last_update"}]}`, one-day period). The file is fully validated first: on
+/// `EH_IO` (unreadable) or `EH_CORRUPT` (the message names the problem) the board
+/// is left exactly as it was.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_leaderboard_load(
+    lb: *const eh_leaderboard,
+    path: *const c_char,
+) -> eh_status {
+    guard("eh_leaderboard_load", || {
+        // SAFETY: `lb` is NULL or live; `path` NULL or NUL-terminated (contract).
+        let (lb, path) = unsafe { (handle(lb, "leaderboard")?, path_arg(path, "path")?) };
+        let loaded = Leaderboard::load(path)?;
+        *lb.write()? = loaded;
+        Ok(())
+    })
+}
+
+/// Releases the rows of a ranking filled by `eh_leaderboard_top` or
+/// `eh_leaderboard_around`, and zeroes `*ranking`. NULL, a zeroed struct and a
+/// second call are no-ops.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_ranking_free(ranking: *mut eh_ranking) {
+    // SAFETY: the caller passes NULL or a ranking filled by this library.
+    let Some(ranking) = (unsafe { ranking.as_mut() }) else {
+        return;
+    };
+    let owner = std::mem::replace(&mut ranking.owner, std::ptr::null_mut());
+    *ranking = eh_ranking {
+        len: 0,
+        rows: std::ptr::null(),
+        ids: std::ptr::null(),
+        size: 0,
+        owner: std::ptr::null_mut(),
+    };
+    if !owner.is_null() {
+        guard_free("eh_ranking_free", || free_ranking_block(owner));
+    }
+}
