@@ -1,0 +1,52 @@
+"""engagehub: real-time community analytics on a native Rust engine.
+
+* :class:`Leaderboard`: users ranked by exponentially decayed points, O(log n)
+  updates, fast top-k and rank queries, lossless snapshots.
+
+Every failing call raises a subclass of :class:`EngageHubError` (see
+:mod:`engagehub.errors`) carrying the library's message.
+"""
+
+from __future__ import annotations
+
+from . import errors
+from ._native import ffi, lib, status_name
+from .errors import (
+    Corrupt,
+    EngageHubError,
+    Full,
+    InvalidArgument,
+    IOFailure,
+    NotFound,
+    Panic,
+    Poisoned,
+    QueueFull,
+    ShutDown,
+    Timeout,
+    WouldDeadlock,
+)
+from .leaderboard import Leaderboard, LeaderboardStats, RankedUser
+
+__version__: str = ffi.string(lib.eh_version()).decode()
+"""The native library's version (``eh_version()``)."""
+
+__all__ = [
+    "Corrupt",
+    "EngageHubError",
+    "Full",
+    "IOFailure",
+    "InvalidArgument",
+    "Leaderboard",
+    "LeaderboardStats",
+    "NotFound",
+    "Panic",
+    "Poisoned",
+    "QueueFull",
+    "RankedUser",
+    "ShutDown",
+    "Timeout",
+    "WouldDeadlock",
+    "__version__",
+    "errors",
+    "status_name",
+]

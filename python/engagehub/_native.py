@@ -1,0 +1,139 @@
+"""Loading of the native library and the one path every call takes (``_call``).
+
+Two ways in, one set of declarations (the generated ``engagehub.h``, filtered by
+:func:`header_to_cdef`, so nothing is hand-copied and nothing can drift):
+
+* the compiled cffi API-mode module ``engagehub._engagehub_cffi`` that
+  ``pip install`` (or ``make py-ext``) builds with the Rust static library linked
+  in: the fast path, about half the per-call cost of ABI mode;
+* cffi ABI mode, ``ffi.dlopen`` of ``libengagehub.so``: no compiler needed. Used when
+  ``ENGAGEHUB_LIB`` names a library (that override always wins), when
+  ``ENGAGEHUB_ABI=1``, or when the compiled module is absent. The library is looked
+  for next to the package, then in a source checkout's ``target/{release,debug}``.
+
+:data:`MODE` says which one is in use.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import cffi
+
+from ._header import header_to_cdef
+from .errors import EngageHubError, error_for_status
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_REPO_DIR = _PACKAGE_DIR.parent.parent
+
+if sys.platform == "darwin":
+    _LIB_NAME = "libengagehub.dylib"
+elif sys.platform == "win32":
+    _LIB_NAME = "engagehub.dll"
+else:
+    _LIB_NAME = "libengagehub.so"
+
+def _find_header() -> Path:
+    for candidate in (_PACKAGE_DIR / "engagehub.h", _REPO_DIR / "include" / "engagehub.h"):
+        if candidate.is_file():
+            return candidate
+    raise ImportError(
+        "engagehub.h not found: expected next to the package or in include/ of a source checkout"
+    )
+
+
+def _find_library() -> str:
+    override = os.environ.get("ENGAGEHUB_LIB")
+    if override:
+        if not Path(override).is_file():
+            raise ImportError(f"ENGAGEHUB_LIB={override!r} is not a file")
+        return override
+    candidates = [_PACKAGE_DIR / _LIB_NAME]
+    # A source checkout without an install: the cargo build outputs.
+    candidates += [_REPO_DIR / "target" / profile / _LIB_NAME for profile in ("release", "debug")]
+    for candidate in candidates:
+        if candidate.is_file():
+            return str(candidate)
+    raise ImportError(
+        f"{_LIB_NAME} not found next to the package, in target/, or via ENGAGEHUB_LIB; "
+        "build it with `cargo build --release` or install the package with `pip install .`"
+    )
+
+
+def _load() -> tuple[Any, Any, str, str]:
+    if not os.environ.get("ENGAGEHUB_LIB") and os.environ.get("ENGAGEHUB_ABI") != "1":
+        try:
+            from . import _engagehub_cffi as compiled  # type: ignore[attr-defined]
+        except ImportError:
+            pass
+        else:
+            return compiled.ffi, compiled.lib, "api", str(compiled.__file__)
+    abi = cffi.FFI()
+    abi.cdef(header_to_cdef(_find_header().read_text(encoding="utf-8")))
+    path = _find_library()
+    return abi, abi.dlopen(path), "abi", path
+
+
+ffi: Any
+lib: Any
+ffi, lib, MODE, LIBRARY_PATH = _load()
+"""``MODE`` is ``"api"`` (compiled module) or ``"abi"`` (dlopen); ``LIBRARY_PATH``
+is the file that was loaded."""
+
+
+def last_error() -> str:
+    """This thread's last error message from the library."""
+    return ffi.string(lib.eh_last_error()).decode("utf-8", "replace")
+
+
+def status_name(status: int) -> str:
+    """The C name of a status code (``"EH_QUEUE_FULL"``...)."""
+    return ffi.string(lib.eh_status_str(status)).decode()
+
+
+def _call(fn: Callable[..., int], *args: Any) -> None:
+    """Calls a status-returning function; raises the mapped exception on failure."""
+    status = fn(*args)
+    if status:
+        raise error_for_status(status, last_error())
+
+
+def check(status: int) -> None:
+    """Raises for a non-zero status already returned by a call on this thread."""
+    if status:
+        raise error_for_status(status, last_error())
+
+
+def encode(value: str | bytes, what: str) -> bytes:
+    """UTF-8 bytes of a str (bytes pass through: the library validates them)."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{what} must be str or bytes, not {type(value).__name__}")
+
+
+def path_bytes(path: str | os.PathLike[str]) -> bytes:
+    """A filesystem path as NUL-free bytes for the C API."""
+    raw = os.fsencode(path)
+    if b"\0" in raw:
+        raise ValueError("path contains a NUL byte")
+    return raw
+
+
+__all__ = [
+    "EngageHubError",
+    "LIBRARY_PATH",
+    "MODE",
+    "check",
+    "encode",
+    "ffi",
+    "header_to_cdef",
+    "last_error",
+    "lib",
+    "path_bytes",
+    "status_name",
+]

@@ -1,0 +1,226 @@
+"""The Python Leaderboard: the C++ extension's drop-in API and the extras."""
+
+import json
+import math
+import re
+import threading
+
+import pytest
+
+import engagehub
+from engagehub import Leaderboard
+
+T0 = 1_700_000_000
+DAY = 86_400
+
+
+class Clock:
+    def __init__(self, t):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture
+def clock():
+    return Clock(T0)
+
+
+@pytest.fixture
+def board(clock):
+    with Leaderboard() as lb:
+        lb.set_time_source(clock)
+        yield lb
+
+
+def test_drop_in_defaults_and_shapes(board):
+    stats = board.stats()
+    assert stats.len == 0
+    board.update_user("123", 25.0, T0)
+    board.update_user("456", points=40.0, timestamp=T0)
+    top = board.get_top_users(5)
+    assert [row["user_id"] for row in top] == ["456", "123"]
+    assert set(top[0]) == {"user_id", "score", "rank", "last_update"}
+    assert top[0]["rank"] == 1 and top[0]["score"] == pytest.approx(40.0)
+    assert top[1]["last_update"] == T0
+    rank = board.get_user_rank("123")
+    assert rank == {"user_id": "123", "rank": 2, "score": pytest.approx(25.0), "last_update": T0}
+    assert board.get_user_rank("nobody") is None
+    assert board.size() == len(board) == 2
+    assert "123" in board and "nobody" not in board
+
+
+def test_default_max_users_is_the_cpp_default():
+    with Leaderboard(max_users=2) as small:
+        assert small.update_user("a", 1.0, T0)
+        assert small.update_user("b", 2.0, T0)
+        assert small.update_user("c", 0.5, T0) is False  # refused, and counted
+        assert small.stats().refused == 1
+        assert small.update_user("d", 5.0, T0)  # evicts "a"
+        assert small.stats().evicted == 1
+        assert [u.user_id for u in small.top()] == ["d", "b"]
+        with pytest.raises(engagehub.Full):
+            small.add("e", 0.1, T0)
+
+
+def test_decay_over_days(board, clock):
+    board.update_user("u", 100.0, T0)
+    for days in (0, 1, 7, 30):
+        clock.t = T0 + days * DAY
+        assert board.get_user_rank("u")["score"] == pytest.approx(100.0 * 0.95**days, rel=1e-12)
+    # Queries never rewrite last_update, even when the clock goes backwards.
+    clock.t = T0 - 10 * DAY
+    board.get_top_users(1)
+    clock.t = T0 + DAY
+    assert board.get_user_rank("u")["last_update"] == T0
+    assert board.get_user_rank("u")["score"] == pytest.approx(95.0)
+
+
+def test_out_of_order_updates(board, clock):
+    board.update_user("u", 10.0, T0 + 2 * DAY)
+    board.update_user("u", 10.0, T0)  # late arrival of an older event
+    clock.t = T0 + 2 * DAY
+    expected = 10.0 + 10.0 * 0.95**2
+    assert board.get_user_rank("u")["score"] == pytest.approx(expected, rel=1e-12)
+    assert board.get_user_rank("u")["last_update"] == T0 + 2 * DAY
+
+
+def test_time_source_none_restores_wall_clock(board, clock):
+    board.update_user("u", 1.0)  # stamped by the fake clock
+    assert board.get_user_rank("u")["last_update"] == T0
+    board.set_time_source(None)
+    board.update_user("w", 1.0)
+    import time
+
+    assert abs(board.get_user_rank("w")["last_update"] - time.time()) < 60
+    # Scores are now decayed to the wall clock, years after T0.
+    assert board.get_user_rank("u")["score"] < 1e-10
+
+
+def test_tricky_ids_survive_save_and_load(board, tmp_path):
+    ids = ['quo"te', "back\\slash", "br{ace}s", "ünï©ødé", "emoji 🎉", "new\nline", "x" * 300]
+    for i, uid in enumerate(ids):
+        board.update_user(uid, 1.0 / (i + 3), T0 + i)
+    path = tmp_path / "board.json"
+    board.save_to_json(str(path))
+    json.loads(path.read_text())  # a real JSON document
+    with Leaderboard() as other:
+        other.set_time_source(lambda: T0 + 10)
+        other.load_from_json(path)
+        board.set_time_source(lambda: T0 + 10)
+        assert other.get_top_users(20) == board.get_top_users(20)  # scores bit for bit
+        assert {u["user_id"] for u in other.get_top_users(20)} == set(ids)
+
+
+def test_corrupt_snapshot_raises_and_leaves_board_unchanged(board, tmp_path):
+    board.update_user("keep", 5.0, T0)
+    before = board.get_top_users(10)
+    good = tmp_path / "good.json"
+    board.save_to_json(good)
+    text = good.read_text()
+    cases = {
+        "truncated.json": text[: len(text) // 2],
+        "garbage.json": "not json at all",
+        "empty.json": "",
+        "nan.json": re.sub(r'"score_at_landmark":[^,}]+', '"score_at_landmark":NaN', text),
+    }
+    for name, content in cases.items():
+        path = tmp_path / name
+        path.write_text(content)
+        with pytest.raises(engagehub.Corrupt) as info:
+            board.load_from_json(path)
+        assert name in str(info.value)
+        assert board.get_top_users(10) == before
+    with pytest.raises(engagehub.IOFailure) as info:
+        board.load_from_json(tmp_path / "missing.json")
+    assert isinstance(info.value, OSError)
+    assert board.get_top_users(10) == before
+
+
+def test_reads_cpp_extension_snapshot(board, tmp_path):
+    path = tmp_path / "cpp.json"
+    path.write_text(
+        json.dumps(
+            {
+                "decay_factor": 0.95,
+                "max_users": 100000,
+                "entries": [
+                    {"user_id": "123", "score": 25.0, "last_update": T0},
+                    {"user_id": "456", "score": 30.0, "last_update": T0 - DAY},
+                ],
+            }
+        )
+    )
+    board.load_from_json(path)
+    assert board.get_user_rank("456")["score"] == pytest.approx(30.0 * 0.95)
+    assert [u["user_id"] for u in board.get_top_users(2)] == ["456", "123"]
+
+
+def test_pythonic_extras(board):
+    for i in range(10):
+        board.add(f"u{i}", float(i), T0)
+    assert [u.user_id for u in board.top(3)] == ["u9", "u8", "u7"]
+    assert [u.rank for u in board.top(2, offset=4)] == [5, 6]
+    rows = board.around("u5", radius=1)
+    assert [u.user_id for u in rows] == ["u6", "u5", "u4"]
+    assert board.rank("u0").rank == 10
+    board.set("u0", 100.0, T0)
+    assert board.rank("u0").rank == 1
+    board.remove("u0")
+    with pytest.raises(engagehub.NotFound):
+        board.remove("u0")
+    with pytest.raises(KeyError):
+        board.rank("u0")
+    board.clear()
+    assert len(board) == 0
+
+
+def test_bad_input_raises_and_changes_nothing(board):
+    board.add("a", 1.0, T0)
+    for points in (math.nan, math.inf, -math.inf):
+        with pytest.raises(engagehub.InvalidArgument):
+            board.update_user("a", points, T0)
+    with pytest.raises(ValueError):
+        board.add("", 1.0, T0)
+    with pytest.raises(ValueError):
+        board.add(b"\xff\xfe", 1.0, T0)
+    with pytest.raises(TypeError):
+        board.add(123, 1.0, T0)
+    assert board.get_top_users(5) == [
+        {"user_id": "a", "score": pytest.approx(1.0), "rank": 1, "last_update": T0}
+    ]
+    for decay in (0, -0.1, 1.5, math.nan):
+        with pytest.raises(engagehub.InvalidArgument):
+            Leaderboard(decay_factor=decay)
+    with pytest.raises(engagehub.InvalidArgument):
+        Leaderboard(decay_period_secs=-5)
+
+
+def test_close_and_context_manager():
+    lb = Leaderboard()
+    lb.add("a", 1.0, T0)
+    lb.close()
+    lb.close()  # idempotent
+    assert lb.closed
+    with pytest.raises(ValueError):
+        lb.size()
+    with Leaderboard() as inner:
+        inner.add("a", 1.0, T0)
+    assert inner.closed
+
+
+def test_concurrent_updates_from_threads(board):
+    def worker(n):
+        for i in range(2000):
+            board.add(f"user{i % 50}", 1.0, T0)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+        assert not t.is_alive()
+    top = board.top(100)
+    assert len(top) == 50
+    assert sum(u.score for u in top) == pytest.approx(8000.0)
