@@ -1,0 +1,75 @@
+# engagehub: the two commands of the README's quick start are `make demo` and `make test`.
+CARGO    ?= cargo
+PYTHON   ?= python3
+CBINDGEN ?= cbindgen
+CBINDGEN_VERSION := 0.29.4
+BUILD    := build
+LIBNAME  := libengagehub.so
+
+.PHONY: demo test lint header check-header rust-test loom-test lib-debug lib-release \
+        c-test py-test py-ext bench bench-python clean
+
+## Build the release library and run the main job (the demo).
+demo: lib-release
+	ENGAGEHUB_LIB=$(CURDIR)/target/release/$(LIBNAME) PYTHONPATH=$(CURDIR)/python \
+		$(PYTHON) -m engagehub demo
+
+## Everything CI checks: formatting, lints, header drift, Rust, loom, C (ctest), Python (pytest).
+test: lint check-header rust-test loom-test c-test py-test
+	@echo "make test: all suites passed"
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+## Regenerate include/engagehub.h from the Rust sources.
+header:
+	$(CBINDGEN) --config cbindgen.toml --crate engagehub --output include/engagehub.h
+
+## Fail if the committed header differs from a fresh generation by the pinned cbindgen.
+check-header:
+	@$(CBINDGEN) --version | grep -q " $(CBINDGEN_VERSION)$$" || \
+		{ echo "need cbindgen $(CBINDGEN_VERSION): cargo install cbindgen --version $(CBINDGEN_VERSION) --locked"; exit 1; }
+	@mkdir -p $(BUILD)
+	$(CBINDGEN) --config cbindgen.toml --crate engagehub --output $(BUILD)/engagehub.h
+	diff -u include/engagehub.h $(BUILD)/engagehub.h || \
+		{ echo "include/engagehub.h is stale: run 'make header' and commit it"; exit 1; }
+
+rust-test:
+	$(CARGO) test --all-targets
+	$(CARGO) test --doc
+
+## Model-check the lock-free ring with loom (own target dir: different cfg).
+loom-test:
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release --lib pipeline::ring
+
+lib-debug:
+	$(CARGO) build
+
+lib-release:
+	$(CARGO) build --release
+
+c-test: lib-debug
+	cmake -S tests/c -B $(BUILD)/c -DENGAGEHUB_LIB_DIR=$(CURDIR)/target/debug > /dev/null
+	cmake --build $(BUILD)/c -j2
+	ctest --test-dir $(BUILD)/c --output-on-failure
+
+py-test: lib-debug
+	ENGAGEHUB_LIB=$(CURDIR)/target/debug/$(LIBNAME) PYTHONPATH=$(CURDIR)/python \
+		$(PYTHON) -m pytest -q tests/python
+
+## Criterion benchmarks (release) and the Python benchmark script.
+bench:
+	$(CARGO) bench
+
+bench-python: py-ext
+	PYTHONPATH=$(CURDIR)/python $(PYTHON) benches/python_bench.py
+
+## Compile the cffi API-mode module (release static library linked in) into python/engagehub/.
+py-ext: lib-release
+	$(PYTHON) python/engagehub/_build_cffi.py --header include/engagehub.h \
+		--staticlib target/release/libengagehub.a --out python/engagehub
+
+clean:
+	rm -rf $(BUILD)
+	$(CARGO) clean
