@@ -8,8 +8,13 @@
 //! ```json
 //! {"format":"engagehub.leaderboard","version":1,"decay_factor":0.95,
 //!  "decay_period_secs":86400.0,"max_users":100000,"landmark":1700000000,
-//!  "entries":[{"user_id":"42","score_at_landmark":12.5,"last_update":1700000100}]}
+//!  "columns":["user_id","score_at_landmark","last_update"],
+//!  "entries":[["42",12.5,1700000100]]}
 //! ```
+//!
+//! Entries are arrays in the order `columns` names (rank order, best first): at a
+//! million users, repeating three field names per entry would double the file and
+//! the time to write it.
 //!
 //! The C++ extension's format (`{"decay_factor", "max_users", "entries":
 //! [{"user_id", "score", "last_update"}]}`) is read too: each `score` is taken as the
@@ -30,6 +35,8 @@ const FORMAT_NAME: &str = "engagehub.leaderboard";
 /// The C++ extension decayed by `decay_factor` once per day.
 const CPP_DECAY_PERIOD_SECS: f64 = 86_400.0;
 
+const COLUMNS: [&str; 3] = ["user_id", "score_at_landmark", "last_update"];
+
 #[derive(Serialize)]
 struct SnapshotOut<'a> {
     format: &'static str,
@@ -38,14 +45,8 @@ struct SnapshotOut<'a> {
     decay_period_secs: f64,
     max_users: u64,
     landmark: i64,
-    entries: Vec<EntryOut<'a>>,
-}
-
-#[derive(Serialize)]
-struct EntryOut<'a> {
-    user_id: &'a str,
-    score_at_landmark: f64,
-    last_update: i64,
+    columns: [&'static str; 3],
+    entries: Vec<(&'a str, f64, i64)>,
 }
 
 /// Accepts both formats; which fields are present decides which one it is.
@@ -57,15 +58,79 @@ struct SnapshotIn {
     decay_period_secs: Option<f64>,
     max_users: Option<u64>,
     landmark: Option<i64>,
+    columns: Option<Vec<String>>,
     entries: Option<Vec<EntryIn>>,
 }
 
-#[derive(Deserialize)]
+/// One entry: our `[user_id, score_at_landmark, last_update]` array, or the C++
+/// extension's `{"user_id", "score", "last_update"}` object.
+#[derive(Default)]
 struct EntryIn {
     user_id: String,
     score_at_landmark: Option<f64>,
     score: Option<f64>,
     last_update: Option<serde_json::Number>,
+}
+
+impl<'de> Deserialize<'de> for EntryIn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = EntryIn;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an entry: [user_id, score_at_landmark, last_update] or {user_id, score, last_update}")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<EntryIn, A::Error> {
+                use serde::de::Error as _;
+                let user_id = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                let value = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(1, &self))?;
+                let last_update = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(2, &self))?;
+                if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(A::Error::invalid_length(4, &self));
+                }
+                Ok(EntryIn {
+                    user_id,
+                    score_at_landmark: Some(value),
+                    score: None,
+                    last_update: Some(last_update),
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<EntryIn, A::Error> {
+                let mut entry = EntryIn::default();
+                let mut has_id = false;
+                while let Some(field) = map.next_key::<String>()? {
+                    match field.as_str() {
+                        "user_id" => {
+                            entry.user_id = map.next_value()?;
+                            has_id = true;
+                        }
+                        "score" => entry.score = Some(map.next_value()?),
+                        "last_update" => entry.last_update = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                if !has_id {
+                    return Err(serde::de::Error::missing_field("user_id"));
+                }
+                Ok(entry)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 pub(super) fn encode(board: &super::Leaderboard) -> Vec<u8> {
@@ -77,14 +142,8 @@ pub(super) fn encode(board: &super::Leaderboard) -> Vec<u8> {
         decay_period_secs: config.decay_period_secs,
         max_users: config.max_users as u64,
         landmark: board.landmark(),
-        entries: board
-            .iter_ranked()
-            .map(|(user_id, value, last_update)| EntryOut {
-                user_id,
-                score_at_landmark: value,
-                last_update,
-            })
-            .collect(),
+        columns: COLUMNS,
+        entries: board.iter_ranked().collect(),
     };
     // Serializing plain structs of strings, finite floats and integers into a Vec
     // cannot fail.
@@ -142,6 +201,13 @@ pub(super) fn decode(bytes: &[u8]) -> Result<super::Leaderboard> {
                 )));
             }
             None => return Err(Error::corrupt("no \"version\"")),
+        }
+        if let Some(columns) = &raw.columns {
+            if columns.iter().map(String::as_str).ne(COLUMNS) {
+                return Err(Error::corrupt(format!(
+                    "columns are {columns:?}, expected {COLUMNS:?}"
+                )));
+            }
         }
     }
     let decay_factor = raw

@@ -289,18 +289,33 @@ fn corrupt_snapshots_are_refused_with_a_reason() {
         ("{}".into(), "entries"),
         (good.replace("\"version\":1", "\"version\":9"), "version 9"),
         (good.replace("engagehub.leaderboard", "other"), "format"),
-        (good.replace("\"decay_factor\":0.95", "\"decay_factor\":1.5"), "decay_factor"),
-        (good.replace("\"user_id\":\"a\"", "\"user_id\":\"\""), "empty"),
         (
-            good.replace("\"entries\":[", "\"entries\":[{\"user_id\":\"a\",\"score_at_landmark\":1.0,\"last_update\":1},"),
+            good.replace("\"decay_factor\":0.95", "\"decay_factor\":1.5"),
+            "decay_factor",
+        ),
+        (good.replace("[\"a\",", "[\"\","), "empty"),
+        (
+            good.replace("\"entries\":[", "\"entries\":[[\"a\",1.0,1],"),
             "twice",
         ),
         (
-            good.replace("\"entries\":[", "\"entries\":[{\"user_id\":\"b\",\"score_at_landmark\":1.0,\"last_update\":1},{\"user_id\":\"c\",\"score_at_landmark\":1.0,\"last_update\":1},"),
+            good.replace("\"entries\":[", "\"entries\":[[\"b\",1.0,1],[\"c\",1.0,1],"),
             "max_users",
         ),
-        (good.replace("\"score_at_landmark\"", "\"s\""), "score_at_landmark"),
-        (good.replace(&format!("\"last_update\":{T0}"), "\"last_update\":-5"), "last_update"),
+        (good.replace("\"score_at_landmark\",", "\"s\","), "columns"),
+        (good.replace(&format!(",{T0}]"), ",-5]"), "last_update"),
+        (good.replace(&format!(",{T0}]"), "]"), "invalid length"),
+        (
+            good.replace("\"entries\":[", "\"entries\":[[\"x\",1.0,1,2],"),
+            "invalid length",
+        ),
+        (
+            good.replace(
+                "\"entries\":[",
+                "\"entries\":[{\"user_id\":\"x\",\"score\":1.0,\"last_update\":1},",
+            ),
+            "score_at_landmark",
+        ),
     ];
     for (text, needle) in cases {
         match Leaderboard::from_snapshot_json(text.as_bytes()) {

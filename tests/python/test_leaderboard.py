@@ -123,7 +123,8 @@ def test_corrupt_snapshot_raises_and_leaves_board_unchanged(board, tmp_path):
         "truncated.json": text[: len(text) // 2],
         "garbage.json": "not json at all",
         "empty.json": "",
-        "nan.json": re.sub(r'"score_at_landmark":[^,}]+', '"score_at_landmark":NaN', text),
+        "nan.json": re.sub(r'\["keep",[^,]+,', '["keep",NaN,', text),
+        "no_entries.json": re.sub(r'"entries":.*', '"entrys":[]}', text),
     }
     for name, content in cases.items():
         path = tmp_path / name
