@@ -31,8 +31,8 @@ check-header:
 	@$(CBINDGEN) --version | grep -q " $(CBINDGEN_VERSION)$$" || \
 		{ echo "need cbindgen $(CBINDGEN_VERSION): cargo install cbindgen --version $(CBINDGEN_VERSION) --locked"; exit 1; }
 	@mkdir -p $(BUILD)
-	$(CBINDGEN) --config cbindgen.toml --crate engagehub --output $(BUILD)/engagehub.h
-	diff -u include/engagehub.h $(BUILD)/engagehub.h || \
+	@$(CBINDGEN) --config cbindgen.toml --crate engagehub --output $(BUILD)/engagehub.h 2>/dev/null
+	@diff -u include/engagehub.h $(BUILD)/engagehub.h && echo "header: up to date" || \
 		{ echo "include/engagehub.h is stale: run 'make header' and commit it"; exit 1; }
 
 rust-test:
