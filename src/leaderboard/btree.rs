@@ -78,6 +78,19 @@ impl Leaf {
         self.slots.copy_within(i + 1..len, i);
         self.len -= 1;
     }
+    /// Appends every key of `right` (its successor) and takes over its link;
+    /// false, changing nothing, if they do not fit.
+    fn append(&mut self, right: &Leaf) -> bool {
+        let (la, lb) = (self.len as usize, right.len as usize);
+        if la + lb > LEAF_CAP {
+            return false;
+        }
+        self.scores[la..la + lb].copy_from_slice(&right.scores[..lb]);
+        self.slots[la..la + lb].copy_from_slice(&right.slots[..lb]);
+        self.len += right.len;
+        self.next = right.next;
+        true
+    }
 }
 
 impl Inner {
@@ -118,6 +131,19 @@ impl Inner {
         self.counts.copy_within(i + 1..len, i);
         self.children.copy_within(i + 1..len, i);
         self.len -= 1;
+    }
+    /// Appends every child of `right`; false, changing nothing, if they do not fit.
+    fn append(&mut self, right: &Inner) -> bool {
+        let (la, lb) = (self.len as usize, right.len as usize);
+        if la + lb > INNER_CAP {
+            return false;
+        }
+        self.first_scores[la..la + lb].copy_from_slice(&right.first_scores[..lb]);
+        self.first_slots[la..la + lb].copy_from_slice(&right.first_slots[..lb]);
+        self.counts[la..la + lb].copy_from_slice(&right.counts[..lb]);
+        self.children[la..la + lb].copy_from_slice(&right.children[..lb]);
+        self.len += right.len;
+        true
     }
     fn total(&self) -> u32 {
         self.counts[..self.len as usize].iter().sum()
@@ -456,49 +482,26 @@ impl RankIndex {
         let left = if i + 1 < len { i } else { i - 1 };
         let (a, b) = (inner.children[left], inner.children[left + 1]);
         if height == 1 {
-            let (la, lb) = (
-                self.leaves[a as usize].len as usize,
-                self.leaves[b as usize].len as usize,
-            );
-            if la + lb > LEAF_CAP {
+            let right = self.leaves[b as usize].clone();
+            if !self.leaves[a as usize].append(&right) {
                 return;
             }
-            let right = self.leaves[b as usize].clone();
-            let target = &mut self.leaves[a as usize];
-            target.scores[la..la + lb].copy_from_slice(&right.scores[..lb]);
-            target.slots[la..la + lb].copy_from_slice(&right.slots[..lb]);
-            target.len = (la + lb) as u32;
-            target.next = right.next;
             self.free_leaves.push(b);
         } else {
-            let (la, lb) = (
-                self.inners[a as usize].len as usize,
-                self.inners[b as usize].len as usize,
-            );
-            if la + lb > INNER_CAP {
+            let right = self.inners[b as usize].clone();
+            if !self.inners[a as usize].append(&right) {
                 return;
             }
-            let right = self.inners[b as usize].clone();
-            let target = &mut self.inners[a as usize];
-            target.first_scores[la..la + lb].copy_from_slice(&right.first_scores[..lb]);
-            target.first_slots[la..la + lb].copy_from_slice(&right.first_slots[..lb]);
-            target.counts[la..la + lb].copy_from_slice(&right.counts[..lb]);
-            target.children[la..la + lb].copy_from_slice(&right.children[..lb]);
-            target.len = (la + lb) as u32;
             self.free_inners.push(b);
         }
         let parent = &mut self.inners[node as usize];
         let merged_count = parent.counts[left] + parent.counts[left + 1];
         parent.counts[left] = merged_count;
         parent.remove_at(left + 1);
-        if merged_count == 0 {
-            // Both halves empty (only possible below a root being emptied): the
-            // pair becomes one empty node; keep it so the tree stays well formed.
-        } else if height == 1 {
-            let first = self.leaves[a as usize].key(0);
-            self.inners[node as usize].set_first(left, first);
-        } else {
-            let first = self.inners[a as usize].first(0);
+        // Both halves can be empty only below a root being emptied; then there is
+        // no first key to record (the root collapses right after).
+        if merged_count > 0 {
+            let first = self.summary(a, height - 1).1;
             self.inners[node as usize].set_first(left, first);
         }
     }

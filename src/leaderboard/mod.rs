@@ -153,6 +153,8 @@ pub struct Leaderboard {
     /// Users by slot; `free_slots` lists vacated ones (their `id` is empty).
     entries: Vec<Entry>,
     free_slots: Vec<u32>,
+    /// Heap bytes of ids too long to store inline, kept so `stats()` stays O(1).
+    long_id_bytes: usize,
     /// Slots, keyed by the hash of the id they hold.
     by_id: HashTable<u32>,
     index: RankIndex,
@@ -220,6 +222,7 @@ impl Leaderboard {
             landmark,
             entries: Vec::new(),
             free_slots: Vec::new(),
+            long_id_bytes: 0,
             by_id: HashTable::new(),
             index: RankIndex::new(),
             evicted: 0,
@@ -258,7 +261,6 @@ impl Leaderboard {
     /// Heap bytes owned by the board (entries, id table, index, long ids).
     pub fn heap_bytes(&self) -> usize {
         let entries = self.entries.capacity() * std::mem::size_of::<Entry>();
-        let long_ids: usize = self.entries.iter().map(|e| e.id.heap_bytes()).sum();
         let free = self.free_slots.capacity() * std::mem::size_of::<u32>();
         // hashbrown: one u32 bucket plus one control byte per bucket.
         let buckets = if self.by_id.capacity() == 0 {
@@ -267,13 +269,14 @@ impl Leaderboard {
             (self.by_id.capacity() * 8 / 7).next_power_of_two()
         };
         let table = buckets * (std::mem::size_of::<u32>() + 1);
-        entries + long_ids + free + table + self.index.heap_bytes()
+        entries + self.long_id_bytes + free + table + self.index.heap_bytes()
     }
 
     /// Removes every user; settings and counters other than `len` are kept.
     pub fn clear(&mut self) {
         self.entries.clear();
         self.free_slots.clear();
+        self.long_id_bytes = 0;
         self.by_id.clear();
         self.index.clear();
     }
@@ -453,6 +456,7 @@ impl Leaderboard {
             value,
             last_update: ts,
         };
+        self.long_id_bytes += entry.id.heap_bytes();
         let slot = match self.free_slots.pop() {
             Some(slot) => {
                 self.entries[slot as usize] = entry;
@@ -483,7 +487,8 @@ impl Leaderboard {
         if let Ok(found) = self.by_id.find_entry(hash, |&s| s == slot) {
             found.remove();
         }
-        self.entries[slot as usize].id = UserId::default();
+        let id = std::mem::take(&mut self.entries[slot as usize].id);
+        self.long_id_bytes -= id.heap_bytes();
         self.free_slots.push(slot);
     }
 
@@ -615,8 +620,10 @@ impl Leaderboard {
                 return Err(Error::corrupt(format!("user_id {id:?} appears twice")));
             }
             let slot = board.entries.len() as u32;
+            let user_id = UserId::new(&id);
+            board.long_id_bytes += user_id.heap_bytes();
             board.entries.push(Entry {
-                id: UserId::new(&id),
+                id: user_id,
                 value: value + 0.0,
                 last_update,
             });
