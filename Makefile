@@ -7,7 +7,7 @@ BUILD    := build
 LIBNAME  := libengagehub.so
 
 .PHONY: demo test lint header check-header rust-test loom-test lib-debug lib-release \
-        c-test py-test py-ext bench bench-python clean
+        c-test py-test py-ext bench bench-python clean install
 
 ## Build the release library and run the main job (the demo).
 demo: lib-release
@@ -73,3 +73,22 @@ py-ext: lib-release
 clean:
 	rm -rf $(BUILD)
 	$(CARGO) clean
+
+## Install the C library: header, shared + static library and a pkg-config file.
+## `make install PREFIX=/opt/eh`; DESTDIR stages (packaging); LIB_DIR picks the cargo
+## output folder to install (default target/release, built first; any other folder,
+## e.g. LIB_DIR=target/debug, is installed as it is, without building).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+LIB_DIR ?= target/release
+VERSION := $(shell awk -F'"' '/^\[/ { pkg = ($$0 == "[package]") } pkg && /^version *=/ { print $$2; exit }' Cargo.toml)
+INSTALL ?= install
+
+install: $(if $(filter target/release $(CURDIR)/target/release,$(LIB_DIR)),lib-release)
+	$(INSTALL) -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	$(INSTALL) -m 644 include/engagehub.h $(DESTDIR)$(PREFIX)/include/engagehub.h
+	$(INSTALL) -m 755 $(LIB_DIR)/$(LIBNAME) $(DESTDIR)$(PREFIX)/lib/$(LIBNAME)
+	$(INSTALL) -m 644 $(LIB_DIR)/libengagehub.a $(DESTDIR)$(PREFIX)/lib/libengagehub.a
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' engagehub.pc.in \
+		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/engagehub.pc
+	@echo "installed engagehub $(VERSION) into $(DESTDIR)$(PREFIX)"
