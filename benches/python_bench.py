@@ -16,6 +16,7 @@ import platform
 import random
 import statistics
 import sys
+import threading
 import time
 
 import engagehub
@@ -68,20 +69,93 @@ def bench_leaderboard(sizes: list[int], batches: int) -> list[tuple]:
     return rows
 
 
+def bench_push(n: int, rounds: int) -> dict:
+    """Events/s of push_event in a loop and of push_many (lists of 1,000 4-tuples).
+
+    The processor has a large ring and no callback (batches are discarded by the
+    worker), so the figure is the producer's cost; median over rounds."""
+    rng = random.Random(2)
+    users = [str(100_000_000_000_000_000 + rng.randrange(900_000_000_000_000_000)) for _ in range(10_000)]
+    events = [("message", users[i % 10_000], f"channel-{i % 97}", T0 + i // 100) for i in range(n)]
+    chunks = [events[i : i + BATCH] for i in range(0, n, BATCH)]
+    single, many = [], []
+    for _ in range(rounds):
+        with engagehub.EventStreamProcessor(1 << 21, 1, 1000, 1000) as p:
+            push = p.push_event
+            t = time.perf_counter()
+            for kind, user, channel, ts in events:
+                push(kind, user, channel, ts)
+            single.append(n / (time.perf_counter() - t))
+            assert p.stats().dropped == 0
+            p.flush_now()
+        with engagehub.EventStreamProcessor(1 << 21, 1, 1000, 1000) as p:
+            push_many = p.push_many
+            t = time.perf_counter()
+            for chunk in chunks:
+                push_many(chunk)
+            many.append(n / (time.perf_counter() - t))
+            assert p.stats().dropped == 0
+    return {"push_event": statistics.median(single), "push_many": statistics.median(many)}
+
+
+def bench_delivery(n: int, rounds: int, batch_format: str) -> float:
+    """Events/s delivered into a Python callback that counts them.
+
+    The first batch blocks the worker until all ``n`` events are queued, then the
+    clock runs from its release until ``flush_now`` returns: worker pops, batching,
+    decoding into Python objects and the callback itself."""
+    rng = random.Random(3)
+    users = [str(100_000_000_000_000_000 + rng.randrange(900_000_000_000_000_000)) for _ in range(10_000)]
+    events = [("message", users[i % 10_000], f"channel-{i % 97}", T0 + i // 100) for i in range(n)]
+    rates = []
+    for _ in range(rounds):
+        gate, count = threading.Event(), [0]
+
+        def callback(batch) -> None:
+            gate.wait()
+            count[0] += len(batch)
+
+        with engagehub.EventStreamProcessor(1 << 21, 1, 5000, 1000) as p:
+            p.set_flush_callback(callback, batch_format=batch_format)
+            for i in range(0, n, BATCH):
+                p.push_many(events[i : i + BATCH])
+            t = time.perf_counter()
+            gate.set()
+            p.flush_now()
+            rates.append(n / (time.perf_counter() - t))
+            assert count[0] == n
+    return statistics.median(rates)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--batches", type=int, default=101)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", choices=["leaderboard", "processor"], default=None)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"engagehub {engagehub.__version__}, cffi {MODE} mode ({LIBRARY_PATH})")
     print(f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores")
     print()
-    print("Leaderboard (median of 1,000-call batch means, ns per call)")
-    print("| users | update_user | get_top_users(10) | get_user_rank | heap B/user | RSS B/user |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for n, update, top, rank, heap, rss in bench_leaderboard(sizes, args.batches):
-        print(f"| {n:,} | {update:,.0f} | {top:,.0f} | {rank:,.0f} | {heap:.0f} | {rss:.0f} |")
+    if args.only in (None, "processor"):
+        print(f"EventStreamProcessor ({args.events:,} events, median of {args.rounds} rounds, events/s)")
+        push = bench_push(args.events, args.rounds)
+        print("| measure | events/s |")
+        print("|---|---:|")
+        print(f"| push_event loop | {push['push_event']:,.0f} |")
+        print(f"| push_many (1,000 per call) | {push['push_many']:,.0f} |")
+        for form in ("columns", "tuples", "dicts"):
+            rate = bench_delivery(args.events, args.rounds, form)
+            print(f"| delivery to a Python callback, batch_format={form!r} | {rate:,.0f} |")
+        print()
+    if args.only in (None, "leaderboard"):
+        print("Leaderboard (median of 1,000-call batch means, ns per call)")
+        print("| users | update_user | get_top_users(10) | get_user_rank | heap B/user | RSS B/user |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        for n, update, top, rank, heap, rss in bench_leaderboard(sizes, args.batches):
+            print(f"| {n:,} | {update:,.0f} | {top:,.0f} | {rank:,.0f} | {heap:.0f} | {rss:.0f} |")
     return 0
 
 

@@ -38,6 +38,47 @@
 #define EH_VERSION_PATCH 0
 
 /**
+ * `eh_processor_config.overflow`: refuse a push on a full ring with `EH_QUEUE_FULL`.
+ */
+#define EH_OVERFLOW_DROP_NEWEST 0
+
+/**
+ * `eh_processor_config.overflow`: wait up to `block_timeout_ms` for room.
+ */
+#define EH_OVERFLOW_BLOCK 1
+
+/**
+ * `eh_processor_config.clock`: "now" is the system's wall clock.
+ */
+#define EH_CLOCK_WALL 0
+
+/**
+ * `eh_processor_config.clock`: "now" is the newest event timestamp processed
+ * (for replays of old events).
+ */
+#define EH_CLOCK_EVENT_TIME 1
+
+/**
+ * A Count-Min frequency sketch (opaque): `depth` rows of `width` 64-bit counters,
+ * one 128-bit XXH3 hash per key with double hashing for the rows. Estimates never
+ * undercount and exceed the truth by at most e/width of the total with probability
+ * 1 − e^−depth. Sketches of equal dimensions merge.
+ *
+ * Thread safety: may be used from several threads at once (internal lock).
+ */
+typedef struct eh_cms eh_cms;
+
+/**
+ * A HyperLogLog distinct counter (opaque): precision 14 (16384 one-byte registers,
+ * 0.81% standard error), 64-bit XXH3 hashing, Ertl's improved estimator (near exact
+ * for small counts). Sketches built by different processes merge.
+ *
+ * Thread safety: may be used from several threads at once (adds and merges are
+ * serialised by an internal lock; counts share it).
+ */
+typedef struct eh_hll eh_hll;
+
+/**
  * A time-decayed leaderboard (opaque). Create with `eh_leaderboard_new`, free with
  * `eh_leaderboard_free`.
  *
@@ -48,6 +89,18 @@
  * lock; updates, `clear` and `load` take the write lock and are serialised.
  */
 typedef struct eh_leaderboard eh_leaderboard;
+
+/**
+ * An event pipeline (opaque): a bounded lock-free ring drained by worker threads
+ * that update the sketches and hand batches to the flush callback.
+ *
+ * Create with `eh_processor_new`, release with `eh_processor_free` (which drains).
+ *
+ * Thread safety: every function may be called from any number of threads at once,
+ * including pushes racing with `eh_processor_free` (they get `EH_SHUT_DOWN`); no
+ * call may start after `eh_processor_free` has returned.
+ */
+typedef struct eh_processor eh_processor;
 
 /**
  * Status code returned by every fallible function. `EH_OK` (0) is success, so
@@ -181,6 +234,236 @@ typedef struct eh_leaderboard_stats {
    */
   uint64_t heap_bytes;
 } eh_leaderboard_stats;
+
+/**
+ * Processor settings. Zero fields take their defaults; pass NULL for all defaults.
+ */
+typedef struct eh_processor_config {
+  /**
+   * Ring slots, rounded up to a power of two; 0 = 16384; at most 16777216.
+   */
+  uint64_t capacity;
+  /**
+   * Worker threads; 0 = 1; at most 64. With one worker, batches arrive in push order.
+   */
+  uint32_t workers;
+  /**
+   * Events per batch; 0 = 500.
+   */
+  uint32_t batch_size;
+  /**
+   * A partial batch is delivered this long after its first event; 0 = 1000 ms.
+   */
+  uint32_t flush_interval_ms;
+  /**
+   * `EH_OVERFLOW_DROP_NEWEST` (0, default) or `EH_OVERFLOW_BLOCK`.
+   */
+  int32_t overflow;
+  /**
+   * Longest wait of a push under `EH_OVERFLOW_BLOCK`; 0 = 1000 ms.
+   */
+  uint32_t block_timeout_ms;
+  /**
+   * Retries of a failing flush before the batch is dead-lettered; 0 = 3,
+   * negative = no retry.
+   */
+  int32_t max_retries;
+  /**
+   * Wait before the first retry, doubled for each later one; 0 = 50 ms.
+   */
+  uint32_t retry_backoff_ms;
+  /**
+   * `EH_CLOCK_WALL` (0, default) or `EH_CLOCK_EVENT_TIME`.
+   */
+  int32_t clock;
+  /**
+   * Length of the unique-user and trending window in minutes; 0 = 60.
+   */
+  uint32_t window_minutes;
+  /**
+   * Count-Min rows; 0 = 4.
+   */
+  uint32_t cms_depth;
+  /**
+   * Count-Min columns; 0 = 2048.
+   */
+  uint32_t cms_width;
+  /**
+   * Channels tracked by the all-time trending summary; 0 = 1024.
+   */
+  uint32_t topk_capacity;
+} eh_processor_config;
+
+/**
+ * An event in the C layout the flush callback receives (`eh_event` in the header).
+ * Every pointer is valid only during the callback; strings are UTF-8, not
+ * NUL-terminated; `payload` is NULL when `payload_len` is 0.
+ */
+typedef struct eh_event {
+  /**
+   * Event kind, `kind_len` bytes.
+   */
+  const uint8_t *kind;
+  /**
+   * Length of `kind` in bytes.
+   */
+  size_t kind_len;
+  /**
+   * User id, `user_id_len` bytes.
+   */
+  const uint8_t *user_id;
+  /**
+   * Length of `user_id` in bytes.
+   */
+  size_t user_id_len;
+  /**
+   * Channel id, `channel_id_len` bytes.
+   */
+  const uint8_t *channel_id;
+  /**
+   * Length of `channel_id` in bytes.
+   */
+  size_t channel_id_len;
+  /**
+   * Unix seconds.
+   */
+  int64_t timestamp;
+  /**
+   * Opaque payload pushed with the event, `payload_len` bytes; NULL when empty.
+   */
+  const uint8_t *payload;
+  /**
+   * Length of `payload` in bytes.
+   */
+  size_t payload_len;
+} eh_event;
+
+/**
+ * The flush callback: receives `n` events valid only during the call, on a worker
+ * thread. Return 0 on success; anything else is a failure and the same batch is
+ * offered again after the backoff, up to `max_retries` times, then dead-lettered.
+ *
+ * It may call `eh_processor_push*` and the query functions on the same processor;
+ * `eh_processor_flush`, `eh_processor_set_*_callback` and `eh_processor_free` on
+ * the same processor return `EH_WOULD_DEADLOCK` (free: see there).
+ */
+typedef int32_t (*eh_flush_fn)(void *user_data, const struct eh_event *events, size_t n);
+
+/**
+ * Releases a callback's `user_data`; called exactly once, when the callback is
+ * replaced or the processor is freed (possibly on a worker thread).
+ */
+typedef void (*eh_free_fn)(void *user_data);
+
+/**
+ * The dead-letter callback: a batch whose flush failed `max_retries + 1` times,
+ * with the failure reason as a NUL-terminated string; everything valid only during
+ * the call; runs on a worker thread under the same rules as `eh_flush_fn`.
+ */
+typedef void (*eh_dead_letter_fn)(void *user_data,
+                                  const struct eh_event *events,
+                                  size_t n,
+                                  const char *error);
+
+/**
+ * Counters from `eh_processor_get_stats` (relaxed reads: cheap to poll).
+ */
+typedef struct eh_processor_stats {
+  /**
+   * Events offered (accepted + dropped).
+   */
+  uint64_t pushed;
+  /**
+   * Events placed in the ring.
+   */
+  uint64_t accepted;
+  /**
+   * Events refused because the ring was full.
+   */
+  uint64_t dropped;
+  /**
+   * Events taken by the workers and sketched.
+   */
+  uint64_t processed;
+  /**
+   * Events in batches the flush callback accepted (returned 0).
+   */
+  uint64_t delivered;
+  /**
+   * Events in batches dropped because no flush callback was set.
+   */
+  uint64_t discarded;
+  /**
+   * Batches the flush callback accepted.
+   */
+  uint64_t batches;
+  /**
+   * Failed flush attempts.
+   */
+  uint64_t failures;
+  /**
+   * Retries of failed flushes.
+   */
+  uint64_t retries;
+  /**
+   * Events handed to the dead-letter callback after the last retry failed.
+   */
+  uint64_t dead_lettered;
+  /**
+   * Batches handed to the dead-letter callback.
+   */
+  uint64_t dead_letter_batches;
+  /**
+   * Events waiting in the ring.
+   */
+  uint64_t queue_len;
+} eh_processor_stats;
+
+/**
+ * One row of an [`eh_channel_list`].
+ */
+typedef struct eh_channel_row {
+  /**
+   * Estimated events in the channel (an upper bound; exact for heavy hitters).
+   */
+  uint64_t count;
+  /**
+   * Offset of the channel id in `eh_channel_list.ids` (followed by a NUL).
+   */
+  uint64_t id_offset;
+  /**
+   * Length in bytes of the channel id (UTF-8), not counting the NUL.
+   */
+  uint64_t id_len;
+} eh_channel_row;
+
+/**
+ * Trending channels, owned by the library until `eh_channel_list_free`. Same
+ * layout rules as `eh_ranking`: row `i` names the `rows[i].id_len` bytes at
+ * `ids + rows[i].id_offset`; rows and ids are one block of `size` bytes.
+ */
+typedef struct eh_channel_list {
+  /**
+   * Number of rows.
+   */
+  size_t len;
+  /**
+   * `len` rows, busiest first (ties by channel id).
+   */
+  const struct eh_channel_row *rows;
+  /**
+   * The channel ids, back to back.
+   */
+  const uint8_t *ids;
+  /**
+   * Bytes from `rows` to the end of the ids.
+   */
+  size_t size;
+  /**
+   * Library-private; do not touch.
+   */
+  void *owner;
+} eh_channel_list;
 
 /**
  * Success.
@@ -387,6 +670,268 @@ eh_status eh_leaderboard_load(const struct eh_leaderboard *lb, const char *path)
  * second call are no-ops.
  */
 void eh_ranking_free(struct eh_ranking *ranking);
+
+/**
+ * Creates a processor and starts its workers. `config` may be NULL (all defaults).
+ * Errors: `EH_INVALID_ARGUMENT` (a field out of range, the message names it),
+ * `EH_IO` (a thread could not be started).
+ */
+eh_status eh_processor_new(const struct eh_processor_config *config, struct eh_processor **out);
+
+/**
+ * Stops intake, drains the ring, delivers every batch (with retries), joins the
+ * workers, releases the callbacks' user data, then frees the handle. BLOCKS until
+ * all of that is done. Pushes racing with it get `EH_SHUT_DOWN`. NULL: no-op.
+ *
+ * Called from this processor's own callback it cannot join the worker it runs on:
+ * it stops intake and returns without freeing (`eh_last_error` says so); free the
+ * handle from another thread.
+ */
+void eh_processor_free(struct eh_processor *p);
+
+/**
+ * Offers one event: `kind`, `user_id`, `channel_id` are UTF-8 (≤ 1024 bytes each),
+ * `timestamp` is unix seconds (≤ 0: the processor's "now"), `payload` (may be NULL
+ * with `payload_len` 0, ≤ 1 MiB) is carried unchanged to the flush callback.
+ * Copies everything before returning. Never blocks under `EH_OVERFLOW_DROP_NEWEST`.
+ *
+ * Errors: `EH_QUEUE_FULL` (dropped and counted), `EH_SHUT_DOWN`,
+ * `EH_INVALID_ARGUMENT`, `EH_POISONED`.
+ */
+eh_status eh_processor_push(const struct eh_processor *p,
+                            const uint8_t *kind,
+                            size_t kind_len,
+                            const uint8_t *user_id,
+                            size_t user_id_len,
+                            const uint8_t *channel_id,
+                            size_t channel_id_len,
+                            int64_t timestamp,
+                            const uint8_t *payload,
+                            size_t payload_len);
+
+/**
+ * Offers `n` events in order and writes how many were accepted to `*accepted`.
+ * The accepted ones are always the first `*accepted`: after the first refusal
+ * (full ring) the rest are dropped and counted. Every event is validated first:
+ * one invalid event fails the call (`EH_INVALID_ARGUMENT`) with nothing pushed.
+ * A short count is not an error: the call returns `EH_OK`.
+ */
+eh_status eh_processor_push_batch(const struct eh_processor *p,
+                                  const struct eh_event *events,
+                                  size_t n,
+                                  size_t *accepted);
+
+/**
+ * Offers `n` events packed as columns, the cheap form for bindings: `text` is
+ * `3 * n` UTF-8 fields separated by single NUL bytes — the `n` kinds, then the
+ * `n` user ids, then the `n` channel ids (so no field may contain a NUL) — and
+ * `timestamps` is NULL (all "now") or `n` values. Same acceptance rules and
+ * `*accepted` as `eh_processor_push_batch`; events carry no payload.
+ */
+eh_status eh_processor_push_columns(const struct eh_processor *p,
+                                    const uint8_t *text,
+                                    size_t text_len,
+                                    const int64_t *timestamps,
+                                    size_t n,
+                                    size_t *accepted);
+
+/**
+ * Packs `n` events (from a flush callback) as columns for bindings: writes into
+ * `buf` (capacity `cap`) the `3 * n` fields separated by single NUL bytes (kinds,
+ * then user ids, then channel ids), sets `*needed` to the bytes required, and, if
+ * `timestamps` is not NULL, the `n` timestamps. If `cap < *needed` nothing is
+ * written to `buf` and the call still returns `EH_OK`: grow the buffer and call
+ * again. A field containing a NUL byte cannot be packed: `EH_INVALID_ARGUMENT`
+ * (read the events one by one instead).
+ */
+eh_status eh_events_columns(const struct eh_event *events,
+                            size_t n,
+                            uint8_t *buf,
+                            size_t cap,
+                            size_t *needed,
+                            int64_t *timestamps);
+
+/**
+ * Sets the flush callback (NULL `cb` removes it: batches are then discarded and
+ * counted). `user_data_free`, if not NULL, is called exactly once with `user_data`
+ * when this callback is replaced or the processor freed. Batches already being
+ * delivered finish with the previous callback. From this processor's own callback:
+ * `EH_WOULD_DEADLOCK` (and `user_data_free` is not called).
+ */
+eh_status eh_processor_set_flush_callback(const struct eh_processor *p,
+                                          eh_flush_fn cb,
+                                          void *user_data,
+                                          eh_free_fn user_data_free);
+
+/**
+ * Sets the dead-letter callback (NULL removes it; dead-lettered batches are then
+ * only counted). Same `user_data` rules as `eh_processor_set_flush_callback`.
+ */
+eh_status eh_processor_set_dead_letter_callback(const struct eh_processor *p,
+                                                eh_dead_letter_fn cb,
+                                                void *user_data,
+                                                eh_free_fn user_data_free);
+
+/**
+ * Blocks until every event accepted before the call has been delivered,
+ * dead-lettered or discarded, or `timeout_ms` passes (`EH_TIMEOUT`). From this
+ * processor's own callback: `EH_WOULD_DEADLOCK`. After `eh_processor_free` began:
+ * `EH_SHUT_DOWN`.
+ */
+eh_status eh_processor_flush(const struct eh_processor *p, uint64_t timeout_ms);
+
+/**
+ * Reads the counters into `*out`.
+ */
+eh_status eh_processor_get_stats(const struct eh_processor *p, struct eh_processor_stats *out);
+
+/**
+ * Writes the processor's "now" (unix seconds) to `*out`: the wall clock, or under
+ * `EH_CLOCK_EVENT_TIME` the newest event timestamp processed (the wall clock
+ * before any).
+ */
+eh_status eh_processor_now(const struct eh_processor *p, int64_t *out);
+
+/**
+ * Estimated distinct users (HyperLogLog, ±0.81% standard error, near exact below a
+ * few hundred) in the `window_secs` before `now`: `now` ≤ 0 means the processor's
+ * clock, `window_secs` ≤ 0 means all time; the window is rounded up to whole
+ * minutes and capped at `window_minutes`. Events are counted once a worker has
+ * processed them (`eh_processor_flush` waits for that).
+ */
+eh_status eh_processor_unique_users(const struct eh_processor *p,
+                                    int64_t window_secs,
+                                    int64_t now,
+                                    uint64_t *out);
+
+/**
+ * The sketch behind `eh_processor_unique_users` as a new `eh_hll` (free it with
+ * `eh_hll_free`), to merge with other processes' sketches.
+ */
+eh_status eh_processor_users_sketch(const struct eh_processor *p,
+                                    int64_t window_secs,
+                                    int64_t now,
+                                    struct eh_hll **out);
+
+/**
+ * The `k` busiest channels over the window (`window_secs` ≤ 0: all time; `now` ≤ 0:
+ * the processor's clock) from the bounded Space-Saving summaries, into `*out`;
+ * release with `eh_channel_list_free`. Counts are upper bounds, exact for channels
+ * well above the summary's floor.
+ */
+eh_status eh_processor_top_channels(const struct eh_processor *p,
+                                    size_t k,
+                                    int64_t window_secs,
+                                    int64_t now,
+                                    struct eh_channel_list *out);
+
+/**
+ * All-time events in `channel` by the Count-Min sketch: never below the true
+ * count, above it by at most e/width of all events with high probability.
+ */
+eh_status eh_processor_channel_count(const struct eh_processor *p,
+                                     const uint8_t *channel,
+                                     size_t channel_len,
+                                     uint64_t *out);
+
+/**
+ * Releases a list filled by `eh_processor_top_channels` and zeroes `*list`.
+ * NULL, a zeroed struct and a second call are no-ops.
+ */
+void eh_channel_list_free(struct eh_channel_list *list);
+
+/**
+ * Creates an empty HyperLogLog into `*out`.
+ */
+eh_status eh_hll_new(struct eh_hll **out);
+
+/**
+ * Frees a HyperLogLog. NULL: no-op.
+ */
+void eh_hll_free(struct eh_hll *hll);
+
+/**
+ * Adds one item (any bytes; `len == 0` is the empty item).
+ */
+eh_status eh_hll_add(const struct eh_hll *hll, const uint8_t *item, size_t len);
+
+/**
+ * Merges `src` into `dst` (the union of both streams). `src` is unchanged; `dst ==
+ * src` is allowed.
+ */
+eh_status eh_hll_merge(const struct eh_hll *dst, const struct eh_hll *src);
+
+/**
+ * Writes the estimated number of distinct items to `*out`.
+ */
+eh_status eh_hll_count(const struct eh_hll *hll, uint64_t *out);
+
+/**
+ * Resets to empty.
+ */
+eh_status eh_hll_clear(const struct eh_hll *hll);
+
+/**
+ * Serializes into `buf` (capacity `cap`): versioned, with a checksum; 16400 bytes.
+ * `*needed` is always set; `buf` is written only when `cap >= *needed` (the call
+ * succeeds either way: retry with a larger buffer).
+ */
+eh_status eh_hll_serialize(const struct eh_hll *hll, uint8_t *buf, size_t cap, size_t *needed);
+
+/**
+ * Creates a HyperLogLog from `eh_hll_serialize` bytes into `*out`. Bad magic,
+ * version, length, register values or checksum: `EH_CORRUPT`, nothing created.
+ */
+eh_status eh_hll_deserialize(const uint8_t *bytes, size_t len, struct eh_hll **out);
+
+/**
+ * Creates a Count-Min sketch of `depth` rows (1..=16; 0 = 4) and `width` columns
+ * (1..=16777216; 0 = 2048) into `*out`.
+ */
+eh_status eh_cms_new(uint32_t depth, uint32_t width, struct eh_cms **out);
+
+/**
+ * Frees a Count-Min sketch. NULL: no-op.
+ */
+void eh_cms_free(struct eh_cms *cms);
+
+/**
+ * Adds `count` occurrences of `item` (counters saturate at 2^64 − 1).
+ */
+eh_status eh_cms_add(const struct eh_cms *cms, const uint8_t *item, size_t len, uint64_t count);
+
+/**
+ * Writes the estimated count of `item` to `*out` (never below the true count).
+ */
+eh_status eh_cms_estimate(const struct eh_cms *cms, const uint8_t *item, size_t len, uint64_t *out);
+
+/**
+ * Writes the total of all counts added (and merged) to `*out`.
+ */
+eh_status eh_cms_total(const struct eh_cms *cms, uint64_t *out);
+
+/**
+ * Adds `src`'s counts into `dst`. Different dimensions: `EH_INVALID_ARGUMENT`,
+ * `dst` unchanged. `dst == src` doubles every count.
+ */
+eh_status eh_cms_merge(const struct eh_cms *dst, const struct eh_cms *src);
+
+/**
+ * Resets every counter to zero.
+ */
+eh_status eh_cms_clear(const struct eh_cms *cms);
+
+/**
+ * Serializes into `buf` (capacity `cap`), versioned with a checksum. `*needed` is
+ * always set; `buf` is written only when `cap >= *needed`.
+ */
+eh_status eh_cms_serialize(const struct eh_cms *cms, uint8_t *buf, size_t cap, size_t *needed);
+
+/**
+ * Creates a Count-Min sketch from `eh_cms_serialize` bytes into `*out`. Anything
+ * malformed: `EH_CORRUPT`, nothing created.
+ */
+eh_status eh_cms_deserialize(const uint8_t *bytes, size_t len, struct eh_cms **out);
 
 #ifdef __cplusplus
 }  // extern "C"

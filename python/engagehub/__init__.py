@@ -1,7 +1,10 @@
 """engagehub: real-time community analytics on a native Rust engine.
 
+* :class:`EventStreamProcessor`: pushes events into native worker threads that keep
+  unique-user and trending-channel sketches and deliver batches to a callback.
 * :class:`Leaderboard`: users ranked by exponentially decayed points, O(log n)
   updates, fast top-k and rank queries, lossless snapshots.
+* :class:`HyperLogLog`, :class:`CountMinSketch`: standalone mergeable sketches.
 
 Every failing call raises a subclass of :class:`EngageHubError` (see
 :mod:`engagehub.errors`) carrying the library's message.
@@ -26,13 +29,19 @@ from .errors import (
     WouldDeadlock,
 )
 from .leaderboard import Leaderboard, LeaderboardStats, RankedUser
+from .processor import EventColumns, EventStreamProcessor, ProcessorStats
+from .sketch import CountMinSketch, HyperLogLog
 
 __version__: str = ffi.string(lib.eh_version()).decode()
 """The native library's version (``eh_version()``)."""
 
 __all__ = [
+    "CountMinSketch",
     "Corrupt",
     "EngageHubError",
+    "EventColumns",
+    "EventStreamProcessor",
+    "HyperLogLog",
     "Full",
     "IOFailure",
     "InvalidArgument",
@@ -41,6 +50,7 @@ __all__ = [
     "NotFound",
     "Panic",
     "Poisoned",
+    "ProcessorStats",
     "QueueFull",
     "RankedUser",
     "ShutDown",

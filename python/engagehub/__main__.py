@@ -1,23 +1,26 @@
-"""Command line: ``python -m engagehub demo``."""
+"""Command line: ``python -m engagehub demo [options]`` (``--help`` for the options)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import List, Optional
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     """Runs the command named on the command line; returns the exit code."""
+    from . import demo
+
     parser = argparse.ArgumentParser(prog="python -m engagehub")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the demo workload")
-    demo.add_argument("--users", type=int, default=200_000, help="distinct users")
-    demo.add_argument("--updates", type=int, default=1_000_000, help="leaderboard updates")
-    demo.add_argument("--seed", type=int, default=7, help="random seed")
+    demo_parser = sub.add_parser(
+        "demo",
+        help="a simulated day of a Discord server through the pipeline into SQLite/PostgreSQL",
+        description=(demo.__doc__ or "").split("\n\n")[1],
+    )
+    demo.add_arguments(demo_parser)
     args = parser.parse_args(argv)
-    from .demo import run_demo
-
-    return run_demo(args)
+    return demo.run_from_args(args)
 
 
 if __name__ == "__main__":

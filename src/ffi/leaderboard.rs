@@ -120,61 +120,23 @@ const ROW_WORDS: usize = std::mem::size_of::<eh_rank_row>() / 8;
 const _: () = assert!(std::mem::size_of::<eh_rank_row>() == ROW_WORDS * 8);
 
 fn ranking_from(rows: &[RankedUser<'_>]) -> eh_ranking {
-    // Each id is followed by a NUL: C callers can use it as a C string (if the id
-    // has no NUL of its own) and bindings can split all ids in one call.
-    let id_bytes: usize = rows.iter().map(|r| r.user_id.len() + 1).sum();
-    let size = rows.len() * ROW_WORDS * 8 + id_bytes;
-    // One u64-aligned block: a header word holding the block's length (so freeing
-    // never trusts caller-visible fields), rows as 5 words each, then the id bytes.
-    let total_words = 1 + size.div_ceil(8);
-    let mut block: Box<[u64]> = vec![0u64; total_words].into_boxed_slice();
-    block[0] = total_words as u64;
-    let mut id_offset = 0usize;
-    for (i, row) in rows.iter().enumerate() {
-        let words = &mut block[1 + i * ROW_WORDS..1 + (i + 1) * ROW_WORDS];
-        words[0] = row.rank;
-        words[1] = row.score.to_bits();
-        words[2] = row.last_update as u64;
-        words[3] = id_offset as u64;
-        words[4] = row.user_id.len() as u64;
-        id_offset += row.user_id.len() + 1;
-    }
-    let ids_start = 8 + rows.len() * ROW_WORDS * 8;
-    {
-        // SAFETY: the block is `block.len() * 8 >= size` initialised bytes; u8 has
-        // alignment 1 and every bit pattern is a valid u64, so viewing the words as
-        // bytes for the copy is sound; the view ends before `block` is used again.
-        let bytes = unsafe {
-            std::slice::from_raw_parts_mut(block.as_mut_ptr().cast::<u8>(), block.len() * 8)
-        };
-        let mut at = ids_start;
-        for row in rows {
-            bytes[at..at + row.user_id.len()].copy_from_slice(row.user_id.as_bytes());
-            // The NUL terminator is already there: the block starts zeroed.
-            at += row.user_id.len() + 1;
-        }
-    }
-    let base = Box::into_raw(block).cast::<u64>();
+    let fields: Vec<([u64; ROW_WORDS], &str)> = rows
+        .iter()
+        .map(|r| {
+            let words = [r.rank, r.score.to_bits(), r.last_update as u64, 0, 0];
+            (words, r.user_id)
+        })
+        .collect();
+    let packed = super::rows::pack(&fields);
     eh_ranking {
-        len: rows.len(),
+        len: packed.len,
         // `eh_rank_row` is repr(C) with five 8-byte fields: the same layout as the
-        // five words written above (an f64 is stored as its bits).
-        rows: base.wrapping_add(1).cast::<eh_rank_row>(),
-        ids: base.cast::<u8>().wrapping_add(ids_start),
-        size,
-        owner: base.cast::<c_void>(),
+        // five words packed above (an f64 is stored as its bits).
+        rows: packed.rows.cast::<eh_rank_row>(),
+        ids: packed.ids,
+        size: packed.size,
+        owner: packed.owner,
     }
-}
-
-fn free_ranking_block(owner: *mut c_void) {
-    let base = owner.cast::<u64>();
-    // SAFETY: `owner` is the start of the `[u64]` block made by `ranking_from`,
-    // whose first word is the block's length in words; it is live because the
-    // caller clears `owner` before freeing, so each block is freed once.
-    let words = unsafe { base.read() } as usize;
-    let slice = std::ptr::slice_from_raw_parts_mut(base, words);
-    // SAFETY: as above: the same pointer and length Box::into_raw produced.
-    drop(unsafe { Box::from_raw(slice) });
 }
 
 fn config_from(config: *const eh_leaderboard_config) -> LeaderboardConfig {
@@ -501,6 +463,6 @@ pub unsafe extern "C" fn eh_ranking_free(ranking: *mut eh_ranking) {
         owner: std::ptr::null_mut(),
     };
     if !owner.is_null() {
-        guard_free("eh_ranking_free", || free_ranking_block(owner));
+        guard_free("eh_ranking_free", || super::rows::free(owner));
     }
 }

@@ -17,6 +17,9 @@
 #![allow(non_camel_case_types, clippy::missing_safety_doc)]
 
 pub mod leaderboard;
+pub mod processor;
+mod rows;
+pub mod sketch;
 
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char};

@@ -1,0 +1,233 @@
+//! Event pipeline benchmarks.
+//!
+//! * `ring/*`: push+pop throughput of our Vyukov ring beside crossbeam-queue's
+//!   `ArrayQueue` (the baseline), 1 producer / 1 consumer and 2 / 1, in one group so
+//!   the ratio comes from the same run.
+//! * `end_to_end/*`: events from `eh_processor_push` (through the C ABI) to a no-op C
+//!   flush callback, 1 producer thread and 1 worker, three short strings per event;
+//!   the time covers pushing N events and the flush that waits for their delivery.
+
+use std::ffi::c_void;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use crossbeam_queue::ArrayQueue;
+use engagehub::ffi::processor::*;
+use engagehub::ffi::{EH_OK, EH_QUEUE_FULL};
+use engagehub::pipeline::RawEvent;
+use engagehub::pipeline::ring::Ring;
+
+const CAPACITY: usize = 16384;
+
+trait Queue: Send + Sync + 'static {
+    fn put(&self, v: u64) -> bool;
+    fn take(&self) -> Option<u64>;
+}
+
+impl Queue for Ring<u64> {
+    fn put(&self, v: u64) -> bool {
+        self.push(v).is_ok()
+    }
+    fn take(&self) -> Option<u64> {
+        self.pop()
+    }
+}
+
+impl Queue for ArrayQueue<u64> {
+    fn put(&self, v: u64) -> bool {
+        self.push(v).is_ok()
+    }
+    fn take(&self) -> Option<u64> {
+        self.pop()
+    }
+}
+
+/// Moves `total` values through `q` with `producers` threads and one consumer.
+fn transfer<Q: Queue>(q: &Arc<Q>, producers: u64, total: u64) -> Duration {
+    let per = total / producers;
+    let start = Instant::now();
+    let threads: Vec<_> = (0..producers)
+        .map(|_| {
+            let q = Arc::clone(q);
+            std::thread::spawn(move || {
+                for i in 0..per {
+                    while !q.put(i) {
+                        std::hint::spin_loop();
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut got = 0;
+    let mut sum = 0u64;
+    while got < per * producers {
+        match q.take() {
+            Some(v) => {
+                sum = sum.wrapping_add(v);
+                got += 1;
+            }
+            None => std::hint::spin_loop(),
+        }
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    black_box(sum);
+    start.elapsed()
+}
+
+fn ring(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ring");
+    group
+        .throughput(Throughput::Elements(1))
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .sample_size(20);
+    for producers in [1u64, 2] {
+        let ours = Arc::new(Ring::<u64>::new(CAPACITY));
+        group.bench_function(format!("engagehub/{producers}p1c"), |b| {
+            b.iter_custom(|iters| transfer(&ours, producers, iters.max(producers)))
+        });
+        let baseline = Arc::new(ArrayQueue::<u64>::new(CAPACITY));
+        group.bench_function(format!("crossbeam_array_queue/{producers}p1c"), |b| {
+            b.iter_custom(|iters| transfer(&baseline, producers, iters.max(producers)))
+        });
+    }
+    group.finish();
+}
+
+unsafe extern "C" fn count_events(user_data: *mut c_void, _: *const RawEvent, n: usize) -> i32 {
+    // SAFETY: `user_data` is the `AtomicU64` registered below, alive until free.
+    let counter = unsafe { &*user_data.cast::<AtomicU64>() };
+    counter.fetch_add(n as u64, Ordering::Relaxed);
+    0
+}
+
+struct Handle(*mut eh_processor);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: created by eh_processor_new; freed once.
+        unsafe { eh_processor_free(self.0) };
+    }
+}
+
+fn new_processor(delivered: &AtomicU64) -> Handle {
+    let config = eh_processor_config {
+        capacity: 65536,
+        workers: 1,
+        batch_size: 1000,
+        ..Default::default()
+    };
+    let mut p = std::ptr::null_mut();
+    // SAFETY: valid config and out-param; the callback's user data outlives `p`.
+    unsafe {
+        assert_eq!(eh_processor_new(&config, &mut p), EH_OK);
+        let user = delivered as *const AtomicU64 as *mut c_void;
+        assert_eq!(
+            eh_processor_set_flush_callback(p, Some(count_events), user, None),
+            EH_OK
+        );
+    }
+    Handle(p)
+}
+
+fn end_to_end(c: &mut Criterion) {
+    let mut group = c.benchmark_group("end_to_end");
+    group
+        .throughput(Throughput::Elements(1))
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .sample_size(20);
+    let users: Vec<String> = (0..4096u64)
+        .map(|i| format!("{}", 100_000_000_000_000_000 + i * 7919))
+        .collect();
+    let (kind, channel) = ("message", "general");
+
+    let delivered = AtomicU64::new(0);
+    let p = new_processor(&delivered);
+    group.bench_function("push_to_c_callback", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for i in 0..iters {
+                let user = users[(i & 4095) as usize].as_bytes();
+                loop {
+                    // SAFETY: live handle, valid (ptr, len) pairs.
+                    let rc = unsafe {
+                        eh_processor_push(
+                            p.0,
+                            kind.as_ptr(),
+                            kind.len(),
+                            user.as_ptr(),
+                            user.len(),
+                            channel.as_ptr(),
+                            channel.len(),
+                            1_700_000_000,
+                            std::ptr::null(),
+                            0,
+                        )
+                    };
+                    match rc {
+                        EH_OK => break,
+                        EH_QUEUE_FULL => std::hint::spin_loop(),
+                        other => panic!("push failed: {other}"),
+                    }
+                }
+            }
+            // SAFETY: live handle.
+            assert_eq!(unsafe { eh_processor_flush(p.0, 60_000) }, EH_OK);
+            start.elapsed()
+        })
+    });
+
+    group.bench_function("push_batch_to_c_callback", |b| {
+        let raw: Vec<RawEvent> = users
+            .iter()
+            .take(256)
+            .map(|u| RawEvent {
+                kind: kind.as_ptr(),
+                kind_len: kind.len(),
+                user_id: u.as_ptr(),
+                user_id_len: u.len(),
+                channel_id: channel.as_ptr(),
+                channel_id_len: channel.len(),
+                timestamp: 1_700_000_000,
+                payload: std::ptr::null(),
+                payload_len: 0,
+            })
+            .collect();
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            let mut left = iters as usize;
+            while left > 0 {
+                let chunk = &raw[..left.min(raw.len())];
+                let mut offset = 0;
+                while offset < chunk.len() {
+                    let mut accepted = 0usize;
+                    let rest = &chunk[offset..];
+                    // SAFETY: live handle; `rest` points at valid events.
+                    let rc = unsafe {
+                        eh_processor_push_batch(p.0, rest.as_ptr(), rest.len(), &mut accepted)
+                    };
+                    assert_eq!(rc, EH_OK);
+                    offset += accepted;
+                    if accepted < rest.len() {
+                        std::hint::spin_loop();
+                    }
+                }
+                left -= chunk.len();
+            }
+            // SAFETY: live handle.
+            assert_eq!(unsafe { eh_processor_flush(p.0, 60_000) }, EH_OK);
+            start.elapsed()
+        })
+    });
+    drop(p);
+    group.finish();
+}
+
+criterion_group!(benches, ring, end_to_end);
+criterion_main!(benches);

@@ -1,0 +1,366 @@
+//! Events: what a producer pushes ([`EventIn`]), how a ring slot stores it
+//! ([`Record`]) and how a worker hands a batch to the flush callback ([`Batch`]).
+//!
+//! A record copies the strings and payload once, into an inline buffer when they
+//! fit in [`INLINE_BYTES`] (the common case: a kind, two ids and no payload), so
+//! pushing does not allocate. A worker appends each record's bytes to its batch's
+//! arena (one `memcpy`) and, before delivery, builds the C-layout array
+//! [`RawEvent`] that points into that arena.
+
+use std::fmt;
+
+/// Bytes of kind + user id + channel id + payload stored inside the ring slot; longer
+/// events spill to one heap allocation.
+pub const INLINE_BYTES: usize = 80;
+
+/// Longest kind, user id or channel id accepted, in bytes.
+pub const MAX_FIELD_BYTES: usize = 1024;
+
+/// Largest payload accepted, in bytes.
+pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+
+/// An event offered to [`crate::pipeline::Processor::push`]; borrowed, copied on push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventIn<'a> {
+    /// Event kind ("message", "reaction"...).
+    pub kind: &'a str,
+    /// Who did it.
+    pub user_id: &'a str,
+    /// Where it happened.
+    pub channel_id: &'a str,
+    /// Unix seconds; `<= 0` means the processor's "now" at push time.
+    pub timestamp: i64,
+    /// Opaque bytes carried unchanged to the flush callback (may be empty).
+    pub payload: &'a [u8],
+}
+
+/// An event as delivered: borrowed from a [`Batch`], valid while the batch is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event<'a> {
+    /// Event kind.
+    pub kind: &'a str,
+    /// Who did it.
+    pub user_id: &'a str,
+    /// Where it happened.
+    pub channel_id: &'a str,
+    /// Unix seconds (a `<= 0` timestamp was replaced by the clock at push time).
+    pub timestamp: i64,
+    /// The payload pushed with the event (empty if none).
+    pub payload: &'a [u8],
+}
+
+impl EventIn<'_> {
+    /// Checks field sizes (the strings are UTF-8 by type).
+    pub fn validate(&self) -> crate::Result<()> {
+        for (what, len) in [
+            ("kind", self.kind.len()),
+            ("user_id", self.user_id.len()),
+            ("channel_id", self.channel_id.len()),
+        ] {
+            if len > MAX_FIELD_BYTES {
+                return Err(crate::Error::invalid(format!(
+                    "{what} is {len} bytes, longer than the {MAX_FIELD_BYTES}-byte limit"
+                )));
+            }
+        }
+        if self.payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(crate::Error::invalid(format!(
+                "payload is {} bytes, larger than the {MAX_PAYLOAD_BYTES}-byte limit",
+                self.payload.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+enum Bytes {
+    Inline([u8; INLINE_BYTES]),
+    Heap(Box<[u8]>),
+}
+
+/// One event as stored in a ring slot: `kind ‖ user_id ‖ channel_id ‖ payload`.
+pub struct Record {
+    timestamp: i64,
+    /// Lengths of kind, user id, channel id, payload (each ≤ u32 by validation).
+    lens: [u32; 4],
+    bytes: Bytes,
+}
+
+impl Record {
+    /// Copies `ev` (validated by the caller) with `timestamp` resolved.
+    pub fn new(ev: &EventIn<'_>, timestamp: i64) -> Self {
+        let parts: [&[u8]; 4] = [
+            ev.kind.as_bytes(),
+            ev.user_id.as_bytes(),
+            ev.channel_id.as_bytes(),
+            ev.payload,
+        ];
+        let lens = parts.map(|p| p.len() as u32);
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let bytes = if total <= INLINE_BYTES {
+            let mut buf = [0u8; INLINE_BYTES];
+            let mut at = 0;
+            for part in parts {
+                buf[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+            Bytes::Inline(buf)
+        } else {
+            Bytes::Heap(parts.concat().into_boxed_slice())
+        };
+        Record {
+            timestamp,
+            lens,
+            bytes,
+        }
+    }
+
+    /// The concatenated bytes.
+    fn data(&self) -> &[u8] {
+        let total = self.lens.iter().map(|&l| l as usize).sum::<usize>();
+        match &self.bytes {
+            Bytes::Inline(buf) => &buf[..total],
+            Bytes::Heap(buf) => buf,
+        }
+    }
+
+    /// The event's timestamp (resolved at push).
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+
+    /// The stored event.
+    pub fn event(&self) -> Event<'_> {
+        split(self.data(), self.lens, self.timestamp)
+    }
+}
+
+/// Splits `kind ‖ user ‖ channel ‖ payload` written from `&str`s.
+fn split(data: &[u8], lens: [u32; 4], timestamp: i64) -> Event<'_> {
+    let [k, u, c, _] = lens.map(|l| l as usize);
+    let (kind, rest) = data.split_at(k);
+    let (user, rest) = rest.split_at(u);
+    let (channel, payload) = rest.split_at(c);
+    Event {
+        kind: utf8(kind),
+        user_id: utf8(user),
+        channel_id: utf8(channel),
+        timestamp,
+        payload,
+    }
+}
+
+fn utf8(bytes: &[u8]) -> &str {
+    debug_assert!(std::str::from_utf8(bytes).is_ok());
+    // SAFETY: records and batches are built only from `&str` fields (Record::new), and
+    // the splits fall on the recorded field boundaries, so every slice is valid UTF-8.
+    unsafe { std::str::from_utf8_unchecked(bytes) }
+}
+
+/// An event in the C layout the flush callback receives (`eh_event` in the header).
+/// Every pointer is valid only during the callback; strings are UTF-8, not
+/// NUL-terminated; `payload` is NULL when `payload_len` is 0.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct RawEvent {
+    /// Event kind, `kind_len` bytes.
+    pub kind: *const u8,
+    /// Length of `kind` in bytes.
+    pub kind_len: usize,
+    /// User id, `user_id_len` bytes.
+    pub user_id: *const u8,
+    /// Length of `user_id` in bytes.
+    pub user_id_len: usize,
+    /// Channel id, `channel_id_len` bytes.
+    pub channel_id: *const u8,
+    /// Length of `channel_id` in bytes.
+    pub channel_id_len: usize,
+    /// Unix seconds.
+    pub timestamp: i64,
+    /// Opaque payload pushed with the event, `payload_len` bytes; NULL when empty.
+    pub payload: *const u8,
+    /// Length of `payload` in bytes.
+    pub payload_len: usize,
+}
+
+struct Entry {
+    offset: usize,
+    lens: [u32; 4],
+    timestamp: i64,
+}
+
+/// A batch of events on its way to the flush callback. Built by one worker, reused
+/// (its buffers keep their capacity) from batch to batch.
+#[derive(Default)]
+pub struct Batch {
+    arena: Vec<u8>,
+    entries: Vec<Entry>,
+    raw: Vec<RawEvent>,
+}
+
+impl fmt::Debug for Batch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batch")
+            .field("len", &self.entries.len())
+            .finish()
+    }
+}
+
+impl Batch {
+    /// An empty batch with room for `events` events.
+    pub fn with_capacity(events: usize) -> Self {
+        Batch {
+            arena: Vec::with_capacity(events * 32),
+            entries: Vec::with_capacity(events),
+            raw: Vec::new(),
+        }
+    }
+
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the batch holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends a copy of `record`.
+    pub fn push(&mut self, record: &Record) {
+        self.entries.push(Entry {
+            offset: self.arena.len(),
+            lens: record.lens,
+            timestamp: record.timestamp,
+        });
+        self.arena.extend_from_slice(record.data());
+    }
+
+    /// Appends an event (used by tests and by callers that build batches directly).
+    pub fn push_event(&mut self, ev: &EventIn<'_>) {
+        self.push(&Record::new(ev, ev.timestamp));
+    }
+
+    /// The `i`-th event.
+    pub fn get(&self, i: usize) -> Option<Event<'_>> {
+        let e = self.entries.get(i)?;
+        Some(split(&self.arena[e.offset..], e.lens, e.timestamp))
+    }
+
+    /// The events in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Event<'_>> + '_ {
+        self.entries
+            .iter()
+            .map(|e| split(&self.arena[e.offset..], e.lens, e.timestamp))
+    }
+
+    /// The events in the C layout, pointing into this batch.
+    pub fn raw(&mut self) -> &[RawEvent] {
+        let base = self.arena.as_ptr();
+        self.raw.clear();
+        self.raw.extend(self.entries.iter().map(|e| {
+            let [k, u, c, p] = e.lens.map(|l| l as usize);
+            // SAFETY: each entry's `offset + k + u + c + p` bytes were appended to the
+            // arena by `push`, so every pointer below stays inside (or one past the end
+            // of) the arena allocation.
+            let at = |delta: usize| unsafe { base.add(e.offset + delta) };
+            RawEvent {
+                kind: at(0),
+                kind_len: k,
+                user_id: at(k),
+                user_id_len: u,
+                channel_id: at(k + u),
+                channel_id_len: c,
+                timestamp: e.timestamp,
+                payload: if p == 0 {
+                    std::ptr::null()
+                } else {
+                    at(k + u + c)
+                },
+                payload_len: p,
+            }
+        }));
+        &self.raw
+    }
+
+    /// Empties the batch, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.arena.clear();
+        self.entries.clear();
+        self.raw.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev<'a>(kind: &'a str, user: &'a str, channel: &'a str, payload: &'a [u8]) -> EventIn<'a> {
+        EventIn {
+            kind,
+            user_id: user,
+            channel_id: channel,
+            timestamp: 1_700_000_000,
+            payload,
+        }
+    }
+
+    #[test]
+    fn short_events_stay_inline_and_round_trip() {
+        let input = ev("message", "123456789012345678", "général", b"");
+        let rec = Record::new(&input, 42);
+        assert!(matches!(rec.bytes, Bytes::Inline(_)));
+        let out = rec.event();
+        assert_eq!(
+            (
+                out.kind,
+                out.user_id,
+                out.channel_id,
+                out.timestamp,
+                out.payload
+            ),
+            ("message", "123456789012345678", "général", 42, &b""[..])
+        );
+    }
+
+    #[test]
+    fn long_events_spill_and_round_trip() {
+        let payload = vec![7u8; 500];
+        let input = ev("reaction", "u", "c", &payload);
+        let rec = Record::new(&input, 1);
+        assert!(matches!(rec.bytes, Bytes::Heap(_)));
+        assert_eq!(rec.event().payload, &payload[..]);
+        assert_eq!(rec.event().channel_id, "c");
+    }
+
+    #[test]
+    fn oversized_fields_are_rejected() {
+        let long = "x".repeat(MAX_FIELD_BYTES + 1);
+        assert!(ev("k", &long, "c", b"").validate().is_err());
+        assert!(ev(&long, "u", "c", b"").validate().is_err());
+        let big = vec![0u8; MAX_PAYLOAD_BYTES + 1];
+        assert!(ev("k", "u", "c", &big).validate().is_err());
+        assert!(ev("k", "u", "c", b"ok").validate().is_ok());
+    }
+
+    #[test]
+    fn batch_raw_view_points_at_each_field() {
+        let mut batch = Batch::with_capacity(2);
+        batch.push_event(&ev("a", "bb", "ccc", b""));
+        batch.push_event(&ev("dddd", "e", "", b"\x00\x01"));
+        let raw = batch.raw().to_vec();
+        // SAFETY (test): the pointers come from `batch`, alive and unchanged here.
+        let s = |p: *const u8, n: usize| unsafe { std::slice::from_raw_parts(p, n) };
+        assert_eq!(s(raw[0].kind, raw[0].kind_len), b"a");
+        assert_eq!(s(raw[0].user_id, raw[0].user_id_len), b"bb");
+        assert_eq!(s(raw[0].channel_id, raw[0].channel_id_len), b"ccc");
+        assert!(raw[0].payload.is_null());
+        assert_eq!(s(raw[1].kind, raw[1].kind_len), b"dddd");
+        assert_eq!(raw[1].channel_id_len, 0);
+        assert_eq!(s(raw[1].payload, raw[1].payload_len), b"\x00\x01");
+        let kinds: Vec<_> = batch.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["a", "dddd"]);
+        batch.clear();
+        assert!(batch.is_empty() && batch.raw().is_empty());
+    }
+}

@@ -1,0 +1,255 @@
+/* eh_processor from C: producers on pthreads, a C flush callback counting
+ * deliveries, exact totals after flush and after free, user_data finalizers,
+ * error paths; plus the standalone eh_hll / eh_cms handles. */
+#include <pthread.h>
+#include <stdint.h>
+
+#include "check.h"
+
+#define PRODUCERS 4
+#define PER_PRODUCER 20000
+
+typedef struct {
+  pthread_mutex_t lock;
+  uint64_t events;
+  uint64_t batches;
+  uint64_t id_sum; /* sum of the numeric user ids delivered */
+  int freed;       /* times the finalizer ran */
+} counter;
+
+static int32_t count_batch(void *user_data, const eh_event *events, size_t n) {
+  counter *c = (counter *)user_data;
+  uint64_t sum = 0;
+  size_t i, j;
+  for (i = 0; i < n; i++) {
+    uint64_t id = 0;
+    for (j = 0; j < events[i].user_id_len; j++) id = id * 10 + (uint64_t)(events[i].user_id[j] - '0');
+    sum += id;
+  }
+  pthread_mutex_lock(&c->lock);
+  c->events += n;
+  c->batches += 1;
+  c->id_sum += sum;
+  pthread_mutex_unlock(&c->lock);
+  return 0;
+}
+
+static void free_counter(void *user_data) { ((counter *)user_data)->freed += 1; }
+
+typedef struct {
+  eh_processor *p;
+  int index;
+} producer_arg;
+
+static void *produce(void *arg) {
+  producer_arg *a = (producer_arg *)arg;
+  char id[32];
+  int i;
+  for (i = 0; i < PER_PRODUCER; i++) {
+    uint64_t seq = (uint64_t)a->index * PER_PRODUCER + (uint64_t)i;
+    int len = snprintf(id, sizeof id, "%llu", (unsigned long long)seq);
+    eh_status rc;
+    do {
+      rc = eh_processor_push(a->p, STR("message"), (const uint8_t *)id, (size_t)len,
+                             STR("general"), 1700000000, NULL, 0);
+    } while (rc == EH_QUEUE_FULL);
+    if (rc != EH_OK) {
+      fprintf(stderr, "push failed: %s %s\n", eh_status_str(rc), eh_last_error());
+      exit(1);
+    }
+  }
+  return NULL;
+}
+
+static void test_producers_and_exact_totals(void) {
+  eh_processor_config cfg;
+  eh_processor *p = NULL;
+  counter c;
+  pthread_t threads[PRODUCERS];
+  producer_arg args[PRODUCERS];
+  eh_processor_stats s;
+  uint64_t n = (uint64_t)PRODUCERS * PER_PRODUCER;
+  int t;
+
+  memset(&cfg, 0, sizeof cfg);
+  cfg.capacity = 4096;
+  cfg.workers = 2;
+  cfg.batch_size = 256;
+  cfg.flush_interval_ms = 50;
+  memset(&c, 0, sizeof c);
+  pthread_mutex_init(&c.lock, NULL);
+
+  CHECK_OK(eh_processor_new(&cfg, &p));
+  CHECK_OK(eh_processor_set_flush_callback(p, count_batch, &c, free_counter));
+  for (t = 0; t < PRODUCERS; t++) {
+    args[t].p = p;
+    args[t].index = t;
+    CHECK(pthread_create(&threads[t], NULL, produce, &args[t]) == 0);
+  }
+  for (t = 0; t < PRODUCERS; t++) CHECK(pthread_join(threads[t], NULL) == 0);
+
+  CHECK_OK(eh_processor_flush(p, 60000));
+  CHECK_OK(eh_processor_get_stats(p, &s));
+  CHECK(s.accepted == n);
+  CHECK(s.delivered == n);
+  CHECK(s.queue_len == 0);
+  pthread_mutex_lock(&c.lock);
+  CHECK(c.events == n);
+  CHECK(c.id_sum == n * (n - 1) / 2); /* every id 0..n-1 exactly once */
+  CHECK(c.batches == s.batches);
+  pthread_mutex_unlock(&c.lock);
+
+  /* Events still queued at free are delivered before free returns. */
+  {
+    int i;
+    for (i = 0; i < 1000; i++) {
+      eh_status rc;
+      do {
+        rc = eh_processor_push(p, STR("message"), STR("1"), STR("general"), 0, NULL, 0);
+      } while (rc == EH_QUEUE_FULL);
+      CHECK_OK(rc);
+    }
+  }
+  CHECK(c.freed == 0);
+  eh_processor_free(p);
+  CHECK(c.events == n + 1000);
+  CHECK(c.freed == 1); /* finalizer ran exactly once, at free */
+  pthread_mutex_destroy(&c.lock);
+}
+
+static void test_error_paths(void) {
+  eh_processor_config cfg;
+  eh_processor *p = NULL;
+  uint64_t users = 0;
+  size_t accepted = 0;
+  eh_event bad;
+
+  memset(&cfg, 0, sizeof cfg);
+  CHECK_STATUS(eh_processor_new(&cfg, NULL), EH_INVALID_ARGUMENT);
+  cfg.overflow = 7;
+  CHECK_STATUS(eh_processor_new(&cfg, &p), EH_INVALID_ARGUMENT);
+  CHECK(strstr(eh_last_error(), "overflow") != NULL);
+  cfg.overflow = EH_OVERFLOW_DROP_NEWEST;
+  cfg.capacity = (uint64_t)1 << 40;
+  CHECK_STATUS(eh_processor_new(&cfg, &p), EH_INVALID_ARGUMENT);
+  CHECK(strstr(eh_last_error(), "capacity") != NULL);
+
+  CHECK_OK(eh_processor_new(NULL, &p)); /* all defaults */
+  CHECK_STATUS(eh_processor_push(NULL, STR("m"), STR("u"), STR("c"), 0, NULL, 0),
+               EH_INVALID_ARGUMENT);
+  CHECK_STATUS(eh_processor_push(p, STR("m"), (const uint8_t *)"\xff\xfe", 2, STR("c"), 0, NULL, 0),
+               EH_INVALID_ARGUMENT);
+  CHECK(strstr(eh_last_error(), "UTF-8") != NULL);
+  CHECK_STATUS(eh_processor_push(p, STR("m"), NULL, 3, STR("c"), 0, NULL, 0), EH_INVALID_ARGUMENT);
+
+  memset(&bad, 0, sizeof bad);
+  bad.user_id = (const uint8_t *)"\xc3";
+  bad.user_id_len = 1;
+  CHECK_STATUS(eh_processor_push_batch(p, &bad, 1, &accepted), EH_INVALID_ARGUMENT);
+  CHECK_STATUS(eh_processor_unique_users(p, 3600, 0, NULL), EH_INVALID_ARGUMENT);
+  CHECK_OK(eh_processor_unique_users(p, 3600, 0, &users));
+  CHECK(users == 0);
+  {
+    eh_processor_stats s;
+    CHECK_OK(eh_processor_get_stats(p, &s));
+    CHECK(s.pushed == 0); /* refused events change nothing */
+  }
+  eh_processor_free(p);
+  eh_processor_free(NULL);
+}
+
+static void test_queries_and_columns(void) {
+  eh_processor_config cfg;
+  eh_processor *p = NULL;
+  uint64_t n = 0;
+  size_t accepted = 0;
+  eh_channel_list list;
+  eh_hll *h = NULL;
+  /* kinds, then users, then channels; NUL-separated */
+  static const char text[] = "m\0m\0m\0alice\0bob\0carol\0dev\0dev\0ops";
+  int64_t ts[3] = {1700000000, 1700000000, 1700000000};
+
+  memset(&cfg, 0, sizeof cfg);
+  cfg.clock = EH_CLOCK_EVENT_TIME;
+  CHECK_OK(eh_processor_new(&cfg, &p));
+  CHECK_OK(eh_processor_push_columns(p, (const uint8_t *)text, sizeof text - 1, ts, 3, &accepted));
+  CHECK(accepted == 3);
+  CHECK_STATUS(eh_processor_push_columns(p, (const uint8_t *)text, sizeof text - 1, ts, 2, &accepted),
+               EH_INVALID_ARGUMENT);
+  CHECK_OK(eh_processor_flush(p, 60000));
+  CHECK_OK(eh_processor_unique_users(p, 3600, 0, &n));
+  CHECK(n == 3);
+  CHECK_OK(eh_processor_channel_count(p, STR("dev"), &n));
+  CHECK(n >= 2);
+  CHECK_OK(eh_processor_top_channels(p, 5, 0, 0, &list));
+  CHECK(list.len == 2);
+  CHECK(list.rows[0].count == 2);
+  CHECK(strcmp((const char *)list.ids + list.rows[0].id_offset, "dev") == 0);
+  eh_channel_list_free(&list);
+  CHECK(list.len == 0 && list.owner == NULL);
+  eh_channel_list_free(&list);
+  CHECK_OK(eh_processor_users_sketch(p, 3600, 0, &h));
+  CHECK_OK(eh_hll_count(h, &n));
+  CHECK(n == 3);
+  eh_hll_free(h);
+  eh_processor_free(p);
+}
+
+static void test_standalone_sketches(void) {
+  eh_hll *a = NULL, *b = NULL, *c = NULL;
+  eh_cms *m = NULL, *m2 = NULL;
+  uint8_t *buf;
+  size_t needed = 0;
+  uint64_t n = 0;
+  char id[32];
+  int i;
+
+  CHECK_OK(eh_hll_new(&a));
+  CHECK_OK(eh_hll_new(&b));
+  for (i = 0; i < 1000; i++) {
+    int len = snprintf(id, sizeof id, "user-%d", i);
+    CHECK_OK(eh_hll_add(i < 600 ? a : b, (const uint8_t *)id, (size_t)len));
+  }
+  CHECK_OK(eh_hll_merge(a, b));
+  CHECK_OK(eh_hll_count(a, &n));
+  CHECK(n >= 975 && n <= 1025);
+  CHECK_OK(eh_hll_serialize(a, NULL, 0, &needed));
+  buf = (uint8_t *)malloc(needed);
+  CHECK(buf != NULL);
+  CHECK_OK(eh_hll_serialize(a, buf, needed, &needed));
+  CHECK_OK(eh_hll_deserialize(buf, needed, &c));
+  CHECK_OK(eh_hll_count(c, &n));
+  CHECK(n >= 975 && n <= 1025);
+  eh_hll_free(c);
+  c = NULL;
+  buf[needed / 2] ^= 0x40;
+  CHECK_STATUS(eh_hll_deserialize(buf, needed, &c), EH_CORRUPT);
+  CHECK_STATUS(eh_hll_deserialize(buf, needed - 1, &c), EH_CORRUPT);
+  CHECK(c == NULL);
+  free(buf);
+  eh_hll_free(a);
+  eh_hll_free(b);
+  eh_hll_free(NULL);
+
+  CHECK_OK(eh_cms_new(0, 0, &m));
+  CHECK_OK(eh_cms_new(3, 100, &m2));
+  CHECK_OK(eh_cms_add(m, STR("general"), 5));
+  CHECK_OK(eh_cms_estimate(m, STR("general"), &n));
+  CHECK(n >= 5);
+  CHECK_STATUS(eh_cms_merge(m, m2), EH_INVALID_ARGUMENT);
+  CHECK_OK(eh_cms_merge(m, m));
+  CHECK_OK(eh_cms_total(m, &n));
+  CHECK(n == 10);
+  CHECK_STATUS(eh_cms_new(17, 10, &m2), EH_INVALID_ARGUMENT);
+  eh_cms_free(m);
+  eh_cms_free(m2);
+}
+
+int main(void) {
+  test_producers_and_exact_totals();
+  test_error_paths();
+  test_queries_and_columns();
+  test_standalone_sketches();
+  printf("test_processor: ok\n");
+  return 0;
+}
