@@ -45,7 +45,18 @@ impl Queue for ArrayQueue<u64> {
     }
 }
 
-/// Moves `total` values through `q` with `producers` threads and one consumer.
+/// Values moved per timed run at least: thread start-up (tens of µs) must not count.
+const MIN_TRANSFER: u64 = 1 << 18;
+
+/// Time per `iters` values, measured by moving at least [`MIN_TRANSFER`] through `q`.
+fn timed_transfer<Q: Queue>(q: &Arc<Q>, producers: u64, iters: u64) -> Duration {
+    let total = iters.max(MIN_TRANSFER).div_ceil(producers) * producers;
+    transfer(q, producers, total).mul_f64(iters as f64 / total as f64)
+}
+
+/// Moves `total` values through `q` with `producers` threads and one consumer. A
+/// thread that finds the queue full or empty yields: with more threads than the 2
+/// cores of our machines, spinning would measure the scheduler.
 fn transfer<Q: Queue>(q: &Arc<Q>, producers: u64, total: u64) -> Duration {
     let per = total / producers;
     let start = Instant::now();
@@ -55,7 +66,7 @@ fn transfer<Q: Queue>(q: &Arc<Q>, producers: u64, total: u64) -> Duration {
             std::thread::spawn(move || {
                 for i in 0..per {
                     while !q.put(i) {
-                        std::hint::spin_loop();
+                        std::thread::yield_now();
                     }
                 }
             })
@@ -69,7 +80,7 @@ fn transfer<Q: Queue>(q: &Arc<Q>, producers: u64, total: u64) -> Duration {
                 sum = sum.wrapping_add(v);
                 got += 1;
             }
-            None => std::hint::spin_loop(),
+            None => std::thread::yield_now(),
         }
     }
     for t in threads {
@@ -89,11 +100,11 @@ fn ring(c: &mut Criterion) {
     for producers in [1u64, 2] {
         let ours = Arc::new(Ring::<u64>::new(CAPACITY));
         group.bench_function(format!("engagehub/{producers}p1c"), |b| {
-            b.iter_custom(|iters| transfer(&ours, producers, iters.max(producers)))
+            b.iter_custom(|iters| timed_transfer(&ours, producers, iters))
         });
         let baseline = Arc::new(ArrayQueue::<u64>::new(CAPACITY));
         group.bench_function(format!("crossbeam_array_queue/{producers}p1c"), |b| {
-            b.iter_custom(|iters| transfer(&baseline, producers, iters.max(producers)))
+            b.iter_custom(|iters| timed_transfer(&baseline, producers, iters))
         });
     }
     group.finish();
@@ -120,6 +131,10 @@ fn new_processor(delivered: &AtomicU64) -> Handle {
         capacity: 65536,
         workers: 1,
         batch_size: 1000,
+        // A full ring makes the producer wait (yielding) instead of hammering the
+        // slots the worker is reading.
+        overflow: EH_OVERFLOW_BLOCK,
+        block_timeout_ms: 60_000,
         ..Default::default()
     };
     let mut p = std::ptr::null_mut();
@@ -172,7 +187,7 @@ fn end_to_end(c: &mut Criterion) {
                     };
                     match rc {
                         EH_OK => break,
-                        EH_QUEUE_FULL => std::hint::spin_loop(),
+                        EH_QUEUE_FULL => std::thread::yield_now(),
                         other => panic!("push failed: {other}"),
                     }
                 }
@@ -215,7 +230,7 @@ fn end_to_end(c: &mut Criterion) {
                     assert_eq!(rc, EH_OK);
                     offset += accepted;
                     if accepted < rest.len() {
-                        std::hint::spin_loop();
+                        std::thread::yield_now();
                     }
                 }
                 left -= chunk.len();

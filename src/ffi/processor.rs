@@ -404,16 +404,19 @@ pub unsafe extern "C" fn eh_processor_push(
 
 /// # Safety
 /// `e` points into a caller array valid for the call.
-unsafe fn event_from_raw<'a>(e: &'a RawEvent, i: usize) -> Result<EventIn<'a>> {
-    let named = |what: &str| format!("events[{i}].{what}");
-    // SAFETY (all four): the pointer/length pairs of a caller's eh_event.
-    Ok(EventIn {
-        kind: unsafe { str_arg(e.kind, e.kind_len, &named("kind"))? },
-        user_id: unsafe { str_arg(e.user_id, e.user_id_len, &named("user_id"))? },
-        channel_id: unsafe { str_arg(e.channel_id, e.channel_id_len, &named("channel_id"))? },
-        timestamp: e.timestamp,
-        payload: unsafe { bytes_arg(e.payload, e.payload_len, &named("payload"))? },
-    })
+unsafe fn event_from_raw(e: &RawEvent, i: usize) -> Result<EventIn<'_>> {
+    // SAFETY (all four): the pointer/length pairs of a caller's eh_event. The field
+    // names are static; the index is added only on failure (no formatting per event).
+    let parse = || -> Result<EventIn<'_>> {
+        Ok(EventIn {
+            kind: unsafe { str_arg(e.kind, e.kind_len, "kind")? },
+            user_id: unsafe { str_arg(e.user_id, e.user_id_len, "user_id")? },
+            channel_id: unsafe { str_arg(e.channel_id, e.channel_id_len, "channel_id")? },
+            timestamp: e.timestamp,
+            payload: unsafe { bytes_arg(e.payload, e.payload_len, "payload")? },
+        })
+    };
+    parse().map_err(|err| Error::invalid(format!("events[{i}]: {err}")))
 }
 
 /// Offers `n` events in order and writes how many were accepted to `*accepted`.
