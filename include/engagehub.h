@@ -722,18 +722,29 @@ eh_status eh_processor_push_batch(const struct eh_processor *p,
                                   size_t *accepted);
 
 /**
- * Offers `n` events packed as columns, the cheap form for bindings: `text` is
- * `3 * n` UTF-8 fields separated by single NUL bytes — the `n` kinds, then the
- * `n` user ids, then the `n` channel ids (so no field may contain a NUL) — and
- * `timestamps` is NULL (all "now") or `n` values. Same acceptance rules and
+ * Offers one event given as `kind NUL user_id NUL channel_id` (UTF-8, exactly two
+ * NUL bytes, so no field may contain one): the cheap single push for bindings,
+ * one string argument instead of three. Otherwise as `eh_processor_push` (no
+ * payload).
+ */
+eh_status eh_processor_push_fields(const struct eh_processor *p,
+                                   const uint8_t *fields,
+                                   size_t fields_len,
+                                   int64_t timestamp);
+
+/**
+ * Offers `n` events packed in one string, the cheap batch form for bindings:
+ * `text` is `3 * n` UTF-8 fields separated by single NUL bytes, event by event
+ * (`kind NUL user_id NUL channel_id NUL kind ...`, so no field may contain a NUL),
+ * and `timestamps` is NULL (all "now") or `n` values. Same acceptance rules and
  * `*accepted` as `eh_processor_push_batch`; events carry no payload.
  */
-eh_status eh_processor_push_columns(const struct eh_processor *p,
-                                    const uint8_t *text,
-                                    size_t text_len,
-                                    const int64_t *timestamps,
-                                    size_t n,
-                                    size_t *accepted);
+eh_status eh_processor_push_packed(const struct eh_processor *p,
+                                   const uint8_t *text,
+                                   size_t text_len,
+                                   const int64_t *timestamps,
+                                   size_t n,
+                                   size_t *accepted);
 
 /**
  * Packs `n` events (from a flush callback) as columns for bindings: writes into

@@ -23,6 +23,8 @@ import struct
 import threading
 import weakref
 from array import array
+from itertools import chain
+from operator import itemgetter
 from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from . import errors
@@ -32,12 +34,16 @@ from .sketch import HyperLogLog
 log = logging.getLogger("engagehub")
 
 _push = lib.eh_processor_push
-_push_columns = lib.eh_processor_push_columns
+_push_fields = lib.eh_processor_push_fields
+_push_packed = lib.eh_processor_push_packed
 _columns = lib.eh_events_columns
 _NULL = ffi.NULL
 _EH_QUEUE_FULL = lib.EH_QUEUE_FULL
 _buffer = ffi.buffer
 _unpack = ffi.unpack
+
+_STRINGS_OF = itemgetter(0, 1, 2)
+_TIMESTAMP_OF = itemgetter(3)
 
 _OVERFLOW = {"drop": lib.EH_OVERFLOW_DROP_NEWEST, "block": lib.EH_OVERFLOW_BLOCK}
 _CLOCK = {"wall": lib.EH_CLOCK_WALL, "event_time": lib.EH_CLOCK_EVENT_TIME}
@@ -390,11 +396,20 @@ class EventStreamProcessor:
         p = self._p
         if p is None:
             raise ValueError("processor is closed")
-        k = event_type.encode() if type(event_type) is str else encode(event_type, "event_type")
-        u = user_id.encode() if type(user_id) is str else encode(user_id, "user_id")
-        c = channel_id.encode() if type(channel_id) is str else encode(channel_id, "channel_id")
         if type(timestamp) is not int:
             timestamp = 0 if timestamp is None else int(timestamp)
+        if payload is None and type(event_type) is str and type(user_id) is str and type(channel_id) is str:
+            # Fast path: one string argument; a NUL inside a field makes the native
+            # side refuse it (wrong field count) and we take the general path.
+            fields = f"{event_type}\0{user_id}\0{channel_id}".encode()
+            rc = _push_fields(p, fields, len(fields), timestamp)
+            if rc == 0:
+                return True
+            if rc == _EH_QUEUE_FULL:
+                return False
+        k = encode(event_type, "event_type")
+        u = encode(user_id, "user_id")
+        c = encode(channel_id, "channel_id")
         if payload is None:
             rc = _push(p, k, len(k), u, len(u), c, len(c), timestamp, _NULL, 0)
         else:
@@ -414,7 +429,9 @@ class EventStreamProcessor:
         ``events``: ``(type, user_id, channel_id)`` or ``(type, user_id, channel_id,
         timestamp)`` tuples (or dicts with the drop-in keys). The accepted events are
         always the first ones: after the first refusal (full ring) the rest are
-        dropped and counted. One invalid event raises with nothing pushed.
+        dropped and counted. One invalid event raises with nothing pushed (rows with
+        ``bytes`` ids or a NUL inside a field take a slower per-event path, which
+        stops at the invalid event instead).
         """
         p = self._h()
         rows = events if isinstance(events, list) else list(events)
@@ -423,33 +440,35 @@ class EventStreamProcessor:
             return 0
         if isinstance(rows[0], dict):
             rows = [(e["type"], e["user_id"], e["channel_id"], e.get("timestamp", 0)) for e in rows]
-        columns = list(zip(*rows))
-        if len(columns) == 3:
-            kinds, users, channels = columns
-            stamps: Any = _NULL
-        elif len(columns) == 4:
-            kinds, users, channels, ts = columns
-            try:
-                stamps = ffi.from_buffer("int64_t[]", array("q", ts))
-            except TypeError:
-                stamps = ffi.from_buffer("int64_t[]", array("q", [0 if t is None else int(t) for t in ts]))
-        else:
-            raise errors.InvalidArgument("events must be 3- or 4-tuples (type, user_id, channel_id[, timestamp])", 1)
+        width = len(rows[0])
+        stamps: Any = _NULL
+        text: Optional[str] = None
         try:
-            text = "\0".join(kinds) + "\0" + "\0".join(users) + "\0" + "\0".join(channels)
-        except TypeError:
-            text = None
+            if width == 3:
+                text = "\0".join(chain.from_iterable(rows))
+            elif width == 4:
+                ts = array("q", map(_TIMESTAMP_OF, rows))
+                stamps = ffi.from_buffer("int64_t[]", ts)
+                text = "\0".join(chain.from_iterable(map(_STRINGS_OF, rows)))
+            else:
+                raise errors.InvalidArgument(
+                    "events must be 3- or 4-tuples (type, user_id, channel_id[, timestamp])", 1
+                )
+        except (TypeError, IndexError):
+            text = None  # bytes ids, None timestamps, ragged rows: the general path
         if text is None or text.count("\0") != 3 * n - 1:
-            # bytes ids, or a NUL inside a field: one call per event.
+            # A NUL inside a field (or a row of another width): one call per event.
             accepted = 0
             for row in rows:
-                if not self.push_event(*row[:4]):
+                if len(row) not in (3, 4):
+                    raise errors.InvalidArgument(f"event {row!r} is not a 3- or 4-tuple", 1)
+                if not self.push_event(*row):
                     break
                 accepted += 1
             return accepted
         data = text.encode()
         accepted_out = ffi.new("size_t *")
-        check(_push_columns(p, data, len(data), stamps, n, accepted_out))
+        check(_push_packed(p, data, len(data), stamps, n, accepted_out))
         return int(accepted_out[0])
 
     # -- barrier and counters ----------------------------------------------------

@@ -456,30 +456,62 @@ pub unsafe extern "C" fn eh_processor_push_batch(
     })
 }
 
-/// Splits the packed columns of `eh_processor_push_columns` / `eh_events_columns`.
-fn split_columns(text: &str, n: usize) -> Result<Vec<&str>> {
-    let fields: Vec<&str> = if n == 0 && text.is_empty() {
+/// Splits `text` at NUL bytes into exactly `expected` fields.
+fn split_fields(text: &str, expected: usize) -> Result<Vec<&str>> {
+    let fields: Vec<&str> = if expected == 0 && text.is_empty() {
         Vec::new()
     } else {
         text.split('\0').collect()
     };
-    if fields.len() != 3 * n {
+    if fields.len() != expected {
         return Err(Error::invalid(format!(
-            "text holds {} NUL-separated fields, expected 3 * n = {}",
-            fields.len(),
-            3 * n
+            "text holds {} NUL-separated fields, expected {expected}",
+            fields.len()
         )));
     }
     Ok(fields)
 }
 
-/// Offers `n` events packed as columns, the cheap form for bindings: `text` is
-/// `3 * n` UTF-8 fields separated by single NUL bytes — the `n` kinds, then the
-/// `n` user ids, then the `n` channel ids (so no field may contain a NUL) — and
-/// `timestamps` is NULL (all "now") or `n` values. Same acceptance rules and
+/// Offers one event given as `kind NUL user_id NUL channel_id` (UTF-8, exactly two
+/// NUL bytes, so no field may contain one): the cheap single push for bindings,
+/// one string argument instead of three. Otherwise as `eh_processor_push` (no
+/// payload).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_processor_push_fields(
+    p: *const eh_processor,
+    fields: *const u8,
+    fields_len: usize,
+    timestamp: i64,
+) -> eh_status {
+    guard("eh_processor_push_fields", || {
+        // SAFETY (both): per the module contract.
+        let entered = unsafe { enter(p)? };
+        let text = unsafe { str_arg(fields, fields_len, "fields")? };
+        let mut parts = text.splitn(4, '\0');
+        let (Some(kind), Some(user_id), Some(channel_id), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Error::invalid(
+                "fields must be kind, user_id and channel_id separated by two NUL bytes",
+            ));
+        };
+        entered.0.processor.push(&EventIn {
+            kind,
+            user_id,
+            channel_id,
+            timestamp,
+            payload: &[],
+        })
+    })
+}
+
+/// Offers `n` events packed in one string, the cheap batch form for bindings:
+/// `text` is `3 * n` UTF-8 fields separated by single NUL bytes, event by event
+/// (`kind NUL user_id NUL channel_id NUL kind ...`, so no field may contain a NUL),
+/// and `timestamps` is NULL (all "now") or `n` values. Same acceptance rules and
 /// `*accepted` as `eh_processor_push_batch`; events carry no payload.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn eh_processor_push_columns(
+pub unsafe extern "C" fn eh_processor_push_packed(
     p: *const eh_processor,
     text: *const u8,
     text_len: usize,
@@ -487,24 +519,26 @@ pub unsafe extern "C" fn eh_processor_push_columns(
     n: usize,
     accepted: *mut usize,
 ) -> eh_status {
-    guard("eh_processor_push_columns", || {
+    guard("eh_processor_push_packed", || {
         // SAFETY: per the module contract.
         let entered = unsafe { enter(p)? };
         let accepted = out_arg(accepted, "accepted")?;
         // SAFETY: per the module contract.
         let text = unsafe { str_arg(text, text_len, "text")? };
-        let fields = split_columns(text, n)?;
+        let fields = split_fields(text, 3 * n)?;
         let stamps: &[i64] = if timestamps.is_null() || n == 0 {
             &[]
         } else {
             // SAFETY: the caller passes `n` readable timestamps.
             unsafe { std::slice::from_raw_parts(timestamps, n) }
         };
-        let events: Vec<EventIn<'_>> = (0..n)
-            .map(|i| EventIn {
-                kind: fields[i],
-                user_id: fields[n + i],
-                channel_id: fields[2 * n + i],
+        let events: Vec<EventIn<'_>> = fields
+            .chunks_exact(3)
+            .enumerate()
+            .map(|(i, f)| EventIn {
+                kind: f[0],
+                user_id: f[1],
+                channel_id: f[2],
                 timestamp: stamps.get(i).copied().unwrap_or(0),
                 payload: &[],
             })

@@ -165,32 +165,35 @@ static void test_queries_and_columns(void) {
   size_t accepted = 0;
   eh_channel_list list;
   eh_hll *h = NULL;
-  /* kinds, then users, then channels; NUL-separated */
-  static const char text[] = "m\0m\0m\0alice\0bob\0carol\0dev\0dev\0ops";
+  /* event by event: kind, user, channel; NUL-separated */
+  static const char text[] = "m\0alice\0dev\0m\0bob\0dev\0m\0carol\0ops";
   int64_t ts[3] = {1700000000, 1700000000, 1700000000};
 
   memset(&cfg, 0, sizeof cfg);
   cfg.clock = EH_CLOCK_EVENT_TIME;
   CHECK_OK(eh_processor_new(&cfg, &p));
-  CHECK_OK(eh_processor_push_columns(p, (const uint8_t *)text, sizeof text - 1, ts, 3, &accepted));
+  CHECK_OK(eh_processor_push_packed(p, (const uint8_t *)text, sizeof text - 1, ts, 3, &accepted));
   CHECK(accepted == 3);
-  CHECK_STATUS(eh_processor_push_columns(p, (const uint8_t *)text, sizeof text - 1, ts, 2, &accepted),
+  CHECK_STATUS(eh_processor_push_packed(p, (const uint8_t *)text, sizeof text - 1, ts, 2, &accepted),
+               EH_INVALID_ARGUMENT);
+  CHECK_OK(eh_processor_push_fields(p, (const uint8_t *)"m\0dave\0ops", 10, 1700000000));
+  CHECK_STATUS(eh_processor_push_fields(p, (const uint8_t *)"m\0dave", 6, 1700000000),
                EH_INVALID_ARGUMENT);
   CHECK_OK(eh_processor_flush(p, 60000));
   CHECK_OK(eh_processor_unique_users(p, 3600, 0, &n));
-  CHECK(n == 3);
+  CHECK(n == 4);
   CHECK_OK(eh_processor_channel_count(p, STR("dev"), &n));
   CHECK(n >= 2);
   CHECK_OK(eh_processor_top_channels(p, 5, 0, 0, &list));
   CHECK(list.len == 2);
-  CHECK(list.rows[0].count == 2);
+  CHECK(list.rows[0].count == 2); /* dev 2, ops 2: ties by channel id */
   CHECK(strcmp((const char *)list.ids + list.rows[0].id_offset, "dev") == 0);
   eh_channel_list_free(&list);
   CHECK(list.len == 0 && list.owner == NULL);
   eh_channel_list_free(&list);
   CHECK_OK(eh_processor_users_sketch(p, 3600, 0, &h));
   CHECK_OK(eh_hll_count(h, &n));
-  CHECK(n == 3);
+  CHECK(n == 4);
   eh_hll_free(h);
   eh_processor_free(p);
 }
