@@ -16,7 +16,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     demo_parser = sub.add_parser(
         "demo",
         help="a simulated day of a Discord server through the pipeline into SQLite/PostgreSQL",
-        description=(demo.__doc__ or "").split("\n\n")[1],
+        description=demo.DESCRIPTION,
     )
     demo.add_arguments(demo_parser)
     args = parser.parse_args(argv)

@@ -7,7 +7,9 @@ event time; its flush callback bulk-inserts every batch into a database (SQLite 
 default, PostgreSQL with ``--postgres``) and awards leaderboard points for the
 persisted events. At the end the sketches' answers are printed next to the exact SQL
 answers, checked against their error bounds, and the leaderboard is saved to a
-snapshot that a later run can resume from.
+snapshot. Each run starts from an empty board and a fresh table, so runs repeat;
+``--resume`` loads the snapshot first and simulates the following day, ``--append``
+keeps the earlier rows (the exact answers always cover this run's rows only).
 
 Run it with ``python -m engagehub demo`` (``--help`` lists the options). From code:
 :func:`run` takes a :class:`DemoConfig` and returns a :class:`DemoResult` with every
@@ -25,6 +27,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import accumulate
@@ -58,6 +61,18 @@ NIGHT_FLOOR = 0.08
 DB_NAME = "engagehub-demo.sqlite3"
 SNAPSHOT_NAME = "engagehub-demo-leaderboard.json"
 POSTGRES_TABLE = "engagehub_demo_events"
+
+DESCRIPTION = (
+    "One simulated day of a busy Discord server, end to end: a seeded stream of events "
+    "(Zipf users and channels, a daily activity curve) pushed through EventStreamProcessor, "
+    "every flushed batch bulk-inserted into SQLite (or PostgreSQL) and scored on the decayed "
+    "leaderboard; then the sketches' answers next to the exact SQL answers. Exit status 1 if "
+    "the database misses events or a sketch is outside its error bound."
+)
+
+
+class DemoError(Exception):
+    """The demo cannot run as configured (e.g. ``--postgres`` without psycopg)."""
 
 
 # -- workload --------------------------------------------------------------------
@@ -163,7 +178,11 @@ class _Store:
         self.lock = threading.Lock()
         self.first_id = 0
 
-    def write(self, batch: EventColumns) -> None:
+    def write(self, batch: EventColumns) -> float:
+        """Writes a batch in one transaction; returns the seconds it took (lock held)."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
         raise NotImplementedError
 
     def _one(self, sql: str, *params: Any) -> Any:
@@ -234,9 +253,10 @@ class SQLiteStore(_Store):
     def describe(self) -> str:
         return str(self.path)
 
-    def write(self, batch: EventColumns) -> None:
+    def write(self, batch: EventColumns) -> float:
         rows = zip(batch.types, batch.user_ids, batch.channel_ids, batch.timestamps)
         with self.lock:
+            started = time.perf_counter()
             conn = self.conn
             conn.execute("BEGIN")
             try:
@@ -245,6 +265,7 @@ class SQLiteStore(_Store):
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            return time.perf_counter() - started
 
     def _one(self, sql: str, *params: Any) -> Any:
         with self.lock:
@@ -257,6 +278,19 @@ class SQLiteStore(_Store):
     def close(self) -> None:
         with self.lock:
             self.conn.close()
+
+
+def _copy_text(batch: EventColumns) -> Optional[str]:
+    """The batch in COPY's text format, built with C-level joins; ``None`` if a field
+    holds a character the format would need escaped (tab, newline, CR, backslash),
+    then the caller writes row by row and lets psycopg escape."""
+    n = len(batch.types)
+    text = "\n".join(
+        map("\t".join, zip(batch.types, batch.user_ids, batch.channel_ids, map(str, batch.timestamps)))
+    )
+    if text.count("\t") != 3 * n or text.count("\n") != n - 1 or "\\" in text or "\r" in text:
+        return None
+    return text + "\n"
 
 
 class PostgresStore(_Store):
@@ -272,7 +306,7 @@ class PostgresStore(_Store):
         try:
             import psycopg
         except ImportError as exc:
-            raise RuntimeError("--postgres needs psycopg 3: pip install 'psycopg[binary]'") from exc
+            raise DemoError("--postgres needs psycopg 3: pip install 'psycopg[binary]'") from exc
         self.dsn = dsn
         self.conn = psycopg.connect(dsn, autocommit=True)
         with self.conn.transaction():
@@ -289,13 +323,20 @@ class PostgresStore(_Store):
         info = self.conn.info
         return f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname} table {self.table}"
 
-    def write(self, batch: EventColumns) -> None:
+    def write(self, batch: EventColumns) -> float:
         rows = zip(batch.types, batch.user_ids, batch.channel_ids, batch.timestamps)
-        with self.lock, self.conn.transaction(), self.conn.cursor() as cur:
-            with cur.copy(f"COPY {self.table} (type, user_id, channel_id, ts) FROM STDIN") as copy:
-                write_row = copy.write_row
-                for row in rows:
-                    write_row(row)
+        with self.lock:
+            started = time.perf_counter()
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                with cur.copy(f"COPY {self.table} (type, user_id, channel_id, ts) FROM STDIN") as copy:
+                    block = _copy_text(batch)
+                    if block is not None:
+                        copy.write(block)
+                    else:
+                        write_row = copy.write_row
+                        for row in rows:
+                            write_row(row)
+            return time.perf_counter() - started
 
     def _one(self, sql: str, *params: Any) -> Any:
         with self.lock:
@@ -434,9 +475,14 @@ class DemoResult:
     total_seconds: float
     """From the first push until every event was in the database."""
     db_seconds: float
-    """Time spent writing batches (summed over the workers)."""
+    """Time spent in the database's transactions (summed over the batches)."""
     leaderboard_seconds: float
-    """Time spent awarding points (summed over the workers)."""
+    """Time spent awarding points (summed over the workers, so it includes waits
+    for the GIL while another thread runs)."""
+    query_seconds: float
+    """Time the sketches and the leaderboard took to answer the dashboard's queries."""
+    sql_seconds: float
+    """Time the database took to compute the exact answers."""
     now: int
     """The processor's clock at the end (the newest event timestamp)."""
     unique_last_hour: int
@@ -506,15 +552,23 @@ def _default_dir() -> Path:
     return Path(tempfile.gettempdir())
 
 
-def run(config: DemoConfig, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> DemoResult:
-    """Runs the demo and returns every number. Progress goes to ``err`` (unless
-    ``config.quiet``); nothing is printed on ``out`` but a note on resuming (the
-    dashboard is :func:`print_dashboard`)."""
+def run(config: DemoConfig, *, err: Optional[TextIO] = None) -> DemoResult:
+    """Runs the demo and returns every number. Status lines and the progress bar go
+    to ``err`` (default ``sys.stderr``) unless ``config.quiet``; the dashboard is
+    :func:`print_dashboard`."""
+    err = sys.stderr if err is None else err
     if config.events < 1:
         raise ValueError("events must be >= 1")
     if config.chunk < 1:
         raise ValueError("chunk must be >= 1")
     say: Callable[[str], None] = (lambda _msg: None) if config.quiet else (lambda msg: print(msg, file=err))
+    # Closed in reverse order on any exit: the processor (which drains into the
+    # store), then the store, then the board.
+    with ExitStack() as stack:
+        return _run(config, say, err, stack)
+
+
+def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: ExitStack) -> DemoResult:
     db_path = Path(config.db) if config.db else _default_dir() / DB_NAME
     if config.snapshot:
         snapshot = Path(config.snapshot)
@@ -522,7 +576,7 @@ def run(config: DemoConfig, *, out: TextIO = sys.stdout, err: TextIO = sys.stder
         snapshot = (db_path.parent if not config.postgres else _default_dir()) / SNAPSHOT_NAME
 
     problems: List[str] = []
-    board = Leaderboard(decay_factor=0.95)
+    board = stack.enter_context(Leaderboard(decay_factor=0.95))
     resumed = False
     resumed_users = 0
     start_ts = START if config.start_ts is None else config.start_ts
@@ -550,7 +604,12 @@ def run(config: DemoConfig, *, out: TextIO = sys.stdout, err: TextIO = sys.stder
     )
     generate_seconds = time.perf_counter() - t0
 
-    store: _Store = PostgresStore(config.postgres, config.append) if config.postgres else SQLiteStore(db_path, config.append)
+    store: _Store
+    if config.postgres:
+        store = PostgresStore(config.postgres, config.append)
+    else:
+        store = SQLiteStore(db_path, config.append)
+    stack.callback(store.close)
     topk_capacity = 1024
     processor = EventStreamProcessor(
         config.buffer_size,
@@ -562,6 +621,7 @@ def run(config: DemoConfig, *, out: TextIO = sys.stdout, err: TextIO = sys.stder
         clock="event_time",
         topk_capacity=topk_capacity,
     )
+    stack.enter_context(processor)
     board.set_time_source(processor.now)
 
     timing_lock = threading.Lock()
@@ -571,8 +631,7 @@ def run(config: DemoConfig, *, out: TextIO = sys.stdout, err: TextIO = sys.stder
 
     def persist(batch: EventColumns) -> None:
         # Raising here fails the batch: the processor retries it, then dead-letters it.
-        started = time.perf_counter()
-        store.write(batch)
+        db_seconds = store.write(batch)
         written = time.perf_counter()
         # Points are awarded once the events are persisted (a retried batch is
         # never counted twice: a failed write raised above).
@@ -584,7 +643,7 @@ def run(config: DemoConfig, *, out: TextIO = sys.stdout, err: TextIO = sys.stder
             problems.append(f"awarding points failed: {exc!r}")
         done = time.perf_counter()
         with timing_lock:
-            timings[0] += written - started
+            timings[0] += db_seconds
             timings[1] += done - written
 
     def dead_letter(events: List[dict], reason: str) -> None:
@@ -613,15 +672,15 @@ def run(config: DemoConfig, *, out: TextIO = sys.stdout, err: TextIO = sys.stder
     finally:
         progress.close()
 
-    try:
-        s = processor.stats()
-        now = processor.now()
-        unique_last_hour = processor.get_unique_users_last_hour()
-        unique_all = processor.unique_users(None)
-        sketch_top = processor.get_top_channels(config.top_channels)
-        leaderboard_top = board.get_top_users(config.top_users)
-    finally:
-        processor.close()
+    s = processor.stats()
+    now = processor.now()
+    t0 = time.perf_counter()
+    unique_last_hour = processor.get_unique_users_last_hour()
+    unique_all = processor.unique_users(None)
+    sketch_top = processor.get_top_channels(config.top_channels)
+    leaderboard_top = board.get_top_users(config.top_users)
+    query_seconds = time.perf_counter() - t0
+    processor.close()
     board.set_time_source(lambda: now)
     leaderboard_size = len(board)
     leaderboard_refused = board.stats().refused
@@ -629,21 +688,23 @@ def run(config: DemoConfig, *, out: TextIO = sys.stdout, err: TextIO = sys.stder
     board.save_to_json(snapshot)
     board.close()
 
-    # Exact answers from the database.
-    try:
-        db_rows = store.rows()
-        db_rows_total = store.total_rows()
-        now_min = now // 60
-        unique_last_hour_exact = store.distinct_users((now_min - 59) * 60, (now_min + 1) * 60)
-        unique_all_exact = store.distinct_users()
-        exact_counts = store.channel_counts([c for c, _ in sketch_top])
-        top_channels_exact = store.top_channels(config.top_channels)
-        backend, db_desc = store.kind, store.describe()  # type: ignore[attr-defined]
-    finally:
-        store.close()
+    # The exact answers, from the database.
+    t0 = time.perf_counter()
+    db_rows = store.rows()
+    db_rows_total = store.total_rows()
+    now_min = now // 60
+    unique_last_hour_exact = store.distinct_users((now_min - 59) * 60, (now_min + 1) * 60)
+    unique_all_exact = store.distinct_users()
+    exact_counts = store.channel_counts([c for c, _ in sketch_top])
+    top_channels_exact = store.top_channels(config.top_channels)
+    sql_seconds = time.perf_counter() - t0
+    backend, db_desc = store.kind, store.describe()
+    store.close()
 
     bound = math.ceil(s.processed / topk_capacity)
-    channels = [ChannelRow(c, n, exact_counts[c], exact_counts[c] <= n <= exact_counts[c] + bound) for c, n in sketch_top]
+    channels = [
+        ChannelRow(c, n, exact_counts[c], exact_counts[c] <= n <= exact_counts[c] + bound) for c, n in sketch_top
+    ]
     unique_last_hour_ok = abs(unique_last_hour - unique_last_hour_exact) <= hll_bound(unique_last_hour_exact)
     unique_all_ok = abs(unique_all - unique_all_exact) <= hll_bound(unique_all_exact)
 
@@ -684,6 +745,8 @@ def run(config: DemoConfig, *, out: TextIO = sys.stdout, err: TextIO = sys.stder
         total_seconds=total_seconds,
         db_seconds=timings[0],
         leaderboard_seconds=timings[1],
+        query_seconds=query_seconds,
+        sql_seconds=sql_seconds,
         now=now,
         unique_last_hour=unique_last_hour,
         unique_last_hour_exact=unique_last_hour_exact,
@@ -719,31 +782,43 @@ def _check(ok: bool) -> str:
     return "ok" if ok else "OUT OF BOUNDS"
 
 
-def print_dashboard(r: DemoResult, out: TextIO = sys.stdout) -> None:
-    """Prints the run's numbers as aligned tables."""
+def print_dashboard(r: DemoResult, out: Optional[TextIO] = None) -> None:
+    """Prints the run's numbers as aligned tables on ``out`` (default ``sys.stdout``)."""
+    out = sys.stdout if out is None else out
     c = r.config
     end = r.start_ts + c.days * DAY
     w = print
 
     def line(label: str, value: str, note: str = "") -> None:
-        w(f"  {label:<26}{value:>16}  {note}".rstrip(), file=out)
+        w(f"  {label:<28}{value:>14}  {note}".rstrip(), file=out)
+
+    def rate(n: float, seconds: float, unit: str) -> str:
+        return f"{n / seconds:,.0f} {unit}/s" if seconds > 0 else "-"
 
     w("", file=out)
     w(f"engagehub demo: {r.events:,} events from {_utc(r.start_ts)} to {_utc(end)} UTC (seed {c.seed})", file=out)
+    if r.resumed:
+        w(f"leaderboard resumed from {r.snapshot} ({r.resumed_users:,} users)", file=out)
     w("", file=out)
     w("Pipeline", file=out)
-    line("events generated", f"{r.events:,}", f"in {r.generate_seconds:.2f} s")
+    line("events generated", f"{r.events:,}", f"{r.generate_seconds:.2f} s")
     line("accepted / dropped", f"{r.accepted:,} / {r.dropped:,}")
-    line("batches delivered", f"{r.batches:,}", f"up to {c.batch_size:,} events, {c.workers} workers")
+    line("batches delivered", f"{r.batches:,}", f"up to {c.batch_size:,} events each, {c.workers} workers")
     if r.failures or r.dead_lettered:
         line("failed flushes / lost", f"{r.failures:,} / {r.dead_lettered:,}")
-    line("push throughput", f"{r.push_rate:,.0f} ev/s", f"{r.push_seconds:.2f} s")
-    line("end to end (with DB)", f"{r.end_to_end_rate:,.0f} ev/s", f"{r.total_seconds:.2f} s elapsed")
+    line("push (producer side)", f"{r.push_rate:,.0f} ev/s", f"{r.push_seconds:.2f} s, waiting whenever the ring is full")
+    line("end to end", f"{r.end_to_end_rate:,.0f} ev/s", f"{r.total_seconds:.2f} s from the first push to the last commit")
     line(
-        "in the flush callback",
-        f"{r.db_seconds + r.leaderboard_seconds:.2f} s",
-        f"{r.backend} writes {r.db_seconds:.2f} s, leaderboard {r.leaderboard_seconds:.2f} s",
+        f"in {r.backend} transactions",
+        f"{r.db_seconds:.2f} s",
+        f"{rate(r.delivered, r.db_seconds, 'rows')}, one transaction per batch",
     )
+    line(
+        "awarding points",
+        f"{r.leaderboard_seconds:.2f} s",
+        f"{rate(r.delivered, r.leaderboard_seconds, 'updates')}, update_user per persisted event",
+    )
+    w(f"  (flush callback times: summed over the {c.workers} workers, GIL waits included)", file=out)
     w("", file=out)
 
     w(f"Unique users (HyperLogLog vs exact SQL; now = {_utc(r.now, '%Y-%m-%d %H:%M:%S')} UTC)", file=out)
@@ -756,12 +831,21 @@ def print_dashboard(r: DemoResult, out: TextIO = sys.stdout) -> None:
         w(f"  {label:<14}{est:>10,}{exact:>10,}{err:>+9.2%}{bound:>8.2%}  {_check(ok)}", file=out)
     w("", file=out)
 
-    w(f"Top {len(r.top_channels)} channels (all time, Space-Saving; counts may exceed exact by <= {r.channel_error_bound:,})", file=out)
+    w(
+        f"Top {len(r.top_channels)} channels (all time, Space-Saving; "
+        f"a count may exceed the exact one by <= {r.channel_error_bound:,})",
+        file=out,
+    )
     w(f"  {'#':>2}  {'channel id':<20}{'sketch':>10}{'exact':>10}", file=out)
     for i, row in enumerate(r.top_channels, 1):
         w(f"  {i:>2}  {row.channel_id:<20}{row.sketch:>10,}{row.exact:>10,}  {_check(row.in_bounds)}", file=out)
     same = "yes" if r.top_channels_match else "no (near-ties within the error bound)"
     w(f"  same channels as the exact SQL top {len(r.top_channels_exact)}: {same}", file=out)
+    w(
+        f"  the sketches and the leaderboard answered in {r.query_seconds * 1e3:.1f} ms; "
+        f"the exact SQL queries took {r.sql_seconds * 1e3:,.0f} ms",
+        file=out,
+    )
     w("", file=out)
 
     w(f"Leaderboard top {len(r.leaderboard_top)} (decay 0.95/day, at {_utc(r.now)} UTC)", file=out)
@@ -818,7 +902,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--append", action="store_true", help="keep the rows of earlier runs")
     parser.add_argument(
-        "--snapshot", default=None, help=f"leaderboard snapshot written at the end (default {SNAPSHOT_NAME} next to the db)"
+        "--snapshot",
+        default=None,
+        help=f"leaderboard snapshot written at the end (default {SNAPSHOT_NAME} next to the db)",
     )
     parser.add_argument(
         "--resume",
@@ -856,7 +942,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Runs the demo, prints the dashboard; 0 if every check passed, else 1."""
     try:
         result = run(config_from_args(args))
-    except (ValueError, RuntimeError, OSError, errors.EngageHubError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a bad option or an unreachable database: a message, status 2
+        expected = (DemoError, ValueError, OSError, sqlite3.Error, errors.EngageHubError)
+        if not isinstance(exc, expected) and not type(exc).__module__.startswith("psycopg"):
+            raise
         print(f"engagehub demo: {exc}", file=sys.stderr)
         return 2
     print_dashboard(result)
@@ -870,7 +959,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """``python -m engagehub demo [options]`` without the ``demo`` word."""
-    parser = argparse.ArgumentParser(prog="python -m engagehub demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m engagehub demo", description=DESCRIPTION)
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))
 

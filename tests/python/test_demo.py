@@ -1,0 +1,307 @@
+"""The demo (``python -m engagehub demo``): generator, end-to-end run into SQLite (and
+PostgreSQL when ``ENGAGEHUB_TEST_POSTGRES_DSN`` names a server), the exact-vs-sketch
+checks, resuming the leaderboard from its snapshot, and the command line."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import engagehub
+from engagehub import Leaderboard, demo
+from engagehub.demo import DAY, START, DemoConfig, generate_events
+from engagehub.processor import EventColumns
+
+N = 50_000
+HLL_STANDARD_ERROR = 0.0081
+
+
+def bound(exact: int) -> float:
+    return max(2.0, 4 * HLL_STANDARD_ERROR * exact)
+
+
+def config(directory: Path, **overrides) -> DemoConfig:
+    values = dict(
+        events=N,
+        db=str(directory / "demo.sqlite3"),
+        snapshot=str(directory / "board.json"),
+        quiet=True,
+    )
+    values.update(overrides)
+    return DemoConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    """One fresh run of 50,000 events; a copy of its snapshot is kept."""
+    directory = tmp_path_factory.mktemp("demo")
+    result = demo.run(config(directory))
+    shutil.copy(result.snapshot, directory / "board-run1.json")
+    return directory, result
+
+
+# -- generator -------------------------------------------------------------------
+
+
+def test_generator_is_reproducible():
+    a = generate_events(3_000, seed=7)
+    b = generate_events(3_000, seed=7)
+    c = generate_events(3_000, seed=8)
+    assert a == b
+    assert a.rows() == b.rows()
+    assert a != c
+    assert generate_events(3_000, seed=7, start_ts=START + DAY).user_ids == a.user_ids
+
+
+def test_generator_shape():
+    w = generate_events(40_000, seed=1, users=5_000, channels=300)
+    assert len(w) == 40_000
+    assert w.timestamps == sorted(w.timestamps)
+    assert START <= w.timestamps[0] and w.timestamps[-1] < START + DAY
+    assert all(len(u) == 18 and u.isdigit() for u in set(w.user_ids))
+    assert len(set(w.user_ids)) <= 5_000 and len(set(w.channel_ids)) <= 300
+
+    kinds = Counter(w.kinds)
+    assert set(kinds) == set(demo.KINDS)
+    for kind, percent in zip(demo.KINDS, demo.KIND_WEIGHTS):
+        assert abs(kinds[kind] / len(w) - percent / 100) < 0.015, kind
+
+    # Zipf: the busiest user and channel stand far above the median one.
+    users = Counter(w.user_ids).most_common()
+    channels = Counter(w.channel_ids).most_common()
+    assert users[0][1] > 50 * users[len(users) // 2][1]
+    assert channels[0][1] > 50 * channels[len(channels) // 2][1]
+
+    # The daily curve: the evening is much busier than the night.
+    hours = Counter((t - START) // 3600 for t in w.timestamps)
+    evening = hours[19] + hours[20] + hours[21]
+    night = hours[3] + hours[4] + hours[5]
+    assert evening > 5 * night
+    assert demo.activity(demo.PEAK_AT_MIN) == pytest.approx(1.0)
+    assert demo.activity(demo.QUIET_AT_MIN) == pytest.approx(demo.NIGHT_FLOOR)
+
+
+# -- one run ---------------------------------------------------------------------
+
+
+def test_run_persists_every_accepted_event(first):
+    directory, r = first
+    assert r.ok, r.problems
+    assert r.events == N and r.accepted == N and r.dropped == 0
+    assert r.processed == N and r.delivered == N
+    assert r.batches >= N // r.config.batch_size
+    assert r.failures == 0 and r.dead_lettered == 0
+    assert r.db_rows == r.accepted == r.db_rows_total
+    with sqlite3.connect(directory / "demo.sqlite3") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == N
+        first_row = conn.execute("SELECT type, user_id, channel_id, ts FROM events ORDER BY ts, id LIMIT 1").fetchone()
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    w = generate_events(N, seed=r.config.seed)
+    assert first_row[3] == w.timestamps[0]
+    assert first_row in w.rows()
+    assert r.push_rate > 0 and r.end_to_end_rate > 0 and r.total_seconds >= r.push_seconds
+
+
+def test_sketch_answers_are_within_their_bounds(first):
+    directory, r = first
+    w = generate_events(N, seed=r.config.seed)
+    assert r.now == w.timestamps[-1], "event-time clock: the newest timestamp"
+    now_min = r.now // 60
+    lo, hi = (now_min - 59) * 60, (now_min + 1) * 60
+    exact_hour = len({u for u, t in zip(w.user_ids, w.timestamps) if lo <= t < hi})
+    assert r.unique_last_hour_exact == exact_hour
+    assert abs(r.unique_last_hour - exact_hour) <= bound(exact_hour)
+    exact_all = len(set(w.user_ids))
+    assert r.unique_all_exact == exact_all
+    assert abs(r.unique_all - exact_all) <= bound(exact_all)
+
+    channels = Counter(w.channel_ids)
+    assert len(r.top_channels) == 5
+    sketch_counts = [row.sketch for row in r.top_channels]
+    assert sketch_counts == sorted(sketch_counts, reverse=True)
+    slack = -(-N // 1024)
+    for row in r.top_channels:
+        assert row.exact == channels[row.channel_id]
+        assert channels[row.channel_id] <= row.sketch <= channels[row.channel_id] + slack
+        assert row.in_bounds
+    assert r.top_channels_exact == sorted(channels.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+
+
+def test_leaderboard_top_ten_is_sorted(first):
+    directory, r = first
+    top = r.leaderboard_top
+    assert len(top) == 10
+    assert [u["rank"] for u in top] == list(range(1, 11))
+    scores = [u["score"] for u in top]
+    assert scores == sorted(scores, reverse=True) and scores[-1] > 0
+    assert not r.resumed and r.resumed_users == 0
+    assert r.leaderboard_size == r.unique_all_exact, "every active user earned points"
+    assert Path(r.snapshot).exists()
+
+    # The top user's score is the decayed sum of the points of its events.
+    w = generate_events(N, seed=r.config.seed)
+    user = top[0]["user_id"]
+    expected = sum(
+        demo.POINTS[k] * 0.95 ** ((r.now - t) / DAY) for k, u, t in zip(w.kinds, w.user_ids, w.timestamps) if u == user
+    )
+    assert top[0]["score"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_second_run_resumes_from_the_snapshot(first, tmp_path):
+    directory, r1 = first
+    snapshot = tmp_path / "board.json"
+    shutil.copy(directory / "board-run1.json", snapshot)
+    db = tmp_path / "demo.sqlite3"
+    shutil.copy(directory / "demo.sqlite3", db)
+
+    r2 = demo.run(config(tmp_path, resume=True, append=True))
+    assert r2.ok, r2.problems
+    assert r2.resumed and r2.resumed_users == r1.leaderboard_size
+    assert r2.start_ts == START + DAY, "the resumed run simulates the next day"
+    assert r2.db_rows == N and r2.db_rows_total == 2 * N, "--append keeps the first day's rows"
+    assert r2.leaderboard_size >= r1.leaderboard_size
+
+    # The same day without the snapshot: the resumed board adds the first day's
+    # scores, decayed to the end of the second day.
+    fresh = demo.run(config(tmp_path / "fresh", start_ts=START + DAY))
+    assert fresh.ok and fresh.now == r2.now
+    with Leaderboard() as day1, Leaderboard() as both, Leaderboard() as day2:
+        day1.load_from_json(directory / "board-run1.json")
+        both.load_from_json(r2.snapshot)
+        day2.load_from_json(fresh.snapshot)
+        assert len(both) >= len(day1)
+        for row in day1.top(200, now=r2.now):
+            assert row.user_id in both
+            earned = day2.rank(row.user_id, now=r2.now).score if row.user_id in day2 else 0.0
+            assert both.rank(row.user_id, now=r2.now).score == pytest.approx(row.score + earned, rel=1e-9)
+            if earned:
+                assert both.rank(row.user_id, now=r2.now).score > row.score
+    assert r2.leaderboard_top[0]["score"] > fresh.leaderboard_top[0]["score"]
+
+
+def test_resume_without_a_snapshot_starts_fresh(tmp_path):
+    r = demo.run(config(tmp_path, events=5_000, resume=True))
+    assert r.ok and not r.resumed and r.start_ts == START
+
+
+# -- failures and the command line -------------------------------------------------
+
+
+def test_a_row_count_mismatch_fails_with_status_1(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(demo.SQLiteStore, "rows", lambda self: 1)
+    argv = ["--events", "5000", "--quiet", "--db", str(tmp_path / "x.sqlite3")]
+    assert demo.main(argv) == 1
+    out, err = capsys.readouterr()
+    assert "CHECKS FAILED" in out
+    assert "the database holds 1 rows of this run but 5,000 events were accepted" in err
+
+
+def test_main_prints_the_dashboard(tmp_path, capsys):
+    argv = ["demo", "--events", "10000", "--quiet", "--db", str(tmp_path / "m.sqlite3")]
+    from engagehub.__main__ import main
+
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    for heading in ("Pipeline", "Unique users", "Top 5 channels", "Leaderboard top 10", "Storage"):
+        assert heading in out
+    assert "all checks passed" in out
+    assert str(tmp_path / "engagehub-demo-leaderboard.json") in out, "the snapshot defaults to the db's folder"
+
+
+def test_python_dash_m_engagehub_demo(tmp_path):
+    env = dict(os.environ)
+    package_root = str(Path(engagehub.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    db = tmp_path / "cli.sqlite3"
+    proc = subprocess.run(
+        [sys.executable, "-m", "engagehub", "demo", "--events", "20000", "--quiet", "--db", str(db)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "all checks passed" in proc.stdout
+    assert proc.stderr == ""
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 20_000
+
+
+def test_builtin_progress_bar_is_throttled(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # force the built-in bar
+    stream = io.StringIO()
+    bar = demo._Progress(1_000_000, True, "events", stream)
+    for n in range(0, 1_000_001, 100):
+        bar.update_to(n)
+    bar.close()
+    text = stream.getvalue()
+    assert text.startswith("\r") and text.endswith("\n")
+    assert text.count("\r") <= 3, "at most ~10 redraws a second"
+    assert "100.0%" in text and "1,000,000/1,000,000" in text
+
+    quiet = io.StringIO()
+    off = demo._Progress(10, False, "events", quiet)
+    off.update_to(10)
+    off.close()
+    assert quiet.getvalue() == ""
+
+
+# -- PostgreSQL ----------------------------------------------------------------------
+
+TRICKY = EventColumns(
+    ["message", "reaction", "message"],
+    ["tab\there", "back\\slash", "new\nline\r"],
+    ["c1", "", "ünïcødé"],
+    [1, 2, 3],
+    None,
+)
+
+
+def test_copy_text_block_falls_back_when_escaping_is_needed():
+    plain = EventColumns(["message", "reaction"], ["1", "2"], ["c", "d"], [10, 20], None)
+    assert demo._copy_text(plain) == "message\t1\tc\t10\nreaction\t2\td\t20\n"
+    assert demo._copy_text(TRICKY) is None
+    for i in range(3):
+        one = EventColumns(*(column[i : i + 1] for column in TRICKY[:4]), None)
+        assert demo._copy_text(one) is None, i
+    unicode = EventColumns(["message"], ["ünï"], ["ç ø"], [5], None)
+    assert demo._copy_text(unicode) == "message\tünï\tç ø\t5\n"
+
+
+POSTGRES_DSN = os.environ.get("ENGAGEHUB_TEST_POSTGRES_DSN")
+
+
+@pytest.mark.skipif(not POSTGRES_DSN, reason="ENGAGEHUB_TEST_POSTGRES_DSN is not set")
+def test_postgres_copy_per_batch(tmp_path):
+    import psycopg
+
+    r = demo.run(config(tmp_path, events=20_000, postgres=POSTGRES_DSN))
+    assert r.ok, r.problems
+    assert r.backend == "PostgreSQL"
+    assert r.db_rows == r.accepted == 20_000
+    r2 = demo.run(config(tmp_path, events=20_000, postgres=POSTGRES_DSN, append=True, resume=True))
+    assert r2.ok, r2.problems
+    assert r2.resumed and r2.db_rows == 20_000 and r2.db_rows_total == 40_000
+    with psycopg.connect(POSTGRES_DSN) as conn:
+        count, days = conn.execute(
+            f"SELECT COUNT(*), COUNT(DISTINCT ts / 86400) FROM {demo.POSTGRES_TABLE}"
+        ).fetchone()
+    assert (count, days) == (40_000, 2)
+
+    # Ids the COPY text format must escape go through psycopg's row writer.
+    store = demo.PostgresStore(POSTGRES_DSN, append=True)
+    try:
+        store.write(TRICKY)
+        rows = store._all("SELECT type, user_id, channel_id, ts FROM {t} WHERE id > ? ORDER BY id", store.first_id)
+    finally:
+        store.close()
+    assert rows == list(zip(*TRICKY[:4]))
