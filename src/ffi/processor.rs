@@ -190,7 +190,8 @@ impl FlushCallback for CFlush {
         let raw = batch.raw();
         // SAFETY: `f` is the registered callback; `raw` points into the batch, which
         // outlives the call; `user.data` is the caller's own pointer.
-        match unsafe { (self.f)(self.user.data, raw.as_ptr(), raw.len()) } {
+        let rc = unsafe { (self.f)(self.user.data, raw.as_ptr(), raw.len()) };
+        match rc {
             0 => Ok(()),
             rc => Err(format!("flush callback returned {rc}")),
         }
@@ -389,14 +390,18 @@ pub unsafe extern "C" fn eh_processor_push(
     payload_len: usize,
 ) -> eh_status {
     guard("eh_processor_push", || {
-        // SAFETY (all four): pointer/length pairs per the module contract.
-        let entered = unsafe { enter(p)? };
-        let ev = EventIn {
-            kind: unsafe { str_arg(kind, kind_len, "kind")? },
-            user_id: unsafe { str_arg(user_id, user_id_len, "user_id")? },
-            channel_id: unsafe { str_arg(channel_id, channel_id_len, "channel_id")? },
-            timestamp,
-            payload: unsafe { bytes_arg(payload, payload_len, "payload")? },
+        // SAFETY: the handle and the four (pointer, length) pairs follow the module
+        // contract; the strings are copied by `push` before this call returns.
+        let (entered, ev) = unsafe {
+            let entered = enter(p)?;
+            let ev = EventIn {
+                kind: str_arg(kind, kind_len, "kind")?,
+                user_id: str_arg(user_id, user_id_len, "user_id")?,
+                channel_id: str_arg(channel_id, channel_id_len, "channel_id")?,
+                timestamp,
+                payload: bytes_arg(payload, payload_len, "payload")?,
+            };
+            (entered, ev)
         };
         entered.0.processor.push(&ev)
     })
@@ -405,16 +410,20 @@ pub unsafe extern "C" fn eh_processor_push(
 /// # Safety
 /// `e` points into a caller array valid for the call.
 unsafe fn event_from_raw(e: &RawEvent, i: usize) -> Result<EventIn<'_>> {
-    // SAFETY (all four): the pointer/length pairs of a caller's eh_event. The field
-    // names are static; the index is added only on failure (no formatting per event).
+    // The field names are static; the index is added only on failure (no
+    // formatting per event).
     let parse = || -> Result<EventIn<'_>> {
-        Ok(EventIn {
-            kind: unsafe { str_arg(e.kind, e.kind_len, "kind")? },
-            user_id: unsafe { str_arg(e.user_id, e.user_id_len, "user_id")? },
-            channel_id: unsafe { str_arg(e.channel_id, e.channel_id_len, "channel_id")? },
-            timestamp: e.timestamp,
-            payload: unsafe { bytes_arg(e.payload, e.payload_len, "payload")? },
-        })
+        // SAFETY: the four (pointer, length) pairs of a caller's eh_event, valid for
+        // the call per this function's contract.
+        unsafe {
+            Ok(EventIn {
+                kind: str_arg(e.kind, e.kind_len, "kind")?,
+                user_id: str_arg(e.user_id, e.user_id_len, "user_id")?,
+                channel_id: str_arg(e.channel_id, e.channel_id_len, "channel_id")?,
+                timestamp: e.timestamp,
+                payload: bytes_arg(e.payload, e.payload_len, "payload")?,
+            })
+        }
     };
     parse().map_err(|err| Error::invalid(format!("events[{i}]: {err}")))
 }
@@ -484,9 +493,8 @@ pub unsafe extern "C" fn eh_processor_push_fields(
     timestamp: i64,
 ) -> eh_status {
     guard("eh_processor_push_fields", || {
-        // SAFETY (both): per the module contract.
-        let entered = unsafe { enter(p)? };
-        let text = unsafe { str_arg(fields, fields_len, "fields")? };
+        // SAFETY: the handle and the (pointer, length) pair follow the module contract.
+        let (entered, text) = unsafe { (enter(p)?, str_arg(fields, fields_len, "fields")?) };
         let mut parts = text.splitn(4, '\0');
         let (Some(kind), Some(user_id), Some(channel_id), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())

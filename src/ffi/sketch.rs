@@ -96,9 +96,8 @@ pub unsafe extern "C" fn eh_hll_free(hll: *mut eh_hll) {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_hll_add(hll: *const eh_hll, item: *const u8, len: usize) -> eh_status {
     guard("eh_hll_add", || {
-        // SAFETY (both): per the module contract.
-        let h = unsafe { handle(hll, "hll")? };
-        let item = unsafe { bytes_arg(item, len, "item")? };
+        // SAFETY: the handle and the (pointer, length) pair follow the module contract.
+        let (h, item) = unsafe { (handle(hll, "hll")?, bytes_arg(item, len, "item")?) };
         h.inner.write()?.add(item);
         Ok(())
     })
@@ -109,9 +108,9 @@ pub unsafe extern "C" fn eh_hll_add(hll: *const eh_hll, item: *const u8, len: us
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_hll_merge(dst: *const eh_hll, src: *const eh_hll) -> eh_status {
     guard("eh_hll_merge", || {
-        // SAFETY (both): per the module contract.
-        let d = unsafe { handle(dst, "dst")? };
-        let s = unsafe { handle(src, "src")? }.inner.snapshot()?;
+        // SAFETY: both handles follow the module contract.
+        let (d, s) = unsafe { (handle(dst, "dst")?, handle(src, "src")?) };
+        let s = s.inner.snapshot()?;
         d.inner.write()?.merge(&s);
         Ok(())
     })
@@ -227,9 +226,8 @@ pub unsafe extern "C" fn eh_cms_add(
     count: u64,
 ) -> eh_status {
     guard("eh_cms_add", || {
-        // SAFETY (both): per the module contract.
-        let c = unsafe { handle(cms, "cms")? };
-        let item = unsafe { bytes_arg(item, len, "item")? };
+        // SAFETY: the handle and the (pointer, length) pair follow the module contract.
+        let (c, item) = unsafe { (handle(cms, "cms")?, bytes_arg(item, len, "item")?) };
         c.inner.write()?.add(item, count);
         Ok(())
     })
@@ -244,9 +242,8 @@ pub unsafe extern "C" fn eh_cms_estimate(
     out: *mut u64,
 ) -> eh_status {
     guard("eh_cms_estimate", || {
-        // SAFETY (both): per the module contract.
-        let c = unsafe { handle(cms, "cms")? };
-        let item = unsafe { bytes_arg(item, len, "item")? };
+        // SAFETY: the handle and the (pointer, length) pair follow the module contract.
+        let (c, item) = unsafe { (handle(cms, "cms")?, bytes_arg(item, len, "item")?) };
         let out = out_arg(out, "out")?;
         let n = c.inner.read()?.estimate(item);
         // SAFETY: checked by `out_arg`.
@@ -274,9 +271,9 @@ pub unsafe extern "C" fn eh_cms_total(cms: *const eh_cms, out: *mut u64) -> eh_s
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_cms_merge(dst: *const eh_cms, src: *const eh_cms) -> eh_status {
     guard("eh_cms_merge", || {
-        // SAFETY (both): per the module contract.
-        let d = unsafe { handle(dst, "dst")? };
-        let s = unsafe { handle(src, "src")? }.inner.snapshot()?;
+        // SAFETY: both handles follow the module contract.
+        let (d, s) = unsafe { (handle(dst, "dst")?, handle(src, "src")?) };
+        let s = s.inner.snapshot()?;
         d.inner.write()?.merge(&s)
     })
 }
