@@ -632,6 +632,16 @@ pub unsafe extern "C" fn eh_events_columns(
     })
 }
 
+/// `EH_WOULD_DEADLOCK` when called from one of `processor`'s own callbacks.
+fn refuse_in_own_callback(processor: &Processor, what: &str) -> Result<()> {
+    if processor.in_own_callback() {
+        return Err(Error::WouldDeadlock(format!(
+            "{what} called from this processor's own callback"
+        )));
+    }
+    Ok(())
+}
+
 /// Sets the flush callback (NULL `cb` removes it: batches are then discarded and
 /// counted). `user_data_free`, if not NULL, is called exactly once with `user_data`
 /// when this callback is replaced or the processor freed. Batches already being
@@ -648,12 +658,8 @@ pub unsafe extern "C" fn eh_processor_set_flush_callback(
         // SAFETY: per the module contract.
         let entered = unsafe { enter(p)? };
         let processor = &entered.0.processor;
-        if processor.in_own_callback() {
-            // Refused before taking ownership: user_data stays the caller's.
-            return Err(Error::WouldDeadlock(
-                "set_flush_callback called from this processor's own callback".into(),
-            ));
-        }
+        // Refused before taking ownership: user_data stays the caller's.
+        refuse_in_own_callback(processor, "set_flush_callback")?;
         let user = UserData {
             data: user_data,
             free: user_data_free,
@@ -677,11 +683,7 @@ pub unsafe extern "C" fn eh_processor_set_dead_letter_callback(
         // SAFETY: per the module contract.
         let entered = unsafe { enter(p)? };
         let processor = &entered.0.processor;
-        if processor.in_own_callback() {
-            return Err(Error::WouldDeadlock(
-                "set_dead_letter_callback called from this processor's own callback".into(),
-            ));
-        }
+        refuse_in_own_callback(processor, "set_dead_letter_callback")?;
         let user = UserData {
             data: user_data,
             free: user_data_free,

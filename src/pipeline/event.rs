@@ -50,8 +50,15 @@ pub struct Event<'a> {
 }
 
 impl EventIn<'_> {
-    /// Checks field sizes (the strings are UTF-8 by type).
+    /// Checks field sizes (the strings are UTF-8 by type) and that the timestamp is
+    /// not after year 9999.
     pub fn validate(&self) -> crate::Result<()> {
+        if self.timestamp > crate::leaderboard::MAX_TIMESTAMP {
+            return Err(crate::Error::invalid(format!(
+                "timestamp {} is after year 9999",
+                self.timestamp
+            )));
+        }
         for (what, len) in [
             ("kind", self.kind.len()),
             ("user_id", self.user_id.len()),

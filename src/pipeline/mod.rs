@@ -36,7 +36,7 @@ pub use event::{MAX_FIELD_BYTES, MAX_PAYLOAD_BYTES};
 use ring::{PushError, Ring};
 
 use crate::error::{Error, Result};
-use crate::leaderboard::{MAX_TIMESTAMP, wall_clock_secs};
+use crate::leaderboard::wall_clock_secs;
 use crate::sketch::{self, ChannelCount, Hll, WindowConfig, WindowedAnalytics};
 
 /// Largest ring accepted (slots).
@@ -378,19 +378,15 @@ impl Processor {
         self.shared.now()
     }
 
-    fn record(&self, ev: &EventIn<'_>) -> Result<Record> {
-        ev.validate()?;
+    /// Copies an event validated by [`EventIn::validate`], resolving `timestamp <= 0`
+    /// to the processor's "now".
+    fn record(&self, ev: &EventIn<'_>) -> Record {
         let ts = if ev.timestamp <= 0 {
             self.shared.now()
-        } else if ev.timestamp > MAX_TIMESTAMP {
-            return Err(Error::invalid(format!(
-                "timestamp {} is after year 9999",
-                ev.timestamp
-            )));
         } else {
             ev.timestamp
         };
-        Ok(Record::new(ev, ts))
+        Record::new(ev, ts)
     }
 
     /// Offers one event. `Ok` means accepted: it will be sketched and delivered (or
@@ -399,8 +395,8 @@ impl Processor {
     /// [`MAX_FIELD_BYTES`], a payload above the limit, a timestamp after 9999).
     pub fn push(&self, ev: &EventIn<'_>) -> Result<()> {
         self.check_usable()?;
-        let record = self.record(ev)?;
-        let result = self.push_record(record);
+        ev.validate()?;
+        let result = self.push_record(self.record(ev));
         self.shared.wake_one();
         result
     }
@@ -414,18 +410,11 @@ impl Processor {
         for (i, ev) in events.iter().enumerate() {
             ev.validate()
                 .map_err(|e| Error::invalid(format!("event {i}: {e}")))?;
-            if ev.timestamp > MAX_TIMESTAMP {
-                return Err(Error::invalid(format!(
-                    "event {i}: timestamp {} is after year 9999",
-                    ev.timestamp
-                )));
-            }
         }
         let mut accepted = 0;
         let mut result = Ok(());
         for ev in events {
-            let record = self.record(ev)?;
-            if let Err(e) = self.push_record(record) {
+            if let Err(e) = self.push_record(self.record(ev)) {
                 result = Err(e);
                 break;
             }

@@ -3,6 +3,7 @@
 //! Every wait is on a condition with a timeout, never a bare sleep.
 
 use super::*;
+use crate::leaderboard::MAX_TIMESTAMP;
 use std::sync::atomic::AtomicU32;
 use std::sync::mpsc;
 
