@@ -12,6 +12,7 @@
 pub mod error;
 pub mod ffi;
 pub mod leaderboard;
+mod mem;
 pub mod pipeline;
 pub mod sketch;
 

@@ -14,6 +14,8 @@
 
 use std::cmp::Ordering;
 
+use crate::mem;
+
 /// Keys per leaf.
 const LEAF_CAP: usize = 64;
 /// Children per inner node.
@@ -229,7 +231,7 @@ impl RankIndex {
                 i
             }
             None => {
-                self.leaves.push(leaf);
+                mem::push(&mut self.leaves, leaf);
                 (self.leaves.len() - 1) as u32
             }
         }
@@ -242,7 +244,7 @@ impl RankIndex {
                 i
             }
             None => {
-                self.inners.push(inner);
+                mem::push(&mut self.inners, inner);
                 (self.inners.len() - 1) as u32
             }
         }
@@ -506,6 +508,18 @@ impl RankIndex {
         }
     }
 
+    /// Starts loading into the cache the leaf where `key` would be inserted, so an
+    /// update can overlap that memory access with removing its old key.
+    #[inline]
+    pub fn prefetch_leaf<F: Fn(u32, u32) -> Ordering>(&self, key: Key, tie: F) {
+        let mut node = self.root;
+        for _ in 0..self.height {
+            let inner = &self.inners[node as usize];
+            node = inner.children[Self::child_for(inner, key, &tie)];
+        }
+        mem::prefetch(&self.leaves[node as usize]);
+    }
+
     /// 0-based position of the exact key, or None.
     pub fn position<F: Fn(u32, u32) -> Ordering>(&self, key: Key, tie: F) -> Option<usize> {
         let mut node = self.root;
@@ -589,8 +603,10 @@ impl RankIndex {
         let mut current = Leaf::empty();
         for key in keys {
             if current.len as usize == fill {
-                tree.leaves
-                    .push(std::mem::replace(&mut current, Leaf::empty()));
+                mem::push(
+                    &mut tree.leaves,
+                    std::mem::replace(&mut current, Leaf::empty()),
+                );
             }
             let at = current.len as usize;
             current.scores[at] = key.score;
@@ -599,7 +615,7 @@ impl RankIndex {
             tree.len += 1;
         }
         if current.len > 0 || tree.leaves.is_empty() {
-            tree.leaves.push(current);
+            mem::push(&mut tree.leaves, current);
         }
         let count = tree.leaves.len();
         for i in 0..count - 1 {

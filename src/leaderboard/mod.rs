@@ -21,17 +21,19 @@
 
 pub mod btree;
 pub mod id;
+mod idtable;
 mod snapshot;
 
 use std::cmp::Ordering;
 use std::path::Path;
 
-use hashbrown::HashTable;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, Result};
+use crate::mem;
 use btree::{Key, RankIndex};
 pub use id::UserId;
+use idtable::{Found, IdTable};
 pub use snapshot::SNAPSHOT_FORMAT_VERSION;
 
 /// Longest accepted user id, in bytes.
@@ -44,6 +46,10 @@ pub const MAX_TIMESTAMP: i64 = 253_402_300_799;
 /// Rebase once `λ·(ts − landmark)` would exceed this: `exp(256) ≈ 1.5e111` leaves
 /// room for point totals up to ~1e197 before a value could overflow.
 const REBASE_EXPONENT: f64 = 256.0;
+
+/// Below this many users the whole board stays in the CPU caches, and fetching
+/// tree leaves ahead of time (an extra descent each) costs more than it saves.
+const PREFETCH_MIN_USERS: usize = 1 << 16;
 
 /// Leaderboard settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -136,11 +142,12 @@ pub struct LeaderboardStats {
     pub heap_bytes: u64,
 }
 
+/// A user's id and newest update time. Its value (the score as seen at the
+/// landmark; never NaN, never -0.0) lives in the id table, where a lookup finds it
+/// without touching the entry.
 #[derive(Debug, Clone)]
 struct Entry {
     id: UserId,
-    /// Score as seen at the landmark; never NaN, never -0.0.
-    value: f64,
     last_update: i64,
 }
 
@@ -155,8 +162,8 @@ pub struct Leaderboard {
     free_slots: Vec<u32>,
     /// Heap bytes of ids too long to store inline, kept so `stats()` stays O(1).
     long_id_bytes: usize,
-    /// Slots, keyed by the hash of the id they hold.
-    by_id: HashTable<u32>,
+    /// Slot and value of each user, keyed by the hash of its id.
+    by_id: IdTable,
     index: RankIndex,
     evicted: u64,
     refused: u64,
@@ -223,7 +230,7 @@ impl Leaderboard {
             entries: Vec::new(),
             free_slots: Vec::new(),
             long_id_bytes: 0,
-            by_id: HashTable::new(),
+            by_id: IdTable::default(),
             index: RankIndex::new(),
             evicted: 0,
             refused: 0,
@@ -262,14 +269,7 @@ impl Leaderboard {
     pub fn heap_bytes(&self) -> usize {
         let entries = self.entries.capacity() * std::mem::size_of::<Entry>();
         let free = self.free_slots.capacity() * std::mem::size_of::<u32>();
-        // hashbrown: one u32 bucket plus one control byte per bucket.
-        let buckets = if self.by_id.capacity() == 0 {
-            0
-        } else {
-            (self.by_id.capacity() * 8 / 7).next_power_of_two()
-        };
-        let table = buckets * (std::mem::size_of::<u32>() + 1);
-        entries + self.long_id_bytes + free + table + self.index.heap_bytes()
+        entries + self.long_id_bytes + free + self.by_id.heap_bytes() + self.index.heap_bytes()
     }
 
     /// Removes every user; settings and counters other than `len` are kept.
@@ -281,20 +281,28 @@ impl Leaderboard {
         self.index.clear();
     }
 
-    fn find(&self, user_id: &[u8]) -> Option<u32> {
+    /// Finds `user_id`. The table's first candidate (nearly always the user) is
+    /// read first; `prefetch` is then called with it while its entry is still
+    /// loading, so the caller can start fetching the tree leaves it will need, and
+    /// only then is the id compared. One cache miss at a time would otherwise be
+    /// three: table, entry, leaf.
+    #[inline]
+    fn lookup(&self, user_id: &[u8], prefetch: impl FnOnce(&Self, Found)) -> Option<Found> {
+        let hash = hash_id(user_id);
+        let candidate = self.by_id.first_match(hash)?;
+        let entry = &self.entries[candidate.slot as usize];
+        mem::prefetch(entry);
+        prefetch(self, candidate);
+        if entry.id.as_bytes() == user_id {
+            return Some(candidate);
+        }
         let entries = &self.entries;
         self.by_id
-            .find(hash_id(user_id), |&slot| {
-                entries[slot as usize].id.as_bytes() == user_id
-            })
-            .copied()
+            .find(hash, |slot| entries[slot as usize].id.as_bytes() == user_id)
     }
 
-    fn key(&self, slot: u32) -> Key {
-        Key {
-            score: self.entries[slot as usize].value,
-            slot,
-        }
+    fn find(&self, user_id: &[u8]) -> Option<Found> {
+        self.lookup(user_id, |_, _| {})
     }
 
     /// Ties: user id bytes ascending.
@@ -327,10 +335,8 @@ impl Leaderboard {
     /// such pairs are then ordered by id, so the index is rebuilt from a sort.
     fn rebase(&mut self, new_landmark: i64) {
         let factor = (-self.lambda * (new_landmark - self.landmark) as f64).exp();
-        for entry in &mut self.entries {
-            // `+ 0.0` turns a -0.0 produced by underflow into 0.0.
-            entry.value = entry.value * factor + 0.0;
-        }
+        // `+ 0.0` turns a -0.0 produced by underflow into 0.0.
+        self.by_id.map_values(|value| value * factor + 0.0);
         self.landmark = new_landmark;
         self.rebases += 1;
         self.rebuild_index();
@@ -340,10 +346,7 @@ impl Leaderboard {
         let mut keys: Vec<Key> = self
             .by_id
             .iter()
-            .map(|&slot| Key {
-                score: self.entries[slot as usize].value,
-                slot,
-            })
+            .map(|(slot, score)| Key { score, slot })
             .collect();
         let tie = Self::tie(&self.entries);
         keys.sort_unstable_by(|a, b| {
@@ -393,26 +396,51 @@ impl Leaderboard {
         }
         let factor = self.forward_factor(ts);
         let delta = amount * factor;
-        match self.find(user_id.as_bytes()) {
-            Some(slot) => {
-                let entry = &self.entries[slot as usize];
-                let value = if replace { delta } else { entry.value + delta } + 0.0;
+        let new_value = |old: f64| if replace { delta } else { old + delta } + 0.0;
+        // Start loading the leaves holding the old and the new key while the
+        // lookup confirms the id: the three cache misses overlap.
+        let found = self.lookup(user_id.as_bytes(), |board, c| {
+            if board.len() < PREFETCH_MIN_USERS {
+                return;
+            }
+            let tie = Self::tie(&board.entries);
+            board.index.prefetch_leaf(
+                Key {
+                    score: c.value,
+                    slot: c.slot,
+                },
+                &tie,
+            );
+            board.index.prefetch_leaf(
+                Key {
+                    score: new_value(c.value),
+                    slot: c.slot,
+                },
+                &tie,
+            );
+        });
+        match found {
+            Some(found) => {
+                let slot = found.slot;
+                let value = new_value(found.value);
                 if !value.is_finite() {
                     return Err(Error::invalid(format!(
                         "{what} {amount} would overflow {user_id:?}'s score"
                     )));
                 }
-                let last_update = entry.last_update.max(ts);
-                let old = self.key(slot);
-                if value.to_bits() != old.score.to_bits() {
+                if value.to_bits() != found.value.to_bits() {
                     let tie = Self::tie(&self.entries);
+                    let old = Key {
+                        score: found.value,
+                        slot,
+                    };
                     let removed = self.index.remove(old, &tie);
                     debug_assert!(removed, "index lost a key");
                     self.index.insert(Key { score: value, slot }, &tie);
+                    self.by_id.set_value(found.pos, value);
                 }
                 let entry = &mut self.entries[slot as usize];
-                entry.value = value;
-                entry.last_update = last_update;
+                entry.last_update = entry.last_update.max(ts);
                 Ok(AddOutcome::Stored)
             }
             None => {
@@ -447,13 +475,12 @@ impl Leaderboard {
                 )));
             }
             let evicted_id = self.entries[lowest.slot as usize].id.as_str().to_owned();
-            self.remove_slot(lowest.slot);
+            self.remove_key(lowest);
             self.evicted += 1;
             outcome = AddOutcome::Evicted(evicted_id);
         }
         let entry = Entry {
             id: UserId::new(user_id),
-            value,
             last_update: ts,
         };
         self.long_id_bytes += entry.id.heap_bytes();
@@ -464,29 +491,29 @@ impl Leaderboard {
             }
             None => {
                 let slot = u32::try_from(self.entries.len())
-                    .map_err(|_| Error::Full("more than 2^32 users".into()))?;
-                self.entries.push(entry);
+                    .ok()
+                    .filter(|&s| s != u32::MAX)
+                    .ok_or_else(|| Error::Full("more than 2^32 - 1 users".into()))?;
+                mem::push(&mut self.entries, entry);
                 slot
             }
         };
-        let entries = &self.entries;
         self.by_id
-            .insert_unique(hash_id(user_id.as_bytes()), slot, |&s| {
-                hash_id(entries[s as usize].id.as_bytes())
-            });
+            .insert_unique(hash_id(user_id.as_bytes()), slot, value);
         let tie = Self::tie(&self.entries);
         self.index.insert(Key { score: value, slot }, &tie);
         Ok(outcome)
     }
 
-    fn remove_slot(&mut self, slot: u32) {
-        let key = self.key(slot);
+    /// Removes the user with index key `key` from the index, the table and the
+    /// entries.
+    fn remove_key(&mut self, key: Key) {
+        let slot = key.slot;
         let removed = self.index.remove(key, Self::tie(&self.entries));
         debug_assert!(removed, "index lost a key");
         let hash = hash_id(self.entries[slot as usize].id.as_bytes());
-        if let Ok(found) = self.by_id.find_entry(hash, |&s| s == slot) {
-            found.remove();
-        }
+        let removed = self.by_id.remove(hash, slot);
+        debug_assert!(removed, "id table lost a slot");
         let id = std::mem::take(&mut self.entries[slot as usize].id);
         self.long_id_bytes -= id.heap_bytes();
         self.free_slots.push(slot);
@@ -495,8 +522,11 @@ impl Leaderboard {
     /// Removes `user_id`; [`Error::NotFound`] if absent.
     pub fn remove(&mut self, user_id: &str) -> Result<()> {
         match self.find(user_id.as_bytes()) {
-            Some(slot) => {
-                self.remove_slot(slot);
+            Some(found) => {
+                self.remove_key(Key {
+                    score: found.value,
+                    slot: found.slot,
+                });
                 Ok(())
             }
             None => Err(Error::NotFound(format!("user {user_id:?}"))),
@@ -534,10 +564,22 @@ impl Leaderboard {
     }
 
     fn locate(&self, user_id: &str) -> Result<(Key, usize)> {
-        let slot = self
-            .find(user_id.as_bytes())
+        let found = self
+            .lookup(user_id.as_bytes(), |board, c| {
+                if board.len() < PREFETCH_MIN_USERS {
+                    return;
+                }
+                let key = Key {
+                    score: c.value,
+                    slot: c.slot,
+                };
+                board.index.prefetch_leaf(key, Self::tie(&board.entries));
+            })
             .ok_or_else(|| Error::NotFound(format!("user {user_id:?}")))?;
-        let key = self.key(slot);
+        let key = Key {
+            score: found.value,
+            slot: found.slot,
+        };
         let position = self
             .index
             .position(key, Self::tie(&self.entries))
@@ -591,7 +633,7 @@ impl Leaderboard {
     fn iter_ranked(&self) -> impl Iterator<Item = (&str, f64, i64)> + '_ {
         self.index.iter_from(0).map(|key| {
             let e = &self.entries[key.slot as usize];
-            (e.id.as_str(), e.value, e.last_update)
+            (e.id.as_str(), key.score, e.last_update)
         })
     }
 
@@ -602,8 +644,8 @@ impl Leaderboard {
         parts: Vec<(String, f64, i64)>,
     ) -> Result<Self> {
         let mut board = Self::with_landmark(config, landmark);
-        board.entries.reserve_exact(parts.len());
-        board.by_id.reserve(parts.len(), |_| 0);
+        mem::reserve_exact(&mut board.entries, parts.len());
+        board.by_id.reserve(parts.len());
         for (id, value, last_update) in parts {
             let hash = hash_id(id.as_bytes());
             let entries = &board.entries;
@@ -612,9 +654,7 @@ impl Leaderboard {
             }
             if board
                 .by_id
-                .find(hash, |&s| {
-                    entries[s as usize].id.as_bytes() == id.as_bytes()
-                })
+                .find(hash, |s| entries[s as usize].id.as_bytes() == id.as_bytes())
                 .is_some()
             {
                 return Err(Error::corrupt(format!("user_id {id:?} appears twice")));
@@ -624,13 +664,9 @@ impl Leaderboard {
             board.long_id_bytes += user_id.heap_bytes();
             board.entries.push(Entry {
                 id: user_id,
-                value: value + 0.0,
                 last_update,
             });
-            let entries = &board.entries;
-            board
-                .by_id
-                .insert_unique(hash, slot, |&s| hash_id(entries[s as usize].id.as_bytes()));
+            board.by_id.insert_unique(hash, slot, value + 0.0);
         }
         board.rebuild_index();
         Ok(board)
