@@ -144,6 +144,12 @@ pub(crate) fn guard_free(name: &str, body: impl FnOnce()) {
 pub(crate) unsafe fn str_arg<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a str> {
     // SAFETY: forwarded from this function's contract.
     let bytes = unsafe { bytes_arg(ptr, len, what)? };
+    // Ids and kinds are short and nearly always ASCII: one pass over the bytes
+    // beats the general validator's setup on every one of a push's strings.
+    if bytes.is_ascii() {
+        // SAFETY: every byte is below 0x80, and ASCII is valid UTF-8.
+        return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
     std::str::from_utf8(bytes)
         .map_err(|e| Error::invalid(format!("{what} is not valid UTF-8 ({e})")))
 }

@@ -256,7 +256,12 @@ impl Batch {
 
     /// The events in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Event<'_>> + '_ {
-        self.entries
+        self.iter_from(0)
+    }
+
+    /// The events from the `start`-th on (none if `start >= len`).
+    pub fn iter_from(&self, start: usize) -> impl ExactSizeIterator<Item = Event<'_>> + '_ {
+        self.entries[start.min(self.entries.len())..]
             .iter()
             .map(|e| split(&self.arena[e.offset..], e.lens, e.timestamp))
     }
