@@ -165,17 +165,25 @@ static void test_queries_and_columns(void) {
   size_t accepted = 0;
   eh_channel_list list;
   eh_hll *h = NULL;
-  /* event by event: kind, user, channel; NUL-separated */
-  static const char text[] = "m\0alice\0dev\0m\0bob\0dev\0m\0carol\0ops";
+  /* three columns of NUL-separated fields */
+  static const char kinds[] = "m\0m\0m";
+  static const char users[] = "alice\0bob\0carol";
+  static const char channels[] = "dev\0dev\0ops";
   int64_t ts[3] = {1700000000, 1700000000, 1700000000};
 
   memset(&cfg, 0, sizeof cfg);
   cfg.clock = EH_CLOCK_EVENT_TIME;
   CHECK_OK(eh_processor_new(&cfg, &p));
-  CHECK_OK(eh_processor_push_packed(p, (const uint8_t *)text, sizeof text - 1, ts, 3, &accepted));
+  CHECK_OK(eh_processor_push_columns(p, (const uint8_t *)kinds, sizeof kinds - 1, (const uint8_t *)users,
+                                     sizeof users - 1, (const uint8_t *)channels, sizeof channels - 1, ts, 3,
+                                     &accepted));
   CHECK(accepted == 3);
-  CHECK_STATUS(eh_processor_push_packed(p, (const uint8_t *)text, sizeof text - 1, ts, 2, &accepted),
+  /* a column with another number of fields: refused, nothing pushed */
+  accepted = 99;
+  CHECK_STATUS(eh_processor_push_columns(p, (const uint8_t *)kinds, sizeof kinds - 1, (const uint8_t *)users,
+                                         sizeof users - 1, (const uint8_t *)"dev", 3, ts, 3, &accepted),
                EH_INVALID_ARGUMENT);
+  CHECK(accepted == 99);
   CHECK_OK(eh_processor_push_fields(p, (const uint8_t *)"m\0dave\0ops", 10, 1700000000));
   CHECK_STATUS(eh_processor_push_fields(p, (const uint8_t *)"m\0dave", 6, 1700000000),
                EH_INVALID_ARGUMENT);

@@ -89,6 +89,27 @@ def test_push_many_and_the_batch_forms():
         assert payloads[2] == b"\x00\xffbin"
 
 
+def test_push_many_mixed_rows_and_invalid_events():
+    batches: list = []
+    with eh.EventStreamProcessor(1024, 1, 1000, 50) as p:
+        p.set_flush_callback(batches.append, batch_format="tuples")
+        # 3- and 4-tuples mixed, a float and a None timestamp, bytes ids: all
+        # accepted in order through the general path.
+        rows = [("m", "a", "c", 5), ("m", "b", "c"), ("m", "c", "c", 6.9), ("m", b"d", "c", None)]
+        assert p.push_many(rows) == 4
+        # An over-long field is refused with nothing pushed.
+        with pytest.raises(eh.InvalidArgument, match="1024"):
+            p.push_many([("m", "ok", "c", 1), ("m", "x" * 2000, "c", 1)])
+        # A 2-tuple is not an event.
+        with pytest.raises(eh.InvalidArgument, match="3- or 4-tuple"):
+            p.push_many([("m", "a")])
+        p.flush_now()
+        flat = [e for b in batches for e in b]
+        assert [e[1] for e in flat] == ["a", "b", "c", "d"]
+        assert flat[0][3] == 5 and flat[2][3] == 6 and flat[1][3] > 1_700_000_000
+        assert p.stats().accepted == 4
+
+
 def test_a_raising_callback_is_retried_then_dead_lettered_and_reported():
     calls = []
     dead: list = []
