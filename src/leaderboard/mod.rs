@@ -282,17 +282,19 @@ impl Leaderboard {
     }
 
     /// Finds `user_id`. The table's first candidate (nearly always the user) is
-    /// read first; `prefetch` is then called with it while its entry is still
-    /// loading, so the caller can start fetching the tree leaves it will need, and
-    /// only then is the id compared. One cache miss at a time would otherwise be
-    /// three: table, entry, leaf.
+    /// read first; on a board too big for the caches, its entry starts loading and
+    /// `prefetch` is called with it, so the caller can start fetching the tree
+    /// leaves it will need, and only then is the id compared. One cache miss at a
+    /// time would otherwise be three: table, entry, leaf.
     #[inline]
     fn lookup(&self, user_id: &[u8], prefetch: impl FnOnce(&Self, Found)) -> Option<Found> {
         let hash = hash_id(user_id);
         let candidate = self.by_id.first_match(hash)?;
         let entry = &self.entries[candidate.slot as usize];
-        mem::prefetch(entry);
-        prefetch(self, candidate);
+        if self.len() >= PREFETCH_MIN_USERS {
+            mem::prefetch(entry);
+            prefetch(self, candidate);
+        }
         if entry.id.as_bytes() == user_id {
             return Some(candidate);
         }
@@ -400,9 +402,6 @@ impl Leaderboard {
         // Start loading the leaves holding the old and the new key while the
         // lookup confirms the id: the three cache misses overlap.
         let found = self.lookup(user_id.as_bytes(), |board, c| {
-            if board.len() < PREFETCH_MIN_USERS {
-                return;
-            }
             let tie = Self::tie(&board.entries);
             board.index.prefetch_leaf(
                 Key {
@@ -566,9 +565,6 @@ impl Leaderboard {
     fn locate(&self, user_id: &str) -> Result<(Key, usize)> {
         let found = self
             .lookup(user_id.as_bytes(), |board, c| {
-                if board.len() < PREFETCH_MIN_USERS {
-                    return;
-                }
                 let key = Key {
                     score: c.value,
                     slot: c.slot,
