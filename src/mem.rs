@@ -48,10 +48,7 @@ pub(crate) fn advise_huge_pages<T>(v: &Vec<T>) {
 /// their 4 KiB backing, so advising a reallocated block would help only its tail.
 pub(crate) fn push<T>(v: &mut Vec<T>, item: T) {
     if v.len() == v.capacity() {
-        let mut grown = Vec::with_capacity(v.capacity() + (v.capacity() / 4).max(16));
-        advise_huge_pages(&grown);
-        grown.append(v);
-        *v = grown;
+        regrow(v, v.capacity() + (v.capacity() / 4).max(16));
     }
     v.push(item);
 }
@@ -60,11 +57,17 @@ pub(crate) fn push<T>(v: &mut Vec<T>, item: T) {
 /// advised to use huge pages (see [`push`]).
 pub(crate) fn reserve_exact<T>(v: &mut Vec<T>, additional: usize) {
     if v.capacity() - v.len() < additional {
-        let mut grown = Vec::with_capacity(v.len() + additional);
-        advise_huge_pages(&grown);
-        grown.append(v);
-        *v = grown;
+        regrow(v, v.len() + additional);
     }
+}
+
+/// Moves `v`'s items into a fresh allocation of `capacity` items, advised to use
+/// huge pages before anything is written to it.
+fn regrow<T>(v: &mut Vec<T>, capacity: usize) {
+    let mut grown = Vec::with_capacity(capacity);
+    advise_huge_pages(&grown);
+    grown.append(v);
+    *v = grown;
 }
 
 /// Hints the CPU to start loading `value`'s cache lines, without waiting for them.

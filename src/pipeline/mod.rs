@@ -542,15 +542,7 @@ impl Processor {
     /// delivered finish with the previous one, which is dropped once no worker uses it.
     pub fn set_flush_callback(&self, callback: Option<Arc<dyn FlushCallback>>) -> Result<()> {
         self.refuse_from_callback("set_flush_callback")?;
-        let old = {
-            let mut cbs = self
-                .shared
-                .callbacks
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
-            std::mem::replace(&mut cbs.flush, callback)
-        };
-        drop(old);
+        drop(self.swap_callbacks(|cbs| std::mem::replace(&mut cbs.flush, callback)));
         Ok(())
     }
 
@@ -560,16 +552,19 @@ impl Processor {
         callback: Option<Arc<dyn DeadLetterCallback>>,
     ) -> Result<()> {
         self.refuse_from_callback("set_dead_letter_callback")?;
-        let old = {
-            let mut cbs = self
-                .shared
-                .callbacks
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
-            std::mem::replace(&mut cbs.dead_letter, callback)
-        };
-        drop(old);
+        drop(self.swap_callbacks(|cbs| std::mem::replace(&mut cbs.dead_letter, callback)));
         Ok(())
+    }
+
+    /// Runs `swap` under the callbacks' write lock and returns what it took out,
+    /// so the caller drops the old callback (and its user data) after unlocking.
+    fn swap_callbacks<R>(&self, swap: impl FnOnce(&mut Callbacks) -> R) -> R {
+        let mut cbs = self
+            .shared
+            .callbacks
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        swap(&mut cbs)
     }
 
     fn refuse_from_callback(&self, what: &str) -> Result<()> {

@@ -236,6 +236,11 @@ fn minute_range(now: i64, minutes: u32) -> Option<(i64, i64)> {
     Some((upper.saturating_sub(i64::from(minutes)), upper))
 }
 
+/// The ring slot of `minute` in a window of `window` minutes.
+fn slot_index(minute: i64, window: i64) -> usize {
+    minute.rem_euclid(window) as usize
+}
+
 /// Whole minutes covering `window_secs` (rounded up), `None` for all time.
 fn window_to_minutes(window_secs: i64) -> Option<u32> {
     if window_secs <= 0 {
@@ -302,32 +307,26 @@ impl WindowedAnalytics {
 
     /// Applies the run's channel groups to the channel sketches and clears it.
     fn apply_run(&mut self) {
-        let run = std::mem::take(&mut self.run);
-        for group in &run.groups {
-            let name = run.name(group);
+        let window = i64::from(self.cfg.window_minutes);
+        for group in &self.run.groups {
+            let name = self.run.name(group);
             self.cms.add(name.as_bytes(), group.count);
             self.channels.add_hashed(name, group.hash, group.count);
-            let index = self.slot_index(group.minute);
             // The user loop has claimed the slot for this minute unless a later
             // minute of the same run took it over (then this one has expired).
-            if let Some(slot) = &mut self.ring[index]
+            if let Some(slot) = &mut self.ring[slot_index(group.minute, window)]
                 && slot.minute == group.minute
             {
                 slot.channels.add_hashed(name, group.hash, group.count);
             }
         }
-        self.run = run;
         self.run.clear();
-    }
-
-    fn slot_index(&self, minute: i64) -> usize {
-        minute.rem_euclid(i64::from(self.cfg.window_minutes)) as usize
     }
 
     /// The slot of `minute`, claimed (reset, or allocated) if it holds an older
     /// minute; `None` if it holds a later one.
     fn minute_slot(&mut self, minute: i64) -> Option<&mut MinuteSlot> {
-        let index = self.slot_index(minute);
+        let index = slot_index(minute, i64::from(self.cfg.window_minutes));
         match &mut self.ring[index] {
             Some(slot) if slot.minute > minute => return None,
             Some(slot) if slot.minute < minute => {
