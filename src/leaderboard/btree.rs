@@ -152,6 +152,32 @@ impl Inner {
     }
 }
 
+/// Deepest tree a [`Move`] records a path through; a taller tree (which would
+/// need billions of keys) makes [`RankIndex::apply_move`] fall back to a
+/// remove and an insert.
+const MAX_PATH: usize = 12;
+
+/// The way from the root to the leaf where a key is (or would be inserted): the
+/// inner node and child index at each level, top first.
+#[derive(Clone, Copy, Debug)]
+struct Path {
+    steps: [(u32, u32); MAX_PATH],
+    leaf: u32,
+}
+
+/// A planned change of one key into another, from [`RankIndex::plan_move`]: the
+/// paths of both keys, found in one descent each, so that applying the move does
+/// not search the tree again. Valid until the index is next changed.
+#[derive(Clone, Copy, Debug)]
+pub struct Move {
+    old: Key,
+    new: Key,
+    old_path: Path,
+    new_path: Path,
+    /// False when the tree was too tall to record the paths.
+    recorded: bool,
+}
+
 /// Result of inserting below a node that had to split.
 struct Split {
     node: u32,
@@ -508,8 +534,7 @@ impl RankIndex {
         }
     }
 
-    /// Starts loading into the cache the leaf where `key` would be inserted, so an
-    /// update can overlap that memory access with removing its old key.
+    /// Starts loading into the cache the leaf where `key` would be inserted.
     #[inline]
     pub fn prefetch_leaf<F: Fn(u32, u32) -> Ordering>(&self, key: Key, tie: F) {
         let mut node = self.root;
@@ -518,6 +543,112 @@ impl RankIndex {
             node = inner.children[Self::child_for(inner, key, &tie)];
         }
         mem::prefetch(&self.leaves[node as usize]);
+    }
+
+    /// Plans replacing the key `old` (present) by `new` (absent): finds both keys'
+    /// paths, descending for the two side by side so that their cache misses
+    /// overlap, and with `prefetch` starts loading both leaves. Read-only; apply
+    /// the plan with [`RankIndex::apply_move`] before changing the index.
+    #[inline]
+    pub fn plan_move<F: Fn(u32, u32) -> Ordering>(
+        &self,
+        old: Key,
+        new: Key,
+        tie: F,
+        prefetch: bool,
+    ) -> Move {
+        let empty = Path {
+            steps: [(NIL, 0); MAX_PATH],
+            leaf: self.root,
+        };
+        let mut plan = Move {
+            old,
+            new,
+            old_path: empty,
+            new_path: empty,
+            recorded: self.height <= MAX_PATH,
+        };
+        if !plan.recorded {
+            return plan;
+        }
+        let (mut a, mut b) = (self.root, self.root);
+        for level in 0..self.height {
+            let (ia, ib) = (&self.inners[a as usize], &self.inners[b as usize]);
+            let (ca, cb) = (
+                Self::child_for(ia, old, &tie),
+                Self::child_for(ib, new, &tie),
+            );
+            plan.old_path.steps[level] = (a, ca as u32);
+            plan.new_path.steps[level] = (b, cb as u32);
+            (a, b) = (ia.children[ca], ib.children[cb]);
+        }
+        plan.old_path.leaf = a;
+        plan.new_path.leaf = b;
+        if prefetch {
+            mem::prefetch(&self.leaves[a as usize]);
+            mem::prefetch(&self.leaves[b as usize]);
+        }
+        plan
+    }
+
+    /// Replaces `plan.old` by `plan.new`, as planned by [`RankIndex::plan_move`] on
+    /// the index as it still is; false (changing nothing) if `old` is absent.
+    ///
+    /// When neither leaf needs restructuring (the old one stays above its minimum,
+    /// the new one has room) the keys move along the recorded paths: one shift in
+    /// each leaf plus count and first-key fixes on the way up. Otherwise it is a
+    /// [`RankIndex::remove`] and an [`RankIndex::insert`].
+    pub fn apply_move<F: Fn(u32, u32) -> Ordering>(&mut self, plan: &Move, tie: F) -> bool {
+        let (old, new) = (plan.old, plan.new);
+        let (from, to) = (plan.old_path.leaf, plan.new_path.leaf);
+        let fits = plan.recorded
+            && (self.height == 0
+                || (self.leaves[from as usize].len as usize > LEAF_MIN
+                    && (from == to || (self.leaves[to as usize].len as usize) < LEAF_CAP)));
+        if !fits {
+            if !self.remove(old, &tie) {
+                return false;
+            }
+            self.insert(new, &tie);
+            return true;
+        }
+        let leaf = &mut self.leaves[from as usize];
+        let pos = Self::lower_bound(leaf, old, &tie);
+        if pos >= leaf.len as usize
+            || leaf.slots[pos] != old.slot
+            || leaf.scores[pos].to_bits() != old.score.to_bits()
+        {
+            return false;
+        }
+        leaf.remove_at(pos);
+        // Up the old path: one key fewer, and where `old` was a subtree's first
+        // key, its successor (the leaf is not empty: it stays above LEAF_MIN).
+        let mut first = leaf.key(0);
+        let mut was_first = pos == 0;
+        for &(node, i) in plan.old_path.steps[..self.height].iter().rev() {
+            let inner = &mut self.inners[node as usize];
+            let i = i as usize;
+            inner.counts[i] -= 1;
+            if was_first {
+                inner.set_first(i, first);
+                was_first = i == 0;
+                first = inner.first(0);
+            }
+        }
+        let leaf = &mut self.leaves[to as usize];
+        let pos = Self::lower_bound(leaf, new, &tie);
+        leaf.insert_at(pos, new);
+        // Up the new path: one key more, and `new` is the first key of every
+        // subtree whose first key it precedes (as in `insert_below`).
+        for &(node, i) in &plan.new_path.steps[..self.height] {
+            let inner = &mut self.inners[node as usize];
+            let i = i as usize;
+            inner.counts[i] += 1;
+            if order(new, inner.first(i), &tie) == Ordering::Less {
+                inner.set_first(i, new);
+            }
+        }
+        true
     }
 
     /// 0-based position of the exact key, or None.
@@ -829,6 +960,78 @@ mod tests {
         t.check_invariants(by_slot);
     }
 
+    /// Moves on a three-level tree, through both the in-place path and the
+    /// remove-and-insert fallback (full and minimal leaves), against a model.
+    #[test]
+    fn moves_match_remove_and_insert() {
+        let n = 60_000u32;
+        let score = |x: u32| f64::from(x.wrapping_mul(2_654_435_761) % 5_000);
+        let mut t = RankIndex::from_sorted(model_sorted(
+            &(0..n)
+                .map(|slot| Key {
+                    score: score(slot),
+                    slot,
+                })
+                .collect::<Vec<_>>(),
+        ));
+        assert!(t.height >= 2, "height {}", t.height);
+        let mut keys: Vec<Key> = (0..n)
+            .map(|slot| Key {
+                score: score(slot),
+                slot,
+            })
+            .collect();
+        let mut x = 1u64;
+        for step in 0..40_000u32 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let slot = ((x >> 33) % u64::from(n)) as u32;
+            let old = keys[slot as usize];
+            // Small raises (often the same leaf, sometimes its first key), big
+            // jumps, drops, and moves to the very top and bottom.
+            let new_score = match step % 5 {
+                0 => old.score + 0.25,
+                1 => old.score + f64::from((x >> 20) as u32 % 2_000),
+                2 => old.score - f64::from((x >> 20) as u32 % 50) - 0.5,
+                3 => 1e9 + f64::from(step),
+                _ => -1e9 - f64::from(step),
+            };
+            let new = Key {
+                score: new_score,
+                slot,
+            };
+            let plan = t.plan_move(old, new, by_slot, step % 2 == 0);
+            assert!(t.apply_move(&plan, by_slot));
+            keys[slot as usize] = new;
+            if step % 4_000 == 0 {
+                t.check_invariants(by_slot);
+            }
+        }
+        t.check_invariants(by_slot);
+        assert_eq!(t.len(), n as usize);
+        let sorted = model_sorted(&keys);
+        assert_eq!(t.iter_from(0).collect::<Vec<_>>(), sorted);
+        for (i, k) in sorted.iter().enumerate().step_by(97) {
+            assert_eq!(t.position(*k, by_slot), Some(i));
+        }
+        // A key that is not there is not moved, and nothing changes.
+        let ghost = Key {
+            score: 0.125,
+            slot: n,
+        };
+        let plan = t.plan_move(
+            ghost,
+            Key {
+                score: 7.0,
+                slot: n,
+            },
+            by_slot,
+            false,
+        );
+        assert!(!t.apply_move(&plan, by_slot));
+        assert_eq!(t.len(), n as usize);
+        t.check_invariants(by_slot);
+    }
+
     #[test]
     fn many_inserts_and_removes_keep_invariants_and_release_nodes() {
         let mut t = RankIndex::new();
@@ -911,6 +1114,7 @@ mod tests {
     enum Op {
         Insert(u8, u16),
         Remove(u16),
+        Move(u16, u8),
     }
 
     proptest! {
@@ -923,6 +1127,7 @@ mod tests {
             prop_oneof![
                 3 => (0u8..6, 0u16..600).prop_map(|(s, slot)| Op::Insert(s, slot)),
                 2 => (0u16..600).prop_map(Op::Remove),
+                3 => (0u16..600, 0u8..6).prop_map(|(slot, s)| Op::Move(slot, s)),
             ], 1..1500)) {
             let mut t = RankIndex::new();
             let mut model: Vec<Key> = Vec::new();
@@ -942,6 +1147,16 @@ mod tests {
                         if let Some(i) = found {
                             model.swap_remove(i);
                         }
+                    }
+                    Op::Move(slot, s) => {
+                        let Some(i) = model.iter().position(|k| k.slot == u32::from(slot)) else {
+                            continue;
+                        };
+                        let new = Key { score: f64::from(s) + 0.5, slot: u32::from(slot) };
+                        let new = if model[i].score == new.score { Key { score: f64::from(s), ..new } } else { new };
+                        let plan = t.plan_move(model[i], new, by_slot, i % 2 == 0);
+                        prop_assert!(t.apply_move(&plan, by_slot));
+                        model[i] = new;
                     }
                 }
             }

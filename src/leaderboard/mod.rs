@@ -359,6 +359,21 @@ impl Leaderboard {
         self.index = RankIndex::from_sorted(keys);
     }
 
+    /// Plans moving the user found as `found` to `value` in the index.
+    #[inline]
+    fn plan_move(&self, found: Found, value: f64, prefetch: bool) -> btree::Move {
+        let old = Key {
+            score: found.value,
+            slot: found.slot,
+        };
+        let new = Key {
+            score: value,
+            slot: found.slot,
+        };
+        self.index
+            .plan_move(old, new, Self::tie(&self.entries), prefetch)
+    }
+
     fn score_at(&self, value: f64, now: i64) -> f64 {
         if self.lambda == 0.0 || value == 0.0 {
             return value;
@@ -399,24 +414,13 @@ impl Leaderboard {
         let factor = self.forward_factor(ts);
         let delta = amount * factor;
         let new_value = |old: f64| if replace { delta } else { old + delta } + 0.0;
-        // Start loading the leaves holding the old and the new key while the
-        // lookup confirms the id: the three cache misses overlap.
+        // Plan the key's move while the lookup confirms the id: both descents run
+        // side by side and start loading both leaves, so on a large board the
+        // cache misses of the table, the entry and the leaves overlap, and the
+        // move itself need not search the tree again.
+        let mut planned = None;
         let found = self.lookup(user_id.as_bytes(), |board, c| {
-            let tie = Self::tie(&board.entries);
-            board.index.prefetch_leaf(
-                Key {
-                    score: c.value,
-                    slot: c.slot,
-                },
-                &tie,
-            );
-            board.index.prefetch_leaf(
-                Key {
-                    score: new_value(c.value),
-                    slot: c.slot,
-                },
-                &tie,
-            );
+            planned = Some((c.pos, board.plan_move(c, new_value(c.value), true)));
         });
         match found {
             Some(found) => {
@@ -428,14 +432,12 @@ impl Leaderboard {
                     )));
                 }
                 if value.to_bits() != found.value.to_bits() {
-                    let tie = Self::tie(&self.entries);
-                    let old = Key {
-                        score: found.value,
-                        slot,
+                    let plan = match planned {
+                        Some((pos, plan)) if pos == found.pos => plan,
+                        _ => self.plan_move(found, value, false),
                     };
-                    let removed = self.index.remove(old, &tie);
-                    debug_assert!(removed, "index lost a key");
-                    self.index.insert(Key { score: value, slot }, &tie);
+                    let moved = self.index.apply_move(&plan, Self::tie(&self.entries));
+                    debug_assert!(moved, "index lost a key");
                     self.by_id.set_value(found.pos, value);
                 }
                 let entry = &mut self.entries[slot as usize];
