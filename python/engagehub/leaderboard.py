@@ -140,7 +140,6 @@ class Leaderboard:
             raise TypeError("time source must be callable or None")
         self._time_source = source
 
-
     # -- updates -----------------------------------------------------------------
 
     def _stamp(self, timestamp: Optional[float]) -> int:
@@ -160,10 +159,8 @@ class Leaderboard:
         Raises :class:`~engagehub.errors.Full` when the board is at ``max_users``
         and the newcomer would rank below everyone; then nothing changes.
         """
-        uid = user_id.encode() if type(user_id) is str else encode(user_id, "user_id")
-        status = _add(self._handle, uid, len(uid), points, self._stamp(timestamp))
-        if status:
-            self._raise(status)
+        if not self.update_user(user_id, points, timestamp):
+            check(_EH_FULL)  # the refusal's message is this thread's last error
 
     def set(self, user_id: str, score: float, timestamp: Optional[float] = None) -> None:
         """Sets the user's score as of ``timestamp``, replacing its history."""
@@ -184,19 +181,25 @@ class Leaderboard:
     def update_user(self, user_id: str, points: float, timestamp: Optional[float] = None) -> bool:
         """Drop-in for the C++ extension: adds points; returns False (and counts it in
         ``stats().refused``) if the board is full and the newcomer ranks too low."""
-        uid = user_id.encode() if type(user_id) is str else encode(user_id, "user_id")
+        # The hottest call of the drop-in API, written for the usual str id and int
+        # (or omitted) timestamp: one native call and nothing else. Other types
+        # take the except branches and give the same results, a little slower.
+        try:
+            uid = user_id.encode()
+        except AttributeError:
+            uid = encode(user_id, "user_id")
         if timestamp is None:
             source = self._time_source
-            ts = 0 if source is None else int(source())
-        else:
-            ts = timestamp if type(timestamp) is int else int(timestamp)
-        status = _add(self._handle, uid, len(uid), points, ts)
-        if status == 0:
-            return True
-        if status == _EH_FULL:
-            return False
-        self._raise(status)
-        return False  # unreachable: _raise raised
+            timestamp = 0 if source is None else int(source())
+        try:
+            status = _add(self._handle, uid, len(uid), points, timestamp)
+        except TypeError:  # a float timestamp, a closed board or points not a number
+            status = _add(self._h(), uid, len(uid), points, self._stamp(timestamp))
+        if status:
+            if status == _EH_FULL:
+                return False
+            self._raise(status)
+        return True
 
     # -- queries -----------------------------------------------------------------
 

@@ -198,6 +198,30 @@ def test_bad_input_raises_and_changes_nothing(board):
         Leaderboard(decay_period_secs=-5)
 
 
+def test_update_user_argument_types_take_any_path_to_the_same_result(board, clock):
+    # The fast path takes a str id and an int (or omitted) timestamp; the others
+    # (bytes ids, float timestamps, int points) must give the same scores.
+    board.update_user("fast", 2.0, T0)
+    board.update_user(b"slow", 2, float(T0) + 0.75)  # float seconds are truncated
+    clock.t = T0
+    board.update_user("now", 2.0)  # the time source's "now"
+    scores = {row["user_id"]: row["score"] for row in board.get_top_users(3)}
+    assert scores == {"fast": 2.0, "slow": 2.0, "now": 2.0}
+    assert board.rank("slow").last_update == T0
+    with pytest.raises(TypeError):
+        board.update_user("fast", "2.0", T0)
+    with pytest.raises(TypeError):
+        board.update_user("fast", "2.0", float(T0))
+    with pytest.raises(TypeError):
+        board.update_user(12345, 1.0, T0)
+    assert board.get_user_rank("fast")["score"] == 2.0  # the failures changed nothing
+    board.close()
+    with pytest.raises(ValueError, match="closed"):
+        board.update_user("fast", 1.0, T0)
+    with pytest.raises(ValueError, match="closed"):
+        board.add("fast", 1.0)
+
+
 def test_close_and_context_manager():
     lb = Leaderboard()
     lb.add("a", 1.0, T0)
