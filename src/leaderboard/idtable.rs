@@ -118,6 +118,15 @@ impl IdTable {
         }
     }
 
+    /// Starts loading the bucket where a lookup of `hash` begins, so that work
+    /// done before the lookup overlaps the cache miss.
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        if let Some(bucket) = self.buckets.get(self.home(bits_of(hash))) {
+            mem::prefetch(bucket);
+        }
+    }
+
     /// The first user stored under `hash`'s bits, before any id comparison: right
     /// unless two ids share those bits, which the caller rules out by comparing
     /// ids (and then falls back to [`IdTable::find`]).

@@ -184,6 +184,15 @@ pub fn write_snapshot(path: &Path, bytes: &[u8]) -> Result<()> {
     snapshot::write_atomically(path, bytes)
 }
 
+/// Builds an [`Error::InvalidArgument`] out of line, so that the formatting code of
+/// rare failures stays off the instruction-cache lines of the update path (which
+/// a Python host's interpreter evicts between calls).
+#[cold]
+#[inline(never)]
+fn invalid(message: std::fmt::Arguments<'_>) -> Error {
+    Error::invalid(message.to_string())
+}
+
 fn hash_id(id: &[u8]) -> u64 {
     xxh3_64(id)
 }
@@ -194,7 +203,7 @@ pub fn check_user_id(user_id: &str) -> Result<()> {
         return Err(Error::invalid("user_id must not be empty"));
     }
     if user_id.len() > MAX_USER_ID_LEN {
-        return Err(Error::invalid(format!(
+        return Err(invalid(format_args!(
             "user_id is {} bytes, the limit is {MAX_USER_ID_LEN}",
             user_id.len()
         )));
@@ -207,7 +216,7 @@ fn resolve_ts(ts: i64, what: &str) -> Result<i64> {
     if ts <= 0 {
         Ok(wall_clock_secs())
     } else if ts > MAX_TIMESTAMP {
-        Err(Error::invalid(format!(
+        Err(invalid(format_args!(
             "{what} {ts} is after year 9999 (limit {MAX_TIMESTAMP})"
         )))
     } else {
@@ -287,8 +296,12 @@ impl Leaderboard {
     /// leaves it will need, and only then is the id compared. One cache miss at a
     /// time would otherwise be three: table, entry, leaf.
     #[inline]
-    fn lookup(&self, user_id: &[u8], prefetch: impl FnOnce(&Self, Found)) -> Option<Found> {
-        let hash = hash_id(user_id);
+    fn lookup(
+        &self,
+        user_id: &[u8],
+        hash: u64,
+        prefetch: impl FnOnce(&Self, Found),
+    ) -> Option<Found> {
         let candidate = self.by_id.first_match(hash)?;
         let entry = &self.entries[candidate.slot as usize];
         if self.len() >= PREFETCH_MIN_USERS {
@@ -304,7 +317,7 @@ impl Leaderboard {
     }
 
     fn find(&self, user_id: &[u8]) -> Option<Found> {
-        self.lookup(user_id, |_, _| {})
+        self.lookup(user_id, hash_id(user_id), |_, _| {})
     }
 
     /// Ties: user id bytes ascending.
@@ -335,6 +348,8 @@ impl Leaderboard {
     /// every value by the same factor. Multiplying by one positive factor keeps the
     /// order except where two values round to the same result (or underflow to 0);
     /// such pairs are then ordered by id, so the index is rebuilt from a sort.
+    #[cold]
+    #[inline(never)]
     fn rebase(&mut self, new_landmark: i64) {
         let factor = (-self.lambda * (new_landmark - self.landmark) as f64).exp();
         // `+ 0.0` turns a -0.0 produced by underflow into 0.0.
@@ -399,11 +414,13 @@ impl Leaderboard {
 
     fn update(&mut self, user_id: &str, amount: f64, ts: i64, replace: bool) -> Result<AddOutcome> {
         check_user_id(user_id)?;
+        // Start loading the user's bucket first: the checks and the decay factor
+        // below then run while it arrives.
+        let hash = hash_id(user_id.as_bytes());
+        self.by_id.prefetch(hash);
         let what = if replace { "score" } else { "points" };
         if !amount.is_finite() {
-            return Err(Error::invalid(format!(
-                "{what} must be finite, got {amount}"
-            )));
+            return Err(invalid(format_args!("{what} must be finite, got {amount}")));
         }
         let ts = resolve_ts(ts, "timestamp")?;
         if self.is_empty() {
@@ -419,7 +436,7 @@ impl Leaderboard {
         // cache misses of the table, the entry and the leaves overlap, and the
         // move itself need not search the tree again.
         let mut planned = None;
-        let found = self.lookup(user_id.as_bytes(), |board, c| {
+        let found = self.lookup(user_id.as_bytes(), hash, |board, c| {
             planned = Some((c.pos, board.plan_move(c, new_value(c.value), true)));
         });
         match found {
@@ -427,7 +444,7 @@ impl Leaderboard {
                 let slot = found.slot;
                 let value = new_value(found.value);
                 if !value.is_finite() {
-                    return Err(Error::invalid(format!(
+                    return Err(invalid(format_args!(
                         "{what} {amount} would overflow {user_id:?}'s score"
                     )));
                 }
@@ -447,7 +464,7 @@ impl Leaderboard {
             None => {
                 let value = delta + 0.0;
                 if !value.is_finite() {
-                    return Err(Error::invalid(format!(
+                    return Err(invalid(format_args!(
                         "{what} {amount} overflows the score range"
                     )));
                 }
@@ -456,6 +473,9 @@ impl Leaderboard {
         }
     }
 
+    /// The new-user half of `update`, kept out of line: the hot path of a board in
+    /// steady state updates users it already has.
+    #[inline(never)]
     fn insert_new(&mut self, user_id: &str, value: f64, ts: i64) -> Result<AddOutcome> {
         let mut outcome = AddOutcome::Stored;
         if self.config.max_users > 0 && self.len() >= self.config.max_users {
@@ -566,13 +586,17 @@ impl Leaderboard {
 
     fn locate(&self, user_id: &str) -> Result<(Key, usize)> {
         let found = self
-            .lookup(user_id.as_bytes(), |board, c| {
-                let key = Key {
-                    score: c.value,
-                    slot: c.slot,
-                };
-                board.index.prefetch_leaf(key, Self::tie(&board.entries));
-            })
+            .lookup(
+                user_id.as_bytes(),
+                hash_id(user_id.as_bytes()),
+                |board, c| {
+                    let key = Key {
+                        score: c.value,
+                        slot: c.slot,
+                    };
+                    board.index.prefetch_leaf(key, Self::tie(&board.entries));
+                },
+            )
             .ok_or_else(|| Error::NotFound(format!("user {user_id:?}")))?;
         let key = Key {
             score: found.value,
