@@ -7,10 +7,10 @@ BUILD    := build
 LIBNAME  := libengagehub.so
 
 .PHONY: demo test lint header check-header rust-test loom-test lib-debug lib-release \
-        c-test py-test py-ext bench bench-python clean install
+        c-test py-test py-ext py-fast bench bench-python clean install
 
 ## Build the release library and run the main job (the demo).
-demo: lib-release
+demo: lib-release py-fast
 	ENGAGEHUB_LIB=$(CURDIR)/target/release/$(LIBNAME) PYTHONPATH=$(CURDIR)/python \
 		$(PYTHON) -m engagehub demo
 
@@ -54,9 +54,10 @@ c-test: lib-debug
 	cmake --build $(BUILD)/c -j2
 	ctest --test-dir $(BUILD)/c --output-on-failure
 
-py-test: lib-debug
-	ENGAGEHUB_LIB=$(CURDIR)/target/debug/$(LIBNAME) PYTHONPATH=$(CURDIR)/python \
-		$(PYTHON) -m pytest -q tests/python
+## ENGAGEHUB_EXPECT_FAST: a test fails unless update_user's fast path is in use.
+py-test: lib-debug py-fast
+	ENGAGEHUB_EXPECT_FAST=1 ENGAGEHUB_LIB=$(CURDIR)/target/debug/$(LIBNAME) \
+		PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q tests/python
 
 ## Criterion benchmarks (release) and the Python benchmark script.
 bench:
@@ -65,7 +66,13 @@ bench:
 bench-python: py-ext
 	PYTHONPATH=$(CURDIR)/python $(PYTHON) benches/python_bench.py
 
-## Compile the cffi API-mode module (release static library linked in) into python/engagehub/.
+## Compile update_user's fast path (engagehub._engagehub_fast, no Rust needed) into
+## python/engagehub/; it serves the cffi API and ABI modes alike.
+py-fast:
+	$(PYTHON) python/engagehub/_build_cffi.py --fast-only --out python/engagehub
+
+## Compile the cffi API-mode module (release static library linked in) and the fast
+## path into python/engagehub/.
 py-ext: lib-release
 	$(PYTHON) python/engagehub/_build_cffi.py --header include/engagehub.h \
 		--staticlib target/release/libengagehub.a --out python/engagehub

@@ -525,6 +525,13 @@ typedef struct eh_channel_list {
  */
 #define EH_PANIC 11
 
+/**
+ * A non-blocking call (e.g. `eh_leaderboard_try_add`) found the handle in use by
+ * another thread and returned at once; nothing was done. Retry, or use the
+ * blocking variant.
+ */
+#define EH_BUSY 12
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -579,6 +586,21 @@ eh_status eh_leaderboard_add(const struct eh_leaderboard *lb,
                              size_t user_id_len,
                              double points,
                              int64_t timestamp);
+
+/**
+ * `eh_leaderboard_add` that never waits: if another thread is using the board (a
+ * query, an update, a save or a load in progress), returns `EH_BUSY` at once and
+ * changes nothing. For callers that must not block while holding a lock of their
+ * own, such as a Python binding that keeps the interpreter lock for the call: on
+ * `EH_BUSY` it releases that lock and calls `eh_leaderboard_add`.
+ *
+ * Errors: those of `eh_leaderboard_add`, and `EH_BUSY`.
+ */
+eh_status eh_leaderboard_try_add(const struct eh_leaderboard *lb,
+                                 const uint8_t *user_id,
+                                 size_t user_id_len,
+                                 double points,
+                                 int64_t timestamp);
 
 /**
  * Sets the user's score to `score` as of `timestamp` (<= 0 = now), replacing its

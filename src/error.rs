@@ -28,6 +28,8 @@ pub enum Error {
     WouldDeadlock(String),
     /// A worker thread panicked earlier; the handle is poisoned.
     Poisoned(String),
+    /// A non-blocking call found the handle in use by another thread.
+    Busy(String),
 }
 
 /// Shorthand for `std::result::Result<T, Error>`.
@@ -63,6 +65,7 @@ impl fmt::Display for Error {
             Error::Timeout(m) => write!(f, "timed out: {m}"),
             Error::WouldDeadlock(m) => write!(f, "refused, would deadlock: {m}"),
             Error::Poisoned(m) => write!(f, "poisoned: {m}"),
+            Error::Busy(m) => write!(f, "busy: {m}"),
         }
     }
 }

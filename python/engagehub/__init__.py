@@ -15,6 +15,7 @@ from __future__ import annotations
 from . import errors
 from ._native import ffi, lib, status_name
 from .errors import (
+    Busy,
     Corrupt,
     EngageHubError,
     Full,
@@ -36,6 +37,7 @@ __version__: str = ffi.string(lib.eh_version()).decode()
 """The native library's version (``eh_version()``)."""
 
 __all__ = [
+    "Busy",
     "CountMinSketch",
     "Corrupt",
     "EngageHubError",

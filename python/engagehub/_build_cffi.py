@@ -1,5 +1,10 @@
-"""Builds ``engagehub._engagehub_cffi``: a cffi API-mode extension over the same
-generated header, with the Rust static library linked in.
+"""Builds the package's compiled modules:
+
+* ``engagehub._engagehub_cffi``: a cffi API-mode extension over the same generated
+  header, with the Rust static library linked in;
+* ``engagehub._engagehub_fast``: the hand-written CPython module for
+  ``Leaderboard.update_user`` (``_engagehub_fast.c``; it links nothing and is bound
+  at import to whichever library cffi loaded, so it serves ABI mode too).
 
 ABI mode (``ffi.dlopen``) works everywhere with no compiler, but every call pays for
 libffi's generic argument marshalling: ~300 ns plus ~50 ns per argument on our
@@ -8,7 +13,8 @@ module calls the C functions directly (about half the cost), so an installed
 package uses it and falls back to ABI mode when it is absent.
 
 Usage: ``python python/engagehub/_build_cffi.py --staticlib target/release/libengagehub.a
---header include/engagehub.h --out python/engagehub``.
+--header include/engagehub.h --out python/engagehub`` builds both;
+``--fast-only --out python/engagehub`` builds only the second (no Rust build needed).
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from pathlib import Path
 import cffi
 
 MODULE = "engagehub._engagehub_cffi"
+FAST_MODULE = "engagehub._engagehub_fast"
+FAST_SOURCE = Path(__file__).with_name("_engagehub_fast.c")
 
 
 def _load_header_filter():
@@ -59,14 +67,43 @@ def build(header: Path, staticlib: Path, out_dir: Path) -> Path:
     return target
 
 
+def fast_extension(source: Path = FAST_SOURCE):
+    """The setuptools Extension of ``engagehub._engagehub_fast``."""
+    from setuptools import Extension
+
+    return Extension(FAST_MODULE, sources=[str(source)])
+
+
+def build_fast(out_dir: Path) -> Path:
+    """Compiles ``engagehub._engagehub_fast`` into ``out_dir``; returns its path."""
+    from setuptools import Distribution
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dist = Distribution({"name": "engagehub", "ext_modules": [fast_extension()]})
+        command = dist.get_command_obj("build_ext")
+        command.build_lib = str(Path(tmp) / "lib")
+        command.build_temp = str(Path(tmp) / "temp")
+        command.ensure_finalized()
+        command.run()
+        built = Path(command.get_ext_fullpath(FAST_MODULE))
+        target = out_dir / built.name
+        shutil.copyfile(built, target)
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--header", type=Path, required=True)
-    parser.add_argument("--staticlib", type=Path, required=True)
+    parser.add_argument("--header", type=Path)
+    parser.add_argument("--staticlib", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--fast-only", action="store_true", help="build only _engagehub_fast")
     args = parser.parse_args(argv)
-    print(build(args.header.resolve(), args.staticlib.resolve(), args.out.resolve()))
+    if not args.fast_only:
+        if args.header is None or args.staticlib is None:
+            parser.error("--header and --staticlib are needed unless --fast-only")
+        print(build(args.header.resolve(), args.staticlib.resolve(), args.out.resolve()))
+    print(build_fast(args.out.resolve()))
     return 0
 
 

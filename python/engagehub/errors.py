@@ -89,6 +89,13 @@ class Panic(EngageHubError, RuntimeError):
     status = 11
 
 
+class Busy(EngageHubError):
+    """A non-blocking call found the handle in use by another thread; nothing was
+    done (EH_BUSY). The package's own calls handle it by waiting instead."""
+
+    status = 12
+
+
 _BY_STATUS: dict[int, type[EngageHubError]] = {
     cls.status: cls
     for cls in (
@@ -103,6 +110,7 @@ _BY_STATUS: dict[int, type[EngageHubError]] = {
         WouldDeadlock,
         Poisoned,
         Panic,
+        Busy,
     )
 }
 

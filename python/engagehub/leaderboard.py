@@ -20,6 +20,23 @@ _unpack = ffi.unpack
 _new = ffi.new
 _EH_FULL = lib.EH_FULL
 _EH_NOT_FOUND = lib.EH_NOT_FOUND
+_EH_BUSY = lib.EH_BUSY
+
+
+def _load_fast_add() -> Optional[Callable[..., Optional[int]]]:
+    """``_engagehub_fast.leaderboard_add`` bound to the library cffi loaded, or None
+    when the compiled module is absent (update_user then goes through cffi)."""
+    try:
+        from . import _engagehub_fast as fast  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    fast.bind(int(ffi.cast("uintptr_t", ffi.addressof(lib, "eh_leaderboard_try_add"))))
+    return fast.leaderboard_add
+
+
+_fast_add = _load_fast_add()
+FAST_UPDATES: bool = _fast_add is not None
+"""True when ``Leaderboard.update_user`` (and ``add``) use the compiled fast path."""
 
 
 _buffer = ffi.buffer
@@ -104,6 +121,8 @@ class Leaderboard:
         out = ffi.new("eh_leaderboard **")
         _call(lib.eh_leaderboard_new, config, out)
         self._handle: Any = ffi.gc(out[0], lib.eh_leaderboard_free)
+        # The handle as a plain int, for the fast path; 0 once closed.
+        self._address = int(ffi.cast("uintptr_t", self._handle))
         self._time_source: Optional[TimeSource] = None
 
     # -- lifetime ----------------------------------------------------------------
@@ -111,6 +130,7 @@ class Leaderboard:
     def close(self) -> None:
         """Frees the native board now. Further calls raise ``ValueError``."""
         handle, self._handle = self._handle, None
+        self._address = 0
         if handle is not None:
             ffi.release(handle)
 
@@ -181,9 +201,10 @@ class Leaderboard:
     def update_user(self, user_id: str, points: float, timestamp: Optional[float] = None) -> bool:
         """Drop-in for the C++ extension: adds points; returns False (and counts it in
         ``stats().refused``) if the board is full and the newcomer ranks too low."""
-        # The hottest call of the drop-in API, written for the usual str id and int
-        # (or omitted) timestamp: one native call and nothing else. Other types
-        # take the except branches and give the same results, a little slower.
+        # Through cffi, which releases the GIL for the call and waits for the board
+        # if another thread is using it. Written for the usual str id and int (or
+        # omitted) timestamp: one native call and nothing else; other types take
+        # the except branches and give the same results, a little slower.
         try:
             uid = user_id.encode()
         except AttributeError:
@@ -200,6 +221,35 @@ class Leaderboard:
                 return False
             self._raise(status)
         return True
+
+    _update_user_cffi = update_user
+
+    if FAST_UPDATES:
+
+        def update_user(  # noqa: F811 (the compiled module is there: the fast path)
+            self, user_id: str, points: float, timestamp: Optional[float] = None
+        ) -> bool:
+            """Drop-in for the C++ extension: adds points; returns False (and counts
+            it in ``stats().refused``) if the board is full and the newcomer ranks
+            too low.
+
+            Takes the compiled fast path (``engagehub._engagehub_fast``): the GIL
+            stays held for the sub-microsecond update, which never waits for the
+            board; if another thread is using it, or the arguments are not a str
+            id, int or float points and an int timestamp, the call goes through
+            cffi instead (releasing the GIL while it waits).
+            """
+            if timestamp is None:
+                source = self._time_source
+                timestamp = 0 if source is None else int(source())
+            status = _fast_add(self._address, user_id, points, timestamp)
+            if status is None or status == _EH_BUSY:
+                return self._update_user_cffi(user_id, points, timestamp)
+            if status:
+                if status == _EH_FULL:
+                    return False
+                self._raise(status)
+            return True
 
     # -- queries -----------------------------------------------------------------
 

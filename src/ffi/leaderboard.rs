@@ -1,7 +1,7 @@
 //! `eh_leaderboard`: the time-decayed leaderboard through the C ABI.
 
 use std::ffi::{c_char, c_void};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use super::{eh_status, guard, guard_free, handle, out_arg, path_arg, str_arg, write_out};
 use crate::error::{Error, Result};
@@ -26,6 +26,16 @@ impl eh_leaderboard {
 
     fn write(&self) -> Result<RwLockWriteGuard<'_, Leaderboard>> {
         self.board.write().map_err(|_| poisoned())
+    }
+
+    /// The write lock if no other thread holds the board, else `Error::Busy`.
+    fn try_write(&self) -> Result<RwLockWriteGuard<'_, Leaderboard>> {
+        self.board.try_write().map_err(|e| match e {
+            TryLockError::WouldBlock => {
+                Error::Busy("another thread is using the leaderboard".into())
+            }
+            TryLockError::Poisoned(_) => poisoned(),
+        })
     }
 }
 
@@ -212,16 +222,71 @@ pub unsafe extern "C" fn eh_leaderboard_add(
     timestamp: i64,
 ) -> eh_status {
     guard("eh_leaderboard_add", || {
-        // SAFETY: per this function's contract, `lb` is NULL or live and the id
-        // pointer/length describe readable memory for the call.
-        let (lb, user) = unsafe {
-            (
-                handle(lb, "leaderboard")?,
-                str_arg(user_id, user_id_len, "user_id")?,
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            add_with(
+                lb,
+                user_id,
+                user_id_len,
+                points,
+                timestamp,
+                eh_leaderboard::write,
             )
-        };
-        lb.write()?.add(user, points, timestamp).map(drop)
+        }
     })
+}
+
+/// `eh_leaderboard_add` that never waits: if another thread is using the board (a
+/// query, an update, a save or a load in progress), returns `EH_BUSY` at once and
+/// changes nothing. For callers that must not block while holding a lock of their
+/// own, such as a Python binding that keeps the interpreter lock for the call: on
+/// `EH_BUSY` it releases that lock and calls `eh_leaderboard_add`.
+///
+/// Errors: those of `eh_leaderboard_add`, and `EH_BUSY`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_leaderboard_try_add(
+    lb: *const eh_leaderboard,
+    user_id: *const u8,
+    user_id_len: usize,
+    points: f64,
+    timestamp: i64,
+) -> eh_status {
+    guard("eh_leaderboard_try_add", || {
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            add_with(
+                lb,
+                user_id,
+                user_id_len,
+                points,
+                timestamp,
+                eh_leaderboard::try_write,
+            )
+        }
+    })
+}
+
+/// The body of the add functions, taking the write lock with `lock`.
+///
+/// # Safety
+/// As `eh_leaderboard_add`: `lb` is NULL or live, and the id pointer and length
+/// describe readable memory for the call.
+unsafe fn add_with(
+    lb: *const eh_leaderboard,
+    user_id: *const u8,
+    user_id_len: usize,
+    points: f64,
+    timestamp: i64,
+    lock: fn(&eh_leaderboard) -> Result<RwLockWriteGuard<'_, Leaderboard>>,
+) -> Result<()> {
+    // SAFETY: per this function's contract.
+    let (lb, user) = unsafe {
+        (
+            handle(lb, "leaderboard")?,
+            str_arg(user_id, user_id_len, "user_id")?,
+        )
+    };
+    lock(lb)?.add(user, points, timestamp).map(drop)
 }
 
 /// Sets the user's score to `score` as of `timestamp` (<= 0 = now), replacing its
@@ -464,5 +529,67 @@ pub unsafe extern "C" fn eh_ranking_free(ranking: *mut eh_ranking) {
     };
     if !owner.is_null() {
         guard_free("eh_ranking_free", || super::rows::free(owner));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::{EH_BUSY, EH_INVALID_ARGUMENT, EH_OK};
+
+    fn new_board() -> *mut eh_leaderboard {
+        let mut lb = std::ptr::null_mut();
+        // SAFETY: NULL config means defaults; `lb` is writable.
+        assert_eq!(
+            unsafe { eh_leaderboard_new(std::ptr::null(), &mut lb) },
+            EH_OK
+        );
+        lb
+    }
+
+    fn len(lb: *const eh_leaderboard) -> usize {
+        let mut n = 0;
+        // SAFETY: `lb` is live and `n` writable.
+        assert_eq!(unsafe { eh_leaderboard_len(lb, &mut n) }, EH_OK);
+        n
+    }
+
+    #[test]
+    fn try_add_returns_busy_instead_of_waiting_and_changes_nothing() {
+        let lb = new_board();
+        let id = b"42";
+        let try_add = |points: f64| {
+            // SAFETY: `lb` is live; `id` is readable for the call.
+            unsafe { eh_leaderboard_try_add(lb, id.as_ptr(), id.len(), points, 1_700_000_000) }
+        };
+        assert_eq!(try_add(1.0), EH_OK);
+        {
+            // SAFETY: `lb` is live until the free below.
+            let board = unsafe { &*lb };
+            // A reader (as a concurrent query or save would be) holds the board.
+            let reading = board.read();
+            assert!(reading.is_ok());
+            assert_eq!(try_add(5.0), EH_BUSY);
+            drop(reading);
+            let writing = board.write();
+            assert!(writing.is_ok());
+            assert_eq!(try_add(5.0), EH_BUSY);
+            drop(writing);
+        }
+        assert_eq!(try_add(2.0), EH_OK);
+        assert_eq!(len(lb), 1);
+        let mut info = eh_rank_info::default();
+        // SAFETY: `lb` is live; `id` readable; `info` writable.
+        let rc =
+            unsafe { eh_leaderboard_rank(lb, id.as_ptr(), id.len(), 1_700_000_000, &mut info) };
+        assert_eq!(rc, EH_OK);
+        assert_eq!(info.score, 3.0, "the refused calls added nothing");
+        // The checks of eh_leaderboard_add apply too.
+        assert_eq!(try_add(f64::NAN), EH_INVALID_ARGUMENT);
+        // SAFETY: NULL handle is checked, not dereferenced.
+        let rc = unsafe { eh_leaderboard_try_add(std::ptr::null(), id.as_ptr(), 2, 1.0, 0) };
+        assert_eq!(rc, EH_INVALID_ARGUMENT);
+        // SAFETY: `lb` came from eh_leaderboard_new and is freed once.
+        unsafe { eh_leaderboard_free(lb) };
     }
 }

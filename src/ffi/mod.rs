@@ -56,6 +56,10 @@ pub const EH_WOULD_DEADLOCK: eh_status = 9;
 pub const EH_POISONED: eh_status = 10;
 /// The library panicked inside this call (a bug); the message says where.
 pub const EH_PANIC: eh_status = 11;
+/// A non-blocking call (e.g. `eh_leaderboard_try_add`) found the handle in use by
+/// another thread and returned at once; nothing was done. Retry, or use the
+/// blocking variant.
+pub const EH_BUSY: eh_status = 12;
 
 /// Library version, kept equal to Cargo.toml by a test.
 pub const EH_VERSION_MAJOR: u32 = 0;
@@ -82,6 +86,7 @@ fn status_of(err: &Error) -> eh_status {
         Error::Timeout(_) => EH_TIMEOUT,
         Error::WouldDeadlock(_) => EH_WOULD_DEADLOCK,
         Error::Poisoned(_) => EH_POISONED,
+        Error::Busy(_) => EH_BUSY,
     }
 }
 
@@ -247,6 +252,7 @@ pub extern "C" fn eh_status_str(status: eh_status) -> *const c_char {
         EH_WOULD_DEADLOCK => c"EH_WOULD_DEADLOCK",
         EH_POISONED => c"EH_POISONED",
         EH_PANIC => c"EH_PANIC",
+        EH_BUSY => c"EH_BUSY",
         _ => c"EH_UNKNOWN",
     };
     name.as_ptr()
@@ -309,7 +315,7 @@ mod tests {
 
     #[test]
     fn every_status_has_a_name() {
-        for code in EH_OK..=EH_PANIC {
+        for code in EH_OK..=EH_BUSY {
             // SAFETY: eh_status_str returns a static NUL-terminated string.
             let name = unsafe { CStr::from_ptr(eh_status_str(code)) }
                 .to_str()

@@ -31,6 +31,9 @@ static void test_basic_ranking(void) {
   CHECK_OK(eh_leaderboard_add(lb, STR("bob"), 80.0, T0 + DAY));
   CHECK_OK(eh_leaderboard_add(lb, STR("carol"), 10.0, T0));
   CHECK_OK(eh_leaderboard_add(lb, STR("carol"), 10.0, T0 - DAY)); /* out of order */
+  /* Nothing else uses the board, so the non-blocking add goes through. */
+  CHECK_OK(eh_leaderboard_try_add(lb, STR("dave"), 1.0, T0));
+  CHECK_OK(eh_leaderboard_remove(lb, STR("dave")));
 
   size_t len = 0;
   CHECK_OK(eh_leaderboard_len(lb, &len));
@@ -105,6 +108,9 @@ static void test_error_paths(void) {
   CHECK_STATUS(eh_leaderboard_add(lb, NULL, 0, 1.0, T0), EH_INVALID_ARGUMENT); /* empty id */
   CHECK_STATUS(eh_leaderboard_add(lb, STR("a"), NAN, T0), EH_INVALID_ARGUMENT);
   CHECK_STATUS(eh_leaderboard_add(lb, STR("a"), INFINITY, T0), EH_INVALID_ARGUMENT);
+  CHECK_STATUS(eh_leaderboard_try_add(NULL, STR("a"), 1.0, T0), EH_INVALID_ARGUMENT);
+  CHECK_STATUS(eh_leaderboard_try_add(lb, STR("a"), NAN, T0), EH_INVALID_ARGUMENT);
+  CHECK(strcmp(eh_status_str(EH_BUSY), "EH_BUSY") == 0);
   CHECK_STATUS(eh_leaderboard_top(lb, 0, 10, 0, NULL), EH_INVALID_ARGUMENT);
   CHECK_STATUS(eh_leaderboard_len(lb, NULL), EH_INVALID_ARGUMENT);
   size_t len = 99;

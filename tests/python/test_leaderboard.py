@@ -2,13 +2,16 @@
 
 import json
 import math
+import os
 import re
 import threading
 
 import pytest
 
 import engagehub
+import engagehub.leaderboard
 from engagehub import Leaderboard
+from engagehub._native import lib
 
 T0 = 1_700_000_000
 DAY = 86_400
@@ -249,3 +252,118 @@ def test_concurrent_updates_from_threads(board):
     top = board.top(100)
     assert len(top) == 50
     assert sum(u.score for u in top) == pytest.approx(8000.0)
+
+
+# -- the compiled fast path of update_user --------------------------------------
+
+_needs_fast = pytest.mark.skipif(
+    not engagehub.leaderboard.FAST_UPDATES, reason="engagehub._engagehub_fast is not built"
+)
+
+
+def test_fast_path_is_built_where_the_test_command_promises_it():
+    # `make test` builds the module and sets this, so CI cannot silently test only
+    # the cffi path.
+    if os.environ.get("ENGAGEHUB_EXPECT_FAST") == "1":
+        assert engagehub.leaderboard.FAST_UPDATES
+
+
+def _replay(update, board_args, calls):
+    """Runs `calls` through `update` on a fresh board; returns the outcomes and the
+    final ranking, every score as its exact bits."""
+    outcomes = []
+    with Leaderboard(*board_args) as lb:
+        lb.set_time_source(lambda: T0 + 5)
+        for args in calls:
+            try:
+                outcomes.append(update(lb, *args))
+            except Exception as exc:  # noqa: BLE001 - the exception type is the outcome
+                outcomes.append(type(exc))
+        ranking = [(u.user_id, u.rank, u.score.hex(), u.last_update) for u in lb.top(1000, now=T0 + DAY)]
+        return outcomes, ranking, lb.stats()
+
+
+@_needs_fast
+def test_fast_path_and_cffi_path_agree_on_every_outcome():
+    calls = [
+        ("alice", 10.0, T0),
+        ("bob", 3, T0 + 60),  # int points
+        ("alice", 2.5),  # the time source's now
+        ("carol", 1.0, float(T0)),  # float timestamp: general path
+        (b"dave", 4.0, T0),  # bytes id: general path
+        ("émile", 7.0, T0 + 1),  # non-ASCII id
+        ("x" * 1024, 0.5, T0),  # longest id
+        ("x" * 1025, 0.5, T0),  # too long
+        ("", 1.0, T0),  # empty id
+        ("bob", math.nan, T0),
+        ("bob", math.inf, T0),
+        ("bob", 1.0, 253_402_300_800),  # after year 9999
+        ("bob", 10**400, T0),  # int too large for a double
+        ("bob", 1.0, 2**70),  # timestamp beyond int64
+        ("bob", True, T0),  # bool points
+        ("\ud800", 1.0, T0),  # lone surrogate
+        ("bob", "1.0", T0),  # points not a number
+        ("low", 0.001, T0),  # refused: the board below is full
+        ("high", 99.0, T0),  # evicts the lowest
+    ]
+    fast = _replay(Leaderboard.update_user, (0.9, 6), calls)
+    slow = _replay(Leaderboard._update_user_cffi, (0.9, 6), calls)
+    assert fast == slow
+    outcomes, ranking, stats = fast
+    assert outcomes[:7] == [True] * 7
+    assert outcomes[7:12] == [engagehub.InvalidArgument] * 5
+    assert outcomes[12] is OverflowError and outcomes[13] is OverflowError
+    assert outcomes[14] is True
+    assert outcomes[15] is UnicodeEncodeError and outcomes[16] is TypeError
+    assert outcomes[17:] == [False, True]
+    assert stats.refused == 1 and stats.evicted == 1
+    assert [row[0] for row in ranking][:2] == ["high", "alice"]
+
+
+@_needs_fast
+def test_busy_board_falls_back_to_the_waiting_path_once(board, monkeypatch):
+    board.update_user("a", 1.0, T0)
+    calls = []
+
+    def busy(*args):
+        calls.append(args)
+        return lib.EH_BUSY
+
+    monkeypatch.setattr(engagehub.leaderboard, "_fast_add", busy)
+    assert board.update_user("a", 2.0, T0) is True
+    assert len(calls) == 1
+    assert board.get_user_rank("a")["score"] == 3.0  # applied exactly once
+
+
+@_needs_fast
+def test_fast_path_on_a_closed_board_raises_value_error():
+    lb = Leaderboard()
+    lb.close()
+    with pytest.raises(ValueError, match="closed"):
+        lb.update_user("a", 1.0, T0)
+
+
+def test_updates_racing_a_save_are_all_applied(tmp_path):
+    # Saves hold the board for reading; the fast path must then wait (through
+    # cffi) rather than fail or drop the update.
+    with Leaderboard(max_users=0) as lb:
+        for i in range(20_000):
+            lb.update_user(f"u{i}", 1.0, T0)
+        done = threading.Event()
+
+        def saver():
+            while not done.is_set():
+                lb.save_to_json(tmp_path / "board.json")
+
+        thread = threading.Thread(target=saver)
+        thread.start()
+        try:
+            for _ in range(5):
+                for i in range(0, 20_000, 7):
+                    assert lb.update_user(f"u{i}", 1.0, T0) is True
+        finally:
+            done.set()
+            thread.join(timeout=60)
+        assert not thread.is_alive()
+        total = sum(u.score for u in lb.top(20_000, now=T0))
+        assert total == pytest.approx(20_000 + 5 * len(range(0, 20_000, 7)))
