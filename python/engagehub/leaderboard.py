@@ -216,11 +216,15 @@ class Leaderboard:
             status = _add(self._handle, uid, len(uid), points, timestamp)
         except TypeError:  # a float timestamp, a closed board or points not a number
             status = _add(self._h(), uid, len(uid), points, self._stamp(timestamp))
-        if status:
-            if status == _EH_FULL:
-                return False
-            self._raise(status)
-        return True
+        return True if status == 0 else self._update_failed(status)
+
+    def _update_failed(self, status: int) -> bool:
+        """update_user's answer to a non-zero status: False for a refusal (the board
+        is full), an exception for anything else."""
+        if status == _EH_FULL:
+            return False
+        self._raise(status)
+        return False  # unreachable: _raise raised
 
     _update_user_cffi = update_user
 
@@ -243,13 +247,11 @@ class Leaderboard:
                 source = self._time_source
                 timestamp = 0 if source is None else int(source())
             status = _fast_add(self._address, user_id, points, timestamp)
+            if status == 0:
+                return True
             if status is None or status == _EH_BUSY:
                 return self._update_user_cffi(user_id, points, timestamp)
-            if status:
-                if status == _EH_FULL:
-                    return False
-                self._raise(status)
-            return True
+            return self._update_failed(status)
 
     # -- queries -----------------------------------------------------------------
 
