@@ -86,7 +86,8 @@ typedef struct eh_hll eh_hll;
  * `top` is O(log n + k) and `rank` O(log n) at any size; no query rescans users.
  *
  * Thread safety: may be used from several threads at once. Queries share a read
- * lock; updates, `clear` and `load` take the write lock and are serialised.
+ * lock; updates, `clear` and `load` take the write lock and are serialised (and
+ * wait for it; `eh_leaderboard_try_add` returns `EH_BUSY` instead of waiting).
  */
 typedef struct eh_leaderboard eh_leaderboard;
 

@@ -14,7 +14,8 @@ use crate::leaderboard::{Leaderboard, LeaderboardConfig, RankedUser};
 /// `top` is O(log n + k) and `rank` O(log n) at any size; no query rescans users.
 ///
 /// Thread safety: may be used from several threads at once. Queries share a read
-/// lock; updates, `clear` and `load` take the write lock and are serialised.
+/// lock; updates, `clear` and `load` take the write lock and are serialised (and
+/// wait for it; `eh_leaderboard_try_add` returns `EH_BUSY` instead of waiting).
 pub struct eh_leaderboard {
     board: RwLock<Leaderboard>,
 }
