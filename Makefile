@@ -10,7 +10,8 @@ LIBNAME  := libengagehub.so
         c-test py-test py-ext py-fast bench bench-python clean install
 
 ## Build the release library and run the main job (the demo).
-demo: lib-release py-fast
+demo: lib-release
+	@$(PYTHON) python/engagehub/_build_cffi.py --fast-only --optional --out python/engagehub
 	ENGAGEHUB_LIB=$(CURDIR)/target/release/$(LIBNAME) PYTHONPATH=$(CURDIR)/python \
 		$(PYTHON) -m engagehub demo
 
