@@ -14,6 +14,11 @@
  * is not refused takes well under a microsecond, so other Python threads are held
  * up for no longer than by any builtin call.
  *
+ * The GIL is also what makes the board address safe to use: Leaderboard.close()
+ * zeroes it before freeing the board, and cannot run while this call holds the GIL.
+ * (The module declares no free-threading support, so a free-threaded CPython keeps
+ * the GIL enabled while it is imported.)
+ *
  * Everything this module does not handle (a non-str id, a timestamp that is not an
  * int, points that are neither float nor int, an int out of range) returns None,
  * and the caller takes the general path, which raises or converts exactly as it
