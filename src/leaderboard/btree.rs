@@ -498,40 +498,108 @@ impl RankIndex {
         true
     }
 
-    /// Merges child `i` of `node` (too small) with a neighbour when both fit in one
-    /// node, or drops it when empty.
+    /// Restores the fill of child `i` of `node`, which fell below its minimum: merges
+    /// it with a neighbour when both fit in one node, and otherwise evens out the
+    /// pair's keys (or children), so that no node but the root is ever left below
+    /// its minimum, let alone empty. (An empty node kept in the tree would keep a
+    /// stale first key in its parent; once that key's slot was reused by another
+    /// user, searches ordered by it went to the wrong child.)
     fn rebalance(&mut self, node: u32, height: usize, i: usize) {
         let inner = &self.inners[node as usize];
         let len = inner.len as usize;
         if len < 2 {
             return;
         }
-        // Merge the pair (left, left + 1) containing `i`.
+        // The pair (left, left + 1) containing `i`.
         let left = if i + 1 < len { i } else { i - 1 };
         let (a, b) = (inner.children[left], inner.children[left + 1]);
-        if height == 1 {
+        let merged = if height == 1 {
             let right = self.leaves[b as usize].clone();
-            if !self.leaves[a as usize].append(&right) {
-                return;
+            let merged = self.leaves[a as usize].append(&right);
+            if merged {
+                self.free_leaves.push(b);
+            } else {
+                let (la, lb) = Self::split_leaves(&self.leaves[a as usize], &right);
+                self.leaves[a as usize] = la;
+                self.leaves[b as usize] = lb;
             }
-            self.free_leaves.push(b);
+            merged
         } else {
             let right = self.inners[b as usize].clone();
-            if !self.inners[a as usize].append(&right) {
-                return;
+            let merged = self.inners[a as usize].append(&right);
+            if merged {
+                self.free_inners.push(b);
+            } else {
+                let (ia, ib) = Self::split_inners(&self.inners[a as usize], &right);
+                self.inners[a as usize] = ia;
+                self.inners[b as usize] = ib;
             }
-            self.free_inners.push(b);
+            merged
+        };
+        if merged {
+            let parent = &mut self.inners[node as usize];
+            parent.counts[left] += parent.counts[left + 1];
+            parent.remove_at(left + 1);
+        } else {
+            let (count_b, first_b) = self.summary(b, height - 1);
+            let parent = &mut self.inners[node as usize];
+            let total = parent.counts[left] + parent.counts[left + 1];
+            parent.counts[left] = total - count_b;
+            parent.counts[left + 1] = count_b;
+            parent.set_first(left + 1, first_b);
         }
-        let parent = &mut self.inners[node as usize];
-        let merged_count = parent.counts[left] + parent.counts[left + 1];
-        parent.counts[left] = merged_count;
-        parent.remove_at(left + 1);
         // Both halves can be empty only below a root being emptied; then there is
         // no first key to record (the root collapses right after).
-        if merged_count > 0 {
+        if self.inners[node as usize].counts[left] > 0 {
             let first = self.summary(a, height - 1).1;
             self.inners[node as usize].set_first(left, first);
         }
+    }
+
+    /// The keys of two neighbouring leaves (`left` precedes `right`), which do not
+    /// fit in one, shared out evenly between two leaves in order; links kept.
+    fn split_leaves(left: &Leaf, right: &Leaf) -> (Leaf, Leaf) {
+        let (la, lb) = (left.len as usize, right.len as usize);
+        let total = la + lb;
+        let mut scores = [0.0; 2 * LEAF_CAP];
+        let mut slots = [0u32; 2 * LEAF_CAP];
+        scores[..la].copy_from_slice(&left.scores[..la]);
+        scores[la..total].copy_from_slice(&right.scores[..lb]);
+        slots[..la].copy_from_slice(&left.slots[..la]);
+        slots[la..total].copy_from_slice(&right.slots[..lb]);
+        let half = total / 2;
+        let mut a = Leaf::empty();
+        let mut b = Leaf::empty();
+        a.scores[..half].copy_from_slice(&scores[..half]);
+        a.slots[..half].copy_from_slice(&slots[..half]);
+        a.len = half as u32;
+        a.next = left.next;
+        b.scores[..total - half].copy_from_slice(&scores[half..total]);
+        b.slots[..total - half].copy_from_slice(&slots[half..total]);
+        b.len = (total - half) as u32;
+        b.next = right.next;
+        (a, b)
+    }
+
+    /// The children of two neighbouring inner nodes, which do not fit in one,
+    /// shared out evenly between two nodes in order.
+    fn split_inners(left: &Inner, right: &Inner) -> (Inner, Inner) {
+        let mut a = Inner::empty();
+        let mut b = Inner::empty();
+        let total = left.len as usize + right.len as usize;
+        let half = total / 2;
+        let all = (0..left.len as usize)
+            .map(|j| (left, j))
+            .chain((0..right.len as usize).map(|j| (right, j)));
+        for (n, (from, j)) in all.enumerate() {
+            let (to, at) = if n < half {
+                (&mut a, n)
+            } else {
+                (&mut b, n - half)
+            };
+            to.insert_at(at, from.children[j], from.counts[j], from.first(j));
+        }
+        (a, b)
     }
 
     /// Starts loading into the cache the leaf where `key` would be inserted.
@@ -718,10 +786,10 @@ impl RankIndex {
         }
     }
 
-    /// Builds an index from keys already in order, leaves 7/8 full (room for some
-    /// inserts before the first splits).
-    pub fn from_sorted(keys: impl IntoIterator<Item = Key>) -> Self {
-        let fill = LEAF_CAP * 7 / 8;
+    /// Builds an index from keys already in order. Leaves are filled evenly to about
+    /// 7/8 (room for some inserts before the first splits) and so are inner nodes:
+    /// every node but the root then holds at least its minimum.
+    pub fn from_sorted(keys: Vec<Key>) -> Self {
         let mut tree = RankIndex {
             leaves: Vec::new(),
             inners: Vec::new(),
@@ -729,24 +797,19 @@ impl RankIndex {
             free_inners: Vec::new(),
             root: 0,
             height: 0,
-            len: 0,
+            len: keys.len(),
         };
-        let mut current = Leaf::empty();
-        for key in keys {
-            if current.len as usize == fill {
-                mem::push(
-                    &mut tree.leaves,
-                    std::mem::replace(&mut current, Leaf::empty()),
-                );
+        for chunk in even_chunks(&keys, LEAF_CAP * 7 / 8) {
+            let mut leaf = Leaf::empty();
+            for (at, key) in chunk.iter().enumerate() {
+                leaf.scores[at] = key.score;
+                leaf.slots[at] = key.slot;
             }
-            let at = current.len as usize;
-            current.scores[at] = key.score;
-            current.slots[at] = key.slot;
-            current.len += 1;
-            tree.len += 1;
+            leaf.len = chunk.len() as u32;
+            mem::push(&mut tree.leaves, leaf);
         }
-        if current.len > 0 || tree.leaves.is_empty() {
-            mem::push(&mut tree.leaves, current);
+        if tree.leaves.is_empty() {
+            tree.leaves.push(Leaf::empty());
         }
         let count = tree.leaves.len();
         for i in 0..count - 1 {
@@ -759,10 +822,9 @@ impl RankIndex {
             .enumerate()
             .map(|(i, l)| (i as u32, l.len, l.key(0)))
             .collect();
-        let inner_fill = INNER_CAP * 7 / 8;
         while level.len() > 1 {
-            let mut next = Vec::with_capacity(level.len().div_ceil(inner_fill));
-            for chunk in level.chunks(inner_fill) {
+            let mut next = Vec::new();
+            for chunk in even_chunks(&level, INNER_CAP * 7 / 8) {
                 let mut inner = Inner::empty();
                 for (j, &(child, count, first)) in chunk.iter().enumerate() {
                     inner.insert_at(j, child, count, first);
@@ -793,32 +855,55 @@ impl RankIndex {
                 w[1]
             );
         }
-        let (count, _) = self.check_node(self.root, self.height);
+        let (count, _) = self.check_node(self.root, self.height, true);
         assert_eq!(count, self.len, "root count");
     }
 
     #[cfg(test)]
-    fn check_node(&self, node: u32, height: usize) -> (usize, Option<Key>) {
+    fn check_node(&self, node: u32, height: usize, root: bool) -> (usize, Option<Key>) {
         if height == 0 {
             let leaf = &self.leaves[node as usize];
             assert!(leaf.len as usize <= LEAF_CAP);
+            assert!(
+                root || leaf.len as usize >= LEAF_MIN,
+                "leaf below its minimum"
+            );
             return (leaf.len as usize, (leaf.len > 0).then(|| leaf.key(0)));
         }
         let inner = &self.inners[node as usize];
         assert!(inner.len >= 1 && inner.len as usize <= INNER_CAP);
+        assert!(
+            inner.len as usize >= if root { 2 } else { INNER_MIN },
+            "inner node below its minimum"
+        );
         let mut total = 0;
         let mut first = None;
         for i in 0..inner.len as usize {
-            let (count, child_first) = self.check_node(inner.children[i], height - 1);
+            let (count, child_first) = self.check_node(inner.children[i], height - 1, false);
             assert_eq!(count, inner.counts[i] as usize, "count of child {i}");
-            if let Some(f) = child_first {
-                assert_eq!(f, inner.first(i), "first key of child {i}");
-                first.get_or_insert(f);
-            }
+            let f = child_first.expect("only the root may be empty");
+            assert_eq!(f, inner.first(i), "first key of child {i}");
+            first.get_or_insert(f);
             total += count;
         }
         (total, first)
     }
+}
+
+/// `items` cut into the fewest chunks of at most `fill` items, with sizes that
+/// differ by at most one.
+fn even_chunks<T>(items: &[T], fill: usize) -> impl Iterator<Item = &[T]> {
+    let chunks = items.len().div_ceil(fill);
+    let (base, extra) = match chunks {
+        0 => (0, 0),
+        c => (items.len() / c, items.len() % c),
+    };
+    let mut rest = items;
+    (0..chunks).map(move |c| {
+        let (chunk, tail) = rest.split_at(base + usize::from(c < extra));
+        rest = tail;
+        chunk
+    })
 }
 
 /// Iterator over keys in order, from [`RankIndex::iter_from`].
@@ -1074,7 +1159,7 @@ mod tests {
                 slot: i,
             })
             .collect();
-        let mut t = RankIndex::from_sorted(keys.iter().copied());
+        let mut t = RankIndex::from_sorted(keys.clone());
         t.check_invariants(by_slot);
         assert_eq!(t.len(), 5_000);
         assert_eq!(t.get(4_999), Some(keys[4_999]));
@@ -1088,7 +1173,7 @@ mod tests {
         assert!(t.remove(keys[2_500], by_slot));
         assert_eq!(t.get(0).map(|k| k.slot), Some(99_999));
         t.check_invariants(by_slot);
-        let empty = RankIndex::from_sorted(std::iter::empty());
+        let empty = RankIndex::from_sorted(Vec::new());
         assert!(empty.is_empty());
         empty.check_invariants(by_slot);
     }

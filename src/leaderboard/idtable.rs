@@ -64,7 +64,6 @@ fn bits_of(hash: u64) -> u32 {
 
 impl IdTable {
     /// Number of users stored.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }

@@ -193,6 +193,12 @@ fn invalid(message: std::fmt::Arguments<'_>) -> Error {
     Error::invalid(message.to_string())
 }
 
+#[cold]
+#[inline(never)]
+fn index_lost(id: &UserId) -> Error {
+    Error::Poisoned(format!("index lost user {:?}", id.as_str()))
+}
+
 fn hash_id(id: &[u8]) -> u64 {
     xxh3_64(id)
 }
@@ -496,7 +502,7 @@ impl Leaderboard {
                 )));
             }
             let evicted_id = self.entries[lowest.slot as usize].id.as_str().to_owned();
-            self.remove_key(lowest);
+            self.remove_key(lowest)?;
             self.evicted += 1;
             outcome = AddOutcome::Evicted(evicted_id);
         }
@@ -523,33 +529,79 @@ impl Leaderboard {
             .insert_unique(hash_id(user_id.as_bytes()), slot, value);
         let tie = Self::tie(&self.entries);
         self.index.insert(Key { score: value, slot }, &tie);
+        self.debug_check_sizes();
         Ok(outcome)
     }
 
     /// Removes the user with index key `key` from the index, the table and the
-    /// entries.
-    fn remove_key(&mut self, key: Key) {
+    /// entries. Should the index not find the key (a bug), nothing is removed and
+    /// the slot is not freed, so it cannot be handed to another user while the
+    /// index still refers to it.
+    fn remove_key(&mut self, key: Key) -> Result<()> {
         let slot = key.slot;
-        let removed = self.index.remove(key, Self::tie(&self.entries));
-        debug_assert!(removed, "index lost a key");
+        if !self.index.remove(key, Self::tie(&self.entries)) {
+            debug_assert!(false, "index lost a key");
+            return Err(index_lost(&self.entries[slot as usize].id));
+        }
         let hash = hash_id(self.entries[slot as usize].id.as_bytes());
         let removed = self.by_id.remove(hash, slot);
         debug_assert!(removed, "id table lost a slot");
         let id = std::mem::take(&mut self.entries[slot as usize].id);
         self.long_id_bytes -= id.heap_bytes();
         self.free_slots.push(slot);
+        self.debug_check_sizes();
+        Ok(())
+    }
+
+    /// The O(1) invariants, checked after every change in debug builds: the id
+    /// table and the index hold as many users, and no more than `max_users`. The
+    /// tests check the whole structure ([`Leaderboard::check_invariants`]).
+    #[inline]
+    fn debug_check_sizes(&self) {
+        debug_assert_eq!(self.by_id.len(), self.index.len(), "table and index sizes");
+        debug_assert!(
+            self.config.max_users == 0 || self.len() <= self.config.max_users,
+            "more than max_users"
+        );
+    }
+
+    /// Verifies every invariant (tests): the index is ordered by (value desc, id
+    /// asc) with consistent counts; it and the id table hold the same set of users,
+    /// once each; every live entry is in both and every vacated slot in neither;
+    /// `len() <= max_users`.
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        self.index.check_invariants(Self::tie(&self.entries));
+        assert_eq!(self.by_id.len(), self.index.len(), "table and index sizes");
+        if self.config.max_users > 0 {
+            assert!(self.len() <= self.config.max_users, "more than max_users");
+        }
+        let mut in_index = vec![false; self.entries.len()];
+        for key in self.index.iter_from(0) {
+            let seen = &mut in_index[key.slot as usize];
+            assert!(!*seen, "slot {} twice in the index", key.slot);
+            *seen = true;
+            let found = self.find(self.entries[key.slot as usize].id.as_bytes());
+            let found = found.expect("an indexed user is in the id table");
+            assert_eq!(found.slot, key.slot, "table and index disagree on a slot");
+            assert_eq!(found.value.to_bits(), key.score.to_bits(), "value");
+        }
+        let free: std::collections::HashSet<u32> = self.free_slots.iter().copied().collect();
+        assert_eq!(free.len(), self.free_slots.len(), "a slot freed twice");
+        for (slot, entry) in self.entries.iter().enumerate() {
+            let live = !free.contains(&(slot as u32));
+            assert_eq!(live, in_index[slot], "slot {slot}: live vs indexed");
+            assert_eq!(live, !entry.id.as_bytes().is_empty(), "slot {slot}: id");
+        }
     }
 
     /// Removes `user_id`; [`Error::NotFound`] if absent.
     pub fn remove(&mut self, user_id: &str) -> Result<()> {
         match self.find(user_id.as_bytes()) {
-            Some(found) => {
-                self.remove_key(Key {
-                    score: found.value,
-                    slot: found.slot,
-                });
-                Ok(())
-            }
+            Some(found) => self.remove_key(Key {
+                score: found.value,
+                slot: found.slot,
+            }),
             None => Err(Error::NotFound(format!("user {user_id:?}"))),
         }
     }

@@ -509,6 +509,7 @@ fn run_model(decay: f64, period: f64, max_users: usize, ops: Vec<Op>) {
                 b = loaded;
             }
         }
+        b.check_invariants();
         check_against_model(&b, &m, decay, period, now);
     }
 }
@@ -529,5 +530,192 @@ proptest! {
     #[test]
     fn matches_naive_model_fast_decay_with_rebases(ops in prop::collection::vec(op(), 1..120)) {
         run_model(0.5, 600.0, 0, ops);
+    }
+}
+
+// ---- capacity: equal scores at the eviction boundary (issue 15) ------------------
+
+/// The reproducer from the report: a 5000-user board churned by 20,000 ids with
+/// equal points at one timestamp. It used to hold a newcomer twice after 6655 steps
+/// (an empty subtree kept a stale first key whose slot was then reused) and grow
+/// without bound; its snapshot was then refused by its own loader.
+#[test]
+fn churn_at_capacity_with_equal_scores_never_duplicates() {
+    let mut b = board(0.95, DAY as f64, 5000);
+    let users: Vec<String> = (0..20_000u64)
+        .map(|i| (100_000_000_000_000_000 + i).to_string())
+        .collect();
+    for round in 0..12 {
+        for k in (0..10_000).step_by(10) {
+            let _ = b.add(&users[(k * 31 + round) % 20_000], 1.0, T0);
+            assert!(b.len() <= 5000);
+        }
+        b.check_invariants();
+    }
+    assert_eq!(b.len(), 5000);
+    let loaded = Leaderboard::from_snapshot_json(&b.to_snapshot_json()).unwrap();
+    loaded.check_invariants();
+    assert_eq!(
+        loaded.top(0, 6000, T0).unwrap(),
+        b.top(0, 6000, T0).unwrap()
+    );
+}
+
+/// An exact model for integer points without decay: a map of scores and the set of
+/// (score descending, id ascending) that is the board's order.
+#[derive(Default)]
+struct OrderModel {
+    scores: std::collections::HashMap<String, i64>,
+    order: std::collections::BTreeSet<(std::cmp::Reverse<i64>, String)>,
+}
+
+impl OrderModel {
+    /// Applies `add` and returns what the board must answer.
+    fn add(
+        &mut self,
+        id: &str,
+        points: i64,
+        max_users: usize,
+    ) -> std::result::Result<Option<String>, ()> {
+        if let Some(score) = self.scores.get_mut(id) {
+            self.order
+                .remove(&(std::cmp::Reverse(*score), id.to_owned()));
+            *score += points;
+            self.order
+                .insert((std::cmp::Reverse(*score), id.to_owned()));
+            return Ok(None);
+        }
+        let mut evicted = None;
+        if max_users > 0 && self.scores.len() >= max_users {
+            let (std::cmp::Reverse(low), low_id) = self.order.last().cloned().unwrap();
+            if !(points > low || (points == low && id < low_id.as_str())) {
+                return Err(());
+            }
+            self.order.remove(&(std::cmp::Reverse(low), low_id.clone()));
+            self.scores.remove(&low_id);
+            evicted = Some(low_id);
+        }
+        self.scores.insert(id.to_owned(), points);
+        self.order
+            .insert((std::cmp::Reverse(points), id.to_owned()));
+        Ok(evicted)
+    }
+
+    fn check(&self, b: &Leaderboard) {
+        b.check_invariants();
+        let rows = b.top(0, usize::MAX, T0).unwrap();
+        assert_eq!(rows.len(), self.order.len());
+        for (row, (std::cmp::Reverse(score), id)) in rows.iter().zip(&self.order) {
+            assert_eq!((row.user_id, row.score), (id.as_str(), *score as f64));
+        }
+    }
+}
+
+/// Drives `b` and the model with the same adds; checks each outcome, and the whole
+/// board every `check_every` operations and at the end.
+fn churn_against_model(b: &mut Leaderboard, ops: &[(u32, i64)], check_every: usize) {
+    let max_users = b.config().max_users;
+    let mut m = OrderModel::default();
+    for (n, &(user, points)) in ops.iter().enumerate() {
+        let id = format!("u{user:06}");
+        let expected = m.add(&id, points, max_users);
+        match (b.add(&id, points as f64, T0), expected) {
+            (Ok(AddOutcome::Stored), Ok(None)) | (Err(Error::Full(_)), Err(())) => {}
+            (Ok(AddOutcome::Evicted(got)), Ok(Some(want))) => assert_eq!(got, want),
+            (got, want) => panic!("op {n} ({id}, {points}): board {got:?}, model {want:?}"),
+        }
+        if (n + 1) % check_every == 0 {
+            m.check(b);
+        }
+    }
+    m.check(b);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Boards a few leaves deep at capacity, churned for long runs by twice as many
+    /// users, with points drawn from a tiny set so that most scores tie, updates of
+    /// present users interleaved with evictions, and snapshots at capacity.
+    #[test]
+    fn capacity_churn_with_ties_matches_the_order_model(
+        max_users in 65usize..400,
+        ops in prop::collection::vec((0u32..800, prop::sample::select(vec![0i64, 1, 1, 1, 2])), 500..4000),
+    ) {
+        let mut b = board(1.0, DAY as f64, max_users);
+        let ops: Vec<(u32, i64)> = ops.into_iter().map(|(u, p)| (u % (2 * max_users as u32), p)).collect();
+        let (first, second) = ops.split_at(ops.len() / 2);
+        churn_against_model(&mut b, first, 1);
+        let mut loaded = Leaderboard::from_snapshot_json(&b.to_snapshot_json()).unwrap();
+        prop_assert_eq!(loaded.top(0, usize::MAX, T0).unwrap(), b.top(0, usize::MAX, T0).unwrap());
+        // The loaded board continues the same history (the model restarts from
+        // its state: replay the first half into a fresh model inside the helper).
+        let all: Vec<(u32, i64)> = first.iter().chain(second).copied().collect();
+        let mut fresh = board(1.0, DAY as f64, max_users);
+        churn_against_model(&mut fresh, &all, 97);
+        for &(user, points) in second {
+            let _ = loaded.add(&format!("u{user:06}"), points as f64, T0);
+        }
+        loaded.check_invariants();
+        prop_assert_eq!(loaded.top(0, usize::MAX, T0).unwrap(), fresh.top(0, usize::MAX, T0).unwrap());
+    }
+}
+
+/// A board past the size where updates start prefetching and planning moves
+/// (`PREFETCH_MIN_USERS`), at capacity, churned by twice as many users with equal
+/// points, against the exact model.
+#[test]
+fn large_board_at_capacity_matches_the_order_model() {
+    let cap = PREFETCH_MIN_USERS + 4_000;
+    let mut b = board(1.0, DAY as f64, cap);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let ops: Vec<(u32, i64)> = (0..3 * cap)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (
+                (x % (2 * cap as u64)) as u32,
+                [1, 1, 1, 2][(x >> 40) as usize % 4],
+            )
+        })
+        .collect();
+    churn_against_model(&mut b, &ops, cap);
+    assert_eq!(b.len(), cap);
+}
+
+/// Bounded soak: a board at capacity churned by twice as many users, with equal
+/// and with distinct timestamps, keeps its size at the bound and its heap where
+/// it was once full.
+#[test]
+fn soak_at_capacity_keeps_size_and_heap_bounded() {
+    for distinct_ts in [false, true] {
+        let cap = 20_000;
+        let mut b = board(0.95, DAY as f64, cap);
+        let users: Vec<String> = (0..2 * cap).map(|i| format!("user-{i}")).collect();
+        let (mut step, mut round) = (0i64, 0usize);
+        let mut churn = |b: &mut Leaderboard, rounds: usize| {
+            for _ in 0..rounds {
+                // 7919 is prime to the number of users: each round visits all.
+                for k in 0..users.len() {
+                    let ts = if distinct_ts { T0 + step } else { T0 };
+                    let _ = b.add(&users[(k * 7919 + round) % users.len()], 1.0, ts);
+                    step += 1;
+                }
+                round += 1;
+            }
+        };
+        churn(&mut b, 2);
+        assert_eq!(b.len(), cap);
+        let heap = b.heap_bytes();
+        churn(&mut b, 4);
+        assert_eq!(b.len(), cap, "distinct_ts {distinct_ts}");
+        assert!(b.stats().evicted > 0);
+        assert!(
+            b.heap_bytes() <= heap + heap / 10,
+            "heap grew from {heap} to {} (distinct_ts {distinct_ts})",
+            b.heap_bytes()
+        );
+        b.check_invariants();
     }
 }

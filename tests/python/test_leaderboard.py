@@ -367,3 +367,24 @@ def test_updates_racing_a_save_are_all_applied(tmp_path):
         assert not thread.is_alive()
         total = sum(u.score for u in lb.top(20_000, now=T0))
         assert total == pytest.approx(20_000 + 5 * len(range(0, 20_000, 7)))
+
+
+def test_churn_at_max_users_never_duplicates_or_grows(tmp_path):
+    """Issue 15's reproducer: equal points at one timestamp churning a full board
+    used to hold a newcomer twice (size 5001, then without bound) and save a
+    snapshot its own load refused."""
+    lb = Leaderboard(max_users=5000)
+    t = 1_767_225_600
+    users = [str(100000000000000000 + i) for i in range(20000)]
+    for i in range(12):
+        for k in range(0, 10000, 10):
+            lb.update_user(users[(k * 31 + i) % 20000], 1.0, t)
+        assert lb.size() <= 5000
+    assert lb.size() == 5000
+    ids = [row.user_id for row in lb.top(5000, now=t)]
+    assert len(ids) == len(set(ids)) == 5000
+    path = tmp_path / "board.json"
+    lb.save_to_json(str(path))
+    again = Leaderboard(max_users=5000)
+    again.load_from_json(str(path))
+    assert [row.user_id for row in again.top(5000, now=t)] == ids
