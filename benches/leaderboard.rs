@@ -109,7 +109,12 @@ fn snapshots(c: &mut Criterion) {
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     println!("snapshot_1M/file_bytes: {bytes}");
     group.bench_function("load", |b| {
-        b.iter(|| black_box(Leaderboard::load(&path).expect("load")))
+        b.iter(|| {
+            black_box(
+                Leaderboard::load(&path, engagehub::leaderboard::DEFAULT_MAX_FUTURE_SECS)
+                    .expect("load"),
+            )
+        })
     });
     group.finish();
     let _ = std::fs::remove_dir_all(&dir);

@@ -128,6 +128,13 @@ typedef struct eh_leaderboard_config {
    * the lowest-ranked user evicts it; otherwise it is refused with `EH_FULL`.
    */
   uint64_t max_users;
+  /**
+   * Latest accepted timestamp, in seconds after the wall clock: later updates
+   * are refused with `EH_INVALID_ARGUMENT` (counted in `future_refused`), and
+   * snapshots with a later landmark or entry with `EH_CORRUPT`. 0 = default
+   * 86400 (one day); negative: `EH_INVALID_ARGUMENT`.
+   */
+  int64_t max_future_secs;
 } eh_leaderboard_config;
 
 /**
@@ -234,6 +241,11 @@ typedef struct eh_leaderboard_stats {
    * Heap bytes held by the board.
    */
   uint64_t heap_bytes;
+  /**
+   * Updates refused because their timestamp was later than the wall clock plus
+   * `max_future_secs`.
+   */
+  uint64_t future_refused;
 } eh_leaderboard_stats;
 
 /**
@@ -686,6 +698,24 @@ eh_status eh_leaderboard_save(const struct eh_leaderboard *lb, const char *path)
  * is left exactly as it was.
  */
 eh_status eh_leaderboard_load(const struct eh_leaderboard *lb, const char *path);
+
+/**
+ * The entries that the last `eh_leaderboard_load` of a C++ extension snapshot
+ * into this board skipped (entries that can be loaded always are; the others:
+ * no or bad id, non-finite score, bad or future timestamp, a repeated id, beyond
+ * `max_users`). `*count` gets their number (0 after any other load, and for a
+ * board never loaded). The list is written into `buf` (capacity `cap`) as UTF-8
+ * JSON, `[{"index": <position in the file's entries>, "user_id": "...",
+ * "reason": "..."}, ...]`; `*needed` is always set and `buf` is written only when
+ * `cap >= *needed` (retry with a larger buffer). `buf` may be NULL when `cap` is 0.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` for a NULL handle or out-param.
+ */
+eh_status eh_leaderboard_load_skipped(const struct eh_leaderboard *lb,
+                                      uint64_t *count,
+                                      uint8_t *buf,
+                                      size_t cap,
+                                      size_t *needed);
 
 /**
  * Releases the rows of a ranking filled by `eh_leaderboard_top` or

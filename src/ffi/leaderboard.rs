@@ -57,6 +57,11 @@ pub struct eh_leaderboard_config {
     /// Most users kept; 0 = unbounded. When full, a new user that would rank above
     /// the lowest-ranked user evicts it; otherwise it is refused with `EH_FULL`.
     pub max_users: u64,
+    /// Latest accepted timestamp, in seconds after the wall clock: later updates
+    /// are refused with `EH_INVALID_ARGUMENT` (counted in `future_refused`), and
+    /// snapshots with a later landmark or entry with `EH_CORRUPT`. 0 = default
+    /// 86400 (one day); negative: `EH_INVALID_ARGUMENT`.
+    pub max_future_secs: i64,
 }
 
 /// A user's position, from `eh_leaderboard_rank`.
@@ -87,6 +92,9 @@ pub struct eh_leaderboard_stats {
     pub landmark: i64,
     /// Heap bytes held by the board.
     pub heap_bytes: u64,
+    /// Updates refused because their timestamp was later than the wall clock plus
+    /// `max_future_secs`.
+    pub future_refused: u64,
 }
 
 /// One row of an [`eh_ranking`].
@@ -168,6 +176,11 @@ fn config_from(config: *const eh_leaderboard_config) -> LeaderboardConfig {
             c.decay_period_secs
         },
         max_users: usize::try_from(c.max_users).unwrap_or(usize::MAX),
+        max_future_secs: if c.max_future_secs == 0 {
+            defaults.max_future_secs
+        } else {
+            c.max_future_secs
+        },
     }
 }
 
@@ -467,6 +480,7 @@ pub unsafe extern "C" fn eh_leaderboard_get_stats(
             rebases: s.rebases,
             landmark: s.landmark,
             heap_bytes: s.heap_bytes,
+            future_refused: s.future_refused,
         };
         // SAFETY: `out` checked non-NULL and writable per the contract.
         unsafe { write_out(out, stats) };
@@ -505,8 +519,48 @@ pub unsafe extern "C" fn eh_leaderboard_load(
     guard("eh_leaderboard_load", || {
         // SAFETY: `lb` is NULL or live; `path` NULL or NUL-terminated (contract).
         let (lb, path) = unsafe { (handle(lb, "leaderboard")?, path_arg(path, "path")?) };
-        let loaded = Leaderboard::load(path)?;
+        let max_future_secs = lb.read()?.config().max_future_secs;
+        let loaded = Leaderboard::load(path, max_future_secs)?;
         *lb.write()? = loaded;
+        Ok(())
+    })
+}
+
+/// The entries that the last `eh_leaderboard_load` of a C++ extension snapshot
+/// into this board skipped (entries that can be loaded always are; the others:
+/// no or bad id, non-finite score, bad or future timestamp, a repeated id, beyond
+/// `max_users`). `*count` gets their number (0 after any other load, and for a
+/// board never loaded). The list is written into `buf` (capacity `cap`) as UTF-8
+/// JSON, `[{"index": <position in the file's entries>, "user_id": "...",
+/// "reason": "..."}, ...]`; `*needed` is always set and `buf` is written only when
+/// `cap >= *needed` (retry with a larger buffer). `buf` may be NULL when `cap` is 0.
+///
+/// Errors: `EH_INVALID_ARGUMENT` for a NULL handle or out-param.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_leaderboard_load_skipped(
+    lb: *const eh_leaderboard,
+    count: *mut u64,
+    buf: *mut u8,
+    cap: usize,
+    needed: *mut usize,
+) -> eh_status {
+    guard("eh_leaderboard_load_skipped", || {
+        // SAFETY: `lb` is NULL or live (contract).
+        let lb = unsafe { handle(lb, "leaderboard")? };
+        let (count, needed) = (out_arg(count, "count")?, out_arg(needed, "needed")?);
+        let board = lb.read()?;
+        let skipped = board.skipped_at_load();
+        let json = serde_json::to_vec(skipped).unwrap_or_default();
+        // SAFETY: both out-params checked non-NULL and writable per the contract.
+        unsafe {
+            write_out(count, skipped.len() as u64);
+            write_out(needed, json.len());
+        }
+        if cap >= json.len() && !json.is_empty() {
+            let buf = out_arg(buf, "buf")?;
+            // SAFETY: `buf` has room for `cap >= json.len()` bytes (contract).
+            unsafe { std::ptr::copy_nonoverlapping(json.as_ptr(), buf, json.len()) };
+        }
         Ok(())
     })
 }

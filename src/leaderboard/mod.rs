@@ -16,6 +16,14 @@
 //! factor (one O(n) pass, order kept), which happens at most once every several
 //! hundred decay periods.
 //!
+//! Time from the future: an update stamped later than the wall clock plus
+//! [`LeaderboardConfig::max_future_secs`] (default one day) is refused and counted,
+//! and neither the first update nor a rebase ever puts the landmark past the
+//! present. So a rebase only zeroes scores whose true value at the present is below
+//! the smallest double, and one bad clock cannot wipe the board. Scores read at a
+//! time long before the landmark saturate at the largest finite double rather than
+//! reading as infinity.
+//!
 //! Ties are broken deterministically: higher score first, then user id bytes
 //! ascending.
 
@@ -27,14 +35,14 @@ mod snapshot;
 use std::cmp::Ordering;
 use std::path::Path;
 
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::error::{Error, Result};
 use crate::mem;
 use btree::{Key, RankIndex};
 pub use id::UserId;
 use idtable::{Found, IdTable};
-pub use snapshot::SNAPSHOT_FORMAT_VERSION;
+pub use snapshot::{SNAPSHOT_FORMAT_VERSION, Skipped};
 
 /// Longest accepted user id, in bytes.
 pub const MAX_USER_ID_LEN: usize = 1024;
@@ -60,6 +68,11 @@ pub struct LeaderboardConfig {
     pub decay_period_secs: f64,
     /// Most users kept; 0 = unbounded.
     pub max_users: usize,
+    /// Latest accepted timestamp, in seconds after the wall clock at the call:
+    /// updates stamped later are refused ([`Error::InvalidArgument`], counted in
+    /// [`LeaderboardStats::future_refused`]), and snapshots whose landmark or
+    /// entries are later are refused too ([`Error::Corrupt`]). Default one day.
+    pub max_future_secs: i64,
 }
 
 impl Default for LeaderboardConfig {
@@ -68,9 +81,13 @@ impl Default for LeaderboardConfig {
             decay_factor: 0.95,
             decay_period_secs: 86_400.0,
             max_users: 0,
+            max_future_secs: DEFAULT_MAX_FUTURE_SECS,
         }
     }
 }
+
+/// Default [`LeaderboardConfig::max_future_secs`]: one day.
+pub const DEFAULT_MAX_FUTURE_SECS: i64 = 86_400;
 
 impl LeaderboardConfig {
     /// Checks every field, naming the first bad one.
@@ -85,6 +102,12 @@ impl LeaderboardConfig {
         if !(p.is_finite() && p > 0.0) {
             return Err(Error::invalid(format!(
                 "decay_period_secs must be a positive finite number, got {p}"
+            )));
+        }
+        if self.max_future_secs < 0 {
+            return Err(Error::invalid(format!(
+                "max_future_secs must be >= 0, got {}",
+                self.max_future_secs
             )));
         }
         if self.max_users > u32::MAX as usize - 1 {
@@ -136,6 +159,9 @@ pub struct LeaderboardStats {
     pub refused: u64,
     /// Times the landmark was moved forward.
     pub rebases: u64,
+    /// Updates refused because their timestamp was later than the wall clock plus
+    /// [`LeaderboardConfig::max_future_secs`].
+    pub future_refused: u64,
     /// Current landmark (seconds).
     pub landmark: i64,
     /// Heap bytes held by the board's structures.
@@ -168,6 +194,24 @@ pub struct Leaderboard {
     evicted: u64,
     refused: u64,
     rebases: u64,
+    future_refused: u64,
+    /// The latest accepted timestamp as of the last time the clock was read for
+    /// it: a timestamp up to it is accepted without reading the clock (the true
+    /// bound only grows).
+    future_bound: i64,
+    /// Entries skipped when this board was loaded from a C++ extension snapshot.
+    skipped: Vec<Skipped>,
+    /// Seed of the id hash, random per board: ids are chosen by users, and with a
+    /// known hash anyone could pick ids that share a bucket and build long probe
+    /// chains. Nothing persisted depends on it.
+    seed: u64,
+}
+
+/// A fresh random seed: std's `RandomState` is keyed from the OS's randomness once
+/// per thread and stepped for every instance.
+fn random_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64)
 }
 
 /// Current wall-clock time in whole seconds since the Unix epoch.
@@ -199,8 +243,8 @@ fn index_lost(id: &UserId) -> Error {
     Error::Poisoned(format!("index lost user {:?}", id.as_str()))
 }
 
-fn hash_id(id: &[u8]) -> u64 {
-    xxh3_64(id)
+fn hash_id(id: &[u8], seed: u64) -> u64 {
+    xxh3_64_with_seed(id, seed)
 }
 
 /// Validates a user id argument.
@@ -230,6 +274,13 @@ fn resolve_ts(ts: i64, what: &str) -> Result<i64> {
     }
 }
 
+/// Latest timestamp accepted now with `max_future_secs` of skew.
+pub(crate) fn latest_accepted(max_future_secs: i64) -> i64 {
+    wall_clock_secs()
+        .saturating_add(max_future_secs)
+        .min(MAX_TIMESTAMP)
+}
+
 impl Leaderboard {
     /// Creates an empty board.
     pub fn new(config: LeaderboardConfig) -> Result<Self> {
@@ -250,6 +301,10 @@ impl Leaderboard {
             evicted: 0,
             refused: 0,
             rebases: 0,
+            future_refused: 0,
+            future_bound: i64::MIN,
+            skipped: Vec::new(),
+            seed: random_seed(),
         }
     }
 
@@ -275,6 +330,7 @@ impl Leaderboard {
             evicted: self.evicted,
             refused: self.refused,
             rebases: self.rebases,
+            future_refused: self.future_refused,
             landmark: self.landmark,
             heap_bytes: self.heap_bytes() as u64,
         }
@@ -323,7 +379,7 @@ impl Leaderboard {
     }
 
     fn find(&self, user_id: &[u8]) -> Option<Found> {
-        self.lookup(user_id, hash_id(user_id), |_, _| {})
+        self.lookup(user_id, hash_id(user_id, self.seed), |_, _| {})
     }
 
     /// Ties: user id bytes ascending.
@@ -337,17 +393,23 @@ impl Leaderboard {
     }
 
     /// `exp(λ·(ts − landmark))`: converts a score at `ts` into a value at the
-    /// landmark, rebasing first if the factor would grow too large.
+    /// landmark, rebasing first if the factor would grow too large. The rebase
+    /// moves the landmark to `ts` or the present, whichever is earlier; a `ts`
+    /// whose factor is still too large for a double (only with a decay of most of a
+    /// score within seconds) gives infinity, which the caller refuses.
     fn forward_factor(&mut self, ts: i64) -> f64 {
         if self.lambda == 0.0 {
             return 1.0;
         }
         let exponent = self.lambda * (ts - self.landmark) as f64;
-        if exponent > REBASE_EXPONENT {
-            self.rebase(ts);
-            return 1.0;
+        if exponent <= REBASE_EXPONENT {
+            return exponent.exp();
         }
-        exponent.exp()
+        let target = ts.min(wall_clock_secs());
+        if target > self.landmark {
+            self.rebase(target);
+        }
+        (self.lambda * (ts - self.landmark) as f64).exp()
     }
 
     /// Moves the landmark to `new_landmark` (later than the current one), scaling
@@ -395,11 +457,18 @@ impl Leaderboard {
             .plan_move(old, new, Self::tie(&self.entries), prefetch)
     }
 
+    /// The score at `now` of a stored value. Long before the landmark the true
+    /// score exceeds any double; it saturates at the largest finite one.
     fn score_at(&self, value: f64, now: i64) -> f64 {
         if self.lambda == 0.0 || value == 0.0 {
             return value;
         }
-        value * (-self.lambda * (now - self.landmark) as f64).exp()
+        let score = value * (-self.lambda * (now - self.landmark) as f64).exp();
+        if score.is_finite() {
+            score
+        } else {
+            f64::MAX.copysign(value)
+        }
     }
 
     /// Adds `points` earned at `ts` (seconds; ≤ 0 = now) to `user_id`'s score,
@@ -422,17 +491,21 @@ impl Leaderboard {
         check_user_id(user_id)?;
         // Start loading the user's bucket first: the checks and the decay factor
         // below then run while it arrives.
-        let hash = hash_id(user_id.as_bytes());
+        let hash = hash_id(user_id.as_bytes(), self.seed);
         self.by_id.prefetch(hash);
         let what = if replace { "score" } else { "points" };
         if !amount.is_finite() {
             return Err(invalid(format_args!("{what} must be finite, got {amount}")));
         }
         let ts = resolve_ts(ts, "timestamp")?;
+        if ts > self.future_bound {
+            self.refuse_future(ts)?;
+        }
         if self.is_empty() {
             // Anchor at the data, not at the wall clock: a board fed history from
             // years ago would otherwise see every contribution underflow to 0.
-            self.landmark = ts;
+            // Never past the present, though (see `forward_factor`).
+            self.landmark = ts.min(wall_clock_secs());
         }
         let factor = self.forward_factor(ts);
         let delta = amount * factor;
@@ -477,6 +550,23 @@ impl Leaderboard {
                 self.insert_new(user_id, value, ts)
             }
         }
+    }
+
+    /// Refreshes the bound on timestamps from the clock and refuses `ts` if it is
+    /// still later, counting it.
+    #[cold]
+    #[inline(never)]
+    fn refuse_future(&mut self, ts: i64) -> Result<()> {
+        self.future_bound = latest_accepted(self.config.max_future_secs);
+        if ts <= self.future_bound {
+            return Ok(());
+        }
+        self.future_refused += 1;
+        Err(Error::invalid(format!(
+            "timestamp {ts} is {} s past the wall clock; at most {} s are accepted (max_future_secs)",
+            ts - wall_clock_secs(),
+            self.config.max_future_secs
+        )))
     }
 
     /// The new-user half of `update`, kept out of line: the hot path of a board in
@@ -526,7 +616,7 @@ impl Leaderboard {
             }
         };
         self.by_id
-            .insert_unique(hash_id(user_id.as_bytes()), slot, value);
+            .insert_unique(hash_id(user_id.as_bytes(), self.seed), slot, value);
         let tie = Self::tie(&self.entries);
         self.index.insert(Key { score: value, slot }, &tie);
         self.debug_check_sizes();
@@ -543,7 +633,7 @@ impl Leaderboard {
             debug_assert!(false, "index lost a key");
             return Err(index_lost(&self.entries[slot as usize].id));
         }
-        let hash = hash_id(self.entries[slot as usize].id.as_bytes());
+        let hash = hash_id(self.entries[slot as usize].id.as_bytes(), self.seed);
         let removed = self.by_id.remove(hash, slot);
         debug_assert!(removed, "id table lost a slot");
         let id = std::mem::take(&mut self.entries[slot as usize].id);
@@ -640,7 +730,7 @@ impl Leaderboard {
         let found = self
             .lookup(
                 user_id.as_bytes(),
-                hash_id(user_id.as_bytes()),
+                hash_id(user_id.as_bytes(), self.seed),
                 |board, c| {
                     let key = Key {
                         score: c.value,
@@ -686,18 +776,35 @@ impl Leaderboard {
         snapshot::encode(self)
     }
 
-    /// Reads a snapshot (ours or the C++ extension's) into a new board. Everything is
-    /// validated; any problem is [`Error::Corrupt`] naming it.
+    /// Reads a snapshot (ours or the C++ extension's) into a new board with the
+    /// default `max_future_secs`. Everything is validated; any problem with our
+    /// format is [`Error::Corrupt`] naming it; entries of a C++ extension
+    /// snapshot that cannot be loaded are skipped ([`Leaderboard::decode_snapshot`]
+    /// reports them).
     pub fn from_snapshot_json(bytes: &[u8]) -> Result<Self> {
-        snapshot::decode(bytes)
+        Self::decode_snapshot(bytes, DEFAULT_MAX_FUTURE_SECS)
+    }
+
+    /// Reads a snapshot into a new board whose `max_future_secs` is the one given
+    /// (it is not part of the snapshot). The C++ extension's entries that were
+    /// skipped are listed by [`Leaderboard::skipped_at_load`].
+    pub fn decode_snapshot(bytes: &[u8], max_future_secs: i64) -> Result<Self> {
+        snapshot::decode(bytes, max_future_secs)
+    }
+
+    /// The entries of the C++ extension snapshot this board was loaded from that
+    /// were left out, with the reasons; empty for any other board.
+    pub fn skipped_at_load(&self) -> &[Skipped] {
+        &self.skipped
     }
 
     /// Reads and validates a snapshot file into a new board ([`Error::Io`] if it
-    /// cannot be read, [`Error::Corrupt`] if it is invalid).
-    pub fn load(path: &Path) -> Result<Self> {
+    /// cannot be read, [`Error::Corrupt`] if it is invalid); see
+    /// [`Leaderboard::decode_snapshot`].
+    pub fn load(path: &Path, max_future_secs: i64) -> Result<Self> {
         let bytes =
             std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        Self::from_snapshot_json(&bytes).map_err(|e| match e {
+        Self::decode_snapshot(&bytes, max_future_secs).map_err(|e| match e {
             Error::Corrupt(m) => Error::Corrupt(format!("{}: {m}", path.display())),
             other => other,
         })
@@ -721,7 +828,7 @@ impl Leaderboard {
         mem::reserve_exact(&mut board.entries, parts.len());
         board.by_id.reserve(parts.len());
         for (id, value, last_update) in parts {
-            let hash = hash_id(id.as_bytes());
+            let hash = hash_id(id.as_bytes(), board.seed);
             let entries = &board.entries;
             if entries.len() >= u32::MAX as usize {
                 return Err(Error::corrupt("more than 2^32 - 1 entries"));

@@ -19,6 +19,17 @@
 //! The C++ extension's format (`{"decay_factor", "max_users", "entries":
 //! [{"user_id", "score", "last_update"}]}`) is read too: each `score` is taken as the
 //! user's score at its `last_update`, with the C++ extension's one-day decay period.
+//! Its writer did not escape control characters in ids and wrote `inf`/`nan` as
+//! bare words, so such files are first mended into JSON (control characters
+//! escaped, bare non-finite numbers read as null). Then every entry that can be
+//! loaded is, and the others (no or bad id, non-finite score, bad or future
+//! timestamp, a repeated id, beyond `max_users`) are skipped and listed in the
+//! [`Loaded`] report with the reason: a board written by the C++ extension can
+//! always be migrated. Our own format is all or nothing.
+//!
+//! Both formats refuse a landmark or entry later than the wall clock plus the
+//! loading board's `max_future_secs` (ours as corrupt; the C++ one's entries are
+//! skipped).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -26,7 +37,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{LeaderboardConfig, MAX_TIMESTAMP, check_user_id};
+use super::{Leaderboard, LeaderboardConfig, MAX_TIMESTAMP, check_user_id, latest_accepted};
 use crate::error::{Error, Result};
 
 /// Version written in the `version` field of snapshots this build writes.
@@ -63,13 +74,36 @@ struct SnapshotIn {
 }
 
 /// One entry: our `[user_id, score_at_landmark, last_update]` array, or the C++
-/// extension's `{"user_id", "score", "last_update"}` object.
+/// extension's `{"user_id", "score", "last_update"}` object. The object form is read
+/// leniently: a field of the wrong type, or an entry that is not an object, is
+/// recorded in `invalid` so that the entry alone can be skipped.
 #[derive(Default)]
 struct EntryIn {
     user_id: String,
     score_at_landmark: Option<f64>,
     score: Option<f64>,
     last_update: Option<serde_json::Number>,
+    invalid: Option<String>,
+}
+
+/// An entry of a C++ extension snapshot left out of the load.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Skipped {
+    /// 0-based position in the file's `entries`.
+    pub index: usize,
+    /// The entry's id, if it had a string one.
+    pub user_id: String,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+impl EntryIn {
+    fn invalid(what: &str) -> Self {
+        EntryIn {
+            invalid: Some(format!("the entry is {what}, not an object")),
+            ..EntryIn::default()
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for EntryIn {
@@ -102,31 +136,65 @@ impl<'de> Deserialize<'de> for EntryIn {
                     score_at_landmark: Some(value),
                     score: None,
                     last_update: Some(last_update),
+                    invalid: None,
                 })
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut map: A,
             ) -> std::result::Result<EntryIn, A::Error> {
+                use serde_json::Value;
                 let mut entry = EntryIn::default();
                 let mut has_id = false;
+                let bad = |entry: &mut EntryIn, why: String| {
+                    entry.invalid.get_or_insert(why);
+                };
                 while let Some(field) = map.next_key::<String>()? {
-                    match field.as_str() {
-                        "user_id" => {
-                            entry.user_id = map.next_value()?;
+                    match (field.as_str(), map.next_value::<Value>()?) {
+                        ("user_id", Value::String(id)) => {
+                            entry.user_id = id;
                             has_id = true;
                         }
-                        "score" => entry.score = Some(map.next_value()?),
-                        "last_update" => entry.last_update = Some(map.next_value()?),
-                        _ => {
-                            map.next_value::<serde::de::IgnoredAny>()?;
+                        ("user_id", other) => {
+                            bad(&mut entry, format!("user_id {other} is not a string"))
                         }
+                        ("score", Value::Number(n)) => entry.score = n.as_f64(),
+                        ("score", Value::Null) => {
+                            bad(&mut entry, "score is not a finite number".into())
+                        }
+                        ("score", other) => {
+                            bad(&mut entry, format!("score {other} is not a number"))
+                        }
+                        ("last_update", Value::Number(n)) => entry.last_update = Some(n),
+                        ("last_update", other) => bad(
+                            &mut entry,
+                            format!("last_update {other} is not a timestamp"),
+                        ),
+                        _ => {}
                     }
                 }
                 if !has_id {
-                    return Err(serde::de::Error::missing_field("user_id"));
+                    bad(&mut entry, "no user_id".into());
                 }
                 Ok(entry)
+            }
+            fn visit_unit<E>(self) -> std::result::Result<EntryIn, E> {
+                Ok(EntryIn::invalid("null"))
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<EntryIn, E> {
+                Ok(EntryIn::invalid("a boolean"))
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<EntryIn, E> {
+                Ok(EntryIn::invalid("a number"))
+            }
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<EntryIn, E> {
+                Ok(EntryIn::invalid("a number"))
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<EntryIn, E> {
+                Ok(EntryIn::invalid("a number"))
+            }
+            fn visit_str<E>(self, _: &str) -> std::result::Result<EntryIn, E> {
+                Ok(EntryIn::invalid("a string"))
             }
         }
         d.deserialize_any(Visitor)
@@ -150,17 +218,21 @@ pub(super) fn encode(board: &super::Leaderboard) -> Vec<u8> {
     serde_json::to_vec(&snapshot).unwrap_or_default()
 }
 
-fn check_timestamp(ts: i64, what: &str) -> Result<i64> {
-    if (0..=MAX_TIMESTAMP).contains(&ts) {
-        Ok(ts)
-    } else {
-        Err(Error::corrupt(format!(
+fn check_timestamp(ts: i64, what: &str, latest: i64) -> Result<i64> {
+    if !(0..=MAX_TIMESTAMP).contains(&ts) {
+        return Err(Error::corrupt(format!(
             "{what} {ts} is outside 0..={MAX_TIMESTAMP}"
-        )))
+        )));
     }
+    if ts > latest {
+        return Err(Error::corrupt(format!(
+            "{what} {ts} is later than the wall clock plus max_future_secs ({latest})"
+        )));
+    }
+    Ok(ts)
 }
 
-fn last_update_of(n: &Option<serde_json::Number>, i: usize) -> Result<i64> {
+fn last_update_of(n: &Option<serde_json::Number>, i: usize, latest: i64) -> Result<i64> {
     let Some(n) = n else {
         return Err(Error::corrupt(format!("entries[{i}] has no last_update")));
     };
@@ -176,12 +248,70 @@ fn last_update_of(n: &Option<serde_json::Number>, i: usize) -> Result<i64> {
             }
         },
     };
-    check_timestamp(ts, &format!("entries[{i}].last_update"))
+    check_timestamp(ts, &format!("entries[{i}].last_update"), latest)
 }
 
-pub(super) fn decode(bytes: &[u8]) -> Result<super::Leaderboard> {
-    let raw: SnapshotIn = serde_json::from_slice(bytes)
-        .map_err(|e| Error::corrupt(format!("not a valid snapshot: {e}")))?;
+/// Mends what the C++ extension's writer produced into JSON: control characters
+/// inside strings are escaped, and bare `inf`, `-inf`, `nan` (any case, also
+/// `infinity`) outside strings become `null`. Valid JSON passes unchanged.
+fn mend_cpp_json(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 16);
+    let (mut in_string, mut escaped, mut i) = (false, false, 0);
+    while i < bytes.len() {
+        let b = bytes[i];
+        i += 1;
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                0..=0x1f => {
+                    out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+                    continue;
+                }
+                _ => {}
+            }
+            out.push(b);
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+        } else if b.is_ascii_alphabetic()
+            || ((b == b'-' || b == b'+') && bytes.get(i).is_some_and(u8::is_ascii_alphabetic))
+        {
+            let start = i - 1;
+            let mut end = i;
+            while end < bytes.len() && bytes[end].is_ascii_alphabetic() {
+                end += 1;
+            }
+            let word = bytes[start..end].to_ascii_lowercase();
+            let word = word
+                .strip_prefix(b"-")
+                .or_else(|| word.strip_prefix(b"+"))
+                .unwrap_or(&word);
+            if matches!(word, b"inf" | b"infinity" | b"nan") {
+                out.extend_from_slice(b"null");
+                i = end;
+                continue;
+            }
+        }
+        out.push(b);
+    }
+    out
+}
+
+pub(super) fn decode(bytes: &[u8], max_future_secs: i64) -> Result<Leaderboard> {
+    let latest = latest_accepted(max_future_secs);
+    let raw: SnapshotIn = match serde_json::from_slice(bytes) {
+        Ok(raw) => raw,
+        // Not JSON: perhaps a C++ extension snapshot with what its writer left
+        // unescaped. Ours never needs mending, and mending cannot turn a file
+        // that names our format into a valid one without a parse error first.
+        Err(e) => match serde_json::from_slice::<SnapshotIn>(&mend_cpp_json(bytes)) {
+            Ok(raw) if raw.format.is_none() => raw,
+            _ => return Err(Error::corrupt(format!("not a valid snapshot: {e}"))),
+        },
+    };
     let entries = raw
         .entries
         .ok_or_else(|| Error::corrupt("no \"entries\" array"))?;
@@ -225,10 +355,14 @@ pub(super) fn decode(bytes: &[u8]) -> Result<super::Leaderboard> {
         decay_period_secs,
         max_users: usize::try_from(max_users)
             .map_err(|_| Error::corrupt(format!("max_users {max_users} is too large")))?,
+        max_future_secs,
     };
     config
         .validate()
         .map_err(|e| Error::corrupt(e.to_string()))?;
+    if cpp_format {
+        return decode_cpp(config, entries, latest);
+    }
     if config.max_users > 0 && entries.len() > config.max_users {
         return Err(Error::corrupt(format!(
             "{} entries exceed max_users = {}",
@@ -236,43 +370,97 @@ pub(super) fn decode(bytes: &[u8]) -> Result<super::Leaderboard> {
             config.max_users
         )));
     }
-
+    let landmark = check_timestamp(
+        raw.landmark
+            .ok_or_else(|| Error::corrupt("no \"landmark\""))?,
+        "landmark",
+        latest,
+    )?;
     let mut parts = Vec::with_capacity(entries.len());
-    let landmark;
-    if cpp_format {
-        // Each score is as of its last_update: move them all to one landmark, the
-        // newest last_update, so no value needs a factor above 1.
-        let mut stamped = Vec::with_capacity(entries.len());
-        for (i, e) in entries.into_iter().enumerate() {
-            let score = e
-                .score
-                .ok_or_else(|| Error::corrupt(format!("entries[{i}] has no score")))?;
-            let ts = last_update_of(&e.last_update, i)?;
-            stamped.push((e.user_id, score, ts));
+    for (i, e) in entries.into_iter().enumerate() {
+        if let Some(why) = e.invalid {
+            return Err(Error::corrupt(format!("entries[{i}]: {why}")));
         }
-        landmark = stamped.iter().map(|s| s.2).max().unwrap_or(0);
-        let lambda = config.lambda();
-        for (i, (id, score, ts)) in stamped.into_iter().enumerate() {
-            check_entry(&id, score, i)?;
-            let value = score * (-lambda * (landmark - ts) as f64).exp();
-            parts.push((id, value, ts));
-        }
-    } else {
-        landmark = check_timestamp(
-            raw.landmark
-                .ok_or_else(|| Error::corrupt("no \"landmark\""))?,
-            "landmark",
-        )?;
-        for (i, e) in entries.into_iter().enumerate() {
-            let value = e
-                .score_at_landmark
-                .ok_or_else(|| Error::corrupt(format!("entries[{i}] has no score_at_landmark")))?;
-            check_entry(&e.user_id, value, i)?;
-            let ts = last_update_of(&e.last_update, i)?;
-            parts.push((e.user_id, value, ts));
+        let value = e
+            .score_at_landmark
+            .ok_or_else(|| Error::corrupt(format!("entries[{i}] has no score_at_landmark")))?;
+        check_entry(&e.user_id, value, i)?;
+        let ts = last_update_of(&e.last_update, i, latest)?;
+        parts.push((e.user_id, value, ts));
+    }
+    Leaderboard::from_parts(config, landmark, parts)
+}
+
+/// The C++ extension's entries: each score is as of its last_update. Loads every
+/// valid entry (the best `max_users` of them when there are more), skipping and
+/// reporting the rest, and moves the scores to one landmark, the newest
+/// last_update, so no value needs a factor above 1.
+fn decode_cpp(
+    config: LeaderboardConfig,
+    entries: Vec<EntryIn>,
+    latest: i64,
+) -> Result<Leaderboard> {
+    let mut skipped = Vec::new();
+    let mut stamped = Vec::with_capacity(entries.len());
+    let mut seen = std::collections::HashSet::with_capacity(entries.len());
+    for (i, e) in entries.into_iter().enumerate() {
+        let checked = (|| {
+            if let Some(why) = &e.invalid {
+                return Err(Error::corrupt(why.clone()));
+            }
+            let score = e.score.ok_or_else(|| Error::corrupt("no score"))?;
+            check_entry(&e.user_id, score, i)?;
+            let ts = last_update_of(&e.last_update, i, latest)?;
+            if !seen.insert(e.user_id.clone()) {
+                return Err(Error::corrupt("the id appeared earlier in the file"));
+            }
+            Ok((score, ts))
+        })();
+        match checked {
+            Ok((score, ts)) => stamped.push((i, e.user_id, score, ts)),
+            Err(err) => skipped.push(Skipped {
+                index: i,
+                user_id: e.user_id,
+                reason: match err {
+                    Error::Corrupt(m) => m,
+                    other => other.to_string(),
+                },
+            }),
         }
     }
-    super::Leaderboard::from_parts(config, landmark, parts)
+    let newest = stamped.iter().map(|s| s.3).max().unwrap_or(0);
+    let landmark = newest.min(super::wall_clock_secs());
+    let lambda = config.lambda();
+    let mut parts: Vec<(usize, String, f64, i64)> = stamped
+        .into_iter()
+        .map(|(i, id, score, ts)| {
+            (
+                i,
+                id,
+                score * (-lambda * (landmark - ts) as f64).exp() + 0.0,
+                ts,
+            )
+        })
+        .collect();
+    if config.max_users > 0 && parts.len() > config.max_users {
+        // Keep the board's own best: higher value, then id ascending.
+        parts.sort_unstable_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.1.cmp(&b.1)));
+        for (i, id, _, _) in parts.drain(config.max_users..) {
+            skipped.push(Skipped {
+                index: i,
+                user_id: id,
+                reason: format!("beyond max_users = {}", config.max_users),
+            });
+        }
+        skipped.sort_unstable_by_key(|s| s.index);
+    }
+    let parts = parts
+        .into_iter()
+        .map(|(_, id, value, ts)| (id, value, ts))
+        .collect();
+    let mut board = Leaderboard::from_parts(config, landmark, parts)?;
+    board.skipped = skipped;
+    Ok(board)
 }
 
 fn check_entry(user_id: &str, score: f64, i: usize) -> Result<()> {
@@ -283,15 +471,69 @@ fn check_entry(user_id: &str, score: f64, i: usize) -> Result<()> {
     Ok(())
 }
 
-fn temp_path_for(path: &Path) -> PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+/// Temp files of saves in progress in this process, so that a save cleaning up
+/// after killed ones leaves a concurrent save of the same path alone.
+static IN_PROGRESS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// `.{name}.tmp-` : the prefix of every temp file of a save of `path`.
+fn temp_prefix(path: &Path) -> String {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "snapshot".into());
-    path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
+    format!(".{name}.tmp-")
+}
+
+fn temp_path_for(path: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!("{}{}-{n}", temp_prefix(path), std::process::id()))
+}
+
+/// Removes the temp files that killed saves of `path` left beside it: those whose
+/// writer process (the pid in the name) no longer runs, and this process's own
+/// that no save in progress owns. Best effort: a file that cannot be listed or
+/// removed is left for the next save.
+fn remove_stale_temps(path: &Path) {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(listing) = fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = temp_prefix(path);
+    let me = std::process::id();
+    let in_progress = IN_PROGRESS.lock().map(|v| v.clone()).unwrap_or_default();
+    for entry in listing.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let file = entry.path();
+        let stale = if pid == me {
+            !in_progress.contains(&file)
+        } else {
+            !process_alive(pid)
+        };
+        if stale {
+            let _ = fs::remove_file(&file);
+        }
+    }
+}
+
+/// Whether a process with this pid exists (signal 0 checks without sending).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 performs only the existence and permission check.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// Writes `bytes` to `path` so that a reader sees either the old file or the whole
@@ -301,6 +543,10 @@ pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         return Err(Error::invalid("snapshot path is empty"));
     }
     let tmp = temp_path_for(path);
+    if let Ok(mut v) = IN_PROGRESS.lock() {
+        v.push(tmp.clone());
+    }
+    remove_stale_temps(path);
     let result = (|| -> std::io::Result<()> {
         let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         file.write_all(bytes)?;
@@ -318,6 +564,9 @@ pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         }
         Ok(())
     })();
+    if let Ok(mut v) = IN_PROGRESS.lock() {
+        v.retain(|p| p != &tmp);
+    }
     result.map_err(|e| {
         let _ = fs::remove_file(&tmp);
         Error::io(format!("writing snapshot {}", path.display()), e)

@@ -9,6 +9,7 @@ fn board(decay: f64, period: f64, max_users: usize) -> Leaderboard {
         decay_factor: decay,
         decay_period_secs: period,
         max_users,
+        ..LeaderboardConfig::default()
     })
     .expect("valid config");
     b.landmark = T0;
@@ -39,6 +40,7 @@ fn config_validation_names_the_field() {
             decay_factor: decay,
             decay_period_secs: period,
             max_users: 0,
+            ..LeaderboardConfig::default()
         })
         .unwrap_err();
         assert!(
@@ -70,6 +72,7 @@ fn history_far_before_creation_keeps_its_scores() {
         decay_factor: 0.5,
         decay_period_secs: DAY as f64,
         max_users: 0,
+        ..LeaderboardConfig::default()
     })
     .unwrap();
     let long_ago = 1_000_000_000;
@@ -351,7 +354,7 @@ fn save_is_atomic_and_load_reports_missing_files() {
     b.save(&path).unwrap();
     b.add("b", 2.0, T0).unwrap();
     b.save(&path).unwrap();
-    let loaded = Leaderboard::load(&path).unwrap();
+    let loaded = Leaderboard::load(&path, DEFAULT_MAX_FUTURE_SECS).unwrap();
     assert_eq!(loaded.len(), 2);
     // No temp files left behind.
     let names: Vec<_> = std::fs::read_dir(&dir)
@@ -360,7 +363,7 @@ fn save_is_atomic_and_load_reports_missing_files() {
         .collect();
     assert_eq!(names.len(), 1, "{names:?}");
     assert!(matches!(
-        Leaderboard::load(&dir.join("missing.json")),
+        Leaderboard::load(&dir.join("missing.json"), DEFAULT_MAX_FUTURE_SECS),
         Err(Error::Io(_))
     ));
     assert!(matches!(
@@ -717,5 +720,227 @@ fn soak_at_capacity_keeps_size_and_heap_bounded() {
             b.heap_bytes()
         );
         b.check_invariants();
+    }
+}
+
+// ---- time from the future, snapshots, temp files, hash seed (issue 11) -----------
+
+#[test]
+fn updates_past_the_skew_are_refused_counted_and_change_nothing() {
+    let now = wall_clock_secs();
+    let mut b = board(0.95, DAY as f64, 0);
+    b.add("a", 10.0, now - 60).unwrap();
+    let before = b.top(0, 10, now).unwrap()[0].score;
+    // Within the default day of skew: accepted.
+    b.add("b", 1.0, now + 3_600).unwrap();
+    // Forty years ahead (and two days ahead): refused, counted, nothing changes.
+    for ahead in [40 * 365 * DAY, 2 * DAY] {
+        let err = b.add("a", 1.0, now + ahead).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(ref m) if m.contains("max_future_secs")));
+        assert!(b.set("c", 1.0, now + ahead).is_err());
+    }
+    assert_eq!(b.stats().future_refused, 4);
+    assert_eq!(b.len(), 2);
+    assert_eq!(b.top(0, 10, now).unwrap()[0].score, before);
+    b.check_invariants();
+}
+
+#[test]
+fn a_far_future_update_cannot_zero_other_scores() {
+    let now = wall_clock_secs();
+    // A board that accepts anything up to year 9999 (skew as large as it gets).
+    let mut b = Leaderboard::new(LeaderboardConfig {
+        max_future_secs: i64::MAX,
+        ..LeaderboardConfig::default()
+    })
+    .unwrap();
+    for i in 0..100 {
+        b.add(&format!("u{i}"), 100.0, now).unwrap();
+    }
+    // Twenty years ahead: past the rebase threshold, but the landmark stops at the
+    // present. Forty: its factor would overflow a double, so it is refused.
+    b.add("future", 1.0, now + 20 * 365 * DAY).unwrap();
+    assert!(b.add("future", 1.0, now + 40 * 365 * DAY).is_err());
+    // The landmark never passes the present, so the others keep their scores
+    // and later updates still add.
+    assert!(b.landmark() <= wall_clock_secs());
+    let score = b.rank("u7", now).unwrap().score;
+    assert!(close(score, 100.0), "{score}");
+    b.add("u7", 5.0, now).unwrap();
+    assert!(close(b.rank("u7", now).unwrap().score, 105.0));
+    b.check_invariants();
+}
+
+#[test]
+fn rebase_stops_at_the_present_and_scores_stay_finite() {
+    let now = wall_clock_secs();
+    // Half a score lost every 10 minutes: rebases come after ~2.6 days.
+    let mut b = board(0.5, 600.0, 0);
+    b.landmark = now - 30 * DAY;
+    b.add("old", 1.0, now - 30 * DAY).unwrap();
+    b.add("new", 1.0, now + 3_000).unwrap();
+    assert!(b.stats().rebases >= 1);
+    assert!(b.landmark() <= wall_clock_secs());
+    // Read long before the landmark, scores saturate instead of reading as inf.
+    for row in b.top(0, 10, 1).unwrap() {
+        assert!(row.score.is_finite(), "{row:?}");
+    }
+    let at_present = b.rank("new", now + 3_000).unwrap().score;
+    assert!(close(at_present, 1.0), "{at_present}");
+}
+
+#[test]
+fn snapshots_from_the_future_are_refused() {
+    let now = wall_clock_secs();
+    let ours = |landmark: i64, last: i64| {
+        format!(
+            r#"{{"format":"engagehub.leaderboard","version":1,"decay_factor":0.95,"decay_period_secs":86400.0,"max_users":0,"landmark":{landmark},"columns":["user_id","score_at_landmark","last_update"],"entries":[["a",1.0,{last}]]}}"#
+        )
+    };
+    assert!(Leaderboard::from_snapshot_json(ours(now, now).as_bytes()).is_ok());
+    for (landmark, last) in [(now + 40 * 365 * DAY, now), (now, now + 3 * DAY)] {
+        let err = Leaderboard::from_snapshot_json(ours(landmark, last).as_bytes()).unwrap_err();
+        assert!(
+            matches!(err, Error::Corrupt(ref m) if m.contains("max_future_secs")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn cpp_snapshots_load_what_can_be_loaded_and_report_the_rest() {
+    let now = wall_clock_secs();
+    let future = now + 40 * 365 * DAY;
+    // What the C++ writer produced: raw tab and newline inside ids, bare inf/nan.
+    let text = format!(
+        "{{\"decay_factor\": 0.95, \"max_users\": 3, \"entries\": [\n\
+         {{\"user_id\": \"tab\there\", \"score\": 5.0, \"last_update\": {now}}},\n\
+         {{\"user_id\": \"new\nline\", \"score\": 4.0, \"last_update\": {now}}},\n\
+         {{\"user_id\": \"infinite\", \"score\": inf, \"last_update\": {now}}},\n\
+         {{\"user_id\": \"nan\", \"score\": -nan, \"last_update\": {now}}},\n\
+         {{\"user_id\": \"future\", \"score\": 9.0, \"last_update\": {future}}},\n\
+         {{\"user_id\": \"tab\there\", \"score\": 1.0, \"last_update\": {now}}},\n\
+         {{\"score\": 1.0, \"last_update\": {now}}},\n\
+         42,\n\
+         {{\"user_id\": \"low\", \"score\": 1.0, \"last_update\": {now}}},\n\
+         {{\"user_id\": \"lowest\", \"score\": 0.5, \"last_update\": {now}}}\n\
+         ]}}"
+    );
+    let b = Leaderboard::from_snapshot_json(text.as_bytes()).unwrap();
+    assert_eq!(
+        ids(&b.top(0, 10, now).unwrap()),
+        ["tab\there", "new\nline", "low"]
+    );
+    let skipped: Vec<(usize, &str)> = b
+        .skipped_at_load()
+        .iter()
+        .map(|s| (s.index, s.user_id.as_str()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            (2, "infinite"),
+            (3, "nan"),
+            (4, "future"),
+            (5, "tab\there"),
+            (6, ""),
+            (7, ""),
+            (9, "lowest")
+        ]
+    );
+    let reasons: Vec<&str> = b
+        .skipped_at_load()
+        .iter()
+        .map(|s| s.reason.as_str())
+        .collect();
+    assert!(
+        reasons[0].contains("finite") && reasons[2].contains("max_future_secs"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[3].contains("earlier") && reasons[6].contains("max_users"),
+        "{reasons:?}"
+    );
+    // Our own format stays all or nothing, and mending never rescues it.
+    let ours = String::from_utf8(b.to_snapshot_json())
+        .unwrap()
+        .replacen("5.0", "inf", 1);
+    assert!(Leaderboard::from_snapshot_json(ours.as_bytes()).is_err());
+}
+
+#[test]
+fn a_save_removes_temp_files_left_by_killed_saves() {
+    let dir = std::env::temp_dir().join(format!("eh-stale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("board.json");
+    // A pid that is not running (beyond the kernel's pid_max), this process's own
+    // leftover, and one of a live process (pid 1) that may still be saving.
+    let dead = dir.join(".board.json.tmp-4294967-0");
+    let own = dir.join(format!(".board.json.tmp-{}-999999", std::process::id()));
+    let live = dir.join(".board.json.tmp-1-0");
+    let other = dir.join(".other.json.tmp-4294967-0");
+    for f in [&dead, &own, &live, &other] {
+        std::fs::write(f, b"partial").unwrap();
+    }
+    let mut b = board(0.95, DAY as f64, 0);
+    b.add("a", 1.0, T0).unwrap();
+    b.save(&path).unwrap();
+    assert!(!dead.exists() && !own.exists());
+    assert!(live.exists() && other.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn boards_hash_ids_with_their_own_seed_and_snapshots_do_not_depend_on_it() {
+    let mut a = board(0.95, DAY as f64, 0);
+    let mut b = board(0.95, DAY as f64, 0);
+    assert_ne!(a.seed, b.seed);
+    for i in 0..500 {
+        let id = format!("user{i}");
+        a.add(&id, f64::from(i % 7), T0).unwrap();
+        b.add(&id, f64::from(i % 7), T0).unwrap();
+    }
+    assert_eq!(a.to_snapshot_json(), b.to_snapshot_json());
+    let loaded = Leaderboard::from_snapshot_json(&a.to_snapshot_json()).unwrap();
+    assert_ne!(loaded.seed, a.seed);
+    loaded.check_invariants();
+    assert_eq!(
+        loaded.rank("user3", T0).unwrap(),
+        a.rank("user3", T0).unwrap()
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Updates around the wall clock, some up to three days ahead of it: those
+    /// within the skew behave as any other (the model knows nothing of the
+    /// landmark), the others are refused and change nothing; queries are made both
+    /// at and before the newest update.
+    #[test]
+    fn future_timestamps_match_the_model(
+        ops in prop::collection::vec((0u8..16, 1i8..20, prop_oneof![-50_000i64..80_000, 90_000i64..260_000]), 1..80),
+    ) {
+        let now = wall_clock_secs();
+        let (decay, period) = (0.95, DAY as f64);
+        let mut b = board(decay, period, 0);
+        let mut m = Model::default();
+        for (u, p, ahead) in ops {
+            let id = format!("user{u}");
+            let ts = now + ahead;
+            match b.add(&id, f64::from(p), ts) {
+                Ok(_) => {
+                    prop_assert!(ahead < DAY);
+                    let e = m.users.entry(id).or_insert_with(|| (Vec::new(), ts));
+                    e.0.push((f64::from(p), ts));
+                    e.1 = e.1.max(ts);
+                }
+                Err(Error::InvalidArgument(_)) => prop_assert!(ahead > DAY),
+                Err(other) => panic!("{other:?}"),
+            }
+            b.check_invariants();
+            check_against_model(&b, &m, decay, period, now);
+            check_against_model(&b, &m, decay, period, now - 10 * DAY);
+        }
     }
 }
