@@ -19,6 +19,7 @@
 pub mod leaderboard;
 pub mod processor;
 mod rows;
+mod sized;
 pub mod sketch;
 
 use std::cell::RefCell;
