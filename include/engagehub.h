@@ -38,6 +38,12 @@
 #define EH_VERSION_PATCH 0
 
 /**
+ * The header's version as one integer, `MAJOR * 1000000 + MINOR * 1000 + PATCH`;
+ * compare it with [`eh_version_number`] to check the library a program loaded.
+ */
+#define EH_VERSION_NUMBER (((EH_VERSION_MAJOR * 1000000) + (EH_VERSION_MINOR * 1000)) + EH_VERSION_PATCH)
+
+/**
  * `eh_processor_config.overflow`: refuse a push on a full ring with `EH_QUEUE_FULL`.
  */
 #define EH_OVERFLOW_DROP_NEWEST 0
@@ -110,9 +116,17 @@ typedef struct eh_processor eh_processor;
 typedef int32_t eh_status;
 
 /**
- * Leaderboard settings. Zero fields take their defaults.
+ * Leaderboard settings. Zero fields take their defaults. Set `struct_size` to
+ * `sizeof(eh_leaderboard_config)`: fields are only ever appended, and a library
+ * newer than the caller's header gives the fields the caller does not have their
+ * defaults.
  */
 typedef struct eh_leaderboard_config {
+  /**
+   * `sizeof(eh_leaderboard_config)` as the caller's header declares it (0 or a
+   * size smaller than the first version: `EH_INVALID_ARGUMENT`).
+   */
+  size_t struct_size;
   /**
    * Fraction of a score kept after one period, in (0, 1]; 1 = no decay.
    * 0 = default 0.95. Negative, NaN or > 1: `EH_INVALID_ARGUMENT`.
@@ -214,9 +228,16 @@ typedef struct eh_rank_info {
 } eh_rank_info;
 
 /**
- * Counters from `eh_leaderboard_get_stats`.
+ * Counters from `eh_leaderboard_get_stats`. Set `struct_size` to
+ * `sizeof(eh_leaderboard_stats)` before the call: the library writes no more than
+ * that (an older caller gets the fields it knows) and sets it to what it wrote.
  */
 typedef struct eh_leaderboard_stats {
+  /**
+   * In: `sizeof(eh_leaderboard_stats)` as the caller's header declares it. Out:
+   * the bytes written.
+   */
+  size_t struct_size;
   /**
    * Users on the board.
    */
@@ -562,6 +583,14 @@ const char *eh_status_str(eh_status status);
  * call replaces it. The pointer stays valid until then; never free it.
  */
 const char *eh_last_error(void);
+
+/**
+ * The loaded library's version as one integer, `MAJOR * 1000000 + MINOR * 1000 +
+ * PATCH` (e.g. 1002003 for 1.2.3): `eh_version_number() >= EH_VERSION_NUMBER`
+ * checks at run time that the library is at least as new as the header a program
+ * was compiled against.
+ */
+uint32_t eh_version_number(void);
 
 /**
  * The library version as "MAJOR.MINOR.PATCH" (static; never free it).

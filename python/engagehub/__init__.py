@@ -29,7 +29,7 @@ from .errors import (
     Timeout,
     WouldDeadlock,
 )
-from .leaderboard import Leaderboard, LeaderboardStats, RankedUser
+from .leaderboard import Leaderboard, LeaderboardStats, RankedUser, SkippedEntry, SnapshotEntriesSkipped
 from .processor import EventColumns, EventStreamProcessor, ProcessorStats
 from .sketch import CountMinSketch, HyperLogLog
 
@@ -48,6 +48,8 @@ __all__ = [
     "IOFailure",
     "InvalidArgument",
     "Leaderboard",
+    "SkippedEntry",
+    "SnapshotEntriesSkipped",
     "LeaderboardStats",
     "NotFound",
     "Panic",

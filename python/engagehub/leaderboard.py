@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 import struct
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
@@ -81,6 +83,38 @@ class LeaderboardStats(NamedTuple):
     """Current landmark, seconds since the epoch."""
     heap_bytes: int
     """Heap bytes held by the native board."""
+    future_refused: int = 0
+    """Updates refused for a timestamp later than the wall clock plus
+    ``max_future_secs``."""
+
+
+class SnapshotEntriesSkipped(UserWarning):
+    """Issued by :meth:`Leaderboard.load_from_json` when entries of a C++ extension
+    snapshot could not be loaded (the rest were); they are listed in
+    :attr:`Leaderboard.last_load_skipped`."""
+
+
+class SkippedEntry(NamedTuple):
+    """An entry of a C++ extension snapshot left out of a load."""
+
+    index: int
+    """0-based position in the file's ``entries``."""
+    user_id: str
+    """Its id ("" if it had none)."""
+    reason: str
+    """Why it was skipped."""
+
+
+def _skipped_at_load(handle: Any) -> "list[SkippedEntry]":
+    count = ffi.new("uint64_t *")
+    needed = ffi.new("size_t *")
+    _call(lib.eh_leaderboard_load_skipped, handle, count, ffi.NULL, 0, needed)
+    if count[0] == 0:
+        return []
+    buf = ffi.new("uint8_t[]", needed[0])
+    _call(lib.eh_leaderboard_load_skipped, handle, count, buf, needed[0], needed)
+    rows = json.loads(ffi.buffer(buf, needed[0])[:])
+    return [SkippedEntry(r["index"], r["user_id"], r["reason"]) for r in rows]
 
 
 class Leaderboard:
@@ -102,7 +136,12 @@ class Leaderboard:
         max_users: int = 100000,
         *,
         decay_period_secs: float = 86400.0,
+        max_future_secs: int = 86400,
     ) -> None:
+        if not isinstance(max_future_secs, int) or isinstance(max_future_secs, bool) or max_future_secs < 1:
+            raise errors.InvalidArgument(f"max_future_secs must be an int >= 1, got {max_future_secs!r}", 1)
+        self.last_load_skipped: list[SkippedEntry] = []
+        """Entries skipped by the last :meth:`load_from_json` of a C++ snapshot."""
         if max_users < 0:
             raise errors.InvalidArgument(f"max_users must be >= 0, got {max_users}", 1)
         # 0 means "default" in the C config; here 0 is a real (invalid) value.
@@ -113,9 +152,11 @@ class Leaderboard:
         config = ffi.new(
             "eh_leaderboard_config *",
             {
+                "struct_size": ffi.sizeof("eh_leaderboard_config"),
                 "decay_factor": float(decay_factor),
                 "decay_period_secs": float(decay_period_secs),
                 "max_users": int(max_users),
+                "max_future_secs": int(min(max_future_secs, 2**63 - 1)),
             },
         )
         out = ffi.new("eh_leaderboard **")
@@ -343,9 +384,11 @@ class Leaderboard:
 
     def stats(self) -> LeaderboardStats:
         """Counters: size, evictions, refusals, rebases, landmark, heap bytes."""
-        out = ffi.new("eh_leaderboard_stats *")
+        out = ffi.new("eh_leaderboard_stats *", {"struct_size": ffi.sizeof("eh_leaderboard_stats")})
         _call(lib.eh_leaderboard_get_stats, self._h(), out)
-        return LeaderboardStats(out.len, out.evicted, out.refused, out.rebases, out.landmark, out.heap_bytes)
+        return LeaderboardStats(
+            out.len, out.evicted, out.refused, out.rebases, out.landmark, out.heap_bytes, out.future_refused
+        )
 
     # -- persistence -------------------------------------------------------------
 
@@ -356,8 +399,25 @@ class Leaderboard:
     def load_from_json(self, path: "str | os.PathLike[str]") -> None:
         """Replaces the board (and its decay settings) with a snapshot; reads the
         C++ extension's files too. On any error the board is unchanged and
-        :class:`~engagehub.errors.Corrupt` or ``IOFailure`` is raised."""
-        _call(lib.eh_leaderboard_load, self._h(), path_bytes(path))
+        :class:`~engagehub.errors.Corrupt` or ``IOFailure`` is raised.
+
+        Entries of a C++ extension snapshot that cannot be loaded (its writer left
+        control characters and ``inf`` unescaped; bad ids, scores or timestamps,
+        repeats, more than ``max_users``) are skipped, listed in
+        :attr:`last_load_skipped` and announced by one
+        :class:`SnapshotEntriesSkipped` warning; the others are loaded."""
+        h = self._h()
+        _call(lib.eh_leaderboard_load, h, path_bytes(path))
+        self.last_load_skipped = _skipped_at_load(h)
+        if self.last_load_skipped:
+            first = self.last_load_skipped[0]
+            warnings.warn(
+                f"{os.fspath(path)!s}: {len(self.last_load_skipped)} entries skipped "
+                f"(first: entries[{first.index}] {first.user_id!r}: {first.reason}); "
+                "see Leaderboard.last_load_skipped",
+                SnapshotEntriesSkipped,
+                stacklevel=2,
+            )
 
     save = save_to_json
     load = load_from_json

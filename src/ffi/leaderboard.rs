@@ -3,6 +3,7 @@
 use std::ffi::{c_char, c_void};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
+use super::sized::{Versioned, read_sized, write_sized};
 use super::{eh_status, guard, guard_free, handle, out_arg, path_arg, str_arg, write_out};
 use crate::error::{Error, Result};
 use crate::leaderboard::{Leaderboard, LeaderboardConfig, RankedUser};
@@ -44,10 +45,16 @@ fn poisoned() -> Error {
     Error::Poisoned("the leaderboard panicked during an earlier update; free it".into())
 }
 
-/// Leaderboard settings. Zero fields take their defaults.
+/// Leaderboard settings. Zero fields take their defaults. Set `struct_size` to
+/// `sizeof(eh_leaderboard_config)`: fields are only ever appended, and a library
+/// newer than the caller's header gives the fields the caller does not have their
+/// defaults.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct eh_leaderboard_config {
+    /// `sizeof(eh_leaderboard_config)` as the caller's header declares it (0 or a
+    /// size smaller than the first version: `EH_INVALID_ARGUMENT`).
+    pub struct_size: usize,
     /// Fraction of a score kept after one period, in (0, 1]; 1 = no decay.
     /// 0 = default 0.95. Negative, NaN or > 1: `EH_INVALID_ARGUMENT`.
     pub decay_factor: f64,
@@ -76,10 +83,15 @@ pub struct eh_rank_info {
     pub last_update: i64,
 }
 
-/// Counters from `eh_leaderboard_get_stats`.
+/// Counters from `eh_leaderboard_get_stats`. Set `struct_size` to
+/// `sizeof(eh_leaderboard_stats)` before the call: the library writes no more than
+/// that (an older caller gets the fields it knows) and sets it to what it wrote.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct eh_leaderboard_stats {
+    /// In: `sizeof(eh_leaderboard_stats)` as the caller's header declares it. Out:
+    /// the bytes written.
+    pub struct_size: usize,
     /// Users on the board.
     pub len: u64,
     /// Users evicted to make room for a higher-scoring new user (`max_users`).
@@ -158,13 +170,27 @@ fn ranking_from(rows: &[RankedUser<'_>]) -> eh_ranking {
     }
 }
 
-fn config_from(config: *const eh_leaderboard_config) -> LeaderboardConfig {
+// SAFETY: repr(C), Copy, plain numbers, `struct_size: usize` first.
+unsafe impl Versioned for eh_leaderboard_config {
+    // The first version ended with `max_users`.
+    const V1_SIZE: usize = std::mem::offset_of!(eh_leaderboard_config, max_future_secs);
+    const NAME: &'static str = "eh_leaderboard_config";
+}
+
+// SAFETY: repr(C), Copy, plain numbers, `struct_size: usize` first.
+unsafe impl Versioned for eh_leaderboard_stats {
+    // The first version ended with `heap_bytes`.
+    const V1_SIZE: usize = std::mem::offset_of!(eh_leaderboard_stats, future_refused);
+    const NAME: &'static str = "eh_leaderboard_stats";
+}
+
+fn config_from(config: *const eh_leaderboard_config) -> Result<LeaderboardConfig> {
     let defaults = LeaderboardConfig::default();
-    // SAFETY: the caller passes NULL or a valid config (documented).
-    let Some(c) = (unsafe { config.as_ref() }) else {
-        return defaults;
+    // SAFETY: the caller passes NULL or a config of `struct_size` bytes (documented).
+    let Some(c) = (unsafe { read_sized(config)? }) else {
+        return Ok(defaults);
     };
-    LeaderboardConfig {
+    Ok(LeaderboardConfig {
         decay_factor: if c.decay_factor == 0.0 {
             defaults.decay_factor
         } else {
@@ -181,7 +207,7 @@ fn config_from(config: *const eh_leaderboard_config) -> LeaderboardConfig {
         } else {
             c.max_future_secs
         },
-    }
+    })
 }
 
 /// Creates a leaderboard. `config` may be NULL for all defaults (decay 0.95 per
@@ -196,7 +222,7 @@ pub unsafe extern "C" fn eh_leaderboard_new(
 ) -> eh_status {
     guard("eh_leaderboard_new", || {
         let out = out_arg(out, "out")?;
-        let board = Leaderboard::new(config_from(config))?;
+        let board = Leaderboard::new(config_from(config)?)?;
         let raw = Box::into_raw(Box::new(eh_leaderboard {
             board: RwLock::new(board),
         }));
@@ -474,6 +500,7 @@ pub unsafe extern "C" fn eh_leaderboard_get_stats(
         let out = out_arg(out, "out")?;
         let s = lb.read()?.stats();
         let stats = eh_leaderboard_stats {
+            struct_size: 0,
             len: s.len,
             evicted: s.evicted,
             refused: s.refused,
@@ -482,9 +509,9 @@ pub unsafe extern "C" fn eh_leaderboard_get_stats(
             heap_bytes: s.heap_bytes,
             future_refused: s.future_refused,
         };
-        // SAFETY: `out` checked non-NULL and writable per the contract.
-        unsafe { write_out(out, stats) };
-        Ok(())
+        // SAFETY: `out` checked non-NULL; writable for its `struct_size` bytes per
+        // the contract.
+        unsafe { write_sized(out, stats) }
     })
 }
 

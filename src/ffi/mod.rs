@@ -68,6 +68,10 @@ pub const EH_VERSION_MAJOR: u32 = 0;
 pub const EH_VERSION_MINOR: u32 = 1;
 /// Library version, kept equal to Cargo.toml by a test.
 pub const EH_VERSION_PATCH: u32 = 0;
+/// The header's version as one integer, `MAJOR * 1000000 + MINOR * 1000 + PATCH`;
+/// compare it with [`eh_version_number`] to check the library a program loaded.
+pub const EH_VERSION_NUMBER: u32 =
+    EH_VERSION_MAJOR * 1_000_000 + EH_VERSION_MINOR * 1_000 + EH_VERSION_PATCH;
 
 const VERSION: &CStr =
     match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
@@ -269,6 +273,15 @@ pub extern "C" fn eh_last_error() -> *const c_char {
         Some(message) => message.as_ptr(),
         None => c"".as_ptr(),
     })
+}
+
+/// The loaded library's version as one integer, `MAJOR * 1000000 + MINOR * 1000 +
+/// PATCH` (e.g. 1002003 for 1.2.3): `eh_version_number() >= EH_VERSION_NUMBER`
+/// checks at run time that the library is at least as new as the header a program
+/// was compiled against.
+#[unsafe(no_mangle)]
+pub extern "C" fn eh_version_number() -> u32 {
+    EH_VERSION_NUMBER
 }
 
 /// The library version as "MAJOR.MINOR.PATCH" (static; never free it).

@@ -22,7 +22,7 @@ static void write_file(const char *path, const char *text) {
 }
 
 static void test_basic_ranking(void) {
-  eh_leaderboard_config config = {0.5, DAY, 0, 0};
+  eh_leaderboard_config config = {sizeof config, 0.5, DAY, 0, 0};
   eh_leaderboard *lb = NULL;
   CHECK_OK(eh_leaderboard_new(&config, &lb));
   CHECK(lb != NULL);
@@ -87,7 +87,7 @@ static void test_basic_ranking(void) {
 
 static void test_error_paths(void) {
   eh_leaderboard *lb = NULL;
-  eh_leaderboard_config bad = {1.5, 0, 0, 0};
+  eh_leaderboard_config bad = {sizeof bad, 1.5, 0, 0, 0};
   CHECK_STATUS(eh_leaderboard_new(&bad, &lb), EH_INVALID_ARGUMENT);
   CHECK(strstr(eh_last_error(), "decay_factor") != NULL);
   CHECK(lb == NULL); /* out-params are written only on success */
@@ -119,13 +119,13 @@ static void test_error_paths(void) {
 
   /* Capacity: refusal is EH_FULL and counted; eviction counted. */
   eh_leaderboard *small = NULL;
-  eh_leaderboard_config cap = {1.0, 0, 2, 0};
+  eh_leaderboard_config cap = {sizeof cap, 1.0, 0, 2, 0};
   CHECK_OK(eh_leaderboard_new(&cap, &small));
   CHECK_OK(eh_leaderboard_add(small, STR("a"), 5.0, T0));
   CHECK_OK(eh_leaderboard_add(small, STR("b"), 6.0, T0));
   CHECK_STATUS(eh_leaderboard_add(small, STR("c"), 1.0, T0), EH_FULL);
   CHECK_OK(eh_leaderboard_add(small, STR("d"), 9.0, T0));
-  eh_leaderboard_stats stats;
+  eh_leaderboard_stats stats = {.struct_size = sizeof stats};
   CHECK_OK(eh_leaderboard_get_stats(small, &stats));
   CHECK(stats.len == 2 && stats.refused == 1 && stats.evicted == 1);
   eh_leaderboard_free(small);

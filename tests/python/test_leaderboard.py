@@ -388,3 +388,47 @@ def test_churn_at_max_users_never_duplicates_or_grows(tmp_path):
     again = Leaderboard(max_users=5000)
     again.load_from_json(str(path))
     assert [row.user_id for row in again.top(5000, now=t)] == ids
+
+
+def test_cpp_snapshot_with_what_its_writer_left_loads_the_rest(tmp_path):
+    """Issue 11 item 12: raw tabs/newlines in ids and bare inf, as the C++ writer
+    produced them, used to make the whole file Corrupt."""
+    import time
+    import warnings
+
+    now = int(time.time())
+    path = tmp_path / "cpp.json"
+    path.write_text(
+        '{"decay_factor": 0.95, "max_users": 100, "entries": ['
+        f'{{"user_id": "tab\there", "score": 5.0, "last_update": {now}}},'
+        f'{{"user_id": "new\nline", "score": 4.0, "last_update": {now}}},'
+        f'{{"user_id": "broken", "score": inf, "last_update": {now}}}]}}'
+    )
+    lb = Leaderboard()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lb.load_from_json(str(path))
+    assert [r.user_id for r in lb.top(10, now=now)] == ["tab\there", "new\nline"]
+    assert [(s.index, s.user_id) for s in lb.last_load_skipped] == [(2, "broken")]
+    assert "finite" in lb.last_load_skipped[0].reason
+    assert [w.category for w in caught] == [engagehub.SnapshotEntriesSkipped]
+    # A later load of a clean file clears the list.
+    lb.save_to_json(str(tmp_path / "ours.json"))
+    lb.load_from_json(str(tmp_path / "ours.json"))
+    assert lb.last_load_skipped == []
+
+
+def test_future_timestamps_are_refused_and_counted():
+    import time
+
+    now = int(time.time())
+    lb = Leaderboard(max_future_secs=3600)
+    lb.update_user("a", 1.0, now + 60)
+    with pytest.raises(engagehub.InvalidArgument, match="max_future_secs"):
+        lb.update_user("a", 1.0, now + 40 * 365 * 86400)
+    with pytest.raises(engagehub.InvalidArgument):
+        lb.update_user("b", 1.0, now + 7200)
+    assert lb.stats().future_refused == 2
+    assert lb.size() == 1
+    with pytest.raises(engagehub.InvalidArgument):
+        Leaderboard(max_future_secs=0)

@@ -12,7 +12,7 @@ static int fail(const char *what) {
 }
 
 int main(int argc, char **argv) {
-  eh_leaderboard_config config = {0.95, 86400.0, 1000, 0};
+  eh_leaderboard_config config = {sizeof config, 0.95, 86400.0, 1000, 0};
   eh_leaderboard *lb = NULL;
   size_t len = 0;
   char header_version[32];
