@@ -79,15 +79,28 @@ typedef struct eh_cms eh_cms;
 typedef struct eh_hll eh_hll;
 
 /**
- * A time-decayed leaderboard (opaque). Create with `eh_leaderboard_new`, free with
- * `eh_leaderboard_free`.
+ * A time-decayed leaderboard (opaque). Create with `eh_leaderboard_new`, close with
+ * `eh_leaderboard_close`, free with `eh_leaderboard_free`.
  *
  * Scores decay by `decay_factor` per `decay_period_secs`; updates are O(log n),
  * `top` is O(log n + k) and `rank` O(log n) at any size; no query rescans users.
  *
+ * Lifetime: `eh_leaderboard_close` drops the board's memory and leaves a small
+ * shell behind; every call on a closed board fails with `EH_SHUT_DOWN` ("leaderboard
+ * closed") and changes nothing. `eh_leaderboard_free` closes (if needed) and then
+ * releases the shell.
+ *
+ * Snapshots, sketches and leaderboards are plain memory: after `fork()` the child
+ * has its own copy (taken while no other thread held the board's lock, or the
+ * child's copy stays locked; fork from a thread that is not using the board).
+ *
  * Thread safety: may be used from several threads at once. Queries share a read
  * lock; updates, `clear` and `load` take the write lock and are serialised (and
  * wait for it; `eh_leaderboard_try_add` returns `EH_BUSY` instead of waiting).
+ * `eh_leaderboard_close` may run concurrently with any call, including another
+ * close: it waits for calls in progress, and calls that start after it get
+ * `EH_SHUT_DOWN`. `eh_leaderboard_free` must not run concurrently with, or be
+ * followed by, any other call on the handle.
  */
 typedef struct eh_leaderboard eh_leaderboard;
 
@@ -552,6 +565,16 @@ const char *eh_status_str(eh_status status);
 const char *eh_last_error(void);
 
 /**
+ * The OS error number (`errno`, e.g. `ENOENT`) behind the last failed call on the
+ * calling thread, when that call failed with `EH_IO` because of an operating-system
+ * error; 0 otherwise (success does not reset it, like `eh_last_error`). Read it on
+ * the same thread straight after the failing call, as `eh_last_error`. The file
+ * concerned is the path the caller passed (its temp file for a save), and the
+ * message names it too.
+ */
+int32_t eh_last_error_errno(void);
+
+/**
  * The library version as "MAJOR.MINOR.PATCH" (static; never free it).
  */
 const char *eh_version(void);
@@ -567,8 +590,25 @@ eh_status eh_leaderboard_new(const struct eh_leaderboard_config *config,
                              struct eh_leaderboard **out);
 
 /**
- * Frees a leaderboard. NULL is a no-op. No other call may use `lb` during or after
- * this one.
+ * Closes a leaderboard: drops the board's memory, keeping the handle's shell so
+ * that later calls fail cleanly. Thread-safe: may run concurrently with any other
+ * call on `lb` (including another close). It waits for calls already in progress
+ * to finish (a save in progress waits only for its serialisation, not the disk);
+ * calls that start afterwards fail with `EH_SHUT_DOWN` ("leaderboard closed") and
+ * change nothing. BLOCKS for as long as the longest call in progress. Idempotent: a
+ * second close returns `EH_OK`. Release the shell with `eh_leaderboard_free`.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL `lb`).
+ */
+eh_status eh_leaderboard_close(const struct eh_leaderboard *lb);
+
+/**
+ * Closes the leaderboard if it is not closed (see `eh_leaderboard_close`), then
+ * releases the handle. NULL is a no-op.
+ *
+ * Unlike close, free must not run concurrently with, or be followed by, any other
+ * call on `lb`: the caller guarantees exclusivity (close first, from any thread,
+ * to stop other threads' calls; free once they have returned).
  */
 void eh_leaderboard_free(struct eh_leaderboard *lb);
 
@@ -672,8 +712,12 @@ eh_status eh_leaderboard_get_stats(const struct eh_leaderboard *lb,
 /**
  * Saves a JSON snapshot to `path` (NUL-terminated) atomically: a temp file beside
  * it is written, fsynced and renamed over `path`, so readers see the old or the new
- * file, never a torn one. Scores round-trip bit for bit. Blocks on disk I/O while
- * holding only a read lock for the serialisation. Errors: `EH_IO`.
+ * file, never a torn one. Scores round-trip bit for bit. Blocks on disk I/O, but
+ * holds the board's read lock only while serialising: a close or an update racing
+ * with a save waits for the serialisation, never for the disk.
+ *
+ * Errors: `EH_IO` (`eh_last_error_errno` gives the OS error number),
+ * `EH_SHUT_DOWN` (closed).
  */
 eh_status eh_leaderboard_save(const struct eh_leaderboard *lb, const char *path);
 
