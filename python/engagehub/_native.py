@@ -24,7 +24,7 @@ from typing import Any, Callable
 import cffi
 
 from ._header import header_to_cdef
-from .errors import EngageHubError, error_for_status
+from .errors import EngageHubError, InvalidArgument, InvalidType, error_for_status
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _REPO_DIR = _PACKAGE_DIR.parent.parent
@@ -98,13 +98,15 @@ def _call(fn: Callable[..., int], *args: Any) -> None:
     """Calls a status-returning function; raises the mapped exception on failure."""
     status = fn(*args)
     if status:
-        raise error_for_status(status, last_error())
+        raise error_for_status(status, last_error(), lib.eh_last_error_errno())
 
 
-def check(status: int) -> None:
-    """Raises for a non-zero status already returned by a call on this thread."""
+def check(status: int, filename: "str | os.PathLike[str] | None" = None) -> None:
+    """Raises for a non-zero status already returned by a call on this thread
+    (``filename``: the path the call was given, for :class:`~engagehub.IOFailure`)."""
     if status:
-        raise error_for_status(status, last_error())
+        name = None if filename is None else os.fsdecode(filename)
+        raise error_for_status(status, last_error(), lib.eh_last_error_errno(), name)
 
 
 def encode(value: str | bytes, what: str) -> bytes:
@@ -113,14 +115,17 @@ def encode(value: str | bytes, what: str) -> bytes:
         return value.encode("utf-8")
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
-    raise TypeError(f"{what} must be str or bytes, not {type(value).__name__}")
+    raise InvalidType(f"{what} must be str or bytes, not {type(value).__name__}", 1)
 
 
-def path_bytes(path: str | os.PathLike[str]) -> bytes:
+def path_bytes(path: "str | os.PathLike[str]") -> bytes:
     """A filesystem path as NUL-free bytes for the C API."""
-    raw = os.fsencode(path)
+    try:
+        raw = os.fsencode(path)
+    except TypeError:
+        raise InvalidType(f"path must be str, bytes or os.PathLike, not {type(path).__name__}", 1) from None
     if b"\0" in raw:
-        raise ValueError("path contains a NUL byte")
+        raise InvalidArgument("path contains a NUL byte", 1)
     return raw
 
 
