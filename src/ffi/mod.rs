@@ -388,6 +388,43 @@ mod tests {
         assert_eq!(eh_last_error_errno(), 0);
     }
 
+    /// Run as a child of `caught_panics_are_not_printed` (which checks its stderr).
+    #[test]
+    fn panic_child() {
+        if std::env::var_os("EH_PANIC_CHILD").is_none() {
+            return;
+        }
+        #[allow(clippy::panic)]
+        let rc = guard("eh_boom", || panic!("kaboom-in-guard"));
+        assert_eq!(rc, EH_PANIC);
+        eprintln!("child: guard returned");
+        // Outside a guard, panics still reach the previous (default) hook.
+        let outside = std::thread::spawn(|| {
+            #[allow(clippy::panic)]
+            let () = panic!("kaboom-outside");
+        })
+        .join();
+        assert!(outside.is_err());
+    }
+
+    #[test]
+    fn caught_panics_are_not_printed() {
+        let exe = std::env::current_exe();
+        assert!(exe.is_ok());
+        let Ok(exe) = exe else { return };
+        let out = std::process::Command::new(exe)
+            .args(["--exact", "ffi::tests::panic_child", "--nocapture"])
+            .env("EH_PANIC_CHILD", "1")
+            .output();
+        assert!(out.is_ok());
+        let Ok(out) = out else { return };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains("child: guard returned"), "{stderr}");
+        assert!(!stderr.contains("kaboom-in-guard"), "{stderr}");
+        assert!(stderr.contains("kaboom-outside"), "{stderr}");
+    }
+
     #[test]
     fn io_failures_carry_the_os_error_number() {
         let missing = std::io::Error::from_raw_os_error(libc::ENOENT);
