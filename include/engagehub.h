@@ -600,7 +600,7 @@ eh_status eh_leaderboard_new(const struct eh_leaderboard_config *config,
  *
  * Errors: `EH_INVALID_ARGUMENT` (NULL `lb`).
  */
-eh_status eh_leaderboard_close(const struct eh_leaderboard *lb);
+eh_status eh_leaderboard_close(struct eh_leaderboard *lb);
 
 /**
  * Closes the leaderboard if it is not closed (see `eh_leaderboard_close`), then
@@ -622,7 +622,7 @@ void eh_leaderboard_free(struct eh_leaderboard *lb);
  * overflow), `EH_FULL` (at `max_users` and ranking below the lowest user; counted
  * in `refused`). On error nothing changes.
  */
-eh_status eh_leaderboard_add(const struct eh_leaderboard *lb,
+eh_status eh_leaderboard_add(struct eh_leaderboard *lb,
                              const uint8_t *user_id,
                              size_t user_id_len,
                              double points,
@@ -637,7 +637,7 @@ eh_status eh_leaderboard_add(const struct eh_leaderboard *lb,
  *
  * Errors: those of `eh_leaderboard_add`, and `EH_BUSY`.
  */
-eh_status eh_leaderboard_try_add(const struct eh_leaderboard *lb,
+eh_status eh_leaderboard_try_add(struct eh_leaderboard *lb,
                                  const uint8_t *user_id,
                                  size_t user_id_len,
                                  double points,
@@ -647,7 +647,7 @@ eh_status eh_leaderboard_try_add(const struct eh_leaderboard *lb,
  * Sets the user's score to `score` as of `timestamp` (<= 0 = now), replacing its
  * history. Same errors and capacity rules as `eh_leaderboard_add`.
  */
-eh_status eh_leaderboard_set(const struct eh_leaderboard *lb,
+eh_status eh_leaderboard_set(struct eh_leaderboard *lb,
                              const uint8_t *user_id,
                              size_t user_id_len,
                              double score,
@@ -656,14 +656,14 @@ eh_status eh_leaderboard_set(const struct eh_leaderboard *lb,
 /**
  * Removes a user. Errors: `EH_NOT_FOUND` if absent, `EH_INVALID_ARGUMENT`.
  */
-eh_status eh_leaderboard_remove(const struct eh_leaderboard *lb,
+eh_status eh_leaderboard_remove(struct eh_leaderboard *lb,
                                 const uint8_t *user_id,
                                 size_t user_id_len);
 
 /**
  * Removes every user (settings and counters stay).
  */
-eh_status eh_leaderboard_clear(const struct eh_leaderboard *lb);
+eh_status eh_leaderboard_clear(struct eh_leaderboard *lb);
 
 /**
  * Up to `k` users from 0-based position `offset`, best first, with scores at `now`
@@ -729,7 +729,7 @@ eh_status eh_leaderboard_save(const struct eh_leaderboard *lb, const char *path)
  * `EH_IO` (unreadable) or `EH_CORRUPT` (the message names the problem) the board
  * is left exactly as it was.
  */
-eh_status eh_leaderboard_load(const struct eh_leaderboard *lb, const char *path);
+eh_status eh_leaderboard_load(struct eh_leaderboard *lb, const char *path);
 
 /**
  * Releases the rows of a ranking filled by `eh_leaderboard_top` or

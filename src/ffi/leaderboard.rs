@@ -241,7 +241,7 @@ pub unsafe extern "C" fn eh_leaderboard_new(
 ///
 /// Errors: `EH_INVALID_ARGUMENT` (NULL `lb`).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn eh_leaderboard_close(lb: *const eh_leaderboard) -> eh_status {
+pub unsafe extern "C" fn eh_leaderboard_close(lb: *mut eh_leaderboard) -> eh_status {
     guard("eh_leaderboard_close", || {
         // SAFETY: `lb` is NULL or live per the contract (the shell outlives close).
         let lb = unsafe { handle(lb, "leaderboard")? };
@@ -280,7 +280,7 @@ pub unsafe extern "C" fn eh_leaderboard_free(lb: *mut eh_leaderboard) {
 /// in `refused`). On error nothing changes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_leaderboard_add(
-    lb: *const eh_leaderboard,
+    lb: *mut eh_leaderboard,
     user_id: *const u8,
     user_id_len: usize,
     points: f64,
@@ -301,7 +301,7 @@ pub unsafe extern "C" fn eh_leaderboard_add(
 /// Errors: those of `eh_leaderboard_add`, and `EH_BUSY`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_leaderboard_try_add(
-    lb: *const eh_leaderboard,
+    lb: *mut eh_leaderboard,
     user_id: *const u8,
     user_id_len: usize,
     points: f64,
@@ -320,7 +320,7 @@ pub unsafe extern "C" fn eh_leaderboard_try_add(
 /// As `eh_leaderboard_add`: `lb` is NULL or live, and the id pointer and length
 /// describe readable memory for the call.
 unsafe fn add_with(
-    lb: *const eh_leaderboard,
+    lb: *mut eh_leaderboard,
     user_id: *const u8,
     user_id_len: usize,
     points: f64,
@@ -346,7 +346,7 @@ unsafe fn add_with(
 /// history. Same errors and capacity rules as `eh_leaderboard_add`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_leaderboard_set(
-    lb: *const eh_leaderboard,
+    lb: *mut eh_leaderboard,
     user_id: *const u8,
     user_id_len: usize,
     score: f64,
@@ -367,7 +367,7 @@ pub unsafe extern "C" fn eh_leaderboard_set(
 /// Removes a user. Errors: `EH_NOT_FOUND` if absent, `EH_INVALID_ARGUMENT`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_leaderboard_remove(
-    lb: *const eh_leaderboard,
+    lb: *mut eh_leaderboard,
     user_id: *const u8,
     user_id_len: usize,
 ) -> eh_status {
@@ -385,7 +385,7 @@ pub unsafe extern "C" fn eh_leaderboard_remove(
 
 /// Removes every user (settings and counters stay).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn eh_leaderboard_clear(lb: *const eh_leaderboard) -> eh_status {
+pub unsafe extern "C" fn eh_leaderboard_clear(lb: *mut eh_leaderboard) -> eh_status {
     guard("eh_leaderboard_clear", || {
         // SAFETY: `lb` is NULL or live per the contract.
         let lb = unsafe { handle(lb, "leaderboard")? };
@@ -552,7 +552,7 @@ pub unsafe extern "C" fn eh_leaderboard_save(
 /// is left exactly as it was.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_leaderboard_load(
-    lb: *const eh_leaderboard,
+    lb: *mut eh_leaderboard,
     path: *const c_char,
 ) -> eh_status {
     guard("eh_leaderboard_load", || {
@@ -646,13 +646,13 @@ mod tests {
         // The checks of eh_leaderboard_add apply too.
         assert_eq!(try_add(f64::NAN), EH_INVALID_ARGUMENT);
         // SAFETY: NULL handle is checked, not dereferenced.
-        let rc = unsafe { eh_leaderboard_try_add(std::ptr::null(), id.as_ptr(), 2, 1.0, 0) };
+        let rc = unsafe { eh_leaderboard_try_add(std::ptr::null_mut(), id.as_ptr(), 2, 1.0, 0) };
         assert_eq!(rc, EH_INVALID_ARGUMENT);
         // SAFETY: `lb` came from eh_leaderboard_new and is freed once.
         unsafe { eh_leaderboard_free(lb) };
     }
 
-    fn add(lb: *const eh_leaderboard, id: &str, points: f64) -> eh_status {
+    fn add(lb: *mut eh_leaderboard, id: &str, points: f64) -> eh_status {
         // SAFETY: `lb` is live (open or closed); `id` readable for the call.
         unsafe { eh_leaderboard_add(lb, id.as_ptr(), id.len(), points, 1_700_000_000) }
     }
@@ -716,7 +716,7 @@ mod tests {
                 .map(|t| {
                     let started = &started;
                     scope.spawn(move || {
-                        let lb = addr as *const eh_leaderboard;
+                        let lb = addr as *mut eh_leaderboard;
                         started.wait();
                         loop {
                             let rc = if t % 2 == 0 {
@@ -746,7 +746,7 @@ mod tests {
                 .collect();
             started.wait();
             // SAFETY: the shell outlives this scope.
-            assert_eq!(unsafe { eh_leaderboard_close(addr as *const _) }, EH_OK);
+            assert_eq!(unsafe { eh_leaderboard_close(addr as *mut _) }, EH_OK);
             for w in workers {
                 assert!(w.join().is_ok());
             }
