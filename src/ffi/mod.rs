@@ -399,11 +399,8 @@ mod tests {
         assert_eq!(rc, EH_PANIC);
         eprintln!("child: guard returned");
         // Outside a guard, panics still reach the previous (default) hook.
-        let outside = std::thread::spawn(|| {
-            #[allow(clippy::panic)]
-            let () = panic!("kaboom-outside");
-        })
-        .join();
+        #[allow(clippy::panic)]
+        let outside = std::thread::spawn(|| panic!("kaboom-outside")).join();
         assert!(outside.is_err());
     }
 
