@@ -108,11 +108,22 @@ typedef struct eh_leaderboard eh_leaderboard;
  * An event pipeline (opaque): a bounded lock-free ring drained by worker threads
  * that update the sketches and hand batches to the flush callback.
  *
- * Create with `eh_processor_new`, release with `eh_processor_free` (which drains).
+ * Create with `eh_processor_new`; stop with `eh_processor_close` (drains and
+ * delivers; the handle stays valid and every later call returns `EH_SHUT_DOWN`);
+ * release with `eh_processor_free` (closes first if needed).
  *
- * Thread safety: every function may be called from any number of threads at once,
- * including pushes racing with `eh_processor_free` (they get `EH_SHUT_DOWN`); no
- * call may start after `eh_processor_free` has returned.
+ * Fork: a processor survives `fork()`. In the child, the first call on it
+ * rebuilds it: a fresh ring and fresh workers, the same configuration and
+ * callbacks, counters and sketches empty. Events still queued in the parent are
+ * the parent's to deliver; the parent's ring, locks and threads are abandoned in
+ * the child (leaked, never joined or unlocked). The parent is unaffected.
+ *
+ * Thread safety: every function may be called from any number of threads at
+ * once, and `eh_processor_close` may run concurrently with any of them (and with
+ * another close): calls in progress finish (a push is then delivered by the
+ * close) or return `EH_SHUT_DOWN`, and calls that start after it began return
+ * `EH_SHUT_DOWN`. `eh_processor_free` must not run concurrently with, or be
+ * followed by, any other call on the handle.
  */
 typedef struct eh_processor eh_processor;
 
@@ -306,6 +317,13 @@ typedef struct eh_processor_config {
    * Channels tracked by the all-time trending summary; 0 = 1024.
    */
   uint32_t topk_capacity;
+  /**
+   * A pushed timestamp later than the wall clock plus this many seconds is
+   * refused with `EH_INVALID_ARGUMENT` and counted in `future_refused`, under
+   * both clocks (so under `EH_CLOCK_EVENT_TIME` one event from the far future
+   * cannot move "now"); 0 = 86400 (one day); at most 315360000 (ten years).
+   */
+  uint32_t max_future_skew_secs;
 } eh_processor_config;
 
 /**
@@ -358,14 +376,20 @@ typedef struct eh_event {
  * offered again after the backoff, up to `max_retries` times, then dead-lettered.
  *
  * It may call `eh_processor_push*` and the query functions on the same processor;
- * `eh_processor_flush`, `eh_processor_set_*_callback` and `eh_processor_free` on
- * the same processor return `EH_WOULD_DEADLOCK` (free: see there).
+ * `eh_processor_flush`, `eh_processor_set_*_callback` and `eh_processor_close` on
+ * the same processor return `EH_WOULD_DEADLOCK` and change nothing;
+ * `eh_processor_free` hands the close to a reaper thread (see there).
  */
 typedef int32_t (*eh_flush_fn)(void *user_data, const struct eh_event *events, size_t n);
 
 /**
- * Releases a callback's `user_data`; called exactly once, when the callback is
- * replaced or the processor is freed (possibly on a worker thread).
+ * Releases a callback's `user_data`; called exactly once, after the last call of
+ * the callback returned: when the callback is replaced (on the thread that
+ * replaced it, or on the worker that was still using it), or when the processor
+ * is closed (on the closing thread, or on the reaper thread of an
+ * `eh_processor_free` made inside a callback). Not called for a call that
+ * failed (the caller keeps `user_data`), nor, in a forked child, for callbacks
+ * inherited from the parent (the parent owns them).
  */
 typedef void (*eh_free_fn)(void *user_data);
 
@@ -431,6 +455,11 @@ typedef struct eh_processor_stats {
    * Events waiting in the ring.
    */
   uint64_t queue_len;
+  /**
+   * Events refused because their timestamp was later than the wall clock plus
+   * `max_future_skew_secs`.
+   */
+  uint64_t future_refused;
 } eh_processor_stats;
 
 /**
@@ -746,15 +775,68 @@ void eh_ranking_free(struct eh_ranking *ranking);
 eh_status eh_processor_new(const struct eh_processor_config *config, struct eh_processor **out);
 
 /**
- * Stops intake, drains the ring, delivers every batch (with retries), joins the
- * workers, releases the callbacks' user data, then frees the handle. BLOCKS until
- * all of that is done. Pushes racing with it get `EH_SHUT_DOWN`. NULL: no-op.
+ * Closes the processor: calls that start afterwards return `EH_SHUT_DOWN` and
+ * change nothing; intake stops (pushes waiting for room return `EH_SHUT_DOWN`);
+ * it waits for the calls in progress on other threads to finish; then it drains
+ * the ring, delivers every batch (with retries), joins the workers and runs the
+ * callbacks' `user_data_free` finalizers. BLOCKS until all of that is done. The
+ * handle's memory stays valid until `eh_processor_free`.
  *
- * Called from this processor's own callback it cannot join the worker it runs on:
- * it stops intake and returns without freeing (`eh_last_error` says so); free the
- * handle from another thread.
+ * Thread-safe: may run concurrently with any other call on the handle, including
+ * another close (which waits for the first to finish). Idempotent: a later close
+ * returns `EH_OK`. From inside one of this processor's own callbacks (on a worker
+ * thread): `EH_WOULD_DEADLOCK`, and nothing changes (the handle stays fully
+ * usable). NULL: `EH_INVALID_ARGUMENT`.
+ */
+eh_status eh_processor_close(struct eh_processor *p);
+
+/**
+ * Closes the processor if it is not closed (as `eh_processor_close`, BLOCKING until
+ * every accepted event is delivered and the workers are joined), then releases the
+ * handle. NULL: no-op.
+ *
+ * It must not run concurrently with, or be followed by, any other call on `p`
+ * (the caller's duty: close first if other threads may still be using it).
+ *
+ * Called from one of this processor's own callbacks (on a worker thread, e.g. the
+ * last reference of a binding dropped there), it cannot join the thread it runs
+ * on: intake stops, the handle is released, and a detached reaper thread drains,
+ * delivers, joins the workers and then runs the `user_data_free` finalizers, after
+ * the last callback returned. Nothing accepted is lost; the callback may finish
+ * normally but must not use `p` again.
  */
 void eh_processor_free(struct eh_processor *p);
+
+/**
+ * Blocks until every event accepted before the call has been delivered,
+ * dead-lettered or discarded, or `timeout_ms` passes (`EH_TIMEOUT`). A close
+ * racing with it does not make it time out: it returns `EH_OK` once the close has
+ * delivered those events. From this processor's own callback: `EH_WOULD_DEADLOCK`.
+ * After close began: `EH_SHUT_DOWN` (the close delivers everything accepted).
+ */
+eh_status eh_processor_flush(const struct eh_processor *p, uint64_t timeout_ms);
+
+/**
+ * Sets the flush callback (NULL `cb` removes it: batches are then discarded and
+ * counted). `user_data_free`, if not NULL, is called exactly once with `user_data`
+ * after the callback's last call (see `eh_free_fn`); with a NULL `cb` at once.
+ * Batches already being delivered finish with the previous callback.
+ * Errors (nothing changes and `user_data_free` is not called): from this
+ * processor's own callback `EH_WOULD_DEADLOCK`; after close began `EH_SHUT_DOWN`.
+ */
+eh_status eh_processor_set_flush_callback(const struct eh_processor *p,
+                                          eh_flush_fn cb,
+                                          void *user_data,
+                                          eh_free_fn user_data_free);
+
+/**
+ * Sets the dead-letter callback (NULL removes it; dead-lettered batches are then
+ * only counted). Same `user_data` rules as `eh_processor_set_flush_callback`.
+ */
+eh_status eh_processor_set_dead_letter_callback(const struct eh_processor *p,
+                                                eh_dead_letter_fn cb,
+                                                void *user_data,
+                                                eh_free_fn user_data_free);
 
 /**
  * Offers one event: `kind`, `user_id`, `channel_id` are UTF-8 (≤ 1024 bytes each),
@@ -762,8 +844,12 @@ void eh_processor_free(struct eh_processor *p);
  * with `payload_len` 0, ≤ 1 MiB) is carried unchanged to the flush callback.
  * Copies everything before returning. Never blocks under `EH_OVERFLOW_DROP_NEWEST`.
  *
- * Errors: `EH_QUEUE_FULL` (dropped and counted), `EH_SHUT_DOWN`,
- * `EH_INVALID_ARGUMENT`, `EH_POISONED`.
+ * A `timestamp` later than the wall clock plus `max_future_skew_secs` is refused
+ * with `EH_INVALID_ARGUMENT` and counted in `future_refused`.
+ *
+ * Errors: `EH_QUEUE_FULL` (dropped and counted), `EH_SHUT_DOWN` (close has begun:
+ * a push racing with `eh_processor_close` is either accepted, and then delivered
+ * by the close, or refused with this), `EH_INVALID_ARGUMENT`, `EH_POISONED`.
  */
 eh_status eh_processor_push(const struct eh_processor *p,
                             const uint8_t *kind,
@@ -777,11 +863,14 @@ eh_status eh_processor_push(const struct eh_processor *p,
                             size_t payload_len);
 
 /**
- * Offers `n` events in order and writes how many were accepted to `*accepted`.
- * The accepted ones are always the first `*accepted`: after the first refusal
- * (full ring) the rest are dropped and counted. Every event is validated first:
- * one invalid event fails the call (`EH_INVALID_ARGUMENT`) with nothing pushed.
- * A short count is not an error: the call returns `EH_OK`.
+ * Offers `n` events in order and writes how many were accepted to `*accepted`,
+ * on every return (unlike other out-params): the accepted ones are always the
+ * first `*accepted`, and they will be delivered whatever the status, so a retry
+ * must resend only the rest. After the first refusal of a full ring the rest are
+ * dropped and counted; a short count is not an error: the call returns `EH_OK`.
+ * Every event is validated first: one invalid event (or one too far in the
+ * future) fails the call (`EH_INVALID_ARGUMENT`, `*accepted` = 0) with nothing
+ * pushed. `EH_SHUT_DOWN` with `*accepted` > 0: close began partway through.
  */
 eh_status eh_processor_push_batch(const struct eh_processor *p,
                                   const struct eh_event *events,
@@ -806,7 +895,8 @@ eh_status eh_processor_push_fields(const struct eh_processor *p,
  * UTF-8 fields separated by single NUL bytes (so no field may contain a NUL);
  * `timestamps` is NULL (all "now") or `n` values. A column with another number
  * of fields fails with `EH_INVALID_ARGUMENT` and nothing pushed. Same acceptance
- * rules and `*accepted` as `eh_processor_push_batch`; events carry no payload.
+ * rules and `*accepted` (written on every return) as `eh_processor_push_batch`;
+ * events carry no payload.
  */
 eh_status eh_processor_push_columns(const struct eh_processor *p,
                                     const uint8_t *kinds,
@@ -836,35 +926,6 @@ eh_status eh_events_columns(const struct eh_event *events,
                             int64_t *timestamps);
 
 /**
- * Sets the flush callback (NULL `cb` removes it: batches are then discarded and
- * counted). `user_data_free`, if not NULL, is called exactly once with `user_data`
- * when this callback is replaced or the processor freed. Batches already being
- * delivered finish with the previous callback. From this processor's own callback:
- * `EH_WOULD_DEADLOCK` (and `user_data_free` is not called).
- */
-eh_status eh_processor_set_flush_callback(const struct eh_processor *p,
-                                          eh_flush_fn cb,
-                                          void *user_data,
-                                          eh_free_fn user_data_free);
-
-/**
- * Sets the dead-letter callback (NULL removes it; dead-lettered batches are then
- * only counted). Same `user_data` rules as `eh_processor_set_flush_callback`.
- */
-eh_status eh_processor_set_dead_letter_callback(const struct eh_processor *p,
-                                                eh_dead_letter_fn cb,
-                                                void *user_data,
-                                                eh_free_fn user_data_free);
-
-/**
- * Blocks until every event accepted before the call has been delivered,
- * dead-lettered or discarded, or `timeout_ms` passes (`EH_TIMEOUT`). From this
- * processor's own callback: `EH_WOULD_DEADLOCK`. After `eh_processor_free` began:
- * `EH_SHUT_DOWN`.
- */
-eh_status eh_processor_flush(const struct eh_processor *p, uint64_t timeout_ms);
-
-/**
  * Reads the counters into `*out`.
  */
 eh_status eh_processor_get_stats(const struct eh_processor *p, struct eh_processor_stats *out);
@@ -880,8 +941,9 @@ eh_status eh_processor_now(const struct eh_processor *p, int64_t *out);
  * Estimated distinct users (HyperLogLog, ±0.81% standard error, near exact below a
  * few hundred) in the `window_secs` before `now`: `now` ≤ 0 means the processor's
  * clock, `window_secs` ≤ 0 means all time; the window is rounded up to whole
- * minutes and capped at `window_minutes`. Events are counted once a worker has
- * processed them (`eh_processor_flush` waits for that).
+ * minutes. A window longer than the configured `window_minutes` is refused with
+ * `EH_INVALID_ARGUMENT` (the message names the limit). Events are counted once a
+ * worker has processed them (`eh_processor_flush` waits for that).
  */
 eh_status eh_processor_unique_users(const struct eh_processor *p,
                                     int64_t window_secs,
@@ -890,7 +952,7 @@ eh_status eh_processor_unique_users(const struct eh_processor *p,
 
 /**
  * The sketch behind `eh_processor_unique_users` as a new `eh_hll` (free it with
- * `eh_hll_free`), to merge with other processes' sketches.
+ * `eh_hll_free`), to merge with other processes' sketches. Same window rules.
  */
 eh_status eh_processor_users_sketch(const struct eh_processor *p,
                                     int64_t window_secs,
@@ -901,7 +963,8 @@ eh_status eh_processor_users_sketch(const struct eh_processor *p,
  * The `k` busiest channels over the window (`window_secs` ≤ 0: all time; `now` ≤ 0:
  * the processor's clock) from the bounded Space-Saving summaries, into `*out`;
  * release with `eh_channel_list_free`. Counts are upper bounds, exact for channels
- * well above the summary's floor.
+ * well above the summary's floor. A window longer than the configured
+ * `window_minutes` is refused with `EH_INVALID_ARGUMENT`.
  */
 eh_status eh_processor_top_channels(const struct eh_processor *p,
                                     size_t k,
