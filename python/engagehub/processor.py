@@ -112,6 +112,9 @@ class ProcessorStats(NamedTuple):
     """Batches given up on."""
     queue_len: int
     """Events waiting in the ring."""
+    future_refused: int = 0
+    """Events refused because their timestamp was later than the wall clock plus
+    ``max_future_skew_secs``."""
 
 
 Batch = Union[List[dict], List[tuple], EventColumns]
@@ -285,7 +288,10 @@ class EventStreamProcessor(NativeHandle):
     ``overflow`` (``"drop"``: a full ring refuses the event, or ``"block"``: wait up
     to ``block_timeout_ms``), ``max_retries`` and ``retry_backoff_ms`` for failing
     callbacks, ``clock`` (``"wall"`` or ``"event_time"`` for replays),
-    ``window_minutes``, ``cms_depth``, ``cms_width``, ``topk_capacity``.
+    ``window_minutes``, ``cms_depth``, ``cms_width``, ``topk_capacity``,
+    ``max_future_skew_secs`` (timestamps later than the wall clock plus this are
+    refused with :class:`~engagehub.InvalidArgument` and counted in
+    ``stats().future_refused``, under both clocks).
 
     Close it with :meth:`close` or a ``with`` block (both drain and deliver
     everything accepted); the garbage collector and interpreter exit do the same as
@@ -317,6 +323,7 @@ class EventStreamProcessor(NativeHandle):
         cms_depth: int = 4,
         cms_width: int = 2048,
         topk_capacity: int = 1024,
+        max_future_skew_secs: int = 86400,
     ) -> None:
         for name, value, limit in (
             ("buffer_size", buffer_size, 2**64),
@@ -329,6 +336,7 @@ class EventStreamProcessor(NativeHandle):
             ("cms_depth", cms_depth, 2**32),
             ("cms_width", cms_width, 2**32),
             ("topk_capacity", topk_capacity, 2**32),
+            ("max_future_skew_secs", max_future_skew_secs, 2**32),
         ):
             # 0 means "default" in the C config; here it is a real (invalid) value.
             # The native side checks the real ranges and names the field.
@@ -356,6 +364,7 @@ class EventStreamProcessor(NativeHandle):
                 "cms_depth": cms_depth,
                 "cms_width": cms_width,
                 "topk_capacity": topk_capacity,
+                "max_future_skew_secs": max_future_skew_secs,
             },
         )
         out = ffi.new("eh_processor **")
@@ -462,6 +471,11 @@ class EventStreamProcessor(NativeHandle):
                 return True
             if rc == _EH_QUEUE_FULL:
                 return False
+            if fields.count(b"\0") == 2:
+                # Not a field-splitting problem: the event itself was refused (and,
+                # for a future timestamp, counted). Pushing it again would count
+                # the refusal twice.
+                check(rc)
         k = encode(event_type, "event_type")
         u = encode(user_id, "user_id")
         c = encode(channel_id, "channel_id")
@@ -579,6 +593,7 @@ class EventStreamProcessor(NativeHandle):
         return ProcessorStats(
             s.pushed, s.accepted, s.dropped, s.processed, s.delivered, s.discarded,
             s.batches, s.failures, s.retries, s.dead_lettered, s.dead_letter_batches, s.queue_len,
+            s.future_refused,
         )
 
     def total_events_processed(self) -> int:

@@ -363,3 +363,27 @@ def test_calls_on_a_closed_processor_raise_closed_before_touching_cffi():
     ):
         with pytest.raises(eh.Closed, match="processor is closed"):
             call()
+
+
+# -- audit items 7 and 10 as Python sees them ---------------------------------------
+
+
+def test_future_timestamps_and_overlong_windows_raise_invalid_argument():
+    # Before: a year-3000 event was accepted (and under event time moved "now" for
+    # good); unique_users(86400) on a 60-minute window answered for one hour.
+    with eh.EventStreamProcessor(64, 1, 10, 20, clock="event_time", max_future_skew_secs=3600) as p:
+        with pytest.raises(eh.InvalidArgument, match="max_future_skew"):
+            p.push_event("m", "u", "c", 32_503_680_000)
+        assert p.stats().future_refused == 1
+        for call in (
+            lambda: p.unique_users(86400),
+            lambda: p.top_channels(5, window_secs=86400),
+            lambda: p.users_sketch(86400),
+        ):
+            with pytest.raises(eh.InvalidArgument, match="longer than the configured window"):
+                call()
+        assert p.unique_users(3600) == 0
+    with pytest.raises(eh.InvalidArgument):
+        eh.EventStreamProcessor(max_future_skew_secs=0)
+    with pytest.raises(eh.InvalidArgument):
+        eh.EventStreamProcessor(max_future_skew_secs="1")
