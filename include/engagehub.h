@@ -64,7 +64,11 @@
  * undercount and exceed the truth by at most e/width of the total with probability
  * 1 − e^−depth. Sketches of equal dimensions merge.
  *
+ * Plain memory: there is no close; after `fork()` the child has its own copy.
+ *
  * Thread safety: may be used from several threads at once (internal lock).
+ * `eh_cms_free` must not run concurrently with, or be followed by, any other call
+ * on the handle.
  */
 typedef struct eh_cms eh_cms;
 
@@ -73,8 +77,11 @@ typedef struct eh_cms eh_cms;
  * 0.81% standard error), 64-bit XXH3 hashing, Ertl's improved estimator (near exact
  * for small counts). Sketches built by different processes merge.
  *
+ * Plain memory: there is no close; after `fork()` the child has its own copy.
+ *
  * Thread safety: may be used from several threads at once (adds and merges are
- * serialised by an internal lock; counts share it).
+ * serialised by an internal lock; counts share it). `eh_hll_free` must not run
+ * concurrently with, or be followed by, any other call on the handle.
  */
 typedef struct eh_hll eh_hll;
 
@@ -993,7 +1000,8 @@ void eh_channel_list_free(struct eh_channel_list *list);
 eh_status eh_hll_new(struct eh_hll **out);
 
 /**
- * Frees a HyperLogLog. NULL: no-op.
+ * Frees a HyperLogLog. NULL: no-op. No other call may use `hll` during or after
+ * this one (the caller's duty).
  */
 void eh_hll_free(struct eh_hll *hll);
 
@@ -1038,7 +1046,8 @@ eh_status eh_hll_deserialize(const uint8_t *bytes, size_t len, struct eh_hll **o
 eh_status eh_cms_new(uint32_t depth, uint32_t width, struct eh_cms **out);
 
 /**
- * Frees a Count-Min sketch. NULL: no-op.
+ * Frees a Count-Min sketch. NULL: no-op. No other call may use `cms` during or
+ * after this one (the caller's duty).
  */
 void eh_cms_free(struct eh_cms *cms);
 
