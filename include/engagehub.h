@@ -571,7 +571,8 @@ typedef struct eh_channel_list {
 #define EH_POISONED 10
 
 /**
- * The library panicked inside this call (a bug); the message says where.
+ * The library panicked inside this call (a bug); the message (`eh_last_error`)
+ * says where. The panic is reported only there: nothing is printed to stderr.
  */
 #define EH_PANIC 11
 

@@ -54,7 +54,8 @@ pub const EH_TIMEOUT: eh_status = 8;
 pub const EH_WOULD_DEADLOCK: eh_status = 9;
 /// An earlier panic left the handle unusable; free it.
 pub const EH_POISONED: eh_status = 10;
-/// The library panicked inside this call (a bug); the message says where.
+/// The library panicked inside this call (a bug); the message (`eh_last_error`)
+/// says where. The panic is reported only there: nothing is printed to stderr.
 pub const EH_PANIC: eh_status = 11;
 /// A non-blocking call (e.g. `eh_leaderboard_try_add`) found the handle in use by
 /// another thread and returned at once; nothing was done. Retry, or use the
