@@ -112,10 +112,30 @@ def check(status: int, filename: "str | os.PathLike[str] | None" = None) -> None
 def encode(value: str | bytes, what: str) -> bytes:
     """UTF-8 bytes of a str (bytes pass through: the library validates them)."""
     if isinstance(value, str):
-        return value.encode("utf-8")
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate
+            raise InvalidArgument(f"{what} is not valid UTF-8 text ({exc.reason})", 1) from None
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     raise InvalidType(f"{what} must be str or bytes, not {type(value).__name__}", 1)
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def timestamp_arg(value: Any, what: str = "timestamp") -> int:
+    """Unix seconds as an int64: ints as they are, floats truncated; anything else
+    :class:`InvalidType`, out of range (or NaN/inf) :class:`InvalidArgument`."""
+    if type(value) is not int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidType(f"{what} must be a number, not {type(value).__name__}", 1)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise InvalidArgument(f"{what} must be finite, got {value!r}", 1)
+        value = int(value)
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise InvalidArgument(f"{what} {value} does not fit in 64 bits", 1)
+    return value
 
 
 def path_bytes(path: "str | os.PathLike[str]") -> bytes:
@@ -140,5 +160,6 @@ __all__ = [
     "last_error",
     "lib",
     "path_bytes",
+    "timestamp_arg",
     "status_name",
 ]

@@ -8,7 +8,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 from . import errors
 from ._handle import NativeHandle, native_close
-from ._native import _call, check, encode, ffi, lib, path_bytes
+from ._native import _call, check, encode, ffi, lib, path_bytes, timestamp_arg
 
 TimeSource = Callable[[], float]
 
@@ -37,10 +37,10 @@ def _count(value: Any, what: str) -> int:
 
 
 def _real(value: Any, what: str) -> float:
-    """A float argument: int or float (not bool, not str)."""
+    """A float argument: int or float (bool too, as update_user's points take it)."""
     if type(value) is float:
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not isinstance(value, (int, float)):
         raise errors.InvalidType(f"{what} must be a number, not {type(value).__name__}", 1)
     try:
         return float(value)
@@ -183,11 +183,7 @@ class Leaderboard(NativeHandle):
         if timestamp is None:
             source = self._time_source
             return 0 if source is None else int(source())
-        if type(timestamp) is int:
-            return timestamp
-        if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)):
-            raise errors.InvalidType(f"timestamp must be a number, not {type(timestamp).__name__}", 1)
-        return int(timestamp)
+        return timestamp_arg(timestamp)
 
     def _raise(self, status: int) -> None:
         # A close by another thread during the call: EH_SHUT_DOWN, i.e. Closed.
@@ -231,14 +227,14 @@ class Leaderboard(NativeHandle):
             raise self._closed_error()
         try:
             uid = user_id.encode()
-        except AttributeError:
+        except (AttributeError, UnicodeEncodeError):  # bytes, or a lone surrogate
             uid = encode(user_id, "user_id")
         if timestamp is None:
             source = self._time_source
             timestamp = 0 if source is None else int(source())
         try:
             status = _add(self._cdata, uid, len(uid), points, timestamp)
-        except TypeError:  # a float timestamp or points not a number
+        except (TypeError, OverflowError):  # a float timestamp, points not a number, out of range
             status = _add(self._cdata, uid, len(uid), _real(points, "points"), self._stamp(timestamp))
         return True if status == 0 else self._update_failed(status)
 

@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sequence
 
 from . import errors
 from ._handle import NativeHandle, native_close
-from ._native import _call, check, encode, ffi, lib
+from ._native import _call, check, encode, ffi, lib, timestamp_arg
 from .sketch import HyperLogLog
 
 log = logging.getLogger("engagehub")
@@ -279,6 +279,22 @@ def _close_all() -> None:
             log.exception("engagehub: closing a processor at exit failed")
 
 
+def _window(window_secs: Optional[int]) -> int:
+    """A query window in seconds (``None``: all time, 0 on the C side)."""
+    if window_secs is None:
+        return 0
+    if isinstance(window_secs, bool) or not isinstance(window_secs, (int, float)):
+        raise errors.InvalidType(f"window_secs must be a number or None, not {type(window_secs).__name__}", 1)
+    if not 0 <= window_secs < 2**63:  # NaN fails too
+        raise errors.InvalidArgument(f"window_secs must be >= 0, got {window_secs}", 1)
+    return int(window_secs)
+
+
+def _now(now: Optional[float]) -> int:
+    """A query's "now" (``None``: the processor's clock, 0 on the C side)."""
+    return 0 if now is None else timestamp_arg(now, "now")
+
+
 class EventStreamProcessor(NativeHandle):
     """Pushes events into native worker threads that sketch them and deliver batches.
 
@@ -461,17 +477,23 @@ class EventStreamProcessor(NativeHandle):
             raise self._closed_error()
         p = self._cdata
         if type(timestamp) is not int:
-            timestamp = 0 if timestamp is None else int(timestamp)
+            timestamp = 0 if timestamp is None else timestamp_arg(timestamp)
         if payload is None and type(event_type) is str and type(user_id) is str and type(channel_id) is str:
             # Fast path: one string argument; a NUL inside a field makes the native
             # side refuse it (wrong field count) and we take the general path.
-            fields = f"{event_type}\0{user_id}\0{channel_id}".encode()
-            rc = _push_fields(p, fields, len(fields), timestamp)
+            try:
+                fields = f"{event_type}\0{user_id}\0{channel_id}".encode()
+                rc = _push_fields(p, fields, len(fields), timestamp)
+            except UnicodeEncodeError:  # a lone surrogate: encode() below names it
+                rc = -1
+            except OverflowError:  # an int timestamp beyond 64 bits
+                timestamp_arg(timestamp)
+                raise
             if rc == 0:
                 return True
             if rc == _EH_QUEUE_FULL:
                 return False
-            if fields.count(b"\0") == 2:
+            if rc > 0 and fields.count(b"\0") == 2:
                 # Not a field-splitting problem: the event itself was refused (and,
                 # for a future timestamp, counted). Pushing it again would count
                 # the refusal twice.
@@ -479,6 +501,7 @@ class EventStreamProcessor(NativeHandle):
         k = encode(event_type, "event_type")
         u = encode(user_id, "user_id")
         c = encode(channel_id, "channel_id")
+        timestamp = timestamp_arg(timestamp)
         if payload is None:
             rc = _push(p, k, len(k), u, len(u), c, len(c), timestamp, _NULL, 0)
         else:
@@ -529,8 +552,10 @@ class EventStreamProcessor(NativeHandle):
             k = "\0".join([r[0] for r in rows]).encode()
             u = "\0".join([r[1] for r in rows]).encode()
             c = "\0".join([r[2] for r in rows]).encode()
-        except (TypeError, IndexError):
-            # bytes ids, None or float timestamps, ragged rows: one call per event.
+        except (TypeError, IndexError, UnicodeEncodeError, OverflowError):
+            # bytes ids, None or float timestamps, ragged rows, a lone surrogate or
+            # a timestamp beyond 64 bits: one call per event (which raises for the
+            # bad one).
             return self._push_each(rows)
         out = _new("size_t *")
         rc = _push_columns(p, k, len(k), u, len(u), c, len(c), stamps, n, out)
@@ -618,7 +643,8 @@ class EventStreamProcessor(NativeHandle):
         the processor's clock); ``window_secs=None`` counts all time. HyperLogLog:
         ±0.81% standard error, near exact for small counts."""
         out = ffi.new("uint64_t *")
-        _call(lib.eh_processor_unique_users, self._h(), int(window_secs or 0), int(now or 0), out)
+        h = self._h()
+        _call(lib.eh_processor_unique_users, h, _window(window_secs), _now(now), out)
         return int(out[0])
 
     def get_unique_users_last_hour(self) -> int:
@@ -628,7 +654,8 @@ class EventStreamProcessor(NativeHandle):
     def users_sketch(self, window_secs: Optional[int] = 3600, now: Optional[int] = None) -> HyperLogLog:
         """The sketch behind :meth:`unique_users`, to merge with other processes'."""
         out = ffi.new("eh_hll **")
-        _call(lib.eh_processor_users_sketch, self._h(), int(window_secs or 0), int(now or 0), out)
+        h = self._h()
+        _call(lib.eh_processor_users_sketch, h, _window(window_secs), _now(now), out)
         return HyperLogLog._adopt(out[0])
 
     def top_channels(
@@ -637,10 +664,14 @@ class EventStreamProcessor(NativeHandle):
         """The ``k`` busiest channels as ``(channel_id, count)``, busiest first, over
         the ``window_secs`` before ``now`` (``None``: all time). Counts come from a
         bounded Space-Saving summary: upper bounds, exact for heavy hitters."""
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise errors.InvalidType(f"k must be an int, not {type(k).__name__}", 1)
         if k < 0:
             raise errors.InvalidArgument(f"k must be >= 0, got {k}", 1)
+        k = min(k, 2**32 - 1)  # more than any summary holds: "all of them"
         out = ffi.new("eh_channel_list *")
-        _call(lib.eh_processor_top_channels, self._h(), k, int(window_secs or 0), int(now or 0), out)
+        h = self._h()
+        _call(lib.eh_processor_top_channels, h, k, _window(window_secs), _now(now), out)
         try:
             n = out.len
             if n == 0:

@@ -307,3 +307,39 @@ def test_around_with_a_huge_radius_returns_every_row():
             assert [r.user_id for r in rows] == list("abcde"), radius
         assert [r.user_id for r in lb.top(2**64 + 1, offset=3, now=T0)] == ["d", "e"]
         assert lb.top(5, offset=2**64 - 1, now=T0) == []
+
+
+def test_out_of_range_numbers_and_bad_text_are_engagehub_errors():
+    # Before: cffi's OverflowError for ints beyond 64 bits, UnicodeEncodeError for
+    # a lone surrogate, a plain TypeError for a str count.
+    with Leaderboard() as lb:
+        lb.update_user("a", 1.0, T0)
+        for bad in (
+            lambda: lb.update_user("a", 1.0, 2**70),
+            lambda: lb.update_user("a", 10**400, T0),
+            lambda: lb.update_user("\ud800", 1.0, T0),
+            lambda: lb.set("a", 1.0, 2**64),
+            lambda: lb.rank("a", now=float("inf")),
+            lambda: lb.top(3, now=float("nan")),
+            lambda: lb.around("\udfff", 1),
+        ):
+            with pytest.raises(engagehub.InvalidArgument):
+                bad()
+    with engagehub.EventStreamProcessor(64, 1, 10, 20) as p:
+        for bad, cls in (
+            (lambda: p.push_event("m", "u", "c", 2**70), engagehub.InvalidArgument),
+            (lambda: p.push_event("m", "u", "c", float("inf")), engagehub.InvalidArgument),
+            (lambda: p.push_event("m", "\ud800", "c", 0), engagehub.InvalidArgument),
+            (lambda: p.push_event("m", "u", "c", "now"), engagehub.InvalidType),
+            (lambda: p.top_channels("5"), engagehub.InvalidType),
+            (lambda: p.unique_users("3600"), engagehub.InvalidType),
+            (lambda: p.unique_users(3600, now=2**70), engagehub.InvalidArgument),
+        ):
+            with pytest.raises(cls):
+                bad()
+        assert p.stats().pushed == 0
+        for rows in ([("m", "u", "c", 2**70)], [("m", "\ud800", "c")]):
+            with pytest.raises(engagehub.InvalidArgument):
+                p.push_many(rows)
+        assert p.top_channels(2**70) == []
+        assert p.unique_users(3600.0) == 0

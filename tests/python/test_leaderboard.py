@@ -312,9 +312,12 @@ def test_fast_path_and_cffi_path_agree_on_every_outcome():
     outcomes, ranking, stats = fast
     assert outcomes[:7] == [True] * 7
     assert outcomes[7:12] == [engagehub.InvalidArgument] * 5
-    assert outcomes[12] is OverflowError and outcomes[13] is OverflowError
+    # Every failure is an EngageHubError (was OverflowError, UnicodeEncodeError
+    # and cffi's TypeError): out of range or not UTF-8 is InvalidArgument (still
+    # a ValueError), a wrong type InvalidType (still a TypeError).
+    assert outcomes[12] is engagehub.InvalidArgument and outcomes[13] is engagehub.InvalidArgument
     assert outcomes[14] is True
-    assert outcomes[15] is UnicodeEncodeError and outcomes[16] is engagehub.InvalidType
+    assert outcomes[15] is engagehub.InvalidArgument and outcomes[16] is engagehub.InvalidType
     assert outcomes[17:] == [False, True]
     assert stats.refused == 1 and stats.evicted == 1
     assert [row[0] for row in ranking][:2] == ["high", "alice"]
