@@ -387,3 +387,43 @@ def test_future_timestamps_and_overlong_windows_raise_invalid_argument():
         eh.EventStreamProcessor(max_future_skew_secs=0)
     with pytest.raises(eh.InvalidArgument):
         eh.EventStreamProcessor(max_future_skew_secs="1")
+
+
+def test_threads_pushing_and_querying_while_another_closes_all_end_with_closed():
+    # Every thread ends: its calls succeed until they raise Closed; every event a
+    # push accepted is delivered by the close (none lost, none twice).
+    p = eh.EventStreamProcessor(4096, 2, 50, 20)
+    delivered: list = []
+    p.set_flush_callback(lambda batch: delivered.extend(batch.user_ids), batch_format="columns")
+    running = threading.Barrier(6)
+    results: list = []
+    accepted = [0] * 5
+
+    def loop(slot: int, op) -> None:
+        running.wait(WAIT)
+        try:
+            while True:
+                accepted[slot] += op(slot)
+        except eh.Closed:
+            results.append("closed")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            results.append(repr(exc))
+
+    ops = [
+        lambda s: int(p.push_event("m", "a", "c", 0)),
+        lambda s: int(p.push_event("m", b"b", "c", 0, b"payload")),
+        lambda s: p.push_many([("m", "c", "c")] * 10),
+        lambda s: p.stats() and 0,
+        lambda s: p.unique_users(600) and 0,
+    ]
+    threads = [threading.Thread(target=loop, args=(i, op)) for i, op in enumerate(ops)]
+    for t in threads:
+        t.start()
+    running.wait(WAIT)
+    p.close()
+    for t in threads:
+        t.join(WAIT)
+        assert not t.is_alive(), "a thread hung"
+    assert results == ["closed"] * 5, results
+    assert len(delivered) == sum(accepted)
+    assert delivered.count("a") == accepted[0] and delivered.count("c") == accepted[2]
