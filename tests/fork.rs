@@ -36,7 +36,12 @@ fn event(user: &str) -> EventIn<'_> {
 
 /// What the child checks; returns the exit status (0: all good, else the check
 /// that failed). Never panics: a panic message on stderr is itself a failure.
-fn in_child(p: &Arc<Processor>, delivered: &AtomicU64) -> i32 {
+fn in_child(p: &Arc<Processor>, idle: &Processor, delivered: &AtomicU64) -> i32 {
+    // Closing an inherited processor never used in the child: no rebuild, no
+    // join of threads that do not exist here, no panic.
+    if idle.close().is_err() || idle.push(&event("late")).is_ok() {
+        return 20;
+    }
     let before = delivered.load(Ordering::SeqCst); // the parent's count, copied
     // Several threads make the first call at once: exactly one rebuilds.
     let pushers: Vec<_> = (0..4)
@@ -79,6 +84,8 @@ fn in_child(p: &Arc<Processor>, delivered: &AtomicU64) -> i32 {
 fn a_processor_created_before_fork_works_in_the_child() {
     let delivered = Arc::new(AtomicU64::new(0));
     let p = Arc::new(Processor::new(config()).unwrap());
+    let idle = Processor::new(config()).unwrap();
+    idle.push(&event("queued-in-the-parent")).unwrap();
     {
         let delivered = delivered.clone();
         p.set_flush_callback(Some(Arc::new(move |b: &mut Batch| {
@@ -106,7 +113,7 @@ fn a_processor_created_before_fork_works_in_the_child() {
             libc::dup2(fds[1], 2);
             libc::close(fds[0]);
         }
-        let status = in_child(&p, &delivered);
+        let status = in_child(&p, &idle, &delivered);
         // SAFETY: ends the child at once, as after any fork in a test.
         unsafe { libc::_exit(status) };
     }
@@ -161,4 +168,8 @@ fn a_processor_created_before_fork_works_in_the_child() {
 
     p.close().unwrap();
     assert_eq!(delivered.load(Ordering::SeqCst), 100);
+    // The parent's copy of `idle` is untouched by the child's close.
+    idle.push(&event("still-open")).unwrap();
+    assert_eq!(idle.stats().unwrap().accepted, 2);
+    idle.close().unwrap();
 }
