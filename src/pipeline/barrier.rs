@@ -152,10 +152,12 @@ impl FlushBarrier {
     ) -> Result<(), WaitError<E>> {
         let mut acked = lock(&self.acked);
         loop {
+            // The check comes first: a worker that panicked counts as exited, and
+            // its lost batch must not let the flush report success.
+            check().map_err(WaitError::Aborted)?;
             if acked.iter().all(|&a| a >= generation) {
                 return Ok(());
             }
-            check().map_err(WaitError::Aborted)?;
             acked = match deadline {
                 None => self.done.wait(acked).unwrap_or_else(|e| e.into_inner()),
                 Some(deadline) => {
@@ -226,6 +228,19 @@ mod tests {
     #[test]
     fn a_failing_check_aborts_the_wait() {
         let b = FlushBarrier::new(1);
+        let g = b.request(1);
+        assert_eq!(
+            b.wait(g, None, || Err("poisoned")),
+            Err(WaitError::Aborted("poisoned"))
+        );
+    }
+
+    #[test]
+    fn a_failing_check_wins_over_exited_workers() {
+        // A worker that panicked exits (so flushes do not wait for it) but may have
+        // lost its batch: the poisoning check must still fail the flush.
+        let b = FlushBarrier::new(1);
+        b.exit(0);
         let g = b.request(1);
         assert_eq!(
             b.wait(g, None, || Err("poisoned")),
