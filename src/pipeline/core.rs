@@ -62,6 +62,9 @@ pub(crate) struct Shared {
     pub(crate) barrier: FlushBarrier,
     /// Newest event timestamp processed (the EVENT_TIME clock); 0 before any.
     pub(crate) event_clock: AtomicI64,
+    /// A wall-clock reading (unix seconds) taken by this core, never later than
+    /// now: lets the future-timestamp check skip the clock for most events.
+    pub(crate) wall_seen: CachePadded<AtomicI64>,
     poisoned: Mutex<Option<String>>,
     is_poisoned: AtomicBool,
 }
@@ -102,6 +105,7 @@ impl Core {
             wake: Condvar::new(),
             barrier: FlushBarrier::new(config.workers),
             event_clock: AtomicI64::new(0),
+            wall_seen: CachePadded::new(AtomicI64::new(wall_clock_secs())),
             poisoned: Mutex::new(None),
             is_poisoned: AtomicBool::new(false),
             config,
@@ -153,24 +157,35 @@ impl Core {
         self.shared.poison(msg);
     }
 
-    /// Refuses `ts` if it is later than the wall clock plus the configured skew
-    /// (`limit`, from [`Core::future_limit`]), counting the refusal.
-    fn check_future(&self, ts: i64, limit: i64) -> Result<()> {
-        if ts > limit {
-            let c = &self.shared.counters;
-            c.future_refused.fetch_add(1, Ordering::Relaxed);
-            let skew = self.shared.config.future_skew_secs();
-            return Err(Error::invalid(format!(
-                "timestamp {ts} is more than max_future_skew ({skew} s) after the wall clock \
-                 ({})",
-                limit - skew
-            )));
+    /// Refuses `ts` if it is later than the wall clock plus the configured skew,
+    /// counting the refusal. Usually without reading the clock: a timestamp below
+    /// a reading already taken (never later than now) plus the skew is accepted.
+    fn check_future(&self, ts: i64) -> Result<()> {
+        let skew = self.shared.config.future_skew_secs();
+        // Relaxed: `wall_seen` is only a lower bound of the wall clock; a stale
+        // value sends us to the exact check below, never to a wrong answer.
+        if ts
+            <= self
+                .shared
+                .wall_seen
+                .load(Ordering::Relaxed)
+                .saturating_add(skew)
+        {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    fn future_limit(&self) -> i64 {
-        wall_clock_secs().saturating_add(self.shared.config.future_skew_secs())
+        let wall = wall_clock_secs();
+        self.shared.wall_seen.fetch_max(wall, Ordering::Relaxed);
+        if ts <= wall.saturating_add(skew) {
+            return Ok(());
+        }
+        // Relaxed: a statistics counter.
+        self.shared
+            .counters
+            .future_refused
+            .fetch_add(1, Ordering::Relaxed);
+        Err(Error::invalid(format!(
+            "timestamp {ts} is more than max_future_skew ({skew} s) after the wall clock ({wall})"
+        )))
     }
 
     /// Copies a validated event, resolving `timestamp <= 0` to "now".
@@ -187,7 +202,7 @@ impl Core {
         self.check_usable()?;
         ev.validate()?;
         if ev.timestamp > 0 {
-            self.check_future(ev.timestamp, self.future_limit())?;
+            self.check_future(ev.timestamp)?;
         }
         let result = self.push_record(self.record(ev));
         self.shared.wake_one();
@@ -204,11 +219,10 @@ impl Core {
         if let Err(e) = self.check_usable() {
             return (0, Err(e));
         }
-        let limit = self.future_limit();
         for (i, ev) in events.iter().enumerate() {
             let valid = ev.validate().and_then(|()| {
                 if ev.timestamp > 0 {
-                    self.check_future(ev.timestamp, limit)
+                    self.check_future(ev.timestamp)
                 } else {
                     Ok(())
                 }

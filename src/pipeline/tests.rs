@@ -621,7 +621,7 @@ fn join_within<T>(t: std::thread::JoinHandle<T>) -> Option<T> {
     }
 }
 
-// Audit item 4: a push that has started but is not yet counted when close runs.
+// Regression: a push that has started but is not yet counted when close runs.
 // Close must not wait for it (it is not in progress yet) and the push, once it
 // registers, must see the close and refuse without touching the released core.
 #[test]
@@ -650,7 +650,7 @@ fn a_push_racing_close_before_it_registers_gets_shut_down() {
     assert!(lock(&sink.seen).is_empty());
 }
 
-// Audit item 4, other half: a call counted as in progress keeps close waiting; it
+// Regression: a call counted as in progress keeps close waiting; it
 // then either completes (and is delivered) or gets ShutDown: never a use after free.
 #[test]
 fn close_waits_for_a_registered_push_which_completes_or_is_refused() {
@@ -686,7 +686,7 @@ fn close_waits_for_a_registered_push_which_completes_or_is_refused() {
     }
 }
 
-// Audit item 5: a flush that requests its generation after the workers exited
+// Regression: a flush that requests its generation after the workers exited
 // (close racing with it) returns Ok at once instead of waiting out its timeout.
 #[test]
 fn a_flush_racing_close_returns_ok_once_delivered() {
@@ -720,7 +720,7 @@ fn a_flush_racing_close_returns_ok_once_delivered() {
     assert_eq!(lock(&sink.seen).len(), 10);
 }
 
-// Audit item 6: a batch interrupted by close reports how many it placed; exactly
+// Regression: a batch interrupted by close reports how many it placed; exactly
 // those are delivered.
 #[test]
 fn push_batch_interrupted_by_close_reports_its_accepted_prefix() {
@@ -748,7 +748,7 @@ fn push_batch_interrupted_by_close_reports_its_accepted_prefix() {
     assert_eq!(*lock(&sink.seen), [0, 1, 2]);
 }
 
-// Audit item 2: close inside the processor's own callback is refused and changes
+// Regression: close inside the processor's own callback is refused and changes
 // nothing: intake continues, the workers keep running, a later close works.
 #[test]
 fn close_from_its_own_callback_would_deadlock_and_changes_nothing() {
@@ -871,7 +871,7 @@ fn drop_on_its_own_worker_hands_the_close_to_a_reaper() {
     );
 }
 
-// Item 7 (pipeline half): timestamps beyond the wall clock plus the skew are
+// Regression: timestamps beyond the wall clock plus the skew are
 // refused and counted under both clocks; so one far-future event cannot move the
 // event-time clock.
 #[test]
@@ -923,7 +923,7 @@ fn far_future_timestamps_are_refused_and_counted_under_both_clocks() {
     }
 }
 
-// Item 10 (last part): a window longer than configured is refused, naming the limit.
+// Regression: a window longer than configured is refused, naming the limit.
 #[test]
 fn windows_longer_than_configured_are_refused() {
     let mut cfg = config(1, 10);

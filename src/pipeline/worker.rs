@@ -158,7 +158,15 @@ impl Worker {
         // Future timestamps (wall clock; within the accepted skew) count in the
         // current minute.
         let cap = match shared.config.clock {
-            Clock::Wall => wall_clock_secs(),
+            Clock::Wall => {
+                let wall = wall_clock_secs();
+                // Relaxed: a lower bound for the pushers' future check (see
+                // `Shared::wall_seen`); written about once a second.
+                if wall > shared.wall_seen.load(Ordering::Relaxed) {
+                    shared.wall_seen.fetch_max(wall, Ordering::Relaxed);
+                }
+                wall
+            }
             Clock::EventTime => i64::MAX,
         };
         lock(&shared.shards[self.index]).observe_run(

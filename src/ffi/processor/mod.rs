@@ -12,6 +12,8 @@ mod callbacks;
 mod config;
 mod push;
 mod queries;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 
