@@ -40,9 +40,11 @@ rust-test:
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
 
-## Model-check the lock-free ring with loom (own target dir: different cfg).
+## Model-check the lock-free ring and the flush barrier with loom (own target dir:
+## different cfg).
 loom-test:
-	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release --lib pipeline::ring
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release --lib -- \
+		pipeline::ring pipeline::barrier
 
 lib-debug:
 	$(CARGO) build

@@ -70,7 +70,11 @@
  * undercount and exceed the truth by at most e/width of the total with probability
  * 1 − e^−depth. Sketches of equal dimensions merge.
  *
+ * Plain memory: there is no close; after `fork()` the child has its own copy.
+ *
  * Thread safety: may be used from several threads at once (internal lock).
+ * `eh_cms_free` must not run concurrently with, or be followed by, any other call
+ * on the handle.
  */
 typedef struct eh_cms eh_cms;
 
@@ -79,21 +83,37 @@ typedef struct eh_cms eh_cms;
  * 0.81% standard error), 64-bit XXH3 hashing, Ertl's improved estimator (near exact
  * for small counts). Sketches built by different processes merge.
  *
+ * Plain memory: there is no close; after `fork()` the child has its own copy.
+ *
  * Thread safety: may be used from several threads at once (adds and merges are
- * serialised by an internal lock; counts share it).
+ * serialised by an internal lock; counts share it). `eh_hll_free` must not run
+ * concurrently with, or be followed by, any other call on the handle.
  */
 typedef struct eh_hll eh_hll;
 
 /**
- * A time-decayed leaderboard (opaque). Create with `eh_leaderboard_new`, free with
- * `eh_leaderboard_free`.
+ * A time-decayed leaderboard (opaque). Create with `eh_leaderboard_new`, close with
+ * `eh_leaderboard_close`, free with `eh_leaderboard_free`.
  *
  * Scores decay by `decay_factor` per `decay_period_secs`; updates are O(log n),
  * `top` is O(log n + k) and `rank` O(log n) at any size; no query rescans users.
  *
+ * Lifetime: `eh_leaderboard_close` drops the board's memory and leaves a small
+ * shell behind; every call on a closed board fails with `EH_SHUT_DOWN` ("leaderboard
+ * closed") and changes nothing. `eh_leaderboard_free` closes (if needed) and then
+ * releases the shell.
+ *
+ * Snapshots, sketches and leaderboards are plain memory: after `fork()` the child
+ * has its own copy (taken while no other thread held the board's lock, or the
+ * child's copy stays locked; fork from a thread that is not using the board).
+ *
  * Thread safety: may be used from several threads at once. Queries share a read
  * lock; updates, `clear` and `load` take the write lock and are serialised (and
  * wait for it; `eh_leaderboard_try_add` returns `EH_BUSY` instead of waiting).
+ * `eh_leaderboard_close` may run concurrently with any call, including another
+ * close: it waits for calls in progress, and calls that start after it get
+ * `EH_SHUT_DOWN`. `eh_leaderboard_free` must not run concurrently with, or be
+ * followed by, any other call on the handle.
  */
 typedef struct eh_leaderboard eh_leaderboard;
 
@@ -101,11 +121,22 @@ typedef struct eh_leaderboard eh_leaderboard;
  * An event pipeline (opaque): a bounded lock-free ring drained by worker threads
  * that update the sketches and hand batches to the flush callback.
  *
- * Create with `eh_processor_new`, release with `eh_processor_free` (which drains).
+ * Create with `eh_processor_new`; stop with `eh_processor_close` (drains and
+ * delivers; the handle stays valid and every later call returns `EH_SHUT_DOWN`);
+ * release with `eh_processor_free` (closes first if needed).
  *
- * Thread safety: every function may be called from any number of threads at once,
- * including pushes racing with `eh_processor_free` (they get `EH_SHUT_DOWN`); no
- * call may start after `eh_processor_free` has returned.
+ * Fork: a processor survives `fork()`. In the child, the first call on it
+ * rebuilds it: a fresh ring and fresh workers, the same configuration and
+ * callbacks, counters and sketches empty. Events still queued in the parent are
+ * the parent's to deliver; the parent's ring, locks and threads are abandoned in
+ * the child (leaked, never joined or unlocked). The parent is unaffected.
+ *
+ * Thread safety: every function may be called from any number of threads at
+ * once, and `eh_processor_close` may run concurrently with any of them (and with
+ * another close): calls in progress finish (a push is then delivered by the
+ * close) or return `EH_SHUT_DOWN`, and calls that start after it began return
+ * `EH_SHUT_DOWN`. `eh_processor_free` must not run concurrently with, or be
+ * followed by, any other call on the handle.
  */
 typedef struct eh_processor eh_processor;
 
@@ -326,6 +357,13 @@ typedef struct eh_processor_config {
    * Channels tracked by the all-time trending summary; 0 = 1024.
    */
   uint32_t topk_capacity;
+  /**
+   * A pushed timestamp later than the wall clock plus this many seconds is
+   * refused with `EH_INVALID_ARGUMENT` and counted in `future_refused`, under
+   * both clocks (so under `EH_CLOCK_EVENT_TIME` one event from the far future
+   * cannot move "now"); 0 = 86400 (one day); at most 315360000 (ten years).
+   */
+  uint32_t max_future_skew_secs;
 } eh_processor_config;
 
 /**
@@ -378,14 +416,20 @@ typedef struct eh_event {
  * offered again after the backoff, up to `max_retries` times, then dead-lettered.
  *
  * It may call `eh_processor_push*` and the query functions on the same processor;
- * `eh_processor_flush`, `eh_processor_set_*_callback` and `eh_processor_free` on
- * the same processor return `EH_WOULD_DEADLOCK` (free: see there).
+ * `eh_processor_flush`, `eh_processor_set_*_callback` and `eh_processor_close` on
+ * the same processor return `EH_WOULD_DEADLOCK` and change nothing;
+ * `eh_processor_free` hands the close to a reaper thread (see there).
  */
 typedef int32_t (*eh_flush_fn)(void *user_data, const struct eh_event *events, size_t n);
 
 /**
- * Releases a callback's `user_data`; called exactly once, when the callback is
- * replaced or the processor is freed (possibly on a worker thread).
+ * Releases a callback's `user_data`; called exactly once, after the last call of
+ * the callback returned: when the callback is replaced (on the thread that
+ * replaced it, or on the worker that was still using it), or when the processor
+ * is closed (on the closing thread, or on the reaper thread of an
+ * `eh_processor_free` made inside a callback). Not called for a call that
+ * failed (the caller keeps `user_data`), nor, in a forked child, for callbacks
+ * inherited from the parent (the parent owns them).
  */
 typedef void (*eh_free_fn)(void *user_data);
 
@@ -451,6 +495,11 @@ typedef struct eh_processor_stats {
    * Events waiting in the ring.
    */
   uint64_t queue_len;
+  /**
+   * Events refused because their timestamp was later than the wall clock plus
+   * `max_future_skew_secs`.
+   */
+  uint64_t future_refused;
 } eh_processor_stats;
 
 /**
@@ -555,7 +604,8 @@ typedef struct eh_channel_list {
 #define EH_POISONED 10
 
 /**
- * The library panicked inside this call (a bug); the message says where.
+ * The library panicked inside this call (a bug); the message (`eh_last_error`)
+ * says where. The panic is reported only there: nothing is printed to stderr.
  */
 #define EH_PANIC 11
 
@@ -593,6 +643,16 @@ const char *eh_last_error(void);
 uint32_t eh_version_number(void);
 
 /**
+ * The OS error number (`errno`, e.g. `ENOENT`) behind the last failed call on the
+ * calling thread, when that call failed with `EH_IO` because of an operating-system
+ * error; 0 otherwise (success does not reset it, like `eh_last_error`). Read it on
+ * the same thread straight after the failing call, as `eh_last_error`. The file
+ * concerned is the path the caller passed (its temp file for a save), and the
+ * message names it too.
+ */
+int32_t eh_last_error_errno(void);
+
+/**
  * The library version as "MAJOR.MINOR.PATCH" (static; never free it).
  */
 const char *eh_version(void);
@@ -608,8 +668,25 @@ eh_status eh_leaderboard_new(const struct eh_leaderboard_config *config,
                              struct eh_leaderboard **out);
 
 /**
- * Frees a leaderboard. NULL is a no-op. No other call may use `lb` during or after
- * this one.
+ * Closes a leaderboard: drops the board's memory, keeping the handle's shell so
+ * that later calls fail cleanly. Thread-safe: may run concurrently with any other
+ * call on `lb` (including another close). It waits for calls already in progress
+ * to finish (a save in progress waits only for its serialisation, not the disk);
+ * calls that start afterwards fail with `EH_SHUT_DOWN` ("leaderboard closed") and
+ * change nothing. BLOCKS for as long as the longest call in progress. Idempotent: a
+ * second close returns `EH_OK`. Release the shell with `eh_leaderboard_free`.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL `lb`).
+ */
+eh_status eh_leaderboard_close(struct eh_leaderboard *lb);
+
+/**
+ * Closes the leaderboard if it is not closed (see `eh_leaderboard_close`), then
+ * releases the handle. NULL is a no-op.
+ *
+ * Unlike close, free must not run concurrently with, or be followed by, any other
+ * call on `lb`: the caller guarantees exclusivity (close first, from any thread,
+ * to stop other threads' calls; free once they have returned).
  */
 void eh_leaderboard_free(struct eh_leaderboard *lb);
 
@@ -623,7 +700,7 @@ void eh_leaderboard_free(struct eh_leaderboard *lb);
  * overflow), `EH_FULL` (at `max_users` and ranking below the lowest user; counted
  * in `refused`). On error nothing changes.
  */
-eh_status eh_leaderboard_add(const struct eh_leaderboard *lb,
+eh_status eh_leaderboard_add(struct eh_leaderboard *lb,
                              const uint8_t *user_id,
                              size_t user_id_len,
                              double points,
@@ -638,7 +715,7 @@ eh_status eh_leaderboard_add(const struct eh_leaderboard *lb,
  *
  * Errors: those of `eh_leaderboard_add`, and `EH_BUSY`.
  */
-eh_status eh_leaderboard_try_add(const struct eh_leaderboard *lb,
+eh_status eh_leaderboard_try_add(struct eh_leaderboard *lb,
                                  const uint8_t *user_id,
                                  size_t user_id_len,
                                  double points,
@@ -648,7 +725,7 @@ eh_status eh_leaderboard_try_add(const struct eh_leaderboard *lb,
  * Sets the user's score to `score` as of `timestamp` (<= 0 = now), replacing its
  * history. Same errors and capacity rules as `eh_leaderboard_add`.
  */
-eh_status eh_leaderboard_set(const struct eh_leaderboard *lb,
+eh_status eh_leaderboard_set(struct eh_leaderboard *lb,
                              const uint8_t *user_id,
                              size_t user_id_len,
                              double score,
@@ -657,14 +734,14 @@ eh_status eh_leaderboard_set(const struct eh_leaderboard *lb,
 /**
  * Removes a user. Errors: `EH_NOT_FOUND` if absent, `EH_INVALID_ARGUMENT`.
  */
-eh_status eh_leaderboard_remove(const struct eh_leaderboard *lb,
+eh_status eh_leaderboard_remove(struct eh_leaderboard *lb,
                                 const uint8_t *user_id,
                                 size_t user_id_len);
 
 /**
  * Removes every user (settings and counters stay).
  */
-eh_status eh_leaderboard_clear(const struct eh_leaderboard *lb);
+eh_status eh_leaderboard_clear(struct eh_leaderboard *lb);
 
 /**
  * Up to `k` users from 0-based position `offset`, best first, with scores at `now`
@@ -713,8 +790,12 @@ eh_status eh_leaderboard_get_stats(const struct eh_leaderboard *lb,
 /**
  * Saves a JSON snapshot to `path` (NUL-terminated) atomically: a temp file beside
  * it is written, fsynced and renamed over `path`, so readers see the old or the new
- * file, never a torn one. Scores round-trip bit for bit. Blocks on disk I/O while
- * holding only a read lock for the serialisation. Errors: `EH_IO`.
+ * file, never a torn one. Scores round-trip bit for bit. Blocks on disk I/O, but
+ * holds the board's read lock only while serialising: a close or an update racing
+ * with a save waits for the serialisation, never for the disk.
+ *
+ * Errors: `EH_IO` (`eh_last_error_errno` gives the OS error number),
+ * `EH_SHUT_DOWN` (closed).
  */
 eh_status eh_leaderboard_save(const struct eh_leaderboard *lb, const char *path);
 
@@ -726,7 +807,7 @@ eh_status eh_leaderboard_save(const struct eh_leaderboard *lb, const char *path)
  * `EH_IO` (unreadable) or `EH_CORRUPT` (the message names the problem) the board
  * is left exactly as it was.
  */
-eh_status eh_leaderboard_load(const struct eh_leaderboard *lb, const char *path);
+eh_status eh_leaderboard_load(struct eh_leaderboard *lb, const char *path);
 
 /**
  * The entries that the last `eh_leaderboard_load` of a C++ extension snapshot
@@ -761,15 +842,68 @@ void eh_ranking_free(struct eh_ranking *ranking);
 eh_status eh_processor_new(const struct eh_processor_config *config, struct eh_processor **out);
 
 /**
- * Stops intake, drains the ring, delivers every batch (with retries), joins the
- * workers, releases the callbacks' user data, then frees the handle. BLOCKS until
- * all of that is done. Pushes racing with it get `EH_SHUT_DOWN`. NULL: no-op.
+ * Closes the processor: calls that start afterwards return `EH_SHUT_DOWN` and
+ * change nothing; intake stops (pushes waiting for room return `EH_SHUT_DOWN`);
+ * it waits for the calls in progress on other threads to finish; then it drains
+ * the ring, delivers every batch (with retries), joins the workers and runs the
+ * callbacks' `user_data_free` finalizers. BLOCKS until all of that is done. The
+ * handle's memory stays valid until `eh_processor_free`.
  *
- * Called from this processor's own callback it cannot join the worker it runs on:
- * it stops intake and returns without freeing (`eh_last_error` says so); free the
- * handle from another thread.
+ * Thread-safe: may run concurrently with any other call on the handle, including
+ * another close (which waits for the first to finish). Idempotent: a later close
+ * returns `EH_OK`. From inside one of this processor's own callbacks (on a worker
+ * thread): `EH_WOULD_DEADLOCK`, and nothing changes (the handle stays fully
+ * usable). NULL: `EH_INVALID_ARGUMENT`.
+ */
+eh_status eh_processor_close(struct eh_processor *p);
+
+/**
+ * Closes the processor if it is not closed (as `eh_processor_close`, BLOCKING until
+ * every accepted event is delivered and the workers are joined), then releases the
+ * handle. NULL: no-op.
+ *
+ * It must not run concurrently with, or be followed by, any other call on `p`
+ * (the caller's duty: close first if other threads may still be using it).
+ *
+ * Called from one of this processor's own callbacks (on a worker thread, e.g. the
+ * last reference of a binding dropped there), it cannot join the thread it runs
+ * on: intake stops, the handle is released, and a detached reaper thread drains,
+ * delivers, joins the workers and then runs the `user_data_free` finalizers, after
+ * the last callback returned. Nothing accepted is lost; the callback may finish
+ * normally but must not use `p` again.
  */
 void eh_processor_free(struct eh_processor *p);
+
+/**
+ * Blocks until every event accepted before the call has been delivered,
+ * dead-lettered or discarded, or `timeout_ms` passes (`EH_TIMEOUT`). A close
+ * racing with it does not make it time out: it returns `EH_OK` once the close has
+ * delivered those events. From this processor's own callback: `EH_WOULD_DEADLOCK`.
+ * After close began: `EH_SHUT_DOWN` (the close delivers everything accepted).
+ */
+eh_status eh_processor_flush(const struct eh_processor *p, uint64_t timeout_ms);
+
+/**
+ * Sets the flush callback (NULL `cb` removes it: batches are then discarded and
+ * counted). `user_data_free`, if not NULL, is called exactly once with `user_data`
+ * after the callback's last call (see `eh_free_fn`); with a NULL `cb` at once.
+ * Batches already being delivered finish with the previous callback.
+ * Errors (nothing changes and `user_data_free` is not called): from this
+ * processor's own callback `EH_WOULD_DEADLOCK`; after close began `EH_SHUT_DOWN`.
+ */
+eh_status eh_processor_set_flush_callback(const struct eh_processor *p,
+                                          eh_flush_fn cb,
+                                          void *user_data,
+                                          eh_free_fn user_data_free);
+
+/**
+ * Sets the dead-letter callback (NULL removes it; dead-lettered batches are then
+ * only counted). Same `user_data` rules as `eh_processor_set_flush_callback`.
+ */
+eh_status eh_processor_set_dead_letter_callback(const struct eh_processor *p,
+                                                eh_dead_letter_fn cb,
+                                                void *user_data,
+                                                eh_free_fn user_data_free);
 
 /**
  * Offers one event: `kind`, `user_id`, `channel_id` are UTF-8 (≤ 1024 bytes each),
@@ -777,8 +911,12 @@ void eh_processor_free(struct eh_processor *p);
  * with `payload_len` 0, ≤ 1 MiB) is carried unchanged to the flush callback.
  * Copies everything before returning. Never blocks under `EH_OVERFLOW_DROP_NEWEST`.
  *
- * Errors: `EH_QUEUE_FULL` (dropped and counted), `EH_SHUT_DOWN`,
- * `EH_INVALID_ARGUMENT`, `EH_POISONED`.
+ * A `timestamp` later than the wall clock plus `max_future_skew_secs` is refused
+ * with `EH_INVALID_ARGUMENT` and counted in `future_refused`.
+ *
+ * Errors: `EH_QUEUE_FULL` (dropped and counted), `EH_SHUT_DOWN` (close has begun:
+ * a push racing with `eh_processor_close` is either accepted, and then delivered
+ * by the close, or refused with this), `EH_INVALID_ARGUMENT`, `EH_POISONED`.
  */
 eh_status eh_processor_push(const struct eh_processor *p,
                             const uint8_t *kind,
@@ -792,11 +930,14 @@ eh_status eh_processor_push(const struct eh_processor *p,
                             size_t payload_len);
 
 /**
- * Offers `n` events in order and writes how many were accepted to `*accepted`.
- * The accepted ones are always the first `*accepted`: after the first refusal
- * (full ring) the rest are dropped and counted. Every event is validated first:
- * one invalid event fails the call (`EH_INVALID_ARGUMENT`) with nothing pushed.
- * A short count is not an error: the call returns `EH_OK`.
+ * Offers `n` events in order and writes how many were accepted to `*accepted`,
+ * on every return (unlike other out-params): the accepted ones are always the
+ * first `*accepted`, and they will be delivered whatever the status, so a retry
+ * must resend only the rest. After the first refusal of a full ring the rest are
+ * dropped and counted; a short count is not an error: the call returns `EH_OK`.
+ * Every event is validated first: one invalid event (or one too far in the
+ * future) fails the call (`EH_INVALID_ARGUMENT`, `*accepted` = 0) with nothing
+ * pushed. `EH_SHUT_DOWN` with `*accepted` > 0: close began partway through.
  */
 eh_status eh_processor_push_batch(const struct eh_processor *p,
                                   const struct eh_event *events,
@@ -821,7 +962,8 @@ eh_status eh_processor_push_fields(const struct eh_processor *p,
  * UTF-8 fields separated by single NUL bytes (so no field may contain a NUL);
  * `timestamps` is NULL (all "now") or `n` values. A column with another number
  * of fields fails with `EH_INVALID_ARGUMENT` and nothing pushed. Same acceptance
- * rules and `*accepted` as `eh_processor_push_batch`; events carry no payload.
+ * rules and `*accepted` (written on every return) as `eh_processor_push_batch`;
+ * events carry no payload.
  */
 eh_status eh_processor_push_columns(const struct eh_processor *p,
                                     const uint8_t *kinds,
@@ -851,35 +993,6 @@ eh_status eh_events_columns(const struct eh_event *events,
                             int64_t *timestamps);
 
 /**
- * Sets the flush callback (NULL `cb` removes it: batches are then discarded and
- * counted). `user_data_free`, if not NULL, is called exactly once with `user_data`
- * when this callback is replaced or the processor freed. Batches already being
- * delivered finish with the previous callback. From this processor's own callback:
- * `EH_WOULD_DEADLOCK` (and `user_data_free` is not called).
- */
-eh_status eh_processor_set_flush_callback(const struct eh_processor *p,
-                                          eh_flush_fn cb,
-                                          void *user_data,
-                                          eh_free_fn user_data_free);
-
-/**
- * Sets the dead-letter callback (NULL removes it; dead-lettered batches are then
- * only counted). Same `user_data` rules as `eh_processor_set_flush_callback`.
- */
-eh_status eh_processor_set_dead_letter_callback(const struct eh_processor *p,
-                                                eh_dead_letter_fn cb,
-                                                void *user_data,
-                                                eh_free_fn user_data_free);
-
-/**
- * Blocks until every event accepted before the call has been delivered,
- * dead-lettered or discarded, or `timeout_ms` passes (`EH_TIMEOUT`). From this
- * processor's own callback: `EH_WOULD_DEADLOCK`. After `eh_processor_free` began:
- * `EH_SHUT_DOWN`.
- */
-eh_status eh_processor_flush(const struct eh_processor *p, uint64_t timeout_ms);
-
-/**
  * Reads the counters into `*out`.
  */
 eh_status eh_processor_get_stats(const struct eh_processor *p, struct eh_processor_stats *out);
@@ -895,8 +1008,9 @@ eh_status eh_processor_now(const struct eh_processor *p, int64_t *out);
  * Estimated distinct users (HyperLogLog, ±0.81% standard error, near exact below a
  * few hundred) in the `window_secs` before `now`: `now` ≤ 0 means the processor's
  * clock, `window_secs` ≤ 0 means all time; the window is rounded up to whole
- * minutes and capped at `window_minutes`. Events are counted once a worker has
- * processed them (`eh_processor_flush` waits for that).
+ * minutes. A window longer than the configured `window_minutes` is refused with
+ * `EH_INVALID_ARGUMENT` (the message names the limit). Events are counted once a
+ * worker has processed them (`eh_processor_flush` waits for that).
  */
 eh_status eh_processor_unique_users(const struct eh_processor *p,
                                     int64_t window_secs,
@@ -905,7 +1019,7 @@ eh_status eh_processor_unique_users(const struct eh_processor *p,
 
 /**
  * The sketch behind `eh_processor_unique_users` as a new `eh_hll` (free it with
- * `eh_hll_free`), to merge with other processes' sketches.
+ * `eh_hll_free`), to merge with other processes' sketches. Same window rules.
  */
 eh_status eh_processor_users_sketch(const struct eh_processor *p,
                                     int64_t window_secs,
@@ -916,7 +1030,8 @@ eh_status eh_processor_users_sketch(const struct eh_processor *p,
  * The `k` busiest channels over the window (`window_secs` ≤ 0: all time; `now` ≤ 0:
  * the processor's clock) from the bounded Space-Saving summaries, into `*out`;
  * release with `eh_channel_list_free`. Counts are upper bounds, exact for channels
- * well above the summary's floor.
+ * well above the summary's floor. A window longer than the configured
+ * `window_minutes` is refused with `EH_INVALID_ARGUMENT`.
  */
 eh_status eh_processor_top_channels(const struct eh_processor *p,
                                     size_t k,
@@ -945,7 +1060,8 @@ void eh_channel_list_free(struct eh_channel_list *list);
 eh_status eh_hll_new(struct eh_hll **out);
 
 /**
- * Frees a HyperLogLog. NULL: no-op.
+ * Frees a HyperLogLog. NULL: no-op. No other call may use `hll` during or after
+ * this one (the caller's duty).
  */
 void eh_hll_free(struct eh_hll *hll);
 
@@ -990,7 +1106,8 @@ eh_status eh_hll_deserialize(const uint8_t *bytes, size_t len, struct eh_hll **o
 eh_status eh_cms_new(uint32_t depth, uint32_t width, struct eh_cms **out);
 
 /**
- * Frees a Count-Min sketch. NULL: no-op.
+ * Frees a Count-Min sketch. NULL: no-op. No other call may use `cms` during or
+ * after this one (the caller's duty).
  */
 void eh_cms_free(struct eh_cms *cms);
 

@@ -17,11 +17,13 @@ pub enum Error {
     /// The event ring is full; the event was dropped and counted.
     QueueFull,
     /// An operating-system I/O operation failed.
-    Io(String),
+    Io(IoError),
     /// Serialized data (snapshot, sketch bytes) failed validation.
     Corrupt(String),
     /// The handle is shutting down or shut down.
     ShutDown,
+    /// The handle was closed; the message names it ("leaderboard closed").
+    Closed(String),
     /// A blocking operation did not complete in time.
     Timeout(String),
     /// A call that would deadlock (e.g. `flush` from inside a flush callback).
@@ -46,9 +48,29 @@ impl Error {
         Error::Corrupt(msg.into())
     }
 
-    /// Wraps an I/O error, naming what was being done.
+    /// Wraps an I/O error, naming what was being done; keeps the OS error number.
     pub fn io(context: impl fmt::Display, err: std::io::Error) -> Self {
-        Error::Io(format!("{context}: {err}"))
+        Error::Io(IoError {
+            message: format!("{context}: {err}"),
+            errno: err.raw_os_error(),
+        })
+    }
+}
+
+/// An I/O failure: the message (naming the file and the OS error) and, when the
+/// operating system reported one, its error number (`errno`), which the C ABI
+/// exposes through `eh_last_error_errno`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IoError {
+    /// What was being done, on which file, and the OS error's text.
+    pub message: String,
+    /// The OS error number, if the failure came from the OS.
+    pub errno: Option<i32>,
+}
+
+impl fmt::Display for IoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
     }
 }
 
@@ -62,6 +84,7 @@ impl fmt::Display for Error {
             Error::Io(m) => write!(f, "I/O error: {m}"),
             Error::Corrupt(m) => write!(f, "corrupt data: {m}"),
             Error::ShutDown => f.write_str("shut down"),
+            Error::Closed(m) => write!(f, "shut down: {m}"),
             Error::Timeout(m) => write!(f, "timed out: {m}"),
             Error::WouldDeadlock(m) => write!(f, "refused, would deadlock: {m}"),
             Error::Poisoned(m) => write!(f, "poisoned: {m}"),

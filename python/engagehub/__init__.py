@@ -13,13 +13,16 @@ Every failing call raises a subclass of :class:`EngageHubError` (see
 from __future__ import annotations
 
 from . import errors
+from ._handle import NativeHandle
 from ._native import ffi, lib, status_name
 from .errors import (
     Busy,
+    Closed,
     Corrupt,
     EngageHubError,
     Full,
     InvalidArgument,
+    InvalidType,
     IOFailure,
     NotFound,
     Panic,
@@ -38,6 +41,7 @@ __version__: str = ffi.string(lib.eh_version()).decode()
 
 __all__ = [
     "Busy",
+    "Closed",
     "CountMinSketch",
     "Corrupt",
     "EngageHubError",
@@ -47,10 +51,12 @@ __all__ = [
     "Full",
     "IOFailure",
     "InvalidArgument",
+    "InvalidType",
     "Leaderboard",
     "SkippedEntry",
     "SnapshotEntriesSkipped",
     "LeaderboardStats",
+    "NativeHandle",
     "NotFound",
     "Panic",
     "Poisoned",

@@ -14,10 +14,13 @@
  * is not refused takes well under a microsecond, so other Python threads are held
  * up for no longer than by any builtin call.
  *
- * The GIL is also what makes the board address safe to use: Leaderboard.close()
- * zeroes it before freeing the board, and cannot run while this call holds the GIL.
- * (The module declares no free-threading support, so a free-threaded CPython keeps
- * the GIL enabled while it is imported.)
+ * The board address is safe to use without the GIL's help: it is the handle's
+ * shell, which stays valid for the Python wrapper's whole life (ffi.gc frees it
+ * only when the wrapper is collected, so never during one of its calls).
+ * Leaderboard.close() is eh_leaderboard_close: it drops the board but keeps the
+ * shell, and a call after it gets EH_SHUT_DOWN, which the caller raises as Closed
+ * (the same exception as the cffi path). (The module declares no free-threading
+ * support, so a free-threaded CPython keeps the GIL enabled while it is imported.)
  *
  * Everything this module does not handle (a non-str id, a timestamp that is not an
  * int, points that are neither float nor int, an int out of range) returns None,
@@ -75,7 +78,7 @@ static PyObject *leaderboard_add(PyObject *module, PyObject *const *args, Py_ssi
     PyErr_Clear();
     Py_RETURN_NONE;
   }
-  /* 0 (a closed board) is passed on: the library answers EH_INVALID_ARGUMENT. */
+  /* A closed board's shell answers EH_SHUT_DOWN; 0 would get EH_INVALID_ARGUMENT. */
   void *board = PyLong_AsVoidPtr(args[0]);
   if (board == NULL && PyErr_Occurred()) {
     return NULL;

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import cffi
 
 from ._header import header_to_cdef
-from .errors import EngageHubError, error_for_status
+from .errors import EngageHubError, InvalidArgument, InvalidType, error_for_status
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _REPO_DIR = _PACKAGE_DIR.parent.parent
@@ -98,29 +98,54 @@ def _call(fn: Callable[..., int], *args: Any) -> None:
     """Calls a status-returning function; raises the mapped exception on failure."""
     status = fn(*args)
     if status:
-        raise error_for_status(status, last_error())
+        raise error_for_status(status, last_error(), lib.eh_last_error_errno())
 
 
-def check(status: int) -> None:
-    """Raises for a non-zero status already returned by a call on this thread."""
+def check(status: int, filename: "str | os.PathLike[str] | None" = None) -> None:
+    """Raises for a non-zero status already returned by a call on this thread
+    (``filename``: the path the call was given, for :class:`~engagehub.IOFailure`)."""
     if status:
-        raise error_for_status(status, last_error())
+        name = None if filename is None else os.fsdecode(filename)
+        raise error_for_status(status, last_error(), lib.eh_last_error_errno(), name)
 
 
 def encode(value: str | bytes, what: str) -> bytes:
     """UTF-8 bytes of a str (bytes pass through: the library validates them)."""
     if isinstance(value, str):
-        return value.encode("utf-8")
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate
+            raise InvalidArgument(f"{what} is not valid UTF-8 text ({exc.reason})", 1) from None
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
-    raise TypeError(f"{what} must be str or bytes, not {type(value).__name__}")
+    raise InvalidType(f"{what} must be str or bytes, not {type(value).__name__}", 1)
 
 
-def path_bytes(path: str | os.PathLike[str]) -> bytes:
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def timestamp_arg(value: Any, what: str = "timestamp") -> int:
+    """Unix seconds as an int64: ints as they are, floats truncated; anything else
+    :class:`InvalidType`, out of range (or NaN/inf) :class:`InvalidArgument`."""
+    if type(value) is not int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidType(f"{what} must be a number, not {type(value).__name__}", 1)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise InvalidArgument(f"{what} must be finite, got {value!r}", 1)
+        value = int(value)
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise InvalidArgument(f"{what} {value} does not fit in 64 bits", 1)
+    return value
+
+
+def path_bytes(path: "str | os.PathLike[str]") -> bytes:
     """A filesystem path as NUL-free bytes for the C API."""
-    raw = os.fsencode(path)
+    try:
+        raw = os.fsencode(path)
+    except TypeError:
+        raise InvalidType(f"path must be str, bytes or os.PathLike, not {type(path).__name__}", 1) from None
     if b"\0" in raw:
-        raise ValueError("path contains a NUL byte")
+        raise InvalidArgument("path contains a NUL byte", 1)
     return raw
 
 
@@ -135,5 +160,6 @@ __all__ = [
     "last_error",
     "lib",
     "path_bytes",
+    "timestamp_arg",
     "status_name",
 ]

@@ -26,6 +26,15 @@ class InvalidArgument(EngageHubError, ValueError):
     status = 1
 
 
+class InvalidType(InvalidArgument, TypeError):
+    """An argument had the wrong type, e.g. ``Leaderboard(decay_factor="0.9")``.
+
+    A subclass of :class:`InvalidArgument` (hence ``ValueError``) that is also a
+    ``TypeError``, so both ``except InvalidArgument`` and the built-in habit of
+    ``except TypeError`` catch it. Values of the right type but out of range raise
+    plain :class:`InvalidArgument`."""
+
+
 class NotFound(EngageHubError, KeyError):
     """The named user or item does not exist (EH_NOT_FOUND)."""
 
@@ -48,9 +57,28 @@ class QueueFull(EngageHubError):
 
 
 class IOFailure(EngageHubError, OSError):
-    """An I/O operation failed (EH_IO)."""
+    """An I/O operation failed (EH_IO).
+
+    ``errno`` is the operating system's error number (``errno.ENOENT``...) from
+    ``eh_last_error_errno()``, or ``None`` when the failure had none; ``filename``
+    is the path the call was given; ``strerror`` is the library's message (it
+    names the file and the OS error)."""
 
     status = 5
+
+    def __init__(
+        self, message: str, status: int | None = None, errno: int | None = None, filename: str | None = None
+    ) -> None:
+        if errno:
+            OSError.__init__(self, errno, message)
+        else:
+            OSError.__init__(self, message)
+        if status is not None:
+            self.status = status
+        self.filename = filename
+
+    def __str__(self) -> str:
+        return self.strerror if self.strerror is not None else OSError.__str__(self)
 
 
 class Corrupt(EngageHubError, ValueError):
@@ -59,10 +87,15 @@ class Corrupt(EngageHubError, ValueError):
     status = 6
 
 
-class ShutDown(EngageHubError):
-    """The handle is shut down (EH_SHUT_DOWN)."""
+class Closed(EngageHubError, ValueError):
+    """The handle is closed (EH_SHUT_DOWN), or the wrapper was closed: the call did
+    nothing. Also a ``ValueError``, as for a closed file."""
 
     status = 7
+
+
+ShutDown = Closed
+"""The former name of :class:`Closed` (same class)."""
 
 
 class Timeout(EngageHubError, TimeoutError):
@@ -105,7 +138,7 @@ _BY_STATUS: dict[int, type[EngageHubError]] = {
         QueueFull,
         IOFailure,
         Corrupt,
-        ShutDown,
+        Closed,
         Timeout,
         WouldDeadlock,
         Poisoned,
@@ -115,7 +148,13 @@ _BY_STATUS: dict[int, type[EngageHubError]] = {
 }
 
 
-def error_for_status(status: int, message: str) -> EngageHubError:
-    """The exception for a non-zero status code (unknown codes give the base class)."""
+def error_for_status(
+    status: int, message: str, errno: int | None = None, filename: str | None = None
+) -> EngageHubError:
+    """The exception for a non-zero status code (unknown codes give the base class).
+    ``errno`` and ``filename`` go to :class:`IOFailure` only."""
     cls = _BY_STATUS.get(status, EngageHubError)
-    return cls(message or f"engagehub status {status}", status)
+    message = message or f"engagehub status {status}"
+    if cls is IOFailure:
+        return IOFailure(message, status, errno or None, filename)
+    return cls(message, status)

@@ -9,7 +9,8 @@ import struct
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 from . import errors
-from ._native import _call, check, encode, ffi, lib, path_bytes
+from ._handle import NativeHandle, native_close
+from ._native import _call, check, encode, ffi, lib, path_bytes, timestamp_arg
 
 TimeSource = Callable[[], float]
 
@@ -23,6 +24,30 @@ _new = ffi.new
 _EH_FULL = lib.EH_FULL
 _EH_NOT_FOUND = lib.EH_NOT_FOUND
 _EH_BUSY = lib.EH_BUSY
+_SIZE_MAX = 2 ** (8 * ffi.sizeof("size_t")) - 1
+
+
+def _count(value: Any, what: str) -> int:
+    """A non-negative int argument for a size_t, clamped to SIZE_MAX (a larger
+    count means "all of them")."""
+    if type(value) is not int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise errors.InvalidType(f"{what} must be an int, not {type(value).__name__}", 1)
+    if value < 0:
+        raise errors.InvalidArgument(f"{what} must be >= 0, got {value}", 1)
+    return value if value <= _SIZE_MAX else _SIZE_MAX
+
+
+def _real(value: Any, what: str) -> float:
+    """A float argument: int or float (bool too, as update_user's points take it)."""
+    if type(value) is float:
+        return value
+    if not isinstance(value, (int, float)):
+        raise errors.InvalidType(f"{what} must be a number, not {type(value).__name__}", 1)
+    try:
+        return float(value)
+    except OverflowError:
+        raise errors.InvalidArgument(f"{what} is too large for a double", 1) from None
 
 
 def _load_fast_add() -> Optional[Callable[..., Optional[int]]]:
@@ -117,7 +142,7 @@ def _skipped_at_load(handle: Any) -> "list[SkippedEntry]":
     return [SkippedEntry(r["index"], r["user_id"], r["reason"]) for r in rows]
 
 
-class Leaderboard:
+class Leaderboard(NativeHandle):
     """Users ranked by exponentially decayed points.
 
     A user's score at time ``t`` is ``sum(points_i * decay_factor ** ((t - ts_i) /
@@ -126,9 +151,18 @@ class Leaderboard:
     <= 0) means "now" by the board's time source (the wall clock unless
     :meth:`set_time_source` set another).
 
-    The native handle is freed by :meth:`close` (or leaving a ``with`` block); the
-    garbage collector frees it too as a backstop. Safe to share between threads.
+    :meth:`close` (or leaving a ``with`` block) releases the board's memory; the
+    garbage collector frees what remains. Later calls raise
+    :class:`~engagehub.Closed`. A leaderboard is plain memory: a forked child works
+    on its own copy.
+
+    Thread safety: safe to share between threads. :meth:`close` may run while
+    other threads use the board: it waits for their calls in progress (a save only
+    for its serialisation), and their later calls raise :class:`~engagehub.Closed`.
     """
+
+    _kind = "leaderboard"
+    _native_close = native_close(lib.eh_leaderboard_close)
 
     def __init__(
         self,
@@ -138,12 +172,18 @@ class Leaderboard:
         decay_period_secs: float = 86400.0,
         max_future_secs: int = 86400,
     ) -> None:
-        if not isinstance(max_future_secs, int) or isinstance(max_future_secs, bool) or max_future_secs < 1:
-            raise errors.InvalidArgument(f"max_future_secs must be an int >= 1, got {max_future_secs!r}", 1)
+        if isinstance(max_future_secs, bool) or not isinstance(max_future_secs, int):
+            raise errors.InvalidType(f"max_future_secs must be an int, not {type(max_future_secs).__name__}", 1)
+        if max_future_secs < 1:
+            raise errors.InvalidArgument(f"max_future_secs must be >= 1, got {max_future_secs}", 1)
         self.last_load_skipped: list[SkippedEntry] = []
         """Entries skipped by the last :meth:`load_from_json` of a C++ snapshot."""
-        if max_users < 0:
-            raise errors.InvalidArgument(f"max_users must be >= 0, got {max_users}", 1)
+        decay_factor = _real(decay_factor, "decay_factor")
+        decay_period_secs = _real(decay_period_secs, "decay_period_secs")
+        if isinstance(max_users, bool) or not isinstance(max_users, int):
+            raise errors.InvalidType(f"max_users must be an int, not {type(max_users).__name__}", 1)
+        if not 0 <= max_users < 2**64:
+            raise errors.InvalidArgument(f"max_users must be in [0, 2**64), got {max_users}", 1)
         # 0 means "default" in the C config; here 0 is a real (invalid) value.
         if decay_factor == 0:
             raise errors.InvalidArgument("decay_factor must be in (0, 1], got 0", 1)
@@ -153,44 +193,23 @@ class Leaderboard:
             "eh_leaderboard_config *",
             {
                 "struct_size": ffi.sizeof("eh_leaderboard_config"),
-                "decay_factor": float(decay_factor),
-                "decay_period_secs": float(decay_period_secs),
-                "max_users": int(max_users),
-                "max_future_secs": int(min(max_future_secs, 2**63 - 1)),
+                "decay_factor": decay_factor,
+                "decay_period_secs": decay_period_secs,
+                "max_users": max_users,
+                "max_future_secs": min(max_future_secs, 2**63 - 1),
             },
         )
         out = ffi.new("eh_leaderboard **")
-        _call(lib.eh_leaderboard_new, config, out)
-        self._handle: Any = ffi.gc(out[0], lib.eh_leaderboard_free)
-        # The handle as a plain int, for the fast path; 0 once closed.
-        self._address = int(ffi.cast("uintptr_t", self._handle))
         self._time_source: Optional[TimeSource] = None
+        _call(lib.eh_leaderboard_new, config, out)
+        self._own(out[0], lib.eh_leaderboard_free)
+        # The handle as a plain int, for the fast path. It stays valid for the
+        # wrapper's whole life (ffi.gc frees the shell only with the wrapper), so a
+        # fast call racing a close gets EH_SHUT_DOWN, never freed memory.
+        self._address = int(ffi.cast("uintptr_t", self._cdata))
 
-    # -- lifetime ----------------------------------------------------------------
-
-    def close(self) -> None:
-        """Frees the native board now. Further calls raise ``ValueError``."""
-        handle, self._handle = self._handle, None
-        self._address = 0
-        if handle is not None:
-            ffi.release(handle)
-
-    @property
-    def closed(self) -> bool:
-        """True after :meth:`close`."""
-        return self._handle is None
-
-    def __enter__(self) -> "Leaderboard":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _h(self) -> Any:
-        handle = self._handle
-        if handle is None:
-            raise ValueError("leaderboard is closed")
-        return handle
+    def _repr_details(self) -> str:
+        return f"{self.size()} users"
 
     # -- time --------------------------------------------------------------------
 
@@ -198,7 +217,7 @@ class Leaderboard:
         """Uses ``source()`` (seconds since the epoch) as "now"; ``None`` restores the
         wall clock."""
         if source is not None and not callable(source):
-            raise TypeError("time source must be callable or None")
+            raise errors.InvalidType("time source must be callable or None", 1)
         self._time_source = source
 
     # -- updates -----------------------------------------------------------------
@@ -207,11 +226,10 @@ class Leaderboard:
         if timestamp is None:
             source = self._time_source
             return 0 if source is None else int(source())
-        return timestamp if type(timestamp) is int else int(timestamp)
+        return timestamp_arg(timestamp)
 
     def _raise(self, status: int) -> None:
-        if self._handle is None:
-            raise ValueError("leaderboard is closed")
+        # A close by another thread during the call: EH_SHUT_DOWN, i.e. Closed.
         check(status)
 
     def add(self, user_id: str, points: float, timestamp: Optional[float] = None) -> None:
@@ -225,15 +243,17 @@ class Leaderboard:
 
     def set(self, user_id: str, score: float, timestamp: Optional[float] = None) -> None:
         """Sets the user's score as of ``timestamp``, replacing its history."""
+        h = self._h()
         uid = encode(user_id, "user_id")
-        status = lib.eh_leaderboard_set(self._handle, uid, len(uid), score, self._stamp(timestamp))
+        status = lib.eh_leaderboard_set(h, uid, len(uid), _real(score, "score"), self._stamp(timestamp))
         if status:
             self._raise(status)
 
     def remove(self, user_id: str) -> None:
         """Removes the user; raises :class:`~engagehub.errors.NotFound` if absent."""
+        h = self._h()
         uid = encode(user_id, "user_id")
-        _call(lib.eh_leaderboard_remove, self._h(), uid, len(uid))
+        _call(lib.eh_leaderboard_remove, h, uid, len(uid))
 
     def clear(self) -> None:
         """Removes every user."""
@@ -246,17 +266,19 @@ class Leaderboard:
         # if another thread is using it. Written for the usual str id and int (or
         # omitted) timestamp: one native call and nothing else; other types take
         # the except branches and give the same results, a little slower.
+        if self._closed:
+            raise self._closed_error()
         try:
             uid = user_id.encode()
-        except AttributeError:
+        except (AttributeError, UnicodeEncodeError):  # bytes, or a lone surrogate
             uid = encode(user_id, "user_id")
         if timestamp is None:
             source = self._time_source
             timestamp = 0 if source is None else int(source())
         try:
-            status = _add(self._handle, uid, len(uid), points, timestamp)
-        except TypeError:  # a float timestamp, a closed board or points not a number
-            status = _add(self._h(), uid, len(uid), points, self._stamp(timestamp))
+            status = _add(self._cdata, uid, len(uid), points, timestamp)
+        except (TypeError, OverflowError):  # a float timestamp, points not a number, out of range
+            status = _add(self._cdata, uid, len(uid), _real(points, "points"), self._stamp(timestamp))
         return True if status == 0 else self._update_failed(status)
 
     def _update_failed(self, status: int) -> bool:
@@ -282,12 +304,18 @@ class Leaderboard:
             stays held for the sub-microsecond update, which never waits for the
             board; if another thread is using it, or the arguments are not a str
             id, int or float points and an int timestamp, the call goes through
-            cffi instead (releasing the GIL while it waits).
+            cffi instead (releasing the GIL while it waits). On a closed board the
+            native call answers EH_SHUT_DOWN (the address stays valid for the
+            wrapper's whole life), so it raises :class:`~engagehub.Closed` as the
+            cffi path does.
             """
             if timestamp is None:
                 source = self._time_source
                 timestamp = 0 if source is None else int(source())
-            status = _fast_add(self._address, user_id, points, timestamp)
+            try:
+                status = _fast_add(self._address, user_id, points, timestamp)
+            except UnicodeEncodeError:  # a lone surrogate: as the cffi path decides
+                return self._update_user_cffi(user_id, points, timestamp)
             if status == 0:
                 return True
             if status is None or status == _EH_BUSY:
@@ -328,30 +356,30 @@ class Leaderboard:
 
     def top(self, k: int = 10, offset: int = 0, now: Optional[float] = None) -> list[RankedUser]:
         """Up to ``k`` users from 0-based position ``offset``, best first."""
-        if k < 0 or offset < 0:
-            raise errors.InvalidArgument("k and offset must be >= 0", 1)
-        return list(map(RankedUser, *self._columns(_top, self._handle, offset, k, self._stamp(now))))
+        h = self._h()
+        k, offset = _count(k, "k"), _count(offset, "offset")
+        return list(map(RankedUser, *self._columns(_top, h, offset, k, self._stamp(now))))
 
     def around(self, user_id: str, radius: int = 5, now: Optional[float] = None) -> list[RankedUser]:
         """The users within ``radius`` places of ``user_id`` (NotFound if absent)."""
-        if radius < 0:
-            raise errors.InvalidArgument("radius must be >= 0", 1)
+        h = self._h()
+        radius = _count(radius, "radius")
         uid = encode(user_id, "user_id")
-        columns = self._columns(lib.eh_leaderboard_around, self._handle, uid, len(uid), radius, self._stamp(now))
+        columns = self._columns(lib.eh_leaderboard_around, h, uid, len(uid), radius, self._stamp(now))
         return list(map(RankedUser, *columns))
 
     def rank(self, user_id: str, now: Optional[float] = None) -> RankedUser:
         """The user's rank and score; raises :class:`~engagehub.errors.NotFound`."""
+        h = self._h()
         uid = encode(user_id, "user_id")
         info = ffi.new("eh_rank_info *")
-        _call(lib.eh_leaderboard_rank, self._h(), uid, len(uid), self._stamp(now), info)
+        _call(lib.eh_leaderboard_rank, h, uid, len(uid), self._stamp(now), info)
         return RankedUser(user_id, info.rank, info.score, info.last_update)
 
     def get_top_users(self, k: int = 10) -> list[dict[str, Any]]:
         """Drop-in: ``[{"user_id", "score", "rank", "last_update"}]``, best first."""
-        if k < 0:
-            raise errors.InvalidArgument("k must be >= 0", 1)
-        ids, ranks, scores, lasts = self._columns(_top, self._handle, 0, k, self._stamp(None))
+        h = self._h()
+        ids, ranks, scores, lasts = self._columns(_top, h, 0, _count(k, "k"), self._stamp(None))
         return [
             {"user_id": u, "score": s, "rank": r, "last_update": t}
             for u, r, s, t in zip(ids, ranks, scores, lasts)
@@ -359,9 +387,10 @@ class Leaderboard:
 
     def get_user_rank(self, user_id: str) -> Optional[dict[str, Any]]:
         """Drop-in: ``{"user_id", "rank", "score", "last_update"}`` or ``None`` if absent."""
+        h = self._h()
         uid = user_id.encode() if type(user_id) is str else encode(user_id, "user_id")
         info = _new("eh_rank_info *")
-        status = _rank(self._handle, uid, len(uid), self._stamp(None), info)
+        status = _rank(h, uid, len(uid), self._stamp(None), info)
         if status:
             if status == _EH_NOT_FOUND:
                 return None
@@ -393,13 +422,20 @@ class Leaderboard:
     # -- persistence -------------------------------------------------------------
 
     def save_to_json(self, path: "str | os.PathLike[str]") -> None:
-        """Writes a snapshot atomically (temp file, fsync, rename); lossless."""
-        _call(lib.eh_leaderboard_save, self._h(), path_bytes(path))
+        """Writes a snapshot atomically (temp file, fsync, rename); lossless.
+
+        Holds the board only while serialising, not while writing: a :meth:`close`
+        from another thread waits for the serialisation, then this call finishes
+        writing. Raises :class:`~engagehub.IOFailure` with ``errno`` and
+        ``filename`` set."""
+        h = self._h()
+        check(lib.eh_leaderboard_save(h, path_bytes(path)), path)
 
     def load_from_json(self, path: "str | os.PathLike[str]") -> None:
         """Replaces the board (and its decay settings) with a snapshot; reads the
         C++ extension's files too. On any error the board is unchanged and
-        :class:`~engagehub.errors.Corrupt` or ``IOFailure`` is raised.
+        :class:`~engagehub.errors.Corrupt` or :class:`~engagehub.IOFailure` (with
+        ``errno`` and ``filename``) is raised.
 
         Entries of a C++ extension snapshot that cannot be loaded (its writer left
         control characters and ``inf`` unescaped; bad ids, scores or timestamps,
@@ -407,7 +443,7 @@ class Leaderboard:
         :attr:`last_load_skipped` and announced by one
         :class:`SnapshotEntriesSkipped` warning; the others are loaded."""
         h = self._h()
-        _call(lib.eh_leaderboard_load, h, path_bytes(path))
+        check(lib.eh_leaderboard_load(h, path_bytes(path)), path)
         self.last_load_skipped = _skipped_at_load(h)
         if self.last_load_skipped:
             first = self.last_load_skipped[0]

@@ -12,13 +12,29 @@ Differences from the C++ extension, all deliberate:
 * with no callback set, batches are discarded and counted (``stats().discarded``),
   never accumulated, and :meth:`flush_now` always returns;
 * :meth:`close` (or the garbage collector) drains and delivers everything accepted,
-  with the GIL released while it waits, so a slow callback cannot deadlock it.
+  with the GIL released while it waits, so a slow callback cannot deadlock it;
+  from inside the processor's own callback it raises
+  :class:`~engagehub.WouldDeadlock` and the processor stays usable.
+
+Lifetimes: the callbacks' context (the Python callables, reached by the native
+side through ``user_data``) lives in a module-level registry, one entry per
+registration, released only by the native ``user_data_free`` finalizer, which runs
+after the callback's last call. So a processor collected anywhere (even by the
+cyclic GC on one of its own worker threads, where the native free hands the close
+to a reaper thread) keeps delivering its remaining batches to live callables.
+
+Fork: an inherited processor re-initialises itself natively on its first call in
+the child (fresh workers, an empty ring, counters and sketches starting empty,
+callbacks kept); the wrapper's Python locks are reset by an
+``os.register_at_fork`` hook, so a lock some other thread of the parent held at
+fork time cannot block the child.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import struct
 import threading
 import weakref
@@ -26,7 +42,8 @@ from array import array
 from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from . import errors
-from ._native import _call, check, encode, ffi, lib
+from ._handle import NativeHandle, native_close
+from ._native import _call, check, encode, ffi, lib, timestamp_arg
 from .sketch import HyperLogLog
 
 log = logging.getLogger("engagehub")
@@ -37,6 +54,7 @@ _push_columns = lib.eh_processor_push_columns
 _columns = lib.eh_events_columns
 _NULL = ffi.NULL
 _EH_QUEUE_FULL = lib.EH_QUEUE_FULL
+_EH_TIMEOUT = lib.EH_TIMEOUT
 _buffer = ffi.buffer
 _unpack = ffi.unpack
 
@@ -94,6 +112,9 @@ class ProcessorStats(NamedTuple):
     """Batches given up on."""
     queue_len: int
     """Events waiting in the ring."""
+    future_refused: int = 0
+    """Events refused because their timestamp was later than the wall clock plus
+    ``max_future_skew_secs``."""
 
 
 Batch = Union[List[dict], List[tuple], EventColumns]
@@ -153,15 +174,13 @@ def _decode(events: Any, n: int, form: str, payloads: bool) -> Any:
 
 
 class _Dispatch:
-    """What the native callbacks reach through ``user_data``: the Python callbacks
-    and the place failures are recorded. Holds no reference to the processor."""
+    """A processor's callback state shared by its registrations: whether payloads
+    were pushed and the place failures are recorded. Holds no reference to the
+    processor."""
 
-    __slots__ = ("flush", "form", "dead_letter", "payloads", "last_error", "errors", "lock", "__weakref__")
+    __slots__ = ("payloads", "last_error", "errors", "lock", "__weakref__")
 
     def __init__(self) -> None:
-        self.flush: Optional[FlushCallback] = None
-        self.form = "dicts"
-        self.dead_letter: Optional[DeadLetterCallback] = None
         self.payloads = False
         self.last_error: Optional[BaseException] = None
         self.errors = 0
@@ -174,14 +193,25 @@ class _Dispatch:
         log.error("engagehub %s callback raised; the batch will be retried or dead-lettered", what, exc_info=exc)
 
 
+class _Registration:
+    """What one callback registration's ``user_data`` reaches: the callable, its
+    batch format and the processor's shared :class:`_Dispatch`. Immutable, so a
+    registration the native side refuses changes nothing."""
+
+    __slots__ = ("dispatch", "callback", "form", "__weakref__")
+
+    def __init__(self, dispatch: _Dispatch, callback: Callable[..., Any], form: str) -> None:
+        self.dispatch = dispatch
+        self.callback = callback
+        self.form = form
+
+
 @ffi.callback("int32_t(void *, const eh_event *, size_t)", error=1)
 def _flush_trampoline(user_data: Any, events: Any, n: int) -> int:
-    dispatch: _Dispatch = ffi.from_handle(user_data)
-    callback = dispatch.flush
-    if callback is None:
-        return 0
+    registration: _Registration = ffi.from_handle(user_data)
+    dispatch = registration.dispatch
     try:
-        callback(_decode(events, n, dispatch.form, dispatch.payloads))
+        registration.callback(_decode(events, n, registration.form, dispatch.payloads))
     except BaseException as exc:  # noqa: BLE001 - every failure must be counted
         dispatch.failed("flush", exc)
         return 1
@@ -190,20 +220,53 @@ def _flush_trampoline(user_data: Any, events: Any, n: int) -> int:
 
 @ffi.callback("void(void *, const eh_event *, size_t, const char *)")
 def _dead_letter_trampoline(user_data: Any, events: Any, n: int, error: Any) -> None:
-    dispatch: _Dispatch = ffi.from_handle(user_data)
-    callback = dispatch.dead_letter
-    if callback is None:
-        return
+    registration: _Registration = ffi.from_handle(user_data)
+    dispatch = registration.dispatch
     reason = ffi.string(error).decode("utf-8", "replace")
     if dispatch.last_error is not None:
         reason = f"{reason}: {dispatch.last_error!r}"
     try:
-        callback(_decode(events, n, "dicts", dispatch.payloads), reason)
+        registration.callback(_decode(events, n, "dicts", dispatch.payloads), reason)
     except BaseException as exc:  # noqa: BLE001
         log.error("engagehub dead-letter callback raised; batch counted as dead-lettered", exc_info=exc)
 
 
+# One entry per callback registration: the `ffi.new_handle` the native side holds
+# as `user_data`, keyed by its address. Only `_user_data_free` (the native
+# finalizer, which runs after the callback's last call) removes an entry, so no
+# batch can ever reach a released handle, whoever dropped the processor and on
+# whichever thread.
+_CONTEXTS: dict[int, Any] = {}
+
+
+def _register_context(registration: _Registration) -> Any:
+    handle = ffi.new_handle(registration)
+    _CONTEXTS[int(ffi.cast("uintptr_t", handle))] = handle
+    return handle
+
+
+def _forget_context(handle: Any) -> None:
+    """For a registration the native side refused (it keeps no user_data then)."""
+    _CONTEXTS.pop(int(ffi.cast("uintptr_t", handle)), None)
+
+
+@ffi.callback("void(void *)")
+def _user_data_free(user_data: Any) -> None:
+    _CONTEXTS.pop(int(ffi.cast("uintptr_t", user_data)), None)
+
+
 _LIVE: "weakref.WeakSet[EventStreamProcessor]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # Threads do not survive fork: a lock another thread held at that moment would
+    # stay held forever in the child. The native side re-initialises itself.
+    for processor in list(_LIVE):
+        processor._dispatch.lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register
@@ -216,11 +279,23 @@ def _close_all() -> None:
             log.exception("engagehub: closing a processor at exit failed")
 
 
-def _free_processor(ptr: Any, _keep: Any) -> None:
-    lib.eh_processor_free(ptr)
+def _window(window_secs: Optional[int]) -> int:
+    """A query window in seconds (``None``: all time, 0 on the C side)."""
+    if window_secs is None:
+        return 0
+    if isinstance(window_secs, bool) or not isinstance(window_secs, (int, float)):
+        raise errors.InvalidType(f"window_secs must be a number or None, not {type(window_secs).__name__}", 1)
+    if not 0 <= window_secs < 2**63:  # NaN fails too
+        raise errors.InvalidArgument(f"window_secs must be >= 0, got {window_secs}", 1)
+    return int(window_secs)
 
 
-class EventStreamProcessor:
+def _now(now: Optional[float]) -> int:
+    """A query's "now" (``None``: the processor's clock, 0 on the C side)."""
+    return 0 if now is None else timestamp_arg(now, "now")
+
+
+class EventStreamProcessor(NativeHandle):
     """Pushes events into native worker threads that sketch them and deliver batches.
 
     The drop-in arguments keep their names (``buffer_size`` ring slots, rounded up to
@@ -229,12 +304,24 @@ class EventStreamProcessor:
     ``overflow`` (``"drop"``: a full ring refuses the event, or ``"block"``: wait up
     to ``block_timeout_ms``), ``max_retries`` and ``retry_backoff_ms`` for failing
     callbacks, ``clock`` (``"wall"`` or ``"event_time"`` for replays),
-    ``window_minutes``, ``cms_depth``, ``cms_width``, ``topk_capacity``.
+    ``window_minutes``, ``cms_depth``, ``cms_width``, ``topk_capacity``,
+    ``max_future_skew_secs`` (timestamps later than the wall clock plus this are
+    refused with :class:`~engagehub.InvalidArgument` and counted in
+    ``stats().future_refused``, under both clocks).
 
-    Safe to share between threads. Free it with :meth:`close` or a ``with`` block
-    (both drain and deliver everything accepted); the garbage collector and
-    interpreter exit do the same as a backstop.
+    Close it with :meth:`close` or a ``with`` block (both drain and deliver
+    everything accepted); the garbage collector and interpreter exit do the same as
+    a backstop. Survives ``os.fork()``: see the module's notes.
+
+    Thread safety: safe to share between threads. :meth:`close` may run while
+    other threads push or query: their calls finish, or raise
+    :class:`~engagehub.Closed`. From inside this processor's own callbacks,
+    :meth:`close`, :meth:`flush_now` and the ``set_*_callback`` methods raise
+    :class:`~engagehub.WouldDeadlock` and change nothing.
     """
+
+    _kind = "processor"
+    _native_close = native_close(lib.eh_processor_close)
 
     def __init__(
         self,
@@ -252,6 +339,7 @@ class EventStreamProcessor:
         cms_depth: int = 4,
         cms_width: int = 2048,
         topk_capacity: int = 1024,
+        max_future_skew_secs: int = 86400,
     ) -> None:
         for name, value, limit in (
             ("buffer_size", buffer_size, 2**64),
@@ -264,6 +352,7 @@ class EventStreamProcessor:
             ("cms_depth", cms_depth, 2**32),
             ("cms_width", cms_width, 2**32),
             ("topk_capacity", topk_capacity, 2**32),
+            ("max_future_skew_secs", max_future_skew_secs, 2**32),
         ):
             # 0 means "default" in the C config; here it is a real (invalid) value.
             # The native side checks the real ranges and names the field.
@@ -291,47 +380,32 @@ class EventStreamProcessor:
                 "cms_depth": cms_depth,
                 "cms_width": cms_width,
                 "topk_capacity": topk_capacity,
+                "max_future_skew_secs": max_future_skew_secs,
             },
         )
         out = ffi.new("eh_processor **")
-        _call(lib.eh_processor_new, config, out)
         self._dispatch = _Dispatch()
-        self._user_data = ffi.new_handle(self._dispatch)
-        # The destructor keeps the dispatch handle alive until the native free (which
-        # drains through the callbacks) has returned.
-        keep = self._user_data
-        self._p: Any = ffi.gc(out[0], lambda ptr: _free_processor(ptr, keep))
-        self._lock = threading.Lock()
+        _call(lib.eh_processor_new, config, out)
+        # From a worker thread (the last reference dropped in a callback, or the
+        # cyclic GC running there), eh_processor_free hands the close to a reaper.
+        self._own(out[0], lib.eh_processor_free)
         _LIVE.add(self)
 
     # -- lifetime ----------------------------------------------------------------
 
     def close(self) -> None:
         """Stops intake, delivers every accepted event through the callbacks, joins
-        the workers and frees the native processor. Blocks until done, with the GIL
-        released so callbacks can run. Idempotent; later pushes raise ``ValueError``."""
-        with self._lock:
-            p, self._p = self._p, None
-        if p is not None:
-            ffi.release(p)
-            _LIVE.discard(self)
+        the workers and releases the native processor's resources. Blocks until
+        done, with the GIL released so callbacks can run. Idempotent; later calls
+        raise :class:`~engagehub.Closed`. Other threads' calls in progress finish or
+        raise :class:`~engagehub.Closed`. From inside this processor's own callback:
+        :class:`~engagehub.WouldDeadlock`, and the processor stays open and usable."""
+        super().close()
+        _LIVE.discard(self)
 
-    @property
-    def closed(self) -> bool:
-        """True after :meth:`close`."""
-        return self._p is None
-
-    def __enter__(self) -> "EventStreamProcessor":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _h(self) -> Any:
-        p = self._p
-        if p is None:
-            raise ValueError("processor is closed")
-        return p
+    def _repr_details(self) -> str:
+        s = self.stats()
+        return f"accepted={s.accepted} delivered={s.delivered} queued={s.queue_len}"
 
     # -- callbacks ---------------------------------------------------------------
 
@@ -350,12 +424,15 @@ class EventStreamProcessor:
         if callback is not None and not callable(callback):
             raise TypeError("callback must be callable or None")
         p = self._h()
-        self._dispatch.form = batch_format
-        self._dispatch.flush = callback
         if callback is None:
             _call(lib.eh_processor_set_flush_callback, p, _NULL, _NULL, _NULL)
-        else:
-            _call(lib.eh_processor_set_flush_callback, p, _flush_trampoline, self._user_data, _NULL)
+            return
+        context = _register_context(_Registration(self._dispatch, callback, batch_format))
+        try:
+            _call(lib.eh_processor_set_flush_callback, p, _flush_trampoline, context, _user_data_free)
+        except BaseException:
+            _forget_context(context)
+            raise
 
     def set_dead_letter_callback(self, callback: Optional[DeadLetterCallback]) -> None:
         """Calls ``callback(events, error)`` (a list of dicts and the last failure) for
@@ -363,11 +440,15 @@ class EventStreamProcessor:
         if callback is not None and not callable(callback):
             raise TypeError("callback must be callable or None")
         p = self._h()
-        self._dispatch.dead_letter = callback
         if callback is None:
             _call(lib.eh_processor_set_dead_letter_callback, p, _NULL, _NULL, _NULL)
-        else:
-            _call(lib.eh_processor_set_dead_letter_callback, p, _dead_letter_trampoline, self._user_data, _NULL)
+            return
+        context = _register_context(_Registration(self._dispatch, callback, "dicts"))
+        try:
+            _call(lib.eh_processor_set_dead_letter_callback, p, _dead_letter_trampoline, context, _user_data_free)
+        except BaseException:
+            _forget_context(context)
+            raise
 
     @property
     def last_callback_error(self) -> Optional[BaseException]:
@@ -392,23 +473,35 @@ class EventStreamProcessor:
         """Offers one event; ``True`` if accepted, ``False`` if the ring was full (the
         event was dropped and counted). ``timestamp`` is unix seconds; 0 or ``None``
         means now. ``payload`` bytes are carried unchanged to the callback."""
-        p = self._p
-        if p is None:
-            raise ValueError("processor is closed")
+        if self._closed:
+            raise self._closed_error()
+        p = self._cdata
         if type(timestamp) is not int:
-            timestamp = 0 if timestamp is None else int(timestamp)
+            timestamp = 0 if timestamp is None else timestamp_arg(timestamp)
         if payload is None and type(event_type) is str and type(user_id) is str and type(channel_id) is str:
             # Fast path: one string argument; a NUL inside a field makes the native
             # side refuse it (wrong field count) and we take the general path.
-            fields = f"{event_type}\0{user_id}\0{channel_id}".encode()
-            rc = _push_fields(p, fields, len(fields), timestamp)
+            try:
+                fields = f"{event_type}\0{user_id}\0{channel_id}".encode()
+                rc = _push_fields(p, fields, len(fields), timestamp)
+            except UnicodeEncodeError:  # a lone surrogate: encode() below names it
+                rc = -1
+            except OverflowError:  # an int timestamp beyond 64 bits
+                timestamp_arg(timestamp)
+                raise
             if rc == 0:
                 return True
             if rc == _EH_QUEUE_FULL:
                 return False
+            if rc > 0 and fields.count(b"\0") == 2:
+                # Not a field-splitting problem: the event itself was refused (and,
+                # for a future timestamp, counted). Pushing it again would count
+                # the refusal twice.
+                check(rc)
         k = encode(event_type, "event_type")
         u = encode(user_id, "user_id")
         c = encode(channel_id, "channel_id")
+        timestamp = timestamp_arg(timestamp)
         if payload is None:
             rc = _push(p, k, len(k), u, len(u), c, len(c), timestamp, _NULL, 0)
         else:
@@ -459,8 +552,10 @@ class EventStreamProcessor:
             k = "\0".join([r[0] for r in rows]).encode()
             u = "\0".join([r[1] for r in rows]).encode()
             c = "\0".join([r[2] for r in rows]).encode()
-        except (TypeError, IndexError):
-            # bytes ids, None or float timestamps, ragged rows: one call per event.
+        except (TypeError, IndexError, UnicodeEncodeError, OverflowError):
+            # bytes ids, None or float timestamps, ragged rows, a lone surrogate or
+            # a timestamp beyond 64 bits: one call per event (which raises for the
+            # bad one).
             return self._push_each(rows)
         out = _new("size_t *")
         rc = _push_columns(p, k, len(k), u, len(u), c, len(c), stamps, n, out)
@@ -489,18 +584,31 @@ class EventStreamProcessor:
     def flush_now(self, timeout: Optional[float] = None) -> None:
         """Blocks until every event accepted before the call has been delivered (or
         dead-lettered, or discarded without a callback). ``timeout`` in seconds
-        (``None``: no limit) raises :class:`~engagehub.Timeout` when exceeded. The GIL
-        is released while waiting. From a flush callback: ``WouldDeadlock``."""
+        raises :class:`~engagehub.Timeout` when exceeded. The GIL is released while
+        waiting. From a flush callback: :class:`~engagehub.WouldDeadlock`.
+
+        ``timeout=None`` waits with no limit, in native waits of growing length
+        (50 ms doubling up to 10 s; each a new barrier, so one that grows past a
+        steady backlog completes), between which Ctrl-C is handled. It ends with
+        :class:`~engagehub.Closed` as soon as the processor is closed (by another
+        thread, or natively shut down), never retrying a closed processor."""
         p = self._h()
         if timeout is None:
+            slice_ms = 50
             while True:
-                rc = lib.eh_processor_flush(p, 3_600_000)
-                if rc != lib.EH_TIMEOUT:
+                rc = lib.eh_processor_flush(p, slice_ms)
+                if rc != _EH_TIMEOUT:
                     check(rc)
                     return
-        if timeout < 0:
+                if self._closed:
+                    raise self._closed_error()
+                slice_ms = min(slice_ms * 2, 10_000)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise errors.InvalidType(f"timeout must be a number or None, not {type(timeout).__name__}", 1)
+        if not timeout >= 0:
             raise errors.InvalidArgument("timeout must be >= 0", 1)
-        _call(lib.eh_processor_flush, p, int(timeout * 1000))
+        ms = timeout * 1000
+        _call(lib.eh_processor_flush, p, 2**64 - 1 if ms >= 2**64 else int(ms))
 
     def stats(self) -> ProcessorStats:
         """All counters at once."""
@@ -510,6 +618,7 @@ class EventStreamProcessor:
         return ProcessorStats(
             s.pushed, s.accepted, s.dropped, s.processed, s.delivered, s.discarded,
             s.batches, s.failures, s.retries, s.dead_lettered, s.dead_letter_batches, s.queue_len,
+            s.future_refused,
         )
 
     def total_events_processed(self) -> int:
@@ -534,7 +643,8 @@ class EventStreamProcessor:
         the processor's clock); ``window_secs=None`` counts all time. HyperLogLog:
         ±0.81% standard error, near exact for small counts."""
         out = ffi.new("uint64_t *")
-        _call(lib.eh_processor_unique_users, self._h(), int(window_secs or 0), int(now or 0), out)
+        h = self._h()
+        _call(lib.eh_processor_unique_users, h, _window(window_secs), _now(now), out)
         return int(out[0])
 
     def get_unique_users_last_hour(self) -> int:
@@ -544,7 +654,8 @@ class EventStreamProcessor:
     def users_sketch(self, window_secs: Optional[int] = 3600, now: Optional[int] = None) -> HyperLogLog:
         """The sketch behind :meth:`unique_users`, to merge with other processes'."""
         out = ffi.new("eh_hll **")
-        _call(lib.eh_processor_users_sketch, self._h(), int(window_secs or 0), int(now or 0), out)
+        h = self._h()
+        _call(lib.eh_processor_users_sketch, h, _window(window_secs), _now(now), out)
         return HyperLogLog._adopt(out[0])
 
     def top_channels(
@@ -553,10 +664,14 @@ class EventStreamProcessor:
         """The ``k`` busiest channels as ``(channel_id, count)``, busiest first, over
         the ``window_secs`` before ``now`` (``None``: all time). Counts come from a
         bounded Space-Saving summary: upper bounds, exact for heavy hitters."""
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise errors.InvalidType(f"k must be an int, not {type(k).__name__}", 1)
         if k < 0:
             raise errors.InvalidArgument(f"k must be >= 0, got {k}", 1)
+        k = min(k, 2**32 - 1)  # more than any summary holds: "all of them"
         out = ffi.new("eh_channel_list *")
-        _call(lib.eh_processor_top_channels, self._h(), k, int(window_secs or 0), int(now or 0), out)
+        h = self._h()
+        _call(lib.eh_processor_top_channels, h, k, _window(window_secs), _now(now), out)
         try:
             n = out.len
             if n == 0:

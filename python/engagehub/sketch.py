@@ -11,9 +11,17 @@ from __future__ import annotations
 
 from typing import Any, Union
 
+from . import errors
+from ._handle import NativeHandle
 from ._native import _call, encode, ffi, lib
 
 Item = Union[str, bytes]
+
+
+def _bytes(data: Any) -> bytes:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise errors.InvalidType(f"data must be bytes, not {type(data).__name__}", 1)
+    return bytes(data)
 
 
 def _serialize(fn: Any, handle: Any) -> bytes:
@@ -24,41 +32,61 @@ def _serialize(fn: Any, handle: Any) -> bytes:
     return ffi.buffer(buf, needed[0])[:]
 
 
-class HyperLogLog:
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise errors.InvalidType(f"{what} must be an int, not {type(value).__name__}", 1)
+    return value
+
+
+class HyperLogLog(NativeHandle):
     """Distinct counter: precision 14 (16 KiB), ±0.81% standard error, near exact for
-    small counts. Items are ``str`` (hashed as UTF-8) or ``bytes``. Thread-safe."""
+    small counts. Items are ``str`` (hashed as UTF-8) or ``bytes``.
+
+    Plain memory: :meth:`close` only marks it closed (later calls raise
+    :class:`~engagehub.Closed`); the memory goes with the object, through
+    ``ffi.gc``. A forked child works on its own copy.
+
+    Thread safety: safe to share between threads, :meth:`close` included."""
+
+    _kind = "HyperLogLog"
 
     def __init__(self) -> None:
         out = ffi.new("eh_hll **")
         _call(lib.eh_hll_new, out)
-        self._h: Any = ffi.gc(out[0], lib.eh_hll_free)
+        self._own(out[0], lib.eh_hll_free)
 
     @classmethod
     def _adopt(cls, ptr: Any) -> "HyperLogLog":
         self = cls.__new__(cls)
-        self._h = ffi.gc(ptr, lib.eh_hll_free)
+        self._own(ptr, lib.eh_hll_free)
         return self
+
+    def _repr_details(self) -> str:
+        return f"~{self.count()} distinct"
 
     def add(self, item: Item) -> None:
         """Adds one item."""
+        h = self._h()
         b = encode(item, "item")
-        _call(lib.eh_hll_add, self._h, b, len(b))
+        _call(lib.eh_hll_add, h, b, len(b))
 
     def update(self, items: Any) -> None:
         """Adds every item of an iterable."""
-        add, h = lib.eh_hll_add, self._h
+        add, h = lib.eh_hll_add, self._h()
         for item in items:
             b = encode(item, "item")
             _call(add, h, b, len(b))
 
     def merge(self, other: "HyperLogLog") -> None:
         """Folds ``other`` in: afterwards this counts the union of both streams."""
-        _call(lib.eh_hll_merge, self._h, other._h)
+        if not isinstance(other, HyperLogLog):
+            raise errors.InvalidType(f"can only merge a HyperLogLog, not {type(other).__name__}", 1)
+        _call(lib.eh_hll_merge, self._h(), other._h())
 
     def count(self) -> int:
         """Estimated number of distinct items."""
         out = ffi.new("uint64_t *")
-        _call(lib.eh_hll_count, self._h, out)
+        _call(lib.eh_hll_count, self._h(), out)
         return int(out[0])
 
     def __len__(self) -> int:
@@ -66,52 +94,66 @@ class HyperLogLog:
 
     def clear(self) -> None:
         """Resets to empty."""
-        _call(lib.eh_hll_clear, self._h)
+        _call(lib.eh_hll_clear, self._h())
 
     def to_bytes(self) -> bytes:
         """The versioned, checksummed byte form (16400 bytes)."""
-        return _serialize(lib.eh_hll_serialize, self._h)
+        return _serialize(lib.eh_hll_serialize, self._h())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "HyperLogLog":
         """Rebuilds a sketch from :meth:`to_bytes`; raises :class:`~engagehub.Corrupt`
         on a truncated, altered or foreign buffer."""
-        data = bytes(data)
+        data = _bytes(data)
         out = ffi.new("eh_hll **")
         _call(lib.eh_hll_deserialize, data, len(data), out)
         return cls._adopt(out[0])
 
 
-class CountMinSketch:
+class CountMinSketch(NativeHandle):
     """Frequency sketch: ``depth`` rows × ``width`` counters (default 4 × 2048).
     Estimates never undercount and exceed the truth by at most ``e/width`` of the
-    total with probability ``1 - e**-depth``. Thread-safe."""
+    total with probability ``1 - e**-depth``.
+
+    Plain memory: :meth:`close` only marks it closed (later calls raise
+    :class:`~engagehub.Closed`); the memory goes with the object, through
+    ``ffi.gc``. A forked child works on its own copy.
+
+    Thread safety: safe to share between threads, :meth:`close` included."""
+
+    _kind = "CountMinSketch"
 
     def __init__(self, depth: int = 4, width: int = 2048) -> None:
-        if depth <= 0 or width <= 0:
-            raise ValueError("depth and width must be positive")
+        for name, value in (("depth", depth), ("width", width)):
+            if not 0 < _int(value, name) < 2**32:
+                raise errors.InvalidArgument(f"{name} must be in [1, 2**32), got {value}", 1)
         out = ffi.new("eh_cms **")
         _call(lib.eh_cms_new, depth, width, out)
-        self._h: Any = ffi.gc(out[0], lib.eh_cms_free)
+        self._own(out[0], lib.eh_cms_free)
 
     @classmethod
     def _adopt(cls, ptr: Any) -> "CountMinSketch":
         self = cls.__new__(cls)
-        self._h = ffi.gc(ptr, lib.eh_cms_free)
+        self._own(ptr, lib.eh_cms_free)
         return self
+
+    def _repr_details(self) -> str:
+        return f"total={self.total()}"
 
     def add(self, item: Item, count: int = 1) -> None:
         """Adds ``count`` occurrences of ``item``."""
-        if count < 0:
-            raise ValueError("count must be >= 0")
+        h = self._h()
+        if not 0 <= _int(count, "count") < 2**64:
+            raise errors.InvalidArgument(f"count must be in [0, 2**64), got {count}", 1)
         b = encode(item, "item")
-        _call(lib.eh_cms_add, self._h, b, len(b), count)
+        _call(lib.eh_cms_add, h, b, len(b), count)
 
     def estimate(self, item: Item) -> int:
         """Estimated occurrences of ``item`` (never below the truth)."""
+        h = self._h()
         b = encode(item, "item")
         out = ffi.new("uint64_t *")
-        _call(lib.eh_cms_estimate, self._h, b, len(b), out)
+        _call(lib.eh_cms_estimate, h, b, len(b), out)
         return int(out[0])
 
     def __getitem__(self, item: Item) -> int:
@@ -120,26 +162,28 @@ class CountMinSketch:
     def total(self) -> int:
         """Sum of all counts added."""
         out = ffi.new("uint64_t *")
-        _call(lib.eh_cms_total, self._h, out)
+        _call(lib.eh_cms_total, self._h(), out)
         return int(out[0])
 
     def merge(self, other: "CountMinSketch") -> None:
         """Adds ``other``'s counts (same dimensions, else ``InvalidArgument``)."""
-        _call(lib.eh_cms_merge, self._h, other._h)
+        if not isinstance(other, CountMinSketch):
+            raise errors.InvalidType(f"can only merge a CountMinSketch, not {type(other).__name__}", 1)
+        _call(lib.eh_cms_merge, self._h(), other._h())
 
     def clear(self) -> None:
         """Resets every counter."""
-        _call(lib.eh_cms_clear, self._h)
+        _call(lib.eh_cms_clear, self._h())
 
     def to_bytes(self) -> bytes:
         """The versioned, checksummed byte form."""
-        return _serialize(lib.eh_cms_serialize, self._h)
+        return _serialize(lib.eh_cms_serialize, self._h())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "CountMinSketch":
         """Rebuilds a sketch from :meth:`to_bytes`; raises :class:`~engagehub.Corrupt`
         on a truncated, altered or foreign buffer."""
-        data = bytes(data)
+        data = _bytes(data)
         out = ffi.new("eh_cms **")
         _call(lib.eh_cms_deserialize, data, len(data), out)
         return cls._adopt(out[0])

@@ -1,44 +1,82 @@
 //! `eh_leaderboard`: the time-decayed leaderboard through the C ABI.
 
 use std::ffi::{c_char, c_void};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+use std::sync::{RwLock, TryLockError};
 
 use super::sized::{Versioned, read_sized, write_sized};
 use super::{eh_status, guard, guard_free, handle, out_arg, path_arg, str_arg, write_out};
 use crate::error::{Error, Result};
 use crate::leaderboard::{Leaderboard, LeaderboardConfig, RankedUser};
 
-/// A time-decayed leaderboard (opaque). Create with `eh_leaderboard_new`, free with
-/// `eh_leaderboard_free`.
+/// A time-decayed leaderboard (opaque). Create with `eh_leaderboard_new`, close with
+/// `eh_leaderboard_close`, free with `eh_leaderboard_free`.
 ///
 /// Scores decay by `decay_factor` per `decay_period_secs`; updates are O(log n),
 /// `top` is O(log n + k) and `rank` O(log n) at any size; no query rescans users.
 ///
+/// Lifetime: `eh_leaderboard_close` drops the board's memory and leaves a small
+/// shell behind; every call on a closed board fails with `EH_SHUT_DOWN` ("leaderboard
+/// closed") and changes nothing. `eh_leaderboard_free` closes (if needed) and then
+/// releases the shell.
+///
+/// Snapshots, sketches and leaderboards are plain memory: after `fork()` the child
+/// has its own copy (taken while no other thread held the board's lock, or the
+/// child's copy stays locked; fork from a thread that is not using the board).
+///
 /// Thread safety: may be used from several threads at once. Queries share a read
 /// lock; updates, `clear` and `load` take the write lock and are serialised (and
 /// wait for it; `eh_leaderboard_try_add` returns `EH_BUSY` instead of waiting).
+/// `eh_leaderboard_close` may run concurrently with any call, including another
+/// close: it waits for calls in progress, and calls that start after it get
+/// `EH_SHUT_DOWN`. `eh_leaderboard_free` must not run concurrently with, or be
+/// followed by, any other call on the handle.
 pub struct eh_leaderboard {
-    board: RwLock<Leaderboard>,
+    /// `None` once closed. Every call takes this lock before touching the board,
+    /// so a close (write lock) never drops the board under a call in progress.
+    board: RwLock<Option<Leaderboard>>,
 }
 
 impl eh_leaderboard {
-    fn read(&self) -> Result<RwLockReadGuard<'_, Leaderboard>> {
-        self.board.read().map_err(|_| poisoned())
+    /// Runs `f` on the open board under the read lock.
+    fn read<R>(&self, f: impl FnOnce(&Leaderboard) -> Result<R>) -> Result<R> {
+        let guard = self.board.read().map_err(|_| poisoned())?;
+        f(guard.as_ref().ok_or_else(closed)?)
     }
 
-    fn write(&self) -> Result<RwLockWriteGuard<'_, Leaderboard>> {
-        self.board.write().map_err(|_| poisoned())
+    /// Runs `f` on the open board under the write lock, waiting for it.
+    fn write<R>(&self, f: impl FnOnce(&mut Leaderboard) -> Result<R>) -> Result<R> {
+        let mut guard = self.board.write().map_err(|_| poisoned())?;
+        f(guard.as_mut().ok_or_else(closed)?)
     }
 
-    /// The write lock if no other thread holds the board, else `Error::Busy`.
-    fn try_write(&self) -> Result<RwLockWriteGuard<'_, Leaderboard>> {
-        self.board.try_write().map_err(|e| match e {
+    /// `write` that returns `Error::Busy` at once if another thread holds the lock.
+    fn try_write<R>(&self, f: impl FnOnce(&mut Leaderboard) -> Result<R>) -> Result<R> {
+        let mut guard = self.board.try_write().map_err(|e| match e {
             TryLockError::WouldBlock => {
                 Error::Busy("another thread is using the leaderboard".into())
             }
             TryLockError::Poisoned(_) => poisoned(),
-        })
+        })?;
+        f(guard.as_mut().ok_or_else(closed)?)
     }
+
+    /// Drops the board, after the calls in progress (they hold the lock) finished.
+    fn close(&self) {
+        // A poisoned lock still guards a board that must be released: take it.
+        let board = self
+            .board
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        // The lock is released before the (possibly long) drop: calls that were
+        // waiting for it fail with EH_SHUT_DOWN meanwhile instead of waiting.
+        drop(board);
+    }
+}
+
+/// The error of every call on a closed board.
+fn closed() -> Error {
+    Error::Closed("leaderboard closed".into())
 }
 
 fn poisoned() -> Error {
@@ -224,7 +262,7 @@ pub unsafe extern "C" fn eh_leaderboard_new(
         let out = out_arg(out, "out")?;
         let board = Leaderboard::new(config_from(config)?)?;
         let raw = Box::into_raw(Box::new(eh_leaderboard {
-            board: RwLock::new(board),
+            board: RwLock::new(Some(board)),
         }));
         // SAFETY: `out` was checked non-NULL; the caller provides writable storage.
         unsafe { write_out(out, raw) };
@@ -232,16 +270,42 @@ pub unsafe extern "C" fn eh_leaderboard_new(
     })
 }
 
-/// Frees a leaderboard. NULL is a no-op. No other call may use `lb` during or after
-/// this one.
+/// Closes a leaderboard: drops the board's memory, keeping the handle's shell so
+/// that later calls fail cleanly. Thread-safe: may run concurrently with any other
+/// call on `lb` (including another close). It waits for calls already in progress
+/// to finish (a save in progress waits only for its serialisation, not the disk);
+/// calls that start afterwards fail with `EH_SHUT_DOWN` ("leaderboard closed") and
+/// change nothing. BLOCKS for as long as the longest call in progress. Idempotent: a
+/// second close returns `EH_OK`. Release the shell with `eh_leaderboard_free`.
+///
+/// Errors: `EH_INVALID_ARGUMENT` (NULL `lb`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_leaderboard_close(lb: *mut eh_leaderboard) -> eh_status {
+    guard("eh_leaderboard_close", || {
+        // SAFETY: `lb` is NULL or live per the contract (the shell outlives close).
+        let lb = unsafe { handle(lb, "leaderboard")? };
+        lb.close();
+        Ok(())
+    })
+}
+
+/// Closes the leaderboard if it is not closed (see `eh_leaderboard_close`), then
+/// releases the handle. NULL is a no-op.
+///
+/// Unlike close, free must not run concurrently with, or be followed by, any other
+/// call on `lb`: the caller guarantees exclusivity (close first, from any thread,
+/// to stop other threads' calls; free once they have returned).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_leaderboard_free(lb: *mut eh_leaderboard) {
     if lb.is_null() {
         return;
     }
     guard_free("eh_leaderboard_free", || {
-        // SAFETY: `lb` came from `eh_leaderboard_new` (Box::into_raw) and is freed once.
-        drop(unsafe { Box::from_raw(lb) });
+        // SAFETY: `lb` came from `eh_leaderboard_new` (Box::into_raw) and, per the
+        // contract, no other call uses it now or later: this is the last reference.
+        let shell = unsafe { Box::from_raw(lb) };
+        shell.close();
+        drop(shell);
     });
 }
 
@@ -255,7 +319,7 @@ pub unsafe extern "C" fn eh_leaderboard_free(lb: *mut eh_leaderboard) {
 /// in `refused`). On error nothing changes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_leaderboard_add(
-    lb: *const eh_leaderboard,
+    lb: *mut eh_leaderboard,
     user_id: *const u8,
     user_id_len: usize,
     points: f64,
@@ -263,16 +327,7 @@ pub unsafe extern "C" fn eh_leaderboard_add(
 ) -> eh_status {
     guard("eh_leaderboard_add", || {
         // SAFETY: forwarded from this function's contract.
-        unsafe {
-            add_with(
-                lb,
-                user_id,
-                user_id_len,
-                points,
-                timestamp,
-                eh_leaderboard::write,
-            )
-        }
+        unsafe { add_with(lb, user_id, user_id_len, points, timestamp, true) }
     })
 }
 
@@ -285,7 +340,7 @@ pub unsafe extern "C" fn eh_leaderboard_add(
 /// Errors: those of `eh_leaderboard_add`, and `EH_BUSY`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_leaderboard_try_add(
-    lb: *const eh_leaderboard,
+    lb: *mut eh_leaderboard,
     user_id: *const u8,
     user_id_len: usize,
     points: f64,
@@ -293,31 +348,23 @@ pub unsafe extern "C" fn eh_leaderboard_try_add(
 ) -> eh_status {
     guard("eh_leaderboard_try_add", || {
         // SAFETY: forwarded from this function's contract.
-        unsafe {
-            add_with(
-                lb,
-                user_id,
-                user_id_len,
-                points,
-                timestamp,
-                eh_leaderboard::try_write,
-            )
-        }
+        unsafe { add_with(lb, user_id, user_id_len, points, timestamp, false) }
     })
 }
 
-/// The body of the add functions, taking the write lock with `lock`.
+/// The body of the add functions: waits for the write lock if `wait`, else
+/// fails with `Error::Busy` when it is held.
 ///
 /// # Safety
 /// As `eh_leaderboard_add`: `lb` is NULL or live, and the id pointer and length
 /// describe readable memory for the call.
 unsafe fn add_with(
-    lb: *const eh_leaderboard,
+    lb: *mut eh_leaderboard,
     user_id: *const u8,
     user_id_len: usize,
     points: f64,
     timestamp: i64,
-    lock: fn(&eh_leaderboard) -> Result<RwLockWriteGuard<'_, Leaderboard>>,
+    wait: bool,
 ) -> Result<()> {
     // SAFETY: per this function's contract.
     let (lb, user) = unsafe {
@@ -326,14 +373,19 @@ unsafe fn add_with(
             str_arg(user_id, user_id_len, "user_id")?,
         )
     };
-    lock(lb)?.add(user, points, timestamp).map(drop)
+    let add = |board: &mut Leaderboard| board.add(user, points, timestamp).map(drop);
+    if wait {
+        lb.write(add)
+    } else {
+        lb.try_write(add)
+    }
 }
 
 /// Sets the user's score to `score` as of `timestamp` (<= 0 = now), replacing its
 /// history. Same errors and capacity rules as `eh_leaderboard_add`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_leaderboard_set(
-    lb: *const eh_leaderboard,
+    lb: *mut eh_leaderboard,
     user_id: *const u8,
     user_id_len: usize,
     score: f64,
@@ -347,14 +399,14 @@ pub unsafe extern "C" fn eh_leaderboard_set(
                 str_arg(user_id, user_id_len, "user_id")?,
             )
         };
-        lb.write()?.set(user, score, timestamp).map(drop)
+        lb.write(|board| board.set(user, score, timestamp).map(drop))
     })
 }
 
 /// Removes a user. Errors: `EH_NOT_FOUND` if absent, `EH_INVALID_ARGUMENT`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_leaderboard_remove(
-    lb: *const eh_leaderboard,
+    lb: *mut eh_leaderboard,
     user_id: *const u8,
     user_id_len: usize,
 ) -> eh_status {
@@ -366,18 +418,20 @@ pub unsafe extern "C" fn eh_leaderboard_remove(
                 str_arg(user_id, user_id_len, "user_id")?,
             )
         };
-        lb.write()?.remove(user)
+        lb.write(|board| board.remove(user))
     })
 }
 
 /// Removes every user (settings and counters stay).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn eh_leaderboard_clear(lb: *const eh_leaderboard) -> eh_status {
+pub unsafe extern "C" fn eh_leaderboard_clear(lb: *mut eh_leaderboard) -> eh_status {
     guard("eh_leaderboard_clear", || {
         // SAFETY: `lb` is NULL or live per the contract.
         let lb = unsafe { handle(lb, "leaderboard")? };
-        lb.write()?.clear();
-        Ok(())
+        lb.write(|board| {
+            board.clear();
+            Ok(())
+        })
     })
 }
 
@@ -396,10 +450,7 @@ pub unsafe extern "C" fn eh_leaderboard_top(
         // SAFETY: `lb` is NULL or live per the contract.
         let lb = unsafe { handle(lb, "leaderboard")? };
         let out = out_arg(out, "out")?;
-        let ranking = {
-            let board = lb.read()?;
-            ranking_from(&board.top(offset, k, now)?)
-        };
+        let ranking = lb.read(|board| Ok(ranking_from(&board.top(offset, k, now)?)))?;
         // SAFETY: `out` checked non-NULL and writable per the contract.
         unsafe { write_out(out, ranking) };
         Ok(())
@@ -427,10 +478,7 @@ pub unsafe extern "C" fn eh_leaderboard_around(
             )
         };
         let out = out_arg(out, "out")?;
-        let ranking = {
-            let board = lb.read()?;
-            ranking_from(&board.around(user, radius, now)?)
-        };
+        let ranking = lb.read(|board| Ok(ranking_from(&board.around(user, radius, now)?)))?;
         // SAFETY: `out` checked non-NULL and writable per the contract.
         unsafe { write_out(out, ranking) };
         Ok(())
@@ -456,15 +504,14 @@ pub unsafe extern "C" fn eh_leaderboard_rank(
             )
         };
         let out = out_arg(out, "out")?;
-        let info = {
-            let board = lb.read()?;
+        let info = lb.read(|board| {
             let row = board.rank(user, now)?;
-            eh_rank_info {
+            Ok(eh_rank_info {
                 rank: row.rank,
                 score: row.score,
                 last_update: row.last_update,
-            }
-        };
+            })
+        })?;
         // SAFETY: `out` checked non-NULL and writable per the contract.
         unsafe { write_out(out, info) };
         Ok(())
@@ -481,7 +528,7 @@ pub unsafe extern "C" fn eh_leaderboard_len(
         // SAFETY: `lb` is NULL or live per the contract.
         let lb = unsafe { handle(lb, "leaderboard")? };
         let out = out_arg(out, "out")?;
-        let len = lb.read()?.len();
+        let len = lb.read(|board| Ok(board.len()))?;
         // SAFETY: `out` checked non-NULL and writable per the contract.
         unsafe { write_out(out, len) };
         Ok(())
@@ -498,7 +545,7 @@ pub unsafe extern "C" fn eh_leaderboard_get_stats(
         // SAFETY: `lb` is NULL or live per the contract.
         let lb = unsafe { handle(lb, "leaderboard")? };
         let out = out_arg(out, "out")?;
-        let s = lb.read()?.stats();
+        let s = lb.read(|board| Ok(board.stats()))?;
         let stats = eh_leaderboard_stats {
             struct_size: 0,
             len: s.len,
@@ -517,8 +564,12 @@ pub unsafe extern "C" fn eh_leaderboard_get_stats(
 
 /// Saves a JSON snapshot to `path` (NUL-terminated) atomically: a temp file beside
 /// it is written, fsynced and renamed over `path`, so readers see the old or the new
-/// file, never a torn one. Scores round-trip bit for bit. Blocks on disk I/O while
-/// holding only a read lock for the serialisation. Errors: `EH_IO`.
+/// file, never a torn one. Scores round-trip bit for bit. Blocks on disk I/O, but
+/// holds the board's read lock only while serialising: a close or an update racing
+/// with a save waits for the serialisation, never for the disk.
+///
+/// Errors: `EH_IO` (`eh_last_error_errno` gives the OS error number),
+/// `EH_SHUT_DOWN` (closed).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_leaderboard_save(
     lb: *const eh_leaderboard,
@@ -527,7 +578,9 @@ pub unsafe extern "C" fn eh_leaderboard_save(
     guard("eh_leaderboard_save", || {
         // SAFETY: `lb` is NULL or live; `path` NULL or NUL-terminated (contract).
         let (lb, path) = unsafe { (handle(lb, "leaderboard")?, path_arg(path, "path")?) };
-        let bytes = lb.read()?.to_snapshot_json();
+        // Serialised under the read lock; written to disk after it is released,
+        // so a close (or an update) never waits for the disk.
+        let bytes = lb.read(|board| Ok(board.to_snapshot_json()))?;
         crate::leaderboard::write_snapshot(path, &bytes)
     })
 }
@@ -540,16 +593,19 @@ pub unsafe extern "C" fn eh_leaderboard_save(
 /// is left exactly as it was.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_leaderboard_load(
-    lb: *const eh_leaderboard,
+    lb: *mut eh_leaderboard,
     path: *const c_char,
 ) -> eh_status {
     guard("eh_leaderboard_load", || {
         // SAFETY: `lb` is NULL or live; `path` NULL or NUL-terminated (contract).
         let (lb, path) = unsafe { (handle(lb, "leaderboard")?, path_arg(path, "path")?) };
-        let max_future_secs = lb.read()?.config().max_future_secs;
+        // A closed board refuses before the file is read.
+        let max_future_secs = lb.read(|board| Ok(board.config().max_future_secs))?;
         let loaded = Leaderboard::load(path, max_future_secs)?;
-        *lb.write()? = loaded;
-        Ok(())
+        lb.write(|board| {
+            *board = loaded;
+            Ok(())
+        })
     })
 }
 
@@ -575,12 +631,16 @@ pub unsafe extern "C" fn eh_leaderboard_load_skipped(
         // SAFETY: `lb` is NULL or live (contract).
         let lb = unsafe { handle(lb, "leaderboard")? };
         let (count, needed) = (out_arg(count, "count")?, out_arg(needed, "needed")?);
-        let board = lb.read()?;
-        let skipped = board.skipped_at_load();
-        let json = serde_json::to_vec(skipped).unwrap_or_default();
+        let (n, json) = lb.read(|board| {
+            let skipped = board.skipped_at_load();
+            Ok((
+                skipped.len(),
+                serde_json::to_vec(skipped).unwrap_or_default(),
+            ))
+        })?;
         // SAFETY: both out-params checked non-NULL and writable per the contract.
         unsafe {
-            write_out(count, skipped.len() as u64);
+            write_out(count, n as u64);
             write_out(needed, json.len());
         }
         if cap >= json.len() && !json.is_empty() {
@@ -617,7 +677,8 @@ pub unsafe extern "C" fn eh_ranking_free(ranking: *mut eh_ranking) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ffi::{EH_BUSY, EH_INVALID_ARGUMENT, EH_OK};
+    use crate::ffi::{EH_BUSY, EH_INVALID_ARGUMENT, EH_OK, EH_SHUT_DOWN};
+    use std::ffi::CStr;
 
     fn new_board() -> *mut eh_leaderboard {
         let mut lb = std::ptr::null_mut();
@@ -649,11 +710,11 @@ mod tests {
             // SAFETY: `lb` is live until the free below.
             let board = unsafe { &*lb };
             // A reader (as a concurrent query or save would be) holds the board.
-            let reading = board.read();
+            let reading = board.board.read();
             assert!(reading.is_ok());
             assert_eq!(try_add(5.0), EH_BUSY);
             drop(reading);
-            let writing = board.write();
+            let writing = board.board.write();
             assert!(writing.is_ok());
             assert_eq!(try_add(5.0), EH_BUSY);
             drop(writing);
@@ -669,9 +730,173 @@ mod tests {
         // The checks of eh_leaderboard_add apply too.
         assert_eq!(try_add(f64::NAN), EH_INVALID_ARGUMENT);
         // SAFETY: NULL handle is checked, not dereferenced.
-        let rc = unsafe { eh_leaderboard_try_add(std::ptr::null(), id.as_ptr(), 2, 1.0, 0) };
+        let rc = unsafe { eh_leaderboard_try_add(std::ptr::null_mut(), id.as_ptr(), 2, 1.0, 0) };
         assert_eq!(rc, EH_INVALID_ARGUMENT);
         // SAFETY: `lb` came from eh_leaderboard_new and is freed once.
+        unsafe { eh_leaderboard_free(lb) };
+    }
+
+    fn add(lb: *mut eh_leaderboard, id: &str, points: f64) -> eh_status {
+        // SAFETY: `lb` is live (open or closed); `id` readable for the call.
+        unsafe { eh_leaderboard_add(lb, id.as_ptr(), id.len(), points, 1_700_000_000) }
+    }
+
+    #[test]
+    fn every_call_on_a_closed_board_is_refused_and_close_is_idempotent() {
+        let lb = new_board();
+        assert_eq!(add(lb, "a", 1.0), EH_OK);
+        // SAFETY: `lb` is live.
+        assert_eq!(unsafe { eh_leaderboard_close(lb) }, EH_OK);
+        // SAFETY: as above; a second close is a no-op.
+        assert_eq!(unsafe { eh_leaderboard_close(lb) }, EH_OK);
+        assert_eq!(add(lb, "a", 1.0), EH_SHUT_DOWN);
+        // SAFETY: eh_last_error returns a valid NUL-terminated thread-local string.
+        let msg = unsafe { CStr::from_ptr(crate::ffi::eh_last_error()) };
+        assert_eq!(msg.to_str().ok(), Some("shut down: leaderboard closed"));
+        let id = b"a";
+        let mut ranking = eh_ranking {
+            len: 0,
+            rows: std::ptr::null(),
+            ids: std::ptr::null(),
+            size: 0,
+            owner: std::ptr::null_mut(),
+        };
+        let mut info = eh_rank_info::default();
+        let mut n = 0usize;
+        let mut stats = eh_leaderboard_stats::default();
+        let path = c"/nonexistent-dir/board.json";
+        // SAFETY: `lb` is live (closed); every pointer is valid for its call.
+        let statuses = unsafe {
+            [
+                eh_leaderboard_try_add(lb, id.as_ptr(), 1, 1.0, 0),
+                eh_leaderboard_set(lb, id.as_ptr(), 1, 1.0, 0),
+                eh_leaderboard_remove(lb, id.as_ptr(), 1),
+                eh_leaderboard_clear(lb),
+                eh_leaderboard_top(lb, 0, 10, 0, &mut ranking),
+                eh_leaderboard_around(lb, id.as_ptr(), 1, 3, 0, &mut ranking),
+                eh_leaderboard_rank(lb, id.as_ptr(), 1, 0, &mut info),
+                eh_leaderboard_len(lb, &mut n),
+                eh_leaderboard_get_stats(lb, &mut stats),
+                eh_leaderboard_save(lb, path.as_ptr()),
+                eh_leaderboard_load(lb, path.as_ptr()),
+            ]
+        };
+        assert_eq!(statuses, [EH_SHUT_DOWN; 11]);
+        assert!(ranking.owner.is_null(), "out-params untouched on failure");
+        // SAFETY: `lb` came from eh_leaderboard_new and is freed once.
+        unsafe { eh_leaderboard_free(lb) };
+    }
+
+    #[test]
+    fn close_racing_calls_on_other_threads_ends_every_call() {
+        let lb = new_board();
+        for i in 0..2000 {
+            assert_eq!(add(lb, &format!("u{i}"), f64::from(i)), EH_OK);
+        }
+        let addr = lb as usize;
+        let started = std::sync::Barrier::new(5);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|t| {
+                    let started = &started;
+                    scope.spawn(move || {
+                        let lb = addr as *mut eh_leaderboard;
+                        started.wait();
+                        loop {
+                            let rc = if t % 2 == 0 {
+                                add(lb, "x", 1.0)
+                            } else {
+                                let mut out = eh_ranking {
+                                    len: 0,
+                                    rows: std::ptr::null(),
+                                    ids: std::ptr::null(),
+                                    size: 0,
+                                    owner: std::ptr::null_mut(),
+                                };
+                                // SAFETY: the shell lives until the free after the scope.
+                                let rc = unsafe { eh_leaderboard_top(lb, 0, 50, 0, &mut out) };
+                                // SAFETY: filled by eh_leaderboard_top or still zeroed.
+                                unsafe { eh_ranking_free(&mut out) };
+                                rc
+                            };
+                            match rc {
+                                EH_OK => continue,
+                                EH_SHUT_DOWN => return,
+                                other => return assert_eq!(other, EH_SHUT_DOWN),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            started.wait();
+            // SAFETY: the shell outlives this scope.
+            assert_eq!(unsafe { eh_leaderboard_close(addr as *mut _) }, EH_OK);
+            for w in workers {
+                assert!(w.join().is_ok());
+            }
+        });
+        // SAFETY: every other thread has returned; freed once.
+        unsafe { eh_leaderboard_free(lb) };
+    }
+
+    fn ids_of(ranking: &eh_ranking) -> Vec<String> {
+        (0..ranking.len)
+            .map(|i| {
+                // SAFETY: `i < len`; rows and ids come from the library and are live.
+                let row = unsafe { &*ranking.rows.add(i) };
+                // SAFETY: the id bytes lie within the ranking's block.
+                let bytes = unsafe {
+                    std::slice::from_raw_parts(
+                        ranking.ids.add(row.id_offset as usize),
+                        row.id_len as usize,
+                    )
+                };
+                String::from_utf8_lossy(bytes).into_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn huge_offsets_and_radii_saturate() {
+        let lb = new_board();
+        for (i, id) in ["a", "b", "c", "d"].iter().enumerate() {
+            assert_eq!(add(lb, id, 10.0 - i as f64), EH_OK);
+        }
+        for radius in [usize::MAX, usize::MAX - 1, usize::MAX / 2 + 1] {
+            let mut out = eh_ranking {
+                len: 0,
+                rows: std::ptr::null(),
+                ids: std::ptr::null(),
+                size: 0,
+                owner: std::ptr::null_mut(),
+            };
+            // SAFETY: `lb` live, id readable, `out` writable.
+            let rc = unsafe { eh_leaderboard_around(lb, b"c".as_ptr(), 1, radius, 0, &mut out) };
+            assert_eq!(rc, EH_OK);
+            assert_eq!(ids_of(&out), ["a", "b", "c", "d"], "radius {radius}");
+            // SAFETY: filled by the library.
+            unsafe { eh_ranking_free(&mut out) };
+        }
+        for (offset, k, expected) in [
+            (usize::MAX, usize::MAX, vec![]),
+            (2, usize::MAX, vec!["c", "d"]),
+            (usize::MAX - 1, 3, vec![]),
+        ] {
+            let mut out = eh_ranking {
+                len: 0,
+                rows: std::ptr::null(),
+                ids: std::ptr::null(),
+                size: 0,
+                owner: std::ptr::null_mut(),
+            };
+            // SAFETY: `lb` live, `out` writable.
+            let rc = unsafe { eh_leaderboard_top(lb, offset, k, 0, &mut out) };
+            assert_eq!(rc, EH_OK);
+            assert_eq!(ids_of(&out), expected, "offset {offset}, k {k}");
+            // SAFETY: filled by the library.
+            unsafe { eh_ranking_free(&mut out) };
+        }
+        // SAFETY: freed once.
         unsafe { eh_leaderboard_free(lb) };
     }
 }

@@ -22,7 +22,7 @@ mod rows;
 mod sized;
 pub mod sketch;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
@@ -55,7 +55,8 @@ pub const EH_TIMEOUT: eh_status = 8;
 pub const EH_WOULD_DEADLOCK: eh_status = 9;
 /// An earlier panic left the handle unusable; free it.
 pub const EH_POISONED: eh_status = 10;
-/// The library panicked inside this call (a bug); the message says where.
+/// The library panicked inside this call (a bug); the message (`eh_last_error`)
+/// says where. The panic is reported only there: nothing is printed to stderr.
 pub const EH_PANIC: eh_status = 11;
 /// A non-blocking call (e.g. `eh_leaderboard_try_add`) found the handle in use by
 /// another thread and returned at once; nothing was done. Retry, or use the
@@ -87,7 +88,7 @@ fn status_of(err: &Error) -> eh_status {
         Error::QueueFull => EH_QUEUE_FULL,
         Error::Io(_) => EH_IO,
         Error::Corrupt(_) => EH_CORRUPT,
-        Error::ShutDown => EH_SHUT_DOWN,
+        Error::ShutDown | Error::Closed(_) => EH_SHUT_DOWN,
         Error::Timeout(_) => EH_TIMEOUT,
         Error::WouldDeadlock(_) => EH_WOULD_DEADLOCK,
         Error::Poisoned(_) => EH_POISONED,
@@ -97,19 +98,68 @@ fn status_of(err: &Error) -> eh_status {
 
 thread_local! {
     static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
+    /// The OS error number of the last failure, 0 if it had none.
+    static LAST_ERRNO: Cell<i32> = const { Cell::new(0) };
+    /// How many [`guard`]s are running on this thread: a panic raised while one is
+    /// will be caught and reported through `eh_last_error`, so it is not printed.
+    static GUARDS: Cell<u32> = const { Cell::new(0) };
+    /// Where the panic being caught was raised, recorded by the panic hook.
+    static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-/// Records `message` as this thread's last error.
+/// Records `message` as this thread's last error (with no OS error number).
 pub(crate) fn set_last_error(message: String) {
     // Interior NULs cannot be represented in a C string; replace them.
     let c = CString::new(message.replace('\0', "\u{FFFD}")).unwrap_or_default();
     LAST_ERROR.with(|slot| *slot.borrow_mut() = Some(c));
+    LAST_ERRNO.with(|slot| slot.set(0));
 }
 
 /// Records `err` as the last error and returns its status.
 pub(crate) fn fail(err: &Error) -> eh_status {
     set_last_error(err.to_string());
+    if let Error::Io(io) = err {
+        LAST_ERRNO.with(|slot| slot.set(io.errno.unwrap_or(0)));
+    }
     status_of(err)
+}
+
+/// Installs (once per process) a panic hook that stays silent for panics raised
+/// inside a [`guard`], which reports them through `eh_last_error` instead: a
+/// library must not write to its host's stderr. Every other panic (outside the
+/// library's entry points, or in a host's own Rust code) goes to the hook that was
+/// installed before, unchanged.
+fn install_quiet_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if GUARDS.with(Cell::get) > 0 {
+                let location = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()));
+                PANIC_LOCATION.with(|slot| *slot.borrow_mut() = location);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Counts a running [`guard`] on this thread for as long as it lives.
+struct GuardDepth;
+
+impl GuardDepth {
+    fn enter() -> Self {
+        GUARDS.with(|depth| depth.set(depth.get().saturating_add(1)));
+        GuardDepth
+    }
+}
+
+impl Drop for GuardDepth {
+    fn drop(&mut self) {
+        GUARDS.with(|depth| depth.set(depth.get().saturating_sub(1)));
+    }
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
@@ -124,13 +174,24 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 
 /// The panic boundary: runs `body`, turning an `Err` into its status and a panic
 /// into `EH_PANIC` ("panic in <name>: <message>"), each with the last error set.
+///
+/// A caught panic is not printed (see [`install_quiet_panic_hook`]); its message
+/// and location go to `eh_last_error` only.
 pub(crate) fn guard(name: &str, body: impl FnOnce() -> Result<()>) -> eh_status {
-    match catch_unwind(AssertUnwindSafe(body)) {
+    install_quiet_panic_hook();
+    let depth = GuardDepth::enter();
+    let outcome = catch_unwind(AssertUnwindSafe(body));
+    drop(depth);
+    match outcome {
         Ok(Ok(())) => EH_OK,
         Ok(Err(err)) => fail(&err),
         Err(payload) => {
+            let location = PANIC_LOCATION
+                .with(|slot| slot.borrow_mut().take())
+                .map(|l| format!(" (at {l})"))
+                .unwrap_or_default();
             set_last_error(format!(
-                "panic in {name}: {}",
+                "panic in {name}: {}{location}",
                 panic_message(payload.as_ref())
             ));
             EH_PANIC
@@ -284,6 +345,17 @@ pub extern "C" fn eh_version_number() -> u32 {
     EH_VERSION_NUMBER
 }
 
+/// The OS error number (`errno`, e.g. `ENOENT`) behind the last failed call on the
+/// calling thread, when that call failed with `EH_IO` because of an operating-system
+/// error; 0 otherwise (success does not reset it, like `eh_last_error`). Read it on
+/// the same thread straight after the failing call, as `eh_last_error`. The file
+/// concerned is the path the caller passed (its temp file for a save), and the
+/// message names it too.
+#[unsafe(no_mangle)]
+pub extern "C" fn eh_last_error_errno() -> i32 {
+    LAST_ERRNO.with(Cell::get)
+}
+
 /// The library version as "MAJOR.MINOR.PATCH" (static; never free it).
 #[unsafe(no_mangle)]
 pub extern "C" fn eh_version() -> *const c_char {
@@ -324,7 +396,62 @@ mod tests {
         let msg = unsafe { CStr::from_ptr(eh_last_error()) }
             .to_string_lossy()
             .into_owned();
-        assert_eq!(msg, "panic in eh_boom: kaboom");
+        assert!(
+            msg.starts_with("panic in eh_boom: kaboom (at src/ffi/mod.rs:"),
+            "{msg}"
+        );
+        assert_eq!(eh_last_error_errno(), 0);
+    }
+
+    /// Run as a child of `caught_panics_are_not_printed` (which checks its stderr).
+    #[test]
+    fn panic_child() {
+        if std::env::var_os("EH_PANIC_CHILD").is_none() {
+            return;
+        }
+        #[allow(clippy::panic)]
+        let rc = guard("eh_boom", || panic!("kaboom-in-guard"));
+        assert_eq!(rc, EH_PANIC);
+        eprintln!("child: guard returned");
+        // Outside a guard, panics still reach the previous (default) hook.
+        #[allow(clippy::panic)]
+        let outside = std::thread::spawn(|| panic!("kaboom-outside")).join();
+        assert!(outside.is_err());
+    }
+
+    #[test]
+    fn caught_panics_are_not_printed() {
+        let exe = std::env::current_exe();
+        assert!(exe.is_ok());
+        let Ok(exe) = exe else { return };
+        let out = std::process::Command::new(exe)
+            .args(["--exact", "ffi::tests::panic_child", "--nocapture"])
+            .env("EH_PANIC_CHILD", "1")
+            .output();
+        assert!(out.is_ok());
+        let Ok(out) = out else { return };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains("child: guard returned"), "{stderr}");
+        assert!(!stderr.contains("kaboom-in-guard"), "{stderr}");
+        assert!(stderr.contains("kaboom-outside"), "{stderr}");
+    }
+
+    #[test]
+    fn io_failures_carry_the_os_error_number() {
+        let missing = std::io::Error::from_raw_os_error(libc::ENOENT);
+        let rc = guard("f", || Err(Error::io("reading /nowhere/x.json", missing)));
+        assert_eq!(rc, EH_IO);
+        assert_eq!(eh_last_error_errno(), libc::ENOENT);
+        // SAFETY: eh_last_error returns a valid NUL-terminated thread-local string.
+        let msg = unsafe { CStr::from_ptr(eh_last_error()) }.to_string_lossy();
+        assert!(
+            msg.starts_with("I/O error: reading /nowhere/x.json: "),
+            "{msg}"
+        );
+        // A failure without an OS error resets it.
+        assert_eq!(guard("f", || Err(Error::invalid("x"))), EH_INVALID_ARGUMENT);
+        assert_eq!(eh_last_error_errno(), 0);
     }
 
     #[test]

@@ -32,8 +32,11 @@ impl<T: Clone> Locked<T> {
 /// 0.81% standard error), 64-bit XXH3 hashing, Ertl's improved estimator (near exact
 /// for small counts). Sketches built by different processes merge.
 ///
+/// Plain memory: there is no close; after `fork()` the child has its own copy.
+///
 /// Thread safety: may be used from several threads at once (adds and merges are
-/// serialised by an internal lock; counts share it).
+/// serialised by an internal lock; counts share it). `eh_hll_free` must not run
+/// concurrently with, or be followed by, any other call on the handle.
 pub struct eh_hll {
     inner: Locked<Hll>,
 }
@@ -52,7 +55,11 @@ impl eh_hll {
 /// undercount and exceed the truth by at most e/width of the total with probability
 /// 1 − e^−depth. Sketches of equal dimensions merge.
 ///
+/// Plain memory: there is no close; after `fork()` the child has its own copy.
+///
 /// Thread safety: may be used from several threads at once (internal lock).
+/// `eh_cms_free` must not run concurrently with, or be followed by, any other call
+/// on the handle.
 pub struct eh_cms {
     inner: Locked<CountMin>,
 }
@@ -82,7 +89,8 @@ pub unsafe extern "C" fn eh_hll_new(out: *mut *mut eh_hll) -> eh_status {
     })
 }
 
-/// Frees a HyperLogLog. NULL: no-op.
+/// Frees a HyperLogLog. NULL: no-op. No other call may use `hll` during or after
+/// this one (the caller's duty).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_hll_free(hll: *mut eh_hll) {
     if hll.is_null() {
@@ -207,7 +215,8 @@ pub unsafe extern "C" fn eh_cms_new(depth: u32, width: u32, out: *mut *mut eh_cm
     })
 }
 
-/// Frees a Count-Min sketch. NULL: no-op.
+/// Frees a Count-Min sketch. NULL: no-op. No other call may use `cms` during or
+/// after this one (the caller's duty).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_cms_free(cms: *mut eh_cms) {
     if cms.is_null() {

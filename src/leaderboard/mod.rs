@@ -756,7 +756,8 @@ impl Leaderboard {
     pub fn around(&self, user_id: &str, radius: usize, now: i64) -> Result<Vec<RankedUser<'_>>> {
         let (_, position) = self.locate(user_id)?;
         let start = position.saturating_sub(radius);
-        let count = position - start + 1 + radius;
+        // Saturating: a radius near usize::MAX must mean "everyone below", not wrap.
+        let count = (position - start).saturating_add(1).saturating_add(radius);
         self.top(start, count, now)
     }
 

@@ -2,10 +2,13 @@
 //! barrier, retries and dead letters, shutdown races, bounded memory, sketches.
 //! Every wait is on a condition with a timeout, never a bare sleep.
 
+use super::core::lock;
 use super::*;
+use crate::error::{Error, Result};
 use crate::leaderboard::MAX_TIMESTAMP;
-use std::sync::atomic::AtomicU32;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -124,7 +127,7 @@ fn several_producers_every_event_delivered_exactly_once() {
     let mut seen = lock(&sink.seen).clone();
     seen.sort_unstable();
     assert_eq!(seen, (0..PRODUCERS * PER).collect::<Vec<_>>());
-    let s = p.stats();
+    let s = p.stats().unwrap();
     assert_eq!(s.accepted, PRODUCERS * PER);
     assert_eq!(s.processed, s.accepted);
     assert_eq!(s.delivered, s.accepted);
@@ -185,7 +188,7 @@ fn flush_with_nothing_pushed_and_no_callback_returns() {
         p.push(&event(&i.to_string())).unwrap();
     }
     p.flush(WAIT).unwrap();
-    let s = p.stats();
+    let s = p.stats().unwrap();
     assert_eq!((s.discarded, s.delivered, s.batches), (25, 0, 0));
 }
 
@@ -204,7 +207,7 @@ fn flush_times_out_while_the_callback_is_stuck() {
     assert!(matches!(err, Error::Timeout(_)), "{err}");
     release_tx.send(()).unwrap();
     p.flush(WAIT).unwrap();
-    assert_eq!(p.stats().delivered, 1);
+    assert_eq!(p.stats().unwrap().delivered, 1);
 }
 
 #[test]
@@ -238,7 +241,7 @@ fn a_callback_failing_twice_is_retried_and_delivered_once() {
     }
     p.flush(WAIT).unwrap();
     assert_eq!(*lock(&sink.seen), (0..10).collect::<Vec<_>>());
-    let s = p.stats();
+    let s = p.stats().unwrap();
     assert_eq!(
         (s.delivered, s.batches, s.failures, s.retries),
         (10, 1, 2, 2)
@@ -272,7 +275,7 @@ fn a_callback_that_always_fails_dead_letters_and_loses_nothing() {
     let mut seen = lock(&dead.seen).clone();
     seen.sort_unstable();
     assert_eq!(seen, (0..50).collect::<Vec<_>>());
-    let s = p.stats();
+    let s = p.stats().unwrap();
     assert_eq!(s.dead_lettered, 50);
     assert_eq!(s.delivered, 0);
     assert_eq!(s.failures, 3 * s.dead_letter_batches);
@@ -293,7 +296,7 @@ fn a_panicking_callback_counts_as_a_failure() {
     .unwrap();
     p.push(&event("1")).unwrap();
     p.flush(WAIT).unwrap();
-    let s = p.stats();
+    let s = p.stats().unwrap();
     assert_eq!((s.failures, s.dead_lettered), (2, 1));
     // The processor is still usable: the panic was the callback's, not ours.
     p.push(&event("2")).unwrap();
@@ -309,34 +312,34 @@ fn shutdown_while_producers_push_delivers_everything_accepted() {
         .map(|_| {
             let (p, next) = (p.clone(), next.clone());
             std::thread::spawn(move || {
+                let mut accepted = 0usize;
                 loop {
                     let seq = next.fetch_add(1, Ordering::SeqCst);
                     match push_retrying(&p, &seq.to_string()) {
-                        Ok(()) => {}
-                        Err(Error::ShutDown) => return seq,
+                        Ok(()) => accepted += 1,
+                        Err(Error::ShutDown) => return (accepted, seq),
                         Err(e) => panic!("unexpected {e}"),
                     }
                 }
             })
         })
         .collect();
-    assert!(wait_until(|| p.stats().accepted >= 5_000));
-    p.shutdown().unwrap();
-    let refused: Vec<u64> = producers.into_iter().map(|t| t.join().unwrap()).collect();
-    let s = p.stats();
-    assert_eq!(
-        s.delivered, s.accepted,
-        "every accepted event was delivered"
-    );
+    assert!(wait_until(|| p.stats().unwrap().accepted >= 5_000));
+    p.close().unwrap();
+    let results: Vec<(usize, u64)> = producers.into_iter().map(|t| t.join().unwrap()).collect();
+    let accepted: usize = results.iter().map(|r| r.0).sum();
     let mut seen = lock(&sink.seen).clone();
+    assert_eq!(seen.len(), accepted, "every accepted event was delivered");
     seen.sort_unstable();
     let before = seen.len();
     seen.dedup();
     assert_eq!(seen.len(), before, "no duplicates");
-    assert!(refused.iter().all(|r| seen.binary_search(r).is_err()));
+    assert!(results.iter().all(|r| seen.binary_search(&r.1).is_err()));
+    // Closed: every later call is refused and changes nothing.
     assert!(matches!(p.push(&event("x")), Err(Error::ShutDown)));
     assert!(matches!(p.flush(WAIT), Err(Error::ShutDown)));
-    p.shutdown().unwrap();
+    assert!(matches!(p.stats(), Err(Error::ShutDown)));
+    p.close().unwrap();
 }
 
 #[test]
@@ -363,14 +366,14 @@ fn without_a_callback_batches_are_discarded_and_counted() {
     let events: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
     let batch: Vec<EventIn<'_>> = events.iter().map(|u| event(u)).collect();
     for _ in 0..200 {
-        assert_eq!(p.push_batch(&batch).unwrap(), batch.len());
+        assert_eq!(p.push_batch(&batch), (batch.len(), Ok(())));
     }
     p.flush(WAIT).unwrap();
-    let s = p.stats();
+    let s = p.stats().unwrap();
     assert_eq!(s.accepted, 200_000);
     assert_eq!(s.discarded, 200_000, "batches were discarded, not kept");
     assert_eq!(s.queue_len, 0);
-    let users = p.unique_users(0, 0) as f64;
+    let users = p.unique_users(0, 0).unwrap() as f64;
     assert!((users / 1000.0 - 1.0).abs() < 0.025, "{users}");
 }
 
@@ -401,12 +404,12 @@ fn block_overflow_waits_for_room_then_times_out() {
         p.push(&event(&i.to_string())).unwrap();
     }
     assert!(matches!(p.push(&event("5")), Err(Error::QueueFull)));
-    assert_eq!(p.stats().dropped, 1);
+    assert_eq!(p.stats().unwrap().dropped, 1);
     for _ in 0..5 {
         release_tx.send(()).unwrap();
     }
     p.flush(WAIT).unwrap();
-    assert_eq!(p.stats().delivered, 5);
+    assert_eq!(p.stats().unwrap().delivered, 5);
 }
 
 #[test]
@@ -429,14 +432,17 @@ fn push_batch_accepts_a_prefix_and_counts_the_rest_as_dropped() {
     entered_rx.recv_timeout(WAIT).unwrap();
     let ids: Vec<String> = (1..=10).map(|i| i.to_string()).collect();
     let batch: Vec<EventIn<'_>> = ids.iter().map(|u| event(u)).collect();
-    assert_eq!(p.push_batch(&batch).unwrap(), 4);
-    let s = p.stats();
+    assert_eq!(p.push_batch(&batch), (4, Ok(())));
+    let s = p.stats().unwrap();
     assert_eq!((s.accepted, s.dropped, s.pushed), (5, 6, 11));
     // An invalid event refuses the whole batch before anything is pushed.
     let long = "x".repeat(MAX_FIELD_BYTES + 1);
     let bad = [event("ok"), event(&long)];
-    assert!(matches!(p.push_batch(&bad), Err(Error::InvalidArgument(_))));
-    assert_eq!(p.stats().pushed, 11);
+    assert!(matches!(
+        p.push_batch(&bad),
+        (0, Err(Error::InvalidArgument(_)))
+    ));
+    assert_eq!(p.stats().unwrap().pushed, 11);
     for _ in 0..5 {
         release_tx.send(()).unwrap();
     }
@@ -454,7 +460,7 @@ fn flush_and_shutdown_from_a_callback_are_refused() {
             if let Some(p) = weak.upgrade() {
                 let mut r = lock(&results);
                 r.push(p.flush(WAIT).map_err(|e| e.to_string()));
-                r.push(p.shutdown().map_err(|e| e.to_string()));
+                r.push(p.close().map_err(|e| e.to_string()));
                 r.push(p.set_flush_callback(None).map_err(|e| e.to_string()));
                 r.push(p.push(&event("from-callback")).map_err(|e| e.to_string()));
             }
@@ -501,23 +507,33 @@ fn timestamps_resolve_by_the_clock_and_feed_the_window_sketches() {
         p.push(&ev).unwrap();
     }
     p.flush(WAIT).unwrap();
-    assert_eq!(p.now(), base, "EVENT_TIME: now is the newest event");
+    assert_eq!(
+        p.now().unwrap(),
+        base,
+        "EVENT_TIME: now is the newest event"
+    );
     // HyperLogLog: within one of the truth for counts this small (a register
     // collision among 50 ids has a ~7% chance).
     let near = |got: u64, want: u64| got.abs_diff(want) <= 1;
     assert!(
-        near(p.unique_users(3600, 0), 50),
+        near(p.unique_users(3600, 0).unwrap(), 50),
         "{}",
-        p.unique_users(3600, 0)
+        p.unique_users(3600, 0).unwrap()
     );
-    assert!(near(p.unique_users(0, 0), 150));
-    assert_eq!(p.users_sketch(3600, 0).count(), p.unique_users(3600, 0));
-    assert!(p.unique_users(60, 0) <= 2, "only the newest minute");
-    let top = p.top_channels(2, 3600, 0);
+    assert!(near(p.unique_users(0, 0).unwrap(), 150));
+    assert_eq!(
+        p.users_sketch(3600, 0).unwrap().count(),
+        p.unique_users(3600, 0).unwrap()
+    );
+    assert!(
+        p.unique_users(60, 0).unwrap() <= 2,
+        "only the newest minute"
+    );
+    let top = p.top_channels(2, 3600, 0).unwrap();
     assert_eq!(top[0].channel, "cold");
     assert_eq!(top[0].count, 40);
     assert_eq!((top[1].channel.as_str(), top[1].count), ("hot", 10));
-    assert_eq!(p.channel_count("general"), 100);
+    assert_eq!(p.channel_count("general").unwrap(), 100);
     // An event with timestamp 0 is stamped with the event clock.
     let sink = Arc::new(Mutex::new(Vec::new()));
     {
@@ -550,5 +566,380 @@ fn oversized_and_out_of_range_events_are_refused_without_counting() {
         ..event("u")
     };
     assert!(matches!(p.push(&far), Err(Error::InvalidArgument(_))));
-    assert_eq!(p.stats().pushed, 0);
+    assert_eq!(p.stats().unwrap().pushed, 0);
+}
+
+/// A place in a call where one named thread stops until the test releases it.
+struct Pause {
+    reached: Mutex<mpsc::Sender<HookPoint>>,
+    release: Mutex<mpsc::Receiver<()>>,
+}
+
+/// Installs a hook on `p` that pauses the thread named `thread` at `point`, once.
+/// Returns (reached, release): `reached` receives the point when the thread is
+/// paused; sending on `release` lets it go.
+fn pause_at(
+    p: &Processor,
+    thread: &'static str,
+    point: HookPoint,
+) -> (mpsc::Receiver<HookPoint>, mpsc::Sender<()>) {
+    let (reached_tx, reached_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel();
+    let pause = Pause {
+        reached: Mutex::new(reached_tx),
+        release: Mutex::new(release_rx),
+    };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    p.set_test_hook(move |at| {
+        if at == point
+            && std::thread::current().name() == Some(thread)
+            && !done.swap(true, Ordering::SeqCst)
+        {
+            let _ = lock(&pause.reached).send(at);
+            let _ = lock(&pause.release).recv_timeout(WAIT);
+        }
+    });
+    (reached_rx, release_tx)
+}
+
+fn spawn_named<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .unwrap()
+}
+
+/// Waits for a thread to finish, up to `WAIT`; `None` if it did not.
+fn join_within<T>(t: std::thread::JoinHandle<T>) -> Option<T> {
+    if wait_until(|| t.is_finished()) {
+        Some(t.join().unwrap())
+    } else {
+        None
+    }
+}
+
+// Regression: a push that has started but is not yet counted when close runs.
+// Close must not wait for it (it is not in progress yet) and the push, once it
+// registers, must see the close and refuse without touching the released core.
+#[test]
+fn a_push_racing_close_before_it_registers_gets_shut_down() {
+    let p = Arc::new(Processor::new(config(1, 8)).unwrap());
+    let sink = Arc::new(Collector::default());
+    p.set_flush_callback(Some(sink.clone())).unwrap();
+    let (reached, release) = pause_at(&p, "pusher", HookPoint::BeforeRegister);
+    let pusher = {
+        let p = p.clone();
+        spawn_named("pusher", move || p.push(&event("1")))
+    };
+    assert_eq!(reached.recv_timeout(WAIT), Ok(HookPoint::BeforeRegister));
+    // The push is paused before registering: close completes without it.
+    let closer = {
+        let p = p.clone();
+        spawn_named("closer", move || p.close())
+    };
+    assert_eq!(
+        join_within(closer),
+        Some(Ok(())),
+        "close waited for an unregistered call"
+    );
+    release.send(()).unwrap();
+    assert_eq!(join_within(pusher), Some(Err(Error::ShutDown)));
+    assert!(lock(&sink.seen).is_empty());
+}
+
+// Regression: a call counted as in progress keeps close waiting; it
+// then either completes (and is delivered) or gets ShutDown: never a use after free.
+#[test]
+fn close_waits_for_a_registered_push_which_completes_or_is_refused() {
+    let p = Arc::new(Processor::new(config(1, 8)).unwrap());
+    let sink = Arc::new(Collector::default());
+    p.set_flush_callback(Some(sink.clone())).unwrap();
+    let (reached, release) = pause_at(&p, "pusher", HookPoint::AfterRegister);
+    let pusher = {
+        let p = p.clone();
+        spawn_named("pusher", move || p.push(&event("7")))
+    };
+    assert_eq!(reached.recv_timeout(WAIT), Ok(HookPoint::AfterRegister));
+    let closer = {
+        let p = p.clone();
+        spawn_named("closer", move || p.close())
+    };
+    assert!(wait_until(|| p.is_closed()), "close did not begin");
+    assert!(wait_until(|| p.workers_exited()), "intake was not stopped");
+    // The push is still registered, so close cannot have released the core.
+    assert!(
+        !closer.is_finished(),
+        "close returned under a call in progress"
+    );
+    release.send(()).unwrap();
+    let pushed = join_within(pusher).expect("push hung");
+    assert_eq!(join_within(closer), Some(Ok(())));
+    match pushed {
+        Ok(()) => assert_eq!(*lock(&sink.seen), [7]),
+        Err(e) => {
+            assert_eq!(e, Error::ShutDown);
+            assert!(lock(&sink.seen).is_empty());
+        }
+    }
+}
+
+// Regression: a flush that requests its generation after the workers exited
+// (close racing with it) returns Ok at once instead of waiting out its timeout.
+#[test]
+fn a_flush_racing_close_returns_ok_once_delivered() {
+    let p = Arc::new(Processor::new(config(2, 1000)).unwrap());
+    let sink = Arc::new(Collector::default());
+    p.set_flush_callback(Some(sink.clone())).unwrap();
+    for i in 0..10 {
+        p.push(&event(&i.to_string())).unwrap();
+    }
+    let (reached, release) = pause_at(&p, "flusher", HookPoint::AfterRegister);
+    let flusher = {
+        let p = p.clone();
+        spawn_named("flusher", move || {
+            let started = Instant::now();
+            (p.flush(WAIT), started.elapsed())
+        })
+    };
+    assert_eq!(reached.recv_timeout(WAIT), Ok(HookPoint::AfterRegister));
+    let closer = {
+        let p = p.clone();
+        spawn_named("closer", move || p.close())
+    };
+    // Close stops intake; the workers drain, deliver and exit while the flush is
+    // paused before its request.
+    assert!(wait_until(|| p.workers_exited()));
+    release.send(()).unwrap();
+    let (flushed, took) = join_within(flusher).expect("flush hung");
+    assert_eq!(flushed, Ok(()));
+    assert!(took < WAIT / 2, "flush waited {took:?}");
+    assert_eq!(join_within(closer), Some(Ok(())));
+    assert_eq!(lock(&sink.seen).len(), 10);
+}
+
+// Regression: a batch interrupted by close reports how many it placed; exactly
+// those are delivered.
+#[test]
+fn push_batch_interrupted_by_close_reports_its_accepted_prefix() {
+    let p = Arc::new(Processor::new(config(1, 1000)).unwrap());
+    let sink = Arc::new(Collector::default());
+    p.set_flush_callback(Some(sink.clone())).unwrap();
+    let (reached, release) = pause_at(&p, "pusher", HookPoint::BatchAccepted(3));
+    let pusher = {
+        let p = p.clone();
+        spawn_named("pusher", move || {
+            let ids: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+            let events: Vec<EventIn<'_>> = ids.iter().map(|id| event(id)).collect();
+            p.push_batch(&events)
+        })
+    };
+    assert_eq!(reached.recv_timeout(WAIT), Ok(HookPoint::BatchAccepted(3)));
+    let closer = {
+        let p = p.clone();
+        spawn_named("closer", move || p.close())
+    };
+    assert!(wait_until(|| p.workers_exited()), "intake was not stopped");
+    release.send(()).unwrap();
+    assert_eq!(join_within(pusher), Some((3, Err(Error::ShutDown))));
+    assert_eq!(join_within(closer), Some(Ok(())));
+    assert_eq!(*lock(&sink.seen), [0, 1, 2]);
+}
+
+// Regression: close inside the processor's own callback is refused and changes
+// nothing: intake continues, the workers keep running, a later close works.
+#[test]
+fn close_from_its_own_callback_would_deadlock_and_changes_nothing() {
+    let p = Arc::new(Processor::new(config(1, 1)).unwrap());
+    let outcome = Arc::new(Mutex::new(None));
+    let sink = Arc::new(Collector::default());
+    {
+        let weak = Arc::downgrade(&p);
+        let (outcome, sink) = (outcome.clone(), sink.clone());
+        p.set_flush_callback(Some(Arc::new(move |b: &mut Batch| {
+            if let Some(p) = weak.upgrade() {
+                let mut o = lock(&outcome);
+                if o.is_none() {
+                    *o = Some((p.close(), p.is_closed()));
+                }
+            }
+            sink.on_flush(b)
+        })))
+        .unwrap();
+    }
+    p.push(&event("1")).unwrap();
+    assert!(wait_until(|| lock(&outcome).is_some()));
+    let (closed, is_closed) = lock(&outcome).take().unwrap();
+    assert!(matches!(closed, Err(Error::WouldDeadlock(_))), "{closed:?}");
+    assert!(!is_closed);
+    // Still fully usable.
+    p.push(&event("2")).unwrap();
+    p.flush(WAIT).unwrap();
+    assert_eq!(*lock(&sink.seen), [1, 2]);
+    p.close().unwrap();
+    assert!(matches!(p.push(&event("3")), Err(Error::ShutDown)));
+}
+
+#[test]
+fn concurrent_closes_all_return_after_the_drain() {
+    let p = Arc::new(Processor::new(config(2, 1000)).unwrap());
+    let sink = Arc::new(Collector::default());
+    p.set_flush_callback(Some(sink.clone())).unwrap();
+    for i in 0..100 {
+        p.push(&event(&i.to_string())).unwrap();
+    }
+    let closers: Vec<_> = (0..3)
+        .map(|_| {
+            let (p, sink) = (p.clone(), sink.clone());
+            std::thread::spawn(move || {
+                p.close().unwrap();
+                lock(&sink.seen).len()
+            })
+        })
+        .collect();
+    for c in closers {
+        assert_eq!(
+            join_within(c),
+            Some(100),
+            "a close returned before the drain"
+        );
+    }
+}
+
+// Dropped on its own worker (the last reference released in a callback): a reaper
+// thread finishes the close; the callback's state is released after its last call.
+#[test]
+fn drop_on_its_own_worker_hands_the_close_to_a_reaper() {
+    struct Tracked {
+        calls: Arc<AtomicU64>,
+        finalized: Arc<std::sync::atomic::AtomicBool>,
+        late: Arc<std::sync::atomic::AtomicBool>,
+    }
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.finalized.store(true, Ordering::SeqCst);
+        }
+    }
+    let calls = Arc::new(AtomicU64::new(0));
+    let finalized = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let late = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tracked = Tracked {
+        calls: calls.clone(),
+        finalized: finalized.clone(),
+        late: late.clone(),
+    };
+    let slot: Arc<Mutex<Option<Processor>>> = Arc::new(Mutex::new(None));
+    let p = Processor::new(config(1, 1)).unwrap();
+    {
+        let slot = slot.clone();
+        p.set_flush_callback(Some(Arc::new(move |b: &mut Batch| {
+            if tracked.finalized.load(Ordering::SeqCst) {
+                tracked.late.store(true, Ordering::SeqCst);
+            }
+            let n = tracked.calls.fetch_add(b.len() as u64, Ordering::SeqCst) + b.len() as u64;
+            if n == 1 {
+                // Drop the processor here, on its own worker, with events queued.
+                drop(lock(&slot).take());
+            }
+            Ok(())
+        })))
+        .unwrap();
+    }
+    *lock(&slot) = Some(p);
+    {
+        // Pushed under the slot's lock: the first callback, which takes it to drop
+        // the processor, runs once all 50 are queued.
+        let guard = lock(&slot);
+        for i in 0..50 {
+            guard
+                .as_ref()
+                .unwrap()
+                .push(&event(&i.to_string()))
+                .unwrap();
+        }
+    }
+    assert!(
+        wait_until(|| finalized.load(Ordering::SeqCst)),
+        "never finalized"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 50, "events lost");
+    assert!(
+        !late.load(Ordering::SeqCst),
+        "a callback ran after finalization"
+    );
+}
+
+// Regression: timestamps beyond the wall clock plus the skew are
+// refused and counted under both clocks; so one far-future event cannot move the
+// event-time clock.
+#[test]
+fn far_future_timestamps_are_refused_and_counted_under_both_clocks() {
+    for clock in [Clock::Wall, Clock::EventTime] {
+        let cfg = ProcessorConfig {
+            clock,
+            max_future_skew: Duration::from_secs(3600),
+            ..config(1, 10)
+        };
+        let p = Processor::new(cfg).unwrap();
+        let wall = crate::leaderboard::wall_clock_secs();
+        let year_3000 = 32_503_680_000;
+        let err = p
+            .push(&EventIn {
+                timestamp: year_3000,
+                ..event("u")
+            })
+            .unwrap_err();
+        assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("max_future_skew")));
+        // Within the skew: accepted.
+        p.push(&EventIn {
+            timestamp: wall + 1800,
+            ..event("v")
+        })
+        .unwrap();
+        let batch = [
+            event("w"),
+            EventIn {
+                timestamp: wall + 7200,
+                ..event("x")
+            },
+        ];
+        assert!(matches!(
+            p.push_batch(&batch),
+            (0, Err(Error::InvalidArgument(_)))
+        ));
+        p.flush(WAIT).unwrap();
+        let s = p.stats().unwrap();
+        assert_eq!((s.future_refused, s.accepted), (2, 1), "{clock:?}");
+        let now = p.now().unwrap();
+        assert!(now <= wall + 1800 + 5, "{clock:?}: now moved to {now}");
+        // ts <= 0 is still "now".
+        p.push(&EventIn {
+            timestamp: 0,
+            ..event("z")
+        })
+        .unwrap();
+    }
+}
+
+// Regression: a window longer than configured is refused, naming the limit.
+#[test]
+fn windows_longer_than_configured_are_refused() {
+    let mut cfg = config(1, 10);
+    cfg.window.window_minutes = 60;
+    let p = Processor::new(cfg).unwrap();
+    for err in [
+        p.unique_users(86_400, 0).unwrap_err(),
+        p.users_sketch(3601, 0).unwrap_err(),
+        p.top_channels(5, 7200, 0).unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, Error::InvalidArgument(m) if m.contains("60 minutes (3600 s)")),
+            "{err}"
+        );
+    }
+    assert_eq!(p.unique_users(3600, 0), Ok(0));
+    assert_eq!(p.unique_users(0, 0), Ok(0));
+    assert!(p.top_channels(5, 3540, 0).unwrap().is_empty());
 }

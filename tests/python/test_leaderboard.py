@@ -312,12 +312,53 @@ def test_fast_path_and_cffi_path_agree_on_every_outcome():
     outcomes, ranking, stats = fast
     assert outcomes[:7] == [True] * 7
     assert outcomes[7:12] == [engagehub.InvalidArgument] * 5
-    assert outcomes[12] is OverflowError and outcomes[13] is OverflowError
+    # Every failure is an EngageHubError (was OverflowError, UnicodeEncodeError
+    # and cffi's TypeError): out of range or not UTF-8 is InvalidArgument (still
+    # a ValueError), a wrong type InvalidType (still a TypeError).
+    assert outcomes[12] is engagehub.InvalidArgument and outcomes[13] is engagehub.InvalidArgument
     assert outcomes[14] is True
-    assert outcomes[15] is UnicodeEncodeError and outcomes[16] is TypeError
+    assert outcomes[15] is engagehub.InvalidArgument and outcomes[16] is engagehub.InvalidType
     assert outcomes[17:] == [False, True]
     assert stats.refused == 1 and stats.evicted == 1
     assert [row[0] for row in ranking][:2] == ["high", "alice"]
+
+
+@_needs_fast
+def test_fast_path_and_cffi_path_agree_on_a_closed_board():
+    # Every call on a closed board raises Closed on both paths, whatever else is
+    # wrong with its arguments, and the closed board's shell is never touched
+    # after being freed (the fast path keeps using the address).
+    calls = [
+        ("alice", 1.0, T0),
+        ("alice", 1.0),
+        ("bob", 3, T0 + 60),
+        ("carol", 1.0, float(T0)),
+        (b"dave", 4.0, T0),
+        ("", 1.0, T0),
+        ("x" * 1025, 0.5, T0),
+        ("bob", math.nan, T0),
+        ("bob", 10**400, T0),
+        ("bob", 1.0, 2**70),
+        ("\ud800", 1.0, T0),
+        ("bob", "1.0", T0),
+    ]
+
+    def replay(update):
+        with Leaderboard(0.9, 6) as lb:
+            lb.set_time_source(lambda: T0 + 5)
+            lb.update_user("alice", 1.0, T0)
+            lb.close()
+            outcomes = []
+            for args in calls:
+                try:
+                    outcomes.append(update(lb, *args))
+                except Exception as exc:  # noqa: BLE001 - the exception type is the outcome
+                    outcomes.append(type(exc))
+            return outcomes
+
+    fast = replay(Leaderboard.update_user)
+    assert fast == replay(Leaderboard._update_user_cffi)
+    assert fast == [engagehub.Closed] * len(calls)
 
 
 @_needs_fast

@@ -1,0 +1,123 @@
+//! `eh_processor_config` and its translation to [`ProcessorConfig`].
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::pipeline::{Clock, Overflow, ProcessorConfig};
+use crate::sketch::WindowConfig;
+
+/// `eh_processor_config.overflow`: refuse a push on a full ring with `EH_QUEUE_FULL`.
+pub const EH_OVERFLOW_DROP_NEWEST: i32 = 0;
+/// `eh_processor_config.overflow`: wait up to `block_timeout_ms` for room.
+pub const EH_OVERFLOW_BLOCK: i32 = 1;
+/// `eh_processor_config.clock`: "now" is the system's wall clock.
+pub const EH_CLOCK_WALL: i32 = 0;
+/// `eh_processor_config.clock`: "now" is the newest event timestamp processed
+/// (for replays of old events).
+pub const EH_CLOCK_EVENT_TIME: i32 = 1;
+
+/// Processor settings. Zero fields take their defaults; pass NULL for all defaults.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct eh_processor_config {
+    /// Ring slots, rounded up to a power of two; 0 = 16384; at most 16777216.
+    pub capacity: u64,
+    /// Worker threads; 0 = 1; at most 64. With one worker, batches arrive in push order.
+    pub workers: u32,
+    /// Events per batch; 0 = 500.
+    pub batch_size: u32,
+    /// A partial batch is delivered this long after its first event; 0 = 1000 ms.
+    pub flush_interval_ms: u32,
+    /// `EH_OVERFLOW_DROP_NEWEST` (0, default) or `EH_OVERFLOW_BLOCK`.
+    pub overflow: i32,
+    /// Longest wait of a push under `EH_OVERFLOW_BLOCK`; 0 = 1000 ms.
+    pub block_timeout_ms: u32,
+    /// Retries of a failing flush before the batch is dead-lettered; 0 = 3,
+    /// negative = no retry.
+    pub max_retries: i32,
+    /// Wait before the first retry, doubled for each later one; 0 = 50 ms.
+    pub retry_backoff_ms: u32,
+    /// `EH_CLOCK_WALL` (0, default) or `EH_CLOCK_EVENT_TIME`.
+    pub clock: i32,
+    /// Length of the unique-user and trending window in minutes; 0 = 60.
+    pub window_minutes: u32,
+    /// Count-Min rows; 0 = 4.
+    pub cms_depth: u32,
+    /// Count-Min columns; 0 = 2048.
+    pub cms_width: u32,
+    /// Channels tracked by the all-time trending summary; 0 = 1024.
+    pub topk_capacity: u32,
+    /// A pushed timestamp later than the wall clock plus this many seconds is
+    /// refused with `EH_INVALID_ARGUMENT` and counted in `future_refused`, under
+    /// both clocks (so under `EH_CLOCK_EVENT_TIME` one event from the far future
+    /// cannot move "now"); 0 = 86400 (one day); at most 315360000 (ten years).
+    pub max_future_skew_secs: u32,
+}
+
+pub(super) fn config_from(c: Option<&eh_processor_config>) -> Result<ProcessorConfig> {
+    let d = ProcessorConfig::default();
+    let Some(c) = c else { return Ok(d) };
+    let or = |v: u32, default: usize| if v == 0 { default } else { v as usize };
+    let ms = |v: u32, default: Duration| {
+        if v == 0 {
+            default
+        } else {
+            Duration::from_millis(v.into())
+        }
+    };
+    let overflow = match c.overflow {
+        EH_OVERFLOW_DROP_NEWEST => Overflow::DropNewest,
+        EH_OVERFLOW_BLOCK => Overflow::Block {
+            timeout: ms(c.block_timeout_ms, Duration::from_secs(1)),
+        },
+        other => {
+            return Err(Error::invalid(format!(
+                "overflow {other} is not an EH_OVERFLOW_*"
+            )));
+        }
+    };
+    let clock = match c.clock {
+        EH_CLOCK_WALL => Clock::Wall,
+        EH_CLOCK_EVENT_TIME => Clock::EventTime,
+        other => {
+            return Err(Error::invalid(format!(
+                "clock {other} is not an EH_CLOCK_*"
+            )));
+        }
+    };
+    let dw = WindowConfig::default();
+    Ok(ProcessorConfig {
+        capacity: if c.capacity == 0 {
+            d.capacity
+        } else {
+            usize::try_from(c.capacity).unwrap_or(usize::MAX)
+        },
+        workers: or(c.workers, d.workers),
+        batch_size: or(c.batch_size, d.batch_size),
+        flush_interval: ms(c.flush_interval_ms, d.flush_interval),
+        overflow,
+        max_retries: match c.max_retries {
+            0 => d.max_retries,
+            n if n < 0 => 0,
+            n => n as u32,
+        },
+        retry_backoff: ms(c.retry_backoff_ms, d.retry_backoff),
+        clock,
+        window: WindowConfig {
+            window_minutes: if c.window_minutes == 0 {
+                dw.window_minutes
+            } else {
+                c.window_minutes
+            },
+            cms_depth: or(c.cms_depth, dw.cms_depth),
+            cms_width: or(c.cms_width, dw.cms_width),
+            topk_capacity: or(c.topk_capacity, dw.topk_capacity),
+            ..dw
+        },
+        max_future_skew: if c.max_future_skew_secs == 0 {
+            d.max_future_skew
+        } else {
+            Duration::from_secs(c.max_future_skew_secs.into())
+        },
+    })
+}

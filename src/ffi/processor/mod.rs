@@ -1,0 +1,152 @@
+//! `eh_processor`: the event pipeline through the C ABI.
+//!
+//! Handle model: `eh_processor_close` is thread-safe (calls in progress finish or
+//! get `EH_SHUT_DOWN`, later ones get `EH_SHUT_DOWN`; the core's gate lives in the
+//! handle's shell, which stays valid until `eh_processor_free`); `eh_processor_free`
+//! closes and releases the shell and must be the last call on the handle.
+//!
+//! Files: `config` (settings), `push` (intake), `callbacks` (flush and dead
+//! letter), `queries` (stats and analytics); this file: create, flush, close, free.
+
+mod callbacks;
+mod config;
+mod push;
+mod queries;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use super::{eh_status, guard, guard_free, handle, out_arg, write_out};
+use crate::error::Result;
+use crate::pipeline::Processor;
+
+pub use callbacks::{
+    eh_dead_letter_fn, eh_flush_fn, eh_free_fn, eh_processor_set_dead_letter_callback,
+    eh_processor_set_flush_callback,
+};
+pub use config::{
+    EH_CLOCK_EVENT_TIME, EH_CLOCK_WALL, EH_OVERFLOW_BLOCK, EH_OVERFLOW_DROP_NEWEST,
+    eh_processor_config,
+};
+pub use push::{
+    eh_events_columns, eh_processor_push, eh_processor_push_batch, eh_processor_push_columns,
+    eh_processor_push_fields,
+};
+pub use queries::{
+    eh_channel_list, eh_channel_list_free, eh_channel_row, eh_processor_channel_count,
+    eh_processor_get_stats, eh_processor_now, eh_processor_stats, eh_processor_top_channels,
+    eh_processor_unique_users, eh_processor_users_sketch,
+};
+
+/// An event pipeline (opaque): a bounded lock-free ring drained by worker threads
+/// that update the sketches and hand batches to the flush callback.
+///
+/// Create with `eh_processor_new`; stop with `eh_processor_close` (drains and
+/// delivers; the handle stays valid and every later call returns `EH_SHUT_DOWN`);
+/// release with `eh_processor_free` (closes first if needed).
+///
+/// Fork: a processor survives `fork()`. In the child, the first call on it
+/// rebuilds it: a fresh ring and fresh workers, the same configuration and
+/// callbacks, counters and sketches empty. Events still queued in the parent are
+/// the parent's to deliver; the parent's ring, locks and threads are abandoned in
+/// the child (leaked, never joined or unlocked). The parent is unaffected.
+///
+/// Thread safety: every function may be called from any number of threads at
+/// once, and `eh_processor_close` may run concurrently with any of them (and with
+/// another close): calls in progress finish (a push is then delivered by the
+/// close) or return `EH_SHUT_DOWN`, and calls that start after it began return
+/// `EH_SHUT_DOWN`. `eh_processor_free` must not run concurrently with, or be
+/// followed by, any other call on the handle.
+pub struct eh_processor {
+    processor: Processor,
+}
+
+/// Borrows the processor of a handle.
+///
+/// # Safety
+/// `p` is NULL or a live handle (the module's contract).
+unsafe fn processor<'a>(p: *const eh_processor) -> Result<&'a Processor> {
+    // SAFETY: forwarded from this function's contract.
+    Ok(&unsafe { handle(p, "processor")? }.processor)
+}
+
+/// Creates a processor and starts its workers. `config` may be NULL (all defaults).
+/// Errors: `EH_INVALID_ARGUMENT` (a field out of range, the message names it),
+/// `EH_IO` (a thread could not be started).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_processor_new(
+    config: *const eh_processor_config,
+    out: *mut *mut eh_processor,
+) -> eh_status {
+    guard("eh_processor_new", || {
+        let out = out_arg(out, "out")?;
+        // SAFETY: NULL or a valid config, per the contract.
+        let config = config::config_from(unsafe { config.as_ref() })?;
+        let p = Box::new(eh_processor {
+            processor: Processor::new(config)?,
+        });
+        // SAFETY: checked by `out_arg`.
+        unsafe { write_out(out, Box::into_raw(p)) };
+        Ok(())
+    })
+}
+
+/// Closes the processor: calls that start afterwards return `EH_SHUT_DOWN` and
+/// change nothing; intake stops (pushes waiting for room return `EH_SHUT_DOWN`);
+/// it waits for the calls in progress on other threads to finish; then it drains
+/// the ring, delivers every batch (with retries), joins the workers and runs the
+/// callbacks' `user_data_free` finalizers. BLOCKS until all of that is done. The
+/// handle's memory stays valid until `eh_processor_free`.
+///
+/// Thread-safe: may run concurrently with any other call on the handle, including
+/// another close (which waits for the first to finish). Idempotent: a later close
+/// returns `EH_OK`. From inside one of this processor's own callbacks (on a worker
+/// thread): `EH_WOULD_DEADLOCK`, and nothing changes (the handle stays fully
+/// usable). NULL: `EH_INVALID_ARGUMENT`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_processor_close(p: *mut eh_processor) -> eh_status {
+    guard("eh_processor_close", || {
+        // SAFETY: per the module contract; the shell outlives every call but free.
+        unsafe { processor(p)? }.close()
+    })
+}
+
+/// Closes the processor if it is not closed (as `eh_processor_close`, BLOCKING until
+/// every accepted event is delivered and the workers are joined), then releases the
+/// handle. NULL: no-op.
+///
+/// It must not run concurrently with, or be followed by, any other call on `p`
+/// (the caller's duty: close first if other threads may still be using it).
+///
+/// Called from one of this processor's own callbacks (on a worker thread, e.g. the
+/// last reference of a binding dropped there), it cannot join the thread it runs
+/// on: intake stops, the handle is released, and a detached reaper thread drains,
+/// delivers, joins the workers and then runs the `user_data_free` finalizers, after
+/// the last callback returned. Nothing accepted is lost; the callback may finish
+/// normally but must not use `p` again.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_processor_free(p: *mut eh_processor) {
+    if p.is_null() {
+        return;
+    }
+    guard_free("eh_processor_free", || {
+        // SAFETY: created by `Box::into_raw` in `eh_processor_new`; the contract
+        // makes this the last call on it. Dropping the processor closes it (or, on
+        // its own worker, hands the close to a reaper thread).
+        drop(unsafe { Box::from_raw(p) });
+    })
+}
+
+/// Blocks until every event accepted before the call has been delivered,
+/// dead-lettered or discarded, or `timeout_ms` passes (`EH_TIMEOUT`). A close
+/// racing with it does not make it time out: it returns `EH_OK` once the close has
+/// delivered those events. From this processor's own callback: `EH_WOULD_DEADLOCK`.
+/// After close began: `EH_SHUT_DOWN` (the close delivers everything accepted).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_processor_flush(p: *const eh_processor, timeout_ms: u64) -> eh_status {
+    guard("eh_processor_flush", || {
+        // SAFETY: per the module contract.
+        unsafe { processor(p)? }.flush(Duration::from_millis(timeout_ms))
+    })
+}

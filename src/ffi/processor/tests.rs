@@ -1,0 +1,315 @@
+//! The processor's C ABI driven from Rust as a C caller would: close and free
+//! from callbacks, calls after close, counts written on every return, refusals.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::ffi::{CStr, c_void};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use super::super::{
+    EH_INVALID_ARGUMENT, EH_OK, EH_SHUT_DOWN, EH_WOULD_DEADLOCK, eh_last_error, eh_status,
+};
+use super::*;
+use crate::pipeline::{HookPoint, RawEvent};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    cond()
+}
+
+fn last_error() -> String {
+    // SAFETY: eh_last_error returns a valid NUL-terminated thread-local string.
+    unsafe { CStr::from_ptr(eh_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn new_processor(batch_size: u32) -> *mut eh_processor {
+    let cfg = eh_processor_config {
+        capacity: 1024,
+        workers: 1,
+        batch_size,
+        flush_interval_ms: 10,
+        ..Default::default()
+    };
+    let mut p = std::ptr::null_mut();
+    // SAFETY: valid config and out-param.
+    assert_eq!(unsafe { eh_processor_new(&cfg, &mut p) }, EH_OK);
+    p
+}
+
+fn push(p: *mut eh_processor, user: &str, ts: i64) -> eh_status {
+    // SAFETY: the handle is live; the strings are valid for the call.
+    unsafe {
+        eh_processor_push(
+            p,
+            b"m".as_ptr(),
+            1,
+            user.as_ptr(),
+            user.len(),
+            b"c".as_ptr(),
+            1,
+            ts,
+            std::ptr::null(),
+            0,
+        )
+    }
+}
+
+/// What a test callback sees; passed as `user_data`.
+#[derive(Default)]
+struct Probe {
+    handle: AtomicPtr<eh_processor>,
+    events: AtomicU64,
+    close_status: AtomicI32,
+    /// What to do inside the first callback: 0 nothing, 1 close, 2 free.
+    action: AtomicI32,
+    acted: AtomicBool,
+    finalized: AtomicBool,
+    late_call: AtomicBool,
+}
+
+unsafe extern "C" fn probe_flush(user: *mut c_void, _events: *const RawEvent, n: usize) -> i32 {
+    // SAFETY: `user` is the test's `Probe`, alive until its finalizer ran.
+    let probe = unsafe { &*(user as *const Probe) };
+    if probe.finalized.load(Ordering::SeqCst) {
+        probe.late_call.store(true, Ordering::SeqCst);
+    }
+    if !probe.acted.swap(true, Ordering::SeqCst) {
+        let p = probe.handle.load(Ordering::SeqCst);
+        match probe.action.load(Ordering::SeqCst) {
+            // SAFETY: the handle is live (the test frees it only through here).
+            1 => probe
+                .close_status
+                .store(unsafe { eh_processor_close(p) }, Ordering::SeqCst),
+            // SAFETY: as above; nothing uses the handle after this free.
+            2 => unsafe { eh_processor_free(p) },
+            _ => {}
+        }
+    }
+    probe.events.fetch_add(n as u64, Ordering::SeqCst);
+    0
+}
+
+unsafe extern "C" fn probe_finalize(user: *mut c_void) {
+    // SAFETY: as in `probe_flush`.
+    let probe = unsafe { &*(user as *const Probe) };
+    probe.finalized.store(true, Ordering::SeqCst);
+}
+
+fn install(p: *mut eh_processor, probe: &Arc<Probe>) {
+    probe.handle.store(p, Ordering::SeqCst);
+    let user = Arc::as_ptr(probe) as *mut c_void;
+    // SAFETY: live handle; `user` outlives the processor (the test holds the Arc).
+    let rc = unsafe {
+        eh_processor_set_flush_callback(p, Some(probe_flush), user, Some(probe_finalize))
+    };
+    assert_eq!(rc, EH_OK);
+}
+
+// Regression: eh_processor_close inside the processor's own flush callback is
+// refused with EH_WOULD_DEADLOCK and changes nothing.
+#[test]
+fn close_inside_its_own_callback_would_deadlock_and_the_handle_stays_usable() {
+    let p = new_processor(1);
+    let probe = Arc::new(Probe::default());
+    probe.action.store(1, Ordering::SeqCst);
+    install(p, &probe);
+    assert_eq!(push(p, "1", 0), EH_OK);
+    assert!(wait_until(|| probe.events.load(Ordering::SeqCst) == 1));
+    assert_eq!(probe.close_status.load(Ordering::SeqCst), EH_WOULD_DEADLOCK);
+    // Still fully usable: intake, delivery, flush.
+    assert_eq!(push(p, "2", 0), EH_OK);
+    // SAFETY: live handle.
+    assert_eq!(unsafe { eh_processor_flush(p, 30_000) }, EH_OK);
+    assert_eq!(probe.events.load(Ordering::SeqCst), 2);
+    assert!(!probe.finalized.load(Ordering::SeqCst));
+    // SAFETY: live handle, then closed twice, then freed once.
+    unsafe {
+        assert_eq!(eh_processor_close(p), EH_OK);
+        assert!(
+            probe.finalized.load(Ordering::SeqCst),
+            "finalizer runs at close"
+        );
+        assert_eq!(eh_processor_close(p), EH_OK, "idempotent");
+        eh_processor_free(p);
+    }
+}
+
+// eh_processor_free inside its own callback: the reaper drains, delivers, joins and
+// then finalizes; no callback runs after the finalizer.
+#[test]
+fn free_inside_its_own_callback_is_handed_to_a_reaper() {
+    let p = new_processor(1);
+    let probe = Arc::new(Probe::default());
+    install(p, &probe);
+    for i in 0..20 {
+        assert_eq!(push(p, &i.to_string(), 0), EH_OK);
+    }
+    // Armed only now, so the free happens with events still queued.
+    probe.action.store(2, Ordering::SeqCst);
+    probe.acted.store(false, Ordering::SeqCst);
+    assert_eq!(push(p, "last", 0), EH_OK);
+    assert!(
+        wait_until(|| probe.finalized.load(Ordering::SeqCst)),
+        "the reaper never finalized"
+    );
+    assert_eq!(probe.events.load(Ordering::SeqCst), 21, "events lost");
+    assert!(!probe.late_call.load(Ordering::SeqCst));
+}
+
+#[test]
+fn calls_after_close_are_refused_and_keep_the_callers_user_data() {
+    let p = new_processor(10);
+    let probe = Arc::new(Probe::default());
+    install(p, &probe);
+    assert_eq!(push(p, "1", 0), EH_OK);
+    let other = Arc::new(Probe::default());
+    // SAFETY: live handle (closed, not freed) throughout; freed once at the end.
+    unsafe {
+        assert_eq!(eh_processor_close(p), EH_OK);
+        assert_eq!(probe.events.load(Ordering::SeqCst), 1, "close delivers");
+        assert_eq!(push(p, "2", 0), EH_SHUT_DOWN);
+        assert_eq!(eh_processor_flush(p, 1000), EH_SHUT_DOWN);
+        let mut s = eh_processor_stats::default();
+        assert_eq!(eh_processor_get_stats(p, &mut s), EH_SHUT_DOWN);
+        let user = Arc::as_ptr(&other) as *mut c_void;
+        assert_eq!(
+            eh_processor_set_flush_callback(p, Some(probe_flush), user, Some(probe_finalize)),
+            EH_SHUT_DOWN
+        );
+        assert!(
+            !other.finalized.load(Ordering::SeqCst),
+            "refused: not finalized"
+        );
+        assert_eq!(
+            eh_processor_close(std::ptr::null_mut()),
+            EH_INVALID_ARGUMENT
+        );
+        eh_processor_free(p);
+    }
+}
+
+// Regression: a batch interrupted by close writes its count with EH_SHUT_DOWN.
+#[test]
+fn push_batch_interrupted_by_close_writes_its_count() {
+    let p = new_processor(1000);
+    let probe = Arc::new(Probe::default());
+    install(p, &probe);
+    let (reached_tx, reached_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (reached_tx, release_rx) = (Mutex::new(reached_tx), Mutex::new(release_rx));
+    // SAFETY: live handle.
+    unsafe { &(*p).processor }.set_test_hook(move |at| {
+        if at == HookPoint::BatchAccepted(2) && std::thread::current().name() == Some("pusher") {
+            let _ = reached_tx.lock().unwrap().send(());
+            let _ = release_rx.lock().unwrap().recv_timeout(WAIT);
+        }
+    });
+    let handle = p as usize;
+    let pusher = std::thread::Builder::new()
+        .name("pusher".into())
+        .spawn(move || {
+            let ids: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+            let events: Vec<RawEvent> = ids
+                .iter()
+                .map(|id| RawEvent {
+                    kind: b"m".as_ptr(),
+                    kind_len: 1,
+                    user_id: id.as_ptr(),
+                    user_id_len: id.len(),
+                    channel_id: b"c".as_ptr(),
+                    channel_id_len: 1,
+                    timestamp: 0,
+                    payload: std::ptr::null(),
+                    payload_len: 0,
+                })
+                .collect();
+            let mut accepted = 99usize;
+            // SAFETY: live handle (closed meanwhile, freed only after this joins).
+            let rc = unsafe {
+                eh_processor_push_batch(
+                    handle as *mut eh_processor,
+                    events.as_ptr(),
+                    5,
+                    &mut accepted,
+                )
+            };
+            (rc, accepted)
+        })
+        .unwrap();
+    reached_rx.recv_timeout(WAIT).unwrap();
+    let closer = std::thread::spawn(move || {
+        // SAFETY: live handle; close may race with the push.
+        unsafe { eh_processor_close(handle as *mut eh_processor) }
+    });
+    // SAFETY: live handle.
+    assert!(wait_until(|| unsafe { &(*p).processor }.workers_exited()));
+    release_tx.send(()).unwrap();
+    assert_eq!(pusher.join().unwrap(), (EH_SHUT_DOWN, 2));
+    assert_eq!(closer.join().unwrap(), EH_OK);
+    assert_eq!(
+        probe.events.load(Ordering::SeqCst),
+        2,
+        "exactly the counted ones"
+    );
+    // SAFETY: no other call is in progress.
+    unsafe { eh_processor_free(p) };
+}
+
+#[test]
+fn far_future_timestamps_and_long_windows_are_refused() {
+    let cfg = eh_processor_config {
+        clock: EH_CLOCK_EVENT_TIME,
+        max_future_skew_secs: 60,
+        window_minutes: 30,
+        ..Default::default()
+    };
+    let mut p = std::ptr::null_mut();
+    // SAFETY: valid config and out-param; the handle is live until freed below.
+    unsafe {
+        assert_eq!(eh_processor_new(&cfg, &mut p), EH_OK);
+        let year_3000 = 32_503_680_000;
+        assert_eq!(push(p, "u", year_3000), EH_INVALID_ARGUMENT);
+        assert!(last_error().contains("max_future_skew"), "{}", last_error());
+        assert_eq!(push(p, "v", 1_700_000_000), EH_OK);
+        assert_eq!(eh_processor_flush(p, 30_000), EH_OK);
+        let mut s = eh_processor_stats::default();
+        assert_eq!(eh_processor_get_stats(p, &mut s), EH_OK);
+        assert_eq!((s.future_refused, s.accepted), (1, 1));
+        let mut now = 0i64;
+        assert_eq!(eh_processor_now(p, &mut now), EH_OK);
+        assert_eq!(
+            now, 1_700_000_000,
+            "the refused event did not move the clock"
+        );
+        let mut users = 7u64;
+        assert_eq!(
+            eh_processor_unique_users(p, 3600, 0, &mut users),
+            EH_INVALID_ARGUMENT
+        );
+        assert!(
+            last_error().contains("30 minutes (1800 s)"),
+            "{}",
+            last_error()
+        );
+        assert_eq!(users, 7, "not written on failure");
+        assert_eq!(eh_processor_unique_users(p, 1800, 0, &mut users), EH_OK);
+        assert_eq!(users, 1);
+        let mut list = std::mem::zeroed::<eh_channel_list>();
+        assert_eq!(
+            eh_processor_top_channels(p, 3, 86_400, 0, &mut list),
+            EH_INVALID_ARGUMENT
+        );
+        eh_processor_free(p);
+    }
+}

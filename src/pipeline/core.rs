@@ -1,0 +1,510 @@
+//! The processor's core: the ring, the workers, the sketches and the counters of
+//! one generation of a processor. [`super::Processor`] owns it behind its gate and
+//! replaces it in a forked child.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+
+use super::barrier::{FlushBarrier, WaitError};
+use super::config::{Clock, Overflow, ProcessorConfig};
+use super::event::{EventIn, Record};
+use super::ring::{PushError, Ring};
+use super::worker::run_worker;
+use super::{DeadLetterCallback, FlushCallback, ProcessorStats};
+use crate::error::{Error, Result};
+use crate::leaderboard::wall_clock_secs;
+use crate::sketch::{self, ChannelCount, Hll, WindowedAnalytics};
+
+/// The callbacks, read by workers once per batch.
+#[derive(Default, Clone)]
+pub(crate) struct Callbacks {
+    pub(crate) flush: Option<Arc<dyn FlushCallback>>,
+    pub(crate) dead_letter: Option<Arc<dyn DeadLetterCallback>>,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) dropped: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) discarded: AtomicU64,
+    pub(crate) batches: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) dead_letter_batches: AtomicU64,
+    pub(crate) future_refused: AtomicU64,
+}
+
+/// Per-worker state other threads read.
+#[derive(Default)]
+pub(crate) struct WorkerSlot {
+    pub(crate) processed: AtomicU64,
+}
+
+/// State shared by the core and its workers.
+pub(crate) struct Shared {
+    /// Process-unique id of this core (what `WORKER_OF` holds on its workers).
+    pub(crate) id: u64,
+    pub(crate) config: ProcessorConfig,
+    pub(crate) ring: Ring<Record>,
+    pub(crate) counters: Counters,
+    pub(crate) workers: Box<[CachePadded<WorkerSlot>]>,
+    pub(crate) shards: Box<[Mutex<WindowedAnalytics>]>,
+    pub(crate) callbacks: RwLock<Callbacks>,
+    /// Workers asleep (or about to sleep) on `wake`.
+    pub(crate) sleepers: AtomicUsize,
+    pub(crate) wake_lock: Mutex<()>,
+    pub(crate) wake: Condvar,
+    pub(crate) barrier: FlushBarrier,
+    /// Newest event timestamp processed (the EVENT_TIME clock); 0 before any.
+    pub(crate) event_clock: AtomicI64,
+    /// A wall-clock reading (unix seconds) taken by this core, never later than
+    /// now: lets the future-timestamp check skip the clock for most events.
+    pub(crate) wall_seen: CachePadded<AtomicI64>,
+    poisoned: Mutex<Option<String>>,
+    is_poisoned: AtomicBool,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Poisoning only records that a thread panicked while holding the lock; the data
+    // (sketch registers, unit) stays consistent for our use.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Source of [`Shared::id`]; 0 is "not a worker".
+static NEXT_CORE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One generation of a processor: shared state plus the worker threads.
+pub(crate) struct Core {
+    pub(crate) shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Core {
+    /// Starts the workers of a validated `config`, with `callbacks` installed.
+    pub(crate) fn new(config: ProcessorConfig, callbacks: Callbacks) -> Result<Self> {
+        let shards = (0..config.workers)
+            .map(|_| WindowedAnalytics::new(&config.window).map(Mutex::new))
+            .collect::<Result<Box<[_]>>>()?;
+        let shared = Arc::new(Shared {
+            // Relaxed: a unique number is all that is needed.
+            id: NEXT_CORE_ID.fetch_add(1, Ordering::Relaxed),
+            ring: Ring::new(config.capacity),
+            counters: Counters::default(),
+            workers: (0..config.workers)
+                .map(|_| CachePadded::default())
+                .collect(),
+            shards,
+            callbacks: RwLock::new(callbacks),
+            sleepers: AtomicUsize::new(0),
+            wake_lock: Mutex::new(()),
+            wake: Condvar::new(),
+            barrier: FlushBarrier::new(config.workers),
+            event_clock: AtomicI64::new(0),
+            wall_seen: CachePadded::new(AtomicI64::new(wall_clock_secs())),
+            poisoned: Mutex::new(None),
+            is_poisoned: AtomicBool::new(false),
+            config,
+        });
+        let mut threads = Vec::with_capacity(shared.config.workers);
+        for index in 0..shared.config.workers {
+            let worker_shared = Arc::clone(&shared);
+            let spawned = std::thread::Builder::new()
+                .name(format!("engagehub-worker-{index}"))
+                .spawn(move || run_worker(worker_shared, index));
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(e) => {
+                    let core = Core {
+                        shared,
+                        threads: Mutex::new(threads),
+                    };
+                    core.shutdown();
+                    return Err(Error::io("spawning a worker thread", e));
+                }
+            }
+        }
+        Ok(Core {
+            shared,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// The callbacks as they are, for a core rebuilt after fork. `None` if a parent
+    /// thread held the lock for writing when it forked (the lock stays held forever
+    /// in the child, and the value may be half-written).
+    pub(crate) fn callbacks_after_fork(&self) -> Option<Callbacks> {
+        match self.shared.callbacks.try_read() {
+            Ok(cbs) => Some(cbs.clone()),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner().clone()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    pub(crate) fn check_usable(&self) -> Result<()> {
+        if self.shared.is_poisoned.load(Ordering::Relaxed) {
+            let msg = lock(&self.shared.poisoned).clone().unwrap_or_default();
+            return Err(Error::Poisoned(msg));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn poison(&self, msg: String) {
+        self.shared.poison(msg);
+    }
+
+    /// Refuses `ts` if it is later than the wall clock plus the configured skew,
+    /// counting the refusal. Usually without reading the clock: a timestamp below
+    /// a reading already taken (never later than now) plus the skew is accepted.
+    fn check_future(&self, ts: i64) -> Result<()> {
+        let skew = self.shared.config.future_skew_secs();
+        // Relaxed: `wall_seen` is only a lower bound of the wall clock; a stale
+        // value sends us to the exact check below, never to a wrong answer.
+        if ts
+            <= self
+                .shared
+                .wall_seen
+                .load(Ordering::Relaxed)
+                .saturating_add(skew)
+        {
+            return Ok(());
+        }
+        let wall = wall_clock_secs();
+        self.shared.wall_seen.fetch_max(wall, Ordering::Relaxed);
+        if ts <= wall.saturating_add(skew) {
+            return Ok(());
+        }
+        // Relaxed: a statistics counter.
+        self.shared
+            .counters
+            .future_refused
+            .fetch_add(1, Ordering::Relaxed);
+        Err(Error::invalid(format!(
+            "timestamp {ts} is more than max_future_skew ({skew} s) after the wall clock ({wall})"
+        )))
+    }
+
+    /// Copies a validated event, resolving `timestamp <= 0` to "now".
+    fn record(&self, ev: &EventIn<'_>) -> Record {
+        let ts = if ev.timestamp <= 0 {
+            self.shared.now()
+        } else {
+            ev.timestamp
+        };
+        Record::new(ev, ts)
+    }
+
+    pub(crate) fn push(&self, ev: &EventIn<'_>) -> Result<()> {
+        self.check_usable()?;
+        ev.validate()?;
+        if ev.timestamp > 0 {
+            self.check_future(ev.timestamp)?;
+        }
+        let result = self.push_record(self.record(ev));
+        self.shared.wake_one();
+        result
+    }
+
+    /// Pushes in order; returns how many were accepted and why it stopped early.
+    /// `hook` runs after each accepted event (tests widen races with it).
+    pub(crate) fn push_batch(
+        &self,
+        events: &[EventIn<'_>],
+        mut hook: impl FnMut(usize),
+    ) -> (usize, Result<()>) {
+        if let Err(e) = self.check_usable() {
+            return (0, Err(e));
+        }
+        for (i, ev) in events.iter().enumerate() {
+            let valid = ev.validate().and_then(|()| {
+                if ev.timestamp > 0 {
+                    self.check_future(ev.timestamp)
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = valid {
+                return (0, Err(Error::invalid(format!("event {i}: {e}"))));
+            }
+        }
+        let mut accepted = 0;
+        let mut result = Ok(());
+        for ev in events {
+            if let Err(e) = self.push_record(self.record(ev)) {
+                result = Err(e);
+                break;
+            }
+            accepted += 1;
+            if accepted == 1 {
+                // Wake a sleeping worker now, so it drains while we push the rest.
+                self.shared.wake_one();
+            }
+            hook(accepted);
+        }
+        self.shared.wake_one();
+        match result {
+            Ok(()) | Err(Error::QueueFull) => {
+                let rest = (events.len() - accepted) as u64;
+                if rest > 1 {
+                    // The first refusal was counted by push_record.
+                    self.shared
+                        .counters
+                        .dropped
+                        .fetch_add(rest - 1, Ordering::Relaxed);
+                }
+                (accepted, Ok(()))
+            }
+            Err(e) => (accepted, Err(e)),
+        }
+    }
+
+    fn push_record(&self, record: Record) -> Result<()> {
+        let shared = &self.shared;
+        match shared.ring.push(record) {
+            Ok(_) => Ok(()),
+            Err(PushError::Closed(_)) => Err(Error::ShutDown),
+            Err(PushError::Full(record)) => match shared.config.overflow {
+                Overflow::DropNewest => {
+                    shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    Err(Error::QueueFull)
+                }
+                Overflow::Block { timeout } => self.push_blocking(record, timeout),
+            },
+        }
+    }
+
+    fn push_blocking(&self, mut record: Record, timeout: Duration) -> Result<()> {
+        let shared = &self.shared;
+        let deadline = Instant::now() + timeout;
+        let mut spins = 0u32;
+        loop {
+            shared.wake_one();
+            match shared.ring.push(record) {
+                Ok(_) => return Ok(()),
+                Err(PushError::Closed(_)) => return Err(Error::ShutDown),
+                Err(PushError::Full(back)) => record = back,
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                return Err(Error::QueueFull);
+            }
+            if spins < 64 {
+                spins += 1;
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep((deadline - now).min(Duration::from_micros(200)));
+            }
+        }
+    }
+
+    /// The flush barrier: see [`FlushBarrier`]. Returns `Ok` once every event
+    /// accepted before the call was delivered, also when shutdown races with it.
+    pub(crate) fn flush(&self, timeout: Duration) -> Result<()> {
+        self.check_usable()?;
+        let shared = &self.shared;
+        let deadline = Instant::now() + timeout;
+        let generation = shared.barrier.request(shared.ring.tail_position());
+        shared.wake_all();
+        shared
+            .barrier
+            .wait(generation, Some(deadline), || self.check_usable())
+            .map_err(|e| match e {
+                WaitError::Aborted(e) => e,
+                WaitError::Timeout => {
+                    let waiting = shared
+                        .ring
+                        .tail_position()
+                        .saturating_sub(shared.ring.head_position());
+                    Error::Timeout(format!(
+                        "flush did not complete within {timeout:?} ({waiting} events still queued)"
+                    ))
+                }
+            })
+    }
+
+    /// Runs `swap` under the callbacks' write lock and returns what it took out,
+    /// so the caller drops the old callback (and its user data) after unlocking.
+    pub(crate) fn swap_callbacks<R>(&self, swap: impl FnOnce(&mut Callbacks) -> R) -> R {
+        let mut cbs = self
+            .shared
+            .callbacks
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        swap(&mut cbs)
+    }
+
+    pub(crate) fn stats(&self) -> ProcessorStats {
+        let shared = &self.shared;
+        let c = &shared.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let accepted = shared.ring.tail_position() as u64;
+        let dropped = load(&c.dropped);
+        ProcessorStats {
+            pushed: accepted + dropped,
+            accepted,
+            dropped,
+            processed: shared.workers.iter().map(|w| load(&w.processed)).sum(),
+            delivered: load(&c.delivered),
+            discarded: load(&c.discarded),
+            batches: load(&c.batches),
+            failures: load(&c.failures),
+            retries: load(&c.retries),
+            dead_lettered: load(&c.dead_lettered),
+            dead_letter_batches: load(&c.dead_letter_batches),
+            queue_len: shared.ring.len() as u64,
+            future_refused: load(&c.future_refused),
+        }
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.shared.now()
+    }
+
+    fn resolve_now(&self, now: i64) -> i64 {
+        if now > 0 { now } else { self.shared.now() }
+    }
+
+    /// Refuses a window longer than the configured one (rounded up to minutes).
+    fn check_window(&self, window_secs: i64) -> Result<()> {
+        let minutes = self.shared.config.window.window_minutes;
+        if window_secs > 0 && window_secs.saturating_add(59) / 60 > i64::from(minutes) {
+            return Err(Error::invalid(format!(
+                "window_secs {window_secs} is longer than the configured window of \
+                 {minutes} minutes ({} s); raise window_minutes to query it",
+                i64::from(minutes) * 60
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn unique_users(&self, window_secs: i64, now: i64) -> Result<u64> {
+        self.check_window(window_secs)?;
+        let now = self.resolve_now(now);
+        let guards = self.lock_shards();
+        Ok(sketch::window::unique_users(
+            guards.iter().map(|g| &**g),
+            window_secs,
+            now,
+        ))
+    }
+
+    pub(crate) fn users_sketch(&self, window_secs: i64, now: i64) -> Result<Hll> {
+        self.check_window(window_secs)?;
+        let now = self.resolve_now(now);
+        let guards = self.lock_shards();
+        Ok(sketch::window::window_hll(
+            guards.iter().map(|g| &**g),
+            window_secs,
+            now,
+        ))
+    }
+
+    pub(crate) fn top_channels(
+        &self,
+        k: usize,
+        window_secs: i64,
+        now: i64,
+    ) -> Result<Vec<ChannelCount>> {
+        self.check_window(window_secs)?;
+        let now = self.resolve_now(now);
+        let guards = self.lock_shards();
+        Ok(sketch::window::top_channels(
+            guards.iter().map(|g| &**g),
+            k,
+            window_secs,
+            now,
+        ))
+    }
+
+    pub(crate) fn channel_count(&self, channel: &str) -> u64 {
+        let guards = self.lock_shards();
+        sketch::window::channel_count(guards.iter().map(|g| &**g), channel)
+    }
+
+    fn lock_shards(&self) -> Vec<MutexGuard<'_, WindowedAnalytics>> {
+        self.shared.shards.iter().map(lock).collect()
+    }
+
+    /// Stops intake: later pushes get `ShutDown`, pushes waiting for room return.
+    pub(crate) fn stop_intake(&self) {
+        let shared = &self.shared;
+        shared.ring.close();
+        shared.barrier.begin_stop();
+        shared.wake_all();
+    }
+
+    /// Stops intake, lets the workers drain and deliver, and joins them. Must not
+    /// run on one of this core's workers.
+    pub(crate) fn shutdown(&self) {
+        self.stop_intake();
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        for t in threads {
+            if t.join().is_err() {
+                self.shared
+                    .poison("a worker thread panicked outside its guard".into());
+            }
+        }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        if super::worker::current_core_id() == self.shared.id {
+            // Only reachable if a reaper thread could not be started: stop intake
+            // and let the workers finish on their own (dropping the handles
+            // detaches them; the last one releases the callbacks).
+            self.stop_intake();
+            return;
+        }
+        self.shutdown();
+    }
+}
+
+impl Shared {
+    pub(crate) fn now(&self) -> i64 {
+        match self.config.clock {
+            Clock::Wall => wall_clock_secs(),
+            Clock::EventTime => match self.event_clock.load(Ordering::Relaxed) {
+                0 => wall_clock_secs(),
+                t => t,
+            },
+        }
+    }
+
+    /// Wakes one sleeping worker, if any. Called after a push whose SeqCst CAS on
+    /// the ring's tail precedes this SeqCst load of `sleepers`; a worker going to
+    /// sleep increments `sleepers` (SeqCst) and then reads the tail (SeqCst). In the
+    /// single order of SeqCst operations either our load comes after its increment
+    /// (we see the sleeper and wake it) or its read comes after our CAS (it sees
+    /// the event and stays awake), so no fence is needed here: on x86 the CAS is
+    /// already a full barrier and this load a plain move, where a fence per push
+    /// cost about a sixth of the producer's time.
+    pub(crate) fn wake_one(&self) {
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            let _guard = lock(&self.wake_lock);
+            self.wake.notify_one();
+        }
+    }
+
+    pub(crate) fn wake_all(&self) {
+        let _guard = lock(&self.wake_lock);
+        self.wake.notify_all();
+    }
+
+    pub(crate) fn poison(&self, msg: String) {
+        let mut slot = lock(&self.poisoned);
+        if slot.is_none() {
+            *slot = Some(msg);
+        }
+        // Pairs with the Relaxed load in `check_usable`: a call that misses the flag
+        // by a moment behaves as if it had started just before the poisoning.
+        self.is_poisoned.store(true, Ordering::SeqCst);
+        drop(slot);
+        self.barrier.wake_waiters();
+    }
+}

@@ -1,0 +1,433 @@
+//! [`Processor`]: the public handle. It owns a [`Core`] behind a [`Gate`], closes
+//! it (thread-safe, waiting for calls in progress), hands a drop on one of its own
+//! workers to a reaper thread, and rebuilds the core in a forked child.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::config::ProcessorConfig;
+use super::core::{Callbacks, Core};
+use super::event::EventIn;
+use super::gate::{CloseStart, Gate, Ticket};
+use super::{DeadLetterCallback, FlushCallback, ProcessorStats, fork, worker};
+use crate::error::{Error, Result};
+use crate::sketch::{ChannelCount, Hll};
+
+/// Points in a call where tests can pause a thread to widen a race.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HookPoint {
+    /// The call has started but is not yet counted as in progress.
+    BeforeRegister,
+    /// The call is counted as in progress and has not touched the core yet.
+    AfterRegister,
+    /// `push_batch` has accepted this many events.
+    BatchAccepted(usize),
+}
+
+#[cfg(test)]
+type Hook = Arc<dyn Fn(HookPoint) + Send + Sync>;
+
+/// The event processor. Share it between threads by reference or in an [`Arc`];
+/// all methods take `&self`.
+///
+/// Lifetime: [`Processor::close`] stops intake, waits for the calls in progress,
+/// drains the ring, delivers every batch and joins the workers; calls that start
+/// afterwards get [`Error::ShutDown`]. Dropping closes. Dropping on one of the
+/// processor's own workers (inside a callback) hands the close to a detached
+/// reaper thread instead of joining itself.
+///
+/// Fork: in a forked child the first call rebuilds the processor: a fresh ring and
+/// fresh workers, the same configuration and callbacks, counters and sketches
+/// empty. The parent's core (its ring, queued events, locks and threads) is left
+/// untouched and leaked in the child, never joined, unlocked or dropped: its
+/// threads do not exist there and its locks may be held forever.
+///
+/// Thread safety: every method may be called from any thread at once, including
+/// `close` (several times); callbacks run on the worker threads; from inside a
+/// callback, `push` and queries are allowed, while `flush`, `set_*_callback` and
+/// `close` return [`Error::WouldDeadlock`].
+pub struct Processor {
+    gate: Gate,
+    /// The current core; null once closed. Replaced (never freed) in a forked child.
+    core: AtomicPtr<Core>,
+    /// `2 * generation` when `core` belongs to fork generation `generation`;
+    /// `2 * generation + 1` while a thread of that generation rebuilds it.
+    core_generation: AtomicU64,
+    /// The current core's id, for "is this thread one of my workers?" without
+    /// touching the core.
+    core_id: AtomicU64,
+    config: ProcessorConfig,
+    #[cfg(test)]
+    hook: std::sync::Mutex<Option<Hook>>,
+}
+
+// The `AtomicPtr<Core>` is an owned `Box<Core>` (Core: Send + Sync).
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Core>();
+};
+
+/// A call in progress: the gate ticket and the core it may use.
+struct Entered<'a> {
+    core: &'a Core,
+    _ticket: Ticket<'a>,
+}
+
+impl std::fmt::Debug for Processor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Processor")
+            .field("config", &self.config)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl Processor {
+    /// Validates `config` and starts the workers.
+    pub fn new(config: ProcessorConfig) -> Result<Self> {
+        config.validate()?;
+        fork::watch();
+        let generation = fork::generation();
+        let core = Core::new(config.clone(), Callbacks::default())?;
+        let id = core.shared.id;
+        Ok(Processor {
+            gate: Gate::new(),
+            core: AtomicPtr::new(Box::into_raw(Box::new(core))),
+            core_generation: AtomicU64::new(2 * generation),
+            core_id: AtomicU64::new(id),
+            config,
+            #[cfg(test)]
+            hook: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &ProcessorConfig {
+        &self.config
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_test_hook(&self, hook: impl Fn(HookPoint) + Send + Sync + 'static) {
+        *self.hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+    }
+
+    /// Whether the current core's workers have all exited (after close stopped
+    /// intake), for tests.
+    #[cfg(test)]
+    pub(crate) fn workers_exited(&self) -> bool {
+        let core = self.core.load(Ordering::Acquire);
+        // SAFETY: tests call this while a call of theirs is registered (paused in a
+        // hook), so close cannot free the core meanwhile.
+        unsafe { core.as_ref() }.is_none_or(|c| c.shared.barrier.all_exited())
+    }
+
+    #[cfg(test)]
+    fn hook(&self, point: HookPoint) {
+        let hook = self.hook.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(hook) = hook {
+            hook(point);
+        }
+    }
+
+    /// Starts a call: `ShutDown` once close has begun; rebuilds the core first in
+    /// a forked child.
+    #[inline]
+    fn enter(&self) -> Result<Entered<'_>> {
+        #[cfg(test)]
+        self.hook(HookPoint::BeforeRegister);
+        let ticket = self.gate.enter().ok_or(Error::ShutDown)?;
+        #[cfg(test)]
+        self.hook(HookPoint::AfterRegister);
+        let generation = fork::generation();
+        // Acquire pairs with the Release stores of a rebuild: seeing its
+        // generation means seeing its core pointer.
+        if self.core_generation.load(Ordering::Acquire) != 2 * generation {
+            self.rebuild_after_fork(generation)?;
+        }
+        let core = self.core.load(Ordering::Acquire);
+        // SAFETY: `core` is a `Box<Core>` owned by `self`. It is freed only by
+        // `close`, after the gate refused new calls and every registered call (ours
+        // is registered: `ticket`) has left; a rebuild replaces it without freeing
+        // the old one. So it is live for as long as `ticket`.
+        let core = unsafe { core.as_ref() }.ok_or(Error::ShutDown)?;
+        Ok(Entered {
+            core,
+            _ticket: ticket,
+        })
+    }
+
+    /// The first call in a forked child: replaces the parent's core, race-free
+    /// between the child's threads (one rebuilds, the others wait for it).
+    #[cold]
+    fn rebuild_after_fork(&self, generation: u64) -> Result<()> {
+        let mut spins = 0u32;
+        loop {
+            let state = self.core_generation.load(Ordering::Acquire);
+            if state == 2 * generation {
+                return Ok(());
+            }
+            if state == 2 * generation + 1 {
+                // Another thread of this process is rebuilding.
+                spins = spins.saturating_add(1);
+                if spins < 64 {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                continue;
+            }
+            // An older generation's core (or a rebuild interrupted by a fork): claim it.
+            if self
+                .core_generation
+                .compare_exchange(
+                    state,
+                    2 * generation + 1,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_err()
+            {
+                continue;
+            }
+            let old = self.core.load(Ordering::Acquire);
+            // SAFETY: the old core is never freed in this process (it is leaked, see
+            // below), and close cannot run its release while we are registered.
+            let callbacks = unsafe { old.as_ref() }.map(Core::callbacks_after_fork);
+            let lost_callbacks = matches!(callbacks, Some(None));
+            let rebuilt = Core::new(self.config.clone(), callbacks.flatten().unwrap_or_default());
+            match rebuilt {
+                Ok(core) => {
+                    if lost_callbacks {
+                        core.poison(
+                            "forked while another thread was replacing a callback: the \
+                             callbacks could not be carried over; close this processor"
+                                .into(),
+                        );
+                    }
+                    self.core_id.store(core.shared.id, Ordering::Release);
+                    // The parent's core is abandoned: its threads do not exist here and
+                    // its locks may be held, so it is never joined, unlocked or
+                    // dropped. Overwriting the pointer leaks it (as `mem::forget`).
+                    self.core
+                        .store(Box::into_raw(Box::new(core)), Ordering::Release);
+                    // Release: publishes the new pointer with the generation.
+                    self.core_generation
+                        .store(2 * generation, Ordering::Release);
+                    return Ok(());
+                }
+                Err(e) => {
+                    // Give the claim back: the next call retries.
+                    self.core_generation.store(state, Ordering::Release);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Whether the calling thread is one of this processor's workers (that is, the
+    /// call comes from one of its callbacks).
+    pub fn in_own_callback(&self) -> bool {
+        // Acquire pairs with the Release store of a rebuild.
+        worker::current_core_id() == self.core_id.load(Ordering::Acquire)
+    }
+
+    fn refuse_from_callback(&self, what: &str) -> Result<()> {
+        if self.in_own_callback() {
+            return Err(Error::WouldDeadlock(format!(
+                "{what} called from this processor's own callback"
+            )));
+        }
+        Ok(())
+    }
+
+    /// "Now" by the processor's clock, in unix seconds.
+    pub fn now(&self) -> Result<i64> {
+        Ok(self.enter()?.core.now())
+    }
+
+    /// Offers one event. `Ok` means accepted: it will be sketched and delivered (or
+    /// dead-lettered or discarded) exactly once. Errors: [`Error::QueueFull`] (dropped
+    /// and counted), [`Error::ShutDown`], [`Error::InvalidArgument`] (a field above
+    /// [`super::MAX_FIELD_BYTES`], a payload above the limit, a timestamp later than
+    /// the wall clock plus `max_future_skew`, counted in `future_refused`).
+    #[inline]
+    pub fn push(&self, ev: &EventIn<'_>) -> Result<()> {
+        self.enter()?.core.push(ev)
+    }
+
+    /// Offers events in order and returns how many were accepted, together with
+    /// the reason it stopped early, if any: the count is meaningful on every
+    /// return (e.g. `(3, Err(ShutDown))`: the first three were accepted and will be
+    /// delivered; do not push them again). Those accepted are always a prefix: after
+    /// the first refusal of a full ring the rest are dropped and counted and the
+    /// result is `Ok`. Every event is validated before any is pushed, so an invalid
+    /// one fails the call with nothing pushed.
+    pub fn push_batch(&self, events: &[EventIn<'_>]) -> (usize, Result<()>) {
+        match self.enter() {
+            Err(e) => (0, Err(e)),
+            Ok(entered) => entered.core.push_batch(events, |_n| {
+                #[cfg(test)]
+                self.hook(HookPoint::BatchAccepted(_n));
+            }),
+        }
+    }
+
+    /// Blocks until every event accepted before the call has been delivered,
+    /// dead-lettered or discarded, or `timeout` passes ([`Error::Timeout`]). A close
+    /// racing with it does not make it time out: it returns `Ok` once delivered.
+    /// From a callback of this processor: [`Error::WouldDeadlock`].
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        self.refuse_from_callback("flush")?;
+        self.enter()?.core.flush(timeout)
+    }
+
+    /// Sets (or with `None` removes) the flush callback. Batches already being
+    /// delivered finish with the previous one, which is dropped once no worker
+    /// uses it. On an error `callback` was not installed (and is dropped).
+    pub fn set_flush_callback(&self, callback: Option<Arc<dyn FlushCallback>>) -> Result<()> {
+        self.refuse_from_callback("set_flush_callback")?;
+        let entered = self.enter()?;
+        drop(
+            entered
+                .core
+                .swap_callbacks(|cbs| std::mem::replace(&mut cbs.flush, callback)),
+        );
+        Ok(())
+    }
+
+    /// Sets (or removes) the dead-letter callback.
+    pub fn set_dead_letter_callback(
+        &self,
+        callback: Option<Arc<dyn DeadLetterCallback>>,
+    ) -> Result<()> {
+        self.refuse_from_callback("set_dead_letter_callback")?;
+        let entered = self.enter()?;
+        drop(
+            entered
+                .core
+                .swap_callbacks(|cbs| std::mem::replace(&mut cbs.dead_letter, callback)),
+        );
+        Ok(())
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Result<ProcessorStats> {
+        Ok(self.enter()?.core.stats())
+    }
+
+    /// Distinct users in the `window_secs` before `now` (`now <= 0`: the processor's
+    /// clock; `window_secs <= 0`: all time). The window is rounded up to whole
+    /// minutes; one longer than the configured window is refused
+    /// ([`Error::InvalidArgument`]).
+    pub fn unique_users(&self, window_secs: i64, now: i64) -> Result<u64> {
+        self.enter()?.core.unique_users(window_secs, now)
+    }
+
+    /// The sketch behind [`Processor::unique_users`], to merge with other processes'.
+    pub fn users_sketch(&self, window_secs: i64, now: i64) -> Result<Hll> {
+        self.enter()?.core.users_sketch(window_secs, now)
+    }
+
+    /// The `k` busiest channels over the window (`window_secs <= 0`: all time; longer
+    /// than configured: refused), by the Space-Saving summaries: counts are upper
+    /// bounds, exact for heavy hitters.
+    pub fn top_channels(&self, k: usize, window_secs: i64, now: i64) -> Result<Vec<ChannelCount>> {
+        self.enter()?.core.top_channels(k, window_secs, now)
+    }
+
+    /// All-time events seen in `channel` by the Count-Min sketch (never undercounts).
+    pub fn channel_count(&self, channel: &str) -> Result<u64> {
+        Ok(self.enter()?.core.channel_count(channel))
+    }
+
+    /// Stops intake, waits for the calls in progress (pushes waiting for room are
+    /// released with [`Error::ShutDown`]; flushes complete), drains the ring,
+    /// delivers every batch (retries included), joins the workers and drops the
+    /// callbacks. Blocks until done. Safe to call from several threads at once and
+    /// idempotent: a second close waits for the first and returns `Ok`. From a
+    /// callback of this processor: [`Error::WouldDeadlock`], and nothing changes.
+    pub fn close(&self) -> Result<()> {
+        self.refuse_from_callback("close")?;
+        match self.gate.begin_close() {
+            CloseStart::Closed => return Ok(()),
+            CloseStart::InProgress => {
+                self.gate.wait_closed();
+                return Ok(());
+            }
+            CloseStart::InheritedMidClose => {
+                // The parent was closing when it forked: leave its core alone.
+                self.core.store(std::ptr::null_mut(), Ordering::Release);
+                return Ok(());
+            }
+            CloseStart::Started => {}
+        }
+        let generation = fork::generation();
+        let stop_current_intake = || {
+            if self.core_generation.load(Ordering::Acquire) == 2 * generation {
+                let core = self.core.load(Ordering::Acquire);
+                // SAFETY: only this close (the one that started it) frees the core,
+                // and it has not yet; a rebuild never frees one.
+                if let Some(core) = unsafe { core.as_ref() } {
+                    core.stop_intake();
+                }
+            }
+        };
+        // Stop intake before waiting, so pushes blocked on a full ring return and
+        // flushes in progress see the workers drain and exit.
+        stop_current_intake();
+        self.gate.wait_idle(stop_current_intake);
+        // No call is in progress and none can start: the core is ours alone.
+        let core = self.core.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        if !core.is_null() && self.core_generation.load(Ordering::Acquire) == 2 * generation {
+            // SAFETY: created by `Box::into_raw` in `new` or a rebuild of this
+            // process, and no longer reachable through `self.core`.
+            let core = unsafe { Box::from_raw(core) };
+            core.shutdown();
+            // Drops the callbacks (their user data finalizers run here, after the
+            // last callback returned: the workers are joined).
+            drop(core);
+        }
+        // Otherwise the core is the parent's, inherited over fork and never used
+        // here: its threads do not exist in this process; it is leaked.
+        self.gate.finish_close();
+        Ok(())
+    }
+
+    /// Whether `close` has begun.
+    pub fn is_closed(&self) -> bool {
+        self.gate.is_closed()
+    }
+}
+
+impl Drop for Processor {
+    fn drop(&mut self) {
+        if !self.in_own_callback() {
+            // Not on a worker: a plain close (it cannot fail here).
+            let _ = self.close();
+            return;
+        }
+        // Dropped inside one of its own callbacks (e.g. the last reference released
+        // there): joining would wait for this very thread. Hand the core to a
+        // reaper thread that stops, drains, delivers, joins and drops it.
+        // `&mut self`: no other call is in progress.
+        let core = std::mem::replace(self.core.get_mut(), std::ptr::null_mut());
+        if core.is_null() {
+            return;
+        }
+        // SAFETY: our own `Box<Core>`, current (a worker of it is running this).
+        let core = unsafe { Box::from_raw(core) };
+        core.stop_intake();
+        let reaper = std::thread::Builder::new()
+            .name("engagehub-reaper".into())
+            .spawn(move || {
+                core.shutdown();
+                drop(core);
+            });
+        // If no thread can be started, the closure and the core it holds are dropped
+        // here: `Core::drop` on its own worker stops intake without joining, and the
+        // detached workers finish the drain by themselves.
+        drop(reaper);
+    }
+}

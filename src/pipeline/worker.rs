@@ -1,0 +1,292 @@
+//! The worker loop: pop runs of events, sketch them, batch them, deliver batches
+//! (with retries and the dead letter), serve flush requests, exit on shutdown.
+
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
+use std::time::{Duration, Instant};
+
+use super::config::{Clock, MAX_INTERVAL};
+use super::core::{Shared, lock};
+use super::event::Batch;
+use crate::leaderboard::wall_clock_secs;
+
+thread_local! {
+    /// The core whose worker this thread is ([`Shared::id`]), 0 if none.
+    static WORKER_OF: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The id of the core this thread works for (0: not a worker thread).
+pub(crate) fn current_core_id() -> u64 {
+    WORKER_OF.with(|w| w.get())
+}
+
+/// Events a worker moves from the ring per shard-lock acquisition.
+const RUN: usize = 256;
+
+/// Empty polls (spins, then yields) before an idle worker sleeps.
+const IDLE_ROUNDS: u32 = 200;
+/// A run shorter than this means the worker is on the producer's heels...
+const SHORT_RUN: usize = 32;
+/// ...and it pauses for this many spin-loop hints (about 2 µs on our EPYC VMs, where
+/// one `pause` takes ~27 ns; less on CPUs with a shorter `pause`).
+const SHORT_RUN_PAUSE: u32 = 64;
+
+/// One worker's private state.
+struct Worker {
+    shared: Arc<Shared>,
+    index: usize,
+    batch: Batch,
+    batch_started: Option<Instant>,
+    acked: u64,
+    processed: u64,
+    clock_seen: i64,
+}
+
+pub(crate) fn run_worker(shared: Arc<Shared>, index: usize) {
+    WORKER_OF.with(|w| w.set(shared.id));
+    let mut worker = Worker {
+        batch: Batch::with_capacity(shared.config.batch_size.min(65536)),
+        shared,
+        index,
+        batch_started: None,
+        acked: 0,
+        processed: 0,
+        clock_seen: 0,
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| worker.run()));
+    if let Err(payload) = outcome {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic".into());
+        let lost = worker.batch.len();
+        worker.shared.poison(format!(
+            "worker {index} panicked: {msg} ({lost} events of its batch may be lost)"
+        ));
+        // It will pop nothing more: a flush must not wait for it.
+        worker.shared.barrier.exit(index);
+    }
+}
+
+impl Worker {
+    fn run(&mut self) {
+        let mut idle_rounds = 0u32;
+        loop {
+            let got = self.fill();
+            let shared = Arc::clone(&self.shared);
+            if self.batch.len() >= shared.config.batch_size {
+                self.deliver();
+            }
+            self.serve_flush();
+            if got > 0 {
+                idle_rounds = 0;
+                if self.interval_elapsed() {
+                    self.deliver();
+                }
+                if got < SHORT_RUN {
+                    // Right behind the producer: let a longer run build up rather
+                    // than take every slot the moment it is written, which makes
+                    // each slot's cache line bounce between the two cores.
+                    for _ in 0..SHORT_RUN_PAUSE {
+                        std::hint::spin_loop();
+                    }
+                }
+                continue;
+            }
+            // The ring was empty.
+            if shared.barrier.is_stopping() && shared.ring.is_closed() {
+                // Closed and empty: nothing more can arrive.
+                if shared.ring.is_empty() {
+                    self.deliver();
+                    shared.barrier.exit(self.index);
+                    return;
+                }
+                continue;
+            }
+            if self.interval_elapsed() {
+                self.deliver();
+            }
+            // Stay awake briefly (about 50-100 µs of yields) before sleeping: under a
+            // steady stream the next event comes sooner than a futex wake-up would.
+            if idle_rounds < IDLE_ROUNDS {
+                idle_rounds += 1;
+                if idle_rounds < 16 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+                continue;
+            }
+            self.sleep();
+            idle_rounds = 0;
+        }
+    }
+
+    /// Moves up to [`RUN`] events from the ring into the batch, then records the
+    /// run in the sketches (reading the batch's copies; see
+    /// [`crate::sketch::WindowedAnalytics::observe_run`]).
+    fn fill(&mut self) -> usize {
+        let shared = &*self.shared;
+        let room = shared.config.batch_size - self.batch.len();
+        let limit = RUN.min(room.max(1));
+        let start = self.batch.len();
+        while self.batch.len() - start < limit {
+            let Some(record) = shared.ring.pop() else {
+                break;
+            };
+            let ts = record.timestamp();
+            if ts > self.clock_seen {
+                self.clock_seen = ts;
+                if shared.config.clock == Clock::EventTime {
+                    // Relaxed: the clock is a monotonic hint read by queries; no
+                    // other data is published through it.
+                    shared.event_clock.fetch_max(ts, Ordering::Relaxed);
+                }
+            }
+            self.batch.push(&record);
+        }
+        let n = self.batch.len() - start;
+        if n == 0 {
+            return 0;
+        }
+        if start == 0 {
+            self.batch_started = Some(Instant::now());
+        }
+        // Future timestamps (wall clock; within the accepted skew) count in the
+        // current minute.
+        let cap = match shared.config.clock {
+            Clock::Wall => {
+                let wall = wall_clock_secs();
+                // Relaxed: a lower bound for the pushers' future check (see
+                // `Shared::wall_seen`); written about once a second.
+                if wall > shared.wall_seen.load(Ordering::Relaxed) {
+                    shared.wall_seen.fetch_max(wall, Ordering::Relaxed);
+                }
+                wall
+            }
+            Clock::EventTime => i64::MAX,
+        };
+        lock(&shared.shards[self.index]).observe_run(
+            self.batch
+                .iter_from(start)
+                .map(|ev| (ev.user_id.as_bytes(), ev.channel_id, ev.timestamp.min(cap))),
+        );
+        self.processed += n as u64;
+        // Relaxed: a statistics counter.
+        shared.workers[self.index]
+            .processed
+            .store(self.processed, Ordering::Relaxed);
+        n
+    }
+
+    fn interval_elapsed(&self) -> bool {
+        match self.batch_started {
+            Some(t) => t.elapsed() >= self.shared.config.flush_interval,
+            None => false,
+        }
+    }
+
+    /// Completes a pending flush request once the ring has moved past its target.
+    fn serve_flush(&mut self) {
+        let shared = Arc::clone(&self.shared);
+        let Some((generation, target)) = shared.barrier.pending(self.acked) else {
+            return;
+        };
+        if shared.ring.head_position() < target {
+            return;
+        }
+        // Every event below `target` has been popped; those this worker popped are in
+        // its batch, so delivering it completes this worker's share.
+        self.deliver();
+        self.acked = generation;
+        shared.barrier.ack(self.index, generation);
+    }
+
+    fn sleep(&mut self) {
+        let shared = Arc::clone(&self.shared);
+        let guard = lock(&shared.wake_lock);
+        shared.sleepers.fetch_add(1, Ordering::SeqCst);
+        // Pairs with the pushers' SeqCst tail CAS and `sleepers` load (`wake_one`).
+        fence(Ordering::SeqCst);
+        let must_stay_awake = !shared.ring.is_empty()
+            || shared.barrier.is_stopping()
+            || shared.barrier.has_pending(self.acked);
+        if !must_stay_awake {
+            let timeout = match self.batch_started {
+                Some(t) => shared.config.flush_interval.saturating_sub(t.elapsed()),
+                // Nothing pending: sleep until woken (the timeout is a safety net).
+                None => Duration::from_secs(1),
+            };
+            let _unused = shared
+                .wake
+                .wait_timeout(guard, timeout)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        shared.sleepers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Hands the batch to the flush callback (with retries and the dead letter).
+    fn deliver(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        let n = self.batch.len() as u64;
+        let (flush, dead_letter) = {
+            let cbs = shared.callbacks.read().unwrap_or_else(|e| e.into_inner());
+            (cbs.flush.clone(), cbs.dead_letter.clone())
+        };
+        // Relaxed counters throughout: statistics, read with relaxed loads.
+        let c = &shared.counters;
+        match flush {
+            None => {
+                c.discarded.fetch_add(n, Ordering::Relaxed);
+            }
+            Some(cb) => {
+                let mut backoff = shared.config.retry_backoff;
+                let mut attempt = 0;
+                loop {
+                    let outcome = catch_unwind(AssertUnwindSafe(|| cb.on_flush(&mut self.batch)))
+                        .unwrap_or_else(|p| {
+                            Err(format!(
+                                "flush callback panicked: {}",
+                                p.downcast_ref::<&str>()
+                                    .copied()
+                                    .or_else(|| p.downcast_ref::<String>().map(|s| s.as_str()))
+                                    .unwrap_or("non-string panic")
+                            ))
+                        });
+                    match outcome {
+                        Ok(()) => {
+                            c.delivered.fetch_add(n, Ordering::Relaxed);
+                            c.batches.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        Err(error) => {
+                            c.failures.fetch_add(1, Ordering::Relaxed);
+                            if attempt >= shared.config.max_retries {
+                                if let Some(dl) = &dead_letter {
+                                    let _ = catch_unwind(AssertUnwindSafe(|| {
+                                        dl.on_dead_letter(&mut self.batch, &error)
+                                    }));
+                                }
+                                c.dead_lettered.fetch_add(n, Ordering::Relaxed);
+                                c.dead_letter_batches.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                            attempt += 1;
+                            c.retries.fetch_add(1, Ordering::Relaxed);
+                            std::thread::sleep(backoff);
+                            backoff = (backoff * 2).min(MAX_INTERVAL);
+                        }
+                    }
+                }
+            }
+        }
+        self.batch.clear();
+        self.batch_started = None;
+    }
+}
