@@ -4,7 +4,7 @@
 //!
 //! Guarantees:
 //! * [`Processor::push`] never blocks with [`Overflow::DropNewest`]: a full ring
-//!   returns [`Error::QueueFull`] and counts a drop.
+//!   returns [`crate::Error::QueueFull`] and counts a drop.
 //! * A batch goes to the callback when it reaches `batch_size` events or
 //!   `flush_interval` after its first event; callbacks run on worker threads only;
 //!   with one worker, batches arrive in push order.
