@@ -119,3 +119,10 @@ def error_for_status(status: int, message: str) -> EngageHubError:
     """The exception for a non-zero status code (unknown codes give the base class)."""
     cls = _BY_STATUS.get(status, EngageHubError)
     return cls(message or f"engagehub status {status}", status)
+
+
+class BatchFailed(EngageHubError):
+    """Raise from a flush callback to fail the batch for a known, transient reason
+    (a locked database, a lost connection): the batch is retried and dead-lettered
+    like any failure, but the processor logs one WARNING line with this message
+    instead of an ERROR with a traceback. Never raised by the library itself."""
