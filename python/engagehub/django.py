@@ -238,7 +238,7 @@ class WorkerProcessor:
     :attr:`processor` creates it (with the callbacks set) the first time it is used
     in a process, and again in a forked child, so a module-level instance is safe
     under gunicorn's ``preload_app``. Every other attribute is the processor's
-    (``push_event``, ``flush_now``, ``get_top_channels``, ``stats``…), so it
+    (``push_event``, ``flush_now``, ``get_top_channels``…), so it
     stands in for the reference guide's module-level ``processor``.
 
     :meth:`stop` closes the processor (delivering every accepted event), then closes
@@ -310,6 +310,15 @@ class WorkerProcessor:
             if close is not None:
                 close()
         _close_idle_connections()
+
+    def stats(self) -> Any:
+        """The running processor's ``stats()``. Raises ``ValueError`` when this process
+        has none (not used yet, or stopped) rather than starting one, so a metrics
+        scrape (:func:`engagehub.metrics.register`) never starts a processor."""
+        p = self._processor
+        if p is None or self._pid != os.getpid():
+            raise ValueError("no processor running in this process")
+        return p.stats()
 
     def __enter__(self) -> EventStreamProcessor:
         return self.processor

@@ -210,6 +210,59 @@ def test_worker_hooks_start_per_process_and_stop_closes_persistent_connections(m
     assert again.closed and models.DiscordEventLog.objects.count() == 31
 
 
+def test_readme_build_hook_with_event_time_and_a_json_payload(models):
+    import json
+
+    from engagehub.django import bulk_create_callback, event_time
+
+    DiscordEventLog = models.DiscordEventLog
+    callback = bulk_create_callback(DiscordEventLog, build=lambda e: DiscordEventLog(
+        event_type=e["type"], user_id=e["user_id"], channel_id=e["channel_id"],
+        timestamp=event_time(e["timestamp"]), metadata=json.loads(e.get("payload", b"{}"))))
+    with eh.EventStreamProcessor(64, 1, 10, 50) as processor:
+        processor.set_flush_callback(callback)
+        processor.push_event("message", "u1", "general", T0, payload=b'{"content": "hi"}')
+        processor.push_event("join", "u2", "general", T0 + 1)
+        processor.flush_now(timeout=WAIT)
+    rows = list(DiscordEventLog.objects.order_by("timestamp").values_list("event_type", "metadata", "timestamp"))
+    assert rows == [
+        ("message", {"content": "hi"}, datetime.fromtimestamp(T0, tz=timezone.utc)),
+        ("join", {}, datetime.fromtimestamp(T0 + 1, tz=timezone.utc)),
+    ]
+
+
+def test_readme_setup_with_metrics_instrumented_callback(models, worker_connections):
+    """The README's WorkerProcessor (keyword arguments) with an instrumented callback:
+    registered for metrics, and stop still finds the callback's connections."""
+    pytest.importorskip("prometheus_client", reason="prometheus_client is not installed")
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from engagehub.django import WorkerProcessor, bulk_create_callback, on_worker_stop
+    from engagehub.metrics import instrument_callback, register
+
+    registry = CollectorRegistry()
+    processor = WorkerProcessor(
+        buffer_size=16384, num_threads=4, batch_size=500, flush_interval_ms=1000,
+        flush_callback=instrument_callback(
+            bulk_create_callback(models.DiscordEventLog, using="persistent"), registry=registry
+        ),
+    )
+    register(processor=processor, registry=registry)
+    for i in range(40):
+        assert processor.push_event("message", f"user{i}", "general", T0 + i)
+    processor.flush_now(timeout=WAIT)
+    text = generate_latest(registry).decode()
+    assert "engagehub_processor_delivered_total 40.0" in text
+    assert "engagehub_flush_batch_events_sum 40.0" in text
+    assert any(c.connection is not None for c in worker_connections)
+    on_worker_stop()
+    assert worker_connections and all(c.connection is None for c in worker_connections)
+    assert models.DiscordEventLog.objects.count() == 40
+    # Stopped: a scrape skips it and does not start a new one.
+    assert "\nengagehub_processor_delivered_total " not in generate_latest(registry).decode()
+    assert not processor.started
+
+
 def test_delivery_in_the_callers_transaction_rolls_back_with_it(models):
     """What the synchronous mode (num_threads=0, delivery inside flush_now) will do
     under a TestCase: the callback runs on the caller's thread inside its atomic
