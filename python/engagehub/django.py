@@ -228,6 +228,7 @@ def bulk_create_callback(
 
 
 _WORKERS: "weakref.WeakSet[WorkerProcessor]" = weakref.WeakSet()
+_INHERITED: List[EventStreamProcessor] = []
 
 
 class WorkerProcessor:
@@ -281,8 +282,11 @@ class WorkerProcessor:
             return p
         with self._lock:
             if self._processor is None or self._pid != os.getpid():
-                # A processor inherited through fork is the parent's: leave it be
-                # (its threads did not survive; the parent still owns it).
+                if self._processor is not None:
+                    # Inherited through fork: the parent's, and its worker threads did
+                    # not survive. Never free it here (the garbage collector would, at
+                    # any moment): the parent still owns it.
+                    _INHERITED.append(self._processor)
                 p = EventStreamProcessor(*self._args, **self._kwargs)
                 if self._flush_callback is not None:
                     p.set_flush_callback(self._flush_callback, batch_format=self._batch_format)

@@ -210,6 +210,32 @@ def test_worker_hooks_start_per_process_and_stop_closes_persistent_connections(m
     assert again.closed and models.DiscordEventLog.objects.count() == 31
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_worker_gets_its_own_processor(db_path):
+    from engagehub.django import WorkerProcessor
+
+    delivered: list = []
+    events = WorkerProcessor(64, 1, 10, 20, flush_callback=delivered.extend)
+    parent = events.start()  # as in a gunicorn master with preload_app
+    pid = os.fork()
+    if pid == 0:  # the worker: a new processor, delivering in this process
+        code = 1
+        try:
+            if not events.started and events.processor is not parent:
+                events.push_event("message", "child", "c", T0)
+                events.flush_now(timeout=WAIT)
+                code = 0 if [e["user_id"] for e in delivered] == ["child"] else 2
+            events.stop()
+        finally:
+            os._exit(code)  # the inherited processor is never freed in the child
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert events.processor is parent and events.push_event("message", "parent", "c", T0)
+    events.flush_now(timeout=WAIT)
+    assert [e["user_id"] for e in delivered] == ["parent"]
+    events.stop()
+
+
 def test_readme_build_hook_with_event_time_and_a_json_payload(models):
     import json
 
