@@ -8,15 +8,17 @@ prometheus_client is an optional dependency (``pip install "engagehub[metrics]"`
 * :func:`instrument_callback` wraps a flush callback to observe each call's latency
   and each delivered batch's size in two histograms.
 
-Metric names (``namespace`` defaults to ``engagehub``), each counter being the
-``stats()`` field of the same name:
+Metric names (``namespace`` defaults to ``engagehub``); every counter of
+``stats()`` is exported under its field's name, so a counter added to ``stats()``
+appears without a change here:
 
-* ``engagehub_processor_{pushed,accepted,dropped,processed,delivered,discarded,
-  batches,failures,retries,dead_lettered,dead_letter_batches}_total`` (counters) and
-  ``engagehub_processor_queue_length`` (gauge);
-* ``engagehub_leaderboard_{evicted,refused,rebases}_total`` (counters),
-  ``engagehub_leaderboard_users``, ``engagehub_leaderboard_heap_bytes`` and
-  ``engagehub_leaderboard_landmark_timestamp_seconds`` (gauges);
+* ``engagehub_processor_<field>_total`` (``pushed``, ``accepted``, ``dropped``,
+  ``processed``, ``delivered``, ``discarded``, ``batches``, ``failures``,
+  ``retries``, ``dead_lettered``, ``dead_letter_batches``) and the gauge
+  ``engagehub_processor_queue_length``;
+* ``engagehub_leaderboard_<field>_total`` (``evicted``, ``refused``, ``rebases``…)
+  and the gauges ``engagehub_leaderboard_users``, ``engagehub_leaderboard_heap_bytes``
+  and ``engagehub_leaderboard_landmark_timestamp_seconds``;
 * ``engagehub_flush_duration_seconds{outcome="ok"|"error"}`` and
   ``engagehub_flush_batch_events`` (histograms; sizes of the batches the callback
   accepted, so its ``_count`` and ``_sum`` follow ``batches`` and ``delivered``).
@@ -39,6 +41,9 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised without prometheus_client only
     raise ImportError('engagehub.metrics needs prometheus_client: pip install "engagehub[metrics]"') from exc
 
+from .leaderboard import LeaderboardStats
+from .processor import ProcessorStats
+
 __all__ = [
     "BATCH_SIZE_BUCKETS",
     "EngageHubCollector",
@@ -46,32 +51,48 @@ __all__ = [
     "register",
 ]
 
-_PROCESSOR_COUNTERS: Tuple[Tuple[str, str], ...] = (
-    ("pushed", "Events offered to the processor (accepted + dropped)."),
-    ("accepted", "Events placed in the ring."),
-    ("dropped", "Events refused because the ring was full."),
-    ("processed", "Events taken by the workers and sketched."),
-    ("delivered", "Events in batches the flush callback accepted."),
-    ("discarded", "Events in batches dropped because no flush callback was set."),
-    ("batches", "Batches the flush callback accepted."),
-    ("failures", "Failed flush attempts (each retried or dead-lettered)."),
-    ("retries", "Retries of failed flushes."),
-    ("dead_lettered", "Events given up on after the last retry."),
-    ("dead_letter_batches", "Batches given up on after the last retry."),
-)
+# The gauges of stats(); every other field is a counter, exported as
+# <namespace>_<kind>_<field>_total, so a counter added to stats() is exported too.
 _PROCESSOR_GAUGES: Tuple[Tuple[str, str, str], ...] = (
     ("queue_len", "queue_length", "Events waiting in the ring."),
-)
-_LEADERBOARD_COUNTERS: Tuple[Tuple[str, str], ...] = (
-    ("evicted", "Users evicted to make room for a higher-scoring newcomer (max_users)."),
-    ("refused", "Newcomers refused because the board was full and they ranked too low."),
-    ("rebases", "Times the decay landmark moved forward."),
 )
 _LEADERBOARD_GAUGES: Tuple[Tuple[str, str, str], ...] = (
     ("len", "users", "Users on the board."),
     ("heap_bytes", "heap_bytes", "Heap bytes held by the native board."),
     ("landmark", "landmark_timestamp_seconds", "The decay landmark, unix seconds."),
 )
+_PROCESSOR_HELP = {
+    "pushed": "Events offered to the processor (accepted + dropped).",
+    "accepted": "Events placed in the ring.",
+    "dropped": "Events refused because the ring was full.",
+    "processed": "Events taken by the workers and sketched.",
+    "delivered": "Events in batches the flush callback accepted.",
+    "discarded": "Events in batches dropped because no flush callback was set.",
+    "batches": "Batches the flush callback accepted.",
+    "failures": "Failed flush attempts (each retried or dead-lettered).",
+    "retries": "Retries of failed flushes.",
+    "dead_lettered": "Events given up on after the last retry.",
+    "dead_letter_batches": "Batches given up on after the last retry.",
+}
+_LEADERBOARD_HELP = {
+    "evicted": "Users evicted to make room for a higher-scoring newcomer (max_users).",
+    "refused": "Newcomers refused because the board was full and they ranked too low.",
+    "rebases": "Times the decay landmark moved forward.",
+    "future_refused": "Updates refused for a timestamp too far in the future.",
+}
+
+
+def _counters(stats: type, gauges: Sequence[Tuple[str, str, str]], docs: Mapping[str, str]) -> Tuple[Tuple[str, str], ...]:
+    skip = {field for field, _, _ in gauges}
+    return tuple(
+        (field, docs.get(field, f"{stats.__name__}.{field}."))
+        for field in stats._fields  # type: ignore[attr-defined]
+        if field not in skip
+    )
+
+
+_PROCESSOR_COUNTERS = _counters(ProcessorStats, _PROCESSOR_GAUGES, _PROCESSOR_HELP)
+_LEADERBOARD_COUNTERS = _counters(LeaderboardStats, _LEADERBOARD_GAUGES, _LEADERBOARD_HELP)
 
 BATCH_SIZE_BUCKETS: Tuple[float, ...] = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 """Default buckets of ``<namespace>_flush_batch_events`` (events per batch)."""
@@ -192,10 +213,10 @@ class EngageHubCollector(Collector):
                 stats = obj.stats()
             except ValueError:  # closed (engagehub's Closed is a ValueError too)
                 continue
-            for field, family in counter_families:
-                family.add_metric(values, getattr(stats, field))
-            for field, family in gauge_families:
-                family.add_metric(values, getattr(stats, field))
+            for field, family in counter_families + gauge_families:
+                value = getattr(stats, field, None)
+                if value is not None:  # a duck-typed source may lack a field
+                    family.add_metric(values, value)
         for _, family in counter_families + gauge_families:
             yield family
 

@@ -22,10 +22,9 @@ from engagehub.metrics import instrument_callback, register  # noqa: E402
 WAIT = 30.0
 T0 = 1_700_000_000
 
-PROCESSOR_COUNTERS = (
-    "pushed", "accepted", "dropped", "processed", "delivered", "discarded",
-    "batches", "failures", "retries", "dead_lettered", "dead_letter_batches",
-)
+# Every field of stats() but the gauges is a counter.
+PROCESSOR_COUNTERS = [f for f in eh.ProcessorStats._fields if f != "queue_len"]
+LEADERBOARD_COUNTERS = [f for f in eh.LeaderboardStats._fields if f not in ("len", "heap_bytes", "landmark")]
 
 
 def scrape(registry: CollectorRegistry) -> dict:
@@ -68,7 +67,9 @@ def test_scrape_matches_stats_and_the_histograms_count_delivered_batches():
     assert stats.delivered == accepted == len(delivered) == 95
     assert stats.failures == stats.retries == 1
 
-    for field in ("evicted", "refused", "rebases"):
+    assert {"evicted", "refused", "rebases"} <= set(LEADERBOARD_COUNTERS)
+    assert len(PROCESSOR_COUNTERS) >= 11
+    for field in LEADERBOARD_COUNTERS:
         assert samples[(f"engagehub_leaderboard_{field}_total", shard)] == getattr(board_stats, field), field
     assert samples[("engagehub_leaderboard_users", shard)] == board_stats.len == 3
     assert samples[("engagehub_leaderboard_heap_bytes", shard)] == board_stats.heap_bytes > 0
