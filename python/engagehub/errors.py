@@ -158,3 +158,10 @@ def error_for_status(
     if cls is IOFailure:
         return IOFailure(message, status, errno or None, filename)
     return cls(message, status)
+
+
+class BatchFailed(EngageHubError):
+    """Raise from a flush callback to fail the batch for a known, transient reason
+    (a locked database, a lost connection): the batch is retried and dead-lettered
+    like any failure, but the processor logs one WARNING line with this message
+    instead of an ERROR with a traceback. Never raised by the library itself."""

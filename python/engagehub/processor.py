@@ -190,6 +190,10 @@ class _Dispatch:
         with self.lock:
             self.last_error = exc
             self.errors += 1
+        if isinstance(exc, errors.BatchFailed):
+            # An expected failure the callback already described: one line, no traceback.
+            log.warning("engagehub %s callback failed; the batch will be retried or dead-lettered: %s", what, exc)
+            return
         log.error("engagehub %s callback raised; the batch will be retried or dead-lettered", what, exc_info=exc)
 
 

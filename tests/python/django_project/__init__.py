@@ -1,0 +1,1 @@
+"""A minimal Django project for engagehub's tests: SQLite, one app (``eventsapp``)."""
