@@ -302,8 +302,16 @@ typedef struct eh_leaderboard_stats {
 
 /**
  * Processor settings. Zero fields take their defaults; pass NULL for all defaults.
+ * Set `struct_size` to `sizeof(eh_processor_config)`: fields are only ever
+ * appended, and a library newer than the caller's header gives the fields the
+ * caller does not have their defaults.
  */
 typedef struct eh_processor_config {
+  /**
+   * `sizeof(eh_processor_config)` as the caller's header declares it (0 or a
+   * size smaller than the first version: `EH_INVALID_ARGUMENT`).
+   */
+  size_t struct_size;
   /**
    * Ring slots, rounded up to a power of two; 0 = 16384; at most 16777216.
    */
@@ -444,9 +452,17 @@ typedef void (*eh_dead_letter_fn)(void *user_data,
                                   const char *error);
 
 /**
- * Counters from `eh_processor_get_stats` (relaxed reads: cheap to poll).
+ * Counters from `eh_processor_get_stats` (relaxed reads: cheap to poll). Set
+ * `struct_size` to `sizeof(eh_processor_stats)` before the call: the library
+ * writes no more than that (an older caller gets the fields it knows) and sets it
+ * to what it wrote.
  */
 typedef struct eh_processor_stats {
+  /**
+   * In: `sizeof(eh_processor_stats)` as the caller's header declares it. Out:
+   * the bytes written.
+   */
+  size_t struct_size;
   /**
    * Events offered (accepted + dropped).
    */
@@ -881,7 +897,7 @@ void eh_processor_free(struct eh_processor *p);
  * delivered those events. From this processor's own callback: `EH_WOULD_DEADLOCK`.
  * After close began: `EH_SHUT_DOWN` (the close delivers everything accepted).
  */
-eh_status eh_processor_flush(const struct eh_processor *p, uint64_t timeout_ms);
+eh_status eh_processor_flush(struct eh_processor *p, uint64_t timeout_ms);
 
 /**
  * Sets the flush callback (NULL `cb` removes it: batches are then discarded and
@@ -891,7 +907,7 @@ eh_status eh_processor_flush(const struct eh_processor *p, uint64_t timeout_ms);
  * Errors (nothing changes and `user_data_free` is not called): from this
  * processor's own callback `EH_WOULD_DEADLOCK`; after close began `EH_SHUT_DOWN`.
  */
-eh_status eh_processor_set_flush_callback(const struct eh_processor *p,
+eh_status eh_processor_set_flush_callback(struct eh_processor *p,
                                           eh_flush_fn cb,
                                           void *user_data,
                                           eh_free_fn user_data_free);
@@ -900,7 +916,7 @@ eh_status eh_processor_set_flush_callback(const struct eh_processor *p,
  * Sets the dead-letter callback (NULL removes it; dead-lettered batches are then
  * only counted). Same `user_data` rules as `eh_processor_set_flush_callback`.
  */
-eh_status eh_processor_set_dead_letter_callback(const struct eh_processor *p,
+eh_status eh_processor_set_dead_letter_callback(struct eh_processor *p,
                                                 eh_dead_letter_fn cb,
                                                 void *user_data,
                                                 eh_free_fn user_data_free);
@@ -918,7 +934,7 @@ eh_status eh_processor_set_dead_letter_callback(const struct eh_processor *p,
  * a push racing with `eh_processor_close` is either accepted, and then delivered
  * by the close, or refused with this), `EH_INVALID_ARGUMENT`, `EH_POISONED`.
  */
-eh_status eh_processor_push(const struct eh_processor *p,
+eh_status eh_processor_push(struct eh_processor *p,
                             const uint8_t *kind,
                             size_t kind_len,
                             const uint8_t *user_id,
@@ -939,7 +955,7 @@ eh_status eh_processor_push(const struct eh_processor *p,
  * future) fails the call (`EH_INVALID_ARGUMENT`, `*accepted` = 0) with nothing
  * pushed. `EH_SHUT_DOWN` with `*accepted` > 0: close began partway through.
  */
-eh_status eh_processor_push_batch(const struct eh_processor *p,
+eh_status eh_processor_push_batch(struct eh_processor *p,
                                   const struct eh_event *events,
                                   size_t n,
                                   size_t *accepted);
@@ -950,7 +966,7 @@ eh_status eh_processor_push_batch(const struct eh_processor *p,
  * one string argument instead of three. Otherwise as `eh_processor_push` (no
  * payload).
  */
-eh_status eh_processor_push_fields(const struct eh_processor *p,
+eh_status eh_processor_push_fields(struct eh_processor *p,
                                    const uint8_t *fields,
                                    size_t fields_len,
                                    int64_t timestamp);
@@ -965,7 +981,7 @@ eh_status eh_processor_push_fields(const struct eh_processor *p,
  * rules and `*accepted` (written on every return) as `eh_processor_push_batch`;
  * events carry no payload.
  */
-eh_status eh_processor_push_columns(const struct eh_processor *p,
+eh_status eh_processor_push_columns(struct eh_processor *p,
                                     const uint8_t *kinds,
                                     size_t kinds_len,
                                     const uint8_t *user_ids,
@@ -1068,13 +1084,13 @@ void eh_hll_free(struct eh_hll *hll);
 /**
  * Adds one item (any bytes; `len == 0` is the empty item).
  */
-eh_status eh_hll_add(const struct eh_hll *hll, const uint8_t *item, size_t len);
+eh_status eh_hll_add(struct eh_hll *hll, const uint8_t *item, size_t len);
 
 /**
  * Merges `src` into `dst` (the union of both streams). `src` is unchanged; `dst ==
  * src` is allowed.
  */
-eh_status eh_hll_merge(const struct eh_hll *dst, const struct eh_hll *src);
+eh_status eh_hll_merge(struct eh_hll *dst, const struct eh_hll *src);
 
 /**
  * Writes the estimated number of distinct items to `*out`.
@@ -1084,7 +1100,7 @@ eh_status eh_hll_count(const struct eh_hll *hll, uint64_t *out);
 /**
  * Resets to empty.
  */
-eh_status eh_hll_clear(const struct eh_hll *hll);
+eh_status eh_hll_clear(struct eh_hll *hll);
 
 /**
  * Serializes into `buf` (capacity `cap`): versioned, with a checksum; 16400 bytes.
@@ -1114,7 +1130,7 @@ void eh_cms_free(struct eh_cms *cms);
 /**
  * Adds `count` occurrences of `item` (counters saturate at 2^64 − 1).
  */
-eh_status eh_cms_add(const struct eh_cms *cms, const uint8_t *item, size_t len, uint64_t count);
+eh_status eh_cms_add(struct eh_cms *cms, const uint8_t *item, size_t len, uint64_t count);
 
 /**
  * Writes the estimated count of `item` to `*out` (never below the true count).
@@ -1130,12 +1146,12 @@ eh_status eh_cms_total(const struct eh_cms *cms, uint64_t *out);
  * Adds `src`'s counts into `dst`. Different dimensions: `EH_INVALID_ARGUMENT`,
  * `dst` unchanged. `dst == src` doubles every count.
  */
-eh_status eh_cms_merge(const struct eh_cms *dst, const struct eh_cms *src);
+eh_status eh_cms_merge(struct eh_cms *dst, const struct eh_cms *src);
 
 /**
  * Resets every counter to zero.
  */
-eh_status eh_cms_clear(const struct eh_cms *cms);
+eh_status eh_cms_clear(struct eh_cms *cms);
 
 /**
  * Serializes into `buf` (capacity `cap`), versioned with a checksum. `*needed` is

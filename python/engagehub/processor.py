@@ -371,6 +371,7 @@ class EventStreamProcessor(NativeHandle):
         config = ffi.new(
             "eh_processor_config *",
             {
+                "struct_size": ffi.sizeof("eh_processor_config"),
                 "capacity": buffer_size,
                 "workers": num_threads,
                 "batch_size": batch_size,
@@ -616,7 +617,7 @@ class EventStreamProcessor(NativeHandle):
 
     def stats(self) -> ProcessorStats:
         """All counters at once."""
-        out = ffi.new("eh_processor_stats *")
+        out = ffi.new("eh_processor_stats *", {"struct_size": ffi.sizeof("eh_processor_stats")})
         _call(lib.eh_processor_get_stats, self._h(), out)
         s = out[0]
         return ProcessorStats(

@@ -3,7 +3,7 @@
 use std::ffi::{c_char, c_void};
 use std::sync::{RwLock, TryLockError};
 
-use super::sized::{Versioned, read_sized, write_sized};
+use super::sized::{read_sized, versioned, write_sized};
 use super::{eh_status, guard, guard_free, handle, out_arg, path_arg, str_arg, write_out};
 use crate::error::{Error, Result};
 use crate::leaderboard::{Leaderboard, LeaderboardConfig, RankedUser};
@@ -88,7 +88,7 @@ fn poisoned() -> Error {
 /// newer than the caller's header gives the fields the caller does not have their
 /// defaults.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct eh_leaderboard_config {
     /// `sizeof(eh_leaderboard_config)` as the caller's header declares it (0 or a
     /// size smaller than the first version: `EH_INVALID_ARGUMENT`).
@@ -125,7 +125,7 @@ pub struct eh_rank_info {
 /// `sizeof(eh_leaderboard_stats)` before the call: the library writes no more than
 /// that (an older caller gets the fields it knows) and sets it to what it wrote.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct eh_leaderboard_stats {
     /// In: `sizeof(eh_leaderboard_stats)` as the caller's header declares it. Out:
     /// the bytes written.
@@ -208,19 +208,9 @@ fn ranking_from(rows: &[RankedUser<'_>]) -> eh_ranking {
     }
 }
 
-// SAFETY: repr(C), Copy, plain numbers, `struct_size: usize` first.
-unsafe impl Versioned for eh_leaderboard_config {
-    // The first version ended with `max_users`.
-    const V1_SIZE: usize = std::mem::offset_of!(eh_leaderboard_config, max_future_secs);
-    const NAME: &'static str = "eh_leaderboard_config";
-}
-
-// SAFETY: repr(C), Copy, plain numbers, `struct_size: usize` first.
-unsafe impl Versioned for eh_leaderboard_stats {
-    // The first version ended with `heap_bytes`.
-    const V1_SIZE: usize = std::mem::offset_of!(eh_leaderboard_stats, future_refused);
-    const NAME: &'static str = "eh_leaderboard_stats";
-}
+// The first versions ended with `max_users` and `heap_bytes`.
+versioned!(eh_leaderboard_config, max_future_secs);
+versioned!(eh_leaderboard_stats, future_refused);
 
 fn config_from(config: *const eh_leaderboard_config) -> Result<LeaderboardConfig> {
     let defaults = LeaderboardConfig::default();

@@ -29,6 +29,32 @@ pub(crate) unsafe trait Versioned: Copy + Default {
     const NAME: &'static str;
 }
 
+/// Implements [`Versioned`] for a `#[repr(C)]` struct of plain numbers whose first
+/// field is `struct_size: usize`, and `Default` as all zeros with `struct_size` set
+/// to this version's size (what a Rust caller of the C ABI wants).
+/// `$first_new` names the first field appended after the struct's first version.
+macro_rules! versioned {
+    ($ty:ident, $first_new:ident) => {
+        // SAFETY: the struct is repr(C), Copy, made of plain numbers (valid when
+        // zeroed), and starts with `struct_size: usize` (checked where it is
+        // declared: this macro is invoked next to each declaration).
+        unsafe impl $crate::ffi::sized::Versioned for $ty {
+            const V1_SIZE: usize = std::mem::offset_of!($ty, $first_new);
+            const NAME: &'static str = stringify!($ty);
+        }
+
+        impl Default for $ty {
+            fn default() -> Self {
+                // SAFETY: plain numbers only, so all-zero bytes are a valid value.
+                let mut value: Self = unsafe { std::mem::zeroed() };
+                value.struct_size = std::mem::size_of::<Self>();
+                value
+            }
+        }
+    };
+}
+pub(crate) use versioned;
+
 fn check_size<T: Versioned>(size: usize) -> Result<()> {
     if size < T::V1_SIZE {
         return Err(Error::invalid(format!(

@@ -102,7 +102,7 @@ pub unsafe extern "C" fn eh_hll_free(hll: *mut eh_hll) {
 
 /// Adds one item (any bytes; `len == 0` is the empty item).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn eh_hll_add(hll: *const eh_hll, item: *const u8, len: usize) -> eh_status {
+pub unsafe extern "C" fn eh_hll_add(hll: *mut eh_hll, item: *const u8, len: usize) -> eh_status {
     guard("eh_hll_add", || {
         // SAFETY: the handle and the (pointer, length) pair follow the module contract.
         let (h, item) = unsafe { (handle(hll, "hll")?, bytes_arg(item, len, "item")?) };
@@ -114,7 +114,7 @@ pub unsafe extern "C" fn eh_hll_add(hll: *const eh_hll, item: *const u8, len: us
 /// Merges `src` into `dst` (the union of both streams). `src` is unchanged; `dst ==
 /// src` is allowed.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn eh_hll_merge(dst: *const eh_hll, src: *const eh_hll) -> eh_status {
+pub unsafe extern "C" fn eh_hll_merge(dst: *mut eh_hll, src: *const eh_hll) -> eh_status {
     guard("eh_hll_merge", || {
         // SAFETY: both handles follow the module contract.
         let (d, s) = unsafe { (handle(dst, "dst")?, handle(src, "src")?) };
@@ -140,7 +140,7 @@ pub unsafe extern "C" fn eh_hll_count(hll: *const eh_hll, out: *mut u64) -> eh_s
 
 /// Resets to empty.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn eh_hll_clear(hll: *const eh_hll) -> eh_status {
+pub unsafe extern "C" fn eh_hll_clear(hll: *mut eh_hll) -> eh_status {
     guard("eh_hll_clear", || {
         // SAFETY: per the module contract.
         let h = unsafe { handle(hll, "hll")? };
@@ -229,7 +229,7 @@ pub unsafe extern "C" fn eh_cms_free(cms: *mut eh_cms) {
 /// Adds `count` occurrences of `item` (counters saturate at 2^64 − 1).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_cms_add(
-    cms: *const eh_cms,
+    cms: *mut eh_cms,
     item: *const u8,
     len: usize,
     count: u64,
@@ -278,7 +278,7 @@ pub unsafe extern "C" fn eh_cms_total(cms: *const eh_cms, out: *mut u64) -> eh_s
 /// Adds `src`'s counts into `dst`. Different dimensions: `EH_INVALID_ARGUMENT`,
 /// `dst` unchanged. `dst == src` doubles every count.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn eh_cms_merge(dst: *const eh_cms, src: *const eh_cms) -> eh_status {
+pub unsafe extern "C" fn eh_cms_merge(dst: *mut eh_cms, src: *const eh_cms) -> eh_status {
     guard("eh_cms_merge", || {
         // SAFETY: both handles follow the module contract.
         let (d, s) = unsafe { (handle(dst, "dst")?, handle(src, "src")?) };
@@ -289,7 +289,7 @@ pub unsafe extern "C" fn eh_cms_merge(dst: *const eh_cms, src: *const eh_cms) ->
 
 /// Resets every counter to zero.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn eh_cms_clear(cms: *const eh_cms) -> eh_status {
+pub unsafe extern "C" fn eh_cms_clear(cms: *mut eh_cms) -> eh_status {
     guard("eh_cms_clear", || {
         // SAFETY: per the module contract.
         let c = unsafe { handle(cms, "cms")? };

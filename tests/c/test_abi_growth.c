@@ -83,6 +83,53 @@ static void test_newer_and_unsized_callers(void) {
   eh_leaderboard_free(lb);
 }
 
+/* eh_processor_config / eh_processor_stats before max_future_skew_secs and
+ * future_refused were appended. */
+typedef struct {
+  size_t struct_size;
+  uint64_t capacity;
+  uint32_t workers, batch_size, flush_interval_ms;
+  int32_t overflow;
+  uint32_t block_timeout_ms;
+  int32_t max_retries;
+  uint32_t retry_backoff_ms;
+  int32_t clock;
+  uint32_t window_minutes, cms_depth, cms_width, topk_capacity;
+} old_processor_config;
+
+typedef struct {
+  size_t struct_size;
+  uint64_t pushed, accepted, dropped, processed, delivered, discarded, batches,
+      failures, retries, dead_lettered, dead_letter_batches, queue_len;
+} old_processor_stats;
+
+static void test_older_processor_caller(void) {
+  old_processor_config config;
+  memset(&config, 0, sizeof config);
+  config.struct_size = sizeof config;
+  config.capacity = 1024;
+  eh_processor *p = NULL;
+  CHECK_OK(eh_processor_new((const eh_processor_config *)&config, &p));
+  int64_t now = (int64_t)time(NULL);
+  /* The missing skew took its default of one day. */
+  CHECK_OK(eh_processor_push(p, STR("message"), STR("u1"), STR("c1"), now + 3600, NULL, 0));
+  CHECK_STATUS(eh_processor_push(p, STR("message"), STR("u2"), STR("c1"), now + 3 * 86400,
+                                 NULL, 0),
+               EH_INVALID_ARGUMENT);
+  struct {
+    old_processor_stats stats;
+    uint64_t guard;
+  } out = {.stats = {.struct_size = sizeof(old_processor_stats)}, .guard = 0x0123456789abcdefULL};
+  CHECK_OK(eh_processor_get_stats(p, (eh_processor_stats *)&out.stats));
+  CHECK(out.stats.struct_size == sizeof(old_processor_stats));
+  CHECK(out.stats.accepted == 1);
+  CHECK(out.guard == 0x0123456789abcdefULL);
+  eh_processor_stats stats = {.struct_size = sizeof stats};
+  CHECK_OK(eh_processor_get_stats(p, &stats));
+  CHECK(stats.future_refused == 1);
+  eh_processor_free(p);
+}
+
 static void test_version_number(void) {
   CHECK(eh_version_number() == EH_VERSION_NUMBER);
   CHECK(EH_VERSION_NUMBER ==
@@ -96,6 +143,7 @@ static void test_version_number(void) {
 int main(void) {
   test_older_leaderboard_caller();
   test_newer_and_unsized_callers();
+  test_older_processor_caller();
   test_version_number();
   printf("test_abi_growth: all checks passed\n");
   return 0;

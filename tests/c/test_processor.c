@@ -74,11 +74,12 @@ static void test_producers_and_exact_totals(void) {
   counter c;
   pthread_t threads[PRODUCERS];
   producer_arg args[PRODUCERS];
-  eh_processor_stats s;
+  eh_processor_stats s = {.struct_size = sizeof s};
   uint64_t n = (uint64_t)PRODUCERS * PER_PRODUCER;
   int t;
 
   memset(&cfg, 0, sizeof cfg);
+  cfg.struct_size = sizeof cfg;
   cfg.capacity = 4096;
   cfg.workers = 2;
   cfg.batch_size = 256;
@@ -132,6 +133,7 @@ static void test_error_paths(void) {
   eh_event bad;
 
   memset(&cfg, 0, sizeof cfg);
+  cfg.struct_size = sizeof cfg;
   CHECK_STATUS(eh_processor_new(&cfg, NULL), EH_INVALID_ARGUMENT);
   cfg.overflow = 7;
   CHECK_STATUS(eh_processor_new(&cfg, &p), EH_INVALID_ARGUMENT);
@@ -157,7 +159,7 @@ static void test_error_paths(void) {
   CHECK_OK(eh_processor_unique_users(p, 3600, 0, &users));
   CHECK(users == 0);
   {
-    eh_processor_stats s;
+    eh_processor_stats s = {.struct_size = sizeof s};
     CHECK_OK(eh_processor_get_stats(p, &s));
     CHECK(s.pushed == 0); /* refused events change nothing */
   }
@@ -179,6 +181,7 @@ static void test_queries_and_columns(void) {
   int64_t ts[3] = {1700000000, 1700000000, 1700000000};
 
   memset(&cfg, 0, sizeof cfg);
+  cfg.struct_size = sizeof cfg;
   cfg.clock = EH_CLOCK_EVENT_TIME;
   CHECK_OK(eh_processor_new(&cfg, &p));
   CHECK_OK(eh_processor_push_columns(p, (const uint8_t *)kinds, sizeof kinds - 1, (const uint8_t *)users,
@@ -292,11 +295,12 @@ static void test_close(void) {
   eh_processor_config cfg;
   eh_processor *p = NULL;
   closer k;
-  eh_processor_stats s;
+  eh_processor_stats s = {.struct_size = sizeof s};
   size_t accepted = 7;
   eh_event ev;
 
   memset(&cfg, 0, sizeof cfg);
+  cfg.struct_size = sizeof cfg;
   cfg.batch_size = 1;
   cfg.flush_interval_ms = 10;
   memset(&k, 0, sizeof k);
@@ -334,7 +338,7 @@ static void test_close(void) {
 /* In a forked child: push, flush, check delivery and fresh counters, close.
  * Returns the exit status (0: all good). */
 static int fork_child(eh_processor *p, counter *c, uint64_t before) {
-  eh_processor_stats s;
+  eh_processor_stats s = {.struct_size = sizeof s};
   int i;
   for (i = 0; i < 100; i++) {
     char id[16];
@@ -359,6 +363,7 @@ static void test_fork(void) {
   struct timespec tick = {0, 10 * 1000 * 1000};
 
   memset(&cfg, 0, sizeof cfg);
+  cfg.struct_size = sizeof cfg;
   cfg.workers = 2;
   cfg.batch_size = 16;
   cfg.flush_interval_ms = 10;

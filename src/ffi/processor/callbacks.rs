@@ -122,7 +122,7 @@ impl DeadLetterCallback for CDeadLetter {
 /// processor's own callback `EH_WOULD_DEADLOCK`; after close began `EH_SHUT_DOWN`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_processor_set_flush_callback(
-    p: *const eh_processor,
+    p: *mut eh_processor,
     cb: eh_flush_fn,
     user_data: *mut c_void,
     user_data_free: eh_free_fn,
@@ -157,7 +157,7 @@ pub unsafe extern "C" fn eh_processor_set_flush_callback(
 /// only counted). Same `user_data` rules as `eh_processor_set_flush_callback`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_processor_set_dead_letter_callback(
-    p: *const eh_processor,
+    p: *mut eh_processor,
     cb: eh_dead_letter_fn,
     user_data: *mut c_void,
     user_data_free: eh_free_fn,

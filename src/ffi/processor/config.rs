@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::ffi::sized::{read_sized, versioned};
 use crate::pipeline::{Clock, Overflow, ProcessorConfig};
 use crate::sketch::WindowConfig;
 
@@ -17,9 +18,15 @@ pub const EH_CLOCK_WALL: i32 = 0;
 pub const EH_CLOCK_EVENT_TIME: i32 = 1;
 
 /// Processor settings. Zero fields take their defaults; pass NULL for all defaults.
+/// Set `struct_size` to `sizeof(eh_processor_config)`: fields are only ever
+/// appended, and a library newer than the caller's header gives the fields the
+/// caller does not have their defaults.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct eh_processor_config {
+    /// `sizeof(eh_processor_config)` as the caller's header declares it (0 or a
+    /// size smaller than the first version: `EH_INVALID_ARGUMENT`).
+    pub struct_size: usize,
     /// Ring slots, rounded up to a power of two; 0 = 16384; at most 16777216.
     pub capacity: u64,
     /// Worker threads; 0 = 1; at most 64. With one worker, batches arrive in push order.
@@ -54,9 +61,19 @@ pub struct eh_processor_config {
     pub max_future_skew_secs: u32,
 }
 
-pub(super) fn config_from(c: Option<&eh_processor_config>) -> Result<ProcessorConfig> {
+// The first version ended with `topk_capacity`.
+versioned!(eh_processor_config, max_future_skew_secs);
+
+/// Reads the caller's config (of its `struct_size`) into a [`ProcessorConfig`].
+///
+/// # Safety
+/// `c` is NULL or points to a readable config of `(*c).struct_size` bytes.
+pub(super) unsafe fn config_from(c: *const eh_processor_config) -> Result<ProcessorConfig> {
     let d = ProcessorConfig::default();
-    let Some(c) = c else { return Ok(d) };
+    // SAFETY: forwarded from this function's contract.
+    let Some(c) = (unsafe { read_sized(c)? }) else {
+        return Ok(d);
+    };
     let or = |v: u32, default: usize| if v == 0 { default } else { v as usize };
     let ms = |v: u32, default: Duration| {
         if v == 0 {

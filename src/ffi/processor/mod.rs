@@ -81,8 +81,8 @@ pub unsafe extern "C" fn eh_processor_new(
 ) -> eh_status {
     guard("eh_processor_new", || {
         let out = out_arg(out, "out")?;
-        // SAFETY: NULL or a valid config, per the contract.
-        let config = config::config_from(unsafe { config.as_ref() })?;
+        // SAFETY: NULL or a config of its `struct_size` bytes, per the contract.
+        let config = unsafe { config::config_from(config)? };
         let p = Box::new(eh_processor {
             processor: Processor::new(config)?,
         });
@@ -144,7 +144,7 @@ pub unsafe extern "C" fn eh_processor_free(p: *mut eh_processor) {
 /// delivered those events. From this processor's own callback: `EH_WOULD_DEADLOCK`.
 /// After close began: `EH_SHUT_DOWN` (the close delivers everything accepted).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn eh_processor_flush(p: *const eh_processor, timeout_ms: u64) -> eh_status {
+pub unsafe extern "C" fn eh_processor_flush(p: *mut eh_processor, timeout_ms: u64) -> eh_status {
     guard("eh_processor_flush", || {
         // SAFETY: per the module contract.
         unsafe { processor(p)? }.flush(Duration::from_millis(timeout_ms))

@@ -20,7 +20,7 @@ use crate::pipeline::{EventIn, RawEvent};
 #[unsafe(no_mangle)]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn eh_processor_push(
-    p: *const eh_processor,
+    p: *mut eh_processor,
     kind: *const u8,
     kind_len: usize,
     user_id: *const u8,
@@ -80,7 +80,7 @@ unsafe fn event_from_raw(e: &RawEvent, i: usize) -> Result<EventIn<'_>> {
 /// pushed. `EH_SHUT_DOWN` with `*accepted` > 0: close began partway through.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_processor_push_batch(
-    p: *const eh_processor,
+    p: *mut eh_processor,
     events: *const RawEvent,
     n: usize,
     accepted: *mut usize,
@@ -134,7 +134,7 @@ fn split_fields(text: &str, expected: usize) -> Result<Vec<&str>> {
 /// payload).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_processor_push_fields(
-    p: *const eh_processor,
+    p: *mut eh_processor,
     fields: *const u8,
     fields_len: usize,
     timestamp: i64,
@@ -170,7 +170,7 @@ pub unsafe extern "C" fn eh_processor_push_fields(
 /// events carry no payload.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_processor_push_columns(
-    p: *const eh_processor,
+    p: *mut eh_processor,
     kinds: *const u8,
     kinds_len: usize,
     user_ids: *const u8,

@@ -5,12 +5,22 @@ use std::ffi::c_void;
 use super::super::sketch::eh_hll;
 use super::super::{eh_status, guard, guard_free, out_arg, str_arg, write_out};
 use super::{eh_processor, processor};
+use crate::ffi::sized::{versioned, write_sized};
+
+// The first version ended with `queue_len`.
+versioned!(eh_processor_stats, future_refused);
 use crate::pipeline::ProcessorStats;
 
-/// Counters from `eh_processor_get_stats` (relaxed reads: cheap to poll).
+/// Counters from `eh_processor_get_stats` (relaxed reads: cheap to poll). Set
+/// `struct_size` to `sizeof(eh_processor_stats)` before the call: the library
+/// writes no more than that (an older caller gets the fields it knows) and sets it
+/// to what it wrote.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct eh_processor_stats {
+    /// In: `sizeof(eh_processor_stats)` as the caller's header declares it. Out:
+    /// the bytes written.
+    pub struct_size: usize,
     /// Events offered (accepted + dropped).
     pub pushed: u64,
     /// Events placed in the ring.
@@ -82,6 +92,7 @@ pub unsafe extern "C" fn eh_processor_get_stats(
         let out = out_arg(out, "out")?;
         let s: ProcessorStats = processor.stats()?;
         let stats = eh_processor_stats {
+            struct_size: 0,
             pushed: s.pushed,
             accepted: s.accepted,
             dropped: s.dropped,
@@ -96,9 +107,9 @@ pub unsafe extern "C" fn eh_processor_get_stats(
             queue_len: s.queue_len,
             future_refused: s.future_refused,
         };
-        // SAFETY: checked by `out_arg`.
-        unsafe { write_out(out, stats) };
-        Ok(())
+        // SAFETY: checked by `out_arg`; writable for its `struct_size` bytes per
+        // the contract.
+        unsafe { write_sized(out, stats) }
     })
 }
 
