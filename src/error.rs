@@ -1,7 +1,7 @@
 //! The error type shared by every component.
 //!
 //! Each variant corresponds to one `eh_status` code of the C ABI (see
-//! [`crate::ffi::status`]); the message becomes `eh_last_error()`.
+//! the `EH_*` constants in [`crate::ffi`]); the message becomes `eh_last_error()`.
 
 use std::fmt;
 

@@ -14,6 +14,7 @@ pub mod ffi;
 pub mod leaderboard;
 mod mem;
 pub mod pipeline;
+mod quiet_panic;
 pub mod sketch;
 
 pub use error::{Error, Result};

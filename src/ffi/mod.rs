@@ -24,7 +24,6 @@ pub mod sketch;
 
 use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, CString, c_char};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -100,11 +99,6 @@ thread_local! {
     static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
     /// The OS error number of the last failure, 0 if it had none.
     static LAST_ERRNO: Cell<i32> = const { Cell::new(0) };
-    /// How many [`guard`]s are running on this thread: a panic raised while one is
-    /// will be caught and reported through `eh_last_error`, so it is not printed.
-    static GUARDS: Cell<u32> = const { Cell::new(0) };
-    /// Where the panic being caught was raised, recorded by the panic hook.
-    static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
 /// Records `message` as this thread's last error (with no OS error number).
@@ -124,76 +118,17 @@ pub(crate) fn fail(err: &Error) -> eh_status {
     status_of(err)
 }
 
-/// Installs (once per process) a panic hook that stays silent for panics raised
-/// inside a [`guard`], which reports them through `eh_last_error` instead: a
-/// library must not write to its host's stderr. Every other panic (outside the
-/// library's entry points, or in a host's own Rust code) goes to the hook that was
-/// installed before, unchanged.
-fn install_quiet_panic_hook() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if GUARDS.with(Cell::get) > 0 {
-                let location = info
-                    .location()
-                    .map(|l| format!("{}:{}", l.file(), l.line()));
-                PANIC_LOCATION.with(|slot| *slot.borrow_mut() = location);
-            } else {
-                previous(info);
-            }
-        }));
-    });
-}
-
-/// Counts a running [`guard`] on this thread for as long as it lives.
-struct GuardDepth;
-
-impl GuardDepth {
-    fn enter() -> Self {
-        GUARDS.with(|depth| depth.set(depth.get().saturating_add(1)));
-        GuardDepth
-    }
-}
-
-impl Drop for GuardDepth {
-    fn drop(&mut self) {
-        GUARDS.with(|depth| depth.set(depth.get().saturating_sub(1)));
-    }
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s
-    } else {
-        "non-string panic payload"
-    }
-}
-
 /// The panic boundary: runs `body`, turning an `Err` into its status and a panic
 /// into `EH_PANIC` ("panic in <name>: <message>"), each with the last error set.
 ///
-/// A caught panic is not printed (see [`install_quiet_panic_hook`]); its message
-/// and location go to `eh_last_error` only.
+/// A caught panic is not printed (see [`crate::quiet_panic`]); its message and
+/// location go to `eh_last_error` only.
 pub(crate) fn guard(name: &str, body: impl FnOnce() -> Result<()>) -> eh_status {
-    install_quiet_panic_hook();
-    let depth = GuardDepth::enter();
-    let outcome = catch_unwind(AssertUnwindSafe(body));
-    drop(depth);
-    match outcome {
+    match crate::quiet_panic::catch(body) {
         Ok(Ok(())) => EH_OK,
         Ok(Err(err)) => fail(&err),
-        Err(payload) => {
-            let location = PANIC_LOCATION
-                .with(|slot| slot.borrow_mut().take())
-                .map(|l| format!(" (at {l})"))
-                .unwrap_or_default();
-            set_last_error(format!(
-                "panic in {name}: {}{location}",
-                panic_message(payload.as_ref())
-            ));
+        Err(caught) => {
+            set_last_error(format!("panic in {name}: {caught}"));
             EH_PANIC
         }
     }

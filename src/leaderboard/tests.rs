@@ -536,7 +536,7 @@ proptest! {
     }
 }
 
-// ---- capacity: equal scores at the eviction boundary (issue 15) ------------------
+// ---- capacity: equal scores at the eviction boundary ---------------------------
 
 /// The reproducer from the report: a 5000-user board churned by 20,000 ids with
 /// equal points at one timestamp. It used to hold a newcomer twice after 6655 steps
@@ -723,7 +723,7 @@ fn soak_at_capacity_keeps_size_and_heap_bounded() {
     }
 }
 
-// ---- time from the future, snapshots, temp files, hash seed (issue 11) -----------
+// ---- time from the future, snapshots, temp files, hash seed ---------------------
 
 #[test]
 fn updates_past_the_skew_are_refused_counted_and_change_nothing() {

@@ -302,6 +302,48 @@ fn a_panicking_callback_counts_as_a_failure() {
     p.push(&event("2")).unwrap();
 }
 
+/// Run in a child process by the test below: a panicking callback on a worker.
+#[test]
+fn worker_panic_child() {
+    if std::env::var_os("EH_WORKER_PANIC_CHILD").is_none() {
+        return;
+    }
+    let p = Processor::new(ProcessorConfig {
+        max_retries: 0,
+        ..config(1, 4)
+    })
+    .unwrap();
+    p.set_flush_callback(Some(Arc::new(
+        |_: &mut Batch| -> std::result::Result<(), String> { panic!("kaboom-in-callback") },
+    )))
+    .unwrap();
+    p.push(&event("1")).unwrap();
+    p.flush(WAIT).unwrap();
+    assert_eq!(p.stats().unwrap().failures, 1);
+    eprintln!("child: callback failure counted");
+}
+
+#[test]
+fn panics_caught_on_workers_are_not_printed() {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "pipeline::tests::worker_panic_child",
+            "--nocapture",
+        ])
+        .env("EH_WORKER_PANIC_CHILD", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("child: callback failure counted"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("kaboom-in-callback"), "{stderr}");
+}
+
 #[test]
 fn shutdown_while_producers_push_delivers_everything_accepted() {
     let p = Arc::new(Processor::new(config(2, 32)).unwrap());

@@ -1,8 +1,8 @@
 //! The worker loop: pop runs of events, sketch them, batch them, deliver batches
 //! (with retries and the dead letter), serve flush requests, exit on shutdown.
 
+use crate::quiet_panic;
 use std::cell::Cell;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
@@ -55,13 +55,8 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize) {
         processed: 0,
         clock_seen: 0,
     };
-    let outcome = catch_unwind(AssertUnwindSafe(|| worker.run()));
-    if let Err(payload) = outcome {
-        let msg = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "non-string panic".into());
+    let outcome = quiet_panic::catch(|| worker.run());
+    if let Err(msg) = outcome {
         let lost = worker.batch.len();
         worker.shared.poison(format!(
             "worker {index} panicked: {msg} ({lost} events of its batch may be lost)"
@@ -249,16 +244,8 @@ impl Worker {
                 let mut backoff = shared.config.retry_backoff;
                 let mut attempt = 0;
                 loop {
-                    let outcome = catch_unwind(AssertUnwindSafe(|| cb.on_flush(&mut self.batch)))
-                        .unwrap_or_else(|p| {
-                            Err(format!(
-                                "flush callback panicked: {}",
-                                p.downcast_ref::<&str>()
-                                    .copied()
-                                    .or_else(|| p.downcast_ref::<String>().map(|s| s.as_str()))
-                                    .unwrap_or("non-string panic")
-                            ))
-                        });
+                    let outcome = quiet_panic::catch(|| cb.on_flush(&mut self.batch))
+                        .unwrap_or_else(|p| Err(format!("flush callback panicked: {p}")));
                     match outcome {
                         Ok(()) => {
                             c.delivered.fetch_add(n, Ordering::Relaxed);
@@ -269,9 +256,9 @@ impl Worker {
                             c.failures.fetch_add(1, Ordering::Relaxed);
                             if attempt >= shared.config.max_retries {
                                 if let Some(dl) = &dead_letter {
-                                    let _ = catch_unwind(AssertUnwindSafe(|| {
+                                    let _ = quiet_panic::catch(|| {
                                         dl.on_dead_letter(&mut self.batch, &error)
-                                    }));
+                                    });
                                 }
                                 c.dead_lettered.fetch_add(n, Ordering::Relaxed);
                                 c.dead_letter_batches.fetch_add(1, Ordering::Relaxed);

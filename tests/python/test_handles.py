@@ -1,4 +1,4 @@
-"""The handle model (issue 11) for leaderboards and sketches, and the error
+"""The handle model for leaderboards and sketches, and the error
 hierarchy: closing while other threads use a handle, Closed everywhere, typed
 argument errors, IOFailure's errno and filename."""
 

@@ -1,4 +1,4 @@
-"""The handle model (issue 11) for EventStreamProcessor: close inside its own
+"""The handle model for EventStreamProcessor: close inside its own
 callback, collection by the cyclic GC on one of its own workers, fork, flush_now
 racing a close.
 
