@@ -1007,6 +1007,29 @@ eh_status eh_processor_push(struct eh_processor *p,
                             size_t payload_len);
 
 /**
+ * `eh_processor_push` for a caller that waits for room in slices, e.g. a binding
+ * that handles signals (Ctrl-C) between them. Under `EH_OVERFLOW_BLOCK`, waits
+ * at most `wait_ms` for room (instead of `block_timeout_ms`); if none came:
+ * with `give_up` non-zero the event is dropped and counted (`EH_QUEUE_FULL`),
+ * with `give_up` 0 it returns `EH_TIMEOUT` and nothing was pushed or counted
+ * (call again, with `give_up` set on the last try). Under
+ * `EH_OVERFLOW_DROP_NEWEST` it is `eh_processor_push`. Other errors and the
+ * copying rules as `eh_processor_push`. Thread-safe.
+ */
+eh_status eh_processor_push_wait(struct eh_processor *p,
+                                 const uint8_t *kind,
+                                 size_t kind_len,
+                                 const uint8_t *user_id,
+                                 size_t user_id_len,
+                                 const uint8_t *channel_id,
+                                 size_t channel_id_len,
+                                 int64_t timestamp,
+                                 const uint8_t *payload,
+                                 size_t payload_len,
+                                 uint64_t wait_ms,
+                                 int32_t give_up);
+
+/**
  * Offers `n` events in order and writes how many were accepted to `*accepted`,
  * on every return (unlike other out-params): the accepted ones are always the
  * first `*accepted`, and they will be delivered whatever the status, so a retry

@@ -310,6 +310,54 @@ impl Core {
         }
     }
 
+    /// [`Core::push`] for a caller that waits for room in slices: under
+    /// `Overflow::Block` it waits at most `wait` (not the configured timeout); if
+    /// no room came, `give_up` counts a drop and returns `QueueFull`, otherwise it
+    /// returns `Timeout` with nothing pushed or counted (call again). Under
+    /// `DropNewest` it is `push`.
+    pub(crate) fn push_wait(&self, ev: &EventIn<'_>, wait: Duration, give_up: bool) -> Result<()> {
+        if self.shared.config.overflow == Overflow::DropNewest {
+            return self.push(ev);
+        }
+        self.check_usable()?;
+        ev.validate()?;
+        if ev.timestamp > 0 {
+            self.check_future(ev.timestamp)?;
+        }
+        let shared = &self.shared;
+        let mut record = self.record(ev);
+        let deadline = Instant::now().checked_add(wait);
+        let mut spins = 0u32;
+        let result = loop {
+            shared.wake_one();
+            match shared.ring.push(record) {
+                Ok(_) => break Ok(()),
+                Err(PushError::Closed(_)) => break Err(Error::ShutDown),
+                Err(PushError::Full(back)) => record = back,
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                if give_up {
+                    // Relaxed: a statistics counter.
+                    shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    break Err(Error::QueueFull);
+                }
+                break Err(Error::Timeout(format!(
+                    "no room in the ring within {wait:?}"
+                )));
+            }
+            if spins < 64 {
+                spins += 1;
+                std::thread::yield_now();
+            } else {
+                let left = deadline.map_or(Duration::from_micros(200), |d| d - now);
+                std::thread::sleep(left.min(Duration::from_micros(200)));
+            }
+        };
+        shared.wake_one();
+        result
+    }
+
     /// The flush barrier: see [`FlushBarrier`]. Returns `Ok` once every event
     /// accepted before the call was delivered, also when shutdown races with it.
     pub(crate) fn flush(&self, timeout: Duration) -> Result<()> {

@@ -260,6 +260,15 @@ impl Processor {
         self.enter()?.core.push(ev)
     }
 
+    /// [`Processor::push`] waiting for room at most `wait` under
+    /// [`super::Overflow::Block`], for a caller that waits in slices (a binding
+    /// handling signals between them): if no room came, `give_up` counts a drop
+    /// and returns [`Error::QueueFull`], otherwise [`Error::Timeout`] with nothing
+    /// pushed or counted (call again). Under `DropNewest`, `push`.
+    pub fn push_wait(&self, ev: &EventIn<'_>, wait: Duration, give_up: bool) -> Result<()> {
+        self.enter()?.core.push_wait(ev, wait, give_up)
+    }
+
     /// Offers events in order and returns how many were accepted, together with
     /// the reason it stopped early, if any: the count is meaningful on every
     /// return (e.g. `(3, Err(ShutDown))`: the first three were accepted and will be

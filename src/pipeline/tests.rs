@@ -1174,3 +1174,44 @@ fn close_timeout_reports_a_close_under_way_and_a_later_close_finishes_it() {
     assert_eq!(delivered.load(Ordering::Relaxed), 3);
     p.close().unwrap();
 }
+
+#[test]
+fn push_wait_times_out_without_counting_and_gives_up_with_a_drop() {
+    let mut cfg = config(1, 1);
+    cfg.capacity = 2;
+    cfg.overflow = Overflow::Block { timeout: WAIT };
+    let p = Processor::new(cfg).unwrap();
+    let (release, gate) = mpsc::channel::<()>();
+    let gate = Mutex::new(gate);
+    let started = Arc::new(AtomicU32::new(0));
+    let s = Arc::clone(&started);
+    p.set_flush_callback(Some(Arc::new(move |_b: &mut Batch| {
+        s.fetch_add(1, Ordering::SeqCst);
+        lock(&gate).recv_timeout(WAIT).map_err(|e| e.to_string())
+    })))
+    .unwrap();
+    p.push(&event("0")).unwrap();
+    assert!(wait_until(|| started.load(Ordering::SeqCst) == 1));
+    // The worker is stuck in the callback: fill the two slots.
+    p.push(&event("1")).unwrap();
+    p.push(&event("2")).unwrap();
+    let short = Duration::from_millis(10);
+    assert!(matches!(
+        p.push_wait(&event("3"), short, false),
+        Err(Error::Timeout(_))
+    ));
+    let stats = p.stats().unwrap();
+    assert_eq!(
+        (stats.pushed, stats.dropped),
+        (3, 0),
+        "a slice counts nothing"
+    );
+    assert_eq!(p.push_wait(&event("3"), short, true), Err(Error::QueueFull));
+    assert_eq!(p.stats().unwrap().dropped, 1);
+    for _ in 0..4 {
+        release.send(()).unwrap();
+    }
+    p.push_wait(&event("4"), WAIT, false).unwrap();
+    p.flush(WAIT).unwrap();
+    assert_eq!(p.stats().unwrap().delivered, 4);
+}

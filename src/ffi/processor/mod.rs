@@ -31,7 +31,7 @@ pub use config::{
 };
 pub use push::{
     eh_events_columns, eh_processor_push, eh_processor_push_batch, eh_processor_push_columns,
-    eh_processor_push_fields,
+    eh_processor_push_fields, eh_processor_push_wait,
 };
 pub use queries::{
     eh_channel_list, eh_channel_list_free, eh_channel_row, eh_processor_channel_count,
