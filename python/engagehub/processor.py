@@ -505,6 +505,11 @@ class EventStreamProcessor(NativeHandle):
         # The event loops the async callbacks run on (flush, dead letter).
         self._loops: dict = {}
         _call(lib.eh_processor_new, config, out)
+        self._block_timeout = block_timeout_ms / 1000
+        if overflow == "block" and type(self) is EventStreamProcessor:
+            # Pushes that may wait take the sliced path (Ctrl-C between slices);
+            # the drop mode's fast push_event stays free of the check.
+            self.__class__ = _BlockingPushes
         # From a worker thread (the last reference dropped in a callback, or the
         # cyclic GC running there), eh_processor_free hands the close to a reaper.
         self._own(out[0], _free_processor)
@@ -933,6 +938,57 @@ class EventStreamProcessor(NativeHandle):
         out = ffi.new("uint64_t *")
         _call(lib.eh_processor_channel_count, self._h(), c, len(c), out)
         return int(out[0])
+
+
+class _BlockingPushes(EventStreamProcessor):
+    """What an ``EventStreamProcessor(overflow="block")`` is: a push into a full
+    ring waits for room (up to ``block_timeout_ms``) in native slices of 0.1 s
+    (``eh_processor_push_wait``), between which Python runs signal handlers, so
+    Ctrl-C raises ``KeyboardInterrupt`` promptly (nothing is pushed or counted
+    then). Same name and API as the class it refines."""
+
+    def push_event(
+        self,
+        event_type: Union[str, bytes],
+        user_id: Union[str, bytes],
+        channel_id: Union[str, bytes],
+        timestamp: Union[int, float, None] = 0,
+        payload: Optional[bytes] = None,
+    ) -> bool:
+        p = self._h()
+        k = encode(event_type, "event_type")
+        u = encode(user_id, "user_id")
+        c = encode(channel_id, "channel_id")
+        ts = 0 if timestamp is None else timestamp_arg(timestamp)
+        if payload is None:
+            data: Any = _NULL
+            size = 0
+        else:
+            data = bytes(payload)
+            size = len(data)
+            self._dispatch.payloads = True
+        deadline = time.monotonic() + self._block_timeout
+        while True:
+            left = deadline - time.monotonic()
+            give_up = left <= _SLICE_MS / 1000
+            wait_ms = max(0, int(min(left, _SLICE_MS / 1000) * 1000))
+            rc = lib.eh_processor_push_wait(p, k, len(k), u, len(u), c, len(c), ts, data, size, wait_ms, give_up)
+            if rc == 0:
+                return True
+            if rc == _EH_QUEUE_FULL:
+                return False
+            if rc != _EH_TIMEOUT:
+                check(rc)
+
+    def push_many(self, events: Iterable[Sequence[Any]]) -> int:
+        self._h()
+        rows = events if isinstance(events, list) else list(events)
+        if rows and isinstance(rows[0], dict):
+            rows = [(e["type"], e["user_id"], e["channel_id"], e.get("timestamp", 0)) for e in rows]
+        return self._push_each(rows)
+
+
+_BlockingPushes.__name__ = _BlockingPushes.__qualname__ = "EventStreamProcessor"
 
 
 __all__ = ["EventColumns", "EventStreamProcessor", "ProcessorStats"]
