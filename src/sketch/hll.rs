@@ -896,6 +896,173 @@ mod tests {
         assert_redis_corrupt(&sparse(&[0x3f, 0x7f]), "XZERO at byte 17 is cut short");
     }
 
+    /// Redis's sparse reading, written as plainly as possible (an independent
+    /// check of `read_redis_sparse`): `None` when the opcodes do not cover
+    /// exactly 16384 registers.
+    fn sparse_reference(body: &[u8]) -> Option<Vec<u8>> {
+        let mut regs = Vec::new();
+        let mut i = 0;
+        while i < body.len() {
+            let op = body[i];
+            if op & 0xc0 == 0 {
+                regs.extend(std::iter::repeat_n(0, usize::from(op & 0x3f) + 1));
+                i += 1;
+            } else if op & 0xc0 == 0x40 {
+                let low = *body.get(i + 1)?;
+                let n = (usize::from(op & 0x3f) << 8) + usize::from(low) + 1;
+                regs.extend(std::iter::repeat_n(0, n));
+                i += 2;
+            } else {
+                let value = ((op >> 2) & 0x1f) + 1;
+                regs.extend(std::iter::repeat_n(value, usize::from(op & 3) + 1));
+                i += 1;
+            }
+            if regs.len() > REGISTERS {
+                return None;
+            }
+        }
+        (regs.len() == REGISTERS).then_some(regs)
+    }
+
+    /// Dense register values read one bit at a time (the inverse of
+    /// `redis_dense_bitwise`).
+    fn redis_dense_registers(body: &[u8]) -> Vec<u8> {
+        (0..REGISTERS)
+            .map(|i| {
+                (0..6).fold(0u8, |r, bit| {
+                    let pos = i * 6 + bit;
+                    r | (((body[pos / 8] >> (pos % 8)) & 1) << bit)
+                })
+            })
+            .collect()
+    }
+
+    /// Sparse opcode bytes from `(kind, n, value)` triples, completed with XZEROs
+    /// up to 16384 registers when `complete` (so valid inputs are common too).
+    fn sparse_body(ops: &[(u8, u16, u8)], complete: bool) -> Vec<u8> {
+        let mut body = Vec::new();
+        let mut covered = 0usize;
+        for &(kind, n, value) in ops {
+            match kind % 3 {
+                0 => {
+                    let n = n % 64;
+                    body.push(n as u8);
+                    covered += usize::from(n) + 1;
+                }
+                1 => {
+                    // Long runs only in short lists, so the opcodes often fit.
+                    let n = if ops.len() <= 4 { n % 16384 } else { n % 128 };
+                    body.extend_from_slice(&[0x40 | (n >> 8) as u8, n as u8]);
+                    covered += usize::from(n) + 1;
+                }
+                _ => {
+                    let n = n % 4;
+                    body.push(0x80 | ((value % 32) << 2) | n as u8);
+                    covered += usize::from(n) + 1;
+                }
+            }
+        }
+        let mut left = REGISTERS.saturating_sub(covered);
+        while complete && left > 0 {
+            let n = left.min(16384);
+            body.extend_from_slice(&[0x40 | ((n - 1) >> 8) as u8, (n - 1) as u8]);
+            left -= n;
+        }
+        body
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        /// Arbitrary bytes: no panic, and anything accepted round-trips.
+        #[test]
+        fn from_redis_never_panics_on_arbitrary_bytes(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..13_000),
+        ) {
+            if let Ok(h) = Hll::from_redis(&bytes) {
+                proptest::prop_assert_eq!(Hll::from_redis(&h.to_redis()).unwrap(), h);
+            }
+        }
+
+        /// A valid header over random sparse opcodes (often completed to exactly
+        /// 16384 registers), or over a random dense body of about the right
+        /// length, or a mutated valid value: the result matches the reference
+        /// reading, registers never exceed 51, nothing panics.
+        #[test]
+        fn from_redis_agrees_with_a_plain_reading(
+            encoding in 0u8..4,
+            ops in proptest::collection::vec((0u8..3, proptest::num::u16::ANY, 0u8..32), 0..400),
+            complete in proptest::bool::ANY,
+            dense_len in proptest::option::of(12_270usize..12_310),
+            seed in proptest::num::u64::ANY,
+            flips in proptest::collection::vec((proptest::num::usize::ANY, 1u8..=255), 0..3),
+        ) {
+            let mut bytes = match encoding {
+                0 => {
+                    // Random registers 0..=51, one of them above 51 in 1/8 of cases.
+                    let mut x = seed;
+                    let mut regs = [0u8; REGISTERS];
+                    for r in regs.iter_mut() {
+                        x = splitmix64(x);
+                        *r = (x % 52) as u8 * u8::from(x >> 62 == 0);
+                    }
+                    if seed % 8 == 0 {
+                        regs[(seed >> 8) as usize % REGISTERS] = 52 + (seed >> 32) as u8 % 12;
+                    }
+                    let mut b = redis_dense_bitwise(&regs, [0; 8]);
+                    if let Some(len) = dense_len {
+                        b.resize(len, 0);
+                    }
+                    b
+                }
+                1 => {
+                    let mut b = b"HYLL\x01".to_vec();
+                    b.extend_from_slice(&[0; 11]);
+                    b.extend_from_slice(&sparse_body(&ops, complete));
+                    b
+                }
+                _ => {
+                    let mut b = b"HYLL".to_vec();
+                    b.push(encoding);
+                    b.extend_from_slice(&[0; 11]);
+                    b.extend_from_slice(&sparse_body(&ops, true));
+                    b
+                }
+            };
+            for &(at, mask) in &flips {
+                // Only the body: header damage is covered by the named cases.
+                let body = bytes.len() - 16;
+                if body > 0 {
+                    bytes[16 + at % body] ^= mask;
+                }
+            }
+            let got = Hll::from_redis(&bytes);
+            match encoding {
+                1 => {
+                    let want = sparse_reference(&bytes[16..]);
+                    proptest::prop_assert_eq!(got.is_ok(), want.is_some());
+                    if let (Ok(h), Some(regs)) = (&got, want) {
+                        proptest::prop_assert_eq!(&h.registers()[..], &regs[..]);
+                    }
+                }
+                0 => {
+                    let fits = bytes.len() == REDIS_DENSE_LEN;
+                    let want = fits.then(|| redis_dense_registers(&bytes[16..]));
+                    let want = want.filter(|regs| regs.iter().all(|&r| r <= MAX_RANK));
+                    proptest::prop_assert_eq!(got.is_ok(), want.is_some());
+                    if let (Ok(h), Some(regs)) = (&got, want) {
+                        proptest::prop_assert_eq!(&h.registers()[..], &regs[..]);
+                    }
+                }
+                _ => proptest::prop_assert!(got.is_err()),
+            }
+            if let Ok(h) = got {
+                proptest::prop_assert!(h.registers().iter().all(|&r| r <= MAX_RANK));
+                proptest::prop_assert_eq!(Hll::from_redis(&h.to_redis()).unwrap(), h);
+            }
+        }
+    }
+
     #[test]
     fn version_1_bytes_are_refused_naming_the_version() {
         // Version-1 bytes as the previous build wrote them (same layout, XXH3
