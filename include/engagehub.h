@@ -94,8 +94,13 @@ typedef struct eh_cms eh_cms;
 
 /**
  * A HyperLogLog distinct counter (opaque): precision 14 (16384 one-byte registers,
- * 0.81% standard error), 64-bit XXH3 hashing, Ertl's improved estimator (near exact
- * for small counts). Sketches built by different processes merge.
+ * 0.81% standard error), Ertl's improved estimator (near exact for small counts).
+ * Sketches built by different processes merge.
+ *
+ * Register-identical to Redis 7: an item sets the register Redis's `PFADD` sets for
+ * the same bytes (MurmurHash64A, seed 0xadc83b19), and `eh_hll_count` equals
+ * `PFCOUNT` on the same registers. `eh_hll_to_redis` / `eh_hll_from_redis` convert
+ * to and from the value of a Redis HyperLogLog key.
  *
  * Plain memory: there is no close; after `fork()` the child has its own copy.
  *
@@ -1187,17 +1192,41 @@ eh_status eh_hll_count(const struct eh_hll *hll, uint64_t *out);
 eh_status eh_hll_clear(struct eh_hll *hll);
 
 /**
- * Serializes into `buf` (capacity `cap`): versioned, with a checksum; 16400 bytes.
- * `*needed` is always set; `buf` is written only when `cap >= *needed` (the call
- * succeeds either way: retry with a larger buffer).
+ * Serializes into `buf` (capacity `cap`): versioned (format version 2), with a
+ * checksum; 16400 bytes. `*needed` is always set; `buf` is written only when `cap >=
+ * *needed` (the call succeeds either way: retry with a larger buffer).
  */
 eh_status eh_hll_serialize(const struct eh_hll *hll, uint8_t *buf, size_t cap, size_t *needed);
 
 /**
  * Creates a HyperLogLog from `eh_hll_serialize` bytes into `*out`. Bad magic,
  * version, length, register values or checksum: `EH_CORRUPT`, nothing created.
+ * Bytes of format version 1 (written before the hash became Redis's) are refused
+ * with `EH_CORRUPT` naming the version: their registers hash differently and
+ * merging them would be wrong; rebuild such sketches from their items.
  */
 eh_status eh_hll_deserialize(const uint8_t *bytes, size_t len, struct eh_hll **out);
+
+/**
+ * Writes the sketch as the value of a Redis HyperLogLog key into `buf` (capacity
+ * `cap`): Redis's dense encoding, 12304 bytes (the 16-byte header `HYLL`, encoding
+ * 0, three zero bytes, the cached cardinality marked stale; then 16384 six-bit
+ * registers, LSB first). `SET key <bytes>` in Redis 7 and `PFCOUNT`, `PFADD` and
+ * `PFMERGE` treat it as their own. `*needed` is always set; `buf` is written only
+ * when `cap >= *needed` (the call succeeds either way: retry with a larger buffer).
+ */
+eh_status eh_hll_to_redis(const struct eh_hll *hll, uint8_t *buf, size_t cap, size_t *needed);
+
+/**
+ * Creates a HyperLogLog into `*out` from the value of a Redis HyperLogLog key (as
+ * `GET` returns it): the dense or the sparse encoding of Redis 7, e.g. a key built
+ * by `PFADD` or `PFMERGE`. The cached cardinality in the header is ignored. Anything
+ * else (wrong magic, an unknown encoding byte, non-zero reserved bytes, a dense
+ * value that is not exactly 12304 bytes or holds a register above 51, sparse opcodes
+ * that do not cover exactly 16384 registers): `EH_CORRUPT` with a message naming the
+ * problem, nothing created and `*out` unchanged.
+ */
+eh_status eh_hll_from_redis(const uint8_t *bytes, size_t len, struct eh_hll **out);
 
 /**
  * Creates a Count-Min sketch of `depth` rows (1..=16; 0 = 4) and `width` columns

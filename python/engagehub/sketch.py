@@ -109,6 +109,24 @@ class HyperLogLog(NativeHandle):
         _call(lib.eh_hll_deserialize, data, len(data), out)
         return cls._adopt(out[0])
 
+    def to_redis(self) -> bytes:
+        """The sketch as the value of a Redis HyperLogLog key: Redis 7's dense
+        encoding (12304 bytes). After ``client.set(key, hll.to_redis())`` Redis's
+        ``PFCOUNT``, ``PFADD`` and ``PFMERGE`` treat the key as their own: the
+        registers are Redis's, so ``PFCOUNT`` gives :meth:`count`'s number."""
+        return _serialize(lib.eh_hll_to_redis, self._h())
+
+    @classmethod
+    def from_redis(cls, data: bytes) -> "HyperLogLog":
+        """Reads the value of a Redis HyperLogLog key (``client.get(key)`` of a key
+        built by ``PFADD`` or ``PFMERGE``), dense or sparse; :meth:`count` then equals
+        ``PFCOUNT``. Raises :class:`~engagehub.Corrupt` naming the problem for
+        anything else."""
+        data = _bytes(data)
+        out = ffi.new("eh_hll **")
+        _call(lib.eh_hll_from_redis, data, len(data), out)
+        return cls._adopt(out[0])
+
 
 class CountMinSketch(NativeHandle):
     """Frequency sketch: ``depth`` rows × ``width`` counters (default 4 × 2048).

@@ -4,7 +4,8 @@
 //! stream and of the number of distinct items in it:
 //!
 //! * [`Hll`]: a HyperLogLog distinct counter (precision 14, 16 KiB, about 0.8 %
-//!   relative standard error) with Ertl's improved estimator.
+//!   relative standard error) with Ertl's improved estimator, register-identical
+//!   to Redis's (it converts to and from Redis HyperLogLog values).
 //! * [`CountMin`]: a Count-Min frequency sketch that never undercounts.
 //! * [`SpaceSaving`]: a bounded heavy-hitter summary giving the top channels
 //!   with per-key error bounds.
@@ -13,8 +14,9 @@
 //!   the free functions ([`window::unique_users`], [`window::top_channels`],
 //!   ...) that answer queries over several shards.
 //!
-//! All hashing goes through [`hash`] (XXH3), a specified, platform-independent
-//! hash, so sketches serialized by one process merge with those of another.
+//! All hashing goes through [`hash`] (Redis's MurmurHash64A for the HyperLogLogs,
+//! XXH3 for the rest): specified, platform-independent hashes, so sketches
+//! serialized by one process merge with those of another.
 //! Sketches are mergeable: the union of the streams seen by several workers is
 //! summarised by merging their sketches.
 

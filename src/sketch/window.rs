@@ -28,7 +28,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::cms::{self, CountMin};
-use super::hash::hash64;
+use super::hash::{hash64, redis_hll_hash};
 use super::hll::Hll;
 use super::topk::{self, SpaceSaving};
 use crate::error::{Error, Result};
@@ -290,7 +290,7 @@ impl WindowedAnalytics {
     pub fn observe_run<'a>(&mut self, events: impl IntoIterator<Item = (&'a [u8], &'a str, i64)>) {
         for (user_id, channel_id, ts) in events {
             let minute = ts.div_euclid(60);
-            let user = hash64(user_id);
+            let user = redis_hll_hash(user_id);
             self.users.add_hash(user);
             if let Some(slot) = self.minute_slot(minute) {
                 slot.users.add_hash(user);

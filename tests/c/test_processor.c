@@ -248,6 +248,25 @@ static void test_standalone_sketches(void) {
   CHECK_STATUS(eh_hll_deserialize(buf, needed - 1, &c), EH_CORRUPT);
   CHECK(c == NULL);
   free(buf);
+
+  /* Redis's dense encoding: 12304 bytes, "HYLL", encoding 0; read back equal. */
+  CHECK_OK(eh_hll_to_redis(a, NULL, 0, &needed));
+  CHECK(needed == 12304);
+  buf = (uint8_t *)malloc(needed);
+  CHECK(buf != NULL);
+  CHECK_OK(eh_hll_to_redis(a, buf, needed, &needed));
+  CHECK(memcmp(buf, "HYLL\0\0\0\0", 8) == 0);
+  CHECK_OK(eh_hll_from_redis(buf, needed, &c));
+  CHECK_OK(eh_hll_count(c, &n));
+  CHECK(n >= 975 && n <= 1025);
+  eh_hll_free(c);
+  c = NULL;
+  buf[4] = 7; /* no such encoding */
+  CHECK_STATUS(eh_hll_from_redis(buf, needed, &c), EH_CORRUPT);
+  buf[4] = 0;
+  CHECK_STATUS(eh_hll_from_redis(buf, needed - 1, &c), EH_CORRUPT);
+  CHECK(c == NULL);
+  free(buf);
   eh_hll_free(a);
   eh_hll_free(b);
   eh_hll_free(NULL);
