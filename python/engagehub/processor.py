@@ -817,7 +817,8 @@ class EventStreamProcessor(NativeHandle):
         GIL is released while waiting. From a flush callback:
         :class:`~engagehub.WouldDeadlock`. In synchronous mode (``num_threads=0``)
         the events are sketched and delivered here, the callbacks running on this
-        thread.
+        thread (``timeout`` then bounds only the wait for another thread's flush
+        in progress, not the callbacks).
 
         It waits on one native flush ticket in slices of 0.1 s, between which
         Python runs signal handlers: Ctrl-C raises ``KeyboardInterrupt`` promptly

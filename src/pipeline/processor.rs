@@ -44,8 +44,12 @@ type Hook = Arc<dyn Fn(HookPoint) + Send + Sync>;
 /// untouched and leaked in the child, never joined, unlocked or dropped: its
 /// threads do not exist there and its locks may be held forever.
 ///
+/// Synchronous mode (`workers: 0`): no worker threads; `flush`, `flush_wait` and
+/// `close` sketch and deliver on the calling thread, inside the call.
+///
 /// Thread safety: every method may be called from any thread at once, including
-/// `close` (several times); callbacks run on the worker threads; from inside a
+/// `close` (several times); callbacks run on the worker threads (in synchronous
+/// mode on the thread calling `flush`/`flush_wait`/`close`); from inside a
 /// callback, `push` and queries are allowed, while `flush`, `set_*_callback` and
 /// `close` return [`Error::WouldDeadlock`].
 pub struct Processor {

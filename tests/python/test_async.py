@@ -289,3 +289,26 @@ def test_readme_asyncio_bot_example_saves_every_message(tmp_path, capsys):
     rows = sqlite3.connect(db_path).execute("SELECT COUNT(*), COUNT(DISTINCT user_id) FROM events").fetchone()
     assert rows == (1200, 23), "every human message saved, the bots' skipped"
     assert capsys.readouterr().out.strip()  # the example's query line
+
+
+def test_processor_collected_on_its_callbacks_loop_frees_off_the_loop():
+    """The gc backstop on the loop thread: the blocking native free runs on a
+    helper thread, so the loop keeps running the batches the free delivers."""
+    import gc
+
+    async def main():
+        delivered = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        async def sink(batch):
+            await asyncio.sleep(0)
+            loop.call_soon(delivered.set)
+
+        p = eh.EventStreamProcessor(num_threads=1, flush_interval_ms=60_000)
+        p.set_flush_callback(sink, loop=loop)
+        p.push_event("message", "u1", "c", T0)
+        del p
+        gc.collect()
+        await asyncio.wait_for(delivered.wait(), WAIT)
+
+    run(main())

@@ -115,3 +115,20 @@ def test_async_callback_in_synchronous_mode_through_aflush():
         assert len(seen) == 11
 
     asyncio.run(asyncio.wait_for(main(), WAIT))
+
+
+def test_keyboard_interrupt_in_a_synchronous_callback_is_re_raised_by_flush_now():
+    dead: list = []
+
+    def sink(batch):
+        raise KeyboardInterrupt  # what Ctrl-C does to a callback running on this thread
+
+    p = eh.EventStreamProcessor(num_threads=0, max_retries=0)
+    p.set_flush_callback(sink)
+    p.set_dead_letter_callback(lambda events, reason: dead.append(len(events)))
+    p.push_event("message", "u1", "c", T0)
+    with pytest.raises(KeyboardInterrupt):
+        p.flush_now()
+    assert dead == [1], "the interrupted batch failed like any other: dead-lettered, not lost"
+    p.flush_now()  # the interrupt was raised once
+    p.close()
