@@ -472,7 +472,7 @@ class EventStreamProcessor(NativeHandle):
             # The native side checks the real ranges and names the field.
             if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < limit:
                 raise errors.InvalidArgument(f"{name} must be a positive integer, got {value!r}", 1)
-        if not isinstance(num_threads, int) or isinstance(num_threads, bool) or not 0 <= num_threads < 2**32:
+        if not isinstance(num_threads, int) or isinstance(num_threads, bool) or not 0 <= num_threads < 2**32 - 1:
             raise errors.InvalidArgument(f"num_threads must be an integer >= 0, got {num_threads!r}", 1)
         if overflow not in _OVERFLOW:
             raise errors.InvalidArgument(f"overflow must be 'drop' or 'block', got {overflow!r}", 1)
