@@ -65,6 +65,20 @@
 #define EH_CLOCK_EVENT_TIME 1
 
 /**
+ * `eh_processor_config.workers`: the synchronous mode. No worker threads: events
+ * wait in the ring (which still bounds memory: `EH_OVERFLOW_DROP_NEWEST` refuses
+ * pushes into a full ring, counted as drops) and are sketched and delivered on
+ * the thread that calls `eh_processor_flush` (or `eh_processor_flush_wait`) or
+ * `eh_processor_close`, inside that call, in push order, in batches of at most
+ * `batch_size`; `flush_interval_ms` is not used, and queries count an event once
+ * a flush has processed it. For tests, and for callers that want delivery inside
+ * their own transaction. `EH_OVERFLOW_BLOCK` is refused with
+ * `EH_INVALID_ARGUMENT` (nothing would drain the ring while a push waits).
+ * A sentinel rather than 0 because 0 means "the default" (one worker).
+ */
+#define EH_WORKERS_NONE 4294967295
+
+/**
  * A Count-Min frequency sketch (opaque): `depth` rows of `width` 64-bit counters,
  * one 128-bit XXH3 hash per key with double hashing for the rows. Estimates never
  * undercount and exceed the truth by at most e/width of the total with probability
@@ -322,7 +336,8 @@ typedef struct eh_processor_config {
    */
   uint64_t capacity;
   /**
-   * Worker threads; 0 = 1; at most 64. With one worker, batches arrive in push order.
+   * Worker threads; 0 = 1; at most 64. With one worker, batches arrive in push
+   * order. `EH_WORKERS_NONE`: the synchronous mode, without worker threads.
    */
   uint32_t workers;
   /**
@@ -432,6 +447,12 @@ typedef struct eh_event {
  * `eh_processor_flush`, `eh_processor_set_*_callback` and `eh_processor_close` on
  * the same processor return `EH_WOULD_DEADLOCK` and change nothing;
  * `eh_processor_free` hands the close to a reaper thread (see there).
+ *
+ * Synchronous mode (`workers = EH_WORKERS_NONE`): the callback runs on the
+ * thread that called `eh_processor_flush`, `eh_processor_flush_wait` or
+ * `eh_processor_close`, inside that call; the same calls are refused with
+ * `EH_WOULD_DEADLOCK`, and `eh_processor_free` must not be called from it (a
+ * call on the handle is in progress).
  */
 typedef int32_t (*eh_flush_fn)(void *user_data, const struct eh_event *events, size_t n);
 
@@ -896,6 +917,22 @@ eh_status eh_processor_close(struct eh_processor *p);
 void eh_processor_free(struct eh_processor *p);
 
 /**
+ * `eh_processor_close` waiting at most `timeout_ms`: `EH_OK` once closed
+ * (everything delivered, workers joined, finalizers run), or `EH_TIMEOUT` while
+ * the close is still under way: intake is stopped (every other call returns
+ * `EH_SHUT_DOWN`), the workers keep draining and delivering, and a later
+ * `eh_processor_close_timeout` or `eh_processor_close` continues it. Lets a
+ * binding wait in slices and handle signals (Ctrl-C) between them.
+ *
+ * Thread-safe and idempotent as `eh_processor_close`: one thread drives the close
+ * at a time, the others wait for it within their own timeout. In synchronous
+ * mode the final drain delivers on the calling thread and is not bounded by
+ * `timeout_ms`. From this processor's own callback: `EH_WOULD_DEADLOCK`, nothing
+ * changes. NULL: `EH_INVALID_ARGUMENT`.
+ */
+eh_status eh_processor_close_timeout(struct eh_processor *p, uint64_t timeout_ms);
+
+/**
  * Blocks until every event accepted before the call has been delivered,
  * dead-lettered or discarded, or `timeout_ms` passes (`EH_TIMEOUT`). A close
  * racing with it does not make it time out: it returns `EH_OK` once the close has
@@ -903,6 +940,30 @@ void eh_processor_free(struct eh_processor *p);
  * After close began: `EH_SHUT_DOWN` (the close delivers everything accepted).
  */
 eh_status eh_processor_flush(struct eh_processor *p, uint64_t timeout_ms);
+
+/**
+ * Starts a flush: writes to `*ticket` a ticket covering every event accepted
+ * before the call, for `eh_processor_flush_wait`. With the pair a caller can wait
+ * in short slices (handling signals between them) without each slice starting a
+ * new barrier that a steady stream of pushes would keep postponing.
+ * `eh_processor_flush(p, ms)` is `flush_start` then one `flush_wait`.
+ * Errors as `eh_processor_flush` (`EH_WOULD_DEADLOCK` from this processor's own
+ * callback, `EH_SHUT_DOWN` after close began, `EH_POISONED`); `*ticket` is written
+ * only on `EH_OK`. Thread-safe.
+ */
+eh_status eh_processor_flush_start(struct eh_processor *p, uint64_t *ticket);
+
+/**
+ * Waits up to `timeout_ms` (0: just check) until every event covered by `ticket`
+ * (from `eh_processor_flush_start` on this processor) has been delivered,
+ * dead-lettered or discarded: `EH_OK`, or `EH_TIMEOUT` (call again with the same
+ * ticket). Any thread may wait for any ticket, several times. In synchronous mode
+ * this call sketches and delivers the events, running the callbacks on the
+ * calling thread (`timeout_ms` then bounds only the wait for another thread's
+ * delivery in progress). A ticket this processor did not issue:
+ * `EH_INVALID_ARGUMENT`. Otherwise errors as `eh_processor_flush`. BLOCKS.
+ */
+eh_status eh_processor_flush_wait(struct eh_processor *p, uint64_t ticket, uint64_t timeout_ms);
 
 /**
  * Sets the flush callback (NULL `cb` removes it: batches are then discarded and
@@ -949,6 +1010,29 @@ eh_status eh_processor_push(struct eh_processor *p,
                             int64_t timestamp,
                             const uint8_t *payload,
                             size_t payload_len);
+
+/**
+ * `eh_processor_push` for a caller that waits for room in slices, e.g. a binding
+ * that handles signals (Ctrl-C) between them. Under `EH_OVERFLOW_BLOCK`, waits
+ * at most `wait_ms` for room (instead of `block_timeout_ms`); if none came:
+ * with `give_up` non-zero the event is dropped and counted (`EH_QUEUE_FULL`),
+ * with `give_up` 0 it returns `EH_TIMEOUT` and nothing was pushed or counted
+ * (call again, with `give_up` set on the last try). Under
+ * `EH_OVERFLOW_DROP_NEWEST` it is `eh_processor_push`. Other errors and the
+ * copying rules as `eh_processor_push`. Thread-safe.
+ */
+eh_status eh_processor_push_wait(struct eh_processor *p,
+                                 const uint8_t *kind,
+                                 size_t kind_len,
+                                 const uint8_t *user_id,
+                                 size_t user_id_len,
+                                 const uint8_t *channel_id,
+                                 size_t channel_id_len,
+                                 int64_t timestamp,
+                                 const uint8_t *payload,
+                                 size_t payload_len,
+                                 uint64_t wait_ms,
+                                 int32_t give_up);
 
 /**
  * Offers `n` events in order and writes how many were accepted to `*accepted`,

@@ -14,7 +14,16 @@ Differences from the C++ extension, all deliberate:
 * :meth:`close` (or the garbage collector) drains and delivers everything accepted,
   with the GIL released while it waits, so a slow callback cannot deadlock it;
   from inside the processor's own callback it raises
-  :class:`~engagehub.WouldDeadlock` and the processor stays usable.
+  :class:`~engagehub.WouldDeadlock` and the processor stays usable;
+* blocking waits (:meth:`~EventStreamProcessor.flush_now`,
+  :meth:`~EventStreamProcessor.close`) wait in native slices of 0.1 s, so Ctrl-C
+  raises ``KeyboardInterrupt`` promptly;
+* asyncio: a coroutine function callback is awaited on the event loop given as
+  ``loop=`` (at most one batch in flight per worker thread), with ``await
+  aflush()``, ``await aclose()`` and ``async with``;
+* ``num_threads=0`` is a synchronous mode: no threads, delivery on the thread
+  calling :meth:`~EventStreamProcessor.flush_now` or
+  :meth:`~EventStreamProcessor.close` (so a test's transaction covers it).
 
 Lifetimes: the callbacks' context (the Python callables, reached by the native
 side through ``user_data``) lives in a module-level registry, one entry per
@@ -32,17 +41,21 @@ fork time cannot block the child.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import concurrent.futures
+import inspect
 import logging
 import os
 import struct
 import threading
+import time
 import weakref
 from array import array
 from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from . import errors
-from ._handle import NativeHandle, native_close
+from ._handle import NativeHandle
 from ._native import _call, check, encode, ffi, lib, timestamp_arg
 from .sketch import HyperLogLog
 
@@ -55,6 +68,9 @@ _columns = lib.eh_events_columns
 _NULL = ffi.NULL
 _EH_QUEUE_FULL = lib.EH_QUEUE_FULL
 _EH_TIMEOUT = lib.EH_TIMEOUT
+# Longest native wait between two returns to Python, where signal handlers
+# (Ctrl-C: KeyboardInterrupt) run: well under the half second a user notices.
+_SLICE_MS = 100
 _buffer = ffi.buffer
 _unpack = ffi.unpack
 
@@ -178,18 +194,24 @@ class _Dispatch:
     were pushed and the place failures are recorded. Holds no reference to the
     processor."""
 
-    __slots__ = ("payloads", "last_error", "errors", "lock", "__weakref__")
+    __slots__ = ("payloads", "last_error", "errors", "lock", "interrupt", "__weakref__")
 
     def __init__(self) -> None:
         self.payloads = False
         self.last_error: Optional[BaseException] = None
         self.errors = 0
         self.lock = threading.Lock()
+        # A KeyboardInterrupt raised inside a callback running on the main thread
+        # (synchronous mode: callbacks run inside flush_now/close): the batch fails
+        # as any exception does, and the wait that ran it re-raises the interrupt.
+        self.interrupt: Optional[BaseException] = None
 
     def failed(self, what: str, exc: BaseException) -> None:
         with self.lock:
             self.last_error = exc
             self.errors += 1
+            if isinstance(exc, KeyboardInterrupt):
+                self.interrupt = exc
         if isinstance(exc, errors.BatchFailed):
             # An expected failure the callback already described: one line, no traceback.
             log.warning("engagehub %s callback failed; the batch will be retried or dead-lettered: %s", what, exc)
@@ -215,7 +237,9 @@ def _flush_trampoline(user_data: Any, events: Any, n: int) -> int:
     registration: _Registration = ffi.from_handle(user_data)
     dispatch = registration.dispatch
     try:
-        registration.callback(_decode(events, n, registration.form, dispatch.payloads))
+        result = registration.callback(_decode(events, n, registration.form, dispatch.payloads))
+        if result is not None and hasattr(result, "__await__"):
+            _refuse_awaitable(result)
     except BaseException as exc:  # noqa: BLE001 - every failure must be counted
         dispatch.failed("flush", exc)
         return 1
@@ -233,6 +257,73 @@ def _dead_letter_trampoline(user_data: Any, events: Any, n: int, error: Any) -> 
         registration.callback(_decode(events, n, "dicts", dispatch.payloads), reason)
     except BaseException as exc:  # noqa: BLE001
         log.error("engagehub dead-letter callback raised; batch counted as dead-lettered", exc_info=exc)
+
+
+def _refuse_awaitable(result: Any) -> None:
+    """A plain callback returned a coroutine (or other awaitable): nothing would
+    await it, so the batch fails instead of counting as delivered."""
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()  # no "coroutine was never awaited" warning
+    raise TypeError(
+        "the flush callback returned an awaitable, which nothing awaits: register "
+        "a coroutine function with set_flush_callback(callback, loop=loop)"
+    )
+
+
+def _is_coroutine_function(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+class _OnLoop:
+    """A coroutine function run on an event loop from a worker thread: the worker
+    submits the coroutine with ``asyncio.run_coroutine_threadsafe`` and waits for
+    its result with the GIL released (so each worker has at most one batch in
+    flight). Its exception, or the loop closing or stopping while the batch
+    awaits, fails the batch like a plain callback's exception: retried, then
+    dead-lettered."""
+
+    __slots__ = ("function", "loop")
+
+    def __init__(self, function: Callable[..., Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.function = function
+        self.loop = loop
+
+    def __call__(self, *args: Any) -> None:
+        loop = self.loop
+        if loop.is_closed():
+            raise RuntimeError("the callback's event loop is closed")
+        coroutine = self.function(*args)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+        except BaseException:
+            coroutine.close()
+            raise
+        while True:
+            try:
+                future.result(timeout=_SLICE_MS / 1000)
+                return
+            except concurrent.futures.TimeoutError:
+                if loop.is_closed() or not loop.is_running():
+                    future.cancel()
+                    raise RuntimeError("the callback's event loop stopped while the batch awaited") from None
+
+
+def _check_loop(callback: Any, loop: Optional[asyncio.AbstractEventLoop], what: str) -> Any:
+    """The callable to register: ``callback`` itself, or for a coroutine function
+    with a ``loop``, an :class:`_OnLoop` bridge. Refuses the mismatches."""
+    if _is_coroutine_function(callback):
+        if loop is None:
+            raise TypeError(
+                f"{what} is a coroutine function: pass the event loop it must run on "
+                f"(set_{what}(callback, loop=asyncio.get_running_loop()))"
+            )
+        if not isinstance(loop, asyncio.AbstractEventLoop):
+            raise TypeError(f"loop must be an asyncio event loop, not {type(loop).__name__}")
+        return _OnLoop(callback, loop)
+    if loop is not None:
+        raise TypeError(f"loop= is for a coroutine function; {what} {callback!r} is a plain function")
+    return callback
 
 
 # One entry per callback registration: the `ffi.new_handle` the native side holds
@@ -260,6 +351,18 @@ def _user_data_free(user_data: Any) -> None:
 
 
 _LIVE: "weakref.WeakSet[EventStreamProcessor]" = weakref.WeakSet()
+
+
+def _free_processor(ptr: Any) -> None:
+    """``ffi.gc``'s destructor. On a thread running an event loop, which an async
+    callback's batches still in flight may need, the blocking native free runs
+    on a helper thread instead of blocking that loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        lib.eh_processor_free(ptr)
+        return
+    threading.Thread(target=lib.eh_processor_free, args=(ptr,), name="engagehub-free", daemon=True).start()
 
 
 def _after_fork_in_child() -> None:
@@ -313,9 +416,18 @@ class EventStreamProcessor(NativeHandle):
     refused with :class:`~engagehub.InvalidArgument` and counted in
     ``stats().future_refused``, under both clocks).
 
+    ``num_threads=0`` is the synchronous mode: no worker threads; events wait in
+    the ring (``buffer_size`` still bounds memory: a full ring drops) and are
+    sketched and delivered on the thread that calls :meth:`flush_now` or
+    :meth:`close`, inside the call, in push order, in batches of at most
+    ``batch_size`` (``flush_interval_ms`` is unused); queries count an event once
+    a flush has processed it. ``overflow="block"`` is refused with it (nothing
+    would drain the ring while a push waits).
+
     Close it with :meth:`close` or a ``with`` block (both drain and deliver
-    everything accepted); the garbage collector and interpreter exit do the same as
-    a backstop. Survives ``os.fork()``: see the module's notes.
+    everything accepted), or ``await aclose()`` / ``async with`` in asyncio code;
+    the garbage collector and interpreter exit do the same as a backstop.
+    Survives ``os.fork()``: see the module's notes.
 
     Thread safety: safe to share between threads. :meth:`close` may run while
     other threads push or query: their calls finish, or raise
@@ -325,7 +437,6 @@ class EventStreamProcessor(NativeHandle):
     """
 
     _kind = "processor"
-    _native_close = native_close(lib.eh_processor_close)
 
     def __init__(
         self,
@@ -347,7 +458,6 @@ class EventStreamProcessor(NativeHandle):
     ) -> None:
         for name, value, limit in (
             ("buffer_size", buffer_size, 2**64),
-            ("num_threads", num_threads, 2**32),
             ("batch_size", batch_size, 2**32),
             ("flush_interval_ms", flush_interval_ms, 2**32),
             ("block_timeout_ms", block_timeout_ms, 2**32),
@@ -362,6 +472,8 @@ class EventStreamProcessor(NativeHandle):
             # The native side checks the real ranges and names the field.
             if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < limit:
                 raise errors.InvalidArgument(f"{name} must be a positive integer, got {value!r}", 1)
+        if not isinstance(num_threads, int) or isinstance(num_threads, bool) or not 0 <= num_threads < 2**32 - 1:
+            raise errors.InvalidArgument(f"num_threads must be an integer >= 0, got {num_threads!r}", 1)
         if overflow not in _OVERFLOW:
             raise errors.InvalidArgument(f"overflow must be 'drop' or 'block', got {overflow!r}", 1)
         if clock not in _CLOCK:
@@ -373,7 +485,7 @@ class EventStreamProcessor(NativeHandle):
             {
                 "struct_size": ffi.sizeof("eh_processor_config"),
                 "capacity": buffer_size,
-                "workers": num_threads,
+                "workers": num_threads if num_threads else lib.EH_WORKERS_NONE,
                 "batch_size": batch_size,
                 "flush_interval_ms": flush_interval_ms,
                 "overflow": _OVERFLOW[overflow],
@@ -390,10 +502,17 @@ class EventStreamProcessor(NativeHandle):
         )
         out = ffi.new("eh_processor **")
         self._dispatch = _Dispatch()
+        # The event loops the async callbacks run on (flush, dead letter).
+        self._loops: dict = {}
         _call(lib.eh_processor_new, config, out)
+        self._block_timeout = block_timeout_ms / 1000
+        if overflow == "block" and type(self) is EventStreamProcessor:
+            # Pushes that may wait take the sliced path (Ctrl-C between slices);
+            # the drop mode's fast push_event stays free of the check.
+            self.__class__ = _BlockingPushes
         # From a worker thread (the last reference dropped in a callback, or the
         # cyclic GC running there), eh_processor_free hands the close to a reaper.
-        self._own(out[0], lib.eh_processor_free)
+        self._own(out[0], _free_processor)
         _LIVE.add(self)
 
     # -- lifetime ----------------------------------------------------------------
@@ -404,9 +523,75 @@ class EventStreamProcessor(NativeHandle):
         done, with the GIL released so callbacks can run. Idempotent; later calls
         raise :class:`~engagehub.Closed`. Other threads' calls in progress finish or
         raise :class:`~engagehub.Closed`. From inside this processor's own callback:
-        :class:`~engagehub.WouldDeadlock`, and the processor stays open and usable."""
+        :class:`~engagehub.WouldDeadlock`, and the processor stays open and usable.
+
+        Waits in native slices of 0.1 s, so Ctrl-C raises ``KeyboardInterrupt``
+        promptly; the close is then under way (intake stopped, calls raise
+        :class:`~engagehub.Closed`, the workers keep delivering) and calling
+        ``close()`` again finishes it. With an async callback, on the thread
+        running its event loop (which the remaining batches need):
+        :class:`~engagehub.WouldDeadlock`; ``await aclose()`` instead."""
+        if self._closed:
+            return
+        self._refuse_on_callback_loop("close()", "await processor.aclose()")
         super().close()
         _LIVE.discard(self)
+
+    def _native_close(self, cdata: Any) -> None:
+        while True:
+            rc = lib.eh_processor_close_timeout(cdata, _SLICE_MS)
+            self._raise_interrupt()
+            if rc != _EH_TIMEOUT:
+                check(rc)
+                return
+
+    def _raise_interrupt(self) -> None:
+        """Re-raises a KeyboardInterrupt that hit a callback run by this thread's
+        wait (synchronous mode)."""
+        exc = self._dispatch.interrupt
+        if exc is not None:
+            self._dispatch.interrupt = None
+            raise exc
+
+    def _refuse_on_callback_loop(self, what: str, instead: str) -> None:
+        """WouldDeadlock for a blocking wait on the thread running the event loop
+        an async callback needs."""
+        if not self._loops:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if running in self._loops.values():
+            raise errors.WouldDeadlock(
+                f"{what} called on the event loop this processor's async callback runs on: "
+                f"it would block the loop the callback needs and never return; use {instead}",
+                errors.WouldDeadlock.status,
+            )
+
+    async def aflush(self, timeout: Optional[float] = None) -> None:
+        """:meth:`flush_now` for coroutines: waits on a thread of the loop's default
+        executor, so the loop stays free to run async callbacks (and in synchronous
+        mode the callbacks run on that thread). Cancelling the await does not
+        cancel the flush."""
+        self._h()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._flush_blocking, timeout)
+
+    async def aclose(self) -> None:
+        """:meth:`close` for coroutines, on a thread of the loop's default executor:
+        the loop keeps running the async callbacks of the last batches."""
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.close)
+
+    async def __aenter__(self) -> "EventStreamProcessor":
+        self._h()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     def _repr_details(self) -> str:
         s = self.stats()
@@ -414,8 +599,28 @@ class EventStreamProcessor(NativeHandle):
 
     # -- callbacks ---------------------------------------------------------------
 
-    def set_flush_callback(self, callback: Optional[FlushCallback], *, batch_format: str = "dicts") -> None:
-        """Calls ``callback(batch)`` on a worker thread for every batch.
+    def set_flush_callback(
+        self,
+        callback: Optional[FlushCallback],
+        *,
+        batch_format: str = "dicts",
+        loop: Optional[asyncio.AbstractEventLoop] = None,
+    ) -> None:
+        """Calls ``callback(batch)`` on a worker thread for every batch (in
+        synchronous mode, ``num_threads=0``, on the thread calling
+        :meth:`flush_now` or :meth:`close`).
+
+        asyncio: a coroutine function (``async def``) needs ``loop``, the running
+        event loop it must be awaited on (``TypeError`` without; a plain function
+        with a ``loop`` is refused too). Each worker submits the coroutine to the
+        loop and waits for it with the GIL released, so at most ``num_threads``
+        batches are in flight at once (one in synchronous mode); an exception,
+        or the loop stopping or closing while a batch awaits, fails the batch:
+        retried, then dead-lettered. On that loop use ``await aflush()`` and
+        ``await aclose()`` (or ``async with``): :meth:`flush_now` and
+        :meth:`close` there raise :class:`~engagehub.WouldDeadlock`. A plain
+        callback that returns an awaitable fails its batch (nothing would await
+        it).
 
         ``batch_format``: ``"dicts"`` (drop-in: a list of ``{"type", "user_id",
         "channel_id", "timestamp"}`` dicts, plus ``"payload"`` when one was pushed),
@@ -428,32 +633,51 @@ class EventStreamProcessor(NativeHandle):
             raise errors.InvalidArgument(f"batch_format must be one of {_FORMATS}, got {batch_format!r}", 1)
         if callback is not None and not callable(callback):
             raise TypeError("callback must be callable or None")
+        if callback is None and loop is not None:
+            raise TypeError("loop= is for a coroutine function callback, not None")
         p = self._h()
         if callback is None:
             _call(lib.eh_processor_set_flush_callback, p, _NULL, _NULL, _NULL)
+            self._loops.pop("flush", None)
             return
-        context = _register_context(_Registration(self._dispatch, callback, batch_format))
+        target = _check_loop(callback, loop, "flush_callback")
+        context = _register_context(_Registration(self._dispatch, target, batch_format))
         try:
             _call(lib.eh_processor_set_flush_callback, p, _flush_trampoline, context, _user_data_free)
         except BaseException:
             _forget_context(context)
             raise
+        if loop is None:
+            self._loops.pop("flush", None)
+        else:
+            self._loops["flush"] = loop
 
-    def set_dead_letter_callback(self, callback: Optional[DeadLetterCallback]) -> None:
+    def set_dead_letter_callback(
+        self, callback: Optional[DeadLetterCallback], *, loop: Optional[asyncio.AbstractEventLoop] = None
+    ) -> None:
         """Calls ``callback(events, error)`` (a list of dicts and the last failure) for
-        a batch whose flush failed ``max_retries + 1`` times. ``None`` removes it."""
+        a batch whose flush failed ``max_retries + 1`` times. ``None`` removes it.
+        A coroutine function needs ``loop``, as for :meth:`set_flush_callback`."""
         if callback is not None and not callable(callback):
             raise TypeError("callback must be callable or None")
+        if callback is None and loop is not None:
+            raise TypeError("loop= is for a coroutine function callback, not None")
         p = self._h()
         if callback is None:
             _call(lib.eh_processor_set_dead_letter_callback, p, _NULL, _NULL, _NULL)
+            self._loops.pop("dead_letter", None)
             return
-        context = _register_context(_Registration(self._dispatch, callback, "dicts"))
+        target = _check_loop(callback, loop, "dead_letter_callback")
+        context = _register_context(_Registration(self._dispatch, target, "dicts"))
         try:
             _call(lib.eh_processor_set_dead_letter_callback, p, _dead_letter_trampoline, context, _user_data_free)
         except BaseException:
             _forget_context(context)
             raise
+        if loop is None:
+            self._loops.pop("dead_letter", None)
+        else:
+            self._loops["dead_letter"] = loop
 
     @property
     def last_callback_error(self) -> Optional[BaseException]:
@@ -589,31 +813,45 @@ class EventStreamProcessor(NativeHandle):
     def flush_now(self, timeout: Optional[float] = None) -> None:
         """Blocks until every event accepted before the call has been delivered (or
         dead-lettered, or discarded without a callback). ``timeout`` in seconds
-        raises :class:`~engagehub.Timeout` when exceeded. The GIL is released while
-        waiting. From a flush callback: :class:`~engagehub.WouldDeadlock`.
+        raises :class:`~engagehub.Timeout` when exceeded (``None``: no limit). The
+        GIL is released while waiting. From a flush callback:
+        :class:`~engagehub.WouldDeadlock`. In synchronous mode (``num_threads=0``)
+        the events are sketched and delivered here, the callbacks running on this
+        thread (``timeout`` then bounds only the wait for another thread's flush
+        in progress, not the callbacks).
 
-        ``timeout=None`` waits with no limit, in native waits of growing length
-        (50 ms doubling up to 10 s; each a new barrier, so one that grows past a
-        steady backlog completes), between which Ctrl-C is handled. It ends with
-        :class:`~engagehub.Closed` as soon as the processor is closed (by another
-        thread, or natively shut down), never retrying a closed processor."""
+        It waits on one native flush ticket in slices of 0.1 s, between which
+        Python runs signal handlers: Ctrl-C raises ``KeyboardInterrupt`` promptly
+        (the flush itself carries on natively). It ends with
+        :class:`~engagehub.Closed` as soon as the processor is closed. With an
+        async callback, on the thread running its event loop:
+        :class:`~engagehub.WouldDeadlock` (the callback needs that loop, which
+        this call would block); ``await aflush()`` instead."""
+        self._refuse_on_callback_loop("flush_now()", "await processor.aflush()")
+        self._flush_blocking(timeout)
+
+    def _flush_blocking(self, timeout: Optional[float]) -> None:
         p = self._h()
-        if timeout is None:
-            slice_ms = 50
-            while True:
-                rc = lib.eh_processor_flush(p, slice_ms)
-                if rc != _EH_TIMEOUT:
-                    check(rc)
-                    return
-                if self._closed:
-                    raise self._closed_error()
-                slice_ms = min(slice_ms * 2, 10_000)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise errors.InvalidType(f"timeout must be a number or None, not {type(timeout).__name__}", 1)
-        if not timeout >= 0:
-            raise errors.InvalidArgument("timeout must be >= 0", 1)
-        ms = timeout * 1000
-        _call(lib.eh_processor_flush, p, 2**64 - 1 if ms >= 2**64 else int(ms))
+        deadline = None
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise errors.InvalidType(f"timeout must be a number or None, not {type(timeout).__name__}", 1)
+            if not timeout >= 0:
+                raise errors.InvalidArgument("timeout must be >= 0", 1)
+            deadline = time.monotonic() + timeout
+        ticket = ffi.new("uint64_t *")
+        _call(lib.eh_processor_flush_start, p, ticket)
+        while True:
+            slice_ms = _SLICE_MS
+            if deadline is not None:
+                slice_ms = max(0, min(_SLICE_MS, int((deadline - time.monotonic()) * 1000)))
+            rc = lib.eh_processor_flush_wait(p, ticket[0], slice_ms)
+            self._raise_interrupt()
+            if rc != _EH_TIMEOUT or (deadline is not None and time.monotonic() >= deadline):
+                check(rc)
+                return
+            if self._closed:
+                raise self._closed_error()
 
     def stats(self) -> ProcessorStats:
         """All counters at once."""
@@ -701,6 +939,57 @@ class EventStreamProcessor(NativeHandle):
         out = ffi.new("uint64_t *")
         _call(lib.eh_processor_channel_count, self._h(), c, len(c), out)
         return int(out[0])
+
+
+class _BlockingPushes(EventStreamProcessor):
+    """What an ``EventStreamProcessor(overflow="block")`` is: a push into a full
+    ring waits for room (up to ``block_timeout_ms``) in native slices of 0.1 s
+    (``eh_processor_push_wait``), between which Python runs signal handlers, so
+    Ctrl-C raises ``KeyboardInterrupt`` promptly (nothing is pushed or counted
+    then). Same name and API as the class it refines."""
+
+    def push_event(
+        self,
+        event_type: Union[str, bytes],
+        user_id: Union[str, bytes],
+        channel_id: Union[str, bytes],
+        timestamp: Union[int, float, None] = 0,
+        payload: Optional[bytes] = None,
+    ) -> bool:
+        p = self._h()
+        k = encode(event_type, "event_type")
+        u = encode(user_id, "user_id")
+        c = encode(channel_id, "channel_id")
+        ts = 0 if timestamp is None else timestamp_arg(timestamp)
+        if payload is None:
+            data: Any = _NULL
+            size = 0
+        else:
+            data = bytes(payload)
+            size = len(data)
+            self._dispatch.payloads = True
+        deadline = time.monotonic() + self._block_timeout
+        while True:
+            left = deadline - time.monotonic()
+            give_up = left <= _SLICE_MS / 1000
+            wait_ms = max(0, int(min(left, _SLICE_MS / 1000) * 1000))
+            rc = lib.eh_processor_push_wait(p, k, len(k), u, len(u), c, len(c), ts, data, size, wait_ms, give_up)
+            if rc == 0:
+                return True
+            if rc == _EH_QUEUE_FULL:
+                return False
+            if rc != _EH_TIMEOUT:
+                check(rc)
+
+    def push_many(self, events: Iterable[Sequence[Any]]) -> int:
+        self._h()
+        rows = events if isinstance(events, list) else list(events)
+        if rows and isinstance(rows[0], dict):
+            rows = [(e["type"], e["user_id"], e["channel_id"], e.get("timestamp", 0)) for e in rows]
+        return self._push_each(rows)
+
+
+_BlockingPushes.__name__ = _BlockingPushes.__qualname__ = "EventStreamProcessor"
 
 
 __all__ = ["EventColumns", "EventStreamProcessor", "ProcessorStats"]

@@ -136,6 +136,32 @@ impl FlushBarrier {
         self.done.notify_all();
     }
 
+    /// Whether `generation` was requested (a flush ticket this barrier issued).
+    pub(crate) fn issued(&self, generation: u64) -> bool {
+        generation <= self.requested.load(Ordering::SeqCst)
+    }
+
+    /// Blocks until every worker has exited (after `begin_stop`), or `deadline`
+    /// passes (`false`). With no workers, at once.
+    pub(crate) fn wait_exited(&self, deadline: Option<Instant>) -> bool {
+        let mut acked = lock(&self.acked);
+        loop {
+            if acked.iter().all(|&a| a == EXITED) {
+                return true;
+            }
+            acked = match deadline {
+                None => self.done.wait(acked).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return false;
+                    }
+                    wait_timeout(&self.done, acked, deadline - now)
+                }
+            };
+        }
+    }
+
     /// Whether every worker has exited (tests wait for it).
     #[cfg(test)]
     pub(crate) fn all_exited(&self) -> bool {

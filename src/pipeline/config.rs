@@ -46,7 +46,9 @@ pub enum Clock {
 pub struct ProcessorConfig {
     /// Ring slots, rounded up to a power of two.
     pub capacity: usize,
-    /// Worker threads.
+    /// Worker threads; 0 is the synchronous mode: no threads, events are sketched
+    /// and delivered on the thread that calls `flush` or `close` (see
+    /// [`super::Processor`]).
     pub workers: usize,
     /// Events per batch.
     pub batch_size: usize,
@@ -96,7 +98,21 @@ impl ProcessorConfig {
             }
         };
         range("capacity", self.capacity, MAX_RING_CAPACITY)?;
-        range("workers", self.workers, MAX_WORKERS)?;
+        if self.workers > MAX_WORKERS {
+            return Err(Error::invalid(format!(
+                "workers {} is outside 0..={MAX_WORKERS} (0: synchronous mode)",
+                self.workers
+            )));
+        }
+        if self.workers == 0 && matches!(self.overflow, Overflow::Block { .. }) {
+            // Only a flush or close drains a synchronous ring: a push waiting for
+            // room would wait for its own thread.
+            return Err(Error::invalid(
+                "overflow BLOCK needs worker threads: in synchronous mode (workers 0) \
+                 nothing drains the ring while a push waits; use DROP_NEWEST and flush"
+                    .to_string(),
+            ));
+        }
         range("batch_size", self.batch_size, MAX_BATCH_SIZE)?;
         if self.flush_interval.is_zero() || self.flush_interval > MAX_INTERVAL {
             return Err(Error::invalid(format!(
@@ -131,6 +147,17 @@ impl ProcessorConfig {
             )));
         }
         self.window.validate()
+    }
+
+    /// Whether this is the synchronous mode (no worker threads).
+    pub fn is_synchronous(&self) -> bool {
+        self.workers == 0
+    }
+
+    /// Sketch shards and processed-counter slots: one per worker, one in
+    /// synchronous mode (the caller's drain).
+    pub(crate) fn lanes(&self) -> usize {
+        self.workers.max(1)
     }
 
     /// [`ProcessorConfig::max_future_skew`] in whole seconds.

@@ -13,7 +13,7 @@ use super::barrier::{FlushBarrier, WaitError};
 use super::config::{Clock, Overflow, ProcessorConfig};
 use super::event::{EventIn, Record};
 use super::ring::{PushError, Ring};
-use super::worker::run_worker;
+use super::worker::{InlineWorker, run_worker};
 use super::{DeadLetterCallback, FlushCallback, ProcessorStats};
 use crate::error::{Error, Result};
 use crate::leaderboard::wall_clock_secs;
@@ -82,12 +82,14 @@ static NEXT_CORE_ID: AtomicU64 = AtomicU64::new(1);
 pub(crate) struct Core {
     pub(crate) shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The synchronous mode's worker (`workers == 0`), driven by flush and close.
+    inline: Option<InlineWorker>,
 }
 
 impl Core {
     /// Starts the workers of a validated `config`, with `callbacks` installed.
     pub(crate) fn new(config: ProcessorConfig, callbacks: Callbacks) -> Result<Self> {
-        let shards = (0..config.workers)
+        let shards = (0..config.lanes())
             .map(|_| WindowedAnalytics::new(&config.window).map(Mutex::new))
             .collect::<Result<Box<[_]>>>()?;
         let shared = Arc::new(Shared {
@@ -95,7 +97,7 @@ impl Core {
             id: NEXT_CORE_ID.fetch_add(1, Ordering::Relaxed),
             ring: Ring::new(config.capacity),
             counters: Counters::default(),
-            workers: (0..config.workers)
+            workers: (0..config.lanes())
                 .map(|_| CachePadded::default())
                 .collect(),
             shards,
@@ -122,15 +124,21 @@ impl Core {
                     let core = Core {
                         shared,
                         threads: Mutex::new(threads),
+                        inline: None,
                     };
                     core.shutdown();
                     return Err(Error::io("spawning a worker thread", e));
                 }
             }
         }
+        let inline = shared
+            .config
+            .is_synchronous()
+            .then(|| InlineWorker::new(Arc::clone(&shared)));
         Ok(Core {
             shared,
             threads: Mutex::new(threads),
+            inline,
         })
     }
 
@@ -302,17 +310,107 @@ impl Core {
         }
     }
 
+    /// [`Core::push`] for a caller that waits for room in slices: under
+    /// `Overflow::Block` it waits at most `wait` (not the configured timeout); if
+    /// no room came, `give_up` counts a drop and returns `QueueFull`, otherwise it
+    /// returns `Timeout` with nothing pushed or counted (call again). Under
+    /// `DropNewest` it is `push`.
+    pub(crate) fn push_wait(&self, ev: &EventIn<'_>, wait: Duration, give_up: bool) -> Result<()> {
+        if self.shared.config.overflow == Overflow::DropNewest {
+            return self.push(ev);
+        }
+        self.check_usable()?;
+        ev.validate()?;
+        if ev.timestamp > 0 {
+            self.check_future(ev.timestamp)?;
+        }
+        let shared = &self.shared;
+        let mut record = self.record(ev);
+        let deadline = Instant::now().checked_add(wait);
+        let mut spins = 0u32;
+        let result = loop {
+            shared.wake_one();
+            match shared.ring.push(record) {
+                Ok(_) => break Ok(()),
+                Err(PushError::Closed(_)) => break Err(Error::ShutDown),
+                Err(PushError::Full(back)) => record = back,
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                if give_up {
+                    // Relaxed: a statistics counter.
+                    shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    break Err(Error::QueueFull);
+                }
+                break Err(Error::Timeout(format!(
+                    "no room in the ring within {wait:?}"
+                )));
+            }
+            if spins < 64 {
+                spins += 1;
+                std::thread::yield_now();
+            } else {
+                let left = deadline.map_or(Duration::from_micros(200), |d| d - now);
+                std::thread::sleep(left.min(Duration::from_micros(200)));
+            }
+        };
+        shared.wake_one();
+        result
+    }
+
     /// The flush barrier: see [`FlushBarrier`]. Returns `Ok` once every event
     /// accepted before the call was delivered, also when shutdown races with it.
     pub(crate) fn flush(&self, timeout: Duration) -> Result<()> {
+        let ticket = self.flush_start()?;
+        self.flush_wait(ticket, timeout)
+    }
+
+    /// Starts a flush covering every event accepted so far and returns its ticket
+    /// for [`Core::flush_wait`]: a barrier generation, or in synchronous mode the
+    /// ring position to drain to.
+    pub(crate) fn flush_start(&self) -> Result<u64> {
         self.check_usable()?;
         let shared = &self.shared;
-        let deadline = Instant::now() + timeout;
+        if self.inline.is_some() {
+            return Ok(shared.ring.tail_position() as u64);
+        }
         let generation = shared.barrier.request(shared.ring.tail_position());
         shared.wake_all();
+        Ok(generation)
+    }
+
+    /// Waits up to `timeout` for the flush of `ticket`; may be called again after
+    /// [`Error::Timeout`]. In synchronous mode the events are sketched and
+    /// delivered here, on the calling thread (`timeout` bounds only the wait for
+    /// another thread's drain in progress, not the callbacks).
+    pub(crate) fn flush_wait(&self, ticket: u64, timeout: Duration) -> Result<()> {
+        self.check_usable()?;
+        let shared = &self.shared;
+        let deadline = Instant::now().checked_add(timeout);
+        if let Some(inline) = &self.inline {
+            let tail = shared.ring.tail_position();
+            let target = usize::try_from(ticket).unwrap_or(usize::MAX);
+            if target > tail {
+                return Err(Error::invalid(format!(
+                    "flush ticket {ticket} is not one this processor issued"
+                )));
+            }
+            if !inline.drain(target, deadline) {
+                return Err(Error::Timeout(format!(
+                    "flush did not complete within {timeout:?}: another thread is \
+                     delivering in synchronous mode"
+                )));
+            }
+            return self.check_usable();
+        }
+        if !shared.barrier.issued(ticket) {
+            return Err(Error::invalid(format!(
+                "flush ticket {ticket} is not one this processor issued"
+            )));
+        }
         shared
             .barrier
-            .wait(generation, Some(deadline), || self.check_usable())
+            .wait(ticket, deadline, || self.check_usable())
             .map_err(|e| match e {
                 WaitError::Aborted(e) => e,
                 WaitError::Timeout => {
@@ -438,8 +536,9 @@ impl Core {
         shared.wake_all();
     }
 
-    /// Stops intake, lets the workers drain and deliver, and joins them. Must not
-    /// run on one of this core's workers.
+    /// Stops intake, lets the workers drain and deliver, and joins them (in
+    /// synchronous mode: drains and delivers on the calling thread). Must not run
+    /// on one of this core's workers.
     pub(crate) fn shutdown(&self) {
         self.stop_intake();
         let threads = std::mem::take(&mut *lock(&self.threads));
@@ -449,6 +548,16 @@ impl Core {
                     .poison("a worker thread panicked outside its guard".into());
             }
         }
+        if let Some(inline) = &self.inline {
+            // The ring is closed and no push is in progress: this is everything.
+            inline.drain(usize::MAX, None);
+        }
+    }
+
+    /// Waits until every worker has drained the closed ring and exited (at once
+    /// in synchronous mode), or `deadline` passes (`false`).
+    pub(crate) fn wait_workers_exited(&self, deadline: Option<Instant>) -> bool {
+        self.shared.barrier.wait_exited(deadline)
     }
 }
 

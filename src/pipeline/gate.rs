@@ -13,7 +13,7 @@
 //! the child replaces it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::fork;
 
@@ -145,10 +145,14 @@ impl Gate {
     /// Waits until no call of this process is in progress, running `poll` (e.g.
     /// "stop intake again") between checks. Calls in progress are bounded: new ones
     /// are refused, and `poll` releases those blocked on a full ring.
-    pub(crate) fn wait_idle(&self, mut poll: impl FnMut()) {
+    /// `false` if calls are still in progress at `deadline`.
+    pub(crate) fn wait_idle(&self, mut poll: impl FnMut(), deadline: Option<Instant>) -> bool {
         let generation = fork::generation();
         let mut round = 0u32;
         while self.calls_in_progress(generation) != 0 {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
             poll();
             round = round.saturating_add(1);
             if round < 64 {
@@ -157,6 +161,7 @@ impl Gate {
                 std::thread::sleep(Duration::from_micros(200));
             }
         }
+        true
     }
 
     /// Marks the close finished (after the core was released).
@@ -164,22 +169,6 @@ impl Gate {
         let generation = fork::generation();
         self.state
             .store((generation << 2) | CLOSED, Ordering::SeqCst);
-    }
-
-    /// Waits until a close in progress (in this process) has finished.
-    pub(crate) fn wait_closed(&self) {
-        let mut round = 0u32;
-        while self.state.load(Ordering::SeqCst) & 3 == CLOSING {
-            if self.begin_close() == CloseStart::InheritedMidClose {
-                return;
-            }
-            round = round.saturating_add(1);
-            if round < 64 {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        }
     }
 }
 

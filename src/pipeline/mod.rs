@@ -14,7 +14,12 @@
 //! * [`Processor::flush`] returns once every event accepted before the call has been
 //!   delivered, dead-lettered or discarded. [`Processor::close`] (and drop) stop
 //!   intake, wait for calls in progress, drain the ring, deliver everything and
-//!   join the workers.
+//!   join the workers. [`Processor::flush_start`] / [`Processor::flush_wait`] and
+//!   [`Processor::close_timeout`] are the same waits in slices (a binding handles
+//!   signals between them).
+//! * Synchronous mode (`workers: 0`): no threads; events wait in the ring and are
+//!   sketched and delivered on the thread calling `flush` or `close`, inside the
+//!   call (so a test's transaction covers them); `Overflow::Block` is refused.
 //!
 //! Layout: [`config`] (settings), `processor` (the public handle: gate, close,
 //! fork), `core` (ring, workers, sketches of one generation), `worker` (the worker

@@ -3,8 +3,8 @@
 //! workers to a reaper thread, and rebuilds the core in a forked child.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use super::config::ProcessorConfig;
 use super::core::{Callbacks, Core};
@@ -44,8 +44,12 @@ type Hook = Arc<dyn Fn(HookPoint) + Send + Sync>;
 /// untouched and leaked in the child, never joined, unlocked or dropped: its
 /// threads do not exist there and its locks may be held forever.
 ///
+/// Synchronous mode (`workers: 0`): no worker threads; `flush`, `flush_wait` and
+/// `close` sketch and deliver on the calling thread, inside the call.
+///
 /// Thread safety: every method may be called from any thread at once, including
-/// `close` (several times); callbacks run on the worker threads; from inside a
+/// `close` (several times); callbacks run on the worker threads (in synchronous
+/// mode on the thread calling `flush`/`flush_wait`/`close`); from inside a
 /// callback, `push` and queries are allowed, while `flush`, `set_*_callback` and
 /// `close` return [`Error::WouldDeadlock`].
 pub struct Processor {
@@ -59,6 +63,8 @@ pub struct Processor {
     /// touching the core.
     core_id: AtomicU64,
     config: ProcessorConfig,
+    /// Held by the thread driving the close (see [`Processor::close_timeout`]).
+    close_driver: AtomicBool,
     #[cfg(test)]
     hook: std::sync::Mutex<Option<Hook>>,
 }
@@ -98,6 +104,7 @@ impl Processor {
             core_generation: AtomicU64::new(2 * generation),
             core_id: AtomicU64::new(id),
             config,
+            close_driver: AtomicBool::new(false),
             #[cfg(test)]
             hook: std::sync::Mutex::new(None),
         })
@@ -257,6 +264,15 @@ impl Processor {
         self.enter()?.core.push(ev)
     }
 
+    /// [`Processor::push`] waiting for room at most `wait` under
+    /// [`super::Overflow::Block`], for a caller that waits in slices (a binding
+    /// handling signals between them): if no room came, `give_up` counts a drop
+    /// and returns [`Error::QueueFull`], otherwise [`Error::Timeout`] with nothing
+    /// pushed or counted (call again). Under `DropNewest`, `push`.
+    pub fn push_wait(&self, ev: &EventIn<'_>, wait: Duration, give_up: bool) -> Result<()> {
+        self.enter()?.core.push_wait(ev, wait, give_up)
+    }
+
     /// Offers events in order and returns how many were accepted, together with
     /// the reason it stopped early, if any: the count is meaningful on every
     /// return (e.g. `(3, Err(ShutDown))`: the first three were accepted and will be
@@ -281,6 +297,24 @@ impl Processor {
     pub fn flush(&self, timeout: Duration) -> Result<()> {
         self.refuse_from_callback("flush")?;
         self.enter()?.core.flush(timeout)
+    }
+
+    /// [`Processor::flush`] in two steps, for a caller that waits in slices (and
+    /// handles signals between them): starts a flush covering every event
+    /// accepted so far and returns its ticket for [`Processor::flush_wait`].
+    pub fn flush_start(&self) -> Result<u64> {
+        self.refuse_from_callback("flush")?;
+        self.enter()?.core.flush_start()
+    }
+
+    /// Waits up to `timeout` for the flush of `ticket` (from
+    /// [`Processor::flush_start`]); after [`Error::Timeout`] it may be called
+    /// again with the same ticket, which keeps its target (a steady stream of
+    /// later pushes cannot postpone it). In synchronous mode this is where the
+    /// events are sketched and delivered, on the calling thread.
+    pub fn flush_wait(&self, ticket: u64, timeout: Duration) -> Result<()> {
+        self.refuse_from_callback("flush")?;
+        self.enter()?.core.flush_wait(ticket, timeout)
     }
 
     /// Sets (or with `None` removes) the flush callback. Batches already being
@@ -345,39 +379,90 @@ impl Processor {
     /// Stops intake, waits for the calls in progress (pushes waiting for room are
     /// released with [`Error::ShutDown`]; flushes complete), drains the ring,
     /// delivers every batch (retries included), joins the workers and drops the
-    /// callbacks. Blocks until done. Safe to call from several threads at once and
-    /// idempotent: a second close waits for the first and returns `Ok`. From a
-    /// callback of this processor: [`Error::WouldDeadlock`], and nothing changes.
+    /// callbacks. Blocks until done (see [`Processor::close_timeout`] for a wait
+    /// in slices). Safe to call from several threads at once and idempotent: a
+    /// second close waits for the first and returns `Ok`. From a callback of this
+    /// processor: [`Error::WouldDeadlock`], and nothing changes.
     pub fn close(&self) -> Result<()> {
+        self.close_timeout(None)
+    }
+
+    /// [`Processor::close`] waiting at most `timeout` (`None`: no limit). On
+    /// [`Error::Timeout`] the close is under way (intake stopped, later calls get
+    /// [`Error::ShutDown`], the workers keep draining and delivering) and a later
+    /// `close` or `close_timeout` continues it from where it is. One thread drives
+    /// the close at a time; the others wait for it (within their own timeout). In
+    /// synchronous mode the final drain delivers on the calling thread and is not
+    /// bounded by `timeout` (the callbacks' time is the caller's).
+    pub fn close_timeout(&self, timeout: Option<Duration>) -> Result<()> {
         self.refuse_from_callback("close")?;
-        match self.gate.begin_close() {
-            CloseStart::Closed => return Ok(()),
-            CloseStart::InProgress => {
-                self.gate.wait_closed();
-                return Ok(());
-            }
-            CloseStart::InheritedMidClose => {
-                // The parent was closing when it forked: leave its core alone.
-                self.core.store(std::ptr::null_mut(), Ordering::Release);
-                return Ok(());
-            }
-            CloseStart::Started => {}
-        }
-        let generation = fork::generation();
-        let stop_current_intake = || {
-            if self.core_generation.load(Ordering::Acquire) == 2 * generation {
-                let core = self.core.load(Ordering::Acquire);
-                // SAFETY: only this close (the one that started it) frees the core,
-                // and it has not yet; a rebuild never frees one.
-                if let Some(core) = unsafe { core.as_ref() } {
-                    core.stop_intake();
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut round = 0u32;
+        loop {
+            match self.gate.begin_close() {
+                CloseStart::Closed => return Ok(()),
+                CloseStart::InheritedMidClose => {
+                    // The parent was closing when it forked: leave its core alone.
+                    self.core.store(std::ptr::null_mut(), Ordering::Release);
+                    return Ok(());
                 }
+                CloseStart::Started | CloseStart::InProgress => {}
+            }
+            // Acquire pairs with the Release store of the driver that gave it up:
+            // its progress (the core pointer) is visible to the next one.
+            if self
+                .close_driver
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                let result = self.drive_close(deadline);
+                self.close_driver.store(false, Ordering::Release);
+                return result;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::Timeout(
+                    "close still in progress on another thread".into(),
+                ));
+            }
+            round = round.saturating_add(1);
+            if round < 64 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+
+    /// The close itself, resumable: every step is idempotent, and the core is
+    /// released only once nothing waits (so a timeout leaves it in place).
+    fn drive_close(&self, deadline: Option<Instant>) -> Result<()> {
+        let generation = fork::generation();
+        let current_core = || {
+            if self.core_generation.load(Ordering::Acquire) != 2 * generation {
+                return None;
+            }
+            let core = self.core.load(Ordering::Acquire);
+            // SAFETY: only the close driver (this thread, holding `close_driver`)
+            // frees the core, and it has not yet; a rebuild never frees one.
+            unsafe { core.as_ref() }
+        };
+        let stop_current_intake = || {
+            if let Some(core) = current_core() {
+                core.stop_intake();
             }
         };
         // Stop intake before waiting, so pushes blocked on a full ring return and
         // flushes in progress see the workers drain and exit.
         stop_current_intake();
-        self.gate.wait_idle(stop_current_intake);
+        let timed_out = |what: &str| Err(Error::Timeout(format!("close still {what}")));
+        if !self.gate.wait_idle(stop_current_intake, deadline) {
+            return timed_out("waiting for calls in progress on other threads");
+        }
+        if let Some(core) = current_core()
+            && !core.wait_workers_exited(deadline)
+        {
+            return timed_out("draining: the workers are delivering the last batches");
+        }
         // No call is in progress and none can start: the core is ours alone.
         let core = self.core.swap(std::ptr::null_mut(), Ordering::AcqRel);
         if !core.is_null() && self.core_generation.load(Ordering::Acquire) == 2 * generation {

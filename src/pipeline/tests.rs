@@ -985,3 +985,233 @@ fn windows_longer_than_configured_are_refused() {
     assert_eq!(p.unique_users(0, 0), Ok(0));
     assert!(p.top_channels(5, 3540, 0).unwrap().is_empty());
 }
+
+// -- synchronous mode (workers: 0) and sliced waits ------------------------------
+
+fn sync_config(batch_size: usize) -> ProcessorConfig {
+    config(0, batch_size)
+}
+
+#[test]
+fn synchronous_mode_delivers_on_the_flushing_thread_only() {
+    let p = Processor::new(sync_config(4)).unwrap();
+    let threads: Arc<Mutex<Vec<std::thread::ThreadId>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let (t, s) = (Arc::clone(&threads), Arc::clone(&seen));
+    p.set_flush_callback(Some(Arc::new(move |b: &mut Batch| {
+        lock(&t).push(std::thread::current().id());
+        lock(&s).extend(b.iter().map(|e| e.user_id.parse::<u64>().unwrap()));
+        Ok(())
+    })))
+    .unwrap();
+    // Pushes from several threads; nothing is delivered or sketched until a flush.
+    std::thread::scope(|scope| {
+        for t in 0..4u64 {
+            let p = &p;
+            scope.spawn(move || {
+                for i in 0..25 {
+                    push_retrying(p, &(t * 100 + i).to_string()).unwrap();
+                }
+            });
+        }
+    });
+    let stats = p.stats().unwrap();
+    assert_eq!(
+        (stats.accepted, stats.processed, stats.delivered),
+        (100, 0, 0)
+    );
+    assert_eq!(p.unique_users(0, 0).unwrap(), 0);
+    assert!(lock(&threads).is_empty());
+    p.flush(WAIT).unwrap();
+    let me = std::thread::current().id();
+    assert!(lock(&threads).iter().all(|&id| id == me));
+    assert_eq!(lock(&threads).len(), 25, "batches of batch_size");
+    let mut got = lock(&seen).clone();
+    got.sort_unstable();
+    let mut want: Vec<u64> = (0..4)
+        .flat_map(|t| (0..25).map(move |i| t * 100 + i))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    let stats = p.stats().unwrap();
+    assert_eq!(
+        (stats.processed, stats.delivered, stats.queue_len),
+        (100, 100, 0)
+    );
+    assert_eq!(p.unique_users(0, 0).unwrap(), 100);
+    assert_eq!(p.top_channels(1, 0, 0).unwrap()[0].count, 100);
+    // Close delivers what is left, on the closing thread, in push order.
+    lock(&seen).clear();
+    for i in 0..3 {
+        p.push(&event(&(1000 + i).to_string())).unwrap();
+    }
+    p.close().unwrap();
+    assert_eq!(*lock(&seen), vec![1000, 1001, 1002]);
+    assert!(lock(&threads).iter().all(|&id| id == me));
+}
+
+#[test]
+fn synchronous_mode_refuses_block_and_reentrant_calls() {
+    let mut cfg = sync_config(8);
+    cfg.overflow = Overflow::Block { timeout: WAIT };
+    assert!(matches!(
+        Processor::new(cfg),
+        Err(Error::InvalidArgument(m)) if m.contains("BLOCK")
+    ));
+    // A full synchronous ring drops (it never waits for itself).
+    let mut cfg = sync_config(8);
+    cfg.capacity = 4;
+    let p = Arc::new(Processor::new(cfg).unwrap());
+    for i in 0..4 {
+        p.push(&event(&i.to_string())).unwrap();
+    }
+    assert_eq!(p.push(&event("x")), Err(Error::QueueFull));
+    // Inside its callback (on the flushing thread) flush, close and callback
+    // changes are refused; pushes are accepted.
+    let inner = Arc::downgrade(&p);
+    let refused: Arc<Mutex<Vec<bool>>> = Arc::default();
+    let r = Arc::clone(&refused);
+    p.set_flush_callback(Some(Arc::new(move |_b: &mut Batch| {
+        if let Some(p) = inner.upgrade() {
+            lock(&r).push(matches!(p.flush(WAIT), Err(Error::WouldDeadlock(_))));
+            lock(&r).push(matches!(p.close(), Err(Error::WouldDeadlock(_))));
+            lock(&r).push(p.push(&event("9")).is_ok());
+        }
+        Ok(())
+    })))
+    .unwrap();
+    p.flush(WAIT).unwrap();
+    assert_eq!(*lock(&refused), vec![true, true, true]);
+    assert!(!p.in_own_callback(), "the mark is cleared after the drain");
+    assert_eq!(p.stats().unwrap().delivered, 4);
+    p.close().unwrap();
+    assert_eq!(p.stats(), Err(Error::ShutDown));
+}
+
+#[test]
+fn synchronous_failures_are_retried_then_dead_lettered_in_the_caller() {
+    let p = Processor::new(sync_config(10)).unwrap();
+    let attempts = Arc::new(AtomicU32::new(0));
+    let a = Arc::clone(&attempts);
+    p.set_flush_callback(Some(Arc::new(move |_b: &mut Batch| {
+        a.fetch_add(1, Ordering::Relaxed);
+        Err("sink down".to_string())
+    })))
+    .unwrap();
+    let dead = Arc::new(AtomicU64::new(0));
+    let d = Arc::clone(&dead);
+    p.set_dead_letter_callback(Some(Arc::new(move |b: &mut Batch, _e: &str| {
+        d.fetch_add(b.len() as u64, Ordering::Relaxed);
+    })))
+    .unwrap();
+    for i in 0..5 {
+        p.push(&event(&i.to_string())).unwrap();
+    }
+    p.flush(WAIT).unwrap();
+    let cfg = p.config().clone();
+    assert_eq!(attempts.load(Ordering::Relaxed), cfg.max_retries + 1);
+    assert_eq!(dead.load(Ordering::Relaxed), 5);
+    assert_eq!(p.stats().unwrap().dead_lettered, 5);
+}
+
+/// A callback that blocks until released, for the sliced waits.
+fn blocking_processor(workers: usize) -> (Processor, mpsc::Sender<()>, Arc<AtomicU64>) {
+    let p = Processor::new(config(workers, 1)).unwrap();
+    let (release, gate) = mpsc::channel::<()>();
+    let gate = Mutex::new(gate);
+    let delivered = Arc::new(AtomicU64::new(0));
+    let d = Arc::clone(&delivered);
+    p.set_flush_callback(Some(Arc::new(move |b: &mut Batch| {
+        lock(&gate).recv_timeout(WAIT).map_err(|e| e.to_string())?;
+        d.fetch_add(b.len() as u64, Ordering::Relaxed);
+        Ok(())
+    })))
+    .unwrap();
+    (p, release, delivered)
+}
+
+#[test]
+fn flush_waits_in_slices_on_one_ticket() {
+    let (p, release, delivered) = blocking_processor(1);
+    p.push(&event("1")).unwrap();
+    p.push(&event("2")).unwrap();
+    let ticket = p.flush_start().unwrap();
+    let short = Duration::from_millis(20);
+    assert!(matches!(
+        p.flush_wait(ticket, short),
+        Err(Error::Timeout(_))
+    ));
+    // Later pushes do not postpone the ticket's target.
+    release.send(()).unwrap();
+    release.send(()).unwrap();
+    p.push(&event("3")).unwrap();
+    p.flush_wait(ticket, WAIT).unwrap();
+    assert!(delivered.load(Ordering::Relaxed) >= 2);
+    assert!(matches!(
+        p.flush_wait(ticket + 100, short),
+        Err(Error::InvalidArgument(_))
+    ));
+    release.send(()).unwrap();
+    p.close().unwrap();
+    assert_eq!(delivered.load(Ordering::Relaxed), 3);
+}
+
+#[test]
+fn close_timeout_reports_a_close_under_way_and_a_later_close_finishes_it() {
+    let (p, release, delivered) = blocking_processor(2);
+    for i in 0..3 {
+        p.push(&event(&i.to_string())).unwrap();
+    }
+    let short = Some(Duration::from_millis(20));
+    assert!(matches!(p.close_timeout(short), Err(Error::Timeout(_))));
+    assert!(p.is_closed());
+    assert_eq!(p.push(&event("late")), Err(Error::ShutDown));
+    assert!(matches!(p.close_timeout(short), Err(Error::Timeout(_))));
+    for _ in 0..3 {
+        release.send(()).unwrap();
+    }
+    p.close_timeout(Some(WAIT)).unwrap();
+    assert_eq!(delivered.load(Ordering::Relaxed), 3);
+    p.close().unwrap();
+}
+
+#[test]
+fn push_wait_times_out_without_counting_and_gives_up_with_a_drop() {
+    let mut cfg = config(1, 1);
+    cfg.capacity = 2;
+    cfg.overflow = Overflow::Block { timeout: WAIT };
+    let p = Processor::new(cfg).unwrap();
+    let (release, gate) = mpsc::channel::<()>();
+    let gate = Mutex::new(gate);
+    let started = Arc::new(AtomicU32::new(0));
+    let s = Arc::clone(&started);
+    p.set_flush_callback(Some(Arc::new(move |_b: &mut Batch| {
+        s.fetch_add(1, Ordering::SeqCst);
+        lock(&gate).recv_timeout(WAIT).map_err(|e| e.to_string())
+    })))
+    .unwrap();
+    p.push(&event("0")).unwrap();
+    assert!(wait_until(|| started.load(Ordering::SeqCst) == 1));
+    // The worker is stuck in the callback: fill the two slots.
+    p.push(&event("1")).unwrap();
+    p.push(&event("2")).unwrap();
+    let short = Duration::from_millis(10);
+    assert!(matches!(
+        p.push_wait(&event("3"), short, false),
+        Err(Error::Timeout(_))
+    ));
+    let stats = p.stats().unwrap();
+    assert_eq!(
+        (stats.pushed, stats.dropped),
+        (3, 0),
+        "a slice counts nothing"
+    );
+    assert_eq!(p.push_wait(&event("3"), short, true), Err(Error::QueueFull));
+    assert_eq!(p.stats().unwrap().dropped, 1);
+    for _ in 0..4 {
+        release.send(()).unwrap();
+    }
+    p.push_wait(&event("4"), WAIT, false).unwrap();
+    p.flush(WAIT).unwrap();
+    assert_eq!(p.stats().unwrap().delivered, 4);
+}

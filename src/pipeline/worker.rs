@@ -277,3 +277,94 @@ impl Worker {
         self.batch_started = None;
     }
 }
+
+/// The synchronous mode's worker (`workers: 0`): the state of a worker thread,
+/// driven by the thread that calls `flush` or `close`. One drain at a time (the
+/// mutex): a drain that finds the ring already past its target still waits for
+/// the drain in progress, which delivers what it popped before unlocking.
+pub(crate) struct InlineWorker {
+    worker: std::sync::Mutex<Worker>,
+}
+
+/// Marks the calling thread as running a callback of core `id` (so `flush`,
+/// `close` and `set_*_callback` from inside the callback are refused) until
+/// dropped, then restores the previous mark.
+struct InCallback(u64);
+
+impl InCallback {
+    fn enter(id: u64) -> Self {
+        InCallback(WORKER_OF.with(|w| w.replace(id)))
+    }
+}
+
+impl Drop for InCallback {
+    fn drop(&mut self) {
+        WORKER_OF.with(|w| w.set(self.0));
+    }
+}
+
+// SAFETY: the only fields that are not `Send` are the `RawEvent` pointers of the
+// batch's raw view, which point into the batch's own heap buffers (they move with
+// it) and are rebuilt by `Batch::raw` before every use; the worker is used by one
+// thread at a time (the `InlineWorker` mutex), never shared.
+unsafe impl Send for Worker {}
+
+impl InlineWorker {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        InlineWorker {
+            worker: std::sync::Mutex::new(Worker {
+                batch: Batch::with_capacity(shared.config.batch_size.min(65536)),
+                shared,
+                index: 0,
+                batch_started: None,
+                acked: 0,
+                processed: 0,
+                clock_seen: 0,
+            }),
+        }
+    }
+
+    /// On the calling thread: pops every event below ring position `target`,
+    /// sketches it and delivers it in batches of at most `batch_size` (retries and
+    /// dead letter as on a worker thread), the last batch partial. `false` if
+    /// another thread's drain held the worker past `deadline` (nothing done).
+    pub(crate) fn drain(&self, target: usize, deadline: Option<Instant>) -> bool {
+        let mut guard = loop {
+            match self.worker.try_lock() {
+                Ok(guard) => break guard,
+                // A panic outside the callbacks' guards poisons the core too; the
+                // worker's state is a batch and counters, still consistent.
+                Err(std::sync::TryLockError::Poisoned(e)) => break e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        };
+        let worker = &mut *guard;
+        let shared = Arc::clone(&worker.shared);
+        let _mark = InCallback::enter(shared.id);
+        let outcome = quiet_panic::catch(|| {
+            while shared.ring.head_position() < target {
+                if worker.fill() == 0 {
+                    break; // empty: every claimed position was popped
+                }
+                if worker.batch.len() >= shared.config.batch_size {
+                    worker.deliver();
+                }
+            }
+            worker.deliver();
+        });
+        if let Err(msg) = outcome {
+            let lost = worker.batch.len();
+            worker.batch.clear();
+            worker.batch_started = None;
+            shared.poison(format!(
+                "synchronous drain panicked: {msg} ({lost} events of its batch may be lost)"
+            ));
+        }
+        true
+    }
+}

@@ -427,7 +427,52 @@ static void test_fork(void) {
   pthread_mutex_destroy(&c.lock);
 }
 
+/* Synchronous mode: no threads; the flush (sliced: start, then wait) and the
+ * close deliver on this thread. */
+static pthread_t delivering_thread;
+static int32_t count_on_this_thread(void *user_data, const eh_event *events, size_t n) {
+  CHECK(pthread_equal(pthread_self(), delivering_thread));
+  return count_batch(user_data, events, n);
+}
+
+static void test_synchronous_mode_and_sliced_waits(void) {
+  eh_processor_config cfg;
+  eh_processor *p = NULL;
+  counter c;
+  uint64_t ticket = 0;
+  int i;
+  memset(&cfg, 0, sizeof cfg);
+  memset(&c, 0, sizeof c);
+  pthread_mutex_init(&c.lock, NULL);
+  cfg.struct_size = sizeof cfg;
+  cfg.workers = EH_WORKERS_NONE;
+  cfg.batch_size = 8;
+  cfg.overflow = EH_OVERFLOW_BLOCK;
+  CHECK_STATUS(eh_processor_new(&cfg, &p), EH_INVALID_ARGUMENT);
+  cfg.overflow = EH_OVERFLOW_DROP_NEWEST;
+  CHECK_OK(eh_processor_new(&cfg, &p));
+  delivering_thread = pthread_self();
+  CHECK_OK(eh_processor_set_flush_callback(p, count_on_this_thread, &c, free_counter));
+  for (i = 0; i < 20; i++) {
+    char id[8];
+    int len = snprintf(id, sizeof id, "%d", i);
+    CHECK_OK(eh_processor_push(p, STR("message"), (const uint8_t *)id, (size_t)len,
+                               STR("general"), 1700000000, NULL, 0));
+  }
+  CHECK(c.events == 0);
+  CHECK_OK(eh_processor_flush_start(p, &ticket));
+  CHECK_OK(eh_processor_flush_wait(p, ticket, 0));
+  CHECK(c.events == 20 && c.batches == 3 && c.id_sum == 190);
+  CHECK_OK(eh_processor_push(p, STR("message"), STR("7"), STR("general"), 1700000000, NULL, 0));
+  CHECK_OK(eh_processor_close_timeout(p, 0));
+  CHECK(c.events == 21 && c.freed == 1);
+  CHECK_STATUS(eh_processor_flush_start(p, &ticket), EH_SHUT_DOWN);
+  eh_processor_free(p);
+  pthread_mutex_destroy(&c.lock);
+}
+
 int main(void) {
+  test_synchronous_mode_and_sliced_waits();
   test_producers_and_exact_totals();
   test_close();
   test_fork();

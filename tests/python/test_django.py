@@ -316,3 +316,30 @@ class SynchronousDeliveryInATestCase(TestCase):
         callback([{"type": "join", "user_id": "u2", "channel_id": "c", "timestamp": T0}])
         self.assertEqual(DiscordEventLog.objects.filter(event_type="join").count(), 2)
         self.assertFalse(connection.needs_rollback)
+
+
+class SynchronousProcessorInATestCase(TestCase):
+    """num_threads=0: flush_now() delivers on the test's thread, inside the
+    TestCase's transaction, so its rollback removes the rows (the tests run in
+    name order: the second sees none of the first's rows)."""
+
+    def test_a_flush_writes_the_rows_inside_the_test_transaction(self):
+        from django_project.eventsapp.models import DiscordEventLog
+
+        from engagehub.django import bulk_create_callback
+
+        with eh.EventStreamProcessor(num_threads=0, batch_size=10) as processor:
+            processor.set_flush_callback(bulk_create_callback(DiscordEventLog))
+            for i in range(25):
+                processor.push_event("sync-mode", f"user{i % 7}", "general", T0 + i)
+            self.assertEqual(DiscordEventLog.objects.filter(event_type="sync-mode").count(), 0)
+            processor.flush_now()
+            self.assertEqual(DiscordEventLog.objects.filter(event_type="sync-mode").count(), 25)
+            self.assertEqual(processor.stats().batches, 3)
+            self.assertTrue(connection.in_atomic_block)
+        self.assertFalse(connection.needs_rollback)
+
+    def test_b_the_rollback_removed_them(self):
+        from django_project.eventsapp.models import DiscordEventLog
+
+        self.assertEqual(DiscordEventLog.objects.filter(event_type="sync-mode").count(), 0)

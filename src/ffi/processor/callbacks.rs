@@ -16,6 +16,12 @@ use crate::pipeline::{Batch, DeadLetterCallback, FlushCallback, RawEvent};
 /// `eh_processor_flush`, `eh_processor_set_*_callback` and `eh_processor_close` on
 /// the same processor return `EH_WOULD_DEADLOCK` and change nothing;
 /// `eh_processor_free` hands the close to a reaper thread (see there).
+///
+/// Synchronous mode (`workers = EH_WORKERS_NONE`): the callback runs on the
+/// thread that called `eh_processor_flush`, `eh_processor_flush_wait` or
+/// `eh_processor_close`, inside that call; the same calls are refused with
+/// `EH_WOULD_DEADLOCK`, and `eh_processor_free` must not be called from it (a
+/// call on the handle is in progress).
 pub type eh_flush_fn =
     Option<unsafe extern "C" fn(user_data: *mut c_void, events: *const RawEvent, n: usize) -> i32>;
 

@@ -17,6 +17,18 @@ pub const EH_CLOCK_WALL: i32 = 0;
 /// (for replays of old events).
 pub const EH_CLOCK_EVENT_TIME: i32 = 1;
 
+/// `eh_processor_config.workers`: the synchronous mode. No worker threads: events
+/// wait in the ring (which still bounds memory: `EH_OVERFLOW_DROP_NEWEST` refuses
+/// pushes into a full ring, counted as drops) and are sketched and delivered on
+/// the thread that calls `eh_processor_flush` (or `eh_processor_flush_wait`) or
+/// `eh_processor_close`, inside that call, in push order, in batches of at most
+/// `batch_size`; `flush_interval_ms` is not used, and queries count an event once
+/// a flush has processed it. For tests, and for callers that want delivery inside
+/// their own transaction. `EH_OVERFLOW_BLOCK` is refused with
+/// `EH_INVALID_ARGUMENT` (nothing would drain the ring while a push waits).
+/// A sentinel rather than 0 because 0 means "the default" (one worker).
+pub const EH_WORKERS_NONE: u32 = 0xFFFF_FFFF;
+
 /// Processor settings. Zero fields take their defaults; pass NULL for all defaults.
 /// Set `struct_size` to `sizeof(eh_processor_config)`: fields are only ever
 /// appended, and a library newer than the caller's header gives the fields the
@@ -29,7 +41,8 @@ pub struct eh_processor_config {
     pub struct_size: usize,
     /// Ring slots, rounded up to a power of two; 0 = 16384; at most 16777216.
     pub capacity: u64,
-    /// Worker threads; 0 = 1; at most 64. With one worker, batches arrive in push order.
+    /// Worker threads; 0 = 1; at most 64. With one worker, batches arrive in push
+    /// order. `EH_WORKERS_NONE`: the synchronous mode, without worker threads.
     pub workers: u32,
     /// Events per batch; 0 = 500.
     pub batch_size: u32,
@@ -102,6 +115,10 @@ pub(super) unsafe fn config_from(c: *const eh_processor_config) -> Result<Proces
             )));
         }
     };
+    let workers = match c.workers {
+        EH_WORKERS_NONE => 0,
+        n => or(n, d.workers),
+    };
     let dw = WindowConfig::default();
     Ok(ProcessorConfig {
         capacity: if c.capacity == 0 {
@@ -109,7 +126,7 @@ pub(super) unsafe fn config_from(c: *const eh_processor_config) -> Result<Proces
         } else {
             usize::try_from(c.capacity).unwrap_or(usize::MAX)
         },
-        workers: or(c.workers, d.workers),
+        workers,
         batch_size: or(c.batch_size, d.batch_size),
         flush_interval: ms(c.flush_interval_ms, d.flush_interval),
         overflow,

@@ -27,11 +27,11 @@ pub use callbacks::{
 };
 pub use config::{
     EH_CLOCK_EVENT_TIME, EH_CLOCK_WALL, EH_OVERFLOW_BLOCK, EH_OVERFLOW_DROP_NEWEST,
-    eh_processor_config,
+    EH_WORKERS_NONE, eh_processor_config,
 };
 pub use push::{
     eh_events_columns, eh_processor_push, eh_processor_push_batch, eh_processor_push_columns,
-    eh_processor_push_fields,
+    eh_processor_push_fields, eh_processor_push_wait,
 };
 pub use queries::{
     eh_channel_list, eh_channel_list_free, eh_channel_row, eh_processor_channel_count,
@@ -138,6 +138,29 @@ pub unsafe extern "C" fn eh_processor_free(p: *mut eh_processor) {
     })
 }
 
+/// `eh_processor_close` waiting at most `timeout_ms`: `EH_OK` once closed
+/// (everything delivered, workers joined, finalizers run), or `EH_TIMEOUT` while
+/// the close is still under way: intake is stopped (every other call returns
+/// `EH_SHUT_DOWN`), the workers keep draining and delivering, and a later
+/// `eh_processor_close_timeout` or `eh_processor_close` continues it. Lets a
+/// binding wait in slices and handle signals (Ctrl-C) between them.
+///
+/// Thread-safe and idempotent as `eh_processor_close`: one thread drives the close
+/// at a time, the others wait for it within their own timeout. In synchronous
+/// mode the final drain delivers on the calling thread and is not bounded by
+/// `timeout_ms`. From this processor's own callback: `EH_WOULD_DEADLOCK`, nothing
+/// changes. NULL: `EH_INVALID_ARGUMENT`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_processor_close_timeout(
+    p: *mut eh_processor,
+    timeout_ms: u64,
+) -> eh_status {
+    guard("eh_processor_close_timeout", || {
+        // SAFETY: per the module contract; the shell outlives every call but free.
+        unsafe { processor(p)? }.close_timeout(Some(Duration::from_millis(timeout_ms)))
+    })
+}
+
 /// Blocks until every event accepted before the call has been delivered,
 /// dead-lettered or discarded, or `timeout_ms` passes (`EH_TIMEOUT`). A close
 /// racing with it does not make it time out: it returns `EH_OK` once the close has
@@ -148,5 +171,48 @@ pub unsafe extern "C" fn eh_processor_flush(p: *mut eh_processor, timeout_ms: u6
     guard("eh_processor_flush", || {
         // SAFETY: per the module contract.
         unsafe { processor(p)? }.flush(Duration::from_millis(timeout_ms))
+    })
+}
+
+/// Starts a flush: writes to `*ticket` a ticket covering every event accepted
+/// before the call, for `eh_processor_flush_wait`. With the pair a caller can wait
+/// in short slices (handling signals between them) without each slice starting a
+/// new barrier that a steady stream of pushes would keep postponing.
+/// `eh_processor_flush(p, ms)` is `flush_start` then one `flush_wait`.
+/// Errors as `eh_processor_flush` (`EH_WOULD_DEADLOCK` from this processor's own
+/// callback, `EH_SHUT_DOWN` after close began, `EH_POISONED`); `*ticket` is written
+/// only on `EH_OK`. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_processor_flush_start(
+    p: *mut eh_processor,
+    ticket: *mut u64,
+) -> eh_status {
+    guard("eh_processor_flush_start", || {
+        let ticket = out_arg(ticket, "ticket")?;
+        // SAFETY: per the module contract.
+        let issued = unsafe { processor(p)? }.flush_start()?;
+        // SAFETY: checked by `out_arg`.
+        unsafe { write_out(ticket, issued) };
+        Ok(())
+    })
+}
+
+/// Waits up to `timeout_ms` (0: just check) until every event covered by `ticket`
+/// (from `eh_processor_flush_start` on this processor) has been delivered,
+/// dead-lettered or discarded: `EH_OK`, or `EH_TIMEOUT` (call again with the same
+/// ticket). Any thread may wait for any ticket, several times. In synchronous mode
+/// this call sketches and delivers the events, running the callbacks on the
+/// calling thread (`timeout_ms` then bounds only the wait for another thread's
+/// delivery in progress). A ticket this processor did not issue:
+/// `EH_INVALID_ARGUMENT`. Otherwise errors as `eh_processor_flush`. BLOCKS.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_processor_flush_wait(
+    p: *mut eh_processor,
+    ticket: u64,
+    timeout_ms: u64,
+) -> eh_status {
+    guard("eh_processor_flush_wait", || {
+        // SAFETY: per the module contract.
+        unsafe { processor(p)? }.flush_wait(ticket, Duration::from_millis(timeout_ms))
     })
 }

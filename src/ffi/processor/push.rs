@@ -49,6 +49,47 @@ pub unsafe extern "C" fn eh_processor_push(
     })
 }
 
+/// `eh_processor_push` for a caller that waits for room in slices, e.g. a binding
+/// that handles signals (Ctrl-C) between them. Under `EH_OVERFLOW_BLOCK`, waits
+/// at most `wait_ms` for room (instead of `block_timeout_ms`); if none came:
+/// with `give_up` non-zero the event is dropped and counted (`EH_QUEUE_FULL`),
+/// with `give_up` 0 it returns `EH_TIMEOUT` and nothing was pushed or counted
+/// (call again, with `give_up` set on the last try). Under
+/// `EH_OVERFLOW_DROP_NEWEST` it is `eh_processor_push`. Other errors and the
+/// copying rules as `eh_processor_push`. Thread-safe.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn eh_processor_push_wait(
+    p: *mut eh_processor,
+    kind: *const u8,
+    kind_len: usize,
+    user_id: *const u8,
+    user_id_len: usize,
+    channel_id: *const u8,
+    channel_id_len: usize,
+    timestamp: i64,
+    payload: *const u8,
+    payload_len: usize,
+    wait_ms: u64,
+    give_up: i32,
+) -> eh_status {
+    guard("eh_processor_push_wait", || {
+        // SAFETY: as in `eh_processor_push`.
+        let (processor, ev) = unsafe {
+            let processor = processor(p)?;
+            let ev = EventIn {
+                kind: str_arg(kind, kind_len, "kind")?,
+                user_id: str_arg(user_id, user_id_len, "user_id")?,
+                channel_id: str_arg(channel_id, channel_id_len, "channel_id")?,
+                timestamp,
+                payload: bytes_arg(payload, payload_len, "payload")?,
+            };
+            (processor, ev)
+        };
+        processor.push_wait(&ev, std::time::Duration::from_millis(wait_ms), give_up != 0)
+    })
+}
+
 /// # Safety
 /// `e` points into a caller array valid for the call.
 unsafe fn event_from_raw(e: &RawEvent, i: usize) -> Result<EventIn<'_>> {

@@ -313,3 +313,97 @@ fn far_future_timestamps_and_long_windows_are_refused() {
         eh_processor_free(p);
     }
 }
+
+#[test]
+fn workers_none_is_the_synchronous_mode_through_the_c_config() {
+    let mut cfg = eh_processor_config {
+        capacity: 64,
+        workers: EH_WORKERS_NONE,
+        batch_size: 4,
+        ..Default::default()
+    };
+    cfg.overflow = EH_OVERFLOW_BLOCK;
+    let mut p = std::ptr::null_mut();
+    // SAFETY: valid config and out-param.
+    assert_eq!(
+        unsafe { eh_processor_new(&cfg, &mut p) },
+        EH_INVALID_ARGUMENT
+    );
+    assert!(last_error().contains("BLOCK"), "{}", last_error());
+    cfg.overflow = EH_OVERFLOW_DROP_NEWEST;
+    // SAFETY: as above.
+    assert_eq!(unsafe { eh_processor_new(&cfg, &mut p) }, EH_OK);
+    let probe = Arc::new(Probe::default());
+    install(p, &probe);
+    for i in 0..10 {
+        assert_eq!(push(p, &format!("u{i}"), 0), EH_OK);
+    }
+    assert_eq!(probe.events.load(Ordering::SeqCst), 0, "no thread delivers");
+    let mut ticket = 0u64;
+    // SAFETY: live handle, valid out-param.
+    assert_eq!(unsafe { eh_processor_flush_start(p, &mut ticket) }, EH_OK);
+    assert_eq!(probe.events.load(Ordering::SeqCst), 0, "start only records");
+    // SAFETY: live handle.
+    assert_eq!(unsafe { eh_processor_flush_wait(p, ticket, 0) }, EH_OK);
+    assert_eq!(probe.events.load(Ordering::SeqCst), 10);
+    // SAFETY: live handle.
+    assert_eq!(
+        unsafe { eh_processor_flush_wait(p, ticket + 1, 0) },
+        EH_INVALID_ARGUMENT
+    );
+    assert_eq!(push(p, "last", 0), EH_OK);
+    // SAFETY: live handle; freed once below.
+    unsafe {
+        assert_eq!(eh_processor_close_timeout(p, 0), EH_OK);
+        assert_eq!(eh_processor_close_timeout(p, 0), EH_OK, "idempotent");
+        eh_processor_free(p);
+    }
+    assert_eq!(probe.events.load(Ordering::SeqCst), 11);
+    assert!(probe.finalized.load(Ordering::SeqCst));
+}
+
+/// A flush callback that waits until `Gate.open` is set.
+#[derive(Default)]
+struct Gate {
+    open: AtomicBool,
+    events: AtomicU64,
+}
+
+unsafe extern "C" fn gated_flush(user: *mut c_void, _events: *const RawEvent, n: usize) -> i32 {
+    // SAFETY: `user` is the test's `Gate`, alive until the processor is freed.
+    let gate = unsafe { &*(user as *const Gate) };
+    assert!(wait_until(|| gate.open.load(Ordering::SeqCst)));
+    gate.events.fetch_add(n as u64, Ordering::SeqCst);
+    0
+}
+
+#[test]
+fn close_timeout_returns_timeout_while_draining_and_is_callable_again() {
+    let p = new_processor(1);
+    let gate = Arc::new(Gate::default());
+    // SAFETY: live handle; `gate` outlives the processor (freed below).
+    let rc = unsafe {
+        eh_processor_set_flush_callback(
+            p,
+            Some(gated_flush),
+            Arc::as_ptr(&gate) as *mut c_void,
+            None,
+        )
+    };
+    assert_eq!(rc, EH_OK);
+    assert_eq!(push(p, "u1", 0), EH_OK);
+    assert_eq!(push(p, "u2", 0), EH_OK);
+    // SAFETY: live handle.
+    unsafe {
+        assert_eq!(eh_processor_close_timeout(p, 10), super::super::EH_TIMEOUT);
+        assert_eq!(push(p, "u3", 0), EH_SHUT_DOWN);
+        assert_eq!(eh_processor_close_timeout(p, 0), super::super::EH_TIMEOUT);
+    }
+    gate.open.store(true, Ordering::SeqCst);
+    // SAFETY: live handle; freed once.
+    unsafe {
+        assert_eq!(eh_processor_close_timeout(p, 30_000), EH_OK);
+        eh_processor_free(p);
+    }
+    assert_eq!(gate.events.load(Ordering::SeqCst), 2);
+}
