@@ -558,9 +558,10 @@ impl Leaderboard {
                 }
                 let entry = &mut self.entries[slot as usize];
                 entry.last_update = entry.last_update.max(ts);
+                let last_update = entry.last_update;
                 if let Some(pending) = self.pending.as_deref_mut() {
                     if replace {
-                        pending.op(PendingKind::Set, Some(slot), user_id, value, ts);
+                        pending.op(PendingKind::Set, Some(slot), user_id, value, last_update);
                     } else {
                         pending.add(slot, delta);
                     }
