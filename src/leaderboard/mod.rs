@@ -183,6 +183,10 @@ pub struct LeaderboardStats {
 struct Entry {
     id: UserId,
     last_update: i64,
+    /// Sum of this user's updates not yet published (`pending::CLEAN` = none;
+    /// always CLEAN when publishing is off). Here rather than in a side array:
+    /// the update touches the entry anyway.
+    pending: f64,
 }
 
 /// A time-decayed leaderboard. Not synchronised: the C ABI wraps it in a `RwLock`.
@@ -440,7 +444,7 @@ impl Leaderboard {
         // `+ 0.0` turns a -0.0 produced by underflow into 0.0.
         self.by_id.map_values(|value| value * factor + 0.0);
         if let Some(pending) = self.pending.as_deref_mut() {
-            pending.rescale(factor);
+            pending.rescale(factor, self.entries.iter_mut().map(|e| &mut e.pending));
         }
         self.landmark = new_landmark;
         self.rebases += 1;
@@ -561,9 +565,10 @@ impl Leaderboard {
                 let last_update = entry.last_update;
                 if let Some(pending) = self.pending.as_deref_mut() {
                     if replace {
-                        pending.op(PendingKind::Set, Some(slot), user_id, value, last_update);
+                        let sum = Some(&mut entry.pending);
+                        pending.op(PendingKind::Set, sum, user_id, value, last_update);
                     } else {
-                        pending.add(slot, delta);
+                        pending.add(&mut entry.pending, slot, delta);
                     }
                 }
                 Ok(AddOutcome::Stored)
@@ -623,10 +628,10 @@ impl Leaderboard {
                     self.config.max_users
                 )));
             }
-            let evicted = &self.entries[lowest.slot as usize];
+            let evicted = &mut self.entries[lowest.slot as usize];
             let evicted_id = evicted.id.as_str().to_owned();
             if let Some(pending) = self.pending.as_deref_mut() {
-                pending.orphan(lowest.slot, &evicted_id, evicted.last_update);
+                pending.orphan(&mut evicted.pending, &evicted_id, evicted.last_update);
             }
             self.remove_key(lowest)?;
             self.evicted += 1;
@@ -635,6 +640,7 @@ impl Leaderboard {
         let entry = Entry {
             id: UserId::new(user_id),
             last_update: ts,
+            pending: pending::CLEAN,
         };
         self.long_id_bytes += entry.id.heap_bytes();
         let slot = match self.free_slots.pop() {
@@ -727,7 +733,8 @@ impl Leaderboard {
         let found = self.find(user_id.as_bytes());
         if let Some(pending) = self.pending.as_deref_mut() {
             check_user_id(user_id)?;
-            pending.op(PendingKind::Remove, found.map(|f| f.slot), user_id, 0.0, 0);
+            let sum = found.map(|f| &mut self.entries[f.slot as usize].pending);
+            pending.op(PendingKind::Remove, sum, user_id, 0.0, 0);
         }
         match found {
             Some(found) => self.remove_key(Key {
@@ -889,6 +896,7 @@ impl Leaderboard {
             board.entries.push(Entry {
                 id: user_id,
                 last_update,
+                pending: pending::CLEAN,
             });
             board.by_id.insert_unique(hash, slot, value + 0.0);
         }
@@ -928,10 +936,8 @@ impl Leaderboard {
                 rows: Vec::new(),
             };
         };
-        let entries = &self.entries;
-        pending.drain(landmark, |slot| {
-            let e = &entries[slot as usize];
-            (e.id.as_str(), e.last_update)
+        pending.drain(landmark, &mut self.entries, |e| {
+            (&mut e.pending, e.id.as_str(), e.last_update)
         })
     }
 
@@ -958,13 +964,18 @@ impl Leaderboard {
         let Some(pending) = self.pending.as_deref_mut() else {
             return;
         };
-        match (replace, slot) {
-            (true, _) if slot.is_some() || refused => {
-                pending.op(PendingKind::Set, slot, user_id, value, ts)
+        match slot {
+            Some(slot) => {
+                let sum = &mut self.entries[slot as usize].pending;
+                if replace {
+                    pending.op(PendingKind::Set, Some(sum), user_id, value, ts);
+                } else {
+                    pending.add(sum, slot, value);
+                }
             }
-            (false, Some(slot)) => pending.add(slot, value),
-            (false, None) if refused => pending.add_orphan(user_id, value, ts),
-            _ => {}
+            None if refused && replace => pending.op(PendingKind::Set, None, user_id, value, ts),
+            None if refused => pending.add_orphan(user_id, value, ts),
+            None => {}
         }
     }
 
@@ -973,9 +984,9 @@ impl Leaderboard {
         let Some(pending) = self.pending.as_deref_mut() else {
             return;
         };
-        for (slot, entry) in self.entries.iter().enumerate() {
+        for entry in self.entries.iter_mut() {
             if !entry.id.as_bytes().is_empty() {
-                pending.orphan(slot as u32, entry.id.as_str(), entry.last_update);
+                pending.orphan(&mut entry.pending, entry.id.as_str(), entry.last_update);
             }
         }
     }
@@ -998,7 +1009,7 @@ impl Leaderboard {
             p.forget_slots();
             let shift = (other.landmark - self.landmark) as f64;
             if shift != 0.0 && self.lambda != 0.0 {
-                p.rescale((-self.lambda * shift).exp());
+                p.rescale((-self.lambda * shift).exp(), std::iter::empty());
             }
         }
         other.pending = pending;
