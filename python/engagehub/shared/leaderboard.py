@@ -25,7 +25,8 @@ key                     type   value
                                ``decay_factor``, ``decay_period_secs`` (decimal
                                doubles), ``trimmed`` (users removed by
                                ``max_users``), ``rebases``
-``{K}:last``            hash   user id → newest update timestamp (integer seconds)
+``{K}:last``            zset   member = user id, score = newest update timestamp
+                               (integer seconds; raised with ``ZADD GT``)
 ``{K}:pub:<id>``        str    last batch sequence number applied for publisher
                                ``<id>`` (expires 7 days after its last batch)
 ======================  =====  ===================================================
@@ -40,6 +41,7 @@ atomically (inside one script).
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import math
 import os
@@ -59,13 +61,14 @@ from ..leaderboard import RankedUser, _count, _row_struct
 log = logging.getLogger("engagehub.shared")
 
 #: Rows per script: bounds the time one script holds Redis (~10 ms).
-CHUNK_ROWS = 4000
+CHUNK_ROWS = 5000
 #: A batch whose landmark is this many decay-exponent units ahead of the shared
 #: landmark rebases the shared set to it (values stay below ~e^320 × points).
 REBASE_EXPONENT = 64.0
 #: Seconds a publisher's sequence key lives after its last batch.
 PUBLISHER_KEY_TTL_SECS = 7 * 86400
 _ROW_SIZE = ffi.sizeof("eh_pending_row")
+_json_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 def keys_of(key: str) -> Tuple[str, str, str]:
@@ -77,8 +80,11 @@ def keys_of(key: str) -> Tuple[str, str, str]:
 # One batch, applied atomically and at most once per (publisher, sequence).
 # KEYS: 1 {K}:z, 2 {K}:meta, 3 {K}:last, 4 {K}:pub:<id>
 # ARGV: 1 seq, 2 batch landmark, 3 decay_factor, 4 decay_period_secs, 5 max_users
-#       (0 = unbounded), 6 pub key ttl, then 4 per row: kind (0 add, 1 set,
-#       2 remove), user id, −value (relative to the batch landmark), last_update.
+#       (0 = unbounded), 6 pub key ttl, 7 the rows as one JSON array, 4 items per
+#       row: kind (0 add, 1 set, 2 remove), user id, "−value" (a string: relative to
+#       the batch landmark, shortest round-trip decimal), last_update.
+# (One JSON argument instead of 4 per row: the client encodes it in C, and Redis
+# decodes it in C; per-row arguments cost the client more than the script.)
 # Returns {applied (0 = a duplicate), users trimmed, rebased (0/1)}.
 PUBLISH_LUA = r"""
 local z, meta, last, pub = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -114,22 +120,31 @@ if lambda > 0 and lambda * (blm - landmark) > REBASE_EXPONENT then
 end
 local scale = 1.0
 if blm ~= landmark then scale = math.exp(lambda * (blm - landmark)) end
-for i = 7, #ARGV, 4 do
-  local kind, id, v, t = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  if scale ~= 1.0 and kind ~= '2' then v = string.format('%.17g', tonumber(v) * scale) end
-  if kind == '0' then
-    redis.call('ZINCRBY', z, v, id)
-  elseif kind == '1' then
-    redis.call('ZADD', z, v, id)
-  else
+local rows = cjson.decode(ARGV[7])
+local lasts, removed = {}, {}
+local function flush_lasts()
+  if #lasts > 0 then redis.call('ZADD', last, 'GT', unpack(lasts)) end
+  lasts = {}
+end
+for i = 1, #rows, 4 do
+  local kind, id, v = rows[i], rows[i + 1], rows[i + 2]
+  if kind == 2 then
     redis.call('ZREM', z, id)
-    redis.call('HDEL', last, id)
-  end
-  if kind ~= '2' then
-    local o = redis.call('HGET', last, id)
-    if not o or tonumber(o) < tonumber(t) then redis.call('HSET', last, id, t) end
+    flush_lasts()
+    redis.call('ZREM', last, id)
+  else
+    if scale ~= 1.0 then v = string.format('%.17g', tonumber(v) * scale) end
+    if kind == 0 then
+      redis.call('ZINCRBY', z, v, id)
+    else
+      redis.call('ZADD', z, v, id)
+    end
+    lasts[#lasts + 1] = rows[i + 3]
+    lasts[#lasts + 1] = id
+    if #lasts >= 7000 then flush_lasts() end
   end
 end
+flush_lasts()
 local trimmed = 0
 local max = tonumber(ARGV[5])
 if max > 0 then
@@ -138,7 +153,7 @@ if max > 0 then
     local gone = redis.call('ZRANGE', z, max, -1)
     redis.call('ZREMRANGEBYRANK', z, max, -1)
     for i = 1, #gone, 4000 do
-      redis.call('HDEL', last, unpack(gone, i, math.min(i + 3999, #gone)))
+      redis.call('ZREM', last, unpack(gone, i, math.min(i + 3999, #gone)))
     end
     trimmed = #gone
     redis.call('HINCRBY', meta, 'trimmed', trimmed)
@@ -175,7 +190,7 @@ local lasts = {}
 if #rows > 0 then
   local ids = {}
   for i = 1, #rows, 2 do ids[#ids + 1] = rows[i] end
-  lasts = redis.call('HMGET', last, unpack(ids))
+  lasts = redis.call('ZMSCORE', last, unpack(ids))
 end
 return {m, start, rows, lasts}
 """
@@ -211,7 +226,7 @@ def _script_args(value: float) -> str:
 class _Chunk:
     __slots__ = ("seq", "landmark", "rows", "args")
 
-    def __init__(self, seq: int, landmark: int, rows: int, args: List[Any]) -> None:
+    def __init__(self, seq: int, landmark: int, rows: int, args: bytes) -> None:
         self.seq, self.landmark, self.rows, self.args = seq, landmark, rows, args
 
 
@@ -379,12 +394,13 @@ class Publisher:
             args[2::4] = values[start:end]
             args[3::4] = lasts[start:end]
             self._seq += 1
-            self._chunks.append(_Chunk(self._seq, landmark, m, args))
+            payload = _json_dumps(args).encode("utf-8")
+            self._chunks.append(_Chunk(self._seq, landmark, m, payload))
 
     def _send(self, chunk: _Chunk) -> None:
         z, meta, last = self._keys
-        head = [chunk.seq, chunk.landmark, self._decay, self._period, self._max_users, PUBLISHER_KEY_TTL_SECS]
-        applied, trimmed, rebased = self._script(keys=[z, meta, last, self._pub_key], args=head + chunk.args)
+        args = [chunk.seq, chunk.landmark, self._decay, self._period, self._max_users, PUBLISHER_KEY_TTL_SECS, chunk.args]
+        applied, trimmed, rebased = self._script(keys=[z, meta, last, self._pub_key], args=args)
         if applied:
             self.batches += 1
             self.rows += chunk.rows
@@ -540,7 +556,7 @@ class SharedLeaderboard:
             if math.isinf(score):
                 score = math.copysign(1.7976931348623157e308, value)
             last = lasts[i // 2]
-            out.append(RankedUser(user, start + i // 2 + 1, score, int(last) if last is not None else 0))
+            out.append(RankedUser(user, start + i // 2 + 1, score, int(float(last)) if last is not None else 0))
         return out
 
     def top(self, k: int = 10, offset: int = 0, now: Optional[float] = None) -> List[RankedUser]:
