@@ -286,6 +286,8 @@ class Publisher:
         self._new_identity()
         self._check_at_connect()
         _publishers.add(self)
+        # Never silent: a board collected without close() says what it lost.
+        weakref.finalize(board, _collected_unclosed, weakref.ref(self), key)
         self._start_thread()
 
     # -- identity, fork, thread ---------------------------------------------------
@@ -483,6 +485,18 @@ class Publisher:
         self._closed = True
         _publishers.discard(self)
         return done
+
+
+def _collected_unclosed(ref: "weakref.ref[Publisher]", key: str) -> None:
+    publisher = ref()
+    if publisher is not None and not publisher._closed:
+        publisher._stop = True
+        publisher._wake.set()
+        log.error(
+            "Leaderboard(key=%r) was garbage-collected without close(): its changes since "
+            "the last publish (%d batches waiting) were not published",
+            key, len(publisher._chunks),
+        )
 
 
 def _run(ref: "weakref.ref[Publisher]") -> None:
