@@ -417,3 +417,31 @@ def test_a_forked_child_publishes_under_its_own_id(server):
     lb.close()
     assert SharedLeaderboard(client, key).rank("f", now=NOW).score == 11.0
     assert len(client.keys("{" + key + "}:pub:*")) == 2
+
+
+def test_publish_now_is_a_barrier_not_a_chase(server):
+    """With another thread updating all the time, publish_now still returns once
+    the changes made before it are applied."""
+    import threading
+
+    url, _ = server
+    key = fresh_key()
+    lb = Leaderboard(decay_factor=1.0, redis=redis.Redis.from_url(url), key=key, publish_interval_ms=3_600_000)
+    lb.update_user("before", 3.0, NOW)
+    stop = threading.Event()
+
+    def keep_updating():
+        i = 0
+        while not stop.is_set():
+            lb.update_user(f"busy{i % 1000}", 1.0, NOW)
+            i += 1
+
+    t = threading.Thread(target=keep_updating)
+    t.start()
+    try:
+        assert lb.publish_now(timeout=WAIT)
+        assert SharedLeaderboard(redis.Redis.from_url(url), key).rank("before", now=NOW).score == 3.0
+    finally:
+        stop.set()
+        t.join(WAIT)
+    lb.close()

@@ -437,6 +437,10 @@ class Publisher:
         True when all were acknowledged."""
         if not self._chunks:
             self._prepare()
+        return self._send_waiting()
+
+    def _send_waiting(self) -> bool:
+        """Sends every waiting chunk in order; True when all were acknowledged."""
         while self._chunks:
             chunk = self._chunks[0]
             try:
@@ -460,6 +464,9 @@ class Publisher:
         """Publishes everything pending now; retries with backoff until done or
         ``timeout`` seconds (None = no limit). True when all was applied."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        # A barrier for the changes made before the call: one drain (after the
+        # chunks already waiting), not a chase after updates that keep coming.
+        drained = False
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining < 0:
@@ -470,8 +477,11 @@ class Publisher:
                 board = self._board()
                 if board is None or board.closed:
                     return not self._chunks
-                if self._step() and not self._chunks:
-                    if board._native_stats().pending == 0:
+                if not drained and not self._chunks:
+                    self._prepare()
+                    drained = True
+                if self._send_waiting():
+                    if drained:
                         return True
                     continue
                 wait = self._backoff
