@@ -44,6 +44,21 @@
 #define EH_VERSION_NUMBER (((EH_VERSION_MAJOR * 1000000) + (EH_VERSION_MINOR * 1000)) + EH_VERSION_PATCH)
 
 /**
+ * Row kind: add `value` to the user's value.
+ */
+#define EH_PENDING_ADD 0
+
+/**
+ * Row kind: replace the user's value by `value` (a `set`).
+ */
+#define EH_PENDING_SET 1
+
+/**
+ * Row kind: remove the user.
+ */
+#define EH_PENDING_REMOVE 2
+
+/**
  * `eh_processor_config.overflow`: refuse a push on a full ring with `EH_QUEUE_FULL`.
  */
 #define EH_OVERFLOW_DROP_NEWEST 0
@@ -317,7 +332,79 @@ typedef struct eh_leaderboard_stats {
    * `max_future_secs`.
    */
   uint64_t future_refused;
+  /**
+   * Changes waiting for `eh_leaderboard_drain` (users with a pending sum, plus
+   * pending sets and removes); 0 unless publishing is enabled.
+   */
+  uint64_t pending;
+  /**
+   * Changes not recorded for publishing because `max_pending` were held.
+   */
+  uint64_t pending_dropped;
 } eh_leaderboard_stats;
+
+/**
+ * One change drained by `eh_leaderboard_drain`.
+ */
+typedef struct eh_pending_row {
+  /**
+   * `EH_PENDING_ADD` (add `value`), `EH_PENDING_SET` (replace the value by
+   * `value`) or `EH_PENDING_REMOVE` (remove the user; `value` is 0).
+   */
+  uint64_t kind;
+  /**
+   * Forward-decayed value relative to the batch's `landmark`:
+   * `points * exp(ln(1/decay_factor) * (ts - landmark) / decay_period_secs)`.
+   */
+  double value;
+  /**
+   * Newest timestamp of the user's updates in the batch (0 for a remove).
+   */
+  int64_t last_update;
+  /**
+   * Offset of the user id in `eh_pending_batch.ids` (followed by a NUL).
+   */
+  uint64_t id_offset;
+  /**
+   * Length in bytes of the user id (UTF-8).
+   */
+  uint64_t id_len;
+} eh_pending_row;
+
+/**
+ * Changes drained from a publishing board, owned by the library until
+ * `eh_pending_batch_free`. Same block layout as `eh_ranking`: row `i` is
+ * `rows[i]`, its id the `id_len` bytes at `ids + id_offset`. Rows are the sets
+ * and removes in the order they happened, then one `EH_PENDING_ADD` per user
+ * (its increments summed), all accumulated after that user's last set or
+ * remove: apply them in order. A zeroed struct is an empty batch.
+ */
+typedef struct eh_pending_batch {
+  /**
+   * The landmark (seconds since the Unix epoch) the values are relative to.
+   */
+  int64_t landmark;
+  /**
+   * Number of rows.
+   */
+  size_t len;
+  /**
+   * `len` rows.
+   */
+  const struct eh_pending_row *rows;
+  /**
+   * The user ids, back to back.
+   */
+  const uint8_t *ids;
+  /**
+   * Bytes from `rows` to the end of the ids.
+   */
+  size_t size;
+  /**
+   * Library-private; do not touch.
+   */
+  void *owner;
+} eh_pending_batch;
 
 /**
  * Processor settings. Zero fields take their defaults; pass NULL for all defaults.
@@ -868,6 +955,48 @@ eh_status eh_leaderboard_load_skipped(const struct eh_leaderboard *lb,
                                       uint8_t *buf,
                                       size_t cap,
                                       size_t *needed);
+
+/**
+ * Starts recording every change of the board for a shared copy (a Redis sorted
+ * set): each add's forward-decayed delta is summed per user inside the update's
+ * locked section, and each set and remove is recorded in order, until
+ * `eh_leaderboard_drain` takes them. At most `max_pending` (> 0) changes are held
+ * between drains; further ones are not recorded and are counted in the stats'
+ * `pending_dropped`. Calling it again changes only the bound. There is no way to
+ * stop recording short of closing the board.
+ *
+ * While recording, increments for a user the board refuses at `max_users` (or
+ * evicts, or drops in `eh_leaderboard_clear`) are still recorded, and a remove of
+ * a user the board does not hold is recorded (the call still returns
+ * `EH_NOT_FOUND`). `eh_leaderboard_load` keeps the recorded changes, rescaled to
+ * the loaded landmark (the loaded entries are not recorded) and refuses a
+ * snapshot with other decay settings (`EH_INVALID_ARGUMENT`).
+ *
+ * Thread safety: as any update (takes the write lock).
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL handle, `max_pending` 0), `EH_SHUT_DOWN`.
+ */
+eh_status eh_leaderboard_publish_enable(struct eh_leaderboard *lb, uint64_t max_pending);
+
+/**
+ * Takes every change recorded since the last drain (see
+ * `eh_leaderboard_publish_enable`) and fills `*out`; each change is handed out
+ * exactly once. The caller releases `*out` with `eh_pending_batch_free`. On a
+ * board that is not publishing the batch is empty. Also the way to discard the
+ * changes (a forked child, whose parent publishes them): drain and free.
+ *
+ * Thread safety: takes the write lock for the O(changes) copy.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL argument), `EH_SHUT_DOWN`; on error `*out`
+ * is untouched and nothing is taken.
+ */
+eh_status eh_leaderboard_drain(struct eh_leaderboard *lb, struct eh_pending_batch *out);
+
+/**
+ * Releases a batch filled by `eh_leaderboard_drain` and zeroes `*batch`. NULL, a
+ * zeroed struct and a second call are no-ops.
+ */
+void eh_pending_batch_free(struct eh_pending_batch *batch);
 
 /**
  * Releases the rows of a ranking filled by `eh_leaderboard_top` or

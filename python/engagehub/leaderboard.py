@@ -111,6 +111,26 @@ class LeaderboardStats(NamedTuple):
     future_refused: int = 0
     """Updates refused for a timestamp later than the wall clock plus
     ``max_future_secs``."""
+    pending: int = 0
+    """Publishing to Redis: changes recorded and not yet drained by the publisher
+    (users with a pending sum, plus sets and removes)."""
+    pending_dropped: int = 0
+    """Publishing: changes not recorded because ``max_pending`` were held (also
+    logged); the shared board misses them."""
+    published_batches: int = 0
+    """Publishing: scripts applied by Redis (each a batch of changes)."""
+    published_rows: int = 0
+    """Publishing: changes (one per user per batch) applied by Redis."""
+    publish_duplicates: int = 0
+    """Publishing: retried batches Redis had already applied (a lost reply),
+    recognised by their sequence number and not applied again."""
+    publish_failures: int = 0
+    """Publishing: attempts that failed (Redis down, slow, loading); retried."""
+    publish_waiting: int = 0
+    """Publishing: batches drained but not yet acknowledged by Redis."""
+    trimmed: int = 0
+    """Publishing: users removed from the shared board by ``max_users`` after this
+    writer's batches."""
 
 
 class SnapshotEntriesSkipped(UserWarning):
@@ -159,6 +179,31 @@ class Leaderboard(NativeHandle):
     Thread safety: safe to share between threads. :meth:`close` may run while
     other threads use the board: it waits for their calls in progress (a save only
     for its serialisation), and their later calls raise :class:`~engagehub.Closed`.
+
+    Sharing through Redis: with ``redis=<redis.Redis>`` and ``key="..."`` every
+    ``add``/``update_user``, ``set`` and ``remove`` is also published to the sorted
+    set ``{key}:z`` (schema: :mod:`engagehub.shared.leaderboard`, README), where the
+    updates of any number of writers add up; read it from any process with
+    :class:`engagehub.shared.SharedLeaderboard`. Updates are summed per user
+    natively in the same locked section (the update path is as fast as without
+    Redis) and a background thread applies them every ``publish_interval_ms``,
+    exactly once (publisher id + sequence number checked by the script), and
+    completely in :meth:`publish_now` and :meth:`close`. Redis down or slow never
+    blocks an update: changes wait (at most ``max_pending``; more are counted in
+    ``stats().pending_dropped`` and logged) and are retried with backoff.
+
+    This board's own queries (``top``, ``rank``, ``get_top_users``...) keep
+    answering from its local board: its own updates only. A ``set`` is a ``ZADD``
+    of the forward value on the shared board: it replaces every increment Redis
+    has applied for that user so far, from every writer; increments other writers
+    apply later add to it. ``remove`` is a ``ZREM`` (published even for a user the
+    local board does not hold). ``clear`` and ``load_from_json`` are local (their
+    pending changes are still published; loaded entries are not). Increments for
+    users this board refuses or evicts at ``max_users`` are still published; the
+    shared board keeps the ``max_users`` best after each batch (counted in
+    ``stats().trimmed`` and ``{key}:meta`` ``trimmed``). After ``fork()`` the
+    child publishes its own updates under a new publisher id (the parent publishes
+    what was pending at the fork).
     """
 
     _kind = "leaderboard"
@@ -171,6 +216,11 @@ class Leaderboard(NativeHandle):
         *,
         decay_period_secs: float = 86400.0,
         max_future_secs: int = 86400,
+        redis: Any = None,
+        key: Optional[str] = None,
+        publish_interval_ms: int = 1000,
+        max_pending: int = 1_000_000,
+        close_timeout: Optional[float] = 30.0,
     ) -> None:
         if isinstance(max_future_secs, bool) or not isinstance(max_future_secs, int):
             raise errors.InvalidType(f"max_future_secs must be an int, not {type(max_future_secs).__name__}", 1)
@@ -207,6 +257,46 @@ class Leaderboard(NativeHandle):
         # wrapper's whole life (ffi.gc frees the shell only with the wrapper), so a
         # fast call racing a close gets EH_SHUT_DOWN, never freed memory.
         self._address = int(ffi.cast("uintptr_t", self._cdata))
+        self._publisher: Any = None
+        if redis is not None:
+            if not isinstance(key, str) or not key:
+                raise errors.InvalidArgument("a Leaderboard with redis= needs key= (a non-empty str)", 1)
+            _call(lib.eh_leaderboard_publish_enable, self._cdata, _count(max_pending, "max_pending"))
+            from .shared.leaderboard import Publisher
+
+            self._publisher = Publisher(
+                self,
+                redis,
+                key,
+                decay_factor=decay_factor,
+                decay_period_secs=decay_period_secs,
+                max_users=max_users,
+                interval_ms=publish_interval_ms,
+                close_timeout=close_timeout,
+            )
+
+    # -- publishing ----------------------------------------------------------------
+
+    def publish_now(self, timeout: Optional[float] = None) -> bool:
+        """Publishes every change made so far to Redis (a barrier): retries with
+        backoff until Redis applied them, or ``timeout`` seconds passed (None: no
+        limit). True when everything was applied. A board without ``redis=``
+        returns True."""
+        self._h()
+        return True if self._publisher is None else self._publisher.publish(timeout)
+
+    flush = publish_now
+
+    def close(self) -> None:
+        """Releases the board. With ``redis=``, first publishes every pending change
+        (blocking up to ``close_timeout`` seconds while Redis is unreachable; what
+        is left then is logged as an error)."""
+        if self._closed:
+            return
+        publisher = self._publisher
+        if publisher is not None:
+            publisher.close(publisher.close_timeout)
+        super().close()
 
     def _repr_details(self) -> str:
         return f"{self.size()} users"
@@ -411,12 +501,35 @@ class Leaderboard(NativeHandle):
             return False
         return self.get_user_rank(user_id) is not None  # type: ignore[arg-type]
 
-    def stats(self) -> LeaderboardStats:
-        """Counters: size, evictions, refusals, rebases, landmark, heap bytes."""
+    def _native_stats(self) -> LeaderboardStats:
         out = ffi.new("eh_leaderboard_stats *", {"struct_size": ffi.sizeof("eh_leaderboard_stats")})
         _call(lib.eh_leaderboard_get_stats, self._h(), out)
         return LeaderboardStats(
-            out.len, out.evicted, out.refused, out.rebases, out.landmark, out.heap_bytes, out.future_refused
+            out.len,
+            out.evicted,
+            out.refused,
+            out.rebases,
+            out.landmark,
+            out.heap_bytes,
+            out.future_refused,
+            out.pending,
+            out.pending_dropped,
+        )
+
+    def stats(self) -> LeaderboardStats:
+        """Counters: size, evictions, refusals, rebases, landmark, heap bytes, and
+        with ``redis=`` the publisher's (see :class:`LeaderboardStats`)."""
+        s = self._native_stats()
+        p = self._publisher
+        if p is None:
+            return s
+        return s._replace(
+            published_batches=p.batches,
+            published_rows=p.rows,
+            publish_duplicates=p.duplicates,
+            publish_failures=p.failures,
+            publish_waiting=p.pending_batches(),
+            trimmed=p.trimmed,
         )
 
     # -- persistence -------------------------------------------------------------

@@ -6,7 +6,7 @@ use std::sync::{RwLock, TryLockError};
 use super::sized::{read_sized, versioned, write_sized};
 use super::{eh_status, guard, guard_free, handle, out_arg, path_arg, str_arg, write_out};
 use crate::error::{Error, Result};
-use crate::leaderboard::{Leaderboard, LeaderboardConfig, RankedUser};
+use crate::leaderboard::{Leaderboard, LeaderboardConfig, PendingBatch, RankedUser};
 
 /// A time-decayed leaderboard (opaque). Create with `eh_leaderboard_new`, close with
 /// `eh_leaderboard_close`, free with `eh_leaderboard_free`.
@@ -145,6 +145,11 @@ pub struct eh_leaderboard_stats {
     /// Updates refused because their timestamp was later than the wall clock plus
     /// `max_future_secs`.
     pub future_refused: u64,
+    /// Changes waiting for `eh_leaderboard_drain` (users with a pending sum, plus
+    /// pending sets and removes); 0 unless publishing is enabled.
+    pub pending: u64,
+    /// Changes not recorded for publishing because `max_pending` were held.
+    pub pending_dropped: u64,
 }
 
 /// One row of an [`eh_ranking`].
@@ -545,6 +550,8 @@ pub unsafe extern "C" fn eh_leaderboard_get_stats(
             landmark: s.landmark,
             heap_bytes: s.heap_bytes,
             future_refused: s.future_refused,
+            pending: s.pending,
+            pending_dropped: s.pending_dropped,
         };
         // SAFETY: `out` checked non-NULL; writable for its `struct_size` bytes per
         // the contract.
@@ -591,8 +598,11 @@ pub unsafe extern "C" fn eh_leaderboard_load(
         let (lb, path) = unsafe { (handle(lb, "leaderboard")?, path_arg(path, "path")?) };
         // A closed board refuses before the file is read.
         let max_future_secs = lb.read(|board| Ok(board.config().max_future_secs))?;
-        let loaded = Leaderboard::load(path, max_future_secs)?;
+        let mut loaded = Leaderboard::load(path, max_future_secs)?;
         lb.write(|board| {
+            // Changes not yet published survive the load (the loaded entries
+            // themselves are not published).
+            board.hand_pending_to(&mut loaded)?;
             *board = loaded;
             Ok(())
         })
@@ -640,6 +650,154 @@ pub unsafe extern "C" fn eh_leaderboard_load_skipped(
         }
         Ok(())
     })
+}
+
+/// One change drained by `eh_leaderboard_drain`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct eh_pending_row {
+    /// `EH_PENDING_ADD` (add `value`), `EH_PENDING_SET` (replace the value by
+    /// `value`) or `EH_PENDING_REMOVE` (remove the user; `value` is 0).
+    pub kind: u64,
+    /// Forward-decayed value relative to the batch's `landmark`:
+    /// `points * exp(ln(1/decay_factor) * (ts - landmark) / decay_period_secs)`.
+    pub value: f64,
+    /// Newest timestamp of the user's updates in the batch (0 for a remove).
+    pub last_update: i64,
+    /// Offset of the user id in `eh_pending_batch.ids` (followed by a NUL).
+    pub id_offset: u64,
+    /// Length in bytes of the user id (UTF-8).
+    pub id_len: u64,
+}
+
+/// Row kind: add `value` to the user's value.
+pub const EH_PENDING_ADD: u64 = 0;
+/// Row kind: replace the user's value by `value` (a `set`).
+pub const EH_PENDING_SET: u64 = 1;
+/// Row kind: remove the user.
+pub const EH_PENDING_REMOVE: u64 = 2;
+
+/// Changes drained from a publishing board, owned by the library until
+/// `eh_pending_batch_free`. Same block layout as `eh_ranking`: row `i` is
+/// `rows[i]`, its id the `id_len` bytes at `ids + id_offset`. Rows are the sets
+/// and removes in the order they happened, then one `EH_PENDING_ADD` per user
+/// (its increments summed), all accumulated after that user's last set or
+/// remove: apply them in order. A zeroed struct is an empty batch.
+#[repr(C)]
+#[derive(Debug)]
+pub struct eh_pending_batch {
+    /// The landmark (seconds since the Unix epoch) the values are relative to.
+    pub landmark: i64,
+    /// Number of rows.
+    pub len: usize,
+    /// `len` rows.
+    pub rows: *const eh_pending_row,
+    /// The user ids, back to back.
+    pub ids: *const u8,
+    /// Bytes from `rows` to the end of the ids.
+    pub size: usize,
+    /// Library-private; do not touch.
+    pub owner: *mut c_void,
+}
+
+const PENDING_WORDS: usize = std::mem::size_of::<eh_pending_row>() / 8;
+const _: () = assert!(std::mem::size_of::<eh_pending_row>() == PENDING_WORDS * 8);
+
+fn pending_batch_from(batch: &PendingBatch) -> eh_pending_batch {
+    let fields: Vec<([u64; PENDING_WORDS], &str)> = batch
+        .rows
+        .iter()
+        .map(|r| {
+            let words = [r.kind as u64, r.value.to_bits(), r.last_update as u64, 0, 0];
+            (words, r.user_id.as_str())
+        })
+        .collect();
+    let packed = super::rows::pack(&fields);
+    eh_pending_batch {
+        landmark: batch.landmark,
+        len: packed.len,
+        // `eh_pending_row` is repr(C) with five 8-byte fields, the layout packed.
+        rows: packed.rows.cast::<eh_pending_row>(),
+        ids: packed.ids,
+        size: packed.size,
+        owner: packed.owner,
+    }
+}
+
+/// Starts recording every change of the board for a shared copy (a Redis sorted
+/// set): each add's forward-decayed delta is summed per user inside the update's
+/// locked section, and each set and remove is recorded in order, until
+/// `eh_leaderboard_drain` takes them. At most `max_pending` (> 0) changes are held
+/// between drains; further ones are not recorded and are counted in the stats'
+/// `pending_dropped`. Calling it again changes only the bound. There is no way to
+/// stop recording short of closing the board.
+///
+/// While recording, increments for a user the board refuses at `max_users` (or
+/// evicts, or drops in `eh_leaderboard_clear`) are still recorded, and a remove of
+/// a user the board does not hold is recorded (the call still returns
+/// `EH_NOT_FOUND`). `eh_leaderboard_load` keeps the recorded changes, rescaled to
+/// the loaded landmark (the loaded entries are not recorded) and refuses a
+/// snapshot with other decay settings (`EH_INVALID_ARGUMENT`).
+///
+/// Thread safety: as any update (takes the write lock).
+///
+/// Errors: `EH_INVALID_ARGUMENT` (NULL handle, `max_pending` 0), `EH_SHUT_DOWN`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_leaderboard_publish_enable(
+    lb: *mut eh_leaderboard,
+    max_pending: u64,
+) -> eh_status {
+    guard("eh_leaderboard_publish_enable", || {
+        // SAFETY: `lb` is NULL or live per the contract.
+        let lb = unsafe { handle(lb, "leaderboard")? };
+        let bound = usize::try_from(max_pending).unwrap_or(usize::MAX);
+        lb.write(|board| board.enable_publishing(bound))
+    })
+}
+
+/// Takes every change recorded since the last drain (see
+/// `eh_leaderboard_publish_enable`) and fills `*out`; each change is handed out
+/// exactly once. The caller releases `*out` with `eh_pending_batch_free`. On a
+/// board that is not publishing the batch is empty. Also the way to discard the
+/// changes (a forked child, whose parent publishes them): drain and free.
+///
+/// Thread safety: takes the write lock for the O(changes) copy.
+///
+/// Errors: `EH_INVALID_ARGUMENT` (NULL argument), `EH_SHUT_DOWN`; on error `*out`
+/// is untouched and nothing is taken.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_leaderboard_drain(
+    lb: *mut eh_leaderboard,
+    out: *mut eh_pending_batch,
+) -> eh_status {
+    guard("eh_leaderboard_drain", || {
+        // SAFETY: `lb` is NULL or live per the contract.
+        let lb = unsafe { handle(lb, "leaderboard")? };
+        let out = out_arg(out, "out")?;
+        let batch = lb.write(|board| Ok(board.drain_pending()))?;
+        let packed = pending_batch_from(&batch);
+        // SAFETY: `out` checked non-NULL and writable per the contract.
+        unsafe { write_out(out, packed) };
+        Ok(())
+    })
+}
+
+/// Releases a batch filled by `eh_leaderboard_drain` and zeroes `*batch`. NULL, a
+/// zeroed struct and a second call are no-ops.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_pending_batch_free(batch: *mut eh_pending_batch) {
+    // SAFETY: the caller passes NULL or a batch filled by this library.
+    let Some(batch) = (unsafe { batch.as_mut() }) else {
+        return;
+    };
+    let owner = std::mem::replace(&mut batch.owner, std::ptr::null_mut());
+    batch.len = 0;
+    batch.rows = std::ptr::null();
+    batch.ids = std::ptr::null();
+    batch.size = 0;
+    if !owner.is_null() {
+        guard_free("eh_pending_batch_free", || super::rows::free(owner));
+    }
 }
 
 /// Releases the rows of a ranking filled by `eh_leaderboard_top` or

@@ -30,6 +30,7 @@
 pub mod btree;
 pub mod id;
 mod idtable;
+pub mod pending;
 mod snapshot;
 
 use std::cmp::Ordering;
@@ -42,6 +43,8 @@ use crate::mem;
 use btree::{Key, RankIndex};
 pub use id::UserId;
 use idtable::{Found, IdTable};
+use pending::Pending;
+pub use pending::{PendingBatch, PendingKind, PendingRow};
 pub use snapshot::{SNAPSHOT_FORMAT_VERSION, Skipped};
 
 /// Longest accepted user id, in bytes.
@@ -166,6 +169,11 @@ pub struct LeaderboardStats {
     pub landmark: i64,
     /// Heap bytes held by the board's structures.
     pub heap_bytes: u64,
+    /// Changes waiting to be published (users with a pending sum, plus pending
+    /// sets and removes); 0 when publishing is off.
+    pub pending: u64,
+    /// Changes not recorded for publishing because the pending bound was reached.
+    pub pending_dropped: u64,
 }
 
 /// A user's id and newest update time. Its value (the score as seen at the
@@ -175,6 +183,10 @@ pub struct LeaderboardStats {
 struct Entry {
     id: UserId,
     last_update: i64,
+    /// Sum of this user's updates not yet published (`pending::CLEAN` = none;
+    /// always CLEAN when publishing is off). Here rather than in a side array:
+    /// the update touches the entry anyway.
+    pending: f64,
 }
 
 /// A time-decayed leaderboard. Not synchronised: the C ABI wraps it in a `RwLock`.
@@ -205,6 +217,8 @@ pub struct Leaderboard {
     /// known hash anyone could pick ids that share a bucket and build long probe
     /// chains. Nothing persisted depends on it.
     seed: u64,
+    /// Changes not yet published; `None` unless publishing is enabled.
+    pending: Option<Box<Pending>>,
 }
 
 /// A fresh random seed: std's `RandomState` is keyed from the OS's randomness once
@@ -305,6 +319,7 @@ impl Leaderboard {
             future_bound: i64::MIN,
             skipped: Vec::new(),
             seed: random_seed(),
+            pending: None,
         }
     }
 
@@ -333,6 +348,8 @@ impl Leaderboard {
             future_refused: self.future_refused,
             landmark: self.landmark,
             heap_bytes: self.heap_bytes() as u64,
+            pending: self.pending.as_ref().map_or(0, |p| p.held() as u64),
+            pending_dropped: self.pending.as_ref().map_or(0, |p| p.dropped),
         }
     }
 
@@ -344,7 +361,11 @@ impl Leaderboard {
     }
 
     /// Removes every user; settings and counters other than `len` are kept.
+    ///
+    /// With publishing enabled the clear is local: the pending increments of the
+    /// users it drops are still published.
     pub fn clear(&mut self) {
+        self.orphan_all_pending();
         self.entries.clear();
         self.free_slots.clear();
         self.long_id_bytes = 0;
@@ -422,6 +443,9 @@ impl Leaderboard {
         let factor = (-self.lambda * (new_landmark - self.landmark) as f64).exp();
         // `+ 0.0` turns a -0.0 produced by underflow into 0.0.
         self.by_id.map_values(|value| value * factor + 0.0);
+        if let Some(pending) = self.pending.as_deref_mut() {
+            pending.rescale(factor, self.entries.iter_mut().map(|e| &mut e.pending));
+        }
         self.landmark = new_landmark;
         self.rebases += 1;
         self.rebuild_index();
@@ -501,7 +525,7 @@ impl Leaderboard {
         if ts > self.future_bound {
             self.refuse_future(ts)?;
         }
-        if self.is_empty() {
+        if self.is_empty() && self.pending.as_ref().is_none_or(|p| p.is_empty()) {
             // Anchor at the data, not at the wall clock: a board fed history from
             // years ago would otherwise see every contribution underflow to 0.
             // Never past the present, though (see `forward_factor`).
@@ -538,6 +562,15 @@ impl Leaderboard {
                 }
                 let entry = &mut self.entries[slot as usize];
                 entry.last_update = entry.last_update.max(ts);
+                let last_update = entry.last_update;
+                if let Some(pending) = self.pending.as_deref_mut() {
+                    if replace {
+                        let sum = Some(&mut entry.pending);
+                        pending.op(PendingKind::Set, sum, user_id, value, last_update);
+                    } else {
+                        pending.add(&mut entry.pending, slot, delta);
+                    }
+                }
                 Ok(AddOutcome::Stored)
             }
             None => {
@@ -547,7 +580,11 @@ impl Leaderboard {
                         "{what} {amount} overflows the score range"
                     )));
                 }
-                self.insert_new(user_id, value, ts)
+                let outcome = self.insert_new(user_id, value, ts);
+                if self.pending.is_some() {
+                    self.record_new(user_id, value, ts, replace, &outcome);
+                }
+                outcome
             }
         }
     }
@@ -591,7 +628,11 @@ impl Leaderboard {
                     self.config.max_users
                 )));
             }
-            let evicted_id = self.entries[lowest.slot as usize].id.as_str().to_owned();
+            let evicted = &mut self.entries[lowest.slot as usize];
+            let evicted_id = evicted.id.as_str().to_owned();
+            if let Some(pending) = self.pending.as_deref_mut() {
+                pending.orphan(&mut evicted.pending, &evicted_id, evicted.last_update);
+            }
             self.remove_key(lowest)?;
             self.evicted += 1;
             outcome = AddOutcome::Evicted(evicted_id);
@@ -599,6 +640,7 @@ impl Leaderboard {
         let entry = Entry {
             id: UserId::new(user_id),
             last_update: ts,
+            pending: pending::CLEAN,
         };
         self.long_id_bytes += entry.id.heap_bytes();
         let slot = match self.free_slots.pop() {
@@ -685,9 +727,16 @@ impl Leaderboard {
         }
     }
 
-    /// Removes `user_id`; [`Error::NotFound`] if absent.
+    /// Removes `user_id`; [`Error::NotFound`] if absent. With publishing enabled
+    /// the removal is published even when the local board does not hold the user.
     pub fn remove(&mut self, user_id: &str) -> Result<()> {
-        match self.find(user_id.as_bytes()) {
+        let found = self.find(user_id.as_bytes());
+        if let Some(pending) = self.pending.as_deref_mut() {
+            check_user_id(user_id)?;
+            let sum = found.map(|f| &mut self.entries[f.slot as usize].pending);
+            pending.op(PendingKind::Remove, sum, user_id, 0.0, 0);
+        }
+        match found {
             Some(found) => self.remove_key(Key {
                 score: found.value,
                 slot: found.slot,
@@ -847,11 +896,124 @@ impl Leaderboard {
             board.entries.push(Entry {
                 id: user_id,
                 last_update,
+                pending: pending::CLEAN,
             });
             board.by_id.insert_unique(hash, slot, value + 0.0);
         }
         board.rebuild_index();
         Ok(board)
+    }
+}
+
+/// Publishing: see [`pending`].
+impl Leaderboard {
+    /// Starts recording every change for a shared copy of the board, holding at
+    /// most `max_pending` (> 0) distinct changes between drains. Idempotent
+    /// (a second call only changes the bound).
+    pub fn enable_publishing(&mut self, max_pending: usize) -> Result<()> {
+        if max_pending == 0 {
+            return Err(Error::invalid("max_pending must be > 0"));
+        }
+        match self.pending.as_deref_mut() {
+            Some(pending) => pending.set_bound(max_pending),
+            None => self.pending = Some(Box::new(Pending::new(max_pending))),
+        }
+        Ok(())
+    }
+
+    /// True once [`Leaderboard::enable_publishing`] ran.
+    pub fn publishing(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Takes every change recorded since the last drain, exactly once: values
+    /// are relative to the returned landmark. Empty when publishing is off.
+    pub fn drain_pending(&mut self) -> PendingBatch {
+        let landmark = self.landmark;
+        let Some(pending) = self.pending.as_deref_mut() else {
+            return PendingBatch {
+                landmark,
+                rows: Vec::new(),
+            };
+        };
+        pending.drain(landmark, &mut self.entries, |e| {
+            (&mut e.pending, e.id.as_str(), e.last_update)
+        })
+    }
+
+    /// Drops every pending change (a forked child: its parent publishes them).
+    pub fn discard_pending(&mut self) {
+        let _ = self.drain_pending();
+    }
+
+    /// `update`'s bookkeeping for a user that was not on the board.
+    #[cold]
+    fn record_new(
+        &mut self,
+        user_id: &str,
+        value: f64,
+        ts: i64,
+        replace: bool,
+        outcome: &Result<AddOutcome>,
+    ) {
+        let slot = match outcome {
+            Ok(_) => self.find(user_id.as_bytes()).map(|f| f.slot),
+            Err(_) => None,
+        };
+        let refused = matches!(outcome, Err(Error::Full(_)));
+        let Some(pending) = self.pending.as_deref_mut() else {
+            return;
+        };
+        match slot {
+            Some(slot) => {
+                let sum = &mut self.entries[slot as usize].pending;
+                if replace {
+                    pending.op(PendingKind::Set, Some(sum), user_id, value, ts);
+                } else {
+                    pending.add(sum, slot, value);
+                }
+            }
+            None if refused && replace => pending.op(PendingKind::Set, None, user_id, value, ts),
+            None if refused => pending.add_orphan(user_id, value, ts),
+            None => {}
+        }
+    }
+
+    /// Moves every user's pending sum to the orphans (the users leave the board).
+    fn orphan_all_pending(&mut self) {
+        let Some(pending) = self.pending.as_deref_mut() else {
+            return;
+        };
+        for entry in self.entries.iter_mut() {
+            if !entry.id.as_bytes().is_empty() {
+                pending.orphan(&mut entry.pending, entry.id.as_str(), entry.last_update);
+            }
+        }
+    }
+
+    /// Moves this board's pending changes to `other` (a board loaded to replace
+    /// it), rescaled to `other`'s landmark. Refused if the decay rates differ:
+    /// the shared board's values would no longer add up.
+    pub fn hand_pending_to(&mut self, other: &mut Leaderboard) -> Result<()> {
+        if self.pending.is_none() {
+            return Ok(());
+        }
+        if self.lambda.to_bits() != other.lambda.to_bits() {
+            return Err(Error::invalid(
+                "a publishing board cannot load a snapshot with other decay settings",
+            ));
+        }
+        self.orphan_all_pending();
+        let mut pending = self.pending.take();
+        if let Some(p) = pending.as_deref_mut() {
+            p.forget_slots();
+            let shift = (other.landmark - self.landmark) as f64;
+            if shift != 0.0 && self.lambda != 0.0 {
+                p.rescale((-self.lambda * shift).exp(), std::iter::empty());
+            }
+        }
+        other.pending = pending;
+        Ok(())
     }
 }
 

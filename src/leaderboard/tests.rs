@@ -944,3 +944,144 @@ proptest! {
         }
     }
 }
+
+// ---- pending changes for publishing -------------------------------------------
+
+/// Applies drained batches to a model of the shared board (values relative to
+/// `landmark`), as the publisher's script does.
+/// Like the script, it rebases itself to a batch's landmark when the batch is far
+/// ahead of its own.
+fn apply(
+    shared: &mut std::collections::HashMap<String, f64>,
+    landmark: &mut i64,
+    lambda: f64,
+    batch: &PendingBatch,
+) {
+    if lambda * (batch.landmark - *landmark) as f64 > 64.0 {
+        let factor = (-lambda * (batch.landmark - *landmark) as f64).exp();
+        shared.values_mut().for_each(|v| *v *= factor);
+        *landmark = batch.landmark;
+    }
+    let scale = (lambda * (batch.landmark - *landmark) as f64).exp();
+    for row in &batch.rows {
+        match row.kind {
+            PendingKind::Add => {
+                *shared.entry(row.user_id.clone()).or_insert(0.0) += row.value * scale
+            }
+            PendingKind::Set => {
+                shared.insert(row.user_id.clone(), row.value * scale);
+            }
+            PendingKind::Remove => {
+                shared.remove(&row.user_id);
+            }
+        }
+    }
+}
+
+#[test]
+fn drain_hands_each_change_out_exactly_once() {
+    let mut b = board(0.5, 3600.0, 0);
+    b.enable_publishing(1000).unwrap();
+    b.add("a", 1.0, T0).unwrap();
+    b.add("a", 2.0, T0 + 3600).unwrap();
+    b.add("b", 4.0, T0).unwrap();
+    assert_eq!(b.stats().pending, 2);
+    let batch = b.drain_pending();
+    assert_eq!(batch.landmark, T0);
+    let mut rows = batch.rows.clone();
+    rows.sort_by(|x, y| x.user_id.cmp(&y.user_id));
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (rows[0].user_id.as_str(), rows[0].value, rows[0].last_update),
+        ("a", 1.0 + 4.0, T0 + 3600)
+    );
+    assert_eq!((rows[1].user_id.as_str(), rows[1].value), ("b", 4.0));
+    assert!(b.drain_pending().rows.is_empty(), "a second drain is empty");
+    assert_eq!(b.stats().pending, 0);
+    b.add("b", 1.0, T0).unwrap();
+    let again = b.drain_pending();
+    assert_eq!(again.rows.len(), 1);
+    assert_eq!(again.rows[0].value, 1.0, "only what came after the drain");
+}
+
+#[test]
+fn sets_and_removes_are_ordered_before_later_increments() {
+    let mut b = board(1.0, 1.0, 0);
+    b.enable_publishing(1000).unwrap();
+    b.add("a", 5.0, T0).unwrap();
+    b.set("a", 2.0, T0).unwrap(); // supersedes the 5
+    b.add("a", 1.0, T0).unwrap();
+    b.add("c", 3.0, T0).unwrap();
+    b.remove("c").unwrap();
+    assert!(b.remove("ghost").is_err(), "NotFound locally");
+    let batch = b.drain_pending();
+    let mut shared =
+        std::collections::HashMap::from([("ghost".to_string(), 9.0), ("a".to_string(), 100.0)]);
+    apply(&mut shared, &mut T0.clone(), 0.0, &batch);
+    assert_eq!(
+        shared,
+        std::collections::HashMap::from([("a".to_string(), 3.0)])
+    );
+    assert_eq!(batch.rows[0].kind, PendingKind::Set);
+}
+
+#[test]
+fn pending_sums_are_rescaled_by_a_rebase_and_match_the_board() {
+    // Halving every minute: rebases within hours.
+    let mut b = board(0.5, 60.0, 0);
+    b.enable_publishing(1 << 20).unwrap();
+    let lambda = b.lambda;
+    let mut shared = std::collections::HashMap::new();
+    let mut shared_landmark = T0;
+    let mut ts = T0;
+    for i in 0..2000i64 {
+        ts += 37;
+        b.add(&format!("u{}", i % 50), 1.0 + (i % 7) as f64, ts)
+            .unwrap();
+        if i % 300 == 0 {
+            apply(
+                &mut shared,
+                &mut shared_landmark,
+                lambda,
+                &b.drain_pending(),
+            );
+        }
+    }
+    apply(
+        &mut shared,
+        &mut shared_landmark,
+        lambda,
+        &b.drain_pending(),
+    );
+    assert!(b.stats().rebases >= 1, "expected a rebase");
+    let now = ts;
+    for row in b.top(0, 50, now).unwrap() {
+        let v = shared[row.user_id];
+        let score = v * (-lambda * (now - shared_landmark) as f64).exp();
+        assert!(
+            close(score, row.score),
+            "{}: {score} vs {}",
+            row.user_id,
+            row.score
+        );
+    }
+}
+
+#[test]
+fn the_bound_counts_what_it_drops_and_evictions_keep_their_increments() {
+    let mut b = board(1.0, 1.0, 2);
+    b.enable_publishing(3).unwrap();
+    b.add("a", 10.0, T0).unwrap();
+    b.add("b", 5.0, T0).unwrap();
+    b.add("c", 7.0, T0).unwrap(); // evicts b locally; b's 5 still pending
+    assert!(b.add("d", 1.0, T0).is_err(), "refused locally");
+    // a, c, orphan b = 3 held: d's increment is beyond the bound.
+    let s = b.stats();
+    assert_eq!((s.pending, s.pending_dropped), (3, 1));
+    b.add("a", 1.0, T0).unwrap(); // an existing sum: no new entry
+    let mut shared = std::collections::HashMap::new();
+    apply(&mut shared, &mut T0.clone(), 0.0, &b.drain_pending());
+    assert_eq!(shared.len(), 3);
+    assert_eq!((shared["a"], shared["b"], shared["c"]), (11.0, 5.0, 7.0));
+    assert!(b.enable_publishing(0).is_err());
+}

@@ -190,10 +190,50 @@ static void test_snapshots(void) {
   eh_leaderboard_free(lb);
 }
 
+/* Publishing: updates are summed per user natively and drained exactly once. */
+static void test_publishing(void) {
+  eh_leaderboard_config config = {sizeof config, 1.0, DAY, 0, 0};
+  eh_leaderboard *lb = NULL;
+  CHECK_OK(eh_leaderboard_new(&config, &lb));
+  CHECK_STATUS(eh_leaderboard_publish_enable(lb, 0), EH_INVALID_ARGUMENT);
+  CHECK_OK(eh_leaderboard_publish_enable(lb, 100));
+  CHECK_OK(eh_leaderboard_add(lb, STR("alice"), 2.0, T0));
+  CHECK_OK(eh_leaderboard_add(lb, STR("alice"), 3.0, T0 + 5));
+  CHECK_OK(eh_leaderboard_set(lb, STR("bob"), 7.0, T0));
+  CHECK_OK(eh_leaderboard_add(lb, STR("carol"), 1.0, T0));
+  CHECK_OK(eh_leaderboard_remove(lb, STR("carol")));
+
+  eh_leaderboard_stats stats = {0};
+  stats.struct_size = sizeof stats;
+  CHECK_OK(eh_leaderboard_get_stats(lb, &stats));
+  CHECK(stats.pending == 3 && stats.pending_dropped == 0); /* set bob, remove carol, alice */
+
+  eh_pending_batch batch = {0};
+  CHECK_OK(eh_leaderboard_drain(lb, &batch));
+  CHECK(batch.len == 3 && batch.landmark == T0);
+  /* Operations first, in order; then one summed add per user. */
+  CHECK(batch.rows[0].kind == EH_PENDING_SET && batch.rows[0].value == 7.0);
+  CHECK(memcmp(batch.ids + batch.rows[0].id_offset, "bob", 3) == 0);
+  CHECK(batch.rows[1].kind == EH_PENDING_REMOVE);
+  CHECK(memcmp(batch.ids + batch.rows[1].id_offset, "carol", 5) == 0);
+  CHECK(batch.rows[2].kind == EH_PENDING_ADD && batch.rows[2].value == 5.0);
+  CHECK(batch.rows[2].last_update == T0 + 5);
+  eh_pending_batch_free(&batch);
+  CHECK(batch.len == 0 && batch.owner == NULL);
+  eh_pending_batch_free(&batch); /* a second free is a no-op */
+  eh_pending_batch_free(NULL);
+
+  CHECK_OK(eh_leaderboard_drain(lb, &batch)); /* exactly once: now empty */
+  CHECK(batch.len == 0);
+  eh_pending_batch_free(&batch);
+  eh_leaderboard_free(lb);
+}
+
 int main(void) {
   test_basic_ranking();
   test_error_paths();
   test_snapshots();
+  test_publishing();
   printf("test_leaderboard: all checks passed (engagehub %s)\n", eh_version());
   return 0;
 }

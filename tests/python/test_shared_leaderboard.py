@@ -1,0 +1,447 @@
+"""Leaderboards shared through Redis: writers in several processes equal one board.
+
+Uses ENGAGEHUB_TEST_REDIS_URL if set (then the tests that stop the server are
+skipped); otherwise starts /usr/bin/redis-server on a free loopback port, AOF on,
+in a temp dir.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+import warnings
+
+import pytest
+
+redis = pytest.importorskip("redis", reason="redis-py is not installed")
+
+from engagehub import Leaderboard  # noqa: E402
+from engagehub.shared import SharedLeaderboard  # noqa: E402
+from engagehub.shared.leaderboard import keys_of  # noqa: E402
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+WAIT = 30.0  # the longest any single wait below may take
+
+
+def wait_until(predicate, timeout=WAIT, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+class RedisServer:
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="eh-redis-")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+             "--appendonly", "yes", "--save", "", "--enable-debug-command", "yes"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_timeout=1)
+
+        def up():
+            if self.proc.poll() is not None:
+                raise AssertionError("redis-server exited at start")
+            try:
+                return client.ping()
+            except (redis.ConnectionError, redis.TimeoutError):
+                return False
+        wait_until(up, what="redis-server to answer")
+
+    def stop(self) -> None:
+        try:
+            redis.Redis(port=self.port, socket_timeout=5).shutdown(save=False)
+        except redis.ConnectionError:
+            pass
+        self.proc.wait(timeout=WAIT)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=WAIT)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server():
+    url = os.environ.get("ENGAGEHUB_TEST_REDIS_URL")
+    if url:
+        yield url, None
+        return
+    if not os.path.exists(REDIS_SERVER):
+        pytest.skip("no redis-server (set ENGAGEHUB_TEST_REDIS_URL)")
+    srv = RedisServer()
+    srv.start()
+    try:
+        yield srv.url, srv
+    finally:
+        srv.close()
+
+
+def fresh_key() -> str:
+    return "t-" + uuid.uuid4().hex[:10]
+
+
+# -- workloads ----------------------------------------------------------------------
+
+NOW = int(time.time()) - 60
+SPAN = 9000
+# Halving every 10 s: boards rebase after ~3,700 s of timestamps, Redis after ~920 s.
+FAST = dict(decay_factor=0.5, decay_period_secs=10.0)
+
+
+def workload(seed: int, writers: int = 3, per_writer: int = 3000, users: int = 200):
+    """Per writer, updates (user, points, ts) over overlapping users, out of time
+    order; each writer starts with early timestamps so its landmark starts early."""
+    rng = random.Random(seed)
+    base = NOW - SPAN - 500
+    out = []
+    for _ in range(writers):
+        ups = [(f"u{rng.randrange(users)}", float(rng.randint(1, 50)) + rng.random(), base + rng.randrange(SPAN))
+               for _ in range(per_writer)]
+        ups.sort(key=lambda u: u[2])
+        head, tail = ups[:30], ups[30:]
+        rng.shuffle(tail)
+        out.append(head + tail)
+    return out
+
+
+def reference(all_updates, **config) -> Leaderboard:
+    ref = Leaderboard(max_users=0, **config)
+    for ups in all_updates:
+        for user, points, ts in ups:
+            assert ref.update_user(user, points, ts)
+    return ref
+
+
+def assert_same(shared: SharedLeaderboard, ref: Leaderboard, now: int, k: int = 20) -> None:
+    got, want = shared.top(k, now=now), ref.top(k, now=now)
+    assert [r.user_id for r in got] == [r.user_id for r in want]
+    assert [r.rank for r in got] == [r.rank for r in want]
+    for g, w in zip(got, want):
+        assert math.isclose(g.score, w.score, rel_tol=1e-9), (g, w)
+        assert g.last_update == w.last_update, (g, w)
+    for w in want[::3]:
+        g = shared.rank(w.user_id, now=now)
+        assert (g.rank, g.last_update) == (w.rank, w.last_update)
+        assert math.isclose(g.score, w.score, rel_tol=1e-9)
+    assert shared.size() == ref.size()
+    middle = want[len(want) // 2].user_id
+    assert [r.user_id for r in shared.around(middle, 2, now=now)] == [
+        r.user_id for r in ref.around(middle, 2, now=now)
+    ]
+
+
+# Spawned writer processes (module-level functions: picklable by reference).
+
+def writer(url, key, updates, config, flush_every, events=None):
+    """Feeds `updates`; with `events` (half_done, resume, tried), stops halfway
+    until told to go on, and after the rest tries one short publish (Redis is
+    down then) before closing, which waits for Redis to come back."""
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    lb = Leaderboard(max_users=0, redis=client, key=key, publish_interval_ms=50, close_timeout=120, **config)
+    half = len(updates) // 2
+    for i, (user, points, ts) in enumerate(updates):
+        if events is not None and i == half:
+            lb.publish_now(timeout=WAIT)
+            events[0].set()
+            assert events[1].wait(WAIT)
+        lb.update_user(user, points, ts)
+        # Publishing right after the early head puts an early landmark in Redis,
+        # so a later batch (after the writer's rebase) rebases the shared set.
+        flush = i == 29 or i % flush_every == flush_every - 1
+        if flush_every and flush and (events is None or i < half):
+            assert lb.publish_now(timeout=WAIT)
+    if events is not None:
+        assert not lb.publish_now(timeout=0.3), "Redis should be down"
+        events[2].set()
+    stats_before_close = lb.stats()
+    lb.close()
+    return stats_before_close
+
+
+def _writer_entry(queue, *args):
+    try:
+        stats = writer(*args)
+        queue.put(("ok", stats.publish_failures, stats.rebases))
+    except BaseException as e:  # reported to the parent
+        queue.put(("error", repr(e), 0))
+
+
+def run_writers(ctx, url, key, all_updates, config, flush_every, events=None):
+    queue = ctx.Queue()
+    procs = [
+        ctx.Process(target=_writer_entry, args=(queue, url, key, ups, config, flush_every,
+                                                None if events is None else events[i]))
+        for i, ups in enumerate(all_updates)
+    ]
+    for p in procs:
+        p.start()
+    return procs, queue
+
+
+def join_writers(procs, queue):
+    results = [queue.get(timeout=WAIT * 4) for _ in procs]
+    for p in procs:
+        p.join(WAIT)
+        assert p.exitcode == 0
+    assert all(r[0] == "ok" for r in results), results
+    return results
+
+
+# -- tests ----------------------------------------------------------------------------
+
+def test_three_writer_processes_equal_one_board_with_rebases(server):
+    url, _ = server
+    key = fresh_key()
+    all_updates = workload(1)
+    ctx = multiprocessing.get_context("spawn")
+    procs, queue = run_writers(ctx, url, key, all_updates, FAST, flush_every=500)
+    results = join_writers(procs, queue)
+    ref = reference(all_updates, **FAST)
+    client = redis.Redis.from_url(url)
+    assert ref.stats().rebases >= 1
+    assert sum(r[2] for r in results) >= 1, "the writers rebased"
+    assert int(client.hget(keys_of(key)[1], "rebases") or 0) >= 1, "the shared set rebased"
+    assert_same(SharedLeaderboard(client, key), ref, now=NOW)
+
+
+def test_redis_stopped_while_writers_run_then_restarted(server):
+    url, srv = server
+    if srv is None:
+        pytest.skip("ENGAGEHUB_TEST_REDIS_URL is set: the server is not ours to stop")
+    key = fresh_key()
+    all_updates = workload(2, per_writer=2000)
+    ctx = multiprocessing.get_context("spawn")
+    events = [(ctx.Event(), ctx.Event(), ctx.Event()) for _ in all_updates]
+    procs, queue = run_writers(ctx, url, key, all_updates, FAST, flush_every=300, events=events)
+    for half_done, _, _ in events:
+        assert half_done.wait(WAIT)
+    client = redis.Redis.from_url(url)
+    assert len(client.keys("{" + key + "}:pub:*")) == 3, "every writer published before the stop"
+    srv.stop()
+    for _, resume, _ in events:
+        resume.set()
+    for _, _, tried in events:
+        assert tried.wait(WAIT), "writers updated and failed to publish while Redis was down"
+    srv.start()  # AOF: the data published before the stop is back
+    results = join_writers(procs, queue)
+    assert all(r[1] >= 1 for r in results), "each writer saw publishing fail"
+    ref = reference(all_updates, **FAST)
+    assert_same(SharedLeaderboard(redis.Redis.from_url(url), key), ref, now=NOW)
+
+
+def test_a_reply_lost_after_the_script_ran_is_not_applied_twice(server):
+    url, _ = server
+    key = fresh_key()
+    retry = redis.retry.Retry(redis.backoff.NoBackoff(), 0)
+    client = redis.Redis.from_url(url, socket_timeout=0.5, retry=retry, retry_on_timeout=False)
+    try:
+        client.execute_command("DEBUG", "SLEEP", "0")
+    except redis.ResponseError:
+        pytest.skip("DEBUG is disabled on this server")
+    lb = Leaderboard(redis=client, key=key, decay_factor=1.0, publish_interval_ms=3_600_000)
+    lb.update_user("a", 5, NOW)
+    assert lb.publish_now(timeout=WAIT)
+    lb.update_user("a", 7, NOW)
+    blocker = redis.Redis.from_url(url)
+    conn = blocker.connection_pool.get_connection()
+    conn.send_command("DEBUG", "SLEEP", "2")  # the reply is not read
+    probe = redis.Redis.from_url(url, socket_timeout=0.05, retry=retry)
+
+    def server_asleep():
+        try:
+            probe.ping()
+            return False
+        except redis.TimeoutError:
+            return True
+    wait_until(server_asleep, what="DEBUG SLEEP to start")
+    # The script is sent, the client times out; Redis runs it when it wakes.
+    assert not lb.publish_now(timeout=0.2)
+    assert lb.stats().publish_failures >= 1
+    assert lb.publish_now(timeout=WAIT), "the retry succeeds once Redis answers"
+    stats = lb.stats()
+    assert stats.publish_duplicates == 1, stats
+    shared = SharedLeaderboard(redis.Redis.from_url(url), key)
+    assert shared.rank("a", now=NOW).score == 12.0
+    lb.close()
+    blocker.connection_pool.release(conn)
+
+
+def guide_leaderboard_view(url, key):
+    """The guide's leaderboard views (top 10, a user's rank, size), in a process
+    that updated nothing."""
+    board = SharedLeaderboard(redis.Redis.from_url(url), key)
+    top = board.get_top_users(10)
+    return top, board.get_user_rank(top[3]["user_id"]), board.get_user_rank("nobody"), board.size()
+
+
+def test_the_guides_leaderboard_view_from_a_process_that_updated_nothing(server):
+    url, _ = server
+    key = fresh_key()
+    rng = random.Random(3)
+    now = int(time.time())
+    updates = [(f"discord{rng.randrange(300)}", float(rng.randint(1, 20)), now - rng.randrange(86400 * 3))
+               for _ in range(3000)]
+    ref = Leaderboard()
+    with Leaderboard(redis=redis.Redis.from_url(url), key=key) as lb:
+        for u in updates:
+            lb.update_user(*u)
+            ref.update_user(*u)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        top, rank, missing, size = pool.apply_async(guide_leaderboard_view, (url, key)).get(WAIT)
+    want = ref.get_top_users(10)
+    assert [(r["user_id"], r["rank"], r["last_update"]) for r in top] == [
+        (r["user_id"], r["rank"], r["last_update"]) for r in want
+    ]
+    # Wall-clock scores: the two reads may be a second apart (0.95/day: 6e-7).
+    assert all(math.isclose(a["score"], b["score"], rel_tol=1e-5) for a, b in zip(top, want))
+    assert rank["rank"] == 4 and rank["user_id"] == want[3]["user_id"]
+    assert missing is None
+    assert size == ref.size()
+
+
+def test_set_and_remove_propagate(server):
+    url, _ = server
+    key = fresh_key()
+    client = redis.Redis.from_url(url)
+    ref = Leaderboard(decay_factor=0.9)
+    with Leaderboard(decay_factor=0.9, redis=client, key=key) as lb:
+        for board in (lb, ref):
+            for i in range(10):
+                board.update_user(f"p{i}", i + 1, NOW - i * 100)
+            board.set("p0", 100.0, NOW - 5)
+            board.update_user("p0", 1.0, NOW)  # after the set: adds to it
+            board.remove("p5")
+        assert lb.publish_now(WAIT)
+        shared = SharedLeaderboard(client, key)
+        assert_same(shared, ref, now=NOW, k=10)
+        assert shared.rank("p0", now=NOW).rank == 1
+        assert shared.get_user_rank("p5") is None
+        # Another writer's set of an existing user replaces its shared value.
+        with Leaderboard(decay_factor=0.9, redis=client, key=key) as other:
+            other.set("p9", 1000.0, NOW)
+        ref.set("p9", 1000.0, NOW)
+        assert_same(shared, ref, now=NOW, k=10)
+
+
+def test_max_users_trims_the_shared_board_and_counts_it(server):
+    url, _ = server
+    key = fresh_key()
+    client = redis.Redis.from_url(url)
+    ref = Leaderboard(decay_factor=1.0, max_users=5)
+    with Leaderboard(decay_factor=1.0, max_users=5, redis=client, key=key) as lb:
+        for i in range(20):
+            for board in (lb, ref):
+                board.update_user(f"m{i:02d}", float(i % 7), NOW)
+        assert lb.publish_now(WAIT)
+        assert lb.stats().trimmed == 15
+    shared = SharedLeaderboard(client, key)
+    assert shared.size() == 5 and shared.trimmed() == 15
+    assert client.zcard(keys_of(key)[2]) == 5, "trimmed users' last updates are gone too"
+    assert [(r.user_id, r.score) for r in shared.top(10, now=NOW)] == [
+        (r.user_id, r.score) for r in ref.top(10, now=NOW)
+    ]
+
+
+def test_pending_bound_is_counted_and_logged(server, caplog):
+    url, _ = server
+    lb = Leaderboard(redis=redis.Redis.from_url(url), key=fresh_key(), max_pending=2, publish_interval_ms=3_600_000)
+    for user in ("a", "b", "c"):
+        lb.update_user(user, 1.0, NOW)
+    assert lb.stats().pending_dropped == 1
+    with caplog.at_level(logging.WARNING, logger="engagehub.shared"):
+        assert lb.publish_now(WAIT)
+    assert any("not recorded" in r.getMessage() for r in caplog.records)
+    lb.close()
+
+
+def test_evicting_policy_warns_at_connect(server):
+    url, srv = server
+    if srv is None:
+        pytest.skip("ENGAGEHUB_TEST_REDIS_URL is set: not changing its config")
+    client = redis.Redis.from_url(url)
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            Leaderboard(redis=client, key=fresh_key()).close()
+        assert any("allkeys-lru" in str(w.message) for w in caught)
+    finally:
+        client.config_set("maxmemory-policy", "noeviction")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_publishes_under_its_own_id(server):
+    url, _ = server
+    key = fresh_key()
+    client = redis.Redis.from_url(url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads
+        lb = Leaderboard(decay_factor=1.0, redis=client, key=key, publish_interval_ms=3_600_000)
+        lb.update_user("f", 1.0, NOW)  # pending at the fork: the parent's
+        pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            lb.update_user("f", 10.0, NOW)
+            code = 0 if lb.publish_now(10) else 2
+            lb.close()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert lb.publish_now(WAIT)
+    lb.close()
+    assert SharedLeaderboard(client, key).rank("f", now=NOW).score == 11.0
+    assert len(client.keys("{" + key + "}:pub:*")) == 2
+
+
+def test_publish_now_is_a_barrier_not_a_chase(server):
+    """With another thread updating all the time, publish_now still returns once
+    the changes made before it are applied."""
+    import threading
+
+    url, _ = server
+    key = fresh_key()
+    lb = Leaderboard(decay_factor=1.0, redis=redis.Redis.from_url(url), key=key, publish_interval_ms=3_600_000)
+    lb.update_user("before", 3.0, NOW)
+    stop = threading.Event()
+
+    def keep_updating():
+        i = 0
+        while not stop.is_set():
+            lb.update_user(f"busy{i % 1000}", 1.0, NOW)
+            i += 1
+
+    t = threading.Thread(target=keep_updating)
+    t.start()
+    try:
+        assert lb.publish_now(timeout=WAIT)
+        assert SharedLeaderboard(redis.Redis.from_url(url), key).rank("before", now=NOW).score == 3.0
+    finally:
+        stop.set()
+        t.join(WAIT)
+    lb.close()
