@@ -32,8 +32,10 @@ if [ ! -d "$(rustc "+$NIGHTLY" --print sysroot)/lib/rustlib/src/rust/library" ];
   build_std=()
   rustflags="$rustflags -Cunsafe-allow-abi-mismatch=sanitizer"
 fi
+# Line tables are enough for the reports' stacks and build faster than full debuginfo.
 cargo_san() {
   RUSTFLAGS="$rustflags" RUSTDOCFLAGS="$rustflags" CARGO_TARGET_DIR=$target_dir \
+    CARGO_PROFILE_DEV_DEBUG=line-tables-only \
     "$CARGO" "+$NIGHTLY" "$@" "${build_std[@]}" --target "$triple"
 }
 
