@@ -1,34 +1,52 @@
 # engagehub: the two commands of the README's quick start are `make demo` and `make test`.
+# Both set themselves up: scripts/setup.sh installs what is missing into the project
+# (.tools/: cbindgen, cargo-fuzz; .venv/: cmake and the Python packages), and the
+# project-local folders come first on PATH for every recipe.
+export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/.venv/bin:$(PATH)
 CARGO    ?= cargo
 PYTHON   ?= python3
 CBINDGEN ?= cbindgen
 CBINDGEN_VERSION := 0.29.4
+NIGHTLY  ?= nightly
+export NIGHTLY
+SETUP    := $(CURDIR)/scripts/setup.sh
 BUILD    := build
 LIBNAME  := libengagehub.so
+FUZZ_TARGETS := snapshot sketch_bytes leaderboard_ops
+FUZZ_SECONDS ?= 30
 
 .PHONY: demo test lint header check-header rust-test loom-test lib-debug lib-release \
-        c-test py-test py-ext py-fast bench bench-python clean install
+        c-test py-test py-ext py-fast bench bench-python clean install \
+        fuzz-smoke asan-test tsan-test setup-rust setup-cbindgen setup-venv setup-demo \
+        setup-nightly setup-fuzz setup-cc setup-services
+
+setup-rust setup-cbindgen setup-venv setup-nightly setup-fuzz setup-cc setup-services:
+	@$(SETUP) $(patsubst setup-%,%,$@)
+setup-demo:
+	@$(SETUP) demo-venv
 
 ## Build the release library and run the main job (the demo).
-demo: lib-release
+demo: setup-demo lib-release
 	@$(PYTHON) python/engagehub/_build_cffi.py --fast-only --optional --out python/engagehub
 	ENGAGEHUB_LIB=$(CURDIR)/target/release/$(LIBNAME) PYTHONPATH=$(CURDIR)/python \
 		$(PYTHON) -m engagehub demo
 
 ## Everything CI checks: formatting, lints, header drift, Rust, loom, C (ctest), Python (pytest).
-test: lint check-header rust-test loom-test c-test py-test
+## (PostgreSQL and redis-server are installed when root; .ci/run starts them.)
+test: setup-services lint check-header rust-test loom-test c-test py-test
 	@echo "make test: all suites passed"
 
-lint:
+lint: setup-rust
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
 ## Regenerate include/engagehub.h from the Rust sources.
-header:
+header: setup-cbindgen
 	$(CBINDGEN) --config cbindgen.toml --crate engagehub --output include/engagehub.h
 
 ## Fail if the committed header differs from a fresh generation by the pinned cbindgen.
-check-header:
+check-header: setup-cbindgen
 	@$(CBINDGEN) --version | grep -q " $(CBINDGEN_VERSION)$$" || \
 		{ echo "need cbindgen $(CBINDGEN_VERSION): cargo install cbindgen --version $(CBINDGEN_VERSION) --locked"; exit 1; }
 	@mkdir -p $(BUILD)
@@ -52,15 +70,15 @@ lib-debug:
 lib-release:
 	$(CARGO) build --release
 
-c-test: lib-debug
+c-test: setup-cc setup-venv lib-debug
 	cmake -S tests/c -B $(BUILD)/c -DENGAGEHUB_LIB_DIR=$(CURDIR)/target/debug > /dev/null
 	cmake --build $(BUILD)/c -j2
 	ctest --test-dir $(BUILD)/c --output-on-failure
 
 ## ENGAGEHUB_EXPECT_FAST: a test fails unless update_user's fast path is in use.
-py-test: lib-debug py-fast
+py-test: setup-venv lib-debug py-fast
 	ENGAGEHUB_EXPECT_FAST=1 ENGAGEHUB_LIB=$(CURDIR)/target/debug/$(LIBNAME) \
-		PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q tests/python
+		PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q -rs tests/python
 
 ## Criterion benchmarks (release) and the Python benchmark script.
 bench:
@@ -71,14 +89,41 @@ bench-python: py-ext
 
 ## Compile update_user's fast path (engagehub._engagehub_fast, no Rust needed) into
 ## python/engagehub/; it serves the cffi API and ABI modes alike.
-py-fast:
+py-fast: setup-venv
 	$(PYTHON) python/engagehub/_build_cffi.py --fast-only --out python/engagehub
 
 ## Compile the cffi API-mode module (release static library linked in) and the fast
 ## path into python/engagehub/.
-py-ext: lib-release
+py-ext: setup-venv lib-release
 	$(PYTHON) python/engagehub/_build_cffi.py --header include/engagehub.h \
 		--staticlib target/release/libengagehub.a --out python/engagehub
+
+## Each cargo-fuzz target (fuzz/, nightly) for FUZZ_SECONDS (default 30) from the
+## seeds of fuzz/seeds.py plus whatever fuzz/corpus/ has gathered; a finding is saved
+## under fuzz/artifacts/<target>/ and fails the run. Logs in build/fuzz/.
+fuzz-smoke: setup-fuzz
+	@$(PYTHON) fuzz/seeds.py
+	@mkdir -p $(BUILD)/fuzz
+	$(CARGO) +$(NIGHTLY) fuzz build --fuzz-dir fuzz --debug-assertions
+	@for t in $(FUZZ_TARGETS); do \
+		dict=; [ -f fuzz/$$t.dict ] && dict=-dict=fuzz/$$t.dict; \
+		log=$(BUILD)/fuzz/$$t.log; \
+		if $(CARGO) +$(NIGHTLY) fuzz run --fuzz-dir fuzz --debug-assertions $$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=60 -rss_limit_mb=3072 -print_final_stats=1 \
+			$$dict > $$log 2>&1; then \
+			echo "fuzz $$t: $$(grep -Eo '^Done [0-9]+ runs in [0-9]+ second' $$log | tail -n 1)s, no finding"; \
+		else \
+			tail -n 60 $$log; echo "fuzz $$t: FAILED (log $$log; reproducer under fuzz/artifacts/$$t/)"; exit 1; \
+		fi; \
+	done
+
+## The library built with -Zsanitizer=address / thread (nightly), the C tests linked
+## against it with -fsanitize=..., and the Rust pipeline stress test under the same
+## sanitizer (scripts/sanitizer-test.sh; target/asan, target/tsan).
+asan-test: setup-nightly setup-cc setup-venv
+	@$(CURDIR)/scripts/sanitizer-test.sh address
+tsan-test: setup-nightly setup-cc setup-venv
+	@$(CURDIR)/scripts/sanitizer-test.sh thread
 
 clean:
 	rm -rf $(BUILD)
