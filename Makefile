@@ -99,7 +99,8 @@ py-ext: setup-venv lib-release
 		--staticlib target/release/libengagehub.a --out python/engagehub
 
 ## Each cargo-fuzz target (fuzz/, nightly) for FUZZ_SECONDS (default 30) from the
-## seeds of fuzz/seeds.py plus whatever fuzz/corpus/ has gathered; a finding is saved
+## seeds of fuzz/seeds.py plus whatever fuzz/corpus/ has gathered, replaying every
+## reproducer kept under fuzz/regressions/<target>/ first; a finding is saved
 ## under fuzz/artifacts/<target>/ and fails the run. Logs in build/fuzz/.
 fuzz-smoke: setup-fuzz
 	@$(PYTHON) fuzz/seeds.py
@@ -108,7 +109,8 @@ fuzz-smoke: setup-fuzz
 	@for t in $(FUZZ_TARGETS); do \
 		dict=; [ -f fuzz/$$t.dict ] && dict=-dict=fuzz/$$t.dict; \
 		log=$(BUILD)/fuzz/$$t.log; \
-		if $(CARGO) +$(NIGHTLY) fuzz run --fuzz-dir fuzz --debug-assertions $$t fuzz/corpus/$$t -- \
+		regressions=; [ -d fuzz/regressions/$$t ] && regressions=fuzz/regressions/$$t; \
+		if $(CARGO) +$(NIGHTLY) fuzz run --fuzz-dir fuzz --debug-assertions $$t fuzz/corpus/$$t $$regressions -- \
 			-max_total_time=$(FUZZ_SECONDS) -timeout=60 -rss_limit_mb=3072 -print_final_stats=1 \
 			$$dict > $$log 2>&1; then \
 			echo "fuzz $$t: $$(grep -Eo '^Done [0-9]+ runs in [0-9]+ second' $$log | tail -n 1)s, no finding"; \

@@ -505,6 +505,8 @@ fuzz_target!(|input: Input| {
         decay_factor: DECAYS[usize::from(input.decay) % DECAYS.len()],
         decay_period_secs: PERIODS[usize::from(input.period) % PERIODS.len()],
         max_users: MAX_USERS[usize::from(input.max_users) % MAX_USERS.len()],
+        // T0 is in the past, so no update is ever refused as from the future.
+        ..LeaderboardConfig::default()
     };
     let mut board = Leaderboard::new(config).expect("valid config");
     let mut model = Model::new(config);
