@@ -256,7 +256,9 @@ class Publisher:
     def _freeze(self, processor: Any, force: bool) -> Optional[_Batch]:
         """The next batch (new sequence number), or ``None`` if nothing changed."""
         processed = processor.stats().processed
-        if processed == self.processed_seen and not force:
+        if processed == 0 or (processed == self.processed_seen and not force):
+            # (With nothing processed an event-time clock still reads the wall clock,
+            # which must not become {ns}:clock.)
             return None
         cap = max(self.max_members, 1)
         now = processor.now()
