@@ -325,6 +325,15 @@ class EventStreamProcessor(NativeHandle):
     refused with :class:`~engagehub.InvalidArgument` and counted in
     ``stats().future_refused``, under both clocks).
 
+    Sharing through Redis (README, "shared analytics through Redis"): with
+    ``redis=`` (a ``redis.Redis``) and ``namespace=``, a background thread publishes
+    the analytics every ``publish_interval_ms`` for
+    :class:`engagehub.shared.SharedAnalytics` readers in any process; pushes never
+    touch Redis. :meth:`flush_now` and :meth:`close` return once Redis holds
+    everything processed (``close`` retries for up to ``publish_timeout`` seconds,
+    then logs what is missing). ``publish_max_members`` bounds each published
+    sorted set.
+
     Close it with :meth:`close` or a ``with`` block (both drain and deliver
     everything accepted); the garbage collector and interpreter exit do the same as
     a backstop. Survives ``os.fork()``: see the module's notes.

@@ -289,7 +289,7 @@ class Publisher:
                 continue  # every event adds to its channel's count: nothing new here
             hll = processor.users_sketch(60, m).to_redis()
             if m >= lo:
-                minutes[m] = (hll, {**old_channels, **dict(channels)})
+                minutes[m] = (hll, {**old_channels, **{c: n for c, n in deltas_to_counts(deltas, old_channels)}})
             keys += [_schema.key(ns, "uu", m), _schema.key(ns, "ch", m)]
             args.append(b"" if hll == old_bytes else hll)
             args.append(len(deltas))
@@ -330,6 +330,11 @@ class Publisher:
         self.counters.pending_events = processed - self.events
         baseline = (minutes, all_users, new_all, processed)
         return _Batch(self.seq, head_keys + keys, head_args + args, baseline, processed, len(keys) // 2)
+
+
+def deltas_to_counts(deltas: List[Tuple[str, int]], old: Dict[str, int]) -> List[Tuple[str, int]]:
+    """The counts the deltas lead to: the new highest count of each channel."""
+    return [(c, old.get(c, 0) + d) for c, d in deltas]
 
 
 def _run(ref: "weakref.ref[Publisher]") -> None:
