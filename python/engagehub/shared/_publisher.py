@@ -153,6 +153,7 @@ class Publisher:
         self.minutes: Dict[int, Tuple[bytes, Dict[str, int]]] = {}
         self.all_users = b""
         self.all_channels: Dict[str, int] = {}
+        self.minute_counts: Dict[int, int] = {}  # events per minute at the last batch
         self.events = 0
         self.processed_seen = -1
         self.pending: Optional[_Batch] = None
@@ -189,8 +190,15 @@ class Publisher:
         ``deadline`` (``time.monotonic()``; ``None``: one attempt). True when Redis
         holds everything. Redis errors are counted and logged, never raised."""
         while True:
-            with self.lock:
+            # The background thread may be inside a slow Redis call: wait for it no
+            # longer than the caller's deadline.
+            wait = -1 if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self.lock.acquire(timeout=wait):
+                return False
+            try:
                 status = self._attempt(force)
+            finally:
+                self.lock.release()
             if status == "done":
                 return True
             if status == "sent":
@@ -233,7 +241,7 @@ class Publisher:
         if not applied:
             self.counters.duplicates += 1  # applied before; that reply was lost
         self.counters.batches += 1
-        self.minutes, self.all_users, self.all_channels, self.events = batch.baseline
+        self.minutes, self.all_users, self.all_channels, self.events, self.minute_counts = batch.baseline
         self.pending = None
         self.backoff = 0.0
         self.retry_at = 0.0
@@ -274,7 +282,13 @@ class Publisher:
         args: List[Any] = []
         ns = self.namespace
         lost = 0
-        scan = sorted(set(range(lo, hi + 60, 60)) | set(known))
+        # Only minutes whose event count moved since the last batch (one native call
+        # for the whole window), and those leaving the window.
+        counts = _minute_events(processor, lo, self.window_minutes)
+        seen = self.minute_counts
+        changed = [lo + 60 * i for i, n in enumerate(counts) if n != seen.get(lo + 60 * i, 0)]
+        minute_counts = {lo + 60 * i: n for i, n in enumerate(counts) if n}
+        scan = sorted(set(changed) | set(known))
         for m in scan:
             channels = processor.top_channels(cap, 60, m)
             old_bytes, old_channels = self.minutes.get(m, (b"", {}))
@@ -328,8 +342,17 @@ class Publisher:
         for c, d in all_deltas:
             head_args += [c, d]
         self.counters.pending_events = processed - self.events
-        baseline = (minutes, all_users, new_all, processed)
+        baseline = (minutes, all_users, new_all, processed, minute_counts)
         return _Batch(self.seq, head_keys + keys, head_args + args, baseline, processed, len(keys) // 2)
+
+
+def _minute_events(processor: Any, first_minute_start: int, n: int) -> List[int]:
+    """``eh_processor_minute_events``: events per minute of the window ring."""
+    from .._native import _call, ffi, lib
+
+    out = ffi.new("uint64_t[]", n)
+    _call(lib.eh_processor_minute_events, processor._h(), first_minute_start, n, out)
+    return list(out)
 
 
 def deltas_to_counts(deltas: List[Tuple[str, int]], old: Dict[str, int]) -> List[Tuple[str, int]]:
