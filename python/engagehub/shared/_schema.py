@@ -42,7 +42,8 @@ def key(namespace: str, *parts: object) -> str:
 
 def minute_keys(namespace: str, kind: str, first_minute: int, last_minute: int) -> List[str]:
     """Keys ``{ns}:<kind>:<m>`` for minute starts ``first_minute..=last_minute``."""
-    return [key(namespace, kind, m) for m in range(first_minute, last_minute + 1, 60)]
+    prefix = "{" + namespace + "}:" + kind + ":"
+    return [prefix + str(m) for m in range(first_minute, last_minute + 1, 60)]
 
 
 # One publish, applied atomically and at most once per (publisher, sequence).
