@@ -413,3 +413,40 @@ def test_demo_with_redis(url: str, ns: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "all checks passed" in proc.stdout
     assert "events processed                20,000     20,000" in proc.stdout
+
+
+def test_minute_reused_during_an_outage_is_counted_and_logged(
+    server: Optional[Server], url: str, ns: str, caplog: Any
+) -> None:
+    if server is None:
+        pytest.skip("stops and restarts its own redis-server; ENGAGEHUB_TEST_REDIS_URL is set")
+    from engagehub import Timeout
+
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    p = EventStreamProcessor(
+        clock="event_time", window_minutes=5, redis=client, namespace=ns, publish_interval_ms=3_600_000
+    )
+    t = HOUR0
+    p.push_many([("message", f"u{i}", "c", t) for i in range(10)])
+    p.flush_now(timeout=30)
+    server.stop()
+    try:
+        p.push_many([("message", "late1", "c", t + 1)])
+        with pytest.raises(Timeout):
+            p.flush_now(timeout=0.3)  # that batch is frozen and kept
+        p.push_many([("message", "late2", "c", t + 2)])  # after the frozen batch
+        p.push_many([("message", "next", "d", t + 5 * 60)])  # reuses minute t's slot
+    finally:
+        server.start()
+    with caplog.at_level(logging.ERROR, logger="engagehub"):
+        p.flush_now(timeout=30)
+    s = p.stats()
+    assert s.publish_lost_minutes == 1 and s.publish_failures >= 1
+    assert "left the processor's window" in caplog.text
+    shared = SharedAnalytics(client, ns, window_minutes=5)
+    # All-time keys and the total are complete; only minute t lacks "late2".
+    assert shared.total_events_processed() == 13
+    assert shared.unique_users(None) == p.unique_users(None) == 13
+    assert shared.top_channels(5) == p.top_channels(5) == [("c", 12), ("d", 1)]
+    assert client.pfcount(f"{{{ns}}}:uu:{t}") == 11
+    p.close()

@@ -158,6 +158,7 @@ class Publisher:
         self.processed_seen = -1
         self.pending: Optional[_Batch] = None
         self.failing = False
+        self.recovering = False  # acknowledged a batch left over from an outage
         self.backoff = 0.0
         self.retry_at = 0.0
 
@@ -237,6 +238,8 @@ class Publisher:
                     self.namespace, batch.seq, self.counters.failures, exc,
                 )
             return "failed"
+        # The next fresh batch still counts as "after an outage" for lost minutes.
+        self.recovering = self.failing or self.recovering
         self.failing = False
         if not applied:
             self.counters.duplicates += 1  # applied before; that reply was lost
@@ -293,7 +296,7 @@ class Publisher:
             channels = processor.top_channels(cap, 60, m)
             old_bytes, old_channels = self.minutes.get(m, (b"", {}))
             if not channels:
-                if m < lo and old_channels and self.failing:
+                if m < lo and old_channels and (self.failing or self.recovering):
                     # Its native slot now holds a later minute: what arrived in it
                     # after our last publish cannot reach Redis any more.
                     lost += 1
@@ -309,6 +312,7 @@ class Publisher:
             args.append(len(deltas))
             for c, d in deltas:
                 args += [c, d]
+        self.recovering = False
         if lost:
             self.counters.lost_minutes += lost
             log.error(
