@@ -450,3 +450,17 @@ def test_minute_reused_during_an_outage_is_counted_and_logged(
     assert shared.top_channels(5) == p.top_channels(5) == [("c", 12), ("d", 1)]
     assert client.pfcount(f"{{{ns}}}:uu:{t}") == 11
     p.close()
+
+
+def test_members_per_key_are_bounded(url: str, ns: str) -> None:
+    client = redis.Redis.from_url(url)
+    p = EventStreamProcessor(clock="event_time", redis=client, namespace=ns, publish_max_members=3)
+    # Channel c<i> gets 10 - i events, so the heavy hitters are c0, c1, c2.
+    p.push_many([("message", f"u{i}{j}", f"c{i}", HOUR0 + 5) for i in range(10) for j in range(10 - i)])
+    p.flush_now(timeout=30)
+    assert client.zcard(f"{{{ns}}}:ch:{HOUR0}") == 3
+    assert client.zcard(f"{{{ns}}}:ch:all") == 3
+    shared = SharedAnalytics(client, ns)
+    assert shared.top_channels(3) == p.top_channels(3) == [("c0", 10), ("c1", 9), ("c2", 8)]
+    assert shared.top_channels(3, 3600) == p.top_channels(3, 3600)
+    p.close()
