@@ -302,9 +302,9 @@ class Publisher:
                     lost += 1
                 continue
             deltas = [(c, n - old_channels.get(c, 0)) for c, n in channels if n > old_channels.get(c, 0)]
-            if not deltas:
-                continue  # every event adds to its channel's count: nothing new here
             hll = processor.users_sketch(60, m).to_redis()
+            if not deltas and hll == old_bytes:
+                continue  # (a full summary can hide a count change; the users cannot)
             if m >= lo:
                 minutes[m] = (hll, {**old_channels, **{c: n for c, n in deltas_to_counts(deltas, old_channels)}})
             keys += [_schema.key(ns, "uu", m), _schema.key(ns, "ch", m)]
