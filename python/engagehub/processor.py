@@ -468,7 +468,7 @@ class EventStreamProcessor(NativeHandle):
         if rc == lib.EH_WOULD_DEADLOCK:
             check(rc)  # from our own callback: refused, and the processor stays open
         publisher = self._publisher
-        publisher.stop()
+        publisher.stop(self._publish_timeout)
         if not publisher.publish(time.monotonic() + self._publish_timeout, force=True):
             log.error(
                 "engagehub: closing processor %r before Redis acknowledged %d events "

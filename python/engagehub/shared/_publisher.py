@@ -147,7 +147,6 @@ class Publisher:
         self.seq = 0
         self.lock = threading.Lock()
         self.wake = threading.Event()
-        self.stop_event = threading.Event()
         self.stopping = False
         # Baseline: what Redis holds from us. minute start -> (HLL bytes, {channel: count}).
         self.minutes: Dict[int, Tuple[bytes, Dict[str, int]]] = {}
@@ -176,12 +175,14 @@ class Publisher:
         )
         self.thread.start()
 
-    def stop(self) -> None:
-        """Stops the background thread (the caller then publishes the last batch)."""
+    def stop(self, timeout: Optional[float]) -> None:
+        """Stops the background thread (the caller then publishes the last batch),
+        waiting up to ``timeout`` seconds for a publish it has under way (a client
+        without ``socket_timeout`` can hang on a stalled Redis)."""
         self.stopping = True
         self.wake.set()
         if self.thread is not threading.current_thread() and self.pid == os.getpid():
-            self.thread.join()
+            self.thread.join(timeout)
 
     # -- one publish ---------------------------------------------------------
 
@@ -210,7 +211,7 @@ class Publisher:
             if remaining <= 0:
                 return False
             # Backoff between attempts, bounded by the caller's deadline.
-            self.stop_event.wait(min(self.backoff, remaining))
+            threading.Event().wait(min(self.backoff, remaining))
 
     def _attempt(self, force: bool) -> str:
         """"done" (nothing left), "sent" (a batch acknowledged; more may have come)
