@@ -1117,6 +1117,27 @@ eh_status eh_processor_set_dead_letter_callback(struct eh_processor *p,
                                                 eh_free_fn user_data_free);
 
 /**
+ * Writes to `counts[i]` the number of events the processor's per-minute ring holds
+ * for the minute starting at unix second `first_minute_start + 60 * i`
+ * (`first_minute_start` is rounded down to a minute), for `i < n`; 0 for a minute
+ * the ring does not hold (older than the window, or its slot reused by a later
+ * minute). A minute's count only grows while the ring holds it, and grows with
+ * every event processed into it, so a publisher compares it with the count it saw
+ * last and reads only the minutes that changed.
+ *
+ * `counts` must have room for `n` values (`n == 0` allows NULL); `n` is at most
+ * 10080 (one week of minutes), else `EH_INVALID_ARGUMENT`. Nothing is written on
+ * failure. Counts are of processed events (`eh_processor_flush` waits for those).
+ *
+ * Thread safety: like every query (any thread, concurrently with pushes); it
+ * briefly takes each worker's sketch lock, as the other analytics queries do.
+ */
+eh_status eh_processor_minute_events(const struct eh_processor *p,
+                                     int64_t first_minute_start,
+                                     size_t n,
+                                     uint64_t *counts);
+
+/**
  * Offers one event: `kind`, `user_id`, `channel_id` are UTF-8 (≤ 1024 bytes each),
  * `timestamp` is unix seconds (≤ 0: the processor's "now"), `payload` (may be NULL
  * with `payload_len` 0, ≤ 1 MiB) is carried unchanged to the flush callback.

@@ -916,6 +916,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=d.workers, help="processor threads (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="flush batch size (default %(default)s)")
     parser.add_argument("--buffer-size", type=int, default=d.buffer_size, help="ring slots (default %(default)s)")
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        default=None,
+        help="share through Redis (redis-py): split the events over --writers processes that publish to URL, "
+        "read the dashboard from another process (default: one process, no Redis)",
+    )
+    parser.add_argument("--writers", type=int, default=3, help="writer processes with --redis (default %(default)s)")
+    parser.add_argument(
+        "--namespace", default="engagehub-demo", help="Redis key namespace with --redis (default %(default)s)"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> DemoConfig:
@@ -940,6 +951,8 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Runs the demo, prints the dashboard; 0 if every check passed, else 1."""
+    if getattr(args, "redis", None):
+        return _run_shared_from_args(args)
     try:
         result = run(config_from_args(args))
     except Exception as exc:  # noqa: BLE001 - a bad option or an unreachable database: a message, status 2
@@ -955,6 +968,23 @@ def run_from_args(args: argparse.Namespace) -> int:
             print(f"engagehub demo: check failed: {problem}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_shared_from_args(args: argparse.Namespace) -> int:
+    """``--redis URL``: the shared demo (:mod:`engagehub.shared.demo`)."""
+    try:
+        from .shared import demo as shared_demo
+
+        if args.postgres:
+            raise DemoError("--redis writes the rows to SQLite; drop --postgres")
+        return shared_demo.run(config_from_args(args), args.redis, args.writers, args.namespace)
+    except Exception as exc:  # noqa: BLE001 - a bad option or an unreachable server: a message, status 2
+        if not isinstance(exc, (DemoError, ValueError, OSError, sqlite3.Error, ImportError)) and not type(
+            exc
+        ).__module__.startswith("redis"):
+            raise
+        print(f"engagehub demo: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -131,6 +131,17 @@ class ProcessorStats(NamedTuple):
     future_refused: int = 0
     """Events refused because their timestamp was later than the wall clock plus
     ``max_future_skew_secs``."""
+    published_batches: int = 0
+    """Publishes Redis acknowledged (``redis=`` only)."""
+    publish_failures: int = 0
+    """Publish attempts that failed (Redis down, slow or refusing); each retried."""
+    publish_duplicates: int = 0
+    """Retries Redis had already applied (a lost reply): counted once, not twice."""
+    publish_lost_minutes: int = 0
+    """Minutes that left the window while Redis was unreachable, so their late
+    events could not be published (also logged)."""
+    publish_pending_events: int = 0
+    """Events in the batch waiting for Redis (0 when everything is published)."""
 
 
 Batch = Union[List[dict], List[tuple], EventColumns]
@@ -424,6 +435,15 @@ class EventStreamProcessor(NativeHandle):
     a flush has processed it. ``overflow="block"`` is refused with it (nothing
     would drain the ring while a push waits).
 
+    Sharing through Redis (README, "shared analytics through Redis"): with
+    ``redis=`` (a ``redis.Redis``) and ``namespace=``, a background thread publishes
+    the analytics every ``publish_interval_ms`` for
+    :class:`engagehub.shared.SharedAnalytics` readers in any process; pushes never
+    touch Redis. :meth:`flush_now` and :meth:`close` return once Redis holds
+    everything processed (``close`` retries for up to ``publish_timeout`` seconds,
+    then logs what is missing). ``publish_max_members`` bounds each published
+    sorted set.
+
     Close it with :meth:`close` or a ``with`` block (both drain and deliver
     everything accepted), or ``await aclose()`` / ``async with`` in asyncio code;
     the garbage collector and interpreter exit do the same as a backstop.
@@ -455,6 +475,11 @@ class EventStreamProcessor(NativeHandle):
         cms_width: int = 2048,
         topk_capacity: int = 1024,
         max_future_skew_secs: int = 86400,
+        redis: Any = None,
+        namespace: Optional[str] = None,
+        publish_interval_ms: int = 1000,
+        publish_max_members: int = 1024,
+        publish_timeout: float = 30.0,
     ) -> None:
         for name, value, limit in (
             ("buffer_size", buffer_size, 2**64),
@@ -514,6 +539,10 @@ class EventStreamProcessor(NativeHandle):
         # cyclic GC running there), eh_processor_free hands the close to a reaper.
         self._own(out[0], _free_processor)
         _LIVE.add(self)
+        self._publisher: Any = None
+        self._publish_timeout = publish_timeout
+        if redis is not None:
+            self._start_publisher(redis, namespace, publish_interval_ms, window_minutes, clock, publish_max_members)
 
     # -- lifetime ----------------------------------------------------------------
 
@@ -530,10 +559,15 @@ class EventStreamProcessor(NativeHandle):
         :class:`~engagehub.Closed`, the workers keep delivering) and calling
         ``close()`` again finishes it. With an async callback, on the thread
         running its event loop (which the remaining batches need):
-        :class:`~engagehub.WouldDeadlock`; ``await aclose()`` instead."""
+        :class:`~engagehub.WouldDeadlock`; ``await aclose()`` instead.
+        With ``redis=``: after the drain, publishes everything to Redis, retrying for
+        up to ``publish_timeout`` seconds; what Redis still lacks then is logged as
+        an error and left in ``stats().publish_pending_events``."""
         if self._closed:
             return
         self._refuse_on_callback_loop("close()", "await processor.aclose()")
+        if self._publisher is not None:
+            self._finish_publishing()
         super().close()
         _LIVE.discard(self)
 
@@ -592,6 +626,48 @@ class EventStreamProcessor(NativeHandle):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    def _start_publisher(
+        self, client: Any, namespace: Optional[str], interval_ms: int, window_minutes: int, clock: str, max_members: int
+    ) -> None:
+        from .shared._publisher import Publisher
+
+        if namespace is None:
+            raise errors.InvalidArgument("redis= needs namespace=", 1)
+        try:
+            self._publisher = Publisher(
+                self, client, namespace, interval_ms=interval_ms, window_minutes=window_minutes,
+                event_time=clock == "event_time", max_members=max_members,
+            )
+        except ValueError as exc:
+            self._native_close(self._cdata)
+            self._closed = True
+            raise errors.InvalidArgument(str(exc), 1) from None
+
+    def _finish_publishing(self) -> None:
+        """close()'s publishing half: drain, stop the thread, publish the rest."""
+        # Sliced, so Ctrl-C gets through; from our own callback WouldDeadlock is
+        # raised here and the processor stays open.
+        self._flush_blocking(None)
+        publisher = self._publisher
+        publisher.stop(self._publish_timeout)
+        if not publisher.publish(time.monotonic() + self._publish_timeout, force=True):
+            log.error(
+                "engagehub: closing processor %r before Redis acknowledged %d events "
+                "(namespace %r); they are not in the shared analytics",
+                self, publisher.counters.pending_events, publisher.namespace,
+            )
+
+    def _publish_now(self, timeout: Optional[float]) -> None:
+        """flush_now()'s publishing half: every event processed is in Redis."""
+        publisher = self._publisher
+        if timeout is None:
+            while not publisher.publish(time.monotonic() + 0.5, force=True):
+                if self._closed:
+                    raise self._closed_error()
+            return
+        if not publisher.publish(time.monotonic() + max(timeout, 0.0), force=True):
+            raise errors.Timeout(f"Redis did not acknowledge the publish within {timeout} s", lib.EH_TIMEOUT)
 
     def _repr_details(self) -> str:
         s = self.stats()
@@ -849,6 +925,8 @@ class EventStreamProcessor(NativeHandle):
             self._raise_interrupt()
             if rc != _EH_TIMEOUT or (deadline is not None and time.monotonic() >= deadline):
                 check(rc)
+                if self._publisher is not None:
+                    self._publish_now(None if deadline is None else deadline - time.monotonic())
                 return
             if self._closed:
                 raise self._closed_error()
@@ -861,8 +939,14 @@ class EventStreamProcessor(NativeHandle):
         return ProcessorStats(
             s.pushed, s.accepted, s.dropped, s.processed, s.delivered, s.discarded,
             s.batches, s.failures, s.retries, s.dead_lettered, s.dead_letter_batches, s.queue_len,
-            s.future_refused,
+            s.future_refused, *self._publish_counters(),
         )
+
+    def _publish_counters(self) -> Tuple[int, ...]:
+        c = getattr(self._publisher, "counters", None)
+        if c is None:
+            return ()
+        return (c.batches, c.failures, c.duplicates, c.lost_minutes, c.pending_events)
 
     def total_events_processed(self) -> int:
         """Events taken from the ring and sketched by the workers."""

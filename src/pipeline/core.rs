@@ -519,6 +519,11 @@ impl Core {
         ))
     }
 
+    pub(crate) fn minute_events(&self, first_minute: i64, out: &mut [u64]) {
+        let guards = self.lock_shards();
+        sketch::window::minute_events(guards.iter().map(|g| &**g), first_minute, out);
+    }
+
     pub(crate) fn channel_count(&self, channel: &str) -> u64 {
         let guards = self.lock_shards();
         sketch::window::channel_count(guards.iter().map(|g| &**g), channel)

@@ -359,6 +359,16 @@ impl Processor {
         self.enter()?.core.unique_users(window_secs, now)
     }
 
+    /// Events held per minute of the window ring: `out[i]` for the minute starting at
+    /// unix second `first_minute_start + 60 * i` (rounded down to a minute), 0 for a
+    /// minute the ring no longer (or not yet) holds.
+    pub fn minute_events(&self, first_minute_start: i64, out: &mut [u64]) -> Result<()> {
+        self.enter()?
+            .core
+            .minute_events(first_minute_start.div_euclid(60), out);
+        Ok(())
+    }
+
     /// The sketch behind [`Processor::unique_users`], to merge with other processes'.
     pub fn users_sketch(&self, window_secs: i64, now: i64) -> Result<Hll> {
         self.enter()?.core.users_sketch(window_secs, now)

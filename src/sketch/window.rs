@@ -391,6 +391,16 @@ impl WindowedAnalytics {
         }
     }
 
+    /// Events recorded in minute `minute` (`ts.div_euclid(60)`): the total of its
+    /// slot's channel summary, 0 when the slot holds another minute or none. A
+    /// change detector for publishers: it grows with every event of the minute.
+    pub fn minute_events(&self, minute: i64) -> u64 {
+        match &self.ring[slot_index(minute, i64::from(self.cfg.window_minutes))] {
+            Some(slot) if slot.minute == minute => slot.channels.total(),
+            _ => 0,
+        }
+    }
+
     /// Configured window length in minutes.
     pub fn window_minutes(&self) -> u32 {
         self.cfg.window_minutes
@@ -483,6 +493,21 @@ pub fn top_channels<'a>(
         .into_iter()
         .map(|(channel, count, _error)| ChannelCount { channel, count })
         .collect()
+}
+
+/// Events per minute across `shards`: `out[i]` for minute `first_minute + i`
+/// (see [`WindowedAnalytics::minute_events`]).
+pub fn minute_events<'a>(
+    shards: impl IntoIterator<Item = &'a WindowedAnalytics>,
+    first_minute: i64,
+    out: &mut [u64],
+) {
+    out.fill(0);
+    for shard in shards {
+        for (i, n) in out.iter_mut().enumerate() {
+            *n += shard.minute_events(first_minute.saturating_add(i as i64));
+        }
+    }
 }
 
 /// All-time estimated number of events of `channel` across `shards`: the sum
@@ -619,6 +644,26 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    #[test]
+    fn minute_events_count_each_minute_of_the_ring() {
+        let mut a = shard();
+        let mut b = shard();
+        let m = 29_000_000_i64;
+        for i in 0..10u64 {
+            a.observe(&user(i), "c", m * 60 + 5);
+        }
+        for i in 0..3u64 {
+            b.observe(&user(i), "d", (m + 2) * 60);
+        }
+        let mut out = [9u64; 4];
+        minute_events([&a, &b], m - 1, &mut out);
+        assert_eq!(out, [0, 10, 0, 3]);
+        // A minute one window later reuses the slot: the old minute reads 0.
+        a.observe(&user(1), "c", (m + i64::from(a.window_minutes())) * 60);
+        assert_eq!(a.minute_events(m), 0);
+        assert_eq!(a.minute_events(m + i64::from(a.window_minutes())), 1);
     }
 
     #[test]

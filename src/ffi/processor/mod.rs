@@ -6,10 +6,12 @@
 //! closes and releases the shell and must be the last call on the handle.
 //!
 //! Files: `config` (settings), `push` (intake), `callbacks` (flush and dead
-//! letter), `queries` (stats and analytics); this file: create, flush, close, free.
+//! letter), `queries` (stats and analytics), `minutes` (per-minute
+//! read-out for publishers); this file: create, flush, close, free.
 
 mod callbacks;
 mod config;
+mod minutes;
 mod push;
 mod queries;
 #[cfg(test)]
@@ -29,6 +31,7 @@ pub use config::{
     EH_CLOCK_EVENT_TIME, EH_CLOCK_WALL, EH_OVERFLOW_BLOCK, EH_OVERFLOW_DROP_NEWEST,
     EH_WORKERS_NONE, eh_processor_config,
 };
+pub use minutes::eh_processor_minute_events;
 pub use push::{
     eh_events_columns, eh_processor_push, eh_processor_push_batch, eh_processor_push_columns,
     eh_processor_push_fields, eh_processor_push_wait,

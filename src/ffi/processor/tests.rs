@@ -406,4 +406,49 @@ fn close_timeout_returns_timeout_while_draining_and_is_callable_again() {
         eh_processor_free(p);
     }
     assert_eq!(gate.events.load(Ordering::SeqCst), 2);
+
+#[test]
+fn minute_events_reads_the_ring_and_refuses_bad_arguments() {
+    let cfg = eh_processor_config {
+        clock: EH_CLOCK_EVENT_TIME,
+        window_minutes: 60,
+        ..Default::default()
+    };
+    let mut p = std::ptr::null_mut();
+    let minute = 1_700_000_040; // a minute start
+    // SAFETY: valid config and out-params; the handle is live until freed below.
+    unsafe {
+        assert_eq!(eh_processor_new(&cfg, &mut p), EH_OK);
+        for (user, ts) in [("a", minute), ("b", minute + 59), ("c", minute + 120)] {
+            assert_eq!(push(p, user, ts), EH_OK);
+        }
+        assert_eq!(eh_processor_flush(p, 30_000), EH_OK);
+        let mut counts = [7u64; 4];
+        // Any second of the first minute names it.
+        assert_eq!(
+            eh_processor_minute_events(p, minute - 60 + 17, 4, counts.as_mut_ptr()),
+            EH_OK
+        );
+        assert_eq!(counts, [0, 2, 0, 1]);
+        assert_eq!(
+            eh_processor_minute_events(p, minute, 0, std::ptr::null_mut()),
+            EH_OK
+        );
+        assert_eq!(
+            eh_processor_minute_events(p, minute, 1, std::ptr::null_mut()),
+            EH_INVALID_ARGUMENT
+        );
+        let mut big = vec![5u64; 10_081];
+        assert_eq!(
+            eh_processor_minute_events(p, minute, big.len(), big.as_mut_ptr()),
+            EH_INVALID_ARGUMENT
+        );
+        assert!(big.iter().all(|&n| n == 5), "not written on failure");
+        assert_eq!(eh_processor_close(p), EH_OK);
+        assert_eq!(
+            eh_processor_minute_events(p, minute, 4, counts.as_mut_ptr()),
+            EH_SHUT_DOWN
+        );
+        eh_processor_free(p);
+    }
 }

@@ -1,0 +1,160 @@
+"""Reading the analytics that writer processes publish to Redis.
+
+:class:`SharedAnalytics` answers the :class:`~engagehub.EventStreamProcessor`
+analytics queries, with their names, shapes and window semantics, from the keys
+that processors created with ``redis=client, namespace=ns`` publish (the schema is
+in :mod:`engagehub.shared._schema` and the README). A process that pushed nothing
+(a gunicorn worker serving the dashboard) sees the union of every writer's events.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, List, Optional, Tuple
+
+from .. import errors
+from . import _schema
+from ._publisher import check_eviction_policy
+
+
+class SharedAnalytics:
+    """The shared analytics of namespace ``namespace`` in Redis ``client`` (a
+    ``redis.Redis``; ``decode_responses`` may be on or off).
+
+    ``window_minutes`` is the longest window a query may ask for (at most the
+    writers' own ``window_minutes``: minute keys expire after the writers' window
+    plus 10 minutes).
+
+    "Now": a query's ``now=None`` means the newest event time published by
+    ``clock="event_time"`` writers (``{ns}:clock``) if there is one, else the wall
+    clock, the same "now" the writers' own queries use.
+
+    Every query is one Redis round trip. Thread safety: as safe as the client
+    (redis-py clients are).
+    """
+
+    def __init__(self, client: Any, namespace: str, window_minutes: int = 60, *, check_eviction: bool = True) -> None:
+        if not isinstance(namespace, str) or not namespace or any(c in namespace for c in "{}"):
+            raise errors.InvalidArgument(f"namespace must be a non-empty str without braces, got {namespace!r}", 1)
+        if isinstance(window_minutes, bool) or not isinstance(window_minutes, int) or window_minutes <= 0:
+            raise errors.InvalidArgument(f"window_minutes must be a positive integer, got {window_minutes!r}", 1)
+        self.client = client
+        self.namespace = namespace
+        self.window_minutes = window_minutes
+        self._top_sha: Optional[str] = None
+        if check_eviction:
+            check_eviction_policy(client, f"SharedAnalytics {namespace!r}")
+
+    def _key(self, *parts: object) -> str:
+        return _schema.key(self.namespace, *parts)
+
+    # -- time ----------------------------------------------------------------
+
+    def now(self) -> int:
+        """The default "now" of the queries (see the class docs)."""
+        clock = self.client.get(self._key("clock"))
+        return int(clock) if clock is not None else int(time.time())
+
+    def _minutes(self, window_secs: Any, now: Optional[float]) -> Optional[Tuple[int, int]]:
+        """First and last minute start of the window, or ``None`` for all time
+        (``window_secs`` ``None`` or 0, as in the processor)."""
+        if window_secs is None:
+            return None
+        if isinstance(window_secs, bool) or not isinstance(window_secs, (int, float)):
+            raise errors.InvalidType(f"window_secs must be a number or None, not {type(window_secs).__name__}", 1)
+        if not 0 <= window_secs < 2**63:
+            raise errors.InvalidArgument(f"window_secs must be >= 0, got {window_secs}", 1)
+        window_secs = int(window_secs)
+        if window_secs == 0:
+            return None
+        minutes = -(-window_secs // 60)
+        if minutes > self.window_minutes:
+            raise errors.InvalidArgument(
+                f"window_secs {window_secs} is longer than the configured window of "
+                f"{self.window_minutes} minutes ({self.window_minutes * 60} s); raise window_minutes to query it",
+                1,
+            )
+        if now is None:
+            now = self.now()
+        if isinstance(now, bool) or not isinstance(now, (int, float)) or now <= 0:
+            raise errors.InvalidArgument(f"now must be a positive unix time, got {now!r}", 1)
+        last = int(now) // 60 * 60
+        return last - (minutes - 1) * 60, last
+
+    # -- queries ---------------------------------------------------------------
+
+    def unique_users(self, window_secs: Optional[int] = 3600, now: Optional[int] = None) -> int:
+        """Distinct users of every writer in the ``window_secs`` before ``now``
+        (rounded up to whole minutes; ``None``: all time): ``PFCOUNT`` over the
+        minute keys, equal to what one processor fed every writer's events answers
+        (the sketches are register-identical)."""
+        span = self._minutes(window_secs, now)
+        if span is None:
+            return int(self.client.pfcount(self._key("uu", "all")))
+        return int(self.client.pfcount(*_schema.minute_keys(self.namespace, "uu", *span)))
+
+    def get_unique_users_last_hour(self) -> int:
+        """Drop-in: distinct users in the last hour."""
+        return self.unique_users(3600)
+
+    def top_channels(
+        self, k: int = 10, window_secs: Optional[int] = None, now: Optional[int] = None
+    ) -> List[Tuple[str, int]]:
+        """The ``k`` busiest channels as ``(channel_id, count)``, busiest first and
+        ties by channel id, over the ``window_secs`` before ``now`` (``None``: all
+        time, from ``{ns}:ch:all``). One script: the sum of the minute sets, then
+        its top ``k``."""
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise errors.InvalidType(f"k must be an int, not {type(k).__name__}", 1)
+        if k < 0:
+            raise errors.InvalidArgument(f"k must be >= 0, got {k}", 1)
+        if k == 0:
+            return []
+        span = self._minutes(window_secs, now)
+        sources = [self._key("ch", "all")] if span is None else _schema.minute_keys(self.namespace, "ch", *span)
+        keys = [self._key("tmp", "top")] + sources
+        reply = self._top(keys, k)
+        rows = []
+        for i in range(0, len(reply), 2):
+            member = reply[i]
+            if isinstance(member, bytes):
+                member = member.decode("utf-8")
+            rows.append((member, int(float(reply[i + 1]))))
+        rows.sort(key=lambda r: (-r[1], r[0].encode("utf-8")))
+        return rows[:k]
+
+    def _top(self, keys: List[str], k: int) -> List[Any]:
+        client = self.client
+        if self._top_sha is None:
+            self._top_sha = client.script_load(_schema.TOP_SCRIPT)
+        try:
+            return client.evalsha(self._top_sha, len(keys), *keys, k)
+        except Exception as exc:
+            if type(exc).__name__ != "NoScriptError":
+                raise
+            return client.eval(_schema.TOP_SCRIPT, len(keys), *keys, k)
+
+    def get_top_channels(self, k: int = 10) -> List[Tuple[str, int]]:
+        """Drop-in: the ``k`` busiest channels of all time."""
+        return self.top_channels(k)
+
+    def total_events_processed(self) -> int:
+        """Events processed by every writer (``{ns}:events``)."""
+        value = self.client.get(self._key("events"))
+        return 0 if value is None else int(value)
+
+    def users_sketch(self, window_secs: Optional[int] = 3600, now: Optional[int] = None) -> Any:
+        """The union of the window's minute sketches as a
+        :class:`~engagehub.HyperLogLog` (for merging with other sketches)."""
+        from ..sketch import HyperLogLog
+
+        span = self._minutes(window_secs, now)
+        keys = [self._key("uu", "all")] if span is None else _schema.minute_keys(self.namespace, "uu", *span)
+        out = HyperLogLog()
+        for value in self.client.mget(keys):
+            if value is not None:
+                out.merge(HyperLogLog.from_redis(value))
+        return out
+
+
+__all__ = ["SharedAnalytics"]

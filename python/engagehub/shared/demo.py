@@ -1,0 +1,222 @@
+"""``python -m engagehub demo --redis URL --writers N``: the demo's day of events
+split over ``N`` writer processes that publish to Redis, and the dashboard read
+by a separate reader process that pushed nothing, through :class:`SharedAnalytics`
+(and :class:`SharedLeaderboard` when it is installed), checked against the exact
+SQL answers as in the single-process demo.
+
+Writer ``i`` (a spawned process) regenerates the same workload from the seed,
+takes events ``i, i + N, i + 2N, ...`` (so each writer's events stay in time
+order, and every writer sees most users and channels), pushes them into an
+``EventStreamProcessor(redis=..., namespace=...)`` whose flush callback writes the
+rows to the shared SQLite file, and closes it (which publishes the rest).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Dict, List, Optional, TextIO
+
+from .. import demo as base
+from ..processor import EventColumns, EventStreamProcessor
+
+TOPK_CAPACITY = 1024
+
+
+def _client(url: str) -> Any:
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+
+
+def _leaderboard_available() -> bool:
+    try:
+        from . import SharedLeaderboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _writer(config: Dict[str, Any], url: str, namespace: str, db: str, index: int, writers: int, out: Any) -> None:
+    cfg = base.DemoConfig(**config)
+    work = base.generate_events(
+        cfg.events, seed=cfg.seed, start_ts=cfg.start_ts or base.START, days=cfg.days,
+        users=cfg.users, channels=cfg.channels,
+    )
+    rows = work.rows()[index::writers]
+    client = _client(url)
+    store = base.SQLiteStore(Path(db), append=True)
+    store.conn.execute("PRAGMA busy_timeout=60000")  # the writers share the file
+    board = None
+    if _leaderboard_available():
+        from ..leaderboard import Leaderboard
+
+        board = Leaderboard(decay_factor=0.95, redis=client, key=f"{namespace}:leaderboard")
+    processor = EventStreamProcessor(
+        cfg.buffer_size, cfg.workers, cfg.batch_size, 200, overflow="block", block_timeout_ms=60_000,
+        clock="event_time", topk_capacity=TOPK_CAPACITY, redis=client, namespace=namespace,
+    )
+    if board is not None:
+        board.set_time_source(processor.now)
+    points = base.POINTS
+
+    def persist(batch: EventColumns) -> None:
+        store.write(batch)
+        if board is not None:
+            for user, kind, ts in zip(batch.user_ids, batch.types, batch.timestamps):
+                board.update_user(user, points[kind], ts)
+
+    processor.set_flush_callback(persist, batch_format="columns")
+    started = time.perf_counter()
+    for lo in range(0, len(rows), cfg.chunk):
+        processor.push_many(rows[lo : lo + cfg.chunk])
+    push_seconds = time.perf_counter() - started
+    processor.flush_now()
+    s = processor.stats()
+    processor.close()  # drains, then publishes everything still pending
+    if board is not None:
+        board.close()
+    store.close()
+    out.put({
+        "index": index, "accepted": s.accepted, "processed": s.processed, "push_seconds": push_seconds,
+        "seconds": time.perf_counter() - started, "published_batches": processor._publisher.counters.batches,
+        "publish_failures": processor._publisher.counters.failures,
+        "pending": processor._publisher.counters.pending_events,
+    })
+
+
+def _reader(url: str, namespace: str, k_channels: int, k_users: int, out: Any) -> None:
+    from . import SharedAnalytics
+
+    client = _client(url)
+    shared = SharedAnalytics(client, namespace)
+    started = time.perf_counter()
+    answer: Dict[str, Any] = {
+        "now": shared.now(),
+        "unique_active_users_last_hour": shared.get_unique_users_last_hour(),
+        "unique_users_all_time": shared.unique_users(None),
+        "top_channels": shared.get_top_channels(k_channels),
+        "total_events_processed": shared.total_events_processed(),
+    }
+    answer["analytics_ms"] = (time.perf_counter() - started) * 1e3
+    if _leaderboard_available():
+        from . import SharedLeaderboard
+
+        board = SharedLeaderboard(client, f"{namespace}:leaderboard")
+        answer["top_contributors"] = board.get_top_users(k_users)
+        answer["total_ranked_users"] = board.size()
+    out.put(answer)
+
+
+def run(config: base.DemoConfig, url: str, writers: int, namespace: str, *, out: Optional[TextIO] = None) -> int:
+    """Runs the shared demo and prints its dashboard; 0 when every check passed."""
+    out = sys.stdout if out is None else out
+    if writers < 1:
+        raise ValueError("--writers must be >= 1")
+    say = (lambda _m: None) if config.quiet else (lambda m: print(m, file=sys.stderr))
+    client = _client(url)
+    client.ping()
+    stale = list(client.scan_iter(match="{" + namespace + "}:*"))
+    stale += list(client.scan_iter(match="{" + namespace + ":leaderboard}*"))
+    if stale:
+        client.delete(*stale)
+    db = Path(config.db) if config.db else base._default_dir() / "engagehub-demo-shared.sqlite3"
+    base.SQLiteStore(db).close()  # a fresh table, which the writers append to
+    cfg = asdict(config)
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    say(f"{writers} writer processes, {config.events:,} events, publishing to {url} namespace {namespace!r}...")
+    started = time.perf_counter()
+    procs = [
+        ctx.Process(target=_writer, args=(cfg, url, namespace, str(db), i, writers, results)) for i in range(writers)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        stats = sorted((results.get(timeout=1800) for _ in procs), key=lambda s: s["index"])
+        for p in procs:
+            p.join(60)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+    write_seconds = time.perf_counter() - started
+    say("reading the dashboard from a reader process that pushed nothing...")
+    answers = ctx.Queue()
+    reader = ctx.Process(target=_reader, args=(url, namespace, config.top_channels, config.top_users, answers))
+    reader.start()
+    try:
+        answer = answers.get(timeout=120)
+    finally:
+        reader.join(60)
+
+    store = base.SQLiteStore(db, append=True)
+    store.first_id = 0
+    now = int(answer["now"])
+    now_min = now // 60
+    exact_rows = store.rows()
+    exact_last_hour = store.distinct_users((now_min - 59) * 60, (now_min + 1) * 60)
+    exact_all = store.distinct_users()
+    shared_top = answer["top_channels"]
+    exact_counts = store.channel_counts([c for c, _ in shared_top])
+    exact_top = store.top_channels(config.top_channels)
+    store.close()
+
+    problems: List[str] = []
+    accepted = sum(s["accepted"] for s in stats)
+    if answer["total_events_processed"] != accepted or exact_rows != accepted:
+        problems.append(
+            f"events: Redis {answer['total_events_processed']:,}, SQL {exact_rows:,}, accepted {accepted:,}"
+        )
+    for label, est, exact in (
+        ("last hour", answer["unique_active_users_last_hour"], exact_last_hour),
+        ("all time", answer["unique_users_all_time"], exact_all),
+    ):
+        if abs(est - exact) > base.hll_bound(exact):
+            problems.append(f"unique users {label}: shared {est:,} vs exact {exact:,}")
+    # Each writer's summary overcounts a channel by at most its events / capacity.
+    bound = sum(math.ceil(s["processed"] / TOPK_CAPACITY) for s in stats)
+    for channel, count in shared_top:
+        if not exact_counts[channel] <= count <= exact_counts[channel] + bound:
+            problems.append(f"channel {channel}: shared {count:,} vs exact {exact_counts[channel]:,} (+{bound})")
+    if any(s["pending"] for s in stats):
+        problems.append("a writer closed with events Redis had not acknowledged")
+
+    w = lambda line="": print(line, file=out)  # noqa: E731
+    w()
+    w(f"engagehub shared demo: {config.events:,} events over {writers} writer processes, Redis {url}")
+    w(f"  writers done in {write_seconds:.2f} s; pushes "
+      + ", ".join(f"{s['accepted'] / s['push_seconds']:,.0f} ev/s" for s in stats if s["push_seconds"] > 0))
+    w(f"  publishes acknowledged {sum(s['published_batches'] for s in stats):,}, "
+      f"failed attempts {sum(s['publish_failures'] for s in stats):,}")
+    w(f"Dashboard (reader process, {answer['analytics_ms']:.1f} ms; now = {base._utc(now, '%Y-%m-%d %H:%M:%S')} UTC)")
+    w(f"  {'':<28}{'shared':>10}{'exact SQL':>11}")
+    w(f"  {'unique users, last hour':<28}{answer['unique_active_users_last_hour']:>10,}{exact_last_hour:>11,}")
+    w(f"  {'unique users, all time':<28}{answer['unique_users_all_time']:>10,}{exact_all:>11,}")
+    w(f"  {'events processed':<28}{answer['total_events_processed']:>10,}{exact_rows:>11,}")
+    w(f"  top {len(shared_top)} channels (a count may exceed the exact one by <= {bound:,})")
+    for i, (channel, count) in enumerate(shared_top, 1):
+        w(f"    {i:>2}  {channel:<20}{count:>10,}{exact_counts[channel]:>11,}")
+    same = [c for c, _ in shared_top] == [c for c, _ in exact_top]
+    w(f"    same channels as the exact SQL top {len(exact_top)}: {'yes' if same else 'no (near-ties within the bound)'}")
+    if "top_contributors" in answer:
+        w(f"  leaderboard (SharedLeaderboard): {answer['total_ranked_users']:,} users ranked; top {config.top_users}:")
+        for row in answer["top_contributors"]:
+            w(f"    {row}")
+    else:
+        w("  leaderboard: skipped (engagehub.shared.SharedLeaderboard is not installed in this build)")
+    w()
+    if problems:
+        w("CHECKS FAILED:")
+        for p in problems:
+            w(f"  - {p}")
+        return 1
+    w("all checks passed")
+    return 0
+
+
+__all__ = ["run"]
