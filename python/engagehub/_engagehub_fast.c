@@ -297,7 +297,7 @@ static int push_target(PyObject *self, void **address, int *blocking) {
  * in `deliveries_waiting` before calling the cffi trampoline (which takes the GIL);
  * the trampoline's first act, under the GIL, is `delivery_started()`. A push that
  * sees a delivery waiting releases the GIL and waits, without it, until some
- * delivery has started (or 1 ms has passed), then takes it back: the batch is
+ * delivery has started (or 20 ms have passed), then takes it back: the batch is
  * delivered now rather than after 5 ms. A push never waits on the ring itself. */
 
 #if defined(_MSC_VER)
@@ -306,14 +306,27 @@ static int push_target(PyObject *self, void **address, int *blocking) {
 typedef volatile LONG64 eh_counter;
 #define COUNTER_LOAD(c) InterlockedOr64(&(c), 0)
 #define COUNTER_ADD(c, v) InterlockedExchangeAdd64(&(c), (v))
-#define YIELD_CPU() SwitchToThread()
+#define PAUSE_BRIEFLY() Sleep(0)
+#define MONOTONIC_NS() ((int64_t)GetTickCount64() * 1000000)
 #else
-#include <sched.h>
+#include <time.h>
 #define EH_THREAD_LOCAL _Thread_local
 typedef int64_t eh_counter;
 #define COUNTER_LOAD(c) __atomic_load_n(&(c), __ATOMIC_ACQUIRE)
 #define COUNTER_ADD(c, v) __atomic_fetch_add(&(c), (v), __ATOMIC_ACQ_REL)
-#define YIELD_CPU() sched_yield()
+/* Sleeps ~20 us: leaves the core to the worker being woken (a sched_yield spin
+ * kept it busy, and on a loaded 2-core machine the worker then missed its turn). */
+#define PAUSE_BRIEFLY()                                                                      \
+  do {                                                                                       \
+    struct timespec pause_ = {0, 20000};                                                     \
+    nanosleep(&pause_, NULL);                                                                \
+  } while (0)
+static int64_t monotonic_ns(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+#define MONOTONIC_NS() monotonic_ns()
 #endif
 
 typedef int32_t (*flush_fn)(void *user_data, const eh_event *events, size_t n);
@@ -377,15 +390,16 @@ static PyObject *reset_after_fork(PyObject *module, PyObject *unused) {
   Py_RETURN_NONE;
 }
 
-/* Lets a waiting delivery take the GIL (see above); called with the GIL held. */
+/* Lets a waiting delivery take the GIL (see above); called with the GIL held. The
+ * wait is bounded (20 ms) so that a worker that cannot get the GIL (another thread
+ * holds it) slows a push down but never stops it. */
 static void yield_to_delivery(void) {
   int64_t started = COUNTER_LOAD(deliveries_started);
   Py_BEGIN_ALLOW_THREADS
-  for (int spin = 0; spin < 2000; spin++) { /* ~1 ms of sched_yield at most */
-    if (COUNTER_LOAD(deliveries_started) != started || COUNTER_LOAD(deliveries_waiting) <= 0) {
-      break;
-    }
-    YIELD_CPU();
+  int64_t deadline = MONOTONIC_NS() + 20 * 1000 * 1000;
+  while (COUNTER_LOAD(deliveries_started) == started && COUNTER_LOAD(deliveries_waiting) > 0 &&
+         MONOTONIC_NS() < deadline) {
+    PAUSE_BRIEFLY();
   }
   Py_END_ALLOW_THREADS
 }
