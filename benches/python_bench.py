@@ -106,13 +106,16 @@ def bench_leaderboard(sizes: list[int], batches: int) -> list[tuple]:
 #              event; end to end as above.
 # top10        get_top_channels(10) after the dicts case's million events: median
 #              of 1,000 calls, in microseconds.
+# *_cffi       push_event and dicts through the general paths (cffi calls and the
+#              Python decoder): the code before the compiled fast paths.
 #
 # Each case can run in a fresh process (--case) on engagehub or on the C++
 # extension (--impl cpp, imported from --cpp-path); --compare runs them
 # interleaved, one fresh process per case and implementation, --pairs times.
 
 PIPELINE_CONFIG = (65536, 2, 1000, 100)
-CASES = ("push_event", "push_many", "dicts", "columns")
+_KEEP: list = []
+CASES = ("push_event", "push_many", "dicts", "columns", "push_event_cffi", "dicts_cffi")
 CPP_CASES = ("push_event", "dicts")
 
 
@@ -120,12 +123,16 @@ def _empty(a, b, c, d) -> None:
     pass
 
 
-def _same_args_loop(fn, n: int) -> float:
+def _same_args_loop(fn, n: int, cpu: list | None = None) -> float:
     kind, user, channel, ts = "message", "123456789012345678", "channel-7", T0
+    c = time.thread_time()
     t = time.perf_counter()
     for _ in itertools.repeat(None, n):
         fn(kind, user, channel, ts)
-    return time.perf_counter() - t
+    elapsed = time.perf_counter() - t
+    if cpu is not None:
+        cpu.append(time.thread_time() - c)
+    return elapsed
 
 
 def _events(n: int) -> list:
@@ -148,24 +155,38 @@ def run_case(case: str, impl: str, n: int) -> dict:
         Processor = module.EventStreamProcessor
     else:
         Processor = engagehub.EventStreamProcessor
-    floor = _same_args_loop(_empty, n)
+    floor_cpu: list = []
+    floor = _same_args_loop(_empty, n, floor_cpu)
     out: dict = {"case": case, "impl": impl, "n": n, "floor_s": floor}
-    if case == "push_event":
+    # CPU seconds too: on a loaded machine a thread waits for a core, and the wall
+    # clock then charges the scheduler. Pushes: the pushing thread's CPU time;
+    # deliveries: the whole process's (workers included), against the floor's.
+    cpu0 = time.process_time()
+    if case in ("push_event", "push_event_cffi"):
         p = Processor(1 << 21, 1, 1000, 1000)
-        out["s"] = _same_args_loop(p.push_event, n)
+        push_cpu: list = []
+        out["s"] = _same_args_loop(p.push_event if case == "push_event" else p._push_event_general, n, push_cpu)
+        out["cpu_s"] = push_cpu[0]
         out["dropped"] = p.events_dropped()
-        p.flush_now()
+        if impl != "cpp":  # the C++ flush_now waits forever without a callback
+            p.flush_now()
     elif case == "push_many":
         events = _events(n)
         chunks = [events[i : i + BATCH] for i in range(0, n, BATCH)]
         p = Processor(1 << 21, 1, 1000, 1000)
+        c = time.thread_time()
         t = time.perf_counter()
         for chunk in chunks:
             p.push_many(chunk)
         out["s"] = time.perf_counter() - t
+        out["cpu_s"] = time.thread_time() - c
         out["dropped"] = p.events_dropped()
         p.flush_now()
-    elif case in ("dicts", "columns"):
+    elif case in ("dicts", "dicts_cffi", "columns"):
+        if case == "dicts_cffi":  # the general paths: cffi pushes and the Python decoder
+            from engagehub import processor as processor_module
+
+            processor_module._build_batch = None
         events = _events(n)
         seen = [0]
 
@@ -178,24 +199,27 @@ def run_case(case: str, impl: str, n: int) -> dict:
             seen[0] += len(rows)
 
         p = Processor(*PIPELINE_CONFIG)
-        if case == "dicts":
+        if case != "columns":
             p.set_flush_callback(read_dicts)
             gc.collect()
+            cpu0 = time.process_time()
             t = time.perf_counter()
-            _list_loop(p.push_event, events)
+            _list_loop(p.push_event if case == "dicts" else p._push_event_general, events)
             p.flush_now()
         else:
             p.set_flush_callback(read_columns, batch_format="columns")
             chunks = [events[i : i + BATCH] for i in range(0, n, BATCH)]
             gc.collect()
+            cpu0 = time.process_time()
             t = time.perf_counter()
             for chunk in chunks:
                 p.push_many(chunk)
             p.flush_now()
         out["s"] = time.perf_counter() - t
+        out["cpu_s"] = time.process_time() - cpu0
         out["dropped"] = p.events_dropped()
         out["delivered"] = seen[0]
-        if case == "dicts":
+        if case != "columns":
             top = [0.0] * 1000
             for i in range(len(top)):
                 t = time.perf_counter_ns()
@@ -204,9 +228,13 @@ def run_case(case: str, impl: str, n: int) -> dict:
             out["top10_us"] = statistics.median(top)
     else:
         raise ValueError(case)
-    if impl != "cpp":
+    if impl == "cpp":
+        _KEEP.append(p)  # its destructor waits forever for a flush without a callback
+    else:
         p.close()
     out["ratio"] = out["s"] / floor
+    out["floor_cpu_s"] = floor_cpu[0]
+    out["cpu_ratio"] = out["cpu_s"] / floor_cpu[0]
     out["events_per_s"] = n / out["s"]
     return out
 
@@ -221,8 +249,8 @@ def _fresh(case: str, impl: str, n: int, cpp_path: str | None) -> dict:
 
 
 def _pipeline_table(results: list[dict]) -> None:
-    print("| case | impl | runs | median s | floor s | ratio to floor | events/s | dropped (max) | extra |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    print("| case | impl | runs | median s | floor s | ratio to floor (min–max) | CPU ratio | events/s | dropped (max) | extra |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     keys = []
     for r in results:
         if (r["case"], r["impl"]) not in keys:
@@ -261,7 +289,9 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=5)
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(run_case(args.case, args.impl, args.events)))
+        print(json.dumps(run_case(args.case, args.impl, args.events)), flush=True)
+        if args.impl == "cpp":
+            os._exit(0)  # its destructor may wait for a flush that never comes
         return 0
     if args.compare:
         if not args.cpp_path:
