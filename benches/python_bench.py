@@ -249,6 +249,10 @@ def _fresh(case: str, impl: str, n: int, cpp_path: str | None) -> dict:
 
 
 def _pipeline_table(results: list[dict]) -> None:
+    raw = os.environ.get("ENGAGEHUB_BENCH_JSON")
+    if raw:  # every run's figures, one JSON object a line
+        with open(raw, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in results)
     print("| case | impl | runs | median s | floor s | ratio to floor (min–max) | CPU ratio | events/s | dropped (max) | extra |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     keys = []
@@ -267,6 +271,7 @@ def _pipeline_table(results: list[dict]) -> None:
             f"{statistics.median(r['floor_s'] for r in rs):.3f} | "
             f"{statistics.median(r['ratio'] for r in rs):.2f} "
             f"({min(r['ratio'] for r in rs):.2f}–{max(r['ratio'] for r in rs):.2f}) | "
+            f"{statistics.median(r['cpu_ratio'] for r in rs):.2f} | "
             f"{statistics.median(r['events_per_s'] for r in rs):,.0f} | {max(r['dropped'] for r in rs):,} | {extra} |"
         )
     pe = [r["events_per_s"] for r in results if r["case"] == "push_event" and r["impl"] == "engagehub"]
