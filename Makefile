@@ -75,7 +75,8 @@ c-test: setup-cc setup-venv lib-debug
 	cmake --build $(BUILD)/c -j2
 	ctest --test-dir $(BUILD)/c --output-on-failure
 
-## ENGAGEHUB_EXPECT_FAST: a test fails unless update_user's fast path is in use.
+## ENGAGEHUB_EXPECT_FAST: tests fail unless the fast paths (update_user, push_event,
+## push_many, batch delivery) are in use.
 py-test: setup-venv lib-debug py-fast
 	ENGAGEHUB_EXPECT_FAST=1 ENGAGEHUB_LIB=$(CURDIR)/target/debug/$(LIBNAME) \
 		PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q -rs tests/python
@@ -87,7 +88,7 @@ bench:
 bench-python: py-ext
 	PYTHONPATH=$(CURDIR)/python $(PYTHON) benches/python_bench.py
 
-## Compile update_user's fast path (engagehub._engagehub_fast, no Rust needed) into
+## Compile the fast paths (engagehub._engagehub_fast, no Rust needed) into
 ## python/engagehub/; it serves the cffi API and ABI modes alike.
 py-fast: setup-venv
 	$(PYTHON) python/engagehub/_build_cffi.py --fast-only --out python/engagehub

@@ -1,7 +1,11 @@
 """Python-level benchmarks of the engagehub package (what a Django or discord.py
 service pays per call).
 
-Run: ``make bench-python`` (builds the release library and the compiled cffi module).
+Run: ``make bench-python`` (builds the release library and the compiled cffi module);
+``--only processor`` for the event pipeline (every figure as a ratio to an empty
+Python call, see below); ``--compare --cpp-path DIR`` runs the pipeline cases on
+engagehub and on the C++ extension's ``cpp_event_processor`` module found in DIR
+(built by you; this script builds nothing), interleaved, a fresh process each.
 
 Method: each figure is the median, over many batches, of the mean time per call in
 a batch of 1,000 calls (timing single calls would mostly measure the timer on this
@@ -11,10 +15,14 @@ machine). Targets are uniformly random existing users with 18-digit ids.
 from __future__ import annotations
 
 import argparse
+import gc
+import itertools
+import json
 import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -77,62 +85,199 @@ def bench_leaderboard(sizes: list[int], batches: int) -> list[tuple]:
     return rows
 
 
-def bench_push(n: int, rounds: int) -> dict:
-    """Events/s of push_event in a loop and of push_many (lists of 1,000 4-tuples).
+# -- event pipeline: every figure as a ratio to the empty-call floor ----------------
+#
+# The floor: an empty Python function called N times with the same four arguments
+# as push_event, in the same loop shape, measured in the same process right before
+# each case (so a ratio compares like with like on a noisy machine). The cases:
+#
+# push_event   N calls with the same four arguments (str, str, str, int); no
+#              callback, a ring large enough that nothing is dropped.
+# push_many    N events as lists of 1,000 4-tuples; reported as a rate and as a
+#              multiple of push_event's rate.
+# dicts        N push_event calls (10,000 users, 97 channels, distinct objects
+#              from a prepared list) into buffer_size=65536, num_threads=2,
+#              batch_size=1000, flush_interval_ms=100, with a dict callback that
+#              reads every field of every event (as bulk_create does); the clock
+#              runs from the first push until flush_now() returns. Nothing may be
+#              dropped.
+# columns      the same events pushed with push_many (1,000 per call) and
+#              delivered as batch_format="columns" to a callback that reads every
+#              event; end to end as above.
+# top10        get_top_channels(10) after the dicts case's million events: median
+#              of 1,000 calls, in microseconds.
+# *_cffi       push_event and dicts through the general paths (cffi calls and the
+#              Python decoder): the code before the compiled fast paths.
+#
+# Each case can run in a fresh process (--case) on engagehub or on the C++
+# extension (--impl cpp, imported from --cpp-path); --compare runs them
+# interleaved, one fresh process per case and implementation, --pairs times.
 
-    The processor has a large ring and no callback (batches are discarded by the
-    worker), so the figure is the producer's cost; median over rounds."""
-    rng = random.Random(2)
-    users = [str(100_000_000_000_000_000 + rng.randrange(900_000_000_000_000_000)) for _ in range(10_000)]
-    events = [("message", users[i % 10_000], f"channel-{i % 97}", T0 + i // 100) for i in range(n)]
-    chunks = [events[i : i + BATCH] for i in range(0, n, BATCH)]
-    single, many = [], []
-    for _ in range(rounds):
-        with engagehub.EventStreamProcessor(1 << 21, 1, 1000, 1000) as p:
-            push = p.push_event
-            t = time.perf_counter()
-            for kind, user, channel, ts in events:
-                push(kind, user, channel, ts)
-            single.append(n / (time.perf_counter() - t))
-            assert p.stats().dropped == 0
-            p.flush_now()
-        with engagehub.EventStreamProcessor(1 << 21, 1, 1000, 1000) as p:
-            push_many = p.push_many
-            t = time.perf_counter()
-            for chunk in chunks:
-                push_many(chunk)
-            many.append(n / (time.perf_counter() - t))
-            assert p.stats().dropped == 0
-    return {"push_event": statistics.median(single), "push_many": statistics.median(many)}
+PIPELINE_CONFIG = (65536, 2, 1000, 100)
+_KEEP: list = []
+CASES = ("push_event", "push_many", "dicts", "columns", "push_event_cffi", "dicts_cffi")
+CPP_CASES = ("push_event", "dicts")
 
 
-def bench_delivery(n: int, rounds: int, batch_format: str) -> float:
-    """Events/s delivered into a Python callback that counts them.
+def _empty(a, b, c, d) -> None:
+    pass
 
-    The first batch blocks the worker until all ``n`` events are queued, then the
-    clock runs from its release until ``flush_now`` returns: worker pops, batching,
-    decoding into Python objects and the callback itself."""
+
+def _same_args_loop(fn, n: int, cpu: list | None = None) -> float:
+    kind, user, channel, ts = "message", "123456789012345678", "channel-7", T0
+    c = time.thread_time()
+    t = time.perf_counter()
+    for _ in itertools.repeat(None, n):
+        fn(kind, user, channel, ts)
+    elapsed = time.perf_counter() - t
+    if cpu is not None:
+        cpu.append(time.thread_time() - c)
+    return elapsed
+
+
+def _events(n: int) -> list:
     rng = random.Random(3)
     users = [str(100_000_000_000_000_000 + rng.randrange(900_000_000_000_000_000)) for _ in range(10_000)]
-    events = [("message", users[i % 10_000], f"channel-{i % 97}", T0 + i // 100) for i in range(n)]
-    rates = []
-    for _ in range(rounds):
-        gate, count = threading.Event(), [0]
+    channels = [f"channel-{i}" for i in range(97)]
+    return [("message", users[i % 10_000], channels[i % 97], T0 + i // 100) for i in range(n)]
 
-        def callback(batch) -> None:
-            gate.wait()
-            count[0] += len(batch)
 
-        with engagehub.EventStreamProcessor(1 << 21, 1, 5000, 1000) as p:
-            p.set_flush_callback(callback, batch_format=batch_format)
-            for i in range(0, n, BATCH):
-                p.push_many(events[i : i + BATCH])
-            t = time.perf_counter()
-            gate.set()
+def _list_loop(fn, events: list) -> None:
+    for kind, user, channel, ts in events:
+        fn(kind, user, channel, ts)
+
+
+def run_case(case: str, impl: str, n: int) -> dict:
+    """One case in this process: its seconds, the floor's, and the counters."""
+    if impl == "cpp":
+        import cpp_event_processor as module  # type: ignore[import-not-found]
+
+        Processor = module.EventStreamProcessor
+    else:
+        Processor = engagehub.EventStreamProcessor
+    floor_cpu: list = []
+    floor = _same_args_loop(_empty, n, floor_cpu)
+    out: dict = {"case": case, "impl": impl, "n": n, "floor_s": floor}
+    # CPU seconds too: on a loaded machine a thread waits for a core, and the wall
+    # clock then charges the scheduler. Pushes: the pushing thread's CPU time;
+    # deliveries: the whole process's (workers included), against the floor's.
+    cpu0 = time.process_time()
+    if case in ("push_event", "push_event_cffi"):
+        p = Processor(1 << 21, 1, 1000, 1000)
+        push_cpu: list = []
+        out["s"] = _same_args_loop(p.push_event if case == "push_event" else p._push_event_general, n, push_cpu)
+        out["cpu_s"] = push_cpu[0]
+        out["dropped"] = p.events_dropped()
+        if impl != "cpp":  # the C++ flush_now waits forever without a callback
             p.flush_now()
-            rates.append(n / (time.perf_counter() - t))
-            assert count[0] == n
-    return statistics.median(rates)
+    elif case == "push_many":
+        events = _events(n)
+        chunks = [events[i : i + BATCH] for i in range(0, n, BATCH)]
+        p = Processor(1 << 21, 1, 1000, 1000)
+        c = time.thread_time()
+        t = time.perf_counter()
+        for chunk in chunks:
+            p.push_many(chunk)
+        out["s"] = time.perf_counter() - t
+        out["cpu_s"] = time.thread_time() - c
+        out["dropped"] = p.events_dropped()
+        p.flush_now()
+    elif case in ("dicts", "dicts_cffi", "columns"):
+        if case == "dicts_cffi":  # the general paths: cffi pushes and the Python decoder
+            from engagehub import processor as processor_module
+
+            processor_module._build_batch = None
+        events = _events(n)
+        seen = [0]
+
+        def read_dicts(batch) -> None:
+            rows = [(e["type"], e["user_id"], e["channel_id"], e["timestamp"]) for e in batch]
+            seen[0] += len(rows)
+
+        def read_columns(batch) -> None:
+            rows = list(zip(batch.types, batch.user_ids, batch.channel_ids, batch.timestamps))
+            seen[0] += len(rows)
+
+        p = Processor(*PIPELINE_CONFIG)
+        if case != "columns":
+            p.set_flush_callback(read_dicts)
+            gc.collect()
+            cpu0 = time.process_time()
+            t = time.perf_counter()
+            _list_loop(p.push_event if case == "dicts" else p._push_event_general, events)
+            p.flush_now()
+        else:
+            p.set_flush_callback(read_columns, batch_format="columns")
+            chunks = [events[i : i + BATCH] for i in range(0, n, BATCH)]
+            gc.collect()
+            cpu0 = time.process_time()
+            t = time.perf_counter()
+            for chunk in chunks:
+                p.push_many(chunk)
+            p.flush_now()
+        out["s"] = time.perf_counter() - t
+        out["cpu_s"] = time.process_time() - cpu0
+        out["dropped"] = p.events_dropped()
+        out["delivered"] = seen[0]
+        if case != "columns":
+            top = [0.0] * 1000
+            for i in range(len(top)):
+                t = time.perf_counter_ns()
+                p.get_top_channels(10)
+                top[i] = (time.perf_counter_ns() - t) / 1000
+            out["top10_us"] = statistics.median(top)
+    else:
+        raise ValueError(case)
+    if impl == "cpp":
+        _KEEP.append(p)  # its destructor waits forever for a flush without a callback
+    else:
+        p.close()
+    out["ratio"] = out["s"] / floor
+    out["floor_cpu_s"] = floor_cpu[0]
+    out["cpu_ratio"] = out["cpu_s"] / floor_cpu[0]
+    out["events_per_s"] = n / out["s"]
+    return out
+
+
+def _fresh(case: str, impl: str, n: int, cpp_path: str | None) -> dict:
+    env = dict(os.environ)
+    if impl == "cpp":
+        env["PYTHONPATH"] = cpp_path + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, __file__, "--case", case, "--impl", impl, "--events", str(n)]
+    done = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _pipeline_table(results: list[dict]) -> None:
+    raw = os.environ.get("ENGAGEHUB_BENCH_JSON")
+    if raw:  # every run's figures, one JSON object a line
+        with open(raw, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in results)
+    print("| case | impl | runs | median s | floor s | ratio to floor (min–max) | CPU ratio | events/s | dropped (max) | extra |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    keys = []
+    for r in results:
+        if (r["case"], r["impl"]) not in keys:
+            keys.append((r["case"], r["impl"]))
+    for case, impl in keys:
+        rs = [r for r in results if r["case"] == case and r["impl"] == impl]
+        extra = ""
+        if "top10_us" in rs[0]:
+            extra = f"get_top_channels(10) {statistics.median(r['top10_us'] for r in rs):.1f} µs"
+        if "delivered" in rs[0]:
+            extra += f"; delivered (min) {min(r['delivered'] for r in rs):,}"
+        print(
+            f"| {case} | {impl} | {len(rs)} | {statistics.median(r['s'] for r in rs):.3f} | "
+            f"{statistics.median(r['floor_s'] for r in rs):.3f} | "
+            f"{statistics.median(r['ratio'] for r in rs):.2f} "
+            f"({min(r['ratio'] for r in rs):.2f}–{max(r['ratio'] for r in rs):.2f}) | "
+            f"{statistics.median(r['cpu_ratio'] for r in rs):.2f} | "
+            f"{statistics.median(r['events_per_s'] for r in rs):,.0f} | {max(r['dropped'] for r in rs):,} | {extra} |"
+        )
+    pe = [r["events_per_s"] for r in results if r["case"] == "push_event" and r["impl"] == "engagehub"]
+    pm = [r["events_per_s"] for r in results if r["case"] == "push_many" and r["impl"] == "engagehub"]
+    if pe and pm:
+        print(f"\npush_many / push_event rate (medians): {statistics.median(pm) / statistics.median(pe):.2f}x")
 
 
 def main() -> int:
@@ -142,21 +287,41 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", choices=["leaderboard", "processor"], default=None)
+    parser.add_argument("--case", choices=CASES, help="run one pipeline case in this process; print JSON")
+    parser.add_argument("--impl", choices=["engagehub", "cpp"], default="engagehub")
+    parser.add_argument("--cpp-path", help="folder holding the C++ extension's cpp_event_processor module")
+    parser.add_argument("--compare", action="store_true", help="engagehub vs the C++ extension, interleaved")
+    parser.add_argument("--pairs", type=int, default=5)
     args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(args.case, args.impl, args.events)), flush=True)
+        if args.impl == "cpp":
+            os._exit(0)  # its destructor may wait for a flush that never comes
+        return 0
+    if args.compare:
+        if not args.cpp_path:
+            parser.error("--compare needs --cpp-path")
+        print(f"engagehub {engagehub.__version__}, cffi {MODE} mode, vs the C++ extension from {args.cpp_path}; "
+              f"{args.pairs} interleaved pairs, a fresh process per case")
+        results = []
+        for _ in range(args.pairs):
+            for case in CASES:
+                impls = ["engagehub", "cpp"] if case in CPP_CASES else ["engagehub"]
+                for impl in impls:
+                    results.append(_fresh(case, impl, args.events, args.cpp_path))
+        _pipeline_table(results)
+        return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"engagehub {engagehub.__version__}, cffi {MODE} mode ({LIBRARY_PATH})")
     print(f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores")
     print()
     if args.only in (None, "processor"):
-        print(f"EventStreamProcessor ({args.events:,} events, median of {args.rounds} rounds, events/s)")
-        push = bench_push(args.events, args.rounds)
-        print("| measure | events/s |")
-        print("|---|---:|")
-        print(f"| push_event loop | {push['push_event']:,.0f} |")
-        print(f"| push_many (1,000 per call) | {push['push_many']:,.0f} |")
-        for form in ("columns", "tuples", "dicts"):
-            rate = bench_delivery(args.events, args.rounds, form)
-            print(f"| delivery to a Python callback, batch_format={form!r} | {rate:,.0f} |")
+        from engagehub.processor import FAST_PUSH
+
+        print(f"EventStreamProcessor ({args.events:,} events; fast paths: {'yes' if FAST_PUSH else 'not built'}; "
+              f"{args.rounds} fresh processes per case)")
+        results = [_fresh(case, "engagehub", args.events, None) for _ in range(args.rounds) for case in CASES]
+        _pipeline_table(results)
         print()
     if args.only in (None, "leaderboard"):
         print("Leaderboard (median of 1,000-call batch means, ns per call)")

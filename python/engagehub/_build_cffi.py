@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - any build failure, reported below
         if not (args.fast_only and args.optional):
             raise
-        print(f"engagehub: update_user's fast path not built ({exc}); it will use cffi")
+        print(f"engagehub: the fast paths (update_user, push_event, delivery) not built ({exc}); they will use cffi")
     return 0
 
 

@@ -29,7 +29,10 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef int32_t (*try_add_fn)(const void *board, const uint8_t *id, size_t id_len,
                               double points, int64_t timestamp);
@@ -92,11 +95,855 @@ static PyObject *leaderboard_add(PyObject *module, PyObject *const *args, Py_ssi
   return PyLong_FromLong(status);
 }
 
+
+/* ---- EventStreamProcessor: push_event, push_many and batch delivery -------------
+ *
+ * The same idea for the pipeline's per-event calls. `bind_processor` receives the
+ * addresses of eh_processor_push and eh_processor_push_batch from the library cffi
+ * loaded, and the layout of eh_event as cffi parsed it from the header (checked
+ * here against the struct below, so a header change cannot be misread).
+ *
+ * push_event is a method descriptor (PushEvent) set in the class body: called as
+ * `p.push_event(...)` it runs with no Python frame at all. It reads the instance's
+ * `_push_target` (address, blocking), takes three exact str and an exact int (or
+ * None, or nothing) as they are, and makes one native call. Anything else (bytes,
+ * a float timestamp, a payload, keywords, an int beyond 64 bits, a lone
+ * surrogate, no `_push_target`) calls the general Python method with the same
+ * arguments, so it raises or converts exactly as it always did. A non-zero status
+ * other than EH_QUEUE_FULL goes to the class's `_push_failed(status)`, which raises
+ * what the general path raises for it.
+ *
+ * The address is the processor's shell, valid for the wrapper's whole life (freed
+ * only by ffi.gc, and `self` is alive during the call): a push racing close gets
+ * EH_SHUT_DOWN. After fork the native side re-initialises on this first call.
+ * Under the "drop" overflow the push never waits, so the GIL stays held; under
+ * "block" it may wait for room, which the workers can only make by running the
+ * Python callback, so the GIL is released around the call.
+ */
+
+typedef struct {
+  const uint8_t *kind;
+  size_t kind_len;
+  const uint8_t *user_id;
+  size_t user_id_len;
+  const uint8_t *channel_id;
+  size_t channel_id_len;
+  int64_t timestamp;
+  const uint8_t *payload;
+  size_t payload_len;
+} eh_event;
+
+typedef int32_t (*push_fn)(void *p, const uint8_t *kind, size_t kind_len, const uint8_t *user_id,
+                           size_t user_id_len, const uint8_t *channel_id, size_t channel_id_len,
+                           int64_t timestamp, const uint8_t *payload, size_t payload_len);
+typedef int32_t (*push_batch_fn)(void *p, const eh_event *events, size_t n, size_t *accepted);
+
+/* Set once by bind_processor(); read only with the GIL held. */
+static push_fn processor_push = NULL;
+static push_batch_fn processor_push_batch = NULL;
+static int32_t status_queue_full = -1;
+
+/* Interned names, created at import. */
+static PyObject *key_type, *key_user_id, *key_channel_id, *key_timestamp, *key_payload;
+static PyObject *name_push_failed;
+
+static PyObject *bind_processor(PyObject *module, PyObject *args) {
+  (void)module;
+  PyObject *push_address, *batch_address, *layout;
+  int queue_full;
+  if (!PyArg_ParseTuple(args, "OOiO!", &push_address, &batch_address, &queue_full, &PyTuple_Type,
+                        &layout)) {
+    return NULL;
+  }
+  const Py_ssize_t expected[] = {
+      (Py_ssize_t)sizeof(eh_event),
+      (Py_ssize_t)offsetof(eh_event, kind),
+      (Py_ssize_t)offsetof(eh_event, kind_len),
+      (Py_ssize_t)offsetof(eh_event, user_id),
+      (Py_ssize_t)offsetof(eh_event, user_id_len),
+      (Py_ssize_t)offsetof(eh_event, channel_id),
+      (Py_ssize_t)offsetof(eh_event, channel_id_len),
+      (Py_ssize_t)offsetof(eh_event, timestamp),
+      (Py_ssize_t)offsetof(eh_event, payload),
+      (Py_ssize_t)offsetof(eh_event, payload_len),
+  };
+  const Py_ssize_t fields = (Py_ssize_t)(sizeof expected / sizeof expected[0]);
+  if (PyTuple_GET_SIZE(layout) != fields) {
+    PyErr_SetString(PyExc_ValueError, "bind_processor(): eh_event layout has the wrong length");
+    return NULL;
+  }
+  for (Py_ssize_t i = 0; i < fields; i++) {
+    Py_ssize_t got = PyLong_AsSsize_t(PyTuple_GET_ITEM(layout, i));
+    if (got == -1 && PyErr_Occurred()) {
+      return NULL;
+    }
+    if (got != expected[i]) {
+      PyErr_Format(PyExc_ValueError,
+                   "bind_processor(): eh_event layout differs from the header's (field %zd: %zd, "
+                   "expected %zd)",
+                   i, got, expected[i]);
+      return NULL;
+    }
+  }
+  void *push = PyLong_AsVoidPtr(push_address);
+  if (push == NULL) {
+    goto bad_address;
+  }
+  void *batch = PyLong_AsVoidPtr(batch_address);
+  if (batch == NULL) {
+    goto bad_address;
+  }
+  processor_push = (push_fn)push;
+  processor_push_batch = (push_batch_fn)batch;
+  status_queue_full = queue_full;
+  Py_RETURN_NONE;
+bad_address:
+  if (!PyErr_Occurred()) {
+    PyErr_SetString(PyExc_ValueError, "bind_processor() needs the push functions' addresses");
+  }
+  return NULL;
+}
+
+/* EventStreamProcessor and the offset of its `_push_target` slot, from
+ * bind_push_target(): reading a slot is a load, where an attribute lookup costs two
+ * dictionary probes (a tenth of a push). */
+static PyTypeObject *processor_type = NULL;
+static Py_ssize_t push_target_offset = 0;
+
+static PyObject *bind_push_target(PyObject *module, PyObject *args) {
+  (void)module;
+  PyObject *type, *descr;
+  if (!PyArg_ParseTuple(args, "O!O", &PyType_Type, &type, &descr)) {
+    return NULL;
+  }
+  if (!Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+    PyErr_SetString(PyExc_TypeError, "bind_push_target() needs the class's `_push_target` slot");
+    return NULL;
+  }
+  PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+  if (member->type != T_OBJECT_EX || PyDescr_TYPE(descr) != (PyTypeObject *)type) {
+    PyErr_SetString(PyExc_TypeError, "bind_push_target(): not an object slot of that class");
+    return NULL;
+  }
+  Py_INCREF(type);
+  Py_XSETREF(processor_type, (PyTypeObject *)type);
+  push_target_offset = member->offset;
+  Py_RETURN_NONE;
+}
+
+/* A processor's `_push_target`: its shell's address, unboxed once, and whether a
+ * push may wait for room (the "block" overflow). Immutable. */
+typedef struct {
+  PyObject_HEAD
+  void *address;
+  int blocking;
+} PushTarget;
+
+static PyObject *push_target_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+  PyObject *address_obj;
+  int blocking;
+  static char *keywords[] = {"address", "blocking", NULL};
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!p:PushTarget", keywords, &PyLong_Type,
+                                   &address_obj, &blocking)) {
+    return NULL;
+  }
+  void *address = PyLong_AsVoidPtr(address_obj);
+  if (address == NULL) {
+    if (!PyErr_Occurred()) {
+      PyErr_SetString(PyExc_ValueError, "PushTarget() needs a processor's address");
+    }
+    return NULL;
+  }
+  PushTarget *self = (PushTarget *)type->tp_alloc(type, 0);
+  if (self != NULL) {
+    self->address = address;
+    self->blocking = blocking;
+  }
+  return (PyObject *)self;
+}
+
+static PyTypeObject PushTargetType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "engagehub._engagehub_fast.PushTarget",
+    .tp_basicsize = sizeof(PushTarget),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "PushTarget(address, blocking): what the compiled pushes read from a processor.",
+    .tp_new = push_target_new,
+};
+
+/* The address and blocking flag of a processor's `_push_target`: 1 when found, 0
+ * when it has none (the general path then decides: e.g. a wrapper whose
+ * constructor failed, or a `self` that is no processor). */
+static int push_target(PyObject *self, void **address, int *blocking) {
+  if (processor_type == NULL || !PyObject_TypeCheck(self, processor_type)) {
+    return 0;
+  }
+  PyObject *target = *(PyObject **)((char *)self + push_target_offset); /* borrowed */
+  if (target == NULL || !Py_IS_TYPE(target, &PushTargetType)) {
+    return 0;
+  }
+  *address = ((PushTarget *)target)->address;
+  *blocking = ((PushTarget *)target)->blocking;
+  return 1;
+}
+
+/* ---- handing the GIL to a delivery ---------------------------------------------
+ *
+ * A flush callback needs the GIL, and the pushes above keep it: left to itself,
+ * CPython hands it over only after a waiting thread has waited its switch interval
+ * (5 ms), i.e. about one batch per 5 ms, so a producer pushing in a loop fills the
+ * ring and drops. (The C++ extension releases and re-takes the GIL on every push
+ * instead.) So the worker's flush callback is `flush_entry` below: it counts itself
+ * in `deliveries_waiting` before calling the cffi trampoline (which takes the GIL);
+ * the trampoline's first act, under the GIL, is `delivery_started()`. A push that
+ * sees a delivery waiting releases the GIL and waits, without it, until some
+ * delivery has started (or 20 ms have passed), then takes it back: the batch is
+ * delivered now rather than after 5 ms. A push never waits on the ring itself. */
+
+#if defined(_MSC_VER)
+#include <windows.h>
+#define EH_THREAD_LOCAL __declspec(thread)
+typedef volatile LONG64 eh_counter;
+#define COUNTER_LOAD(c) InterlockedOr64(&(c), 0)
+#define COUNTER_ADD(c, v) InterlockedExchangeAdd64(&(c), (v))
+#define PAUSE_BRIEFLY() Sleep(0)
+#define MONOTONIC_NS() ((int64_t)GetTickCount64() * 1000000)
+#else
+#include <time.h>
+#define EH_THREAD_LOCAL _Thread_local
+typedef int64_t eh_counter;
+#define COUNTER_LOAD(c) __atomic_load_n(&(c), __ATOMIC_ACQUIRE)
+#define COUNTER_ADD(c, v) __atomic_fetch_add(&(c), (v), __ATOMIC_ACQ_REL)
+/* Sleeps ~20 us: leaves the core to the worker being woken (a sched_yield spin
+ * kept it busy, and on a loaded 2-core machine the worker then missed its turn). */
+#define PAUSE_BRIEFLY()                                                                      \
+  do {                                                                                       \
+    struct timespec pause_ = {0, 20000};                                                     \
+    nanosleep(&pause_, NULL);                                                                \
+  } while (0)
+static int64_t monotonic_ns(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+#define MONOTONIC_NS() monotonic_ns()
+#endif
+
+typedef int32_t (*flush_fn)(void *user_data, const eh_event *events, size_t n);
+
+/* Threads between flush_entry and delivery_started: waiting for the GIL. */
+static eh_counter deliveries_waiting = 0;
+/* Deliveries started so far: a yielding push waits for this to move. */
+static eh_counter deliveries_started = 0;
+/* Whether this thread's current flush_entry has been counted as started. */
+static EH_THREAD_LOCAL int delivery_counted = 0;
+/* The cffi trampoline (takes the GIL, decodes, calls the Python callback). */
+static flush_fn python_flush = NULL;
+
+static int32_t flush_entry(void *user_data, const eh_event *events, size_t n) {
+  flush_fn target = python_flush;
+  if (target == NULL) {
+    return 1; /* not bound: a failure, retried then dead-lettered, never lost */
+  }
+  delivery_counted = 0;
+  COUNTER_ADD(deliveries_waiting, 1);
+  int32_t status = target(user_data, events, n);
+  if (!delivery_counted) { /* the trampoline failed before it could say so */
+    COUNTER_ADD(deliveries_waiting, -1);
+  }
+  delivery_counted = 0;
+  return status;
+}
+
+static PyObject *delivery_started(PyObject *module, PyObject *unused) {
+  (void)module;
+  (void)unused;
+  if (!delivery_counted) { /* called from elsewhere than flush_entry's trampoline: no-op */
+    if (COUNTER_LOAD(deliveries_waiting) > 0) {
+      delivery_counted = 1;
+      COUNTER_ADD(deliveries_waiting, -1);
+      COUNTER_ADD(deliveries_started, 1);
+    }
+  }
+  Py_RETURN_NONE;
+}
+
+static PyObject *bind_delivery(PyObject *module, PyObject *address) {
+  (void)module;
+  void *fn = PyLong_AsVoidPtr(address);
+  if (fn == NULL) {
+    if (!PyErr_Occurred()) {
+      PyErr_SetString(PyExc_ValueError, "bind_delivery() needs the flush trampoline's address");
+    }
+    return NULL;
+  }
+  python_flush = (flush_fn)fn;
+  return PyLong_FromVoidPtr((void *)flush_entry);
+}
+
+/* In a forked child only this thread exists: nobody is waiting. */
+static PyObject *reset_after_fork(PyObject *module, PyObject *unused) {
+  (void)module;
+  (void)unused;
+  deliveries_waiting = 0;
+  delivery_counted = 0;
+  Py_RETURN_NONE;
+}
+
+/* Lets a waiting delivery take the GIL (see above); called with the GIL held. The
+ * wait is bounded (20 ms) so that a worker that cannot get the GIL (another thread
+ * holds it) slows a push down but never stops it. */
+static void yield_to_delivery(void) {
+  int64_t started = COUNTER_LOAD(deliveries_started);
+  Py_BEGIN_ALLOW_THREADS
+  int64_t deadline = MONOTONIC_NS() + 20 * 1000 * 1000;
+  while (COUNTER_LOAD(deliveries_started) == started && COUNTER_LOAD(deliveries_waiting) > 0 &&
+         MONOTONIC_NS() < deadline) {
+    PAUSE_BRIEFLY();
+  }
+  Py_END_ALLOW_THREADS
+}
+
+#define MAYBE_YIELD_TO_DELIVERY()                                                            \
+  do {                                                                                       \
+    if (COUNTER_LOAD(deliveries_waiting) > 0) {                                              \
+      yield_to_delivery();                                                                   \
+    }                                                                                        \
+  } while (0)
+
+typedef struct {
+  PyObject_HEAD
+  vectorcallfunc vectorcall;
+  PyObject *general; /* EventStreamProcessor._push_event_general */
+} PushEvent;
+
+static PyObject *push_event_call(PyObject *callable, PyObject *const *args, size_t nargsf,
+                                 PyObject *kwnames) {
+  PushEvent *method = (PushEvent *)callable;
+  Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+  /* self, event_type, user_id, channel_id[, timestamp] and no keywords. */
+  if (processor_push == NULL || kwnames != NULL || nargs < 4 || nargs > 5) {
+    goto general;
+  }
+  PyObject *self = args[0];
+  if (!PyUnicode_CheckExact(args[1]) || !PyUnicode_CheckExact(args[2]) ||
+      !PyUnicode_CheckExact(args[3])) {
+    goto general;
+  }
+  long long timestamp = 0;
+  if (nargs == 5 && args[4] != Py_None) {
+    if (!PyLong_CheckExact(args[4])) {
+      goto general;
+    }
+    int overflow;
+    timestamp = PyLong_AsLongLongAndOverflow(args[4], &overflow);
+    if (overflow) {
+      goto general; /* beyond 64 bits: the general path names it */
+    }
+  }
+  Py_ssize_t kind_len, user_len, channel_len;
+  const char *kind = PyUnicode_AsUTF8AndSize(args[1], &kind_len);
+  const char *user = kind ? PyUnicode_AsUTF8AndSize(args[2], &user_len) : NULL;
+  const char *channel = user ? PyUnicode_AsUTF8AndSize(args[3], &channel_len) : NULL;
+  if (channel == NULL) {
+    if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+      return NULL;
+    }
+    PyErr_Clear(); /* a lone surrogate: the general path raises InvalidArgument */
+    goto general;
+  }
+  void *processor;
+  int blocking;
+  if (!push_target(self, &processor, &blocking)) {
+    goto general;
+  }
+  int32_t status;
+  if (blocking) {
+    /* The str arguments stay alive: the caller holds them for the call. */
+    Py_BEGIN_ALLOW_THREADS
+    status = processor_push(processor, (const uint8_t *)kind, (size_t)kind_len,
+                            (const uint8_t *)user, (size_t)user_len, (const uint8_t *)channel,
+                            (size_t)channel_len, (int64_t)timestamp, NULL, 0);
+    Py_END_ALLOW_THREADS
+  } else {
+    status = processor_push(processor, (const uint8_t *)kind, (size_t)kind_len,
+                            (const uint8_t *)user, (size_t)user_len, (const uint8_t *)channel,
+                            (size_t)channel_len, (int64_t)timestamp, NULL, 0);
+    MAYBE_YIELD_TO_DELIVERY();
+  }
+  if (status == 0) {
+    Py_RETURN_TRUE;
+  }
+  if (status == status_queue_full) {
+    Py_RETURN_FALSE;
+  }
+  /* Raises what the general path raises for this status (read eh_last_error now,
+   * on this thread). */
+  PyObject *status_obj = PyLong_FromLong(status);
+  if (status_obj == NULL) {
+    return NULL;
+  }
+  PyObject *result = PyObject_CallMethodOneArg(self, name_push_failed, status_obj);
+  Py_DECREF(status_obj);
+  return result;
+general:
+  return PyObject_Vectorcall(method->general, args, nargsf, kwnames);
+}
+
+static PyObject *push_event_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+  PyObject *general;
+  if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+    PyErr_SetString(PyExc_TypeError, "PushEvent() takes no keyword arguments");
+    return NULL;
+  }
+  if (!PyArg_ParseTuple(args, "O:PushEvent", &general)) {
+    return NULL;
+  }
+  if (!PyCallable_Check(general)) {
+    PyErr_SetString(PyExc_TypeError, "PushEvent() needs the general push_event function");
+    return NULL;
+  }
+  PushEvent *self = (PushEvent *)type->tp_alloc(type, 0);
+  if (self == NULL) {
+    return NULL;
+  }
+  self->vectorcall = push_event_call;
+  Py_INCREF(general);
+  self->general = general;
+  return (PyObject *)self;
+}
+
+static int push_event_traverse(PushEvent *self, visitproc visit, void *arg) {
+  Py_VISIT(self->general);
+  return 0;
+}
+
+static int push_event_clear(PushEvent *self) {
+  Py_CLEAR(self->general);
+  return 0;
+}
+
+static void push_event_dealloc(PushEvent *self) {
+  PyObject_GC_UnTrack(self);
+  push_event_clear(self);
+  Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Bound like a function: `p.push_event` is a method object over this descriptor. */
+static PyObject *push_event_get(PyObject *self, PyObject *obj, PyObject *type) {
+  (void)type;
+  if (obj == NULL || obj == Py_None) {
+    Py_INCREF(self);
+    return self;
+  }
+  return PyMethod_New(self, obj);
+}
+
+static PyObject *push_event_general_attr(PushEvent *self, const char *name) {
+  if (self->general == NULL) {
+    PyErr_SetString(PyExc_AttributeError, "PushEvent is cleared");
+    return NULL;
+  }
+  return PyObject_GetAttrString(self->general, name);
+}
+
+static PyObject *push_event_doc(PushEvent *self, void *closure) {
+  (void)closure;
+  return push_event_general_attr(self, "__doc__");
+}
+
+static PyObject *push_event_name(PushEvent *self, void *closure) {
+  (void)closure;
+  return push_event_general_attr(self, "__name__");
+}
+
+static PyObject *push_event_qualname(PushEvent *self, void *closure) {
+  (void)closure;
+  return push_event_general_attr(self, "__qualname__");
+}
+
+static PyObject *push_event_wrapped(PushEvent *self, void *closure) {
+  (void)closure;
+  if (self->general == NULL) {
+    Py_RETURN_NONE;
+  }
+  Py_INCREF(self->general);
+  return self->general;
+}
+
+static PyGetSetDef push_event_getset[] = {
+    {"__doc__", (getter)push_event_doc, NULL, NULL, NULL},
+    {"__name__", (getter)push_event_name, NULL, NULL, NULL},
+    {"__qualname__", (getter)push_event_qualname, NULL, NULL, NULL},
+    {"__wrapped__", (getter)push_event_wrapped, NULL,
+     "The general path (a plain Python function) this fast path falls back to.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject PushEventType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "engagehub._engagehub_fast.PushEvent",
+    .tp_basicsize = sizeof(PushEvent),
+    .tp_dealloc = (destructor)push_event_dealloc,
+    .tp_vectorcall_offset = offsetof(PushEvent, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
+                Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_doc = "PushEvent(general): EventStreamProcessor.push_event without a Python frame "
+              "(see the module source); falls back to `general` for every other case.",
+    .tp_traverse = (traverseproc)push_event_traverse,
+    .tp_clear = (inquiry)push_event_clear,
+    .tp_descr_get = push_event_get,
+    .tp_getset = push_event_getset,
+    .tp_new = push_event_new,
+};
+
+/* push_rows(processor, rows) -> (status, accepted), or None when the rows need the
+ * general path: `rows` must be a list of exact tuples of 3 exact str, or 4 with an
+ * exact int timestamp (fitting 64 bits), all of one width, and no lone surrogate.
+ * One eh_processor_push_batch call, the strings given as CPython's cached UTF-8. */
+static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+  (void)module;
+  if (nargs != 2) {
+    PyErr_SetString(PyExc_TypeError, "push_rows() takes 2 arguments");
+    return NULL;
+  }
+  PyObject *rows = args[1];
+  if (processor_push_batch == NULL || !PyList_CheckExact(rows)) {
+    Py_RETURN_NONE;
+  }
+  void *processor;
+  int blocking;
+  if (!push_target(args[0], &processor, &blocking)) {
+    Py_RETURN_NONE;
+  }
+  /* Under "block" the GIL is released: hold the rows (and so their strings) in a
+   * tuple another thread cannot change meanwhile. */
+  PyObject *held = blocking ? PyList_AsTuple(rows) : (Py_INCREF(rows), rows);
+  if (held == NULL) {
+    return NULL;
+  }
+  PyObject **items = blocking ? &PyTuple_GET_ITEM(held, 0) : PySequence_Fast_ITEMS(held);
+  Py_ssize_t n = blocking ? PyTuple_GET_SIZE(held) : PyList_GET_SIZE(held);
+  PyObject *result = NULL;
+  eh_event *events = PyMem_Malloc((size_t)(n > 0 ? n : 1) * sizeof(eh_event));
+  if (events == NULL) {
+    PyErr_NoMemory();
+    goto done;
+  }
+  Py_ssize_t width = -1;
+  for (Py_ssize_t i = 0; i < n; i++) {
+    PyObject *row = items[i];
+    if (!PyTuple_CheckExact(row)) {
+      goto general;
+    }
+    Py_ssize_t w = PyTuple_GET_SIZE(row);
+    if (width < 0) {
+      width = w;
+    }
+    if (w != width || (w != 3 && w != 4)) {
+      goto general;
+    }
+    PyObject *const *f = &PyTuple_GET_ITEM(row, 0);
+    if (!PyUnicode_CheckExact(f[0]) || !PyUnicode_CheckExact(f[1]) ||
+        !PyUnicode_CheckExact(f[2])) {
+      goto general;
+    }
+    eh_event *e = &events[i];
+    e->timestamp = 0;
+    if (w == 4) {
+      if (!PyLong_CheckExact(f[3])) {
+        goto general;
+      }
+      int overflow;
+      long long ts = PyLong_AsLongLongAndOverflow(f[3], &overflow);
+      if (overflow) {
+        goto general;
+      }
+      e->timestamp = (int64_t)ts;
+    }
+    Py_ssize_t len[3];
+    const char *text[3];
+    for (int k = 0; k < 3; k++) {
+      text[k] = PyUnicode_AsUTF8AndSize(f[k], &len[k]);
+      if (text[k] == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+          goto done;
+        }
+        PyErr_Clear();
+        goto general;
+      }
+    }
+    e->kind = (const uint8_t *)text[0];
+    e->kind_len = (size_t)len[0];
+    e->user_id = (const uint8_t *)text[1];
+    e->user_id_len = (size_t)len[1];
+    e->channel_id = (const uint8_t *)text[2];
+    e->channel_id_len = (size_t)len[2];
+    e->payload = NULL;
+    e->payload_len = 0;
+  }
+  size_t accepted = 0;
+  int32_t status;
+  if (blocking) {
+    Py_BEGIN_ALLOW_THREADS
+    status = processor_push_batch(processor, events, (size_t)n, &accepted);
+    Py_END_ALLOW_THREADS
+  } else {
+    status = processor_push_batch(processor, events, (size_t)n, &accepted);
+    MAYBE_YIELD_TO_DELIVERY();
+  }
+  result = Py_BuildValue("(in)", (int)status, (Py_ssize_t)accepted);
+  goto done;
+general:
+  Py_INCREF(Py_None);
+  result = Py_None;
+done:
+  PyMem_Free(events);
+  Py_DECREF(held);
+  return result;
+}
+
+/* ---- batches as Python objects --------------------------------------------------
+ *
+ * A batch's strings are decoded once each: equal kinds, user ids and channel ids
+ * within a batch share one str object (a small open-addressing table keyed by the
+ * bytes), equal consecutive timestamps one int. Dict keys are interned. */
+
+typedef struct {
+  const uint8_t *ptr;
+  size_t len;
+  uint64_t hash;
+  PyObject *str; /* borrowed: the batch being built owns it */
+} str_slot;
+
+typedef struct {
+  str_slot *slots;
+  size_t mask;
+} str_table;
+
+static uint64_t bytes_hash(const uint8_t *p, size_t len) {
+  uint64_t h = 0x9e3779b97f4a7c15ull ^ (uint64_t)len;
+  while (len >= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    h = (h ^ w) * 0xff51afd7ed558ccdull;
+    h ^= h >> 32;
+    p += 8;
+    len -= 8;
+  }
+  uint64_t w = 0;
+  memcpy(&w, p, len);
+  h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
+  return h ^ (h >> 29);
+}
+
+/* A new reference to the str of `len` UTF-8 bytes at `p`. */
+static PyObject *table_str(str_table *t, const uint8_t *p, size_t len) {
+  if (len == 0) {
+    return PyUnicode_FromStringAndSize(NULL, 0); /* the shared empty str */
+  }
+  uint64_t h = bytes_hash(p, len);
+  size_t i = (size_t)h & t->mask;
+  for (int probe = 0; probe < 8; probe++, i = (i + 1) & t->mask) {
+    str_slot *s = &t->slots[i];
+    if (s->str == NULL) {
+      PyObject *str = PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)len, NULL);
+      if (str != NULL) {
+        s->ptr = p;
+        s->len = len;
+        s->hash = h;
+        s->str = str;
+      }
+      return str;
+    }
+    if (s->hash == h && s->len == len && (s->ptr == p || memcmp(s->ptr, p, len) == 0)) {
+      Py_INCREF(s->str);
+      return s->str;
+    }
+  }
+  return PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)len, NULL); /* a crowded run */
+}
+
+enum { FORM_DICTS = 0, FORM_TUPLES = 1, FORM_COLUMNS = 2 };
+
+/* build_batch(events_address, n, form, payloads): the batch as a list of dicts
+ * (form 0; "payload" added for non-empty payloads when `payloads`), a list of
+ * 4-tuples (form 1), or the columns tuple (kinds, user_ids, channel_ids,
+ * timestamps, payloads or None) of lists (form 2). Same values as the Python
+ * decoder; only called during the flush callback, while the events are valid. */
+static PyObject *build_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+  (void)module;
+  if (nargs != 4) {
+    PyErr_SetString(PyExc_TypeError, "build_batch() takes 4 arguments");
+    return NULL;
+  }
+  const eh_event *events = PyLong_AsVoidPtr(args[0]);
+  if (events == NULL && PyErr_Occurred()) {
+    return NULL;
+  }
+  Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+  if (n < 0) {
+    if (!PyErr_Occurred()) {
+      PyErr_SetString(PyExc_ValueError, "build_batch(): n < 0");
+    }
+    return NULL;
+  }
+  if (n > 0 && events == NULL) {
+    PyErr_SetString(PyExc_ValueError, "build_batch(): NULL events");
+    return NULL;
+  }
+  long form = PyLong_AsLong(args[2]);
+  if (form == -1 && PyErr_Occurred()) {
+    return NULL;
+  }
+  if (form < FORM_DICTS || form > FORM_COLUMNS) {
+    PyErr_SetString(PyExc_ValueError, "build_batch(): unknown form");
+    return NULL;
+  }
+  int payloads = PyObject_IsTrue(args[3]);
+  if (payloads < 0) {
+    return NULL;
+  }
+  size_t cap = 64;
+  while (cap < (size_t)n * 4 && cap < (1u << 16)) {
+    cap <<= 1;
+  }
+  str_table table = {PyMem_Calloc(cap, sizeof(str_slot)), cap - 1};
+  if (table.slots == NULL) {
+    return PyErr_NoMemory();
+  }
+  PyObject *result = NULL, *cols[5] = {NULL, NULL, NULL, NULL, NULL};
+  PyObject *list = NULL;
+  PyObject *last_ts = NULL; /* borrowed, like the table's strs */
+  int64_t last_ts_value = 0;
+  if (form == FORM_COLUMNS) {
+    for (int c = 0; c < 4 + payloads; c++) {
+      if ((cols[c] = PyList_New(n)) == NULL) {
+        goto fail;
+      }
+    }
+  } else if ((list = PyList_New(n)) == NULL) {
+    goto fail;
+  }
+  for (Py_ssize_t i = 0; i < n; i++) {
+    const eh_event *e = &events[i];
+    PyObject *kind = table_str(&table, e->kind, e->kind_len);
+    PyObject *user = kind ? table_str(&table, e->user_id, e->user_id_len) : NULL;
+    PyObject *channel = user ? table_str(&table, e->channel_id, e->channel_id_len) : NULL;
+    PyObject *ts = NULL;
+    if (channel != NULL) {
+      if (last_ts != NULL && last_ts_value == e->timestamp) {
+        Py_INCREF(last_ts);
+        ts = last_ts;
+      } else if ((ts = PyLong_FromLongLong((long long)e->timestamp)) != NULL) {
+        last_ts = ts;
+        last_ts_value = e->timestamp;
+      }
+    }
+    PyObject *payload = NULL;
+    if (ts != NULL && payloads && (form == FORM_COLUMNS || e->payload_len > 0)) {
+      payload = PyBytes_FromStringAndSize(e->payload_len ? (const char *)e->payload : "",
+                                          (Py_ssize_t)e->payload_len);
+      if (payload == NULL) {
+        Py_CLEAR(ts);
+      }
+    }
+    if (ts == NULL) {
+      Py_XDECREF(kind);
+      Py_XDECREF(user);
+      Py_XDECREF(channel);
+      goto fail;
+    }
+    if (form == FORM_COLUMNS) { /* the lists take the references */
+      PyList_SET_ITEM(cols[0], i, kind);
+      PyList_SET_ITEM(cols[1], i, user);
+      PyList_SET_ITEM(cols[2], i, channel);
+      PyList_SET_ITEM(cols[3], i, ts);
+      if (payloads) {
+        PyList_SET_ITEM(cols[4], i, payload);
+      }
+      continue;
+    }
+    PyObject *item;
+    if (form == FORM_TUPLES) {
+      item = PyTuple_New(4);
+      if (item != NULL) { /* the tuple takes the references */
+        PyTuple_SET_ITEM(item, 0, kind);
+        PyTuple_SET_ITEM(item, 1, user);
+        PyTuple_SET_ITEM(item, 2, channel);
+        PyTuple_SET_ITEM(item, 3, ts);
+        kind = user = channel = ts = NULL;
+      }
+    } else {
+      item = PyDict_New();
+      if (item != NULL &&
+          (PyDict_SetItem(item, key_type, kind) < 0 || PyDict_SetItem(item, key_user_id, user) < 0 ||
+           PyDict_SetItem(item, key_channel_id, channel) < 0 ||
+           PyDict_SetItem(item, key_timestamp, ts) < 0 ||
+           (payload != NULL && PyDict_SetItem(item, key_payload, payload) < 0))) {
+        Py_CLEAR(item);
+      }
+    }
+    Py_XDECREF(kind);
+    Py_XDECREF(user);
+    Py_XDECREF(channel);
+    Py_XDECREF(ts);
+    Py_XDECREF(payload);
+    if (item == NULL) {
+      goto fail;
+    }
+    PyList_SET_ITEM(list, i, item);
+  }
+  if (form == FORM_COLUMNS) {
+    if (!payloads) {
+      Py_INCREF(Py_None);
+      cols[4] = Py_None;
+    }
+    result = PyTuple_New(5);
+    if (result == NULL) {
+      goto fail;
+    }
+    for (int c = 0; c < 5; c++) {
+      PyTuple_SET_ITEM(result, c, cols[c]);
+      cols[c] = NULL;
+    }
+  } else {
+    result = list;
+    list = NULL;
+  }
+  PyMem_Free(table.slots);
+  return result;
+fail:
+  /* Lists from PyList_New hold NULLs until filled; their dealloc skips them. */
+  for (int c = 0; c < 5; c++) {
+    Py_XDECREF(cols[c]);
+  }
+  Py_XDECREF(list);
+  PyMem_Free(table.slots);
+  return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"bind", bind, METH_O, "bind(address): the address of eh_leaderboard_try_add."},
     {"leaderboard_add", (PyCFunction)(void (*)(void))leaderboard_add, METH_FASTCALL,
      "leaderboard_add(board_address, user_id, points, timestamp) -> status, or None "
      "when the arguments need the general path."},
+    {"bind_processor", bind_processor, METH_VARARGS,
+     "bind_processor(push_address, push_batch_address, queue_full_status, eh_event_layout)."},
+    {"bind_push_target", bind_push_target, METH_VARARGS,
+     "bind_push_target(EventStreamProcessor, EventStreamProcessor.__dict__['_push_target'])."},
+    {"bind_delivery", bind_delivery, METH_O,
+     "bind_delivery(trampoline_address) -> the address of the flush callback to register."},
+    {"delivery_started", delivery_started, METH_NOARGS,
+     "delivery_started(): the flush trampoline's first call, under the GIL."},
+    {"reset_after_fork", reset_after_fork, METH_NOARGS,
+     "reset_after_fork(): in a forked child, no delivery is waiting."},
+    {"push_rows", (PyCFunction)(void (*)(void))push_rows, METH_FASTCALL,
+     "push_rows(processor, rows) -> (status, accepted), or None when the rows need the "
+     "general path."},
+    {"build_batch", (PyCFunction)(void (*)(void))build_batch, METH_FASTCALL,
+     "build_batch(events_address, n, form, payloads) -> the batch as Python objects."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -106,4 +953,35 @@ static struct PyModuleDef module_def = {
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__engagehub_fast(void) { return PyModule_Create(&module_def); }
+PyMODINIT_FUNC PyInit__engagehub_fast(void) {
+  if (PyType_Ready(&PushEventType) < 0 || PyType_Ready(&PushTargetType) < 0) {
+    return NULL;
+  }
+  key_type = PyUnicode_InternFromString("type");
+  key_user_id = PyUnicode_InternFromString("user_id");
+  key_channel_id = PyUnicode_InternFromString("channel_id");
+  key_timestamp = PyUnicode_InternFromString("timestamp");
+  key_payload = PyUnicode_InternFromString("payload");
+  name_push_failed = PyUnicode_InternFromString("_push_failed");
+  if (!key_type || !key_user_id || !key_channel_id || !key_timestamp || !key_payload ||
+      !name_push_failed) {
+    return NULL;
+  }
+  PyObject *module = PyModule_Create(&module_def);
+  if (module == NULL) {
+    return NULL;
+  }
+  Py_INCREF(&PushEventType);
+  if (PyModule_AddObject(module, "PushEvent", (PyObject *)&PushEventType) < 0) {
+    Py_DECREF(&PushEventType);
+    Py_DECREF(module);
+    return NULL;
+  }
+  Py_INCREF(&PushTargetType);
+  if (PyModule_AddObject(module, "PushTarget", (PyObject *)&PushTargetType) < 0) {
+    Py_DECREF(&PushTargetType);
+    Py_DECREF(module);
+    return NULL;
+  }
+  return module;
+}

@@ -552,6 +552,16 @@ def _default_dir() -> Path:
     return Path(tempfile.gettempdir())
 
 
+def _paths_line() -> str:
+    """Which native paths this run uses, so a slow fallback is never silent."""
+    from ._native import MODE
+    from .leaderboard import FAST_UPDATES
+    from .processor import FAST_PUSH
+
+    fast = "yes" if FAST_PUSH and FAST_UPDATES else "NO: pushes, deliveries and updates go through cffi (slower)"
+    return f"engagehub: cffi {MODE} mode; compiled fast paths (_engagehub_fast): {fast}"
+
+
 def run(config: DemoConfig, *, err: Optional[TextIO] = None) -> DemoResult:
     """Runs the demo and returns every number. Status lines and the progress bar go
     to ``err`` (default ``sys.stderr``) unless ``config.quiet``; the dashboard is
@@ -592,6 +602,7 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
         else:
             say(f"no snapshot at {snapshot}: starting with an empty leaderboard")
 
+    say(_paths_line())
     say(f"generating {config.events:,} events (seed {config.seed})...")
     t0 = time.perf_counter()
     work = generate_events(

@@ -78,6 +78,40 @@ _new = ffi.new
 _from_buffer = ffi.from_buffer
 _EH_INVALID_ARGUMENT = lib.EH_INVALID_ARGUMENT
 
+_EH_SHUT_DOWN = lib.EH_SHUT_DOWN
+_EH_OK = lib.EH_OK
+
+
+def _load_fast() -> Any:
+    """``engagehub._engagehub_fast`` bound to the push functions of the library cffi
+    loaded (API or ABI mode), or None when the compiled module is absent (or older
+    than this file): push_event, push_many and delivery then go through cffi."""
+    try:
+        from . import _engagehub_fast as fast  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    if not hasattr(fast, "bind_processor"):
+        return None
+    layout = (ffi.sizeof("eh_event"),) + tuple(
+        ffi.offsetof("eh_event", field)
+        for field in (
+            "kind", "kind_len", "user_id", "user_id_len", "channel_id", "channel_id_len",
+            "timestamp", "payload", "payload_len",
+        )
+    )
+    address = lambda name: int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))  # noqa: E731
+    fast.bind_processor(address("eh_processor_push"), address("eh_processor_push_batch"), _EH_QUEUE_FULL, layout)
+    return fast
+
+
+_fast = _load_fast()
+FAST_PUSH: bool = _fast is not None
+"""True when ``push_event``, ``push_many`` and batch delivery use the compiled module
+(``engagehub._engagehub_fast``); otherwise they go through cffi."""
+_build_batch = _fast.build_batch if _fast is not None else None
+_push_rows = _fast.push_rows if _fast is not None else None
+_FORM_CODE = {"dicts": 0, "tuples": 1, "columns": 2}
+
 _OVERFLOW = {"drop": lib.EH_OVERFLOW_DROP_NEWEST, "block": lib.EH_OVERFLOW_BLOCK}
 _CLOCK = {"wall": lib.EH_CLOCK_WALL, "event_time": lib.EH_CLOCK_EVENT_TIME}
 _FORMATS = ("dicts", "tuples", "columns")
@@ -150,7 +184,17 @@ DeadLetterCallback = Callable[[List[dict], str], Any]
 
 
 def _decode(events: Any, n: int, form: str, payloads: bool) -> Any:
-    """Turns a native batch into the requested Python form."""
+    """Turns a native batch into the requested Python form: natively when the
+    compiled module is there (strings decoded once per batch and shared), else
+    :func:`_decode_general`."""
+    if _build_batch is None:
+        return _decode_general(events, n, form, payloads)
+    batch = _build_batch(int(ffi.cast("uintptr_t", events)), n, _FORM_CODE[form], payloads)
+    return EventColumns(*batch) if form == "columns" else batch
+
+
+def _decode_general(events: Any, n: int, form: str, payloads: bool) -> Any:
+    """Turns a native batch into the requested Python form through cffi."""
     if n == 0:
         cols: Tuple[list, list, list, list] = ([], [], [], [])
     else:
@@ -245,6 +289,8 @@ class _Registration:
 
 @ffi.callback("int32_t(void *, const eh_event *, size_t)", error=1)
 def _flush_trampoline(user_data: Any, events: Any, n: int) -> int:
+    if _delivery_started is not None:
+        _delivery_started()  # first, under the GIL: see _engagehub_fast.c
     registration: _Registration = ffi.from_handle(user_data)
     dispatch = registration.dispatch
     try:
@@ -255,6 +301,16 @@ def _flush_trampoline(user_data: Any, events: Any, n: int) -> int:
         dispatch.failed("flush", exc)
         return 1
     return 0
+
+
+if _fast is not None:
+    # What the native side calls: counts the worker as waiting for the GIL, then
+    # runs _flush_trampoline; pushes hand the GIL over to it (_engagehub_fast.c).
+    _flush_entry: Any = ffi.cast("eh_flush_fn", _fast.bind_delivery(int(ffi.cast("uintptr_t", _flush_trampoline))))
+    _delivery_started = _fast.delivery_started
+else:
+    _flush_entry = _flush_trampoline
+    _delivery_started = None
 
 
 @ffi.callback("void(void *, const eh_event *, size_t, const char *)")
@@ -381,6 +437,8 @@ def _after_fork_in_child() -> None:
     # stay held forever in the child. The native side re-initialises itself.
     for processor in list(_LIVE):
         processor._dispatch.lock = threading.Lock()
+    if _fast is not None:
+        _fast.reset_after_fork()
 
 
 if hasattr(os, "register_at_fork"):
@@ -457,6 +515,8 @@ class EventStreamProcessor(NativeHandle):
     """
 
     _kind = "processor"
+    # A slot, so the compiled push_event reads it with one load (see __init__).
+    __slots__ = ("_push_target",)
 
     def __init__(
         self,
@@ -538,6 +598,11 @@ class EventStreamProcessor(NativeHandle):
         # From a worker thread (the last reference dropped in a callback, or the
         # cyclic GC running there), eh_processor_free hands the close to a reaper.
         self._own(out[0], _free_processor)
+        # What the compiled push_event and push_many read: the shell's address
+        # (valid for this wrapper's whole life: ffi.gc frees it) and whether a
+        # push may wait for room (then they release the GIL).
+        if _fast is not None:
+            self._push_target = _fast.PushTarget(int(ffi.cast("uintptr_t", self._cdata)), overflow == "block")
         _LIVE.add(self)
         self._publisher: Any = None
         self._publish_timeout = publish_timeout
@@ -719,7 +784,7 @@ class EventStreamProcessor(NativeHandle):
         target = _check_loop(callback, loop, "flush_callback")
         context = _register_context(_Registration(self._dispatch, target, batch_format))
         try:
-            _call(lib.eh_processor_set_flush_callback, p, _flush_trampoline, context, _user_data_free)
+            _call(lib.eh_processor_set_flush_callback, p, _flush_entry, context, _user_data_free)
         except BaseException:
             _forget_context(context)
             raise
@@ -767,7 +832,7 @@ class EventStreamProcessor(NativeHandle):
 
     # -- intake ------------------------------------------------------------------
 
-    def push_event(
+    def _push_event_general(
         self,
         event_type: Union[str, bytes],
         user_id: Union[str, bytes],
@@ -820,6 +885,26 @@ class EventStreamProcessor(NativeHandle):
         check(rc)
         return False  # unreachable: check() raised
 
+    def _push_failed(self, status: int) -> bool:
+        """The compiled push_event's answer to a status other than OK and QUEUE_FULL:
+        what the general path raises for it (Closed as for a closed wrapper when
+        that is why)."""
+        if status == _EH_SHUT_DOWN and self._closed:
+            raise self._closed_error()
+        check(status)
+        return False  # unreachable: check() raised
+
+    if _fast is not None:
+        # Called as `p.push_event(...)`, a method descriptor in C: one native call
+        # for three str and an int (or None) timestamp, no Python frame; every
+        # other call runs _push_event_general. See _engagehub_fast.c.
+        # Argument errors (TypeError) name the method as users call it.
+        _push_event_general.__name__ = "push_event"
+        _push_event_general.__qualname__ = "EventStreamProcessor.push_event"
+        push_event = _fast.PushEvent(_push_event_general)
+    else:
+        push_event = _push_event_general
+
     def push_many(self, events: Iterable[Sequence[Any]]) -> int:
         """Offers many events in one native call; returns how many were accepted.
 
@@ -838,6 +923,22 @@ class EventStreamProcessor(NativeHandle):
             return 0
         if isinstance(rows[0], dict):
             rows = [(e["type"], e["user_id"], e["channel_id"], e.get("timestamp", 0)) for e in rows]
+        if _push_rows is not None:
+            # One eh_processor_push_batch over the strings' cached UTF-8; None:
+            # rows the columns path below handles (bytes, floats, NULs...).
+            done = _push_rows(self, rows)
+            if done is not None:
+                rc, accepted = done
+                if rc == 0:
+                    return accepted
+                if rc == _EH_SHUT_DOWN and self._closed:
+                    raise self._closed_error()
+                check(rc)
+        return self._push_many_general(p, rows)
+
+    def _push_many_general(self, p: Any, rows: List[Sequence[Any]]) -> int:
+        """push_many through cffi: three NUL-joined columns and one native call."""
+        n = len(rows)
         width = len(rows[0])
         try:
             # One list comprehension per column: zip(*rows) would create an iterator
@@ -1074,6 +1175,10 @@ class _BlockingPushes(EventStreamProcessor):
 
 
 _BlockingPushes.__name__ = _BlockingPushes.__qualname__ = "EventStreamProcessor"
+
+
+if _fast is not None:
+    _fast.bind_push_target(EventStreamProcessor, EventStreamProcessor.__dict__["_push_target"])
 
 
 __all__ = ["EventColumns", "EventStreamProcessor", "ProcessorStats"]

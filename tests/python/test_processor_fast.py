@@ -1,0 +1,449 @@
+"""The compiled fast paths of EventStreamProcessor (engagehub._engagehub_fast):
+push_event, push_many and batch delivery return and raise exactly what the general
+(cffi) paths do, for good and bad calls alike, and keep the handle model (close
+from another thread, fork, collection on a worker thread).
+
+Each replay runs the same calls through both paths on fresh processors and compares
+every outcome (the value, or the exception's type and message), the counters and
+the batches delivered."""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+
+import pytest
+
+import engagehub as eh
+from engagehub import errors
+from engagehub import processor as processor_module
+from engagehub.processor import EventStreamProcessor
+
+from test_processor_lifetime import assert_clean, run_python
+
+WAIT = 30.0
+NOW = int(time.time())
+
+needs_fast = pytest.mark.skipif(not processor_module.FAST_PUSH, reason="engagehub._engagehub_fast is not built")
+
+
+def test_fast_paths_are_built_where_the_test_command_promises_them():
+    # `make py-test` builds the module and sets this, so CI cannot silently test
+    # only the cffi paths.
+    if os.environ.get("ENGAGEHUB_EXPECT_FAST") == "1":
+        assert processor_module.FAST_PUSH
+        fast = processor_module._fast
+        assert type(EventStreamProcessor.__dict__["push_event"]) is fast.PushEvent
+        assert processor_module._build_batch is fast.build_batch
+        assert processor_module._push_rows is fast.push_rows
+
+
+def outcome(fn, *args, **kwargs):
+    try:
+        return ("ok", fn(*args, **kwargs))
+    except Exception as exc:  # noqa: BLE001 - the exception is the outcome
+        return (type(exc), str(exc))
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.batches: list = []
+        self.lock = threading.Lock()
+
+    def __call__(self, batch) -> None:
+        with self.lock:
+            self.batches.append(batch)
+
+    def events(self) -> list:
+        return [e for b in self.batches for e in b]
+
+
+def counters(p: EventStreamProcessor) -> tuple:
+    s = p.stats()
+    return (s.pushed, s.accepted, s.dropped, s.delivered, s.future_refused)
+
+
+S = "\ud800"  # a lone surrogate
+
+PUSH_CALLS = [
+    (("message", "u1", "c1", NOW), {}),
+    (("message", "u1", "c1"), {}),  # default timestamp
+    (("message", "u2", "c1", None), {}),  # None: now
+    (("message", "u2", "c1", 0), {}),
+    (("message", "u2", "c1", -5), {}),  # <= 0: now
+    (("message", "u3", "c2", float(NOW)), {}),  # float: general path
+    (("message", "u3", "c2", NOW + 0.9), {}),
+    (("message", "u3", "c2", float("nan")), {}),
+    (("message", "u3", "c2", True), {}),  # bool is not a timestamp
+    (("message", "u3", "c2", "1"), {}),
+    (("message", "u3", "c2", 2**63), {}),  # huge ints
+    (("message", "u3", "c2", -(2**63) - 1), {}),
+    (("message", "u3", "c2", 2**200), {}),
+    (("message", "u3", "c2", 2**63 - 1), {}),  # fits, but far in the future
+    (("message", "u3", "c2", NOW + 30 * 86400), {}),  # future: refused and counted
+    ((b"message", b"u4", b"c3", NOW), {}),  # bytes
+    ((bytearray(b"reaction"), "u4", "c3", NOW), {}),
+    (("message", 42, "c3", NOW), {}),  # wrong types
+    (("message", None, "c3", NOW), {}),
+    ((["message"], "u4", "c3", NOW), {}),
+    (("message", S, "c3", NOW), {}),  # lone surrogates
+    ((S, "u4", "c3", NOW), {}),
+    (("message", "u4", "c" + S, NOW), {}),
+    (("mes\0sage", "u\0", "\0c", NOW), {}),  # NULs
+    (("", "", "", NOW), {}),  # empty fields
+    (("émoji 🎉", "ユーザー", "канал", NOW), {}),  # non-ASCII
+    (("message", "x" * 1024, "c4", NOW), {}),  # longest field
+    (("message", "x" * 1025, "c4", NOW), {}),  # too long
+    (("message", "é" * 513, "c4", NOW), {}),  # 1026 bytes, 513 characters
+    (("message", "u5", "c5", NOW, b"payload"), {}),  # payloads
+    (("message", "u5", "c5", NOW, b""), {}),
+    (("message", "u5", "c5", NOW, "not bytes"), {}),
+    (("message", "u5", "c5"), {"timestamp": NOW}),  # keywords
+    ((), {"event_type": "message", "user_id": "u6", "channel_id": "c6"}),
+    (("message", "u6"), {}),  # wrong arity
+    (("message", "u6", "c6", NOW, None, 7), {}),
+    (("message", "u6", "c6", NOW), {"colour": 1}),
+]
+
+
+def _replay_pushes(push, calls):
+    collector = Collector()
+    p = EventStreamProcessor(1024, 1, 7, 50)
+    p.set_flush_callback(collector)
+    outcomes = [outcome(push, p, *args, **kwargs) for args, kwargs in calls]
+    p.flush_now(WAIT)
+    stats = counters(p)
+    p.close()
+    closed = outcome(push, p, "message", "u", "c", NOW)
+    # Timestamps of "now" differ between the runs: compare everything else.
+    delivered = [(e["type"], e["user_id"], e["channel_id"], e.get("payload")) for e in collector.events()]
+    stamps = [e["timestamp"] for e in collector.events()]
+    return outcomes, stats, closed, delivered, stamps
+
+
+@needs_fast
+def test_push_event_fast_and_general_paths_agree_on_every_outcome():
+    general = _replay_pushes(EventStreamProcessor._push_event_general, PUSH_CALLS)
+    fast = _replay_pushes(lambda p, *a, **k: p.push_event(*a, **k), PUSH_CALLS)
+    assert fast[0] == general[0]
+    assert fast[1] == general[1]
+    assert fast[2] == general[2] == (errors.Closed, "processor is closed")
+    assert fast[3] == general[3]
+    assert len(fast[4]) == len(general[4])
+    # The replay is not vacuous: accepted, refused, and every error class appear.
+    kinds = {o[0] for o in fast[0]}
+    assert {"ok", errors.InvalidArgument, errors.InvalidType, TypeError} <= kinds
+    assert ("ok", True) in fast[0]
+    assert fast[1][4] >= 1  # the future timestamps were refused and counted once each
+
+
+@needs_fast
+def test_push_event_unbound_and_bound_calls_take_the_same_path_and_keep_the_signature():
+    import inspect
+
+    with EventStreamProcessor(64, 1, 10, 50) as p:
+        assert EventStreamProcessor.push_event(p, "m", "u", "c", NOW) is True
+        bound = p.push_event
+        assert bound("m", "u", "c") is True
+        assert str(inspect.signature(bound)) == str(
+            inspect.signature(EventStreamProcessor._push_event_general.__get__(p))
+        )
+        assert "Offers one event" in EventStreamProcessor.push_event.__doc__
+        assert outcome(EventStreamProcessor.push_event, object(), "m", "u", "c", NOW)[0] is AttributeError
+
+
+def _fill_ring(push):
+    """Outcomes of pushes into an 8-slot ring whose only worker is blocked in the
+    callback: exactly 8 accepted, then refused."""
+    gate = threading.Event()
+    p = EventStreamProcessor(8, 1, 1, 10)
+    p.set_flush_callback(lambda batch: gate.wait(WAIT))
+    assert push(p, "m", "first", "c", NOW) is True
+    deadline = time.monotonic() + WAIT
+    while p.stats().processed < 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    outcomes = [outcome(push, p, "m", f"u{i}", "c", NOW) for i in range(12)]
+    dropped = p.stats().dropped
+    gate.set()
+    p.close()
+    return outcomes, dropped
+
+
+@needs_fast
+def test_full_ring_fast_and_general_paths_agree():
+    general = _fill_ring(EventStreamProcessor._push_event_general)
+    fast = _fill_ring(lambda p, *a: p.push_event(*a))
+    assert fast == general
+    assert fast[0] == [("ok", True)] * 8 + [("ok", False)] * 4
+    assert fast[1] == 4
+
+
+ROWS = [
+    [("message", f"u{i}", f"c{i % 3}", NOW) for i in range(50)],
+    [("message", f"u{i}", f"c{i % 3}") for i in range(20)],  # 3-tuples
+    [{"type": "message", "user_id": "d1", "channel_id": "c1", "timestamp": NOW}],  # dicts
+    [("m", "u", "c"), ("m", "u", "c", NOW)],  # mixed widths
+    [("m", "u", "c", NOW), ("m", "u")],  # a short row
+    [("m", "u", "c", NOW, b"p")],  # too wide
+    [("m", b"u", "c", NOW)],  # bytes
+    [("m", "u", "c", None)],  # None timestamp
+    [("m", "u", "c", float(NOW))],  # float
+    [("m", "u", "c", 2**64)],  # huge
+    [("m", "u", "c", NOW), ("m", S, "c", NOW)],  # lone surrogate after a good row
+    [("m", "u\0v", "c", NOW)],  # NUL
+    [("m", "x" * 1025, "c", NOW), ("m", "u", "c", NOW)],  # too long: nothing pushed
+    [("m", "u", "c", NOW), ("m", "u", "c", NOW + 30 * 86400)],  # future
+    [("m", 5, "c", NOW)],  # wrong type
+    [["m", "u", "c", NOW]],  # a list row
+    [],
+    lambda: (("m", f"g{i}", "c", NOW) for i in range(5)),  # a generator, made per replay
+    [("émoji 🎉", "ユーザー", "канал", NOW)],
+]
+
+
+def _replay_many(monkeypatch, fast: bool):
+    rows = [r() if callable(r) else r for r in ROWS]
+    if not fast:
+        monkeypatch.setattr(processor_module, "_push_rows", None)
+    collector = Collector()
+    p = EventStreamProcessor(1024, 1, 9, 50)
+    p.set_flush_callback(collector)
+    outcomes = [outcome(p.push_many, r) for r in rows]
+    p.flush_now(WAIT)
+    stats = counters(p)
+    p.close()
+    closed = outcome(p.push_many, rows[0])
+    monkeypatch.undo()
+    delivered = [(e["type"], e["user_id"], e["channel_id"]) for e in collector.events()]
+    return outcomes, stats, closed, delivered
+
+
+@needs_fast
+def test_push_many_fast_and_general_paths_agree_on_every_outcome(monkeypatch):
+    general = _replay_many(monkeypatch, fast=False)
+    fast = _replay_many(monkeypatch, fast=True)
+    assert fast == general
+    assert fast[0][0] == ("ok", 50)
+    assert fast[2] == (errors.Closed, "processor is closed")
+    assert {o[0] for o in fast[0]} >= {"ok", errors.InvalidArgument}
+
+
+def _deliveries(monkeypatch, fast: bool, form: str, payloads: bool):
+    if not fast:
+        monkeypatch.setattr(processor_module, "_build_batch", None)
+    collector = Collector()
+    p = EventStreamProcessor(4096, 1, 64, 50)
+    p.set_flush_callback(collector, batch_format=form)
+    for i in range(300):
+        ts = NOW - (i // 7)  # runs of equal timestamps
+        payload = (b"p%d" % i if i % 3 else b"") if payloads else None
+        p._push_event_general(["message", "reaction", "é"][i % 3], f"user-{i % 17}", f"ch-{i % 5}", ts, payload)
+    p._push_event_general("", "", "", NOW)  # empty fields
+    p._push_event_general("a\0b", "ユーザー", "🎉", NOW)  # NUL and non-ASCII
+    p.flush_now(WAIT)
+    p.close()
+    monkeypatch.undo()
+    return collector.batches
+
+
+@needs_fast
+@pytest.mark.parametrize("form", ["dicts", "tuples", "columns"])
+@pytest.mark.parametrize("payloads", [False, True])
+def test_batches_built_natively_equal_the_general_decoder(monkeypatch, form, payloads):
+    general = _deliveries(monkeypatch, False, form, payloads)
+    fast = _deliveries(monkeypatch, True, form, payloads)
+    assert sum(len(b) for b in fast) == 302
+    assert [type(b) for b in fast] == [type(b) for b in general]
+    assert fast == general
+    if form == "columns":
+        for b in fast:
+            assert isinstance(b, eh.EventColumns) and len(b) == len(b.types)
+            assert (b.payloads is None) == (not payloads)
+    if form == "dicts":
+        first = fast[0]
+        # Shared strings: equal channel ids within a batch are one object.
+        by_channel = {}
+        for e in first:
+            assert type(e) is dict and type(e["type"]) is str and type(e["timestamp"]) is int
+            assert by_channel.setdefault(e["channel_id"], e["channel_id"]) is e["channel_id"]
+        if payloads:
+            assert any("payload" in e for e in first) and not all("payload" in e for e in first)
+
+
+@needs_fast
+def test_dead_letters_are_built_natively_too():
+    got = []
+    p = EventStreamProcessor(64, 1, 4, 20, max_retries=0)
+    p.set_flush_callback(lambda batch: 1 / 0)
+    p.set_dead_letter_callback(lambda events, reason: got.append((events, reason)))
+    for i in range(4):
+        p.push_event("m", f"u{i}", "c", NOW)
+    p.flush_now(WAIT)
+    p.close()
+    assert [e["user_id"] for events, _ in got for e in events] == ["u0", "u1", "u2", "u3"]
+    assert "ZeroDivisionError" in got[0][1]
+
+
+# -- the handle model, through the fast paths ------------------------------------------
+
+
+@needs_fast
+def test_fast_pushes_racing_close_from_another_thread_end_with_closed_and_lose_nothing():
+    for _ in range(5):
+        delivered = []
+        p = EventStreamProcessor(1 << 14, 2, 50, 5)
+        p.set_flush_callback(lambda batch: delivered.append(len(batch)))
+        accepted, other = [0] * 4, []
+        started = threading.Barrier(5)
+
+        def pusher(slot: int) -> None:
+            started.wait(WAIT)
+            rows = [("m", f"r{slot}", "c", NOW)] * 10
+            try:
+                while True:
+                    if slot % 2:
+                        accepted[slot] += p.push_many(rows)
+                    elif p.push_event("m", f"u{slot}", "c", NOW):
+                        accepted[slot] += 1
+            except errors.Closed:
+                return
+            except BaseException as exc:  # noqa: BLE001
+                other.append(exc)
+
+        threads = [threading.Thread(target=pusher, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        started.wait(WAIT)
+        time.sleep(0.02)
+        p.close()
+        for t in threads:
+            t.join(WAIT)
+            assert not t.is_alive()
+        assert other == []
+        assert sum(delivered) == sum(accepted) > 0
+
+
+@needs_fast
+def test_fork_child_fast_pushes_are_delivered_in_the_child():
+    proc = run_python(
+        """
+        import os, engagehub as eh
+        from engagehub import processor
+        assert processor.FAST_PUSH
+        got = []
+        p = eh.EventStreamProcessor(1024, 2, 10, 10)
+        p.set_flush_callback(lambda batch: got.extend(e["user_id"] for e in batch))
+        p.push_event("m", "parent", "c")
+        p.flush_now(30)
+        pid = os.fork()
+        if pid == 0:
+            for i in range(100):
+                assert p.push_event("m", f"child{i}", "c")
+            assert p.push_many([("m", f"many{i}", "c") for i in range(50)]) == 50
+            p.flush_now(30)
+            ok = sorted(got) == sorted(["parent"] + [f"child{i}" for i in range(100)] + [f"many{i}" for i in range(50)])
+            p.close()
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        p.push_event("m", "parent2", "c")
+        p.flush_now(30)
+        p.close()
+        print("child", os.waitstatus_to_exitcode(status), "parent", got)
+        """
+    )
+    assert_clean(proc, "child 0 parent ['parent', 'parent2']")
+
+
+@needs_fast
+def test_processor_collected_on_its_own_worker_after_fast_pushes_delivers_everything():
+    proc = run_python(
+        """
+        import gc, threading, engagehub as eh
+        delivered = []
+        done = threading.Event()
+
+        class Holder:
+            pass
+
+        def make():
+            h = Holder()
+            p = eh.EventStreamProcessor(4096, 2, 100, 10)
+            h.p, p.holder = p, h  # a cycle: only the cyclic GC frees it
+
+            def cb(batch):
+                delivered.append(len(batch))
+                gc.collect()  # on the worker: collects the cycle here
+            p.set_flush_callback(cb)
+            for i in range(1000):
+                p.push_event("m", f"u{i}", "c")
+            p.push_many([("m", "x", "c")] * 1000)
+
+        gc.disable()
+        make()
+        gc.collect()
+        import time
+        deadline = time.monotonic() + 30
+        while sum(delivered) < 2000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print(sum(delivered))
+        """
+    )
+    assert_clean(proc, "2000")
+
+
+@needs_fast
+def test_blocking_overflow_releases_the_gil_while_the_push_waits():
+    # Under "block", a push on a full ring waits for the workers, which need the
+    # GIL for the Python callback: holding it would deadlock until the timeout.
+    delivered = []
+    p = EventStreamProcessor(4, 1, 1, 1, overflow="block", block_timeout_ms=20_000)
+
+    def cb(batch):
+        time.sleep(0.001)
+        delivered.append(len(batch))
+
+    p.set_flush_callback(cb)
+    for i in range(200):  # a push that timed out would return False
+
+        assert p.push_event("m", f"u{i}", "c") is True
+    assert p.push_many([("m", "x", "c")] * 50) == 50
+    p.flush_now(WAIT)
+    p.close()
+    assert sum(delivered) == 250
+
+
+@needs_fast
+def test_no_reference_leaks_in_a_million_fast_calls():
+    # Release builds have no sys.gettotalrefcount: a leak of one object per call
+    # shows as a million more allocated blocks.
+    with EventStreamProcessor(1 << 12, 1, 1000, 10) as p:
+        seen = [0]
+        p.set_flush_callback(lambda batch: seen.__setitem__(0, seen[0] + len(batch)))
+        rows = [("message", f"u{i}", f"c{i % 7}", NOW) for i in range(1000)]
+
+        def attempt(n: int) -> None:
+            for _ in range(n):
+                try:
+                    p.push_event("message", "u", "c", 2**70)
+                except errors.InvalidArgument:
+                    pass
+
+        def both(n):
+            for _ in range(n):
+                p.push_event("m", "u", "c", NOW)
+            attempt(n // 10)
+            for _ in range(n // 1000):
+                p.push_many(rows)
+
+        both(20_000)
+        p.flush_now(WAIT)
+        gc.collect()
+        before = __import__("sys").getallocatedblocks()
+        both(1_000_000)
+        p.flush_now(WAIT)
+        gc.collect()
+        after = __import__("sys").getallocatedblocks()
+        assert seen[0] > 100_000  # batches were built too (some pushes may be dropped)
+    assert after - before < 10_000, (before, after)
