@@ -12,7 +12,7 @@ use crossbeam_utils::CachePadded;
 use super::barrier::{FlushBarrier, WaitError};
 use super::config::{Clock, Overflow, ProcessorConfig};
 use super::event::{EventIn, Record};
-use super::ring::{PushError, Ring};
+use super::ring::{Refusal, Ring};
 use super::worker::run_worker;
 use super::{DeadLetterCallback, FlushCallback, ProcessorStats};
 use crate::error::{Error, Result};
@@ -204,7 +204,7 @@ impl Core {
         if ev.timestamp > 0 {
             self.check_future(ev.timestamp)?;
         }
-        let result = self.push_record(self.record(ev));
+        let result = self.push_record(|| self.record(ev));
         self.shared.wake_one();
         result
     }
@@ -234,7 +234,7 @@ impl Core {
         let mut accepted = 0;
         let mut result = Ok(());
         for ev in events {
-            if let Err(e) = self.push_record(self.record(ev)) {
+            if let Err(e) = self.push_record(|| self.record(ev)) {
                 result = Err(e);
                 break;
             }
@@ -262,31 +262,35 @@ impl Core {
         }
     }
 
-    fn push_record(&self, record: Record) -> Result<()> {
+    /// Pushes the record `make` builds (inside the claimed slot; `make` must not
+    /// panic, see `Ring::push_with`).
+    #[inline]
+    fn push_record(&self, make: impl Fn() -> Record) -> Result<()> {
         let shared = &self.shared;
-        match shared.ring.push(record) {
+        match shared.ring.push_with(&make) {
             Ok(_) => Ok(()),
-            Err(PushError::Closed(_)) => Err(Error::ShutDown),
-            Err(PushError::Full(record)) => match shared.config.overflow {
+            Err((Refusal::Closed, _)) => Err(Error::ShutDown),
+            Err((Refusal::Full, _)) => match shared.config.overflow {
                 Overflow::DropNewest => {
                     shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
                     Err(Error::QueueFull)
                 }
-                Overflow::Block { timeout } => self.push_blocking(record, timeout),
+                Overflow::Block { timeout } => self.push_blocking(&make, timeout),
             },
         }
     }
 
-    fn push_blocking(&self, mut record: Record, timeout: Duration) -> Result<()> {
+    #[cold]
+    fn push_blocking(&self, make: &impl Fn() -> Record, timeout: Duration) -> Result<()> {
         let shared = &self.shared;
         let deadline = Instant::now() + timeout;
         let mut spins = 0u32;
         loop {
             shared.wake_one();
-            match shared.ring.push(record) {
+            match shared.ring.push_with(make) {
                 Ok(_) => return Ok(()),
-                Err(PushError::Closed(_)) => return Err(Error::ShutDown),
-                Err(PushError::Full(back)) => record = back,
+                Err((Refusal::Closed, _)) => return Err(Error::ShutDown),
+                Err((Refusal::Full, _)) => {}
             }
             let now = Instant::now();
             if now >= deadline {
