@@ -67,6 +67,32 @@ pub(crate) struct Shared {
     pub(crate) wall_seen: CachePadded<AtomicI64>,
     poisoned: Mutex<Option<String>>,
     is_poisoned: AtomicBool,
+    /// Completed flushes: a cached top-channels answer computed before the latest
+    /// one is stale (so a query after `flush` sees every flushed event).
+    flush_epoch: AtomicU64,
+    /// Recent top-channels answers (see [`Core::top_channels`]).
+    top_cache: Mutex<TopCache>,
+}
+
+/// Most top-channels answers kept (distinct windows and minutes queried).
+const TOP_CACHE_ENTRIES: usize = 8;
+
+/// Recent merged top-channels answers, each the whole sorted summary (up to its
+/// capacity), so any `k` up to it is a prefix. Bounded: [`TOP_CACHE_ENTRIES`]
+/// answers of at most the summaries' capacity each.
+#[derive(Default)]
+pub(crate) struct TopCache {
+    entries: Vec<TopEntry>,
+}
+
+struct TopEntry {
+    /// `None`: all time; otherwise the window in whole minutes and the minute of
+    /// "now" it ends at.
+    window: Option<(u32, i64)>,
+    /// [`Shared::flush_epoch`] when computed.
+    epoch: u64,
+    computed: Instant,
+    top: Arc<[ChannelCount]>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -108,6 +134,8 @@ impl Core {
             wall_seen: CachePadded::new(AtomicI64::new(wall_clock_secs())),
             poisoned: Mutex::new(None),
             is_poisoned: AtomicBool::new(false),
+            flush_epoch: AtomicU64::new(0),
+            top_cache: Mutex::new(TopCache::default()),
             config,
         });
         let mut threads = Vec::with_capacity(shared.config.workers);
@@ -314,21 +342,27 @@ impl Core {
         let deadline = Instant::now() + timeout;
         let generation = shared.barrier.request(shared.ring.tail_position());
         shared.wake_all();
-        shared
+        let waited = shared
             .barrier
-            .wait(generation, Some(deadline), || self.check_usable())
-            .map_err(|e| match e {
-                WaitError::Aborted(e) => e,
-                WaitError::Timeout => {
-                    let waiting = shared
-                        .ring
-                        .tail_position()
-                        .saturating_sub(shared.ring.head_position());
-                    Error::Timeout(format!(
-                        "flush did not complete within {timeout:?} ({waiting} events still queued)"
-                    ))
-                }
-            })
+            .wait(generation, Some(deadline), || self.check_usable());
+        if waited.is_ok() {
+            // Release pairs with the Acquire load in `top_channels`: a query that
+            // sees the new epoch recomputes from the shards, which hold every
+            // flushed event (a worker sketches an event before delivering it).
+            shared.flush_epoch.fetch_add(1, Ordering::Release);
+        }
+        waited.map_err(|e| match e {
+            WaitError::Aborted(e) => e,
+            WaitError::Timeout => {
+                let waiting = shared
+                    .ring
+                    .tail_position()
+                    .saturating_sub(shared.ring.head_position());
+                Error::Timeout(format!(
+                    "flush did not complete within {timeout:?} ({waiting} events still queued)"
+                ))
+            }
+        })
     }
 
     /// Runs `swap` under the callbacks' write lock and returns what it took out,
@@ -416,13 +450,62 @@ impl Core {
     ) -> Result<Vec<ChannelCount>> {
         self.check_window(window_secs)?;
         let now = self.resolve_now(now);
-        let guards = self.lock_shards();
-        Ok(sketch::window::top_channels(
-            guards.iter().map(|g| &**g),
-            k,
-            window_secs,
-            now,
-        ))
+        let cfg = &self.shared.config.window;
+        // The merged summary's capacity for any k up to this (see
+        // `sketch::window::top_channels`): its sorted list answers every such k by
+        // a prefix. A larger k is merged for the call alone.
+        let full = cfg.topk_capacity.max(cfg.minute_topk_capacity);
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        if k > full {
+            let guards = self.lock_shards();
+            return Ok(sketch::window::top_channels(
+                guards.iter().map(|g| &**g),
+                k,
+                window_secs,
+                now,
+            ));
+        }
+        let window = (window_secs > 0).then(|| {
+            let minutes = u32::try_from(window_secs.saturating_add(59) / 60).unwrap_or(u32::MAX);
+            (minutes, now.div_euclid(60))
+        });
+        let shared = &self.shared;
+        // Acquire pairs with the Release increment in `flush`.
+        let epoch = shared.flush_epoch.load(Ordering::Acquire);
+        let fresh_for = shared.config.flush_interval;
+        {
+            let cache = lock(&shared.top_cache);
+            if let Some(hit) = cache.entries.iter().find(|e| {
+                e.window == window && e.epoch == epoch && e.computed.elapsed() < fresh_for
+            }) {
+                return Ok(hit.top.iter().take(k).cloned().collect());
+            }
+        }
+        let computed = Instant::now();
+        let top: Arc<[ChannelCount]> = {
+            let guards = self.lock_shards();
+            sketch::window::top_channels(guards.iter().map(|g| &**g), full, window_secs, now).into()
+        };
+        let answer = top.iter().take(k).cloned().collect();
+        let mut cache = lock(&shared.top_cache);
+        cache.entries.retain(|e| e.window != window);
+        if cache.entries.len() >= TOP_CACHE_ENTRIES {
+            // Drop the oldest answer.
+            if let Some(oldest) =
+                (0..cache.entries.len()).min_by_key(|&i| cache.entries[i].computed)
+            {
+                cache.entries.swap_remove(oldest);
+            }
+        }
+        cache.entries.push(TopEntry {
+            window,
+            epoch,
+            computed,
+            top,
+        });
+        Ok(answer)
     }
 
     pub(crate) fn channel_count(&self, channel: &str) -> u64 {
