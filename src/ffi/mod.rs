@@ -21,6 +21,8 @@ pub mod processor;
 mod rows;
 mod sized;
 pub mod sketch;
+// Last: its functions form the header's closing "For language bindings" section.
+pub mod binding;
 
 use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, CString, c_char};
