@@ -442,12 +442,14 @@ impl Core {
         ))
     }
 
+    /// The top `k` as a shared sorted list and how many of its rows to read (no
+    /// per-row copy: a cached answer is handed out as it is).
     pub(crate) fn top_channels(
         &self,
         k: usize,
         window_secs: i64,
         now: i64,
-    ) -> Result<Vec<ChannelCount>> {
+    ) -> Result<(Arc<[ChannelCount]>, usize)> {
         self.check_window(window_secs)?;
         let now = self.resolve_now(now);
         let cfg = &self.shared.config.window;
@@ -456,16 +458,15 @@ impl Core {
         // a prefix. A larger k is merged for the call alone.
         let full = cfg.topk_capacity.max(cfg.minute_topk_capacity);
         if k == 0 {
-            return Ok(Vec::new());
+            return Ok((Arc::from([]), 0));
         }
         if k > full {
             let guards = self.lock_shards();
-            return Ok(sketch::window::top_channels(
-                guards.iter().map(|g| &**g),
-                k,
-                window_secs,
-                now,
-            ));
+            let top: Arc<[ChannelCount]> =
+                sketch::window::top_channels(guards.iter().map(|g| &**g), k, window_secs, now)
+                    .into();
+            let n = top.len();
+            return Ok((top, n));
         }
         let window = (window_secs > 0).then(|| {
             let minutes = u32::try_from(window_secs.saturating_add(59) / 60).unwrap_or(u32::MAX);
@@ -480,7 +481,7 @@ impl Core {
             if let Some(hit) = cache.entries.iter().find(|e| {
                 e.window == window && e.epoch == epoch && e.computed.elapsed() < fresh_for
             }) {
-                return Ok(hit.top.iter().take(k).cloned().collect());
+                return Ok((Arc::clone(&hit.top), k.min(hit.top.len())));
             }
         }
         let computed = Instant::now();
@@ -488,7 +489,7 @@ impl Core {
             let guards = self.lock_shards();
             sketch::window::top_channels(guards.iter().map(|g| &**g), full, window_secs, now).into()
         };
-        let answer = top.iter().take(k).cloned().collect();
+        let answer = (Arc::clone(&top), k.min(top.len()));
         let mut cache = lock(&shared.top_cache);
         cache.entries.retain(|e| e.window != window);
         if cache.entries.len() >= TOP_CACHE_ENTRIES {

@@ -341,6 +341,18 @@ impl Processor {
     /// invalidates it, so a query after it sees every flushed event. A `k` above
     /// the summaries' capacity is merged for the call alone.
     pub fn top_channels(&self, k: usize, window_secs: i64, now: i64) -> Result<Vec<ChannelCount>> {
+        let (top, n) = self.enter()?.core.top_channels(k, window_secs, now)?;
+        Ok(top[..n].to_vec())
+    }
+
+    /// [`Processor::top_channels`] without copying the rows: a shared sorted list
+    /// and how many of its first rows answer the query.
+    pub(crate) fn top_channels_shared(
+        &self,
+        k: usize,
+        window_secs: i64,
+        now: i64,
+    ) -> Result<(Arc<[ChannelCount]>, usize)> {
         self.enter()?.core.top_channels(k, window_secs, now)
     }
 

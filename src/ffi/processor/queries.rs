@@ -199,8 +199,8 @@ pub unsafe extern "C" fn eh_processor_top_channels(
         // SAFETY: per the module contract.
         let processor = unsafe { processor(p)? };
         let out = out_arg(out, "out")?;
-        let top = processor.top_channels(k, window_secs, now)?;
-        let rows: Vec<([u64; 3], &str)> = top
+        let (top, n) = processor.top_channels_shared(k, window_secs, now)?;
+        let rows: Vec<([u64; 3], &str)> = top[..n]
             .iter()
             .map(|c| ([c.count, 0, 0], c.channel.as_str()))
             .collect();
