@@ -7,6 +7,7 @@
 //!   flush callback, 1 producer thread and 1 worker, three short strings per event
 //!   (4096 users, 16 channels in turn);
 //!   the time covers pushing N events and the flush that waits for their delivery.
+//! * `queries/*`: `eh_processor_top_channels`, cached answer vs a merge per call.
 
 use std::ffi::c_void;
 use std::hint::black_box;
@@ -250,5 +251,90 @@ fn end_to_end(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, ring, end_to_end);
+/// `eh_processor_top_channels(10, window)` on a processor with 2 workers that has
+/// sketched 200,000 events over 2,000 channels (Zipf-like: channel `i` gets weight
+/// 1/(i+1)), all in one minute: `cached` is the steady state (the merged answer is
+/// reused until `flush_interval_ms` passes or a flush completes); `merged` asks for
+/// k = 1,025, above the summaries' capacity, which merges the workers' summaries on
+/// every call, as every query did before the cache.
+fn queries(c: &mut Criterion) {
+    let mut group = c.benchmark_group("queries");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20);
+    let config = eh_processor_config {
+        capacity: 65536,
+        workers: 2,
+        batch_size: 1000,
+        flush_interval_ms: 3_600_000,
+        overflow: EH_OVERFLOW_BLOCK,
+        block_timeout_ms: 60_000,
+        ..Default::default()
+    };
+    let mut p = std::ptr::null_mut();
+    // SAFETY: valid config and out-param.
+    assert_eq!(unsafe { eh_processor_new(&config, &mut p) }, EH_OK);
+    let p = Handle(p);
+    let channels: Vec<String> = (0..2000).map(|i| format!("channel-{i:04}")).collect();
+    let weights: Vec<f64> = (0..2000).map(|i| 1.0 / (i as f64 + 1.0)).collect();
+    let total: f64 = weights.iter().sum();
+    let ts = 1_700_000_000i64;
+    let mut pushed = 0u64;
+    for (channel, w) in channels.iter().zip(&weights) {
+        let n = ((w / total) * 200_000.0).ceil() as u64;
+        for i in 0..n {
+            let user = format!("{}", 100_000_000_000_000_000u64 + (pushed + i) % 50_000);
+            // SAFETY: live handle, valid (ptr, len) pairs.
+            let rc = unsafe {
+                eh_processor_push(
+                    p.0,
+                    b"message".as_ptr(),
+                    7,
+                    user.as_ptr(),
+                    user.len(),
+                    channel.as_ptr(),
+                    channel.len(),
+                    ts,
+                    std::ptr::null(),
+                    0,
+                )
+            };
+            assert_eq!(rc, EH_OK);
+        }
+        pushed += n;
+    }
+    // SAFETY: live handle.
+    assert_eq!(unsafe { eh_processor_flush(p.0, 60_000) }, EH_OK);
+    let query = |k: usize, window: i64| {
+        let mut list = eh_channel_list {
+            len: 0,
+            rows: std::ptr::null(),
+            ids: std::ptr::null(),
+            size: 0,
+            owner: std::ptr::null_mut(),
+        };
+        // SAFETY: live handle and out-param; the list is freed right after.
+        unsafe {
+            assert_eq!(
+                eh_processor_top_channels(p.0, k, window, ts + 30, &mut list),
+                EH_OK
+            );
+            black_box(list.len);
+            eh_channel_list_free(&mut list);
+        }
+    };
+    for (name, window) in [("all_time", 0i64), ("last_hour", 3600)] {
+        group.bench_function(format!("top_channels_10_{name}/cached"), |b| {
+            b.iter(|| query(10, window))
+        });
+        group.bench_function(format!("top_channels_1025_{name}/merged"), |b| {
+            b.iter(|| query(1025, window))
+        });
+    }
+    drop(p);
+    group.finish();
+}
+
+criterion_group!(benches, ring, end_to_end, queries);
 criterion_main!(benches);

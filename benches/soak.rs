@@ -1,7 +1,7 @@
 //! Long soak: memory over time at steady state, for the leaderboard and the processor.
 //!
 //! `cargo bench --bench soak` (or `SOAK_SECS=600 cargo bench --bench soak` for longer;
-//! default 60 s per component). Prints one row every tenth of the run: elapsed
+//! default 60 s per component; under `cargo test` one second). Prints one row every tenth of the run: elapsed
 //! seconds, the process's resident set (from `/proc/self/statm`), and for the
 //! leaderboard its size, evictions and heap bytes; for the processor the events
 //! delivered and its queue length. A bounded structure shows flat columns after
@@ -33,11 +33,14 @@ fn rss_mib() -> f64 {
     pages * 4096.0 / (1 << 20) as f64
 }
 
+/// `SOAK_SECS`, default 60 under `cargo bench`; `cargo test --all-targets` runs
+/// this binary without `--bench`, and then it is a one-second smoke run.
 fn run_for() -> Duration {
+    let benching = std::env::args().any(|a| a == "--bench");
     let secs = std::env::var("SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+        .unwrap_or(if benching { 60 } else { 1 });
     Duration::from_secs(secs)
 }
 

@@ -1200,54 +1200,6 @@ eh_status eh_processor_push_batch(struct eh_processor *p,
                                   size_t *accepted);
 
 /**
- * Offers one event given as `kind NUL user_id NUL channel_id` (UTF-8, exactly two
- * NUL bytes, so no field may contain one): the cheap single push for bindings,
- * one string argument instead of three. Otherwise as `eh_processor_push` (no
- * payload).
- */
-eh_status eh_processor_push_fields(struct eh_processor *p,
-                                   const uint8_t *fields,
-                                   size_t fields_len,
-                                   int64_t timestamp);
-
-/**
- * Offers `n` events given as three columns, the cheapest batch form for bindings
- * that hold events as rows of objects (transposing them runs at C speed, and
- * each column is one join): `kinds`, `user_ids` and `channel_ids` each hold `n`
- * UTF-8 fields separated by single NUL bytes (so no field may contain a NUL);
- * `timestamps` is NULL (all "now") or `n` values. A column with another number
- * of fields fails with `EH_INVALID_ARGUMENT` and nothing pushed. Same acceptance
- * rules and `*accepted` (written on every return) as `eh_processor_push_batch`;
- * events carry no payload.
- */
-eh_status eh_processor_push_columns(struct eh_processor *p,
-                                    const uint8_t *kinds,
-                                    size_t kinds_len,
-                                    const uint8_t *user_ids,
-                                    size_t user_ids_len,
-                                    const uint8_t *channel_ids,
-                                    size_t channel_ids_len,
-                                    const int64_t *timestamps,
-                                    size_t n,
-                                    size_t *accepted);
-
-/**
- * Packs `n` events (from a flush callback) as columns for bindings: writes into
- * `buf` (capacity `cap`) the `3 * n` fields separated by single NUL bytes (kinds,
- * then user ids, then channel ids), sets `*needed` to the bytes required, and, if
- * `timestamps` is not NULL, the `n` timestamps. If `cap < *needed` nothing is
- * written to `buf` and the call still returns `EH_OK`: grow the buffer and call
- * again. A field containing a NUL byte cannot be packed: `EH_INVALID_ARGUMENT`
- * (read the events one by one instead).
- */
-eh_status eh_events_columns(const struct eh_event *events,
-                            size_t n,
-                            uint8_t *buf,
-                            size_t cap,
-                            size_t *needed,
-                            int64_t *timestamps);
-
-/**
  * Reads the counters into `*out`.
  */
 eh_status eh_processor_get_stats(const struct eh_processor *p, struct eh_processor_stats *out);
@@ -1285,8 +1237,17 @@ eh_status eh_processor_users_sketch(const struct eh_processor *p,
  * The `k` busiest channels over the window (`window_secs` ≤ 0: all time; `now` ≤ 0:
  * the processor's clock) from the bounded Space-Saving summaries, into `*out`;
  * release with `eh_channel_list_free`. Counts are upper bounds, exact for channels
- * well above the summary's floor. A window longer than the configured
- * `window_minutes` is refused with `EH_INVALID_ARGUMENT`.
+ * well above the summary's floor; ties: higher count first, then channel id
+ * bytes ascending. A window longer than the configured `window_minutes` is
+ * refused with `EH_INVALID_ARGUMENT`.
+ *
+ * Staleness: answers come from a merge of the workers' summaries that is cached
+ * per window (and minute of `now`) for up to `flush_interval_ms`: a result
+ * reflects the events sketched as of at most `flush_interval_ms` ago, and is exact
+ * after `eh_processor_flush` returns `EH_OK` (which invalidates the cache). A
+ * cached query costs about a microsecond whatever the number of workers; the
+ * first query after the interval pays the merge. Memory stays bounded (a few
+ * cached answers of at most the summaries' capacity each).
  */
 eh_status eh_processor_top_channels(const struct eh_processor *p,
                                     size_t k,
@@ -1427,6 +1388,60 @@ eh_status eh_cms_serialize(const struct eh_cms *cms, uint8_t *buf, size_t cap, s
  * malformed: `EH_CORRUPT`, nothing created.
  */
 eh_status eh_cms_deserialize(const uint8_t *bytes, size_t len, struct eh_cms **out);
+
+/**
+ * **For language bindings.** The functions from here to the end of the header
+ * exist so that bindings (the Python package) can cross the boundary with fewer,
+ * cheaper arguments; C and C++ callers have no reason to use them and should use
+ * `eh_processor_push`, `eh_processor_push_batch` and the `eh_event` array their
+ * flush callback receives. They follow the same rules as those functions.
+ *
+ * Offers one event given as `kind NUL user_id NUL channel_id` (UTF-8, exactly two
+ * NUL bytes, so no field may contain one): the cheap single push for bindings,
+ * one string argument instead of three. Otherwise as `eh_processor_push` (no
+ * payload).
+ */
+eh_status eh_processor_push_fields(struct eh_processor *p,
+                                   const uint8_t *fields,
+                                   size_t fields_len,
+                                   int64_t timestamp);
+
+/**
+ * Offers `n` events given as three columns, the cheapest batch form for bindings
+ * that hold events as rows of objects (transposing them runs at C speed, and
+ * each column is one join): `kinds`, `user_ids` and `channel_ids` each hold `n`
+ * UTF-8 fields separated by single NUL bytes (so no field may contain a NUL);
+ * `timestamps` is NULL (all "now") or `n` values. A column with another number
+ * of fields fails with `EH_INVALID_ARGUMENT` and nothing pushed. Same acceptance
+ * rules and `*accepted` (written on every return) as `eh_processor_push_batch`;
+ * events carry no payload.
+ */
+eh_status eh_processor_push_columns(struct eh_processor *p,
+                                    const uint8_t *kinds,
+                                    size_t kinds_len,
+                                    const uint8_t *user_ids,
+                                    size_t user_ids_len,
+                                    const uint8_t *channel_ids,
+                                    size_t channel_ids_len,
+                                    const int64_t *timestamps,
+                                    size_t n,
+                                    size_t *accepted);
+
+/**
+ * Packs `n` events (from a flush callback) as columns for bindings: writes into
+ * `buf` (capacity `cap`) the `3 * n` fields separated by single NUL bytes (kinds,
+ * then user ids, then channel ids), sets `*needed` to the bytes required, and, if
+ * `timestamps` is not NULL, the `n` timestamps. If `cap < *needed` nothing is
+ * written to `buf` and the call still returns `EH_OK`: grow the buffer and call
+ * again. A field containing a NUL byte cannot be packed: `EH_INVALID_ARGUMENT`
+ * (read the events one by one instead).
+ */
+eh_status eh_events_columns(const struct eh_event *events,
+                            size_t n,
+                            uint8_t *buf,
+                            size_t cap,
+                            size_t *needed,
+                            int64_t *timestamps);
 
 #ifdef __cplusplus
 }  // extern "C"

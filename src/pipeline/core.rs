@@ -12,7 +12,7 @@ use crossbeam_utils::CachePadded;
 use super::barrier::{FlushBarrier, WaitError};
 use super::config::{Clock, Overflow, ProcessorConfig};
 use super::event::{EventIn, Record};
-use super::ring::{PushError, Ring};
+use super::ring::{PushError, Refusal, Ring};
 use super::worker::{InlineWorker, run_worker};
 use super::{DeadLetterCallback, FlushCallback, ProcessorStats};
 use crate::error::{Error, Result};
@@ -67,6 +67,32 @@ pub(crate) struct Shared {
     pub(crate) wall_seen: CachePadded<AtomicI64>,
     poisoned: Mutex<Option<String>>,
     is_poisoned: AtomicBool,
+    /// Completed flushes: a cached top-channels answer computed before the latest
+    /// one is stale (so a query after `flush` sees every flushed event).
+    flush_epoch: AtomicU64,
+    /// Recent top-channels answers (see [`Core::top_channels`]).
+    top_cache: Mutex<TopCache>,
+}
+
+/// Most top-channels answers kept (distinct windows and minutes queried).
+const TOP_CACHE_ENTRIES: usize = 8;
+
+/// Recent merged top-channels answers, each the whole sorted summary (up to its
+/// capacity), so any `k` up to it is a prefix. Bounded: [`TOP_CACHE_ENTRIES`]
+/// answers of at most the summaries' capacity each.
+#[derive(Default)]
+pub(crate) struct TopCache {
+    entries: Vec<TopEntry>,
+}
+
+struct TopEntry {
+    /// `None`: all time; otherwise the window in whole minutes and the minute of
+    /// "now" it ends at.
+    window: Option<(u32, i64)>,
+    /// [`Shared::flush_epoch`] when computed.
+    epoch: u64,
+    computed: Instant,
+    top: Arc<[ChannelCount]>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -110,6 +136,8 @@ impl Core {
             wall_seen: CachePadded::new(AtomicI64::new(wall_clock_secs())),
             poisoned: Mutex::new(None),
             is_poisoned: AtomicBool::new(false),
+            flush_epoch: AtomicU64::new(0),
+            top_cache: Mutex::new(TopCache::default()),
             config,
         });
         let mut threads = Vec::with_capacity(shared.config.workers);
@@ -212,7 +240,7 @@ impl Core {
         if ev.timestamp > 0 {
             self.check_future(ev.timestamp)?;
         }
-        let result = self.push_record(self.record(ev));
+        let result = self.push_record(|| self.record(ev));
         self.shared.wake_one();
         result
     }
@@ -242,7 +270,7 @@ impl Core {
         let mut accepted = 0;
         let mut result = Ok(());
         for ev in events {
-            if let Err(e) = self.push_record(self.record(ev)) {
+            if let Err(e) = self.push_record(|| self.record(ev)) {
                 result = Err(e);
                 break;
             }
@@ -270,31 +298,35 @@ impl Core {
         }
     }
 
-    fn push_record(&self, record: Record) -> Result<()> {
+    /// Pushes the record `make` builds (inside the claimed slot; `make` must not
+    /// panic, see `Ring::push_with`).
+    #[inline]
+    fn push_record(&self, make: impl Fn() -> Record) -> Result<()> {
         let shared = &self.shared;
-        match shared.ring.push(record) {
+        match shared.ring.push_with(&make) {
             Ok(_) => Ok(()),
-            Err(PushError::Closed(_)) => Err(Error::ShutDown),
-            Err(PushError::Full(record)) => match shared.config.overflow {
+            Err((Refusal::Closed, _)) => Err(Error::ShutDown),
+            Err((Refusal::Full, _)) => match shared.config.overflow {
                 Overflow::DropNewest => {
                     shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
                     Err(Error::QueueFull)
                 }
-                Overflow::Block { timeout } => self.push_blocking(record, timeout),
+                Overflow::Block { timeout } => self.push_blocking(&make, timeout),
             },
         }
     }
 
-    fn push_blocking(&self, mut record: Record, timeout: Duration) -> Result<()> {
+    #[cold]
+    fn push_blocking(&self, make: &impl Fn() -> Record, timeout: Duration) -> Result<()> {
         let shared = &self.shared;
         let deadline = Instant::now() + timeout;
         let mut spins = 0u32;
         loop {
             shared.wake_one();
-            match shared.ring.push(record) {
+            match shared.ring.push_with(make) {
                 Ok(_) => return Ok(()),
-                Err(PushError::Closed(_)) => return Err(Error::ShutDown),
-                Err(PushError::Full(back)) => record = back,
+                Err((Refusal::Closed, _)) => return Err(Error::ShutDown),
+                Err((Refusal::Full, _)) => {}
             }
             let now = Instant::now();
             if now >= deadline {
@@ -401,17 +433,27 @@ impl Core {
                      delivering in synchronous mode"
                 )));
             }
-            return self.check_usable();
+            self.check_usable()?;
+            // As below: queries recompute from the shards, which now hold
+            // every event this flush covered.
+            shared.flush_epoch.fetch_add(1, Ordering::Release);
+            return Ok(());
         }
         if !shared.barrier.issued(ticket) {
             return Err(Error::invalid(format!(
                 "flush ticket {ticket} is not one this processor issued"
             )));
         }
-        shared
+        let waited = shared
             .barrier
-            .wait(ticket, deadline, || self.check_usable())
-            .map_err(|e| match e {
+            .wait(ticket, deadline, || self.check_usable());
+        if waited.is_ok() {
+            // Release pairs with the Acquire load in `top_channels`: a query that
+            // sees the new epoch recomputes from the shards, which hold every
+            // flushed event (a worker sketches an event before delivering it).
+            shared.flush_epoch.fetch_add(1, Ordering::Release);
+        }
+        waited.map_err(|e| match e {
                 WaitError::Aborted(e) => e,
                 WaitError::Timeout => {
                     let waiting = shared
@@ -502,21 +544,71 @@ impl Core {
         ))
     }
 
+    /// The top `k` as a shared sorted list and how many of its rows to read (no
+    /// per-row copy: a cached answer is handed out as it is).
     pub(crate) fn top_channels(
         &self,
         k: usize,
         window_secs: i64,
         now: i64,
-    ) -> Result<Vec<ChannelCount>> {
+    ) -> Result<(Arc<[ChannelCount]>, usize)> {
         self.check_window(window_secs)?;
         let now = self.resolve_now(now);
-        let guards = self.lock_shards();
-        Ok(sketch::window::top_channels(
-            guards.iter().map(|g| &**g),
-            k,
-            window_secs,
-            now,
-        ))
+        let cfg = &self.shared.config.window;
+        // The merged summary's capacity for any k up to this (see
+        // `sketch::window::top_channels`): its sorted list answers every such k by
+        // a prefix. A larger k is merged for the call alone.
+        let full = cfg.topk_capacity.max(cfg.minute_topk_capacity);
+        if k == 0 {
+            return Ok((Arc::from([]), 0));
+        }
+        if k > full {
+            let guards = self.lock_shards();
+            let top: Arc<[ChannelCount]> =
+                sketch::window::top_channels(guards.iter().map(|g| &**g), k, window_secs, now)
+                    .into();
+            let n = top.len();
+            return Ok((top, n));
+        }
+        let window = (window_secs > 0).then(|| {
+            let minutes = u32::try_from(window_secs.saturating_add(59) / 60).unwrap_or(u32::MAX);
+            (minutes, now.div_euclid(60))
+        });
+        let shared = &self.shared;
+        // Acquire pairs with the Release increment in `flush`.
+        let epoch = shared.flush_epoch.load(Ordering::Acquire);
+        let fresh_for = shared.config.flush_interval;
+        {
+            let cache = lock(&shared.top_cache);
+            if let Some(hit) = cache.entries.iter().find(|e| {
+                e.window == window && e.epoch == epoch && e.computed.elapsed() < fresh_for
+            }) {
+                return Ok((Arc::clone(&hit.top), k.min(hit.top.len())));
+            }
+        }
+        let computed = Instant::now();
+        let top: Arc<[ChannelCount]> = {
+            let guards = self.lock_shards();
+            sketch::window::top_channels(guards.iter().map(|g| &**g), full, window_secs, now).into()
+        };
+        let answer = (Arc::clone(&top), k.min(top.len()));
+        let mut cache = lock(&shared.top_cache);
+        cache.entries.retain(|e| e.window != window);
+        if cache.entries.len() >= TOP_CACHE_ENTRIES {
+            // Drop the oldest answer.
+            if let Some(oldest) =
+                (0..cache.entries.len()).min_by_key(|&i| cache.entries[i].computed)
+            {
+                cache.entries.swap_remove(oldest);
+            }
+        }
+        cache.entries.push(TopEntry {
+            window,
+            epoch,
+            computed,
+            top,
+        });
+        Ok(answer)
     }
 
     pub(crate) fn minute_events(&self, first_minute: i64, out: &mut [u64]) {

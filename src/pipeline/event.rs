@@ -8,6 +8,7 @@
 //! [`RawEvent`] that points into that arena.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 
 /// Bytes of kind + user id + channel id + payload stored inside the ring slot; longer
 /// events spill to one heap allocation.
@@ -52,7 +53,25 @@ pub struct Event<'a> {
 impl EventIn<'_> {
     /// Checks field sizes (the strings are UTF-8 by type) and that the timestamp is
     /// not after year 9999.
+    #[inline]
     pub fn validate(&self) -> crate::Result<()> {
+        // One branch for the common case; the detailed checks only on failure.
+        let longest = self
+            .kind
+            .len()
+            .max(self.user_id.len())
+            .max(self.channel_id.len());
+        if longest <= MAX_FIELD_BYTES
+            && self.payload.len() <= MAX_PAYLOAD_BYTES
+            && self.timestamp <= crate::leaderboard::MAX_TIMESTAMP
+        {
+            return Ok(());
+        }
+        self.explain_invalid()
+    }
+
+    #[cold]
+    fn explain_invalid(&self) -> crate::Result<()> {
         if self.timestamp > crate::leaderboard::MAX_TIMESTAMP {
             return Err(crate::Error::invalid(format!(
                 "timestamp {} is after year 9999",
@@ -81,7 +100,8 @@ impl EventIn<'_> {
 }
 
 enum Bytes {
-    Inline([u8; INLINE_BYTES]),
+    /// The first `total` bytes (the sum of `lens`) are initialized.
+    Inline([MaybeUninit<u8>; INLINE_BYTES]),
     Heap(Box<[u8]>),
 }
 
@@ -94,7 +114,9 @@ pub struct Record {
 }
 
 impl Record {
-    /// Copies `ev` (validated by the caller) with `timestamp` resolved.
+    /// Copies `ev` (validated by the caller) with `timestamp` resolved. Never
+    /// panics (the ring builds records inside a claimed slot).
+    #[inline]
     pub fn new(ev: &EventIn<'_>, timestamp: i64) -> Self {
         let parts: [&[u8]; 4] = [
             ev.kind.as_bytes(),
@@ -103,12 +125,22 @@ impl Record {
             ev.payload,
         ];
         let lens = parts.map(|p| p.len() as u32);
+        // Validated fields are at most 1 KiB and the payload 1 MiB: no overflow.
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let bytes = if total <= INLINE_BYTES {
-            let mut buf = [0u8; INLINE_BYTES];
+            // Not zeroed: only the first `total` bytes are ever read.
+            let mut buf = [MaybeUninit::<u8>::uninit(); INLINE_BYTES];
             let mut at = 0;
             for part in parts {
-                buf[at..at + part.len()].copy_from_slice(part);
+                // SAFETY: `at + part.len() <= total <= INLINE_BYTES`, so the copy stays
+                // inside `buf`; `part` is a separate borrowed slice (no overlap).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        part.as_ptr(),
+                        buf.as_mut_ptr().add(at).cast::<u8>(),
+                        part.len(),
+                    );
+                }
                 at += part.len();
             }
             Bytes::Inline(buf)
@@ -126,7 +158,11 @@ impl Record {
     fn data(&self) -> &[u8] {
         let total = self.lens.iter().map(|&l| l as usize).sum::<usize>();
         match &self.bytes {
-            Bytes::Inline(buf) => &buf[..total],
+            // SAFETY: `new` initialized the first `total` bytes (`total <= INLINE_BYTES`
+            // is why it chose the inline buffer).
+            Bytes::Inline(buf) => unsafe {
+                std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), total)
+            },
             Bytes::Heap(buf) => buf,
         }
     }

@@ -376,8 +376,27 @@ impl Processor {
 
     /// The `k` busiest channels over the window (`window_secs <= 0`: all time; longer
     /// than configured: refused), by the Space-Saving summaries: counts are upper
-    /// bounds, exact for heavy hitters.
+    /// bounds, exact for heavy hitters. Ties: higher count first, then channel id
+    /// ascending.
+    ///
+    /// Staleness: the merged answer for a window (and minute of `now`) is cached
+    /// and reused for up to `flush_interval`, so it reflects the events sketched as
+    /// of at most `flush_interval` ago; a [`Processor::flush`] that returns `Ok`
+    /// invalidates it, so a query after it sees every flushed event. A `k` above
+    /// the summaries' capacity is merged for the call alone.
     pub fn top_channels(&self, k: usize, window_secs: i64, now: i64) -> Result<Vec<ChannelCount>> {
+        let (top, n) = self.enter()?.core.top_channels(k, window_secs, now)?;
+        Ok(top[..n].to_vec())
+    }
+
+    /// [`Processor::top_channels`] without copying the rows: a shared sorted list
+    /// and how many of its first rows answer the query.
+    pub(crate) fn top_channels_shared(
+        &self,
+        k: usize,
+        window_secs: i64,
+        now: i64,
+    ) -> Result<(Arc<[ChannelCount]>, usize)> {
         self.enter()?.core.top_channels(k, window_secs, now)
     }
 

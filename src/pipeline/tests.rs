@@ -6,6 +6,7 @@ use super::core::lock;
 use super::*;
 use crate::error::{Error, Result};
 use crate::leaderboard::MAX_TIMESTAMP;
+use crate::sketch::ChannelCount;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -1214,4 +1215,73 @@ fn push_wait_times_out_without_counting_and_gives_up_with_a_drop() {
     p.push_wait(&event("4"), WAIT, false).unwrap();
     p.flush(WAIT).unwrap();
     assert_eq!(p.stats().unwrap().delivered, 4);
+}
+
+/// Top channels are answered from a cached merge between flushes, and a query
+/// right after `flush` sees every flushed event (the cache is invalidated), for
+/// every k and both window kinds, with several workers.
+#[test]
+fn top_channels_after_flush_sees_every_flushed_event_despite_the_cache() {
+    let p = Processor::new(ProcessorConfig {
+        // A long interval: only the flush can make a cached answer stale.
+        flush_interval: Duration::from_secs(3600),
+        ..config(3, 64)
+    })
+    .unwrap();
+    let push = |channel: &str, n: usize| {
+        for i in 0..n {
+            let user = format!("u{i}");
+            let ev = EventIn {
+                channel_id: channel,
+                ..event(&user)
+            };
+            p.push(&ev).unwrap();
+        }
+        p.flush(WAIT).unwrap();
+    };
+    push("a", 30);
+    push("b", 20);
+    let names = |top: Vec<ChannelCount>| -> Vec<(String, u64)> {
+        top.into_iter().map(|c| (c.channel, c.count)).collect()
+    };
+    for window in [0, 3600] {
+        assert_eq!(
+            names(p.top_channels(5, window, 1_700_000_030).unwrap()),
+            [("a".into(), 30), ("b".into(), 20)]
+        );
+    }
+    // Cached now; more events and a flush must show.
+    push("c", 40);
+    push("b", 15);
+    for window in [0, 3600] {
+        let want: Vec<(String, u64)> = vec![("c".into(), 40), ("b".into(), 35), ("a".into(), 30)];
+        assert_eq!(
+            names(p.top_channels(5, window, 1_700_000_030).unwrap()),
+            want
+        );
+        // Every k is the prefix of the same order (ties: count, then id).
+        assert_eq!(
+            names(p.top_channels(2, window, 1_700_000_030).unwrap()),
+            want[..2]
+        );
+        assert_eq!(
+            names(p.top_channels(1, window, 1_700_000_030).unwrap()),
+            want[..1]
+        );
+    }
+    push("a", 5);
+    let top = names(p.top_channels(3, 3600, 1_700_000_030).unwrap());
+    assert_eq!(top[0..2], [("c".into(), 40), ("a".into(), 35)][..]);
+    assert_eq!(
+        top[2],
+        ("b".into(), 35),
+        "equal counts: channel id ascending"
+    );
+    // A window ending at another minute is its own answer.
+    assert!(
+        p.top_channels(3, 60, 1_700_000_000 + 7200)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(p.top_channels(0, 3600, 0).unwrap(), []);
 }

@@ -128,22 +128,21 @@ impl Worker {
         let room = shared.config.batch_size - self.batch.len();
         let limit = RUN.min(room.max(1));
         let start = self.batch.len();
-        while self.batch.len() - start < limit {
-            let Some(record) = shared.ring.pop() else {
-                break;
-            };
-            let ts = record.timestamp();
-            if ts > self.clock_seen {
-                self.clock_seen = ts;
-                if shared.config.clock == Clock::EventTime {
-                    // Relaxed: the clock is a monotonic hint read by queries; no
-                    // other data is published through it.
-                    shared.event_clock.fetch_max(ts, Ordering::Relaxed);
-                }
+        let batch = &mut self.batch;
+        let mut newest = self.clock_seen;
+        // One claim for the whole run (see `Ring::pop_run`).
+        let n = shared.ring.pop_run(limit, |record| {
+            newest = newest.max(record.timestamp());
+            batch.push(&record);
+        });
+        if newest > self.clock_seen {
+            self.clock_seen = newest;
+            if shared.config.clock == Clock::EventTime {
+                // Relaxed: the clock is a monotonic hint read by queries; no other
+                // data is published through it.
+                shared.event_clock.fetch_max(newest, Ordering::Relaxed);
             }
-            self.batch.push(&record);
         }
-        let n = self.batch.len() - start;
         if n == 0 {
             return 0;
         }

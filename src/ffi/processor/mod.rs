@@ -23,6 +23,7 @@ use super::{eh_status, guard, guard_free, handle, out_arg, write_out};
 use crate::error::Result;
 use crate::pipeline::Processor;
 
+pub use super::binding::{eh_events_columns, eh_processor_push_columns, eh_processor_push_fields};
 pub use callbacks::{
     eh_dead_letter_fn, eh_flush_fn, eh_free_fn, eh_processor_set_dead_letter_callback,
     eh_processor_set_flush_callback,
@@ -32,10 +33,7 @@ pub use config::{
     EH_WORKERS_NONE, eh_processor_config,
 };
 pub use minutes::eh_processor_minute_events;
-pub use push::{
-    eh_events_columns, eh_processor_push, eh_processor_push_batch, eh_processor_push_columns,
-    eh_processor_push_fields, eh_processor_push_wait,
-};
+pub use push::{eh_processor_push, eh_processor_push_batch, eh_processor_push_wait};
 pub use queries::{
     eh_channel_list, eh_channel_list_free, eh_channel_row, eh_processor_channel_count,
     eh_processor_get_stats, eh_processor_now, eh_processor_stats, eh_processor_top_channels,
@@ -69,7 +67,7 @@ pub struct eh_processor {
 ///
 /// # Safety
 /// `p` is NULL or a live handle (the module's contract).
-unsafe fn processor<'a>(p: *const eh_processor) -> Result<&'a Processor> {
+pub(crate) unsafe fn processor<'a>(p: *const eh_processor) -> Result<&'a Processor> {
     // SAFETY: forwarded from this function's contract.
     Ok(&unsafe { handle(p, "processor")? }.processor)
 }

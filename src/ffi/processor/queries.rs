@@ -176,8 +176,17 @@ pub unsafe extern "C" fn eh_processor_users_sketch(
 /// The `k` busiest channels over the window (`window_secs` ≤ 0: all time; `now` ≤ 0:
 /// the processor's clock) from the bounded Space-Saving summaries, into `*out`;
 /// release with `eh_channel_list_free`. Counts are upper bounds, exact for channels
-/// well above the summary's floor. A window longer than the configured
-/// `window_minutes` is refused with `EH_INVALID_ARGUMENT`.
+/// well above the summary's floor; ties: higher count first, then channel id
+/// bytes ascending. A window longer than the configured `window_minutes` is
+/// refused with `EH_INVALID_ARGUMENT`.
+///
+/// Staleness: answers come from a merge of the workers' summaries that is cached
+/// per window (and minute of `now`) for up to `flush_interval_ms`: a result
+/// reflects the events sketched as of at most `flush_interval_ms` ago, and is exact
+/// after `eh_processor_flush` returns `EH_OK` (which invalidates the cache). A
+/// cached query costs about a microsecond whatever the number of workers; the
+/// first query after the interval pays the merge. Memory stays bounded (a few
+/// cached answers of at most the summaries' capacity each).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_processor_top_channels(
     p: *const eh_processor,
@@ -190,8 +199,8 @@ pub unsafe extern "C" fn eh_processor_top_channels(
         // SAFETY: per the module contract.
         let processor = unsafe { processor(p)? };
         let out = out_arg(out, "out")?;
-        let top = processor.top_channels(k, window_secs, now)?;
-        let rows: Vec<([u64; 3], &str)> = top
+        let (top, n) = processor.top_channels_shared(k, window_secs, now)?;
+        let rows: Vec<([u64; 3], &str)> = top[..n]
             .iter()
             .map(|c| ([c.count, 0, 0], c.channel.as_str()))
             .collect();

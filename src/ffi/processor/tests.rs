@@ -406,6 +406,7 @@ fn close_timeout_returns_timeout_while_draining_and_is_callable_again() {
         eh_processor_free(p);
     }
     assert_eq!(gate.events.load(Ordering::SeqCst), 2);
+}
 
 #[test]
 fn minute_events_reads_the_ring_and_refuses_bad_arguments() {
