@@ -354,6 +354,18 @@ class PostgresStore(_Store):
 # -- progress --------------------------------------------------------------------
 
 
+def progress_wanted(quiet: bool, stream: TextIO) -> bool:
+    """The progress bar is drawn only for a person: not with ``--quiet``, and only
+    when ``stream`` is a terminal (a log file or a CI capture gets no bar)."""
+    if quiet:
+        return False
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except (OSError, ValueError):  # a closed or detached stream
+        return False
+
+
 class _Progress:
     """tqdm when it is installed, else a one-line bar on stderr (at most ~10
     redraws a second); does nothing when disabled."""
@@ -663,7 +675,7 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
     processor.set_flush_callback(persist, batch_format="columns")
     processor.set_dead_letter_callback(dead_letter)
 
-    progress = _Progress(len(work), not config.quiet, "events", err)
+    progress = _Progress(len(work), progress_wanted(config.quiet, err), "events", err)
     try:
         started = time.perf_counter()
         push_many = processor.push_many

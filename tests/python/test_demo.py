@@ -236,6 +236,21 @@ def test_python_dash_m_engagehub_demo(tmp_path):
         assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 20_000
 
 
+def test_progress_bar_only_on_a_terminal():
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            if self.closed:  # as a real file does
+                raise ValueError("I/O operation on closed file")
+            return True
+
+    assert demo.progress_wanted(False, Terminal())
+    assert not demo.progress_wanted(True, Terminal()), "--quiet"
+    assert not demo.progress_wanted(False, io.StringIO()), "a pipe or a log file"
+    closed = Terminal()
+    closed.close()
+    assert not demo.progress_wanted(False, closed)
+
+
 def test_builtin_progress_bar_is_throttled(monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)  # force the built-in bar
     stream = io.StringIO()
