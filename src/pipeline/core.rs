@@ -454,17 +454,17 @@ impl Core {
             shared.flush_epoch.fetch_add(1, Ordering::Release);
         }
         waited.map_err(|e| match e {
-                WaitError::Aborted(e) => e,
-                WaitError::Timeout => {
-                    let waiting = shared
-                        .ring
-                        .tail_position()
-                        .saturating_sub(shared.ring.head_position());
-                    Error::Timeout(format!(
-                        "flush did not complete within {timeout:?} ({waiting} events still queued)"
-                    ))
-                }
-            })
+            WaitError::Aborted(e) => e,
+            WaitError::Timeout => {
+                let waiting = shared
+                    .ring
+                    .tail_position()
+                    .saturating_sub(shared.ring.head_position());
+                Error::Timeout(format!(
+                    "flush did not complete within {timeout:?} ({waiting} events still queued)"
+                ))
+            }
+        })
     }
 
     /// Runs `swap` under the callbacks' write lock and returns what it took out,
