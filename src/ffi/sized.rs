@@ -151,23 +151,28 @@ mod tests {
     fn older_callers_get_defaults_and_newer_ones_are_checked() {
         // An older caller's struct: size field and `a` only.
         let old: [u64; 2] = [16, 7];
+        // SAFETY (each call below): the arrays hold at least the size they declare.
         let v = unsafe { read_sized(old.as_ptr().cast::<V2>()) }
             .unwrap()
             .unwrap();
         assert_eq!((v.a, v.b), (7, 0));
         // A newer caller's: one more field, zero (accepted) or set (refused).
         let newer: [u64; 4] = [32, 1, 2, 0];
+        // SAFETY: `newer` holds the 32 bytes it declares.
         let v = unsafe { read_sized(newer.as_ptr().cast::<V2>()) }
             .unwrap()
             .unwrap();
         assert_eq!((v.a, v.b), (1, 2));
         let newer: [u64; 4] = [32, 1, 2, 9];
+        // SAFETY: as above.
         assert!(unsafe { read_sized(newer.as_ptr().cast::<V2>()) }.is_err());
         // Unsized (0) and too small: refused.
         for size in [0u64, 8] {
             let bad: [u64; 3] = [size, 1, 2];
+            // SAFETY: `bad` has 24 readable bytes; the size is refused before more.
             assert!(unsafe { read_sized(bad.as_ptr().cast::<V2>()) }.is_err());
         }
+        // SAFETY: NULL is allowed.
         assert_eq!(unsafe { read_sized::<V2>(std::ptr::null()) }, Ok(None));
     }
 
@@ -179,12 +184,14 @@ mod tests {
             a: 5,
             b: 6,
         };
+        // SAFETY: `old` has room for the 16 bytes it declares.
         unsafe { write_sized(old.as_mut_ptr().cast::<V2>(), value) }.unwrap();
         assert_eq!(old, [16, 5, 0xdead]);
         let mut same = V2 {
             struct_size: std::mem::size_of::<V2>(),
             ..V2::default()
         };
+        // SAFETY: a whole V2.
         unsafe { write_sized(&raw mut same, value) }.unwrap();
         assert_eq!(
             same,

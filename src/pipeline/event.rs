@@ -397,7 +397,7 @@ mod tests {
         batch.push_event(&ev("a", "bb", "ccc", b""));
         batch.push_event(&ev("dddd", "e", "", b"\x00\x01"));
         let raw = batch.raw().to_vec();
-        // SAFETY (test): the pointers come from `batch`, alive and unchanged here.
+        // SAFETY: (test) the pointers come from `batch`, alive and unchanged here.
         let s = |p: *const u8, n: usize| unsafe { std::slice::from_raw_parts(p, n) };
         assert_eq!(s(raw[0].kind, raw[0].kind_len), b"a");
         assert_eq!(s(raw[0].user_id, raw[0].user_id_len), b"bb");
