@@ -22,6 +22,9 @@
 #define UNDER_TSAN 1
 #endif
 #endif
+#ifndef UNDER_TSAN
+#define UNDER_TSAN 0
+#endif
 
 #define PRODUCERS 4
 #define PER_PRODUCER 20000
@@ -485,11 +488,10 @@ int main(void) {
   test_synchronous_mode_and_sliced_waits();
   test_producers_and_exact_totals();
   test_close();
-#ifdef UNDER_TSAN
-  printf("test_fork: skipped under ThreadSanitizer (no threads after a multi-threaded fork)\n");
-#else
-  test_fork();
-#endif
+  if (UNDER_TSAN)
+    printf("test_fork: skipped under ThreadSanitizer (no threads after a multi-threaded fork)\n");
+  else
+    test_fork();
   test_error_paths();
   test_queries_and_columns();
   test_standalone_sketches();
