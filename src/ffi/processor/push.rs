@@ -36,17 +36,43 @@ pub unsafe extern "C" fn eh_processor_push(
         // contract; the strings are copied by `push` before this call returns.
         let (processor, ev) = unsafe {
             let processor = processor(p)?;
-            let ev = EventIn {
-                kind: str_arg(kind, kind_len, "kind")?,
-                user_id: str_arg(user_id, user_id_len, "user_id")?,
-                channel_id: str_arg(channel_id, channel_id_len, "channel_id")?,
+            let ev = event_in(
+                (kind, kind_len),
+                (user_id, user_id_len),
+                (channel_id, channel_id_len),
                 timestamp,
-                payload: bytes_arg(payload, payload_len, "payload")?,
-            };
+                (payload, payload_len),
+            )?;
             (processor, ev)
         };
         processor.push(&ev)
     })
+}
+
+/// Borrows one event's (pointer, length) arguments, checking each (the push
+/// functions copy them before returning).
+///
+/// # Safety
+/// Each pair is NULL with length 0 or points to that many readable bytes, valid
+/// for `'a`.
+#[inline(always)]
+unsafe fn event_in<'a>(
+    kind: (*const u8, usize),
+    user_id: (*const u8, usize),
+    channel_id: (*const u8, usize),
+    timestamp: i64,
+    payload: (*const u8, usize),
+) -> crate::error::Result<EventIn<'a>> {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        Ok(EventIn {
+            kind: str_arg(kind.0, kind.1, "kind")?,
+            user_id: str_arg(user_id.0, user_id.1, "user_id")?,
+            channel_id: str_arg(channel_id.0, channel_id.1, "channel_id")?,
+            timestamp,
+            payload: bytes_arg(payload.0, payload.1, "payload")?,
+        })
+    }
 }
 
 /// `eh_processor_push` for a caller that waits for room in slices, e.g. a binding
@@ -77,13 +103,13 @@ pub unsafe extern "C" fn eh_processor_push_wait(
         // SAFETY: as in `eh_processor_push`.
         let (processor, ev) = unsafe {
             let processor = processor(p)?;
-            let ev = EventIn {
-                kind: str_arg(kind, kind_len, "kind")?,
-                user_id: str_arg(user_id, user_id_len, "user_id")?,
-                channel_id: str_arg(channel_id, channel_id_len, "channel_id")?,
+            let ev = event_in(
+                (kind, kind_len),
+                (user_id, user_id_len),
+                (channel_id, channel_id_len),
                 timestamp,
-                payload: bytes_arg(payload, payload_len, "payload")?,
-            };
+                (payload, payload_len),
+            )?;
             (processor, ev)
         };
         processor.push_wait(&ev, std::time::Duration::from_millis(wait_ms), give_up != 0)
