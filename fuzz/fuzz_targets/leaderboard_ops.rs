@@ -247,7 +247,14 @@ impl Model {
         if self.lambda == 0.0 || value == 0.0 {
             return value;
         }
-        value * (-self.lambda * (now - self.landmark) as f64).exp()
+        // Scores asked for long before the landmark saturate at the largest
+        // finite double, as the board documents.
+        let score = value * (-self.lambda * (now - self.landmark) as f64).exp();
+        if score.is_finite() {
+            score
+        } else {
+            f64::MAX.copysign(value)
+        }
     }
 
     fn update(&mut self, id: &str, amount: f64, ts: i64, replace: bool) -> Outcome {
