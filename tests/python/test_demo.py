@@ -17,7 +17,7 @@ import pytest
 
 import engagehub
 from engagehub import Leaderboard, demo
-from engagehub.demo import DAY, START, DemoConfig, generate_events
+from engagehub.demo import DAY, START, DemoConfig, cli, generate_events
 from engagehub.processor import EventColumns
 
 N = 50_000
@@ -254,7 +254,7 @@ def test_progress_bar_only_on_a_terminal():
 def test_builtin_progress_bar_is_throttled(monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)  # force the built-in bar
     stream = io.StringIO()
-    bar = demo._Progress(1_000_000, True, "events", stream)
+    bar = cli._Progress(1_000_000, True, "events", stream)
     for n in range(0, 1_000_001, 100):
         bar.update_to(n)
     bar.close()
@@ -264,7 +264,7 @@ def test_builtin_progress_bar_is_throttled(monkeypatch):
     assert "100.0%" in text and "1,000,000/1,000,000" in text
 
     quiet = io.StringIO()
-    off = demo._Progress(10, False, "events", quiet)
+    off = cli._Progress(10, False, "events", quiet)
     off.update_to(10)
     off.close()
     assert quiet.getvalue() == ""
@@ -283,13 +283,13 @@ TRICKY = EventColumns(
 
 def test_copy_text_block_falls_back_when_escaping_is_needed():
     plain = EventColumns(["message", "reaction"], ["1", "2"], ["c", "d"], [10, 20], None)
-    assert demo._copy_text(plain) == "message\t1\tc\t10\nreaction\t2\td\t20\n"
-    assert demo._copy_text(TRICKY) is None
+    assert cli._copy_text(plain) == "message\t1\tc\t10\nreaction\t2\td\t20\n"
+    assert cli._copy_text(TRICKY) is None
     for i in range(3):
         one = EventColumns(*(column[i : i + 1] for column in TRICKY[:4]), None)
-        assert demo._copy_text(one) is None, i
+        assert cli._copy_text(one) is None, i
     unicode = EventColumns(["message"], ["ünï"], ["ç ø"], [5], None)
-    assert demo._copy_text(unicode) == "message\tünï\tç ø\t5\n"
+    assert cli._copy_text(unicode) == "message\tünï\tç ø\t5\n"
 
 
 POSTGRES_DSN = os.environ.get("ENGAGEHUB_TEST_POSTGRES_DSN")

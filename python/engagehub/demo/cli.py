@@ -34,9 +34,9 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, TextIO, Tuple
 
-from . import errors
-from .leaderboard import Leaderboard
-from .processor import EventColumns, EventStreamProcessor
+from .. import errors
+from ..leaderboard import Leaderboard
+from ..processor import EventColumns, EventStreamProcessor
 
 DAY = 86_400
 START = 1_767_225_600
@@ -566,9 +566,9 @@ def _default_dir() -> Path:
 
 def _paths_line() -> str:
     """Which native paths this run uses, so a slow fallback is never silent."""
-    from ._native import MODE
-    from .leaderboard import FAST_UPDATES
-    from .processor import FAST_PUSH
+    from .._native import MODE
+    from ..leaderboard import FAST_UPDATES
+    from ..processor import FAST_PUSH
 
     fast = "yes" if FAST_PUSH and FAST_UPDATES else "NO: pushes, deliveries and updates go through cffi (slower)"
     return f"engagehub: cffi {MODE} mode; compiled fast paths (_engagehub_fast): {fast}"
@@ -996,7 +996,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 def _run_shared_from_args(args: argparse.Namespace) -> int:
     """``--redis URL``: the shared demo (:mod:`engagehub.shared.demo`)."""
     try:
-        from .shared import demo as shared_demo
+        from ..shared import demo as shared_demo
 
         if args.postgres:
             raise DemoError("--redis writes the rows to SQLite; drop --postgres")
