@@ -17,7 +17,7 @@ import pytest
 
 import engagehub
 from engagehub import Leaderboard, demo
-from engagehub.demo import DAY, START, DemoConfig, cli, generate_events
+from engagehub.demo import DAY, START, DemoConfig, cli, generate_events, sinks
 from engagehub.processor import EventColumns
 
 N = 50_000
@@ -283,13 +283,13 @@ TRICKY = EventColumns(
 
 def test_copy_text_block_falls_back_when_escaping_is_needed():
     plain = EventColumns(["message", "reaction"], ["1", "2"], ["c", "d"], [10, 20], None)
-    assert cli._copy_text(plain) == "message\t1\tc\t10\nreaction\t2\td\t20\n"
-    assert cli._copy_text(TRICKY) is None
+    assert sinks._copy_text(plain) == "message\t1\tc\t10\nreaction\t2\td\t20\n"
+    assert sinks._copy_text(TRICKY) is None
     for i in range(3):
         one = EventColumns(*(column[i : i + 1] for column in TRICKY[:4]), None)
-        assert cli._copy_text(one) is None, i
+        assert sinks._copy_text(one) is None, i
     unicode = EventColumns(["message"], ["ünï"], ["ç ø"], [5], None)
-    assert cli._copy_text(unicode) == "message\tünï\tç ø\t5\n"
+    assert sinks._copy_text(unicode) == "message\tünï\tç ø\t5\n"
 
 
 POSTGRES_DSN = os.environ.get("ENGAGEHUB_TEST_POSTGRES_DSN")

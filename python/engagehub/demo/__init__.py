@@ -14,41 +14,51 @@ keeps the earlier rows (the exact answers always cover this run's rows only).
 Run it with ``python -m engagehub demo`` (``--help`` lists the options). From code:
 :func:`run` takes a :class:`DemoConfig` and returns a :class:`DemoResult` with every
 number; :func:`main` is the command line and returns the exit status.
+
+The package's modules, each usable alone:
+
+* :mod:`engagehub.demo.workload`: the seeded event generator (:func:`generate_events`,
+  standard library only);
+* :mod:`engagehub.demo.sinks`: the database sinks (:class:`SQLiteStore`,
+  :class:`PostgresStore`) a flush callback writes batches into;
+* :mod:`engagehub.demo.cli`: the run (:func:`run`, the checks), the progress bar, the
+  dashboard and the command line.
+
+Every public name of the three is importable from here.
 """
 
 from __future__ import annotations
 
 from .cli import (
-    DAY,
     DB_NAME,
     DESCRIPTION,
     HLL_STANDARD_ERROR,
-    KIND_WEIGHTS,
-    KINDS,
-    NIGHT_FLOOR,
-    PEAK_AT_MIN,
-    POINTS,
-    POSTGRES_TABLE,
-    QUIET_AT_MIN,
     SNAPSHOT_NAME,
-    START,
     ChannelRow,
     DemoConfig,
-    DemoError,
     DemoResult,
-    PostgresStore,
-    SQLiteStore,
-    Workload,
-    activity,
     add_arguments,
     config_from_args,
-    generate_events,
     hll_bound,
     main,
     print_dashboard,
     progress_wanted,
     run,
     run_from_args,
+)
+from .sinks import POSTGRES_TABLE, DemoError, PostgresStore, SQLiteStore, Store
+from .workload import (
+    DAY,
+    KIND_WEIGHTS,
+    KINDS,
+    NIGHT_FLOOR,
+    PEAK_AT_MIN,
+    POINTS,
+    QUIET_AT_MIN,
+    START,
+    Workload,
+    activity,
+    generate_events,
     zipf_cum_weights,
 )
 
@@ -72,6 +82,7 @@ __all__ = [
     "SNAPSHOT_NAME",
     "SQLiteStore",
     "START",
+    "Store",
     "Workload",
     "activity",
     "add_arguments",
