@@ -36,14 +36,16 @@ class DemoError(Exception):
 class Store:
     """The events table: bulk writes from the flush callback, exact answers after.
 
-    One connection, guarded by a lock: the callback runs on the processor's worker
-    threads, possibly two at once. ``first_id`` is the largest id before this run,
-    so the exact answers cover exactly this run's events even with ``--append``.
+    One connection (``conn``, opened by the subclass; sqlite3's and psycopg 3's
+    both have ``execute``), guarded by a lock: the callback runs on the processor's
+    worker threads, possibly two at once. ``first_id`` is the largest id before this
+    run, so the exact answers cover exactly this run's events even with ``--append``.
     """
 
     kind = ""
     table = "events"
     placeholder = "?"
+    conn: Any
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -57,13 +59,16 @@ class Store:
         raise NotImplementedError
 
     def _one(self, sql: str, *params: Any) -> Any:
-        raise NotImplementedError
+        with self.lock:
+            return self.conn.execute(self._sql(sql), params).fetchone()[0]
 
     def _all(self, sql: str, *params: Any) -> List[tuple]:
-        raise NotImplementedError
+        with self.lock:
+            return self.conn.execute(self._sql(sql), params).fetchall()
 
     def close(self) -> None:
-        raise NotImplementedError
+        with self.lock:
+            self.conn.close()
 
     def _sql(self, sql: str) -> str:
         return sql.replace("{t}", self.table).replace("?", self.placeholder)
@@ -138,18 +143,6 @@ class SQLiteStore(Store):
             conn.execute("COMMIT")
             return time.perf_counter() - started
 
-    def _one(self, sql: str, *params: Any) -> Any:
-        with self.lock:
-            return self.conn.execute(self._sql(sql), params).fetchone()[0]
-
-    def _all(self, sql: str, *params: Any) -> List[tuple]:
-        with self.lock:
-            return self.conn.execute(self._sql(sql), params).fetchall()
-
-    def close(self) -> None:
-        with self.lock:
-            self.conn.close()
-
 
 def _copy_text(batch: EventColumns) -> Optional[str]:
     """The batch in COPY's text format, built with C-level joins; ``None`` if a field
@@ -208,18 +201,6 @@ class PostgresStore(Store):
                         for row in rows:
                             write_row(row)
             return time.perf_counter() - started
-
-    def _one(self, sql: str, *params: Any) -> Any:
-        with self.lock:
-            return self.conn.execute(self._sql(sql), params).fetchone()[0]
-
-    def _all(self, sql: str, *params: Any) -> List[tuple]:
-        with self.lock:
-            return self.conn.execute(self._sql(sql), params).fetchall()
-
-    def close(self) -> None:
-        with self.lock:
-            self.conn.close()
 
 
 __all__ = ["POSTGRES_TABLE", "DemoError", "PostgresStore", "SQLiteStore", "Store"]
