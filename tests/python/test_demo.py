@@ -1,6 +1,8 @@
 """The demo (``python -m engagehub demo``): generator, end-to-end run into SQLite (and
 PostgreSQL when ``ENGAGEHUB_TEST_POSTGRES_DSN`` names a server), the exact-vs-sketch
-checks, resuming the leaderboard from its snapshot, and the command line."""
+checks, resuming the leaderboard from its snapshot, and the command line; the
+package's pieces used alone (the workload generator, the SQLite sink) and its
+module layering."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import pytest
 
 import engagehub
 from engagehub import Leaderboard, demo
-from engagehub.demo import DAY, START, DemoConfig, generate_events
+from engagehub.demo import DAY, START, DemoConfig, cli, generate_events, sinks
 from engagehub.processor import EventColumns
 
 N = 50_000
@@ -87,6 +89,148 @@ def test_generator_shape():
     assert evening > 5 * night
     assert demo.activity(demo.PEAK_AT_MIN) == pytest.approx(1.0)
     assert demo.activity(demo.QUIET_AT_MIN) == pytest.approx(demo.NIGHT_FLOOR)
+
+
+# -- the pieces alone: the workload generator, a sink, the module layering -----------
+
+DEMO_DIR = Path(demo.__file__).resolve().parent
+
+WORKLOAD_DIGEST = """
+import hashlib, importlib.util, sys
+spec = importlib.util.spec_from_file_location("standalone_workload", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = module  # dataclasses look their module up
+spec.loader.exec_module(module)
+work = module.generate_events(5_000, seed=int(sys.argv[2]), users=800, channels=60)
+print(hashlib.sha256(repr(work.rows()).encode()).hexdigest())
+print(sorted(name for name in sys.modules if name.startswith("engagehub")))
+"""
+
+
+def workload_digest(seed: int, hash_seed: str) -> tuple:
+    """The digest of ``generate_events(5000, seed)`` computed by demo/workload.py loaded
+    on its own (from its file, without the engagehub package) in a fresh interpreter."""
+    env = dict(os.environ, PYTHONHASHSEED=hash_seed)
+    proc = subprocess.run(
+        [sys.executable, "-c", WORKLOAD_DIGEST, str(DEMO_DIR / "workload.py"), str(seed)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    digest, modules = proc.stdout.splitlines()
+    return digest, modules
+
+
+def test_workload_generator_alone_is_deterministic_for_a_seed():
+    import hashlib
+
+    from engagehub.demo.workload import generate_events as generate
+
+    here = hashlib.sha256(repr(generate(5_000, seed=11, users=800, channels=60).rows()).encode()).hexdigest()
+    # Another interpreter, another string-hash seed, the module without its package:
+    # the same events, and nothing of engagehub was imported to make them.
+    assert workload_digest(11, "1") == (here, "[]")
+    assert workload_digest(11, "2") == (here, "[]")
+    assert workload_digest(12, "1")[0] != here
+
+
+def batch_of(rows) -> EventColumns:
+    types, users, channels, timestamps = (list(column) for column in zip(*rows))
+    return EventColumns(types, users, channels, timestamps, None)
+
+
+def table(path: Path) -> list:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT type, user_id, channel_id, ts FROM events ORDER BY id").fetchall()
+
+
+def test_sqlite_sink_alone_writes_exactly_the_batches_it_is_given(tmp_path):
+    from engagehub.demo.sinks import SQLiteStore
+
+    rows = generate_events(2_500, seed=3, users=300, channels=40).rows()
+    rows[7] = ("message", "ünïcødé\tuser", "new\nline", rows[7][3])
+    batches = [batch_of(rows[lo : lo + size]) for lo, size in ((0, 1), (1, 999), (1_000, 1_500))]
+    path = tmp_path / "sub" / "events.sqlite3"  # the folder is created
+    store = SQLiteStore(path)
+    for batch in batches:
+        assert store.write(batch) >= 0.0
+    assert store.rows() == store.total_rows() == len(rows)
+    store.close()
+    assert table(path) == rows, "every row of every batch, in order, nothing else"
+
+    # append=True keeps the rows; the exact answers cover the new ones only.
+    more = generate_events(300, seed=4, users=50, channels=5).rows()
+    store = SQLiteStore(path, append=True)
+    assert store.first_id == len(rows)
+    store.write(batch_of(more))
+    assert (store.rows(), store.total_rows()) == (len(more), len(rows) + len(more))
+    assert store.distinct_users() == len({u for _, u, _, _ in more})
+    assert store.top_channels(1)[0][1] == max(Counter(c for _, _, c, _ in more).values())
+    store.close()
+    assert table(path) == rows + more
+
+    SQLiteStore(path).close()  # without append: a fresh table
+    assert table(path) == []
+
+
+def test_sqlite_sink_rolls_back_a_batch_that_fails(tmp_path):
+    from engagehub.demo.sinks import SQLiteStore
+
+    path = tmp_path / "events.sqlite3"
+    store = SQLiteStore(path)
+    good = [("message", "1", "c", 10), ("reaction", "2", "c", 11)]
+    store.write(batch_of(good))
+    bad = batch_of([("message", "3", "c", 12), ("message", object(), "c", 13)])
+    with pytest.raises(sqlite3.Error):
+        store.write(bad)
+    later = [("voice_join", "4", "d", 14)]
+    store.write(batch_of(later))
+    store.close()
+    assert table(path) == good + later, "the failed batch left no row behind"
+
+
+def test_sqlite_sink_as_a_flush_callback(tmp_path):
+    from engagehub.demo.sinks import SQLiteStore
+
+    rows = generate_events(10_000, seed=5, users=1_000, channels=50).rows()
+    store = SQLiteStore(tmp_path / "events.sqlite3")
+    with engagehub.EventStreamProcessor(16_384, 2, 700, 50, overflow="block", clock="event_time") as processor:
+        processor.set_flush_callback(store.write, batch_format="columns")
+        processor.push_many(rows)
+        processor.flush_now()
+        assert processor.stats().failures == 0
+    store.close()
+    assert Counter(table(tmp_path / "events.sqlite3")) == Counter(rows)
+
+
+def demo_imports(module: str) -> set:
+    """The demo modules ``module`` imports (relative imports within the package)."""
+    import ast
+
+    tree = ast.parse((DEMO_DIR / f"{module}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom) or node.level == 0:
+            continue
+        names = [node.module] if node.module else [a.name for a in node.names]
+        if node.level == 1:  # from .sinks import ...
+            found |= {name.split(".")[0] for name in names}
+        elif any(name.split(".")[0] == "demo" for name in names):  # from .. import demo
+            found.add("engagehub.demo")
+    return found
+
+
+def test_demo_modules_import_without_cycles():
+    assert demo_imports("workload") == set()
+    assert demo_imports("sinks") == set()
+    assert demo_imports("cli") == {"sinks", "workload"}
+    for module in ("workload", "sinks", "cli"):
+        submodule = getattr(demo, module)
+        assert submodule.__doc__, module
+        for name in submodule.__all__:
+            assert getattr(demo, name) is getattr(submodule, name), f"engagehub.demo.{name}"
 
 
 # -- one run ---------------------------------------------------------------------
@@ -254,7 +398,7 @@ def test_progress_bar_only_on_a_terminal():
 def test_builtin_progress_bar_is_throttled(monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)  # force the built-in bar
     stream = io.StringIO()
-    bar = demo._Progress(1_000_000, True, "events", stream)
+    bar = cli._Progress(1_000_000, True, "events", stream)
     for n in range(0, 1_000_001, 100):
         bar.update_to(n)
     bar.close()
@@ -264,7 +408,7 @@ def test_builtin_progress_bar_is_throttled(monkeypatch):
     assert "100.0%" in text and "1,000,000/1,000,000" in text
 
     quiet = io.StringIO()
-    off = demo._Progress(10, False, "events", quiet)
+    off = cli._Progress(10, False, "events", quiet)
     off.update_to(10)
     off.close()
     assert quiet.getvalue() == ""
@@ -283,13 +427,13 @@ TRICKY = EventColumns(
 
 def test_copy_text_block_falls_back_when_escaping_is_needed():
     plain = EventColumns(["message", "reaction"], ["1", "2"], ["c", "d"], [10, 20], None)
-    assert demo._copy_text(plain) == "message\t1\tc\t10\nreaction\t2\td\t20\n"
-    assert demo._copy_text(TRICKY) is None
+    assert sinks._copy_text(plain) == "message\t1\tc\t10\nreaction\t2\td\t20\n"
+    assert sinks._copy_text(TRICKY) is None
     for i in range(3):
         one = EventColumns(*(column[i : i + 1] for column in TRICKY[:4]), None)
-        assert demo._copy_text(one) is None, i
+        assert sinks._copy_text(one) is None, i
     unicode = EventColumns(["message"], ["ünï"], ["ç ø"], [5], None)
-    assert demo._copy_text(unicode) == "message\tünï\tç ø\t5\n"
+    assert sinks._copy_text(unicode) == "message\tünï\tç ø\t5\n"
 
 
 POSTGRES_DSN = os.environ.get("ENGAGEHUB_TEST_POSTGRES_DSN")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, TextIO
 
 from .. import demo as base
+from ..demo.cli import _default_dir, _utc
 from ..processor import EventColumns, EventStreamProcessor
 
 TOPK_CAPACITY = 1024
@@ -124,7 +125,7 @@ def run(config: base.DemoConfig, url: str, writers: int, namespace: str, *, out:
     stale += list(client.scan_iter(match="{" + namespace + ":leaderboard}*"))
     if stale:
         client.delete(*stale)
-    db = Path(config.db) if config.db else base._default_dir() / "engagehub-demo-shared.sqlite3"
+    db = Path(config.db) if config.db else _default_dir() / "engagehub-demo-shared.sqlite3"
     base.SQLiteStore(db).close()  # a fresh table, which the writers append to
     cfg = asdict(config)
     ctx = multiprocessing.get_context("spawn")
@@ -193,7 +194,7 @@ def run(config: base.DemoConfig, url: str, writers: int, namespace: str, *, out:
       + ", ".join(f"{s['accepted'] / s['push_seconds']:,.0f} ev/s" for s in stats if s["push_seconds"] > 0))
     w(f"  publishes acknowledged {sum(s['published_batches'] for s in stats):,}, "
       f"failed attempts {sum(s['publish_failures'] for s in stats):,}")
-    w(f"Dashboard (reader process, {answer['analytics_ms']:.1f} ms; now = {base._utc(now, '%Y-%m-%d %H:%M:%S')} UTC)")
+    w(f"Dashboard (reader process, {answer['analytics_ms']:.1f} ms; now = {_utc(now, '%Y-%m-%d %H:%M:%S')} UTC)")
     w(f"  {'':<28}{'shared':>10}{'exact SQL':>11}")
     w(f"  {'unique users, last hour':<28}{answer['unique_active_users_last_hour']:>10,}{exact_last_hour:>11,}")
     w(f"  {'unique users, all time':<28}{answer['unique_users_all_time']:>10,}{exact_all:>11,}")

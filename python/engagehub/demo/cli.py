@@ -1,26 +1,19 @@
-"""The demo: one simulated day of a busy Discord server, end to end.
+"""The demo's run and command line: ``python -m engagehub demo``.
 
-A seeded generator produces a realistic event stream (Zipf-distributed users and
-channels, a daily activity curve, messages / reactions / voice joins / member
-joins). The events are pushed through an :class:`EventStreamProcessor` replaying in
-event time; its flush callback bulk-inserts every batch into a database (SQLite by
-default, PostgreSQL with ``--postgres``) and awards leaderboard points for the
-persisted events. At the end the sketches' answers are printed next to the exact SQL
-answers, checked against their error bounds, and the leaderboard is saved to a
-snapshot. Each run starts from an empty board and a fresh table, so runs repeat;
-``--resume`` loads the snapshot first and simulates the following day, ``--append``
-keeps the earlier rows (the exact answers always cover this run's rows only).
-
-Run it with ``python -m engagehub demo`` (``--help`` lists the options). From code:
-:func:`run` takes a :class:`DemoConfig` and returns a :class:`DemoResult` with every
-number; :func:`main` is the command line and returns the exit status.
+:func:`run` generates the workload (:mod:`engagehub.demo.workload`), pushes it
+through an :class:`EventStreamProcessor` whose flush callback writes every batch
+into a sink (:mod:`engagehub.demo.sinks`) and awards leaderboard points, then
+compares the sketches' answers with the exact SQL answers against their error
+bounds and returns every number as a :class:`DemoResult`. :func:`print_dashboard`
+is the report; :func:`add_arguments`, :func:`run_from_args` and :func:`main` the
+command line (``--redis`` hands over to :mod:`engagehub.shared.demo`). The progress
+bar is drawn only on a terminal (:func:`progress_wanted`).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import random
 import sqlite3
 import sys
 import tempfile
@@ -30,37 +23,20 @@ from collections import deque
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from itertools import accumulate
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Callable, List, Optional, TextIO, Tuple
 
-from . import errors
-from .leaderboard import Leaderboard
-from .processor import EventColumns, EventStreamProcessor
-
-DAY = 86_400
-START = 1_767_225_600
-"""Default start of the simulated day: 2026-01-01T00:00:00Z."""
-
-KINDS = ("message", "reaction", "voice_join", "member_join")
-KIND_WEIGHTS = (70, 22, 5, 3)
-"""Share of each event kind, in percent."""
-POINTS = {"message": 1.0, "reaction": 0.5, "voice_join": 3.0, "member_join": 5.0}
-"""Leaderboard points awarded per persisted event of each kind."""
+from .. import errors
+from ..leaderboard import Leaderboard
+from ..processor import EventColumns, EventStreamProcessor
+from .sinks import POSTGRES_TABLE, DemoError, PostgresStore, SQLiteStore, Store
+from .workload import DAY, POINTS, START, generate_events
 
 HLL_STANDARD_ERROR = 0.0081
 """HyperLogLog at precision 14: 1.04 / sqrt(2**14)."""
 
-QUIET_AT_MIN = 4 * 60 + 30
-"""Minute of the day with the least activity (04:30)."""
-PEAK_AT_MIN = 21 * 60
-"""Minute of the day with the most activity (21:00)."""
-NIGHT_FLOOR = 0.08
-"""Activity at the quietest minute, relative to the peak."""
-
 DB_NAME = "engagehub-demo.sqlite3"
 SNAPSHOT_NAME = "engagehub-demo-leaderboard.json"
-POSTGRES_TABLE = "engagehub_demo_events"
 
 DESCRIPTION = (
     "One simulated day of a busy Discord server, end to end: a seeded stream of events "
@@ -69,286 +45,6 @@ DESCRIPTION = (
     "leaderboard; then the sketches' answers next to the exact SQL answers. Exit status 1 if "
     "the database misses events or a sketch is outside its error bound."
 )
-
-
-class DemoError(Exception):
-    """The demo cannot run as configured (e.g. ``--postgres`` without psycopg)."""
-
-
-# -- workload --------------------------------------------------------------------
-
-
-def activity(minute: int) -> float:
-    """Relative activity at ``minute`` of the day (0..1439): a half-cosine rising
-    from the night floor at 04:30 to the peak at 21:00, then falling back."""
-    minute %= 1440
-    rise = (PEAK_AT_MIN - QUIET_AT_MIN) % 1440
-    since_quiet = (minute - QUIET_AT_MIN) % 1440
-    if since_quiet <= rise:
-        x = since_quiet / rise
-    else:
-        x = 1.0 - (since_quiet - rise) / (1440 - rise)
-    return NIGHT_FLOOR + (1.0 - NIGHT_FLOOR) * (1.0 - math.cos(math.pi * x)) / 2.0
-
-
-def zipf_cum_weights(n: int, s: float) -> List[float]:
-    """Cumulative weights of ranks 1..n under Zipf's law with exponent ``s``."""
-    return list(accumulate(1.0 / (rank**s) for rank in range(1, n + 1)))
-
-
-@dataclass(frozen=True)
-class Workload:
-    """Generated events as parallel columns, sorted by timestamp."""
-
-    kinds: List[str]
-    user_ids: List[str]
-    channel_ids: List[str]
-    timestamps: List[int]
-
-    def __len__(self) -> int:
-        return len(self.timestamps)
-
-    def rows(self, start: int = 0, stop: Optional[int] = None) -> List[Tuple[str, str, str, int]]:
-        """Events ``start:stop`` as ``(type, user_id, channel_id, timestamp)`` tuples."""
-        return list(
-            zip(
-                self.kinds[start:stop],
-                self.user_ids[start:stop],
-                self.channel_ids[start:stop],
-                self.timestamps[start:stop],
-            )
-        )
-
-
-def generate_events(
-    n: int,
-    *,
-    seed: int = 42,
-    start_ts: int = START,
-    days: int = 1,
-    users: int = 50_000,
-    channels: int = 2_000,
-    user_skew: float = 1.05,
-    channel_skew: float = 1.1,
-) -> Workload:
-    """A reproducible Discord-like stream of ``n`` events over ``days`` from ``start_ts``.
-
-    Users and channels get 18-digit snowflake-like ids and Zipf-distributed activity
-    (exponents ``user_skew`` and ``channel_skew``: a few very busy ones, a long
-    tail); timestamps follow :func:`activity` (quiet at night, busiest in the
-    evening); kinds are 70% messages, 22% reactions, 5% voice joins and 3% member
-    joins. The same arguments always give the same events.
-
-    Each column is drawn with one ``random.choices`` call; only the timestamps are
-    sorted (the other columns are independent draws, so their order is as random
-    after the sort as before).
-    """
-    if n < 0 or users < 1 or channels < 1 or days < 1:
-        raise ValueError("n must be >= 0; users, channels and days >= 1")
-    rng = random.Random(seed)
-    user_pool = [str(i) for i in rng.sample(range(10**17, 10**18), users)]
-    channel_pool = [str(i) for i in rng.sample(range(10**17, 10**18), channels)]
-    user_ids = rng.choices(user_pool, cum_weights=zipf_cum_weights(users, user_skew), k=n)
-    channel_ids = rng.choices(channel_pool, cum_weights=zipf_cum_weights(channels, channel_skew), k=n)
-    kinds = rng.choices(KINDS, cum_weights=list(accumulate(KIND_WEIGHTS)), k=n)
-    # One weight per second of the simulation: each minute's activity, 60 times.
-    per_minute = [activity(m) for m in range(1440)] * days
-    second_weights = accumulate(w for w in per_minute for _ in range(60))
-    seconds = range(start_ts, start_ts + days * DAY)
-    timestamps = sorted(rng.choices(seconds, cum_weights=list(second_weights), k=n))
-    return Workload(kinds, user_ids, channel_ids, timestamps)
-
-
-# -- storage ---------------------------------------------------------------------
-
-
-class _Store:
-    """The events table: bulk writes from the flush callback, exact answers after.
-
-    One connection, guarded by a lock: the callback runs on the processor's worker
-    threads, possibly two at once. ``first_id`` is the largest id before this run,
-    so the exact answers cover exactly this run's events even with ``--append``.
-    """
-
-    kind = ""
-    table = "events"
-    placeholder = "?"
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.first_id = 0
-
-    def write(self, batch: EventColumns) -> float:
-        """Writes a batch in one transaction; returns the seconds it took (lock held)."""
-        raise NotImplementedError
-
-    def describe(self) -> str:
-        raise NotImplementedError
-
-    def _one(self, sql: str, *params: Any) -> Any:
-        raise NotImplementedError
-
-    def _all(self, sql: str, *params: Any) -> List[tuple]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def _sql(self, sql: str) -> str:
-        return sql.replace("{t}", self.table).replace("?", self.placeholder)
-
-    def rows(self) -> int:
-        """Rows written by this run."""
-        return int(self._one("SELECT COUNT(*) FROM {t} WHERE id > ?", self.first_id))
-
-    def total_rows(self) -> int:
-        return int(self._one("SELECT COUNT(*) FROM {t}"))
-
-    def distinct_users(self, lo: Optional[int] = None, hi: Optional[int] = None) -> int:
-        """Distinct users among this run's events with ``lo <= ts < hi``."""
-        if lo is None or hi is None:
-            return int(self._one("SELECT COUNT(DISTINCT user_id) FROM {t} WHERE id > ?", self.first_id))
-        sql = "SELECT COUNT(DISTINCT user_id) FROM {t} WHERE id > ? AND ts >= ? AND ts < ?"
-        return int(self._one(sql, self.first_id, lo, hi))
-
-    def top_channels(self, k: int) -> List[Tuple[str, int]]:
-        sql = (
-            "SELECT channel_id, COUNT(*) FROM {t} WHERE id > ? "
-            "GROUP BY channel_id ORDER BY COUNT(*) DESC, channel_id LIMIT ?"
-        )
-        return [(str(c), int(n)) for c, n in self._all(sql, self.first_id, k)]
-
-    def channel_counts(self, channel_ids: Sequence[str]) -> dict:
-        if not channel_ids:
-            return {}
-        marks = ", ".join("?" for _ in channel_ids)
-        sql = f"SELECT channel_id, COUNT(*) FROM {{t}} WHERE id > ? AND channel_id IN ({marks}) GROUP BY channel_id"
-        counts = {c: 0 for c in channel_ids}
-        counts.update((str(c), int(n)) for c, n in self._all(sql, self.first_id, *channel_ids))
-        return counts
-
-
-class SQLiteStore(_Store):
-    """``events`` in a SQLite file: WAL, ``synchronous=NORMAL``, one transaction per
-    batch, ``executemany`` over the batch's columns."""
-
-    kind = "SQLite"
-
-    def __init__(self, path: Path, append: bool = False) -> None:
-        super().__init__()
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit mode (isolation_level=None): transactions are explicit below.
-        self.conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        if not append:
-            self.conn.execute("DROP TABLE IF EXISTS events")
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS events ("
-            "id INTEGER PRIMARY KEY, type TEXT, user_id TEXT, channel_id TEXT, ts INTEGER)"
-        )
-        self.first_id = int(self._one("SELECT COALESCE(MAX(id), 0) FROM events"))
-
-    def describe(self) -> str:
-        return str(self.path)
-
-    def write(self, batch: EventColumns) -> float:
-        rows = zip(batch.types, batch.user_ids, batch.channel_ids, batch.timestamps)
-        with self.lock:
-            started = time.perf_counter()
-            conn = self.conn
-            conn.execute("BEGIN")
-            try:
-                conn.executemany("INSERT INTO events (type, user_id, channel_id, ts) VALUES (?, ?, ?, ?)", rows)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return time.perf_counter() - started
-
-    def _one(self, sql: str, *params: Any) -> Any:
-        with self.lock:
-            return self.conn.execute(self._sql(sql), params).fetchone()[0]
-
-    def _all(self, sql: str, *params: Any) -> List[tuple]:
-        with self.lock:
-            return self.conn.execute(self._sql(sql), params).fetchall()
-
-    def close(self) -> None:
-        with self.lock:
-            self.conn.close()
-
-
-def _copy_text(batch: EventColumns) -> Optional[str]:
-    """The batch in COPY's text format, built with C-level joins; ``None`` if a field
-    holds a character the format would need escaped (tab, newline, CR, backslash),
-    then the caller writes row by row and lets psycopg escape."""
-    n = len(batch.types)
-    text = "\n".join(
-        map("\t".join, zip(batch.types, batch.user_ids, batch.channel_ids, map(str, batch.timestamps)))
-    )
-    if text.count("\t") != 3 * n or text.count("\n") != n - 1 or "\\" in text or "\r" in text:
-        return None
-    return text + "\n"
-
-
-class PostgresStore(_Store):
-    """``engagehub_demo_events`` in PostgreSQL (psycopg 3): one ``COPY ... FROM
-    STDIN`` per batch, in its own transaction."""
-
-    kind = "PostgreSQL"
-    table = POSTGRES_TABLE
-    placeholder = "%s"
-
-    def __init__(self, dsn: str, append: bool = False) -> None:
-        super().__init__()
-        try:
-            import psycopg
-        except ImportError as exc:
-            raise DemoError("--postgres needs psycopg 3: pip install 'psycopg[binary]'") from exc
-        self.dsn = dsn
-        self.conn = psycopg.connect(dsn, autocommit=True)
-        with self.conn.transaction():
-            if not append:
-                self.conn.execute(f"DROP TABLE IF EXISTS {self.table}")
-            self.conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {self.table} ("
-                "id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
-                "type TEXT NOT NULL, user_id TEXT NOT NULL, channel_id TEXT NOT NULL, ts BIGINT NOT NULL)"
-            )
-        self.first_id = int(self._one("SELECT COALESCE(MAX(id), 0) FROM {t}"))
-
-    def describe(self) -> str:
-        info = self.conn.info
-        return f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname} table {self.table}"
-
-    def write(self, batch: EventColumns) -> float:
-        rows = zip(batch.types, batch.user_ids, batch.channel_ids, batch.timestamps)
-        with self.lock:
-            started = time.perf_counter()
-            with self.conn.transaction(), self.conn.cursor() as cur:
-                with cur.copy(f"COPY {self.table} (type, user_id, channel_id, ts) FROM STDIN") as copy:
-                    block = _copy_text(batch)
-                    if block is not None:
-                        copy.write(block)
-                    else:
-                        write_row = copy.write_row
-                        for row in rows:
-                            write_row(row)
-            return time.perf_counter() - started
-
-    def _one(self, sql: str, *params: Any) -> Any:
-        with self.lock:
-            return self.conn.execute(self._sql(sql), params).fetchone()[0]
-
-    def _all(self, sql: str, *params: Any) -> List[tuple]:
-        with self.lock:
-            return self.conn.execute(self._sql(sql), params).fetchall()
-
-    def close(self) -> None:
-        with self.lock:
-            self.conn.close()
 
 
 # -- progress --------------------------------------------------------------------
@@ -566,9 +262,9 @@ def _default_dir() -> Path:
 
 def _paths_line() -> str:
     """Which native paths this run uses, so a slow fallback is never silent."""
-    from ._native import MODE
-    from .leaderboard import FAST_UPDATES
-    from .processor import FAST_PUSH
+    from .._native import MODE
+    from ..leaderboard import FAST_UPDATES
+    from ..processor import FAST_PUSH
 
     fast = "yes" if FAST_PUSH and FAST_UPDATES else "NO: pushes, deliveries and updates go through cffi (slower)"
     return f"engagehub: cffi {MODE} mode; compiled fast paths (_engagehub_fast): {fast}"
@@ -627,7 +323,7 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
     )
     generate_seconds = time.perf_counter() - t0
 
-    store: _Store
+    store: Store
     if config.postgres:
         store = PostgresStore(config.postgres, config.append)
     else:
@@ -996,7 +692,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 def _run_shared_from_args(args: argparse.Namespace) -> int:
     """``--redis URL``: the shared demo (:mod:`engagehub.shared.demo`)."""
     try:
-        from .shared import demo as shared_demo
+        from ..shared import demo as shared_demo
 
         if args.postgres:
             raise DemoError("--redis writes the rows to SQLite; drop --postgres")
@@ -1018,11 +714,19 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 __all__ = [
+    "DB_NAME",
+    "DESCRIPTION",
+    "HLL_STANDARD_ERROR",
+    "SNAPSHOT_NAME",
+    "ChannelRow",
     "DemoConfig",
     "DemoResult",
-    "Workload",
-    "generate_events",
+    "add_arguments",
+    "config_from_args",
+    "hll_bound",
     "main",
     "print_dashboard",
+    "progress_wanted",
     "run",
+    "run_from_args",
 ]

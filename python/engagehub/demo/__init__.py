@@ -1,0 +1,98 @@
+"""The demo: one simulated day of a busy Discord server, end to end.
+
+A seeded generator produces a realistic event stream (Zipf-distributed users and
+channels, a daily activity curve, messages / reactions / voice joins / member
+joins). The events are pushed through an :class:`EventStreamProcessor` replaying in
+event time; its flush callback bulk-inserts every batch into a database (SQLite by
+default, PostgreSQL with ``--postgres``) and awards leaderboard points for the
+persisted events. At the end the sketches' answers are printed next to the exact SQL
+answers, checked against their error bounds, and the leaderboard is saved to a
+snapshot. Each run starts from an empty board and a fresh table, so runs repeat;
+``--resume`` loads the snapshot first and simulates the following day, ``--append``
+keeps the earlier rows (the exact answers always cover this run's rows only).
+
+Run it with ``python -m engagehub demo`` (``--help`` lists the options). From code:
+:func:`run` takes a :class:`DemoConfig` and returns a :class:`DemoResult` with every
+number; :func:`main` is the command line and returns the exit status.
+
+The package's modules, each usable alone:
+
+* :mod:`engagehub.demo.workload`: the seeded event generator (:func:`generate_events`,
+  standard library only);
+* :mod:`engagehub.demo.sinks`: the database sinks (:class:`SQLiteStore`,
+  :class:`PostgresStore`) a flush callback writes batches into;
+* :mod:`engagehub.demo.cli`: the run (:func:`run`, the checks), the progress bar, the
+  dashboard and the command line.
+
+Every public name of the three is importable from here.
+"""
+
+from __future__ import annotations
+
+from .cli import (
+    DB_NAME,
+    DESCRIPTION,
+    HLL_STANDARD_ERROR,
+    SNAPSHOT_NAME,
+    ChannelRow,
+    DemoConfig,
+    DemoResult,
+    add_arguments,
+    config_from_args,
+    hll_bound,
+    main,
+    print_dashboard,
+    progress_wanted,
+    run,
+    run_from_args,
+)
+from .sinks import POSTGRES_TABLE, DemoError, PostgresStore, SQLiteStore, Store
+from .workload import (
+    DAY,
+    KIND_WEIGHTS,
+    KINDS,
+    NIGHT_FLOOR,
+    PEAK_AT_MIN,
+    POINTS,
+    QUIET_AT_MIN,
+    START,
+    Workload,
+    activity,
+    generate_events,
+    zipf_cum_weights,
+)
+
+__all__ = [
+    "ChannelRow",
+    "DAY",
+    "DB_NAME",
+    "DESCRIPTION",
+    "DemoConfig",
+    "DemoError",
+    "DemoResult",
+    "HLL_STANDARD_ERROR",
+    "KINDS",
+    "KIND_WEIGHTS",
+    "NIGHT_FLOOR",
+    "PEAK_AT_MIN",
+    "POINTS",
+    "POSTGRES_TABLE",
+    "PostgresStore",
+    "QUIET_AT_MIN",
+    "SNAPSHOT_NAME",
+    "SQLiteStore",
+    "START",
+    "Store",
+    "Workload",
+    "activity",
+    "add_arguments",
+    "config_from_args",
+    "generate_events",
+    "hll_bound",
+    "main",
+    "print_dashboard",
+    "progress_wanted",
+    "run",
+    "run_from_args",
+    "zipf_cum_weights",
+]
