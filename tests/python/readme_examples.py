@@ -2,7 +2,8 @@
 
 Every ```python and ```c block of README.md is preceded (blank lines aside) by a
 marker, ``<!-- example: NAME [key=value ...] -->``; a ```text block preceded by
-``<!-- output: NAME -->`` is what example NAME prints. Options (values may be
+``<!-- output: NAME -->`` is what example NAME prints (with ``after=``, the whole
+run's output, the earlier example's included). Options (values may be
 quoted, shell-style):
 
 ``after=OTHER``       OTHER's code runs first (an earlier example this one continues)
