@@ -157,6 +157,9 @@ INSTALLED_FILES := $(DESTDIR)$(PREFIX)/include/engagehub.h \
 	$(INSTALL_LIB)/libengagehub.a $(INSTALL_LIB)/pkgconfig/engagehub.pc
 
 install: $(if $(filter target/release $(CURDIR)/target/release,$(LIB_DIR)),lib-release)
+	@for f in $(LIB_DIR)/$(LIBNAME) $(LIB_DIR)/libengagehub.a; do \
+		[ -f "$$f" ] || { echo "install: $$f not found: build it (cargo build, or LIB_DIR=target/release)"; exit 1; }; \
+	done
 	@command -v $(READELF) >/dev/null || { echo "install: $(READELF) not found (binutils): it checks the library's SONAME"; exit 1; }
 	@soname=$$($(READELF) -d $(LIB_DIR)/$(LIBNAME) | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p'); \
 	if [ "$$soname" != "$(SONAME)" ]; then \
