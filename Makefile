@@ -16,7 +16,7 @@ FUZZ_TARGETS := snapshot sketch_bytes leaderboard_ops
 FUZZ_SECONDS ?= 30
 
 .PHONY: demo test lint header check-header rust-test loom-test lib-debug lib-release \
-        c-test py-test py-ext py-fast bench bench-python clean install \
+        c-test py-test py-ext py-fast bench bench-python clean install uninstall \
         fuzz-smoke asan-test tsan-test setup-rust setup-cbindgen setup-venv setup-demo \
         setup-nightly setup-fuzz setup-cc setup-services
 
@@ -136,17 +136,46 @@ clean:
 ## `make install PREFIX=/opt/eh`; DESTDIR stages (packaging); LIB_DIR picks the cargo
 ## output folder to install (default target/release, built first; any other folder,
 ## e.g. LIB_DIR=target/debug, is installed as it is, without building).
+## The shared library is installed as lib/libengagehub.so.<version> with the links
+## lib/$(SONAME) (its SONAME, what programs load) and lib/libengagehub.so (what -l
+## finds). SOVERSION follows build.rs: the major version, or 0.<minor> while it is 0.x.
+## `make uninstall` with the same PREFIX and DESTDIR removes those files again
+## (directories are left, as automake does).
 PREFIX  ?= /usr/local
 DESTDIR ?=
 LIB_DIR ?= target/release
 VERSION := $(shell awk -F'"' '/^\[/ { pkg = ($$0 == "[package]") } pkg && /^version *=/ { print $$2; exit }' Cargo.toml)
+VERSION_MAJOR := $(word 1,$(subst ., ,$(VERSION)))
+VERSION_MINOR := $(word 2,$(subst ., ,$(VERSION)))
+SOVERSION := $(if $(filter 0,$(VERSION_MAJOR)),0.$(VERSION_MINOR),$(VERSION_MAJOR))
+SONAME  := $(LIBNAME).$(SOVERSION)
 INSTALL ?= install
+READELF ?= readelf
+INSTALL_LIB := $(DESTDIR)$(PREFIX)/lib
+INSTALLED_FILES := $(DESTDIR)$(PREFIX)/include/engagehub.h \
+	$(INSTALL_LIB)/$(LIBNAME).$(VERSION) $(INSTALL_LIB)/$(SONAME) $(INSTALL_LIB)/$(LIBNAME) \
+	$(INSTALL_LIB)/libengagehub.a $(INSTALL_LIB)/pkgconfig/engagehub.pc
 
 install: $(if $(filter target/release $(CURDIR)/target/release,$(LIB_DIR)),lib-release)
-	$(INSTALL) -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	@for f in $(LIB_DIR)/$(LIBNAME) $(LIB_DIR)/libengagehub.a; do \
+		[ -f "$$f" ] || { echo "install: $$f not found: build it (cargo build, or LIB_DIR=target/release)"; exit 1; }; \
+	done
+	@command -v $(READELF) >/dev/null || { echo "install: $(READELF) not found (binutils): it checks the library's SONAME"; exit 1; }
+	@soname=$$($(READELF) -d $(LIB_DIR)/$(LIBNAME) | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p'); \
+	if [ "$$soname" != "$(SONAME)" ]; then \
+		echo "install: $(LIB_DIR)/$(LIBNAME) has SONAME '$$soname', expected $(SONAME) (a build older than build.rs, or another version: rebuild it)"; \
+		exit 1; \
+	fi
+	$(INSTALL) -d $(DESTDIR)$(PREFIX)/include $(INSTALL_LIB)/pkgconfig
 	$(INSTALL) -m 644 include/engagehub.h $(DESTDIR)$(PREFIX)/include/engagehub.h
-	$(INSTALL) -m 755 $(LIB_DIR)/$(LIBNAME) $(DESTDIR)$(PREFIX)/lib/$(LIBNAME)
-	$(INSTALL) -m 644 $(LIB_DIR)/libengagehub.a $(DESTDIR)$(PREFIX)/lib/libengagehub.a
+	$(INSTALL) -m 755 $(LIB_DIR)/$(LIBNAME) $(INSTALL_LIB)/$(LIBNAME).$(VERSION)
+	ln -sfn $(LIBNAME).$(VERSION) $(INSTALL_LIB)/$(SONAME)
+	ln -sfn $(SONAME) $(INSTALL_LIB)/$(LIBNAME)
+	$(INSTALL) -m 644 $(LIB_DIR)/libengagehub.a $(INSTALL_LIB)/libengagehub.a
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' engagehub.pc.in \
-		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/engagehub.pc
-	@echo "installed engagehub $(VERSION) into $(DESTDIR)$(PREFIX)"
+		> $(INSTALL_LIB)/pkgconfig/engagehub.pc
+	@echo "installed engagehub $(VERSION) ($(SONAME)) into $(DESTDIR)$(PREFIX)"
+
+uninstall:
+	rm -f $(INSTALLED_FILES)
+	@echo "uninstalled engagehub $(VERSION) from $(DESTDIR)$(PREFIX)"

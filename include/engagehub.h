@@ -12,6 +12,13 @@
  *  - Memory the library hands out is released only by the matching eh_*_free.
  *  - A panic inside the library never unwinds into C: the call returns EH_PANIC.
  *  - Each handle type documents its thread safety.
+ *
+ * Versions: the shared library's SONAME is libengagehub.so.<major> from 1.0 on and
+ * libengagehub.so.0.<minor> while the version is 0.x (Cargo's rule: a 0.x minor
+ * release may break the ABI, a patch release never does). `make install` puts
+ * libengagehub.so.<version> in lib/ with the links libengagehub.so.<soversion> (what
+ * programs load) and libengagehub.so (what -lengagehub finds). EH_VERSION_NUMBER and
+ * eh_version_number() compare the header with the library loaded.
  */
 
 #ifndef ENGAGEHUB_H

@@ -259,11 +259,11 @@ def test_discord_style_bot_with_a_flaky_sink_retries_and_still_loses_nothing(tmp
 
 
 def _readme_asyncio_example() -> str:
-    from pathlib import Path
+    """The README's `<!-- example: asyncio-bot -->` block (test_readme_examples.py
+    only runs it standalone, which defines run_bot; this drives it)."""
+    from readme_examples import python_source, readme_examples
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("### Python: asyncio (discord.py)", 1)[1]
-    return section.split("```python\n", 1)[1].split("```", 1)[0]
+    return python_source(readme_examples(), "asyncio-bot")
 
 
 def test_readme_asyncio_bot_example_saves_every_message(tmp_path, capsys):
