@@ -181,7 +181,6 @@ def toolchain() -> Toolchain:
     global _TOOLCHAIN
     if _TOOLCHAIN is None:
         _TOOLCHAIN = Toolchain()
-        print(f"engagehub: building with {_TOOLCHAIN.describe()}", file=sys.stderr)
     return _TOOLCHAIN
 
 
@@ -231,6 +230,7 @@ class build_rust(Command):
 
     def run(self) -> None:
         tools = toolchain()
+        print(f"engagehub: building with {tools.describe()}", file=sys.stderr)
         args = ["rustc", "--release", "--locked", "--lib", "--crate-type", "cdylib",
                 "--target", self.target, "--manifest-path", str(ROOT / "Cargo.toml")]
         env = dict(os.environ)

@@ -4,8 +4,9 @@ Two ways in, one set of declarations (the generated ``engagehub.h``, filtered by
 :func:`header_to_cdef`, so nothing is hand-copied and nothing can drift):
 
 * the compiled cffi API-mode module ``engagehub._engagehub_cffi`` that
-  ``pip install`` (or ``make py-ext``) builds with the Rust static library linked
-  in: the fast path, about half the per-call cost of ABI mode;
+  ``pip install`` builds linked against the ``libengagehub.so`` beside it (``make
+  py-ext``: with the Rust static library linked in): the fast path, about half the
+  per-call cost of ABI mode;
 * cffi ABI mode, ``ffi.dlopen`` of ``libengagehub.so``: no compiler needed. Used when
   ``ENGAGEHUB_LIB`` names a library (that override always wins), when
   ``ENGAGEHUB_ABI=1``, or when the compiled module is absent. The library is looked
