@@ -252,6 +252,44 @@ class build_rust(Command):
             raise FileError(f"cargo build finished but {self.shared_lib} is missing")
 
 
+def elf_soname(path: Path) -> str | None:
+    """The DT_SONAME of a 64-bit little-endian ELF shared library, or None (no
+    SONAME, or not such a file)."""
+    import struct
+
+    data = path.read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:  # ELFCLASS64, ELFDATA2LSB
+        return None
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    for _name, sh_type, _flags, _addr, offset, size, link, _info, _align, entsize in sections:
+        if sh_type != 6:  # SHT_DYNAMIC
+            continue
+        strtab_offset = sections[link][4]
+        for pos in range(offset, offset + size, entsize or 16):
+            tag, value = struct.unpack_from("<qQ", data, pos)
+            if tag == 0:  # DT_NULL
+                break
+            if tag == 14:  # DT_SONAME
+                start = strtab_offset + value
+                return data[start:data.index(b"\0", start)].decode()
+    return None
+
+
+def packaged_library_name(shared_lib: Path) -> str:
+    """The name the library gets inside the package: its SONAME when it has one
+    (that is the name the cffi module linked against it records, and looks for beside
+    itself), else its file name."""
+    if sys.platform.startswith("linux"):
+        soname = elf_soname(shared_lib)
+        if soname:
+            if "/" in soname or not soname.startswith("libengagehub.so"):
+                raise FileError(f"{shared_lib}: unexpected SONAME {soname!r}")
+            return soname
+    return shared_lib.name
+
+
 class build_py(_build_py):
     """The Python package plus the shared library and the header."""
 
@@ -259,14 +297,22 @@ class build_py(_build_py):
         rust = self.get_finalized_command("build_rust")
         package_dir = os.path.join(self.build_lib, *PACKAGE.split("."))
         return [
-            (rust.shared_lib, os.path.join(package_dir, SHARED_LIB)),
+            (rust.shared_lib, os.path.join(package_dir, packaged_library_name(rust.shared_lib))),
             (HEADER, os.path.join(package_dir, HEADER.name)),
         ]
 
     def run(self) -> None:
         self.run_command("build_rust")
         super().run()
-        for source, target in self._native_outputs():
+        outputs = self._native_outputs()
+        # A library left by an earlier build under another name (before or after
+        # it had a SONAME) would be packaged too: the engine twice.
+        library = Path(outputs[0][1])
+        for stale in library.parent.glob(SHARED_LIB + "*"):
+            if stale.name != library.name:
+                self.announce(f"removing {stale} (an earlier build's)", level=logging.INFO)
+                stale.unlink()
+        for source, target in outputs:
             self.mkpath(os.path.dirname(target))
             self.copy_file(str(source), target)
 

@@ -36,8 +36,10 @@ def main() -> int:
     package = Path(engagehub.__file__).resolve().parent
     site = Path(sysconfig.get_paths()["platlib"]).resolve()
     check(package.parent == site, f"engagehub imported from {package}, not from {site}")
-    shipped_lib = package / "libengagehub.so"
-    check(shipped_lib.is_file(), f"no {shipped_lib}")
+    # libengagehub.so, or named by its SONAME: exactly one copy of the engine.
+    libs = sorted(package.glob("libengagehub.so*"))
+    check(len(libs) == 1, f"expected one libengagehub.so* in {package}, found {[p.name for p in libs]}")
+    shipped_lib = libs[0]
 
     maps = Path("/proc/self/maps").read_text()
     if args.abi:
