@@ -6,7 +6,8 @@
 #                            `scripts/setup.sh wheel`), the fast module compiled for each
 #                            CPython 3.9+ found here (see find_pythons), then
 #                            `auditwheel repair --plat manylinux2014_x86_64`, which
-#                            fails if the wheel needs anything newer.
+#                            fails if the wheel needs anything newer, and
+#                            scripts/wheel_check.py (stripped, the engine once).
 #   scripts/wheel.sh test    installs that wheel into fresh venvs of the oldest and the
 #                            newest CPython found and runs scripts/wheel_smoke.py in
 #                            each, in the compiled (API) and the ABI mode. Fewer than
@@ -77,6 +78,7 @@ cmd_build() {
   local wheel
   wheel=$(ls dist/engagehub-*"$PLAT"*.whl 2>/dev/null) || die "auditwheel repair wrote no $PLAT wheel"
   "$VENV/bin/auditwheel" show "$wheel" 2>&1 | grep -v '^INFO:'
+  "$VENV/bin/python" scripts/wheel_check.py "$wheel"
   say "$wheel: $(($(stat -c %s "$wheel") / 1024)) KiB"
 }
 
