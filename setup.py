@@ -143,10 +143,13 @@ class Toolchain:
             # The zig binary inside the ziglang package. Without pip's build-isolation
             # variables: they would hide that Python's own site-packages.
             env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONNOUSERSITE")}
-            probe = subprocess.run(
-                [python, "-c", "import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), 'zig'))"],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, check=False, env=env,
-            )
+            try:
+                probe = subprocess.run(
+                    [python, "-c", "import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), 'zig'))"],
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, check=False, env=env,
+                )
+            except OSError as exc:
+                return None, f"cannot run ENGAGEHUB_ZIG_PYTHON={python!r}: {exc}"
             zig = probe.stdout.strip()
             if probe.returncode != 0 or not os.access(zig, os.X_OK):
                 return None, (f"no ziglang in {python} (pip install ziglang, or set ENGAGEHUB_ZIG_PYTHON "
