@@ -18,7 +18,7 @@ FUZZ_SECONDS ?= 30
 .PHONY: demo test lint header check-header rust-test loom-test lib-debug lib-release \
         c-test py-test py-ext py-fast bench bench-python clean install uninstall \
         fuzz-smoke asan-test tsan-test setup-rust setup-cbindgen setup-venv setup-demo \
-        setup-nightly setup-fuzz setup-cc setup-services
+        setup-nightly setup-fuzz setup-cc setup-services wheel wheel-test
 
 setup-rust setup-cbindgen setup-venv setup-nightly setup-fuzz setup-cc setup-services:
 	@$(SETUP) $(patsubst setup-%,%,$@)
@@ -98,6 +98,18 @@ py-fast: setup-venv
 py-ext: setup-venv lib-release
 	$(PYTHON) python/engagehub/_build_cffi.py --header include/engagehub.h \
 		--staticlib target/release/libengagehub.a --out python/engagehub
+
+## The manylinux2014 (glibc 2.17) x86_64 wheel, cp39-abi3, into dist/: zig and
+## cargo-zigbuild (PyPI, into .venv/) build it, auditwheel checks and tags it
+## (scripts/wheel.sh; the fast module is compiled for every CPython 3.9+ found here).
+wheel:
+	@$(CURDIR)/scripts/wheel.sh build
+
+## Installs dist/'s wheel into fresh venvs of the oldest and newest CPython found and
+## runs scripts/wheel_smoke.py in each (skips, saying why, with fewer than two;
+## EH_REQUIRE_WHEEL=1 makes that a failure). Run `make wheel` first.
+wheel-test:
+	@$(CURDIR)/scripts/wheel.sh test
 
 ## Each cargo-fuzz target (fuzz/, nightly) for FUZZ_SECONDS (default 30) from the
 ## seeds of fuzz/seeds.py plus whatever fuzz/corpus/ has gathered, replaying every

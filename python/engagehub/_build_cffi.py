@@ -1,7 +1,9 @@
 """Builds the package's compiled modules:
 
 * ``engagehub._engagehub_cffi``: a cffi API-mode extension over the same generated
-  header, with the Rust static library linked in;
+  header, with the Rust static library linked in (``make py-ext``) or, in a wheel,
+  linked against the ``libengagehub.so`` shipped beside it (so the engine is in the
+  wheel once);
 * ``engagehub._engagehub_fast``: the hand-written CPython module for
   ``Leaderboard.update_user`` (``_engagehub_fast.c``; it links nothing and is bound
   at import to whichever library cffi loaded, so it serves ABI mode too).
@@ -42,18 +44,30 @@ def _load_header_filter():
     return module.header_to_cdef
 
 
-def make_builder(header: Path, staticlib: Path) -> cffi.FFI:
-    """The cffi builder for the extension module."""
+def make_builder(header: Path, staticlib: Path | None = None, *, shared_lib: Path | None = None) -> cffi.FFI:
+    """The cffi builder for the extension module: the static library linked in, or
+    (``shared_lib``) linked against that ``libengagehub.so``, to be found next to the
+    module at run time (rpath ``$ORIGIN``)."""
+    if (staticlib is None) == (shared_lib is None):
+        raise ValueError("make_builder() needs exactly one of staticlib and shared_lib")
     header_to_cdef = _load_header_filter()
     builder = cffi.FFI()
     builder.cdef(header_to_cdef(header.read_text(encoding="utf-8")))
-    builder.set_source(
-        MODULE,
-        '#include "engagehub.h"',
-        include_dirs=[str(header.parent)],
-        extra_objects=[str(staticlib)],
-        libraries=["pthread", "dl", "m"],
-    )
+    if staticlib is not None:
+        link = {"extra_objects": [str(staticlib)], "libraries": ["pthread", "dl", "m"]}
+    else:
+        assert shared_lib is not None
+        name = shared_lib.name
+        if not (name.startswith("lib") and name.endswith(".so")):
+            raise ValueError(f"{shared_lib}: expected a lib<name>.so")
+        link = {
+            "library_dirs": [str(shared_lib.parent)],
+            "libraries": [name[3:-3]],
+            # Not runtime_library_dirs: distutils spells it -R for compilers it does
+            # not recognise (zig cc).
+            "extra_link_args": ["-Wl,-rpath,$ORIGIN"],
+        }
+    builder.set_source(MODULE, '#include "engagehub.h"', include_dirs=[str(header.parent)], **link)
     return builder
 
 

@@ -4,12 +4,15 @@ Two ways in, one set of declarations (the generated ``engagehub.h``, filtered by
 :func:`header_to_cdef`, so nothing is hand-copied and nothing can drift):
 
 * the compiled cffi API-mode module ``engagehub._engagehub_cffi`` that
-  ``pip install`` (or ``make py-ext``) builds with the Rust static library linked
-  in: the fast path, about half the per-call cost of ABI mode;
+  ``pip install`` builds linked against the ``libengagehub.so`` beside it (``make
+  py-ext``: with the Rust static library linked in): the fast path, about half the
+  per-call cost of ABI mode;
 * cffi ABI mode, ``ffi.dlopen`` of ``libengagehub.so``: no compiler needed. Used when
   ``ENGAGEHUB_LIB`` names a library (that override always wins), when
   ``ENGAGEHUB_ABI=1``, or when the compiled module is absent. The library is looked
-  for next to the package, then in a source checkout's ``target/{release,debug}``.
+  for next to the package (``libengagehub.so``, or ``libengagehub.so.*``: an
+  installed package ships it under its SONAME), then in a source checkout's
+  ``target/{release,debug}``.
 
 :data:`MODE` says which one is in use.
 """
@@ -51,7 +54,9 @@ def _find_library() -> str:
         if not Path(override).is_file():
             raise ImportError(f"ENGAGEHUB_LIB={override!r} is not a file")
         return override
-    candidates = [_PACKAGE_DIR / _LIB_NAME]
+    # An installed package: the library beside it, under its SONAME when it has
+    # one (libengagehub.so.0.1: the name the compiled module links to).
+    candidates = [_PACKAGE_DIR / _LIB_NAME] + sorted(_PACKAGE_DIR.glob(_LIB_NAME + ".*"))
     # A source checkout without an install: the cargo build outputs.
     candidates += [_REPO_DIR / "target" / profile / _LIB_NAME for profile in ("release", "debug")]
     for candidate in candidates:
