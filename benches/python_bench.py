@@ -115,7 +115,8 @@ def bench_leaderboard(sizes: list[int], batches: int) -> list[tuple]:
 #              before them, alternately in the same process; the floor is an
 #              empty function called with the same arguments in the same loop.
 #              "first after flush": one query right after a flush that changed
-#              the counts (the native merge it pays), median of 21.
+#              the counts (the native merge it pays), median of 21; "after an
+#              empty flush": the same after a flush that delivered nothing.
 # *_cffi       push_event and dicts through the general paths (cffi calls and the
 #              Python decoder): the code before the compiled fast paths.
 #
@@ -191,6 +192,13 @@ def _top_channels_case(out: dict) -> None:
             p.get_top_channels(10)
             first.append((time.perf_counter_ns() - t) / 1000)
         out[f"top_first_w{workers}_us"] = statistics.median(first)
+        idle = []
+        for _ in range(21):  # a flush that delivered nothing new
+            p.flush_now()
+            t = time.perf_counter_ns()
+            p.get_top_channels(10)
+            idle.append((time.perf_counter_ns() - t) / 1000)
+        out[f"top_idle_w{workers}_us"] = statistics.median(idle)
         p.close()
 
 
@@ -354,12 +362,12 @@ def _pipeline_table(results: list[dict]) -> None:
 def _top_table(tops: list[dict]) -> None:
     med = lambda key: statistics.median(r[key] for r in tops)  # noqa: E731
     print(f"\ntop channels, µs per call (medians of {len(tops)} processes; floor: an empty call, same arguments)")
-    print("| call | workers | compiled | general (cffi) | floor | compiled / floor | first after flush |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| call | workers | compiled | general (cffi) | floor | compiled / floor | first after flush | after an empty flush |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, call in (("all", "get_top_channels(10)"), ("window", "top_channels(10, window_secs=3600)")):
         for w in (0, 1, 2):
             key = f"top_{name}_w{w}"
-            first = f"{med(f'top_first_w{w}_us'):.0f}" if name == "all" else ""
+            first = f"{med(f'top_first_w{w}_us'):.0f} | {med(f'top_idle_w{w}_us'):.1f}" if name == "all" else " |"
             print(
                 f"| `{call}` | {w} | {med(key + '_us'):.2f} | {med(key + '_general_us'):.2f} | "
                 f"{med(key + '_floor_us'):.3f} | {med(key + '_us') / med(key + '_floor_us'):.1f}× | {first} |"
