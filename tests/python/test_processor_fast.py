@@ -758,3 +758,18 @@ def test_no_reference_leaks_in_top_channel_queries():
     after = sys.getallocatedblocks()
     p.close()
     assert after - before < 1_000, (before, after)
+
+
+@needs_fast_top
+def test_top_channel_descriptors_keep_the_names_docs_and_signatures():
+    import inspect
+
+    for name, general in (("top_channels", "_top_channels_general"), ("get_top_channels", "_get_top_channels_general")):
+        method = getattr(EventStreamProcessor, name)
+        assert method.__name__ == name and method.__qualname__ == f"EventStreamProcessor.{name}"
+        assert method.__doc__ == getattr(EventStreamProcessor, general).__doc__
+        assert str(inspect.signature(method)) == str(inspect.signature(getattr(EventStreamProcessor, general)))
+        assert "busiest channels" in method.__doc__
+    with EventStreamProcessor(64, 1, 10, 50) as p:
+        assert EventStreamProcessor.top_channels(p, 3) == [] == p.get_top_channels()
+        assert outcome(EventStreamProcessor.get_top_channels, object(), 3)[0] is AttributeError
