@@ -3,7 +3,8 @@ service pays per call).
 
 Run: ``make bench-python`` (builds the release library and the compiled cffi module);
 ``--only processor`` for the event pipeline (every figure as a ratio to an empty
-Python call, see below); ``--compare --cpp-path DIR`` runs the pipeline cases on
+Python call, see below), ``--only top`` for its top-channels queries alone;
+``--compare --cpp-path DIR`` runs the pipeline cases on
 engagehub and on the C++ extension's ``cpp_event_processor`` module found in DIR
 (built by you; this script builds nothing), interleaved, a fresh process each.
 
@@ -106,6 +107,16 @@ def bench_leaderboard(sizes: list[int], batches: int) -> list[tuple]:
 #              event; end to end as above.
 # top10        get_top_channels(10) after the dicts case's million events: median
 #              of 1,000 calls, in microseconds.
+# top_channels get_top_channels(10) and top_channels(10, window_secs=3600) with 0, 1
+#              and 2 workers, each after 200,000 events (now) over 2,000 channels
+#              and a flush: the median over batches of the mean µs per call in a
+#              batch of 1,000 (as the leaderboard's figures), through the compiled
+#              descriptors and through the general (cffi) methods, i.e. the code
+#              before them, alternately in the same process; the floor is an
+#              empty function called with the same arguments in the same loop.
+#              "first after flush": one query right after a flush that changed
+#              the counts (the native merge it pays), median of 21; "after an
+#              empty flush": the same after a flush that delivered nothing.
 # *_cffi       push_event and dicts through the general paths (cffi calls and the
 #              Python decoder): the code before the compiled fast paths.
 #
@@ -115,7 +126,7 @@ def bench_leaderboard(sizes: list[int], batches: int) -> list[tuple]:
 
 PIPELINE_CONFIG = (65536, 2, 1000, 100)
 _KEEP: list = []
-CASES = ("push_event", "push_many", "dicts", "columns", "push_event_cffi", "dicts_cffi")
+CASES = ("push_event", "push_many", "dicts", "columns", "push_event_cffi", "dicts_cffi", "top_channels")
 CPP_CASES = ("push_event", "dicts")
 
 
@@ -133,6 +144,62 @@ def _same_args_loop(fn, n: int, cpu: list | None = None) -> float:
     if cpu is not None:
         cpu.append(time.thread_time() - c)
     return elapsed
+
+
+def _empty_top(k, window_secs=None) -> None:
+    pass
+
+
+def _top_call_us(fn, kwargs: dict, batches: int) -> float:
+    """Median over batches of the mean µs per call of fn(10, **kwargs)."""
+    means = []
+    for _ in range(batches):
+        t = time.perf_counter_ns()
+        for _ in itertools.repeat(None, BATCH):
+            fn(10, **kwargs)
+        means.append((time.perf_counter_ns() - t) / BATCH / 1000)
+    return statistics.median(means)
+
+
+def _top_channels_case(out: dict) -> None:
+    """The top_channels case (see the comment above CASES)."""
+    rows = [("message", str(100_000_000_000_000_000 + i % 10_000), f"channel-{i % 2000}", 0) for i in range(200_000)]
+    for workers in (0, 1, 2):
+        p = engagehub.EventStreamProcessor(65536, workers, 1000, 100)
+        for i in range(0, len(rows), BATCH):
+            p.push_many(rows[i : i + BATCH])
+        p.flush_now()
+        calls = (
+            ("all", {}, p.get_top_channels, p._get_top_channels_general),
+            ("window", {"window_secs": 3600}, p.top_channels, p._top_channels_general),
+        )
+        for name, kwargs, compiled, general_path in calls:
+            floor, fast, general = [], [], []
+            for _ in range(5):  # alternately, so load changes hit all three alike
+                floor.append(_top_call_us(_empty_top, kwargs, 21))
+                fast.append(_top_call_us(compiled, kwargs, 21))
+                general.append(_top_call_us(general_path, kwargs, 21))
+            key = f"top_{name}_w{workers}"
+            out[key + "_floor_us"] = statistics.median(floor)
+            out[key + "_us"] = statistics.median(fast)
+            out[key + "_general_us"] = statistics.median(general)
+            assert p.top_channels(10, **kwargs) == p._top_channels_general(10, **kwargs)
+        first = []
+        for j in range(21):
+            p.push_many([("message", "u", f"channel-{j}", 0)] * (j + 1))
+            p.flush_now()
+            t = time.perf_counter_ns()
+            p.get_top_channels(10)
+            first.append((time.perf_counter_ns() - t) / 1000)
+        out[f"top_first_w{workers}_us"] = statistics.median(first)
+        idle = []
+        for _ in range(21):  # a flush that delivered nothing new
+            p.flush_now()
+            t = time.perf_counter_ns()
+            p.get_top_channels(10)
+            idle.append((time.perf_counter_ns() - t) / 1000)
+        out[f"top_idle_w{workers}_us"] = statistics.median(idle)
+        p.close()
 
 
 def _events(n: int) -> list:
@@ -226,9 +293,17 @@ def run_case(case: str, impl: str, n: int) -> dict:
                 p.get_top_channels(10)
                 top[i] = (time.perf_counter_ns() - t) / 1000
             out["top10_us"] = statistics.median(top)
+    elif case == "top_channels":
+        t = time.perf_counter()
+        _top_channels_case(out)
+        out["s"] = out["cpu_s"] = time.perf_counter() - t
+        out["dropped"] = 0
+        p = None
     else:
         raise ValueError(case)
-    if impl == "cpp":
+    if p is None:
+        pass
+    elif impl == "cpp":
         _KEEP.append(p)  # its destructor waits forever for a flush without a callback
     else:
         p.close()
@@ -255,6 +330,8 @@ def _pipeline_table(results: list[dict]) -> None:
             f.writelines(json.dumps(r) + "\n" for r in results)
     print("| case | impl | runs | median s | floor s | ratio to floor (min–max) | CPU ratio | events/s | dropped (max) | extra |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    tops = [r for r in results if r["case"] == "top_channels"]
+    results = [r for r in results if r["case"] != "top_channels"]
     keys = []
     for r in results:
         if (r["case"], r["impl"]) not in keys:
@@ -274,10 +351,27 @@ def _pipeline_table(results: list[dict]) -> None:
             f"{statistics.median(r['cpu_ratio'] for r in rs):.2f} | "
             f"{statistics.median(r['events_per_s'] for r in rs):,.0f} | {max(r['dropped'] for r in rs):,} | {extra} |"
         )
+    if tops:
+        _top_table(tops)
     pe = [r["events_per_s"] for r in results if r["case"] == "push_event" and r["impl"] == "engagehub"]
     pm = [r["events_per_s"] for r in results if r["case"] == "push_many" and r["impl"] == "engagehub"]
     if pe and pm:
         print(f"\npush_many / push_event rate (medians): {statistics.median(pm) / statistics.median(pe):.2f}x")
+
+
+def _top_table(tops: list[dict]) -> None:
+    med = lambda key: statistics.median(r[key] for r in tops)  # noqa: E731
+    print(f"\ntop channels, µs per call (medians of {len(tops)} processes; floor: an empty call, same arguments)")
+    print("| call | workers | compiled | general (cffi) | floor | compiled / floor | first after flush | after an empty flush |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, call in (("all", "get_top_channels(10)"), ("window", "top_channels(10, window_secs=3600)")):
+        for w in (0, 1, 2):
+            key = f"top_{name}_w{w}"
+            first = f"{med(f'top_first_w{w}_us'):.0f} | {med(f'top_idle_w{w}_us'):.1f}" if name == "all" else " |"
+            print(
+                f"| `{call}` | {w} | {med(key + '_us'):.2f} | {med(key + '_general_us'):.2f} | "
+                f"{med(key + '_floor_us'):.3f} | {med(key + '_us') / med(key + '_floor_us'):.1f}× | {first} |"
+            )
 
 
 def main() -> int:
@@ -286,7 +380,7 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=101)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--only", choices=["leaderboard", "processor"], default=None)
+    parser.add_argument("--only", choices=["leaderboard", "processor", "top"], default=None)
     parser.add_argument("--case", choices=CASES, help="run one pipeline case in this process; print JSON")
     parser.add_argument("--impl", choices=["engagehub", "cpp"], default="engagehub")
     parser.add_argument("--cpp-path", help="folder holding the C++ extension's cpp_event_processor module")
@@ -310,6 +404,10 @@ def main() -> int:
                 for impl in impls:
                     results.append(_fresh(case, impl, args.events, args.cpp_path))
         _pipeline_table(results)
+        return 0
+    if args.only == "top":
+        print(f"engagehub {engagehub.__version__}, cffi {MODE} mode ({LIBRARY_PATH}); {args.rounds} fresh processes")
+        _top_table([_fresh("top_channels", "engagehub", args.events, None) for _ in range(args.rounds)])
         return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"engagehub {engagehub.__version__}, cffi {MODE} mode ({LIBRARY_PATH})")

@@ -1249,11 +1249,13 @@ eh_status eh_processor_users_sketch(const struct eh_processor *p,
  * refused with `EH_INVALID_ARGUMENT`.
  *
  * Staleness: answers come from a merge of the workers' summaries that is cached
- * per window (and minute of `now`) for up to `flush_interval_ms`: a result
- * reflects the events sketched as of at most `flush_interval_ms` ago, and is exact
- * after `eh_processor_flush` returns `EH_OK` (which invalidates the cache). A
- * cached query costs about a microsecond whatever the number of workers; the
- * first query after the interval pays the merge. Memory stays bounded (a few
+ * per window (and minute of `now`), reused as long as no event has been
+ * sketched since it was computed (it is then exact) and otherwise for up to
+ * `flush_interval_ms`: a result reflects the events sketched as of at most
+ * `flush_interval_ms` ago, and is exact after `eh_processor_flush` returns
+ * `EH_OK`. A cached query costs about a microsecond whatever the number of
+ * workers; the first query after new events were sketched and the interval
+ * passed (or a flush delivered them) pays the merge. Memory stays bounded (a few
  * cached answers of at most the summaries' capacity each).
  */
 eh_status eh_processor_top_channels(const struct eh_processor *p,

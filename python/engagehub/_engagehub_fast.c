@@ -924,6 +924,392 @@ fail:
   return NULL;
 }
 
+/* ---- EventStreamProcessor.top_channels and get_top_channels --------------------
+ *
+ * Dashboards poll these. Through cffi each call paid for far more Python work than
+ * the native query itself (an eh_channel_list allocated by cffi, struct.unpack of
+ * the rows, a bytes copy of the ids and one decode per channel): ~15 us against a
+ * native ~0.2 us for a cached answer. TopChannels is a method descriptor set in the
+ * class body, like PushEvent: it reads the instance's `_push_target` address, takes
+ * an exact int `k` (clamped to 2**32 - 1 as the general path does) and `window_secs`
+ * and `now` as None or exact ints, makes one eh_processor_top_channels call while
+ * holding the GIL (the query never waits for anything that needs the GIL: the locks
+ * it takes are held only by native code), and returns a new list of
+ * (channel_id, count) tuples.
+ *
+ * The native answer is a cached merge that stays the same until the workers'
+ * summaries are merged again (every flush_interval_ms while events flow, or after
+ * a flush). So each descriptor keeps its last few answers: the native block (rows
+ * and ids, compared byte for byte) and the tuple of (str, int) tuples built from
+ * it. An answer equal to a kept one returns a fresh list of the kept tuples (all
+ * immutable), so repeated polls build no str at all. Bounded: TOP_CACHE_SLOTS
+ * answers of at most TOP_CACHE_MAX_BYTES native bytes each per descriptor (larger
+ * answers are built every time).
+ *
+ * Anything else (a negative or non-int k, a float or negative window, a float
+ * `now`, unknown or repeated keywords, too many arguments, no `_push_target`) calls
+ * the general Python method with the same arguments. A non-zero status goes to the
+ * instance's `_top_failed(status)`, which raises what the general path raises for
+ * it (Closed for a closed processor; the native message for a window too long). */
+
+typedef struct {
+  uint64_t count;
+  uint64_t id_offset;
+  uint64_t id_len;
+} eh_channel_row;
+
+typedef struct {
+  size_t len;
+  const eh_channel_row *rows;
+  const uint8_t *ids;
+  size_t size;
+  void *owner;
+} eh_channel_list;
+
+typedef int32_t (*top_channels_fn)(const void *p, size_t k, int64_t window_secs, int64_t now,
+                                   eh_channel_list *out);
+typedef void (*channel_list_free_fn)(eh_channel_list *list);
+
+/* Set once by bind_top_channels(); read only with the GIL held. */
+static top_channels_fn processor_top_channels = NULL;
+static channel_list_free_fn channel_list_free = NULL;
+
+/* Interned names, created at import. */
+static PyObject *name_top_failed, *kw_k, *kw_window_secs, *kw_now;
+
+static PyObject *bind_top_channels(PyObject *module, PyObject *args) {
+  (void)module;
+  PyObject *top_address, *free_address, *layout;
+  if (!PyArg_ParseTuple(args, "OOO!", &top_address, &free_address, &PyTuple_Type, &layout)) {
+    return NULL;
+  }
+  const Py_ssize_t expected[] = {
+      (Py_ssize_t)sizeof(eh_channel_list),
+      (Py_ssize_t)offsetof(eh_channel_list, len),
+      (Py_ssize_t)offsetof(eh_channel_list, rows),
+      (Py_ssize_t)offsetof(eh_channel_list, ids),
+      (Py_ssize_t)offsetof(eh_channel_list, size),
+      (Py_ssize_t)offsetof(eh_channel_list, owner),
+      (Py_ssize_t)sizeof(eh_channel_row),
+      (Py_ssize_t)offsetof(eh_channel_row, count),
+      (Py_ssize_t)offsetof(eh_channel_row, id_offset),
+      (Py_ssize_t)offsetof(eh_channel_row, id_len),
+  };
+  const Py_ssize_t fields = (Py_ssize_t)(sizeof expected / sizeof expected[0]);
+  if (PyTuple_GET_SIZE(layout) != fields) {
+    PyErr_SetString(PyExc_ValueError,
+                    "bind_top_channels(): eh_channel_list layout has the wrong length");
+    return NULL;
+  }
+  for (Py_ssize_t i = 0; i < fields; i++) {
+    Py_ssize_t got = PyLong_AsSsize_t(PyTuple_GET_ITEM(layout, i));
+    if (got == -1 && PyErr_Occurred()) {
+      return NULL;
+    }
+    if (got != expected[i]) {
+      PyErr_Format(PyExc_ValueError,
+                   "bind_top_channels(): eh_channel_list layout differs from the header's "
+                   "(field %zd: %zd, expected %zd)",
+                   i, got, expected[i]);
+      return NULL;
+    }
+  }
+  void *top = PyLong_AsVoidPtr(top_address);
+  void *release = top ? PyLong_AsVoidPtr(free_address) : NULL;
+  if (release == NULL) {
+    if (!PyErr_Occurred()) {
+      PyErr_SetString(PyExc_ValueError,
+                      "bind_top_channels() needs the addresses of eh_processor_top_channels "
+                      "and eh_channel_list_free");
+    }
+    return NULL;
+  }
+  processor_top_channels = (top_channels_fn)top;
+  channel_list_free = (channel_list_free_fn)release;
+  Py_RETURN_NONE;
+}
+
+#define TOP_CACHE_SLOTS 4
+#define TOP_CACHE_MAX_BYTES 65536
+
+typedef struct {
+  unsigned char *block; /* a copy of the native rows and ids, `size` bytes */
+  size_t size;
+  size_t len;
+  PyObject *rows; /* the tuple of (str, int) tuples built from it */
+} top_slot;
+
+typedef struct {
+  PushEvent base; /* vectorcall and the general method; shares PushEvent's getters */
+  int all_time;   /* get_top_channels: only `k`, all time */
+  int next;       /* the slot the next new answer replaces */
+  top_slot cache[TOP_CACHE_SLOTS];
+} TopChannels;
+
+/* A new tuple of (channel_id, count) tuples for the native answer `list`. */
+static PyObject *top_rows(const eh_channel_list *list) {
+  Py_ssize_t n = (Py_ssize_t)list->len;
+  PyObject *rows = PyTuple_New(n);
+  if (rows == NULL) {
+    return NULL;
+  }
+  for (Py_ssize_t i = 0; i < n; i++) {
+    const eh_channel_row *row = &list->rows[i];
+    PyObject *id = PyUnicode_DecodeUTF8((const char *)list->ids + row->id_offset,
+                                        (Py_ssize_t)row->id_len, NULL);
+    PyObject *count = id ? PyLong_FromUnsignedLongLong((unsigned long long)row->count) : NULL;
+    PyObject *pair = count ? PyTuple_New(2) : NULL;
+    if (pair == NULL) {
+      Py_XDECREF(id);
+      Py_XDECREF(count);
+      Py_DECREF(rows);
+      return NULL;
+    }
+    PyTuple_SET_ITEM(pair, 0, id); /* the tuples take the references */
+    PyTuple_SET_ITEM(pair, 1, count);
+    PyTuple_SET_ITEM(rows, i, pair);
+  }
+  return rows;
+}
+
+/* Keeps `rows` as the answer for the native block of `list` (replacing the oldest
+ * kept one). Without memory for the copy nothing is kept: still correct. */
+static void top_cache_put(TopChannels *self, const eh_channel_list *list, PyObject *rows) {
+  if (list->size > TOP_CACHE_MAX_BYTES) {
+    return;
+  }
+  unsigned char *block = PyMem_Malloc(list->size ? list->size : 1);
+  if (block == NULL) {
+    return;
+  }
+  memcpy(block, list->rows, list->size);
+  top_slot *slot = &self->cache[self->next];
+  self->next = (self->next + 1) % TOP_CACHE_SLOTS;
+  /* The slot is whole again before anything old is released. */
+  unsigned char *old_block = slot->block;
+  PyObject *old_rows = slot->rows;
+  Py_INCREF(rows);
+  slot->block = block;
+  slot->size = list->size;
+  slot->len = list->len;
+  slot->rows = rows;
+  PyMem_Free(old_block);
+  Py_XDECREF(old_rows); /* tuples of str and int: runs no Python code */
+}
+
+/* The Python answer for the native `list`: a new list of (channel_id, count). */
+static PyObject *top_answer(TopChannels *self, const eh_channel_list *list) {
+  if (list->len == 0) {
+    return PyList_New(0);
+  }
+  PyObject *rows = NULL;
+  for (int i = 0; i < TOP_CACHE_SLOTS; i++) {
+    const top_slot *slot = &self->cache[i];
+    if (slot->rows != NULL && slot->len == list->len && slot->size == list->size &&
+        memcmp(slot->block, list->rows, list->size) == 0) {
+      rows = slot->rows;
+      Py_INCREF(rows); /* PyList_New below may run the GC, and it code that replaces slots */
+      break;
+    }
+  }
+  if (rows == NULL) {
+    rows = top_rows(list);
+    if (rows == NULL) {
+      return NULL;
+    }
+    top_cache_put(self, list, rows);
+  }
+  Py_ssize_t n = PyTuple_GET_SIZE(rows);
+  PyObject *out = PyList_New(n);
+  if (out != NULL) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+      PyObject *pair = PyTuple_GET_ITEM(rows, i);
+      Py_INCREF(pair);
+      PyList_SET_ITEM(out, i, pair);
+    }
+  }
+  Py_DECREF(rows);
+  return out;
+}
+
+/* Which parameter a keyword names (0: k, 1: window_secs, 2: now), or -1. */
+static int top_keyword(PyObject *name, int all_time) {
+  if (name == kw_k) {
+    return 0;
+  }
+  if (!all_time && name == kw_window_secs) {
+    return 1;
+  }
+  if (!all_time && name == kw_now) {
+    return 2;
+  }
+  /* Keywords from a ** dict need not be the interned strings. */
+  if (PyUnicode_Check(name)) {
+    if (PyUnicode_CompareWithASCIIString(name, "k") == 0) {
+      return 0;
+    }
+    if (!all_time && PyUnicode_CompareWithASCIIString(name, "window_secs") == 0) {
+      return 1;
+    }
+    if (!all_time && PyUnicode_CompareWithASCIIString(name, "now") == 0) {
+      return 2;
+    }
+  }
+  return -1;
+}
+
+/* An exact int that fits 64 bits into *out (1), or 0 for the general path. */
+static int exact_int64(PyObject *value, long long *out) {
+  if (!PyLong_CheckExact(value)) {
+    return 0;
+  }
+  int overflow;
+  *out = PyLong_AsLongLongAndOverflow(value, &overflow);
+  return overflow == 0;
+}
+
+static PyObject *top_channels_call(PyObject *callable, PyObject *const *args, size_t nargsf,
+                                   PyObject *kwnames) {
+  TopChannels *method = (TopChannels *)callable;
+  Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+  /* self, then k[, window_secs[, now]] (get_top_channels: k), by position or name. */
+  const Py_ssize_t params = method->all_time ? 1 : 3;
+  PyObject *given[3] = {NULL, NULL, NULL};
+  if (processor_top_channels == NULL || nargs < 1 || nargs - 1 > params) {
+    goto general;
+  }
+  for (Py_ssize_t i = 1; i < nargs; i++) {
+    given[i - 1] = args[i];
+  }
+  if (kwnames != NULL) {
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(kwnames); j++) {
+      int slot = top_keyword(PyTuple_GET_ITEM(kwnames, j), method->all_time);
+      if (slot < 0 || given[slot] != NULL) {
+        goto general; /* unknown or repeated: the general path's TypeError */
+      }
+      given[slot] = args[nargs + j];
+    }
+  }
+  size_t k = 10;
+  if (given[0] != NULL) {
+    if (!PyLong_CheckExact(given[0])) {
+      goto general;
+    }
+    int overflow;
+    long long value = PyLong_AsLongLongAndOverflow(given[0], &overflow);
+    if (overflow < 0 || (overflow == 0 && value < 0)) {
+      goto general; /* negative: the general path's InvalidArgument */
+    }
+    /* More than any summary holds means "all of them", as the general path says. */
+    k = (overflow > 0 || value > 0xFFFFFFFFLL) ? (size_t)0xFFFFFFFFu : (size_t)value;
+  }
+  long long window_secs = 0, now = 0;
+  if (given[1] != NULL && given[1] != Py_None) {
+    if (!exact_int64(given[1], &window_secs) || window_secs < 0) {
+      goto general;
+    }
+  }
+  if (given[2] != NULL && given[2] != Py_None) {
+    if (!exact_int64(given[2], &now)) {
+      goto general;
+    }
+  }
+  void *processor;
+  int blocking;
+  if (!push_target(args[0], &processor, &blocking)) {
+    goto general;
+  }
+  eh_channel_list list;
+  memset(&list, 0, sizeof list);
+  int32_t status =
+      processor_top_channels(processor, k, (int64_t)window_secs, (int64_t)now, &list);
+  if (status != 0) {
+    /* Raises what the general path raises (eh_last_error is read on this thread). */
+    PyObject *status_obj = PyLong_FromLong(status);
+    if (status_obj == NULL) {
+      return NULL;
+    }
+    PyObject *result = PyObject_CallMethodOneArg(args[0], name_top_failed, status_obj);
+    Py_DECREF(status_obj);
+    return result;
+  }
+  PyObject *result = top_answer(method, &list);
+  channel_list_free(&list);
+  return result;
+general:
+  return PyObject_Vectorcall(method->base.general, args, nargsf, kwnames);
+}
+
+static PyObject *top_channels_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+  PyObject *general;
+  int all_time;
+  if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+    PyErr_SetString(PyExc_TypeError, "TopChannels() takes no keyword arguments");
+    return NULL;
+  }
+  if (!PyArg_ParseTuple(args, "Op:TopChannels", &general, &all_time)) {
+    return NULL;
+  }
+  if (!PyCallable_Check(general)) {
+    PyErr_SetString(PyExc_TypeError, "TopChannels() needs the general method");
+    return NULL;
+  }
+  TopChannels *self = (TopChannels *)type->tp_alloc(type, 0); /* zeroed: an empty cache */
+  if (self == NULL) {
+    return NULL;
+  }
+  self->base.vectorcall = top_channels_call;
+  Py_INCREF(general);
+  self->base.general = general;
+  self->all_time = all_time;
+  return (PyObject *)self;
+}
+
+static int top_channels_traverse(TopChannels *self, visitproc visit, void *arg) {
+  Py_VISIT(self->base.general);
+  for (int i = 0; i < TOP_CACHE_SLOTS; i++) {
+    Py_VISIT(self->cache[i].rows);
+  }
+  return 0;
+}
+
+static int top_channels_clear(TopChannels *self) {
+  Py_CLEAR(self->base.general);
+  for (int i = 0; i < TOP_CACHE_SLOTS; i++) {
+    top_slot *slot = &self->cache[i];
+    PyMem_Free(slot->block);
+    slot->block = NULL;
+    slot->size = slot->len = 0;
+    Py_CLEAR(slot->rows);
+  }
+  return 0;
+}
+
+static void top_channels_dealloc(TopChannels *self) {
+  PyObject_GC_UnTrack(self);
+  top_channels_clear(self);
+  Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject TopChannelsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "engagehub._engagehub_fast.TopChannels",
+    .tp_basicsize = sizeof(TopChannels),
+    .tp_dealloc = (destructor)top_channels_dealloc,
+    .tp_vectorcall_offset = offsetof(TopChannels, base.vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
+                Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_doc = "TopChannels(general, all_time): EventStreamProcessor.top_channels (or, with "
+              "all_time, get_top_channels) without cffi (see the module source); falls back "
+              "to `general` for every other case.",
+    .tp_traverse = (traverseproc)top_channels_traverse,
+    .tp_clear = (inquiry)top_channels_clear,
+    .tp_descr_get = push_event_get,
+    .tp_getset = push_event_getset,
+    .tp_new = top_channels_new,
+};
+
 static PyMethodDef methods[] = {
     {"bind", bind, METH_O, "bind(address): the address of eh_leaderboard_try_add."},
     {"leaderboard_add", (PyCFunction)(void (*)(void))leaderboard_add, METH_FASTCALL,
@@ -944,6 +1330,9 @@ static PyMethodDef methods[] = {
      "general path."},
     {"build_batch", (PyCFunction)(void (*)(void))build_batch, METH_FASTCALL,
      "build_batch(events_address, n, form, payloads) -> the batch as Python objects."},
+    {"bind_top_channels", bind_top_channels, METH_VARARGS,
+     "bind_top_channels(top_channels_address, channel_list_free_address, "
+     "eh_channel_list_layout)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -954,7 +1343,8 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__engagehub_fast(void) {
-  if (PyType_Ready(&PushEventType) < 0 || PyType_Ready(&PushTargetType) < 0) {
+  if (PyType_Ready(&PushEventType) < 0 || PyType_Ready(&PushTargetType) < 0 ||
+      PyType_Ready(&TopChannelsType) < 0) {
     return NULL;
   }
   key_type = PyUnicode_InternFromString("type");
@@ -963,8 +1353,12 @@ PyMODINIT_FUNC PyInit__engagehub_fast(void) {
   key_timestamp = PyUnicode_InternFromString("timestamp");
   key_payload = PyUnicode_InternFromString("payload");
   name_push_failed = PyUnicode_InternFromString("_push_failed");
+  name_top_failed = PyUnicode_InternFromString("_top_failed");
+  kw_k = PyUnicode_InternFromString("k");
+  kw_window_secs = PyUnicode_InternFromString("window_secs");
+  kw_now = PyUnicode_InternFromString("now");
   if (!key_type || !key_user_id || !key_channel_id || !key_timestamp || !key_payload ||
-      !name_push_failed) {
+      !name_push_failed || !name_top_failed || !kw_k || !kw_window_secs || !kw_now) {
     return NULL;
   }
   PyObject *module = PyModule_Create(&module_def);
@@ -980,6 +1374,12 @@ PyMODINIT_FUNC PyInit__engagehub_fast(void) {
   Py_INCREF(&PushTargetType);
   if (PyModule_AddObject(module, "PushTarget", (PyObject *)&PushTargetType) < 0) {
     Py_DECREF(&PushTargetType);
+    Py_DECREF(module);
+    return NULL;
+  }
+  Py_INCREF(&TopChannelsType);
+  if (PyModule_AddObject(module, "TopChannels", (PyObject *)&TopChannelsType) < 0) {
+    Py_DECREF(&TopChannelsType);
     Py_DECREF(module);
     return NULL;
   }

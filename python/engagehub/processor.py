@@ -101,6 +101,14 @@ def _load_fast() -> Any:
     )
     address = lambda name: int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))  # noqa: E731
     fast.bind_processor(address("eh_processor_push"), address("eh_processor_push_batch"), _EH_QUEUE_FULL, layout)
+    if hasattr(fast, "bind_top_channels"):
+        list_layout = (
+            (ffi.sizeof("eh_channel_list"),)
+            + tuple(ffi.offsetof("eh_channel_list", f) for f in ("len", "rows", "ids", "size", "owner"))
+            + (ffi.sizeof("eh_channel_row"),)
+            + tuple(ffi.offsetof("eh_channel_row", f) for f in ("count", "id_offset", "id_len"))
+        )
+        fast.bind_top_channels(address("eh_processor_top_channels"), address("eh_channel_list_free"), list_layout)
     return fast
 
 
@@ -109,6 +117,9 @@ FAST_PUSH: bool = _fast is not None
 """True when ``push_event``, ``push_many`` and batch delivery use the compiled module
 (``engagehub._engagehub_fast``); otherwise they go through cffi."""
 _build_batch = _fast.build_batch if _fast is not None else None
+# top_channels and get_top_channels as compiled method descriptors (older compiled
+# modules lack them: the cffi path then).
+_FAST_TOP = _fast is not None and hasattr(_fast, "TopChannels")
 _push_rows = _fast.push_rows if _fast is not None else None
 _FORM_CODE = {"dicts": 0, "tuples": 1, "columns": 2}
 
@@ -1086,7 +1097,7 @@ class EventStreamProcessor(NativeHandle):
         _call(lib.eh_processor_users_sketch, h, _window(window_secs), _now(now), out)
         return HyperLogLog._adopt(out[0])
 
-    def top_channels(
+    def _top_channels_general(
         self, k: int = 10, window_secs: Optional[int] = None, now: Optional[int] = None
     ) -> List[Tuple[str, int]]:
         """The ``k`` busiest channels as ``(channel_id, count)``, busiest first, over
@@ -1113,9 +1124,32 @@ class EventStreamProcessor(NativeHandle):
         finally:
             lib.eh_channel_list_free(out)
 
-    def get_top_channels(self, k: int = 10) -> List[Tuple[str, int]]:
+    def _get_top_channels_general(self, k: int = 10) -> List[Tuple[str, int]]:
         """Drop-in: the ``k`` busiest channels of all time as ``(channel_id, count)``."""
-        return self.top_channels(k)
+        return self._top_channels_general(k)
+
+    def _top_failed(self, status: int) -> List[Tuple[str, int]]:
+        """The compiled top_channels' answer to a non-zero status: what the general
+        path raises for it (Closed as for a closed wrapper when that is why)."""
+        if status == _EH_SHUT_DOWN and self._closed:
+            raise self._closed_error()
+        check(status)
+        return []  # unreachable: check() raised
+
+    if _FAST_TOP:
+        # Method descriptors in C: one native call and the (channel_id, count)
+        # tuples built there, reused while the native answer is unchanged; every
+        # other call (bad or unusual arguments) runs the general method. See
+        # _engagehub_fast.c. Argument errors name the methods as users call them.
+        _top_channels_general.__name__ = "top_channels"
+        _top_channels_general.__qualname__ = "EventStreamProcessor.top_channels"
+        _get_top_channels_general.__name__ = "get_top_channels"
+        _get_top_channels_general.__qualname__ = "EventStreamProcessor.get_top_channels"
+        top_channels = _fast.TopChannels(_top_channels_general, False)
+        get_top_channels = _fast.TopChannels(_get_top_channels_general, True)
+    else:
+        top_channels = _top_channels_general
+        get_top_channels = _get_top_channels_general
 
     def channel_count(self, channel_id: Union[str, bytes]) -> int:
         """All-time events in ``channel_id`` by the Count-Min sketch (never

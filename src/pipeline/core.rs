@@ -92,6 +92,11 @@ struct TopEntry {
     /// [`Shared::flush_epoch`] when computed.
     epoch: u64,
     computed: Instant,
+    /// [`Shared::sketched`] when computed, read under every shard lock: it counts
+    /// no event the answer lacks (a worker stores its `processed` after sketching
+    /// the run, outside the lock). While it is unchanged no event has been
+    /// sketched since, so the answer is still exact, whatever the time or flushes.
+    sketched: u64,
     top: Arc<[ChannelCount]>,
 }
 
@@ -578,18 +583,27 @@ impl Core {
         // Acquire pairs with the Release increment in `flush`.
         let epoch = shared.flush_epoch.load(Ordering::Acquire);
         let fresh_for = shared.config.flush_interval;
+        // After a flush this sees the `processed` of every flushed run: the
+        // barrier's wait synchronizes with each worker's acknowledgement, which
+        // follows its store.
+        let sketched = shared.sketched();
         {
             let cache = lock(&shared.top_cache);
             if let Some(hit) = cache.entries.iter().find(|e| {
-                e.window == window && e.epoch == epoch && e.computed.elapsed() < fresh_for
+                e.window == window
+                    && (e.sketched == sketched
+                        || (e.epoch == epoch && e.computed.elapsed() < fresh_for))
             }) {
                 return Ok((Arc::clone(&hit.top), k.min(hit.top.len())));
             }
         }
         let computed = Instant::now();
-        let top: Arc<[ChannelCount]> = {
+        let (top, sketched): (Arc<[ChannelCount]>, u64) = {
             let guards = self.lock_shards();
-            sketch::window::top_channels(guards.iter().map(|g| &**g), full, window_secs, now).into()
+            let sketched = shared.sketched();
+            let top =
+                sketch::window::top_channels(guards.iter().map(|g| &**g), full, window_secs, now);
+            (top.into(), sketched)
         };
         let answer = (Arc::clone(&top), k.min(top.len()));
         let mut cache = lock(&shared.top_cache);
@@ -606,6 +620,7 @@ impl Core {
             window,
             epoch,
             computed,
+            sketched,
             top,
         });
         Ok(answer)
@@ -672,6 +687,15 @@ impl Drop for Core {
 }
 
 impl Shared {
+    /// Events sketched so far, all workers together (relaxed loads of statistics
+    /// counters; see `TopEntry::sketched` for why that suffices).
+    fn sketched(&self) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w.processed.load(Ordering::Relaxed))
+            .sum()
+    }
+
     pub(crate) fn now(&self) -> i64 {
         match self.config.clock {
             Clock::Wall => wall_clock_secs(),

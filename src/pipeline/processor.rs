@@ -379,11 +379,12 @@ impl Processor {
     /// bounds, exact for heavy hitters. Ties: higher count first, then channel id
     /// ascending.
     ///
-    /// Staleness: the merged answer for a window (and minute of `now`) is cached
-    /// and reused for up to `flush_interval`, so it reflects the events sketched as
-    /// of at most `flush_interval` ago; a [`Processor::flush`] that returns `Ok`
-    /// invalidates it, so a query after it sees every flushed event. A `k` above
-    /// the summaries' capacity is merged for the call alone.
+    /// Staleness: the merged answer for a window (and minute of `now`) is cached.
+    /// It is reused as long as no event has been sketched since it was computed
+    /// (then it is exact, however old), and otherwise for up to `flush_interval`,
+    /// so it reflects the events sketched as of at most `flush_interval` ago; after
+    /// a [`Processor::flush`] that returns `Ok` a query sees every flushed event.
+    /// A `k` above the summaries' capacity is merged for the call alone.
     pub fn top_channels(&self, k: usize, window_secs: i64, now: i64) -> Result<Vec<ChannelCount>> {
         let (top, n) = self.enter()?.core.top_channels(k, window_secs, now)?;
         Ok(top[..n].to_vec())

@@ -1285,3 +1285,51 @@ fn top_channels_after_flush_sees_every_flushed_event_despite_the_cache() {
     );
     assert_eq!(p.top_channels(0, 3600, 0).unwrap(), []);
 }
+
+/// A cached top-channels answer is reused as long as no event has been sketched
+/// since it was computed, past the flush interval and across flushes that added
+/// nothing (an idle processor never merges again), for 0, 1 and 2 workers; a
+/// sketched event makes the next query after a flush merge again.
+#[test]
+fn top_channels_answer_is_kept_while_nothing_new_is_sketched() {
+    for workers in [0, 1, 2] {
+        let p = Processor::new(config(workers, 64)).unwrap();
+        let push = |channel: &str, n: usize| {
+            for i in 0..n {
+                let user = format!("u{i}");
+                let ev = EventIn {
+                    channel_id: channel,
+                    ..event(&user)
+                };
+                p.push(&ev).unwrap();
+            }
+            p.flush(WAIT).unwrap();
+        };
+        push("a", 3);
+        push("b", 2);
+        let now = 1_700_000_030;
+        for window in [0, 3600] {
+            let (first, n) = p.top_channels_shared(5, window, now).unwrap();
+            assert_eq!(n, 2);
+            // Past the interval (20 ms), and after a flush that delivered nothing.
+            let interval_over = Instant::now() + 3 * p.config().flush_interval;
+            assert!(wait_until(|| Instant::now() >= interval_over));
+            p.flush(WAIT).unwrap();
+            let (again, _) = p.top_channels_shared(5, window, now).unwrap();
+            assert!(
+                Arc::ptr_eq(&first, &again),
+                "{workers} workers, window {window}"
+            );
+        }
+        let (before, _) = p.top_channels_shared(5, 0, now).unwrap();
+        push("c", 4);
+        let (after, n) = p.top_channels_shared(5, 0, now).unwrap();
+        assert!(!Arc::ptr_eq(&before, &after));
+        let names: Vec<(&str, u64)> = after[..n]
+            .iter()
+            .map(|c| (c.channel.as_str(), c.count))
+            .collect();
+        assert_eq!(names, [("c", 4), ("a", 3), ("b", 2)]);
+        p.close().unwrap();
+    }
+}

@@ -38,6 +38,8 @@ def test_fast_paths_are_built_where_the_test_command_promises_them():
         assert type(EventStreamProcessor.__dict__["push_event"]) is fast.PushEvent
         assert processor_module._build_batch is fast.build_batch
         assert processor_module._push_rows is fast.push_rows
+        assert type(EventStreamProcessor.__dict__["top_channels"]) is fast.TopChannels
+        assert type(EventStreamProcessor.__dict__["get_top_channels"]) is fast.TopChannels
 
 
 def outcome(fn, *args, **kwargs):
@@ -447,3 +449,327 @@ def test_no_reference_leaks_in_a_million_fast_calls():
         after = __import__("sys").getallocatedblocks()
         assert seen[0] > 100_000  # batches were built too (some pushes may be dropped)
     assert after - before < 10_000, (before, after)
+
+
+# -- top_channels and get_top_channels -------------------------------------------------
+
+needs_fast_top = pytest.mark.skipif(
+    not processor_module._FAST_TOP, reason="engagehub._engagehub_fast has no TopChannels"
+)
+
+# Pushed under the event-time clock, so "now" and the windows are the same for every
+# replay: 40 channels over the last two hours (channel i in minutes i and 60 + i),
+# with ties in the counts (broken by id), non-ASCII and empty ids.
+T_END = 1_767_225_600 + 7200
+
+
+def _fill_channels(p: EventStreamProcessor) -> None:
+    rows = []
+    for i in range(40):
+        channel = ["", "é-канал", "🎉"][i] if i < 3 else f"c{i:02d}"
+        for minute in (i, 60 + i):
+            ts = T_END - 7200 + minute * 60
+            rows += [("m", f"u{j}", channel, ts) for j in range(1 + (i % 7))]
+    rows.append(("m", "last", "c39", T_END))
+    assert p.push_many(rows) == len(rows)
+
+
+TOP_CALLS = [
+    ((), {}),
+    ((0,), {}),
+    ((1,), {}),
+    ((3,), {}),
+    ((10,), {}),
+    ((1000,), {}),
+    ((1025,), {}),  # above the summaries' capacity: merged for the call
+    ((2**32 - 1,), {}),
+    ((2**32,), {}),  # clamped, as "all of them"
+    ((2**64,), {}),
+    ((2**200,), {}),
+    ((-1,), {}),  # bad k
+    ((-(2**70),), {}),
+    ((True,), {}),
+    ((3.0,), {}),
+    (("3",), {}),
+    ((None,), {}),
+    ((10, None), {}),
+    ((10, 0), {}),  # 0: all time
+    ((10, 60), {}),
+    ((10, 61), {}),  # rounded up to whole minutes
+    ((10, 1800), {}),
+    ((10, 3600), {}),
+    ((10, 3601), {}),  # longer than window_minutes=60: refused natively
+    ((10, 10**12), {}),
+    ((10, 2**63 - 1), {}),
+    ((10, 2**63), {}),
+    ((10, -1), {}),
+    ((10, 600.0), {}),
+    ((10, 600.5), {}),
+    ((10, float("nan")), {}),
+    ((10, True), {}),
+    ((10, "60"), {}),
+    ((10, 3600, None), {}),
+    ((10, 3600, T_END), {}),
+    ((10, 3600, T_END - 1800), {}),
+    ((10, 3600, T_END + 86400), {}),  # a window past every event
+    ((10, 3600, 0), {}),  # <= 0: the processor's clock
+    ((10, 3600, -5), {}),
+    ((10, 3600, 2**63), {}),
+    ((10, 3600, float(T_END)), {}),
+    ((10, 3600, "now"), {}),
+    ((), {"k": 5}),
+    ((10,), {"window_secs": 3600}),
+    ((), {"k": 5, "window_secs": 3600, "now": T_END - 600}),
+    ((), {"now": T_END, "window_secs": 60}),
+    ((5,), {"k": 5}),  # repeated
+    ((), {"colour": 1}),  # unknown
+    ((1, 2, 3, 4), {}),  # too many
+]
+
+GET_TOP_CALLS = [
+    ((), {}),
+    ((0,), {}),
+    ((3,), {}),
+    ((10,), {}),
+    ((2**70,), {}),
+    ((-1,), {}),
+    ((2.5,), {}),
+    ((), {"k": 4}),
+    ((3, 3600), {}),  # no window in the drop-in
+    ((), {"window_secs": 3600}),
+]
+
+
+def _top_outcomes(p: EventStreamProcessor, fast: bool) -> list:
+    top = p.top_channels if fast else p._top_channels_general
+    get_top = p.get_top_channels if fast else p._get_top_channels_general
+    got = [outcome(top, *a, **kw) for a, kw in TOP_CALLS]
+    got += [outcome(get_top, *a, **kw) for a, kw in GET_TOP_CALLS]
+    return got
+
+
+@needs_fast_top
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_top_channels_fast_and_general_paths_agree_on_every_outcome(workers):
+    p = EventStreamProcessor(4096, workers, 64, 50, clock="event_time", window_minutes=60)
+    assert _top_outcomes(p, True) == _top_outcomes(p, False)  # empty
+    _fill_channels(p)
+    p.flush_now(WAIT)
+    general = _top_outcomes(p, False)
+    fast = _top_outcomes(p, True)
+    again = _top_outcomes(p, True)  # the kept answers
+    assert fast == general
+    assert again == general
+    # Not vacuous: answers, ties by id, and every error class appear.
+    by_call = dict(zip(range(len(TOP_CALLS)), fast))
+    all_time = by_call[TOP_CALLS.index(((10,), {}))]
+    assert all_time[0] == "ok" and len(all_time[1]) == 10
+    counts = [c for _, c in all_time[1]]
+    assert counts == sorted(counts, reverse=True)
+    ties = [ch for ch, c in all_time[1] if c == counts[0]]
+    assert len(ties) > 1 and ties == sorted(ties, key=lambda ch: ch.encode())
+    assert by_call[TOP_CALLS.index(((10, 3600, T_END + 86400), {}))] == ("ok", [])
+    assert {o[0] for o in fast} >= {"ok", errors.InvalidArgument, errors.InvalidType, TypeError}
+    for kind, value in fast:
+        if kind == "ok":
+            assert type(value) is list
+            assert all(type(row) is tuple and type(row[0]) is str and type(row[1]) is int for row in value)
+    p.close()
+    closed_general = _top_outcomes(p, False)
+    assert _top_outcomes(p, True) == closed_general
+    assert (errors.Closed, "processor is closed") in closed_general
+
+
+@needs_fast_top
+def test_kept_top_channel_answers_follow_new_events_and_return_fresh_lists():
+    p = EventStreamProcessor(4096, 2, 64, 50, clock="event_time")
+    queries = [((10,), {}), ((3,), {}), ((10,), {"window_secs": 60}), ((10,), {"window_secs": 600}),
+               ((10,), {"window_secs": 3600}), ((20,), {}), ((10, 1800, T_END - 900), {})]
+    seen = set()
+    for round_ in range(6):
+        rows = [("m", f"u{j}", f"r{round_}-{j % (3 + round_)}", T_END + 60 * round_) for j in range(50 * (round_ + 1))]
+        p.push_many(rows)
+        p.flush_now(WAIT)
+        # More distinct answers than the descriptor keeps, twice over.
+        for _ in range(2):
+            for args, kwargs in queries:
+                fast = p.top_channels(*args, **kwargs)
+                assert fast == p._top_channels_general(*args, **kwargs)
+                seen.add(repr(fast))
+        answer = p.get_top_channels(5)
+        assert answer == p._get_top_channels_general(5)
+        answer.append(("mine", 0))  # the caller's own list
+        assert p.get_top_channels(5) == p._get_top_channels_general(5)
+    assert len(seen) > 8
+    p.close()
+
+
+@needs_fast_top
+@pytest.mark.parametrize("workers", [0, 2])
+def test_top_channels_from_inside_a_flush_callback(workers):
+    # On a worker thread (or, synchronous, inside flush_now) holding the GIL: the
+    # query must neither deadlock nor differ from the general path.
+    answers = []
+
+    def cb(batch):
+        answers.append((p.get_top_channels(3), p._get_top_channels_general(3),
+                        p.top_channels(3, window_secs=600), p._top_channels_general(3, 600)))
+
+    p = EventStreamProcessor(4096, workers, 16, 10)
+    p.set_flush_callback(cb)
+    for i in range(200):
+        p.push_event("m", f"u{i}", f"c{i % 5}")
+    p.flush_now(WAIT)
+    p.close()
+    assert answers
+    for fast_all, general_all, fast_window, general_window in answers:
+        assert fast_all == general_all and fast_window == general_window
+
+
+@needs_fast_top
+def test_top_channels_racing_close_from_another_thread_end_with_closed():
+    for _ in range(5):
+        p = EventStreamProcessor(1 << 12, 2, 50, 5)
+        for i in range(500):
+            p.push_event("m", f"u{i}", f"c{i % 30}")
+        p.flush_now(WAIT)
+        calls, other = [0] * 4, []
+        started = threading.Barrier(5)
+
+        def poller(slot: int) -> None:
+            started.wait(WAIT)
+            try:
+                while True:
+                    answer = p.top_channels(5, window_secs=600) if slot % 2 else p.get_top_channels(5)
+                    assert len(answer) == 5
+                    calls[slot] += 1
+            except errors.Closed:
+                return
+            except BaseException as exc:  # noqa: BLE001
+                other.append(exc)
+
+        threads = [threading.Thread(target=poller, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        started.wait(WAIT)
+        deadline = time.monotonic() + WAIT
+        while min(calls) == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        p.close()
+        for t in threads:
+            t.join(WAIT)
+            assert not t.is_alive()
+        assert other == []
+        assert min(calls) > 0
+
+
+@needs_fast_top
+def test_fork_child_top_channels_start_empty_and_follow_the_child():
+    proc = run_python(
+        """
+        import os, engagehub as eh
+        p = eh.EventStreamProcessor(1024, 2, 10, 10)
+        for i in range(30):
+            p.push_event("m", f"u{i}", "parent")
+        p.flush_now(30)
+        before = p.get_top_channels(3)
+        pid = os.fork()
+        if pid == 0:
+            # Sketches start empty in the child: no answer kept from the parent.
+            ok = p.get_top_channels(3) == [] and p.top_channels(3, window_secs=600) == []
+            for i in range(5):
+                p.push_event("m", f"u{i}", "child")
+            p.flush_now(30)
+            ok = ok and p.get_top_channels(3) == [("child", 5)] == p._get_top_channels_general(3)
+            p.close()
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        after = p.get_top_channels(3)
+        p.close()
+        print("child", os.waitstatus_to_exitcode(status), before == after == [("parent", 30)])
+        """
+    )
+    assert_clean(proc, "child 0 True")
+
+
+@needs_fast_top
+def test_processor_collected_on_its_own_worker_after_top_channel_queries():
+    proc = run_python(
+        """
+        import gc, threading, time, engagehub as eh
+        delivered, answers = [], []
+
+        class Holder:
+            pass
+
+        def make():
+            h = Holder()
+            p = eh.EventStreamProcessor(4096, 2, 100, 10)
+            h.p, p.holder = p, h  # a cycle: only the cyclic GC frees it
+
+            def cb(batch):
+                delivered.append(len(batch))
+                answers.append(p.get_top_channels(1))
+                gc.collect()  # on the worker: collects the cycle here
+            p.set_flush_callback(cb)
+            for i in range(1000):
+                p.push_event("m", f"u{i}", "c")
+            answers.append(p.top_channels(1, window_secs=600))
+
+        gc.disable()
+        make()
+        gc.collect()
+        deadline = time.monotonic() + 30
+        while sum(delivered) < 1000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print(sum(delivered), all(a == [] or (len(a) == 1 and a[0][0] == "c") for a in answers))
+        """
+    )
+    assert_clean(proc, "1000 True")
+
+
+@needs_fast_top
+def test_no_reference_leaks_in_top_channel_queries():
+    import sys
+
+    p = EventStreamProcessor(4096, 1, 64, 50, clock="event_time")
+    _fill_channels(p)
+    p.flush_now(WAIT)
+    # Kept answers (hits), more distinct answers than slots (misses), and failures.
+    queries = [(k, w) for k in (3, 10) for w in (None, 60, 600, 3600)]
+
+    def run(n: int) -> None:
+        for i in range(n):
+            k, w = queries[i % len(queries)]
+            p.top_channels(k, window_secs=w)
+            p.get_top_channels(k)
+            if i % 10 == 0:
+                for bad in ((-1,), (10, 7200)):
+                    try:
+                        p.top_channels(*bad)
+                    except errors.InvalidArgument:
+                        pass
+
+    run(2_000)
+    gc.collect()
+    before = sys.getallocatedblocks()
+    run(100_000)
+    gc.collect()
+    after = sys.getallocatedblocks()
+    p.close()
+    assert after - before < 1_000, (before, after)
+
+
+@needs_fast_top
+def test_top_channel_descriptors_keep_the_names_docs_and_signatures():
+    import inspect
+
+    for name, general in (("top_channels", "_top_channels_general"), ("get_top_channels", "_get_top_channels_general")):
+        method = getattr(EventStreamProcessor, name)
+        assert method.__name__ == name and method.__qualname__ == f"EventStreamProcessor.{name}"
+        assert method.__doc__ == getattr(EventStreamProcessor, general).__doc__
+        assert str(inspect.signature(method)) == str(inspect.signature(getattr(EventStreamProcessor, general)))
+        assert "busiest channels" in method.__doc__
+    with EventStreamProcessor(64, 1, 10, 50) as p:
+        assert EventStreamProcessor.top_channels(p, 3) == [] == p.get_top_channels()
+        assert outcome(EventStreamProcessor.get_top_channels, object(), 3)[0] is AttributeError

@@ -181,11 +181,13 @@ pub unsafe extern "C" fn eh_processor_users_sketch(
 /// refused with `EH_INVALID_ARGUMENT`.
 ///
 /// Staleness: answers come from a merge of the workers' summaries that is cached
-/// per window (and minute of `now`) for up to `flush_interval_ms`: a result
-/// reflects the events sketched as of at most `flush_interval_ms` ago, and is exact
-/// after `eh_processor_flush` returns `EH_OK` (which invalidates the cache). A
-/// cached query costs about a microsecond whatever the number of workers; the
-/// first query after the interval pays the merge. Memory stays bounded (a few
+/// per window (and minute of `now`), reused as long as no event has been
+/// sketched since it was computed (it is then exact) and otherwise for up to
+/// `flush_interval_ms`: a result reflects the events sketched as of at most
+/// `flush_interval_ms` ago, and is exact after `eh_processor_flush` returns
+/// `EH_OK`. A cached query costs about a microsecond whatever the number of
+/// workers; the first query after new events were sketched and the interval
+/// passed (or a flush delivered them) pays the merge. Memory stays bounded (a few
 /// cached answers of at most the summaries' capacity each).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_processor_top_channels(
