@@ -44,12 +44,10 @@ import atexit
 import json
 import logging
 import math
-import os
 import struct
 import threading
 import time
 import uuid
-import warnings
 import weakref
 from collections import deque
 from operator import neg
@@ -58,6 +56,7 @@ from typing import Any, Deque, List, Optional, Tuple
 from .. import errors
 from .._native import _call, ffi, lib
 from ..leaderboard import RankedUser, _count
+from ._publisher import Backoff, check_eviction_policy, forget_after_fork, reset_after_fork
 
 log = logging.getLogger("engagehub.shared")
 
@@ -248,28 +247,6 @@ return {m, start, rows, lasts}
 """
 
 
-def check_eviction_policy(client: Any, what: str) -> Optional[str]:
-    """Warns (and returns the policy) when Redis may evict keys that have no TTL
-    (``allkeys-*``): shared state would vanish silently. ``noeviction`` (or a
-    ``volatile-*`` policy, which only evicts keys with a TTL) is what to run."""
-    try:
-        policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
-    except Exception as e:  # CONFIG disabled (managed Redis), or Redis down
-        log.info("%s: could not read maxmemory-policy (%s); make sure it is noeviction or volatile-*", what, e)
-        return None
-    if isinstance(policy, bytes):
-        policy = policy.decode()
-    if policy and policy.startswith("allkeys"):
-        message = (
-            f"{what}: Redis runs maxmemory-policy {policy}, which may evict the shared "
-            "leaderboard's keys silently; use noeviction (or volatile-*, or a separate "
-            "Redis database) for engagehub keys"
-        )
-        log.warning("%s", message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
-    return policy
-
-
 def _script_args(value: float) -> str:
     """A double as the shortest decimal that reads back as the same double."""
     return repr(float(value))
@@ -285,18 +262,11 @@ class _Chunk:
 _publishers: "weakref.WeakSet[Publisher]" = weakref.WeakSet()
 
 
-def _after_fork_in_child() -> None:
-    for publisher in list(_publishers):
-        publisher._reset_after_fork()
-
-
 def _at_exit() -> None:
     for publisher in list(_publishers):
         publisher.close(timeout=publisher.close_timeout)
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(_at_exit)
 
 
@@ -338,6 +308,7 @@ class Publisher:
         self._new_identity()
         self._check_at_connect()
         _publishers.add(self)
+        reset_after_fork(self)
         # Never silent: a board collected without close() says what it lost.
         weakref.finalize(board, _collected_unclosed, weakref.ref(self), key)
         self._start_thread()
@@ -352,7 +323,7 @@ class Publisher:
         self._pub_key = "{" + self.key + "}:pub:" + self.publisher_id
         self._seq = 0
         self._chunks: Deque[_Chunk] = deque()
-        self._backoff = 0.0
+        self._backoff = Backoff()
         self._last_error_log = 0.0
         self.batches = 0
         self.rows = 0
@@ -489,10 +460,10 @@ class Publisher:
                         "Leaderboard(key=%r): publishing to Redis failed (%s: %s); %d batches wait, retrying",
                         self.key, type(e).__name__, e, len(self._chunks),
                     )
-                self._backoff = min(2.0, max(0.05, self._backoff * 2))
+                self._backoff.failed()
                 return False
             self._chunks.popleft()
-        self._backoff = 0.0
+        self._backoff.succeeded()
         return True
 
     def publish(self, timeout: Optional[float] = None) -> bool:
@@ -519,7 +490,7 @@ class Publisher:
                     if drained:
                         return True
                     continue
-                wait = self._backoff
+                wait = self._backoff.delay
             finally:
                 self._lock.release()
             if deadline is not None:
@@ -550,6 +521,7 @@ class Publisher:
                 )
         self._closed = True
         _publishers.discard(self)
+        forget_after_fork(self)
         return done
 
 
@@ -573,7 +545,7 @@ def _run(ref: "weakref.ref[Publisher]") -> None:
         if publisher is None or publisher._stop:
             return
         wake = publisher._wake
-        delay = publisher._backoff or publisher._interval
+        delay = publisher._backoff.delay or publisher._interval
         del publisher
         wake.wait(delay)
         publisher = ref()
