@@ -451,6 +451,22 @@ def test_demo_with_redis(url: str, ns: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "all checks passed" in proc.stdout
     assert "events processed                20,000     20,000" in proc.stdout
+    # The shared leaderboard was checked against one in-process board of the same updates.
+    assert "in one in-process board fed the same updates; top 10" in proc.stdout, proc.stdout
+
+
+def test_demo_leaderboard_check_catches_a_difference() -> None:
+    from engagehub.shared.demo import _leaderboard_problems
+
+    local = [("a", 1, 9.0, 100), ("b", 2, 5.0, 90), ("c", 3, 5.0 * (1 + 1e-12), 95), ("d", 4, 1.0, 80)]
+    assert _leaderboard_problems(list(local), 4, local, 4) == []
+    near_tie = [local[0], ("c", 2, 5.0, 95), ("b", 3, 5.0, 90), local[3]]
+    assert _leaderboard_problems(near_tie, 4, local, 4) == []  # swapped within 1e-9
+    assert _leaderboard_problems([local[0], local[1], local[3], local[2]], 4, local, 4)  # not a tie
+    assert _leaderboard_problems([local[0], ("b", 2, 5.0 * (1 + 1e-6), 90)] + local[2:], 4, local, 4)
+    assert _leaderboard_problems([local[0], ("b", 2, 5.0, 91)] + local[2:], 4, local, 4)  # last update
+    assert _leaderboard_problems(list(local), 3, local, 4)  # a user missing from Redis
+    assert _leaderboard_problems(local[:3], 4, local, 4)
 
 
 def test_minute_reused_during_an_outage_is_counted_and_logged(
