@@ -11,11 +11,19 @@ persistence) and stops it at the end.
    the publishing board's background thread publishes to Redis every 1 s during
    the measurement. Figure: median over batches of the mean ns per call in a batch
    of 1,000 calls, and the ratio.
-2. Publisher throughput: one board with N distinct pending users, timed from
-   ``publish_now()`` until Redis acknowledged every batch: users applied per second.
-3. Shared reads at 1M users: ``SharedLeaderboard.top(10)`` and ``rank(id)`` p50
-   (one round trip each), beside Redis's own ``ZRANGE 0 9 WITHSCORES`` and
-   ``ZRANK`` on the same key in the same run.
+2. Publisher throughput, ``--publish-repeats`` rounds, each of: a board with
+   ``--publish-users`` distinct pending users, timed from ``publish_now()`` until
+   Redis acknowledged every batch (new users); the same users updated again and
+   published (increments to users Redis holds); then Redis alone in the same
+   round: (a) the issue's yardstick, that many ``ZINCRBY`` of new members (short
+   ids, one score) in one script, and (b) the writes a publish makes, generated
+   inside one script: ``ZINCRBY`` of 18-digit ids with random scores plus ``ZADD
+   GT`` of their timestamps into a second set. Medians of the rounds, and the
+   ratios publisher / Redis alone.
+3. Shared reads at ``--read-users`` (1M): the board published once (its rate is
+   printed too), then ``SharedLeaderboard.top(10)`` and ``rank(id)`` p50 (one
+   round trip each), beside Redis's own ``ZRANGE 0 9 WITHSCORES`` and ``ZRANK`` on
+   the same key in the same run.
 """
 
 from __future__ import annotations
@@ -101,19 +109,44 @@ def bench_update(client, n, batches):
     return {name: statistics.median(t) for name, t in times.items()}, stats
 
 
-def bench_publisher(client, n):
+def bench_publisher(client, n, key="bench-publish", again=False):
+    """Users applied per second: n new users, and (``again``) the same users'
+    increments once more. Returns (new rate, again rate or None, ids)."""
     rng = random.Random(2)
     ids = ids_for(n, rng)
-    key = "bench-publish"
+    client.delete(*keys_of(key))
     lb = Leaderboard(max_users=0, redis=client, key=key, publish_interval_ms=3_600_000, max_pending=n + 1)
-    for uid in ids:
-        lb.update_user(uid, rng.random() * 1000, NOW - rng.randrange(86_400))
-    t = time.perf_counter()
-    assert lb.publish_now(600)
-    elapsed = time.perf_counter() - t
-    rows = lb.stats().published_rows
+    rates = []
+    for _ in range(2 if again else 1):
+        for uid in ids:
+            lb.update_user(uid, rng.random() * 1000, NOW - rng.randrange(86_400))
+        rows = lb.stats().published_rows
+        t = time.perf_counter()
+        assert lb.publish_now(600)
+        elapsed = time.perf_counter() - t
+        rates.append((lb.stats().published_rows - rows) / elapsed)
     lb.close()
-    return rows / elapsed, elapsed, key, ids
+    return rates[0], rates[1] if again else None, ids
+
+
+REDIS_ALONE_ISSUE = "for i = 1, tonumber(ARGV[1]) do redis.call('ZINCRBY', KEYS[1], '-1.5', 'b' .. i) end"
+REDIS_ALONE_WRITES = """
+math.randomseed(7)
+for i = 1, tonumber(ARGV[1]) do
+  local id = tostring(100000000000000000 + math.random(0, 899999999) * 1000000000 + i)
+  redis.call('ZINCRBY', KEYS[1], -1000 * math.random(), id)
+  redis.call('ZADD', KEYS[2], 'GT', 1767225600 + math.random(0, 86399), id)
+end"""
+
+
+def redis_alone(client, script, n):
+    keys = ["{bench-alone}:z", "{bench-alone}:last"]
+    client.delete(*keys)
+    t = time.perf_counter()
+    client.eval(script, 2, *keys, n)
+    rate = n / (time.perf_counter() - t)
+    client.delete(*keys)
+    return rate
 
 
 def p50_us(fn, args_list):
@@ -151,6 +184,8 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--update-runs", type=int, default=1)
     ap.add_argument("--update-only", action="store_true")
+    ap.add_argument("--publish-users", type=int, default=200_000)
+    ap.add_argument("--publish-repeats", type=int, default=3)
     args = ap.parse_args()
     proc = tmp = None
     url = args.redis
@@ -168,16 +203,25 @@ def main() -> int:
                   f"on with the publisher idle {t['idle']:.0f} ns (idle/off {t['idle'] / t['off']:.3f})")
         if args.update_only:
             return 0
-        rate, elapsed, key, ids = bench_publisher(client, args.read_users)
-        print(f"publisher: {args.read_users:,} distinct users applied in {elapsed:.2f} s = {rate:,.0f} users/s")
-        n = min(args.read_users, 200_000)
+        n = args.publish_users
+        rounds = []
+        for _ in range(args.publish_repeats):
+            new, again, _ids = bench_publisher(client, n, again=True)
+            rounds.append((new, again, redis_alone(client, REDIS_ALONE_ISSUE, n),
+                           redis_alone(client, REDIS_ALONE_WRITES, n)))
+        med = [statistics.median(r[i] for r in rounds) for i in range(4)]
+        print(f"publisher, {n:,} users, {args.publish_repeats} rounds (median; per round in brackets):")
+        for i, what in enumerate(("publisher, new users", "publisher, increments to users Redis holds",
+                                  "Redis alone: ZINCRBY of new members, one script (the issue's yardstick)",
+                                  "Redis alone: a publish's writes (ZINCRBY + ZADD GT last), one script")):
+            print(f"  {what}: {med[i]:,.0f}/s [{', '.join(f'{r[i]:,.0f}' for r in rounds)}]")
+        print(f"  ratios: new users / yardstick {med[0] / med[2]:.2f}, / a publish's writes {med[0] / med[3]:.2f}; "
+              f"increments / yardstick {med[1] / med[2]:.2f}, / a publish's writes {med[1] / med[3]:.2f}")
+        key = "bench-publish"
         t = time.perf_counter()
-        client.eval("for i = 1, tonumber(ARGV[1]) do redis.call('ZINCRBY', KEYS[1], '-1.5', 'b' .. i) end",
-                    1, "{bench-baseline}:z", n)
-        base = n / (time.perf_counter() - t)
-        client.delete("{bench-baseline}:z")
-        print(f"  same run, Redis alone: {n:,} ZINCRBY of new members in one script = {base:,.0f}/s "
-              f"(publisher / Redis alone = {rate / base:.2f})")
+        rate, _, ids = bench_publisher(client, args.read_users, key)
+        print(f"  the {args.read_users:,}-user board for the reads: published at {rate:,.0f} users/s "
+              f"({time.perf_counter() - t:.1f} s with the updates)")
         reads = bench_reads(client, key, ids, args.calls)
         print(f"reads at {reads.pop('size'):,} users, p50 over {args.calls} calls (us):")
         for name, us in reads.items():
