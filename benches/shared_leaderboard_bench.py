@@ -16,10 +16,11 @@ persistence) and stops it at the end.
    Redis acknowledged every batch (new users); the same users updated again and
    published (increments to users Redis holds); then Redis alone in the same
    round: (a) the issue's yardstick, that many ``ZINCRBY`` of new members (short
-   ids, one score) in one script, and (b) the writes a publish makes, generated
-   inside one script: ``ZINCRBY`` of 18-digit ids with random scores plus ``ZADD
-   GT`` of their timestamps into a second set. Medians of the rounds, and the
-   ratios publisher / Redis alone.
+   ids, one score) in one script; (b) the same with 18-digit ids and random
+   scores, like a board's (a skiplist insert at a random place costs more); (c)
+   the writes a publish makes, generated inside one script: (b) plus ``ZADD GT``
+   of the users' timestamps into a second set (``{K}:last``). Medians of the
+   rounds, and the ratios publisher / Redis alone.
 3. Shared reads at ``--read-users`` (1M): the board published once (its rate is
    printed too), then ``SharedLeaderboard.top(10)`` and ``rank(id)`` p50 (one
    round trip each), beside Redis's own ``ZRANGE 0 9 WITHSCORES`` and ``ZRANK`` on
@@ -130,6 +131,12 @@ def bench_publisher(client, n, key="bench-publish", again=False):
 
 
 REDIS_ALONE_ISSUE = "for i = 1, tonumber(ARGV[1]) do redis.call('ZINCRBY', KEYS[1], '-1.5', 'b' .. i) end"
+REDIS_ALONE_RANDOM = """
+math.randomseed(7)
+for i = 1, tonumber(ARGV[1]) do
+  local id = tostring(100000000000000000 + math.random(0, 899999999) * 1000000000 + i)
+  redis.call('ZINCRBY', KEYS[1], -1000 * math.random(), id)
+end"""
 REDIS_ALONE_WRITES = """
 math.randomseed(7)
 for i = 1, tonumber(ARGV[1]) do
@@ -191,7 +198,7 @@ def main() -> int:
     url = args.redis
     if url is None:
         url, proc, tmp = start_server()
-    client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(url, socket_timeout=600)  # redis-py 8 defaults to 5 s; the Redis-alone scripts run longer
     try:
         client.delete(*[k for base in ("bench-update", "bench-update-idle", "bench-publish") for k in keys_of(base)])
         print(f"library: {LIBRARY_PATH}; update_user fast path: {'yes' if FAST_UPDATES else 'no'}")
@@ -208,15 +215,17 @@ def main() -> int:
         for _ in range(args.publish_repeats):
             new, again, _ids = bench_publisher(client, n, again=True)
             rounds.append((new, again, redis_alone(client, REDIS_ALONE_ISSUE, n),
-                           redis_alone(client, REDIS_ALONE_WRITES, n)))
-        med = [statistics.median(r[i] for r in rounds) for i in range(4)]
+                           redis_alone(client, REDIS_ALONE_RANDOM, n), redis_alone(client, REDIS_ALONE_WRITES, n)))
+        med = [statistics.median(r[i] for r in rounds) for i in range(5)]
         print(f"publisher, {n:,} users, {args.publish_repeats} rounds (median; per round in brackets):")
         for i, what in enumerate(("publisher, new users", "publisher, increments to users Redis holds",
                                   "Redis alone: ZINCRBY of new members, one script (the issue's yardstick)",
-                                  "Redis alone: a publish's writes (ZINCRBY + ZADD GT last), one script")):
+                                  "Redis alone: the same, 18-digit ids and random scores",
+                                  "Redis alone: a publish's writes (that + ZADD GT into {K}:last), one script")):
             print(f"  {what}: {med[i]:,.0f}/s [{', '.join(f'{r[i]:,.0f}' for r in rounds)}]")
-        print(f"  ratios: new users / yardstick {med[0] / med[2]:.2f}, / a publish's writes {med[0] / med[3]:.2f}; "
-              f"increments / yardstick {med[1] / med[2]:.2f}, / a publish's writes {med[1] / med[3]:.2f}")
+        print(f"  ratios: new users / yardstick {med[0] / med[2]:.2f}, / random scores {med[0] / med[3]:.2f}, "
+              f"/ a publish's writes {med[0] / med[4]:.2f}; increments / yardstick {med[1] / med[2]:.2f}, "
+              f"/ random scores {med[1] / med[3]:.2f}, / a publish's writes {med[1] / med[4]:.2f}")
         key = "bench-publish"
         t = time.perf_counter()
         rate, _, ids = bench_publisher(client, args.read_users, key)
