@@ -20,7 +20,8 @@ persistence) and stops it at the end.
    scores, like a board's (a skiplist insert at a random place costs more); (c)
    the writes a publish makes, generated inside one script: (b) plus ``ZADD GT``
    of the users' timestamps into a second set (``{K}:last``). Medians of the
-   rounds, and the ratios publisher / Redis alone.
+   rounds, and the ratios publisher / Redis alone; then the publisher again with
+   ``publish_last_update=False`` (no ``{K}:last`` writes).
 3. Shared reads at ``--read-users`` (1M): the board published once (its rate is
    printed too), then ``SharedLeaderboard.top(10)`` and ``rank(id)`` p50 (one
    round trip each), beside Redis's own ``ZRANGE 0 9 WITHSCORES`` and ``ZRANK`` on
@@ -110,13 +111,13 @@ def bench_update(client, n, batches):
     return {name: statistics.median(t) for name, t in times.items()}, stats
 
 
-def bench_publisher(client, n, key="bench-publish", again=False):
+def bench_publisher(client, n, key="bench-publish", again=False, **options):
     """Users applied per second: n new users, and (``again``) the same users'
     increments once more. Returns (new rate, again rate or None, ids)."""
     rng = random.Random(2)
     ids = ids_for(n, rng)
     client.delete(*keys_of(key))
-    lb = Leaderboard(max_users=0, redis=client, key=key, publish_interval_ms=3_600_000, max_pending=n + 1)
+    lb = Leaderboard(max_users=0, redis=client, key=key, publish_interval_ms=3_600_000, max_pending=n + 1, **options)
     rates = []
     for _ in range(2 if again else 1):
         for uid in ids:
@@ -214,18 +215,25 @@ def main() -> int:
         rounds = []
         for _ in range(args.publish_repeats):
             new, again, _ids = bench_publisher(client, n, again=True)
+            quiet = (bench_publisher(client, n, again=True, publish_last_update=False)
+                     if "publish_last_update" in Leaderboard.__init__.__code__.co_varnames else (0.0, 0.0))
             rounds.append((new, again, redis_alone(client, REDIS_ALONE_ISSUE, n),
-                           redis_alone(client, REDIS_ALONE_RANDOM, n), redis_alone(client, REDIS_ALONE_WRITES, n)))
-        med = [statistics.median(r[i] for r in rounds) for i in range(5)]
+                           redis_alone(client, REDIS_ALONE_RANDOM, n), redis_alone(client, REDIS_ALONE_WRITES, n),
+                           quiet[0], quiet[1]))
+        med = [statistics.median(r[i] for r in rounds) for i in range(7)]
         print(f"publisher, {n:,} users, {args.publish_repeats} rounds (median; per round in brackets):")
         for i, what in enumerate(("publisher, new users", "publisher, increments to users Redis holds",
                                   "Redis alone: ZINCRBY of new members, one script (the issue's yardstick)",
                                   "Redis alone: the same, 18-digit ids and random scores",
-                                  "Redis alone: a publish's writes (that + ZADD GT into {K}:last), one script")):
+                                  "Redis alone: a publish's writes (that + ZADD GT into {K}:last), one script",
+                                  "publisher, publish_last_update=False, new users",
+                                  "publisher, publish_last_update=False, increments")):
             print(f"  {what}: {med[i]:,.0f}/s [{', '.join(f'{r[i]:,.0f}' for r in rounds)}]")
         print(f"  ratios: new users / yardstick {med[0] / med[2]:.2f}, / random scores {med[0] / med[3]:.2f}, "
               f"/ a publish's writes {med[0] / med[4]:.2f}; increments / yardstick {med[1] / med[2]:.2f}, "
-              f"/ random scores {med[1] / med[3]:.2f}, / a publish's writes {med[1] / med[4]:.2f}")
+              f"/ random scores {med[1] / med[3]:.2f}, / a publish's writes {med[1] / med[4]:.2f}; "
+              f"publish_last_update=False: new users / random scores {med[5] / med[3]:.2f}, "
+              f"increments / random scores {med[6] / med[3]:.2f}")
         key = "bench-publish"
         t = time.perf_counter()
         rate, _, ids = bench_publisher(client, args.read_users, key)

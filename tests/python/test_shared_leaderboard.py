@@ -510,3 +510,36 @@ def test_publish_script_equals_one_command_per_row(server):
     assert got == want  # exact: the same double additions in the same order
     assert {m.decode(): int(s) for m, s in client.zrange(last, 0, -1, withscores=True)} == want_last
     assert "u6" not in got and got["u4"] == -0.2 + -0.3  # removed, then increments anew
+
+
+def test_publish_last_update_off_leaves_the_last_update_set_alone(server):
+    from engagehub.errors import InvalidType
+
+    url, _ = server
+    key = fresh_key()
+    z, _, last = keys_of(key)
+    client = redis.Redis.from_url(url)
+    with pytest.raises(InvalidType):
+        Leaderboard(redis=client, key=key, publish_last_update=1)
+    quiet = Leaderboard(max_users=0, redis=client, key=key, decay_factor=1.0, publish_interval_ms=3_600_000,
+                        publish_last_update=False)
+    for i in range(50):
+        quiet.update_user(f"u{i}", float(i + 1), NOW - i)
+    quiet.set("u0", 100.0, NOW)
+    assert quiet.publish_now(timeout=WAIT)
+    assert client.zcard(z) == 50 and not client.exists(last)
+    shared = SharedLeaderboard(client, key)
+    top = shared.top(3, now=NOW)
+    assert [(r.user_id, r.score, r.last_update) for r in top] == [("u0", 100.0, 0), ("u49", 50.0, 0),
+                                                                  ("u48", 49.0, 0)]
+    # A writer that publishes last updates fills them in; the quiet one's scores add up.
+    loud = Leaderboard(max_users=0, redis=client, key=key, decay_factor=1.0, publish_interval_ms=3_600_000)
+    loud.update_user("u48", 2.0, NOW - 5)
+    assert loud.publish_now(timeout=WAIT)
+    assert [(r.user_id, r.score, r.last_update) for r in shared.top(3, now=NOW)] == [
+        ("u0", 100.0, 0), ("u48", 51.0, NOW - 5), ("u49", 50.0, 0)]
+    quiet.remove("u48")
+    assert quiet.publish_now(timeout=WAIT)
+    assert client.zscore(last, "u48") is None  # a remove still clears it
+    quiet.close()
+    loud.close()

@@ -95,7 +95,8 @@ def keys_of(key: str) -> Tuple[str, str, str]:
 #       (0 = unbounded), 6 pub key ttl, 7 the rows' user ids as one JSON array,
 #       8 the rows' numbers packed little-endian, 17 bytes per row: kind (u8: 0 add,
 #       1 set, 2 remove), −value (f64, relative to the batch landmark), last_update
-#       (i64). (Two arguments instead of 4 per row: the client builds them in C and
+#       (i64), 9 '0' to leave {K}:last alone (the writer's publish_last_update=False;
+#       removes and trims still delete from it). (Two arguments instead of 4 per row: the client builds them in C and
 #       the script reads them in C; per-row arguments, or decimal strings, cost the
 #       client more than the script. Redis's Lua hands numbers to commands with 17
 #       significant digits: the doubles arrive exactly.)
@@ -136,6 +137,7 @@ local scale = 1.0
 if blm ~= landmark then scale = math.exp(lambda * (blm - landmark)) end
 local ids = cjson.decode(ARGV[7])
 local blob, n = ARGV[8], #ids
+local keep_last = ARGV[9] ~= '0'
 local kinds, vals, ts = {}, {}, {}
 local pos = 1
 for i = 1, n do
@@ -158,7 +160,7 @@ while i <= n do
     i = i + 1
   elseif kind == 1 then
     redis.call('ZADD', z, vals[i], id)
-    redis.call('ZADD', last, 'GT', ts[i], id)
+    if keep_last then redis.call('ZADD', last, 'GT', ts[i], id) end
     i = i + 1
   else
     -- A run of increments (rows i..j): what ZINCRBY per row would do, as one
@@ -182,8 +184,10 @@ while i <= n do
           sums[#sums + 1] = u
           at[u] = #sums - 1
         end
-        lasts[#lasts + 1] = ts[r]
-        lasts[#lasts + 1] = u
+        if keep_last then
+          lasts[#lasts + 1] = ts[r]
+          lasts[#lasts + 1] = u
+        end
       end
     end
     for k = 1, #sums, 2 do
@@ -288,6 +292,7 @@ class Publisher:
         max_users: int,
         interval_ms: int,
         close_timeout: float,
+        last_update: bool = True,
     ) -> None:
         if not isinstance(key, str) or not key:
             raise errors.InvalidArgument("key must be a non-empty str", 1)
@@ -300,6 +305,7 @@ class Publisher:
         self._decay = _script_args(decay_factor)
         self._period = _script_args(decay_period_secs)
         self._max_users = int(max_users)
+        self._last_flag = "1" if last_update else "0"
         self._interval = interval_ms / 1000.0
         self.close_timeout = close_timeout
         self._script = client.register_script(PUBLISH_LUA)
@@ -428,7 +434,8 @@ class Publisher:
 
     def _send(self, chunk: _Chunk) -> None:
         z, meta, last = self._keys
-        args = [chunk.seq, chunk.landmark, self._decay, self._period, self._max_users, PUBLISHER_KEY_TTL_SECS, *chunk.args]
+        args = [chunk.seq, chunk.landmark, self._decay, self._period, self._max_users, PUBLISHER_KEY_TTL_SECS,
+                *chunk.args, self._last_flag]
         applied, trimmed, rebased = self._script(keys=[z, meta, last, self._pub_key], args=args)
         if applied:
             self.batches += 1
