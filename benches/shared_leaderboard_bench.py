@@ -11,11 +11,21 @@ persistence) and stops it at the end.
    the publishing board's background thread publishes to Redis every 1 s during
    the measurement. Figure: median over batches of the mean ns per call in a batch
    of 1,000 calls, and the ratio.
-2. Publisher throughput: one board with N distinct pending users, timed from
-   ``publish_now()`` until Redis acknowledged every batch: users applied per second.
-3. Shared reads at 1M users: ``SharedLeaderboard.top(10)`` and ``rank(id)`` p50
-   (one round trip each), beside Redis's own ``ZRANGE 0 9 WITHSCORES`` and
-   ``ZRANK`` on the same key in the same run.
+2. Publisher throughput, ``--publish-repeats`` rounds, each of: a board with
+   ``--publish-users`` distinct pending users, timed from ``publish_now()`` until
+   Redis acknowledged every batch (new users); the same users updated again and
+   published (increments to users Redis holds); then Redis alone in the same
+   round: (a) the issue's yardstick, that many ``ZINCRBY`` of new members (short
+   ids, one score) in one script; (b) the same with 18-digit ids and random
+   scores, like a board's (a skiplist insert at a random place costs more); (c)
+   the writes a publish makes, generated inside one script: (b) plus ``ZADD GT``
+   of the users' timestamps into a second set (``{K}:last``). Medians of the
+   rounds, and the ratios publisher / Redis alone; then the publisher again with
+   ``publish_last_update=False`` (no ``{K}:last`` writes).
+3. Shared reads at ``--read-users`` (1M): the board published once (its rate is
+   printed too), then ``SharedLeaderboard.top(10)`` and ``rank(id)`` p50 (one
+   round trip each), beside Redis's own ``ZRANGE 0 9 WITHSCORES`` and ``ZRANK`` on
+   the same key in the same run.
 """
 
 from __future__ import annotations
@@ -101,19 +111,50 @@ def bench_update(client, n, batches):
     return {name: statistics.median(t) for name, t in times.items()}, stats
 
 
-def bench_publisher(client, n):
+def bench_publisher(client, n, key="bench-publish", again=False, **options):
+    """Users applied per second: n new users, and (``again``) the same users'
+    increments once more. Returns (new rate, again rate or None, ids)."""
     rng = random.Random(2)
     ids = ids_for(n, rng)
-    key = "bench-publish"
-    lb = Leaderboard(max_users=0, redis=client, key=key, publish_interval_ms=3_600_000, max_pending=n + 1)
-    for uid in ids:
-        lb.update_user(uid, rng.random() * 1000, NOW - rng.randrange(86_400))
-    t = time.perf_counter()
-    assert lb.publish_now(600)
-    elapsed = time.perf_counter() - t
-    rows = lb.stats().published_rows
+    client.delete(*keys_of(key))
+    lb = Leaderboard(max_users=0, redis=client, key=key, publish_interval_ms=3_600_000, max_pending=n + 1, **options)
+    rates = []
+    for _ in range(2 if again else 1):
+        for uid in ids:
+            lb.update_user(uid, rng.random() * 1000, NOW - rng.randrange(86_400))
+        rows = lb.stats().published_rows
+        t = time.perf_counter()
+        assert lb.publish_now(600)
+        elapsed = time.perf_counter() - t
+        rates.append((lb.stats().published_rows - rows) / elapsed)
     lb.close()
-    return rows / elapsed, elapsed, key, ids
+    return rates[0], rates[1] if again else None, ids
+
+
+REDIS_ALONE_ISSUE = "for i = 1, tonumber(ARGV[1]) do redis.call('ZINCRBY', KEYS[1], '-1.5', 'b' .. i) end"
+REDIS_ALONE_RANDOM = """
+math.randomseed(7)
+for i = 1, tonumber(ARGV[1]) do
+  local id = tostring(100000000000000000 + math.random(0, 899999999) * 1000000000 + i)
+  redis.call('ZINCRBY', KEYS[1], -1000 * math.random(), id)
+end"""
+REDIS_ALONE_WRITES = """
+math.randomseed(7)
+for i = 1, tonumber(ARGV[1]) do
+  local id = tostring(100000000000000000 + math.random(0, 899999999) * 1000000000 + i)
+  redis.call('ZINCRBY', KEYS[1], -1000 * math.random(), id)
+  redis.call('ZADD', KEYS[2], 'GT', 1767225600 + math.random(0, 86399), id)
+end"""
+
+
+def redis_alone(client, script, n):
+    keys = ["{bench-alone}:z", "{bench-alone}:last"]
+    client.delete(*keys)
+    t = time.perf_counter()
+    client.eval(script, 2, *keys, n)
+    rate = n / (time.perf_counter() - t)
+    client.delete(*keys)
+    return rate
 
 
 def p50_us(fn, args_list):
@@ -151,12 +192,14 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--update-runs", type=int, default=1)
     ap.add_argument("--update-only", action="store_true")
+    ap.add_argument("--publish-users", type=int, default=200_000)
+    ap.add_argument("--publish-repeats", type=int, default=3)
     args = ap.parse_args()
     proc = tmp = None
     url = args.redis
     if url is None:
         url, proc, tmp = start_server()
-    client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(url, socket_timeout=600)  # redis-py 8 defaults to 5 s; the Redis-alone scripts run longer
     try:
         client.delete(*[k for base in ("bench-update", "bench-update-idle", "bench-publish") for k in keys_of(base)])
         print(f"library: {LIBRARY_PATH}; update_user fast path: {'yes' if FAST_UPDATES else 'no'}")
@@ -168,16 +211,34 @@ def main() -> int:
                   f"on with the publisher idle {t['idle']:.0f} ns (idle/off {t['idle'] / t['off']:.3f})")
         if args.update_only:
             return 0
-        rate, elapsed, key, ids = bench_publisher(client, args.read_users)
-        print(f"publisher: {args.read_users:,} distinct users applied in {elapsed:.2f} s = {rate:,.0f} users/s")
-        n = min(args.read_users, 200_000)
+        n = args.publish_users
+        rounds = []
+        for _ in range(args.publish_repeats):
+            new, again, _ids = bench_publisher(client, n, again=True)
+            quiet = (bench_publisher(client, n, again=True, publish_last_update=False)
+                     if "publish_last_update" in Leaderboard.__init__.__code__.co_varnames else (0.0, 0.0))
+            rounds.append((new, again, redis_alone(client, REDIS_ALONE_ISSUE, n),
+                           redis_alone(client, REDIS_ALONE_RANDOM, n), redis_alone(client, REDIS_ALONE_WRITES, n),
+                           quiet[0], quiet[1]))
+        med = [statistics.median(r[i] for r in rounds) for i in range(7)]
+        print(f"publisher, {n:,} users, {args.publish_repeats} rounds (median; per round in brackets):")
+        for i, what in enumerate(("publisher, new users", "publisher, increments to users Redis holds",
+                                  "Redis alone: ZINCRBY of new members, one script (the issue's yardstick)",
+                                  "Redis alone: the same, 18-digit ids and random scores",
+                                  "Redis alone: a publish's writes (that + ZADD GT into {K}:last), one script",
+                                  "publisher, publish_last_update=False, new users",
+                                  "publisher, publish_last_update=False, increments")):
+            print(f"  {what}: {med[i]:,.0f}/s [{', '.join(f'{r[i]:,.0f}' for r in rounds)}]")
+        print(f"  ratios: new users / yardstick {med[0] / med[2]:.2f}, / random scores {med[0] / med[3]:.2f}, "
+              f"/ a publish's writes {med[0] / med[4]:.2f}; increments / yardstick {med[1] / med[2]:.2f}, "
+              f"/ random scores {med[1] / med[3]:.2f}, / a publish's writes {med[1] / med[4]:.2f}; "
+              f"publish_last_update=False: new users / random scores {med[5] / med[3]:.2f}, "
+              f"increments / random scores {med[6] / med[3]:.2f}")
+        key = "bench-publish"
         t = time.perf_counter()
-        client.eval("for i = 1, tonumber(ARGV[1]) do redis.call('ZINCRBY', KEYS[1], '-1.5', 'b' .. i) end",
-                    1, "{bench-baseline}:z", n)
-        base = n / (time.perf_counter() - t)
-        client.delete("{bench-baseline}:z")
-        print(f"  same run, Redis alone: {n:,} ZINCRBY of new members in one script = {base:,.0f}/s "
-              f"(publisher / Redis alone = {rate / base:.2f})")
+        rate, _, ids = bench_publisher(client, args.read_users, key)
+        print(f"  the {args.read_users:,}-user board for the reads: published at {rate:,.0f} users/s "
+              f"({time.perf_counter() - t:.1f} s with the updates)")
         reads = bench_reads(client, key, ids, args.calls)
         print(f"reads at {reads.pop('size'):,} users, p50 over {args.calls} calls (us):")
         for name, us in reads.items():

@@ -203,7 +203,10 @@ class Leaderboard(NativeHandle):
     shared board keeps the ``max_users`` best after each batch (counted in
     ``stats().trimmed`` and ``{key}:meta`` ``trimmed``). After ``fork()`` the
     child publishes its own updates under a new publisher id (the parent publishes
-    what was pending at the fork).
+    what was pending at the fork). ``publish_last_update=False`` leaves the shared
+    last-update set ``{key}:last`` alone (about 40% of a publish's Redis time):
+    :class:`~engagehub.shared.SharedLeaderboard` then reports ``last_update`` 0
+    for users no writer published one for.
     """
 
     _kind = "leaderboard"
@@ -221,9 +224,12 @@ class Leaderboard(NativeHandle):
         publish_interval_ms: int = 1000,
         max_pending: int = 1_000_000,
         close_timeout: Optional[float] = 30.0,
+        publish_last_update: bool = True,
     ) -> None:
         if isinstance(max_future_secs, bool) or not isinstance(max_future_secs, int):
             raise errors.InvalidType(f"max_future_secs must be an int, not {type(max_future_secs).__name__}", 1)
+        if not isinstance(publish_last_update, bool):
+            raise errors.InvalidType(f"publish_last_update must be a bool, not {type(publish_last_update).__name__}", 1)
         if max_future_secs < 1:
             raise errors.InvalidArgument(f"max_future_secs must be >= 1, got {max_future_secs}", 1)
         self.last_load_skipped: list[SkippedEntry] = []
@@ -273,6 +279,7 @@ class Leaderboard(NativeHandle):
                 max_users=max_users,
                 interval_ms=publish_interval_ms,
                 close_timeout=close_timeout,
+                last_update=publish_last_update,
             )
 
     # -- publishing ----------------------------------------------------------------

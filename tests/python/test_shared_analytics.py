@@ -371,17 +371,49 @@ def test_forked_child_publishes_under_its_own_id(url: str, ns: str) -> None:
     ref.close()
 
 
-def test_eviction_policy_warning(url: str, ns: str, caplog: Any) -> None:
+@pytest.mark.parametrize(
+    "policy, warned_about",
+    [
+        ("allkeys-lru", "any key may be evicted"),
+        # Our keys without a TTL survive volatile-*, but the minute keys and every
+        # publisher's sequence key (exactly-once) have one: unsafe as well.
+        ("volatile-lru", "sequence key"),
+        ("volatile-ttl", "minute keys"),
+        ("noeviction", None),
+    ],
+)
+def test_eviction_policy_rule_is_the_same_for_every_writer_and_reader(
+    url: str, ns: str, caplog: Any, policy: str, warned_about: Optional[str]
+) -> None:
+    import warnings
+
+    from engagehub import Leaderboard
+    from engagehub.shared import SharedLeaderboard  # noqa: F401 - the leaderboard half is installed
+
     client = redis.Redis.from_url(url)
     try:
         old = client.config_get("maxmemory-policy")["maxmemory-policy"]
-        client.config_set("maxmemory-policy", "allkeys-lru")
+        client.config_set("maxmemory-policy", policy)
     except redis.ResponseError:
         pytest.skip("CONFIG is disabled on this Redis")
     try:
-        with caplog.at_level(logging.WARNING, logger="engagehub"):
-            SharedAnalytics(client, ns)
-        assert "allkeys-lru" in caplog.text and "noeviction" in caplog.text
+        makers = {
+            "analytics reader": lambda: SharedAnalytics(client, ns),
+            "analytics writer": lambda: EventStreamProcessor(redis=client, namespace=ns).close(),
+            "leaderboard writer": lambda: Leaderboard(redis=client, key=ns + "-lb").close(),
+        }
+        for what, make in makers.items():
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="engagehub"), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                make()
+            said = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+            logged = [r.getMessage() for r in caplog.records if "maxmemory-policy" in r.getMessage()]
+            if warned_about is None:
+                assert not said and not logged, (what, said, logged)
+            else:
+                assert len(said) == 1 and len(logged) == 1, (what, said, logged)
+                assert policy in said[0] and warned_about in said[0] and "noeviction" in said[0], (what, said)
     finally:
         client.config_set("maxmemory-policy", old)
 
@@ -419,6 +451,22 @@ def test_demo_with_redis(url: str, ns: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "all checks passed" in proc.stdout
     assert "events processed                20,000     20,000" in proc.stdout
+    # The shared leaderboard was checked against one in-process board of the same updates.
+    assert "in one in-process board fed the same updates; top 10" in proc.stdout, proc.stdout
+
+
+def test_demo_leaderboard_check_catches_a_difference() -> None:
+    from engagehub.shared.demo import _leaderboard_problems
+
+    local = [("a", 1, 9.0, 100), ("b", 2, 5.0, 90), ("c", 3, 5.0 * (1 + 1e-12), 95), ("d", 4, 1.0, 80)]
+    assert _leaderboard_problems(list(local), 4, local, 4) == []
+    near_tie = [local[0], ("c", 2, 5.0, 95), ("b", 3, 5.0, 90), local[3]]
+    assert _leaderboard_problems(near_tie, 4, local, 4) == []  # swapped within 1e-9
+    assert _leaderboard_problems([local[0], local[1], local[3], local[2]], 4, local, 4)  # not a tie
+    assert _leaderboard_problems([local[0], ("b", 2, 5.0 * (1 + 1e-6), 90)] + local[2:], 4, local, 4)
+    assert _leaderboard_problems([local[0], ("b", 2, 5.0, 91)] + local[2:], 4, local, 4)  # last update
+    assert _leaderboard_problems(list(local), 3, local, 4)  # a user missing from Redis
+    assert _leaderboard_problems(local[:3], 4, local, 4)
 
 
 def test_minute_reused_during_an_outage_is_counted_and_logged(

@@ -445,3 +445,101 @@ def test_publish_now_is_a_barrier_not_a_chase(server):
         stop.set()
         t.join(WAIT)
     lb.close()
+
+
+def test_publish_script_equals_one_command_per_row(server):
+    """The script reads scores in bulk and writes one multi-member ZADD per run of
+    increments; the result must be what ZINCRBY / ZADD / ZREM row by row give, to
+    the bit: a user repeated within a run (a sum for an evicted user next to the
+    user's new entry), across the 3,000-user ZMSCORE boundary, after a set and a
+    remove of the same user, and a batch computed against another landmark."""
+    import json
+    import struct
+
+    from engagehub.shared.leaderboard import PUBLISH_LUA
+
+    url, _ = server
+    client = redis.Redis.from_url(url)
+    z, meta, last = keys_of(fresh_key())
+    script = client.register_script(PUBLISH_LUA)
+    rng = random.Random(12)
+    decay, period = 0.5, 3600.0
+    lam = -math.log(decay) / period
+    landmark = NOW - 7200
+    want, want_last = {}, {}
+    for i in range(500):  # users already on the shared board
+        want[f"u{i}"] = -rng.uniform(1, 100)
+        want_last[f"u{i}"] = landmark
+    client.zadd(z, {u: v for u, v in want.items()})
+    client.zadd(last, {u: t for u, t in want_last.items()})
+    client.hset(meta, mapping={"version": "1", "landmark": landmark, "decay_factor": repr(decay),
+                               "decay_period_secs": repr(period)})
+
+    def batch(seq, blm, rows):
+        ids = json.dumps([r[1] for r in rows]).encode()
+        blob = struct.pack("<" + "Bdq" * len(rows), *[x for k, _, v, t in rows for x in (k, v, t)])
+        return script(keys=[z, meta, last, f"{{{z[1:-3]}}}:pub:p"], args=[seq, blm, repr(decay), repr(period), 0,
+                                                                          60, ids, blob])
+
+    def apply(blm, rows):
+        scale = math.exp(lam * (blm - landmark)) if blm != landmark else 1.0
+        for kind, user, v, t in rows:
+            if scale != 1.0:
+                v = v * scale
+            if kind == 2:
+                want.pop(user, None)
+                want_last.pop(user, None)
+                continue
+            want[user] = v if kind == 1 or user not in want else want[user] + v
+            want_last[user] = max(want_last.get(user, t), t)
+
+    ops = [(1, "u3", -42.5, NOW - 10), (2, "u4", 0.0, 0), (1, "new-set", -7.25, NOW - 9), (2, "u4", 0.0, 0)]
+    adds = [(0, f"u{10 + rng.randrange(690)}", -rng.uniform(0, 10), NOW - rng.randrange(5000)) for _ in range(6500)]
+    adds[2999:3001] = [(0, "twice", -1.0 / 3, NOW - 5), (0, "twice", -1.0 / 7, NOW - 6)]  # across the boundary
+    adds += [(0, "u3", -0.1, NOW - 4), (0, "u4", -0.2, NOW - 3), (0, "u4", -0.3, NOW - 2)]
+    # A set and a remove between two runs of increments of the same users.
+    rows = ops + adds[:4000] + [(1, "u5", -3.0, NOW - 1), (2, "u6", 0.0, 0)] + adds[4000:]
+    assert list(batch(1, landmark, rows)) == [1, 0, 0]
+    apply(landmark, rows)
+    later = [(0, "u7", -2.0, NOW), (0, "u7", -3.0, NOW), (0, "u8", -1.0, NOW)]
+    assert list(batch(2, landmark + 600, later)) == [1, 0, 0]  # scaled by exp(λ·600)
+    apply(landmark + 600, later)
+    assert list(batch(2, landmark + 600, later)) == [0, 0, 0]  # a duplicate
+
+    got = {m.decode(): s for m, s in client.zrange(z, 0, -1, withscores=True)}
+    assert got == want  # exact: the same double additions in the same order
+    assert {m.decode(): int(s) for m, s in client.zrange(last, 0, -1, withscores=True)} == want_last
+    assert "u6" not in got and got["u4"] == -0.2 + -0.3  # removed, then increments anew
+
+
+def test_publish_last_update_off_leaves_the_last_update_set_alone(server):
+    from engagehub.errors import InvalidType
+
+    url, _ = server
+    key = fresh_key()
+    z, _, last = keys_of(key)
+    client = redis.Redis.from_url(url)
+    with pytest.raises(InvalidType):
+        Leaderboard(redis=client, key=key, publish_last_update=1)
+    quiet = Leaderboard(max_users=0, redis=client, key=key, decay_factor=1.0, publish_interval_ms=3_600_000,
+                        publish_last_update=False)
+    for i in range(50):
+        quiet.update_user(f"u{i}", float(i + 1), NOW - i)
+    quiet.set("u0", 100.0, NOW)
+    assert quiet.publish_now(timeout=WAIT)
+    assert client.zcard(z) == 50 and not client.exists(last)
+    shared = SharedLeaderboard(client, key)
+    top = shared.top(3, now=NOW)
+    assert [(r.user_id, r.score, r.last_update) for r in top] == [("u0", 100.0, 0), ("u49", 50.0, 0),
+                                                                  ("u48", 49.0, 0)]
+    # A writer that publishes last updates fills them in; the quiet one's scores add up.
+    loud = Leaderboard(max_users=0, redis=client, key=key, decay_factor=1.0, publish_interval_ms=3_600_000)
+    loud.update_user("u48", 2.0, NOW - 5)
+    assert loud.publish_now(timeout=WAIT)
+    assert [(r.user_id, r.score, r.last_update) for r in shared.top(3, now=NOW)] == [
+        ("u0", 100.0, 0), ("u48", 51.0, NOW - 5), ("u49", 50.0, 0)]
+    quiet.remove("u48")
+    assert quiet.publish_now(timeout=WAIT)
+    assert client.zscore(last, "u48") is None  # a remove still clears it
+    quiet.close()
+    loud.close()

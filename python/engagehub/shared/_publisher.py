@@ -33,6 +33,7 @@ import os
 import threading
 import time
 import uuid
+import warnings
 import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -40,8 +41,91 @@ from . import _schema
 
 log = logging.getLogger("engagehub")
 
-_BACKOFF_MIN = 0.05
-_BACKOFF_MAX = 5.0
+#: Retries after a failed publish wait 50 ms, doubling up to 2 s (both publishers).
+BACKOFF_MIN = 0.05
+BACKOFF_MAX = 2.0
+
+
+class Backoff:
+    """The wait before the next attempt: 0 after a success, then ``BACKOFF_MIN``
+    doubling to ``BACKOFF_MAX`` with each consecutive failure."""
+
+    __slots__ = ("delay",)
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+
+    def failed(self) -> float:
+        self.delay = min(BACKOFF_MAX, max(BACKOFF_MIN, self.delay * 2))
+        return self.delay
+
+    def succeeded(self) -> None:
+        self.delay = 0.0
+
+
+_FORK_RESETS: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for publisher in list(_FORK_RESETS):
+        publisher._reset_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def reset_after_fork(publisher: Any) -> None:
+    """Calls ``publisher._reset_after_fork()`` in every forked child while the
+    publisher lives (held weakly): the child publishes under a new id."""
+    _FORK_RESETS.add(publisher)
+
+
+def forget_after_fork(publisher: Any) -> None:
+    _FORK_RESETS.discard(publisher)
+
+
+#: Why each non-``noeviction`` policy is unsafe for engagehub's keys. Keys without
+#: a TTL: the leaderboard's ``{K}:z``, ``{K}:meta``, ``{K}:last``, the analytics'
+#: ``{ns}:uu:all``, ``{ns}:ch:all``, ``{ns}:events``, ``{ns}:clock``. Keys with a
+#: TTL: the analytics' minute keys ``{ns}:uu:<m>`` and ``{ns}:ch:<m>``, and every
+#: publisher's sequence key ``{..}:pub:<id>`` (7 days), on which exactly-once
+#: rests. ``volatile-*`` evicts only the second kind, ``allkeys-*`` both.
+_EVICTION_RISK = {
+    "allkeys": "any key may be evicted: the shared leaderboard, the all-time analytics, "
+    "the minute keys, and the publishers' sequence keys (so a retried batch could be applied twice)",
+    "volatile": "keys with a TTL may be evicted: the analytics' minute keys (windowed unique users and "
+    "channels lose data) and every publisher's sequence key {..}:pub:<id> (a batch retried after a "
+    "lost reply could then be applied twice); keys without a TTL stay",
+}
+
+
+def check_eviction_policy(client: Any, what: str) -> Optional[str]:
+    """Reads ``maxmemory-policy`` and warns (the ``engagehub`` logger and a
+    ``RuntimeWarning``) unless it is ``noeviction``, the one policy under which
+    Redis never drops an engagehub key (see ``_EVICTION_RISK`` for what each other
+    policy may drop). Returns the policy, or ``None`` when ``CONFIG GET`` is refused
+    (managed Redis) or Redis is down, which is logged at info level, not fatal."""
+    try:
+        reply = client.config_get("maxmemory-policy")
+    except Exception as exc:  # noqa: BLE001 - CONFIG is often disabled; not fatal
+        log.info("engagehub %s: cannot read maxmemory-policy (%s); make sure it is noeviction", what, exc)
+        return None
+    policy = reply.get("maxmemory-policy") if isinstance(reply, dict) else None
+    if policy is None and isinstance(reply, dict):
+        policy = reply.get(b"maxmemory-policy")
+    if isinstance(policy, bytes):
+        policy = policy.decode()
+    risk = _EVICTION_RISK.get(policy.split("-", 1)[0]) if policy else None
+    if risk is not None:
+        message = (
+            f"engagehub {what}: Redis runs maxmemory-policy {policy}, under which {risk}. "
+            "Use maxmemory-policy noeviction (with maxmemory sized for the keys), or a Redis of its own "
+            "for shared state"
+        )
+        log.warning("%s", message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return policy
 
 
 class _Batch:
@@ -70,40 +154,6 @@ class PublishCounters:
         self.duplicates = 0
         self.lost_minutes = 0
         self.pending_events = 0
-
-
-def check_eviction_policy(client: Any, what: str) -> Optional[str]:
-    """Warns (once, on the ``engagehub`` logger) when Redis may evict shared keys;
-    returns the policy, or ``None`` when ``CONFIG GET`` is refused (managed Redis)."""
-    try:
-        reply = client.config_get("maxmemory-policy")
-    except Exception as exc:  # noqa: BLE001 - CONFIG is often disabled; not fatal
-        log.info("engagehub %s: cannot read maxmemory-policy (%s); make sure it is noeviction", what, exc)
-        return None
-    policy = reply.get("maxmemory-policy") if isinstance(reply, dict) else None
-    if isinstance(policy, bytes):
-        policy = policy.decode()
-    if policy and (policy.startswith("allkeys-") or policy.startswith("volatile-")):
-        log.warning(
-            "engagehub %s: Redis maxmemory-policy is %s, so shared analytics keys can be "
-            "evicted silently; use maxmemory-policy noeviction (or a separate Redis for "
-            "shared state)",
-            what,
-            policy,
-        )
-    return policy
-
-
-_PUBLISHERS: "weakref.WeakSet[Publisher]" = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for publisher in list(_PUBLISHERS):
-        publisher._reset_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Publisher:
@@ -136,7 +186,7 @@ class Publisher:
         self._publish_sha: Optional[str] = None
         self._new_identity()
         check_eviction_policy(client, f"namespace {namespace!r}")
-        _PUBLISHERS.add(self)
+        reset_after_fork(self)
         self._start_thread()
 
     # -- identity and thread -------------------------------------------------
@@ -158,7 +208,7 @@ class Publisher:
         self.pending: Optional[_Batch] = None
         self.failing = False
         self.recovering = False  # acknowledged a batch left over from an outage
-        self.backoff = 0.0
+        self.backoff = Backoff()
         self.retry_at = 0.0
 
     def _reset_after_fork(self) -> None:
@@ -211,7 +261,7 @@ class Publisher:
             if remaining <= 0:
                 return False
             # Backoff between attempts, bounded by the caller's deadline.
-            threading.Event().wait(min(self.backoff, remaining))
+            threading.Event().wait(min(self.backoff.delay, remaining))
 
     def _attempt(self, force: bool) -> str:
         """"done" (nothing left), "sent" (a batch acknowledged; more may have come)
@@ -231,8 +281,7 @@ class Publisher:
         except Exception as exc:  # noqa: BLE001 - any Redis failure: keep, retry later
             self.counters.failures += 1
             self.failing = True
-            self.backoff = min(_BACKOFF_MAX, max(_BACKOFF_MIN, self.backoff * 2))
-            self.retry_at = time.monotonic() + self.backoff
+            self.retry_at = time.monotonic() + self.backoff.failed()
             if self.counters.failures == 1 or self.counters.failures % 100 == 0:
                 log.warning(
                     "engagehub publisher %s: publish #%d failed (%d failures so far), retrying: %s",
@@ -247,7 +296,7 @@ class Publisher:
         self.counters.batches += 1
         self.minutes, self.all_users, self.all_channels, self.events, self.minute_counts = batch.baseline
         self.pending = None
-        self.backoff = 0.0
+        self.backoff.succeeded()
         self.retry_at = 0.0
         self.counters.pending_events = 0
         return "done" if fresh else "sent"

@@ -2,7 +2,10 @@
 split over ``N`` writer processes that publish to Redis, and the dashboard read
 by a separate reader process that pushed nothing, through :class:`SharedAnalytics`
 (and :class:`SharedLeaderboard` when it is installed), checked against the exact
-SQL answers as in the single-process demo.
+SQL answers as in the single-process demo. The shared leaderboard is checked
+against an in-process :class:`~engagehub.Leaderboard` fed every persisted event's
+points from the SQL rows (the same updates the writers made): the same top users,
+ranks, last updates and scores (relative 1e-9), and the same number of users.
 
 Writer ``i`` (a spawned process) regenerates the same workload from the seed,
 takes events ``i, i + N, i + 2N, ...`` (so each writer's events stay in time
@@ -108,9 +111,47 @@ def _reader(url: str, namespace: str, k_channels: int, k_users: int, out: Any) -
         from . import SharedLeaderboard
 
         board = SharedLeaderboard(client, f"{namespace}:leaderboard")
-        answer["top_contributors"] = board.get_top_users(k_users)
+        # Scores at the dashboard's "now" (the newest event time), not the wall clock.
+        answer["top_contributors"] = [tuple(r) for r in board.top(k_users, now=answer["now"])]
         answer["total_ranked_users"] = board.size()
     out.put(answer)
+
+
+def _in_process_leaderboard(store: Any, now: int, k: int) -> "tuple[List[tuple], int]":
+    """One in-process board fed every persisted event's points (the updates the
+    writers made, in another order: increments commute): its top ``k`` and size."""
+    from ..leaderboard import Leaderboard
+
+    board = Leaderboard(decay_factor=0.95, max_users=0)
+    try:
+        board.set_time_source(lambda: now)
+        points = base.POINTS
+        for user, kind, ts in store._all("SELECT user_id, type, ts FROM {t} WHERE id > ?", store.first_id):
+            board.update_user(str(user), points[kind], int(ts))
+        return [tuple(r) for r in board.top(k, now=now)], len(board)
+    finally:
+        board.close()
+
+
+def _leaderboard_problems(shared: List[tuple], shared_size: int, local: List[tuple], local_size: int) -> List[str]:
+    """Rows are (user_id, rank, score, last_update). Ids must match position by
+    position, except at a near-tie (scores within 1e-9: sums of the same terms in
+    another order may swap two users)."""
+    problems: List[str] = []
+    # The writers' boards keep their default max_users (100,000) on Redis.
+    if shared_size != min(local_size, 100_000):
+        problems.append(f"leaderboard size: shared {shared_size:,} vs in-process {local_size:,}")
+    if len(shared) != len(local):
+        problems.append(f"leaderboard top: shared {len(shared)} rows vs in-process {len(local)}")
+    scores = {r[0]: r[2] for r in local}
+    for s, r in zip(shared, local):
+        if not math.isclose(s[2], r[2], rel_tol=1e-9):
+            problems.append(f"leaderboard rank {r[1]}: shared {s[0]} {s[2]!r} vs in-process {r[0]} {r[2]!r}")
+        elif s[0] != r[0] and not math.isclose(scores.get(s[0], math.nan), s[2], rel_tol=1e-9):
+            problems.append(f"leaderboard rank {r[1]}: shared {s[0]} vs in-process {r[0]}")
+        elif s[0] == r[0] and (s[1], s[3]) != (r[1], r[3]):
+            problems.append(f"leaderboard {s[0]}: shared rank/last update {s[1]}/{s[3]} vs {r[1]}/{r[3]}")
+    return problems
 
 
 def run(config: base.DemoConfig, url: str, writers: int, namespace: str, *, out: Optional[TextIO] = None) -> int:
@@ -165,6 +206,10 @@ def run(config: base.DemoConfig, url: str, writers: int, namespace: str, *, out:
     shared_top = answer["top_channels"]
     exact_counts = store.channel_counts([c for c, _ in shared_top])
     exact_top = store.top_channels(config.top_channels)
+    local_top: List[tuple] = []
+    local_size = 0
+    if "top_contributors" in answer:
+        local_top, local_size = _in_process_leaderboard(store, now, config.top_users)
     store.close()
 
     problems: List[str] = []
@@ -186,6 +231,8 @@ def run(config: base.DemoConfig, url: str, writers: int, namespace: str, *, out:
             problems.append(f"channel {channel}: shared {count:,} vs exact {exact_counts[channel]:,} (+{bound})")
     if any(s["pending"] for s in stats):
         problems.append("a writer closed with events Redis had not acknowledged")
+    if "top_contributors" in answer:
+        problems += _leaderboard_problems(answer["top_contributors"], answer["total_ranked_users"], local_top, local_size)
 
     w = lambda line="": print(line, file=out)  # noqa: E731
     w()
@@ -205,9 +252,14 @@ def run(config: base.DemoConfig, url: str, writers: int, namespace: str, *, out:
     same = [c for c, _ in shared_top] == [c for c, _ in exact_top]
     w(f"    same channels as the exact SQL top {len(exact_top)}: {'yes' if same else 'no (near-ties within the bound)'}")
     if "top_contributors" in answer:
-        w(f"  leaderboard (SharedLeaderboard): {answer['total_ranked_users']:,} users ranked; top {config.top_users}:")
-        for row in answer["top_contributors"]:
-            w(f"    {row}")
+        w(f"  leaderboard: {answer['total_ranked_users']:,} users ranked in Redis (SharedLeaderboard), "
+          f"{local_size:,} in one in-process board fed the same updates; top {config.top_users}:")
+        w(f"    {'rank':>4}  {'user':<22}{'shared score':>16}{'in-process':>16}")
+        for i, row in enumerate(answer["top_contributors"]):
+            ref = local_top[i] if i < len(local_top) else None
+            same = ref is not None and ref[0] == row[0]
+            w(f"    {row[1]:>4}  {row[0]:<22}{row[2]:>16.6f}"
+              + (f"{ref[2]:>16.6f}" if same else f"  in-process: {ref[0] if ref else '-'}"))
     else:
         w("  leaderboard: skipped (engagehub.shared.SharedLeaderboard is not installed in this build)")
     w()

@@ -44,12 +44,10 @@ import atexit
 import json
 import logging
 import math
-import os
 import struct
 import threading
 import time
 import uuid
-import warnings
 import weakref
 from collections import deque
 from operator import neg
@@ -58,6 +56,7 @@ from typing import Any, Deque, List, Optional, Tuple
 from .. import errors
 from .._native import _call, ffi, lib
 from ..leaderboard import RankedUser, _count
+from ._publisher import Backoff, check_eviction_policy, forget_after_fork, reset_after_fork
 
 log = logging.getLogger("engagehub.shared")
 
@@ -96,7 +95,8 @@ def keys_of(key: str) -> Tuple[str, str, str]:
 #       (0 = unbounded), 6 pub key ttl, 7 the rows' user ids as one JSON array,
 #       8 the rows' numbers packed little-endian, 17 bytes per row: kind (u8: 0 add,
 #       1 set, 2 remove), −value (f64, relative to the batch landmark), last_update
-#       (i64). (Two arguments instead of 4 per row: the client builds them in C and
+#       (i64), 9 '0' to leave {K}:last alone (the writer's publish_last_update=False;
+#       removes and trims still delete from it). (Two arguments instead of 4 per row: the client builds them in C and
 #       the script reads them in C; per-row arguments, or decimal strings, cost the
 #       client more than the script. Redis's Lua hands numbers to commands with 17
 #       significant digits: the doubles arrive exactly.)
@@ -136,32 +136,70 @@ end
 local scale = 1.0
 if blm ~= landmark then scale = math.exp(lambda * (blm - landmark)) end
 local ids = cjson.decode(ARGV[7])
-local blob, pos = ARGV[8], 1
-local lasts = {}
-local function flush_lasts()
-  if #lasts > 0 then redis.call('ZADD', last, 'GT', unpack(lasts)) end
-  lasts = {}
+local blob, n = ARGV[8], #ids
+local keep_last = ARGV[9] ~= '0'
+local kinds, vals, ts = {}, {}, {}
+local pos = 1
+for i = 1, n do
+  kinds[i], vals[i], ts[i], pos = struct.unpack('<Bdi8', blob, pos)
+  if scale ~= 1.0 then vals[i] = vals[i] * scale end
 end
-for i = 1, #ids do
-  local id, kind, v, t = ids[i]
-  kind, v, t, pos = struct.unpack('<Bdi8', blob, pos)
-  if kind == 2 then
-    redis.call('ZREM', z, id)
-    flush_lasts()
-    redis.call('ZREM', last, id)
-  else
-    if scale ~= 1.0 then v = v * scale end
-    if kind == 0 then
-      redis.call('ZINCRBY', z, v, id)
-    else
-      redis.call('ZADD', z, v, id)
-    end
-    lasts[#lasts + 1] = t
-    lasts[#lasts + 1] = id
-    if #lasts >= 7000 then flush_lasts() end
+-- One multi-member command per 3,000 members (Lua's C stack holds ~8,000 values).
+local function bulk(cmd, key, flag, flat)
+  for s = 1, #flat, 6000 do
+    local e = math.min(#flat, s + 5999)
+    if flag then redis.call(cmd, key, flag, unpack(flat, s, e)) else redis.call(cmd, key, unpack(flat, s, e)) end
   end
 end
-flush_lasts()
+local i = 1
+while i <= n do
+  local kind, id = kinds[i], ids[i]
+  if kind == 2 then
+    redis.call('ZREM', z, id)
+    redis.call('ZREM', last, id)
+    i = i + 1
+  elseif kind == 1 then
+    redis.call('ZADD', z, vals[i], id)
+    if keep_last then redis.call('ZADD', last, 'GT', ts[i], id) end
+    i = i + 1
+  else
+    -- A run of increments (rows i..j): what ZINCRBY per row would do, as one
+    -- ZMSCORE per 3,000 users, the sums in Lua (the same double additions, in
+    -- the same order), then one multi-member ZADD: the per-command cost dominated.
+    local j = i
+    while j < n and kinds[j + 1] == 0 do j = j + 1 end
+    local at, sums, lasts = {}, {}, {}
+    for s = i, j, 3000 do
+      local e = math.min(j, s + 2999)
+      local old = redis.call('ZMSCORE', z, unpack(ids, s, e))
+      for r = s, e do
+        local u, v = ids[r], vals[r]
+        local k = at[u]
+        if k then
+          sums[k] = sums[k] + v  -- the user's second row in the run
+        else
+          local o = old[r - s + 1]
+          if o then v = tonumber(o) + v end
+          sums[#sums + 1] = v
+          sums[#sums + 1] = u
+          at[u] = #sums - 1
+        end
+        if keep_last then
+          lasts[#lasts + 1] = ts[r]
+          lasts[#lasts + 1] = u
+        end
+      end
+    end
+    for k = 1, #sums, 2 do
+      if sums[k] ~= sums[k] then
+        return redis.error_reply('ENGAGEHUB ' .. z .. ': the score of ' .. sums[k + 1] .. ' would be NaN')
+      end
+    end
+    bulk('ZADD', z, nil, sums)
+    bulk('ZADD', last, 'GT', lasts)
+    i = j + 1
+  end
+end
 local trimmed = 0
 local max = tonumber(ARGV[5])
 if max > 0 then
@@ -213,28 +251,6 @@ return {m, start, rows, lasts}
 """
 
 
-def check_eviction_policy(client: Any, what: str) -> Optional[str]:
-    """Warns (and returns the policy) when Redis may evict keys that have no TTL
-    (``allkeys-*``): shared state would vanish silently. ``noeviction`` (or a
-    ``volatile-*`` policy, which only evicts keys with a TTL) is what to run."""
-    try:
-        policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
-    except Exception as e:  # CONFIG disabled (managed Redis), or Redis down
-        log.info("%s: could not read maxmemory-policy (%s); make sure it is noeviction or volatile-*", what, e)
-        return None
-    if isinstance(policy, bytes):
-        policy = policy.decode()
-    if policy and policy.startswith("allkeys"):
-        message = (
-            f"{what}: Redis runs maxmemory-policy {policy}, which may evict the shared "
-            "leaderboard's keys silently; use noeviction (or volatile-*, or a separate "
-            "Redis database) for engagehub keys"
-        )
-        log.warning("%s", message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
-    return policy
-
-
 def _script_args(value: float) -> str:
     """A double as the shortest decimal that reads back as the same double."""
     return repr(float(value))
@@ -250,18 +266,11 @@ class _Chunk:
 _publishers: "weakref.WeakSet[Publisher]" = weakref.WeakSet()
 
 
-def _after_fork_in_child() -> None:
-    for publisher in list(_publishers):
-        publisher._reset_after_fork()
-
-
 def _at_exit() -> None:
     for publisher in list(_publishers):
         publisher.close(timeout=publisher.close_timeout)
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(_at_exit)
 
 
@@ -283,6 +292,7 @@ class Publisher:
         max_users: int,
         interval_ms: int,
         close_timeout: float,
+        last_update: bool = True,
     ) -> None:
         if not isinstance(key, str) or not key:
             raise errors.InvalidArgument("key must be a non-empty str", 1)
@@ -295,6 +305,7 @@ class Publisher:
         self._decay = _script_args(decay_factor)
         self._period = _script_args(decay_period_secs)
         self._max_users = int(max_users)
+        self._last_flag = "1" if last_update else "0"
         self._interval = interval_ms / 1000.0
         self.close_timeout = close_timeout
         self._script = client.register_script(PUBLISH_LUA)
@@ -303,6 +314,7 @@ class Publisher:
         self._new_identity()
         self._check_at_connect()
         _publishers.add(self)
+        reset_after_fork(self)
         # Never silent: a board collected without close() says what it lost.
         weakref.finalize(board, _collected_unclosed, weakref.ref(self), key)
         self._start_thread()
@@ -317,7 +329,7 @@ class Publisher:
         self._pub_key = "{" + self.key + "}:pub:" + self.publisher_id
         self._seq = 0
         self._chunks: Deque[_Chunk] = deque()
-        self._backoff = 0.0
+        self._backoff = Backoff()
         self._last_error_log = 0.0
         self.batches = 0
         self.rows = 0
@@ -422,7 +434,8 @@ class Publisher:
 
     def _send(self, chunk: _Chunk) -> None:
         z, meta, last = self._keys
-        args = [chunk.seq, chunk.landmark, self._decay, self._period, self._max_users, PUBLISHER_KEY_TTL_SECS, *chunk.args]
+        args = [chunk.seq, chunk.landmark, self._decay, self._period, self._max_users, PUBLISHER_KEY_TTL_SECS,
+                *chunk.args, self._last_flag]
         applied, trimmed, rebased = self._script(keys=[z, meta, last, self._pub_key], args=args)
         if applied:
             self.batches += 1
@@ -454,10 +467,10 @@ class Publisher:
                         "Leaderboard(key=%r): publishing to Redis failed (%s: %s); %d batches wait, retrying",
                         self.key, type(e).__name__, e, len(self._chunks),
                     )
-                self._backoff = min(2.0, max(0.05, self._backoff * 2))
+                self._backoff.failed()
                 return False
             self._chunks.popleft()
-        self._backoff = 0.0
+        self._backoff.succeeded()
         return True
 
     def publish(self, timeout: Optional[float] = None) -> bool:
@@ -484,7 +497,7 @@ class Publisher:
                     if drained:
                         return True
                     continue
-                wait = self._backoff
+                wait = self._backoff.delay
             finally:
                 self._lock.release()
             if deadline is not None:
@@ -515,6 +528,7 @@ class Publisher:
                 )
         self._closed = True
         _publishers.discard(self)
+        forget_after_fork(self)
         return done
 
 
@@ -538,7 +552,7 @@ def _run(ref: "weakref.ref[Publisher]") -> None:
         if publisher is None or publisher._stop:
             return
         wake = publisher._wake
-        delay = publisher._backoff or publisher._interval
+        delay = publisher._backoff.delay or publisher._interval
         del publisher
         wake.wait(delay)
         publisher = ref()
