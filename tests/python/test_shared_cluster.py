@@ -13,7 +13,8 @@ every node. Everything then goes through ``redis.cluster.RedisCluster``:
   by SharedAnalytics / SharedLeaderboard, equal in-process objects fed the same
   events / updates (the single-node tests' checks);
 - the exactly-once scheme: a reply lost after the script ran (DEBUG SLEEP on the
-  node owning the slot) is retried and not applied twice.
+  node owning the slot) is retried and not applied twice;
+- the eviction-policy rule reads every node, not just one.
 
 Skipped, saying why, without redis-server / redis-cli / redis-py, unless
 ``EH_REQUIRE_REDIS=1`` (CI), which makes that a failure.
@@ -319,3 +320,43 @@ def test_leaderboard_reply_lost_on_a_cluster_node_is_not_applied_twice(cluster: 
     assert stats.publish_duplicates == 1, stats
     assert SharedLeaderboard(probe, key).rank("a", now=NOW).score == 12.0
     lb.close()
+
+
+def test_eviction_policy_is_read_on_every_node(cluster: Cluster, caplog: Any) -> None:
+    client = cluster.client()
+    default = client.get_default_node()
+    others = [n for n in client.get_nodes() if n.name != default.name]
+    assert len(others) == NODES - 1
+    makers = {
+        "analytics reader": lambda: SharedAnalytics(client, "evict"),
+        "analytics writer": lambda: EventStreamProcessor(redis=client, namespace="evict").close(),
+        "leaderboard writer": lambda: Leaderboard(redis=client, key="evict-lb").close(),
+    }
+
+    def warnings_of(make: Any) -> List[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="engagehub"), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            make()
+        said = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        logged = [r.getMessage() for r in caplog.records if "maxmemory-policy" in r.getMessage()]
+        assert len(said) == len(logged), (said, logged)
+        return said
+
+    for what, make in makers.items():
+        assert warnings_of(make) == [], what  # noeviction everywhere: silent
+    # The nodes the client does not send keyless commands to evict; the default one does not.
+    policies = dict(zip((n.name for n in others), ("volatile-lru", "allkeys-lru")))
+    for n in others:
+        client.config_set("maxmemory-policy", policies[n.name], target_nodes=n)
+    try:
+        for what, make in makers.items():
+            said = warnings_of(make)
+            assert len(said) == 1, (what, said)
+            # One warning: the riskier policy's consequences, every node at fault.
+            assert "runs maxmemory-policy allkeys-lru" in said[0] and "any key may be evicted" in said[0], said
+            assert all(f"{name} {p}" in said[0] for name, p in policies.items()), (what, said)
+            assert default.name not in said[0] and "noeviction" in said[0], (what, said)
+    finally:
+        for n in others:
+            client.config_set("maxmemory-policy", "noeviction", target_nodes=n)
