@@ -140,7 +140,7 @@ class Cluster:
 def cluster() -> Iterator[Cluster]:
     binary = os.environ.get("REDIS_SERVER") or shutil.which("redis-server")
     cli = os.environ.get("REDIS_CLI") or shutil.which("redis-cli")
-    if not binary or not cli:
+    if not (binary and os.path.exists(binary) and cli and os.path.exists(cli)):
         _missing("needs redis-server and redis-cli (Debian's redis-server package) to start a Redis Cluster")
     root = Path(tempfile.mkdtemp(prefix="eh-cluster-"))
     servers: List[Server] = []
