@@ -180,10 +180,11 @@ class Leaderboard(NativeHandle):
     other threads use the board: it waits for their calls in progress (a save only
     for its serialisation), and their later calls raise :class:`~engagehub.Closed`.
 
-    Sharing through Redis: with ``redis=<redis.Redis>`` and ``key="..."`` every
-    ``add``/``update_user``, ``set`` and ``remove`` is also published to the sorted
-    set ``{key}:z`` (schema: :mod:`engagehub.shared.leaderboard`, README), where the
-    updates of any number of writers add up; read it from any process with
+    Sharing through Redis: with ``redis=<redis.Redis or RedisCluster>`` and
+    ``key="..."`` every ``add``/``update_user``, ``set`` and ``remove`` is also
+    published to the sorted set ``{key}:z`` (schema:
+    :mod:`engagehub.shared.leaderboard`, README), where the updates of any number of
+    writers add up; read it from any process with
     :class:`engagehub.shared.SharedLeaderboard`. Updates are summed per user
     natively in the same locked section (the update path is as fast as without
     Redis) and a background thread applies them every ``publish_interval_ms``,

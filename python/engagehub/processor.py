@@ -505,10 +505,10 @@ class EventStreamProcessor(NativeHandle):
     would drain the ring while a push waits).
 
     Sharing through Redis (README, "shared analytics through Redis"): with
-    ``redis=`` (a ``redis.Redis``) and ``namespace=``, a background thread publishes
-    the analytics every ``publish_interval_ms`` for
-    :class:`engagehub.shared.SharedAnalytics` readers in any process; pushes never
-    touch Redis. :meth:`flush_now` and :meth:`close` return once Redis holds
+    ``redis=`` (a ``redis.Redis`` or ``redis.cluster.RedisCluster``) and
+    ``namespace=``, a background thread publishes the analytics every
+    ``publish_interval_ms`` for :class:`engagehub.shared.SharedAnalytics` readers in
+    any process; pushes never touch Redis. :meth:`flush_now` and :meth:`close` return once Redis holds
     everything processed (``close`` retries for up to ``publish_timeout`` seconds,
     then logs what is missing). ``publish_max_members`` bounds each published
     sorted set.

@@ -25,7 +25,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -103,11 +103,13 @@ def _wait_until(predicate: Any, timeout: float, what: str) -> None:
 
 class Server:
     """A redis-server of our own (AOF on, fsync always) that can be stopped and
-    restarted on the same port with its data."""
+    restarted on the same port with its data. ``extra_args`` go after ours (a
+    later option wins), e.g. the cluster options of test_shared_cluster.py."""
 
-    def __init__(self, binary: str, directory: Path) -> None:
+    def __init__(self, binary: str, directory: Path, extra_args: Sequence[str] = ()) -> None:
         self.binary = binary
         self.dir = directory
+        self.extra_args = list(extra_args)
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: Optional[subprocess.Popen] = None
@@ -123,7 +125,7 @@ class Server:
             [
                 self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                 "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-                "--enable-debug-command", "local",
+                "--enable-debug-command", "local", *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

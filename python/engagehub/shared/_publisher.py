@@ -100,31 +100,68 @@ _EVICTION_RISK = {
 }
 
 
+def _cluster_nodes(client: Any) -> Optional[List[Any]]:
+    """Every node (primaries and replicas) of a ``redis.cluster.RedisCluster``
+    client; ``None`` for any other client."""
+    try:
+        from redis.cluster import RedisCluster
+    except ImportError:  # pragma: no cover - a client without redis-py
+        return None
+    return list(client.get_nodes()) if isinstance(client, RedisCluster) else None
+
+
+def _policy_of(reply: Any) -> Optional[str]:
+    policy = reply.get("maxmemory-policy") if isinstance(reply, dict) else None
+    if policy is None and isinstance(reply, dict):
+        policy = reply.get(b"maxmemory-policy")
+    return policy.decode() if isinstance(policy, bytes) else policy
+
+
+def _risk_of(policy: Optional[str]) -> Optional[str]:
+    return _EVICTION_RISK.get(policy.split("-", 1)[0]) if policy else None
+
+
 def check_eviction_policy(client: Any, what: str) -> Optional[str]:
     """Reads ``maxmemory-policy`` and warns (the ``engagehub`` logger and a
     ``RuntimeWarning``) unless it is ``noeviction``, the one policy under which
     Redis never drops an engagehub key (see ``_EVICTION_RISK`` for what each other
-    policy may drop). Returns the policy, or ``None`` when ``CONFIG GET`` is refused
+    policy may drop). On a ``RedisCluster`` client every node is read (a keyless
+    ``CONFIG GET`` would reach one node only; replicas too, as a failover makes them
+    primaries), and one warning names the nodes at fault. Returns the policy (on a
+    cluster the riskiest one found), or ``None`` when ``CONFIG GET`` is refused
     (managed Redis) or Redis is down, which is logged at info level, not fatal."""
-    try:
-        reply = client.config_get("maxmemory-policy")
-    except Exception as exc:  # noqa: BLE001 - CONFIG is often disabled; not fatal
-        log.info("engagehub %s: cannot read maxmemory-policy (%s); make sure it is noeviction", what, exc)
+    nodes = _cluster_nodes(client)
+    found: Dict[str, Optional[str]] = {}
+    unread: List[str] = []
+    for node in [None] if nodes is None else nodes:
+        try:
+            if node is None:
+                reply = client.config_get("maxmemory-policy")
+            else:
+                reply = client.config_get("maxmemory-policy", target_nodes=node)
+        except Exception as exc:  # noqa: BLE001 - CONFIG is often disabled; not fatal
+            unread.append("Redis" if node is None else node.name)
+            log.info("engagehub %s: cannot read maxmemory-policy of %s (%s); make sure it is noeviction",
+                     what, unread[-1], exc)
+            continue
+        found["" if node is None else node.name] = _policy_of(reply)
+    if not found:
         return None
-    policy = reply.get("maxmemory-policy") if isinstance(reply, dict) else None
-    if policy is None and isinstance(reply, dict):
-        policy = reply.get(b"maxmemory-policy")
-    if isinstance(policy, bytes):
-        policy = policy.decode()
-    risk = _EVICTION_RISK.get(policy.split("-", 1)[0]) if policy else None
-    if risk is not None:
-        message = (
-            f"engagehub {what}: Redis runs maxmemory-policy {policy}, under which {risk}. "
-            "Use maxmemory-policy noeviction (with maxmemory sized for the keys), or a Redis of its own "
-            "for shared state"
-        )
-        log.warning("%s", message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    risky = {name: p for name, p in found.items() if _risk_of(p) is not None}
+    if not risky:
+        return next(iter(found.values()))
+    # The riskiest policy found: allkeys-* drops more than volatile-*.
+    policy = min(risky.values(), key=lambda p: (not p.startswith("allkeys"), p))
+    where = ""
+    if nodes is not None:
+        where = " (cluster nodes: " + ", ".join(f"{name} {p}" for name, p in sorted(risky.items())) + ")"
+    message = (
+        f"engagehub {what}: Redis runs maxmemory-policy {policy}{where}, under which {_risk_of(policy)}. "
+        "Use maxmemory-policy noeviction (with maxmemory sized for the keys), or a Redis of its own "
+        "for shared state"
+    )
+    log.warning("%s", message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
     return policy
 
 

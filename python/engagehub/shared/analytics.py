@@ -19,7 +19,8 @@ from ._publisher import check_eviction_policy
 
 class SharedAnalytics:
     """The shared analytics of namespace ``namespace`` in Redis ``client`` (a
-    ``redis.Redis``; ``decode_responses`` may be on or off).
+    ``redis.Redis`` or ``redis.cluster.RedisCluster``; ``decode_responses`` may be
+    on or off).
 
     ``window_minutes`` is the longest window a query may ask for (at most the
     writers' own ``window_minutes``: minute keys expire after the writers' window
