@@ -118,6 +118,18 @@ impl Record {
     /// panics (the ring builds records inside a claimed slot).
     #[inline]
     pub fn new(ev: &EventIn<'_>, timestamp: i64) -> Self {
+        let mut record = MaybeUninit::uninit();
+        Record::write(&mut record, ev, timestamp);
+        // SAFETY: `write` initialized it.
+        unsafe { record.assume_init() }
+    }
+
+    /// [`Record::new`] written straight into `slot` (a ring slot): the strings are
+    /// copied once, into their final place, where building the record on the stack
+    /// and moving it in costs two more copies of its 112 bytes (and loads that
+    /// straddle the strings' small stores, which cannot be forwarded). Never panics.
+    #[inline(always)]
+    pub(crate) fn write(slot: &mut MaybeUninit<Record>, ev: &EventIn<'_>, timestamp: i64) {
         let parts: [&[u8]; 4] = [
             ev.kind.as_bytes(),
             ev.user_id.as_bytes(),
@@ -127,11 +139,27 @@ impl Record {
         let lens = parts.map(|p| p.len() as u32);
         // Validated fields are at most 1 KiB and the payload 1 MiB: no overflow.
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        let bytes = if total <= INLINE_BYTES {
-            // Not zeroed: only the first `total` bytes are ever read.
-            let mut buf = [MaybeUninit::<u8>::uninit(); INLINE_BYTES];
-            let mut at = 0;
-            for part in parts {
+        if total > INLINE_BYTES {
+            slot.write(Record {
+                timestamp,
+                lens,
+                bytes: Bytes::Heap(parts.concat().into_boxed_slice()),
+            });
+            return;
+        }
+        // Not zeroed: only the first `total` bytes are ever read (an uninitialized
+        // array is no store at all).
+        let record = slot.write(Record {
+            timestamp,
+            lens,
+            bytes: Bytes::Inline([MaybeUninit::<u8>::uninit(); INLINE_BYTES]),
+        });
+        let Bytes::Inline(buf) = &mut record.bytes else {
+            unreachable!("written inline just above")
+        };
+        let mut at = 0;
+        for part in parts {
+            if !part.is_empty() {
                 // SAFETY: `at + part.len() <= total <= INLINE_BYTES`, so the copy stays
                 // inside `buf`; `part` is a separate borrowed slice (no overlap).
                 unsafe {
@@ -141,16 +169,8 @@ impl Record {
                         part.len(),
                     );
                 }
-                at += part.len();
             }
-            Bytes::Inline(buf)
-        } else {
-            Bytes::Heap(parts.concat().into_boxed_slice())
-        };
-        Record {
-            timestamp,
-            lens,
-            bytes,
+            at += part.len();
         }
     }
 

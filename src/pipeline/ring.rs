@@ -154,18 +154,54 @@ impl<T> Ring<T> {
     }
 
     /// Like [`Ring::push`], but builds the value with `make` only once a slot is
-    /// claimed, writing it straight into the slot (no copy through the stack, and
-    /// nothing built for a refused push); on refusal `make` comes back unused.
+    /// claimed (nothing built for a refused push); on refusal `make` comes back
+    /// unused.
     ///
     /// `make` must not panic: the claimed slot would never be published and
     /// consumers would wait for it forever.
     #[inline]
     pub fn push_with<F: FnOnce() -> T>(&self, make: F) -> Result<usize, (Refusal, F)> {
+        let mut make = Some(make);
+        // SAFETY: `push_in_place` runs the closure at most once, and `make` is `Some`
+        // until then, so the closure always writes the value.
+        let pushed = unsafe {
+            self.push_in_place(|slot| {
+                if let Some(make) = make.take() {
+                    slot.write(make());
+                }
+            })
+        };
+        match pushed {
+            Ok(pos) => Ok(pos),
+            // The returned closure (which borrows `make`) is discarded here.
+            Err((refusal, _)) => {
+                match make {
+                    Some(make) => Err((refusal, make)),
+                    // The closure runs only for an accepted push.
+                    None => unreachable!("a refused push ran its closure"),
+                }
+            }
+        }
+    }
+
+    /// Like [`Ring::push_with`], but `init` writes the value straight into the
+    /// claimed slot's memory (a large value is not built on the stack and copied
+    /// in); on refusal `init` comes back unused.
+    ///
+    /// # Safety
+    /// `init` must initialize the value it is given before returning, and must not
+    /// panic (the claimed slot would never be published: consumers would wait for
+    /// it forever).
+    #[inline]
+    pub(crate) unsafe fn push_in_place<F: FnOnce(&mut MaybeUninit<T>)>(
+        &self,
+        init: F,
+    ) -> Result<usize, (Refusal, F)> {
         let mut step = 0;
         let mut tail = self.tail.load(Ordering::Relaxed);
         loop {
             if tail & CLOSED != 0 {
-                return Err((Refusal::Closed, make));
+                return Err((Refusal::Closed, init));
             }
             let slot = &self.slots[tail & self.mask];
             // Acquire pairs with the consumer's Release stamp store after moving the
@@ -182,8 +218,9 @@ impl<T> Ring<T> {
                         // SAFETY: the CAS made this thread the only owner of position
                         // `tail`; its stamp says the slot is free (any earlier value was
                         // moved out by a consumer), and no consumer reads it until the
-                        // stamp below is published.
-                        slot.value.with_mut(|p| unsafe { (*p).write(make()) });
+                        // stamp below is published, by when `init` has initialized it
+                        // (this function's contract).
+                        slot.value.with_mut(|p| init(unsafe { &mut *p }));
                         // Release pairs with the consumers' Acquire stamp loads.
                         slot.stamp.store(tail + 1, Ordering::Release);
                         return Ok(tail);
@@ -200,7 +237,7 @@ impl<T> Ring<T> {
                     .wrapping_add(self.capacity())
                     == tail
                 {
-                    return Err((Refusal::Full, make));
+                    return Err((Refusal::Full, init));
                 }
                 relax(&mut step);
                 tail = self.tail.load(Ordering::Relaxed);
