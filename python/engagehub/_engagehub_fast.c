@@ -147,6 +147,30 @@ static int32_t status_queue_full = -1;
 static PyObject *key_type, *key_user_id, *key_channel_id, *key_timestamp, *key_payload;
 static PyObject *name_push_failed;
 
+/* Checks that `layout` (a tuple of ints: the sizes and offsets cffi parsed from the
+ * header) equals `expected` (the same, as this file's mirror of the structs was
+ * compiled), so that a header change cannot be misread. -1 with ValueError if not. */
+static int check_layout(const char *who, const char *what, PyObject *layout,
+                        const Py_ssize_t *expected, Py_ssize_t fields) {
+  if (PyTuple_GET_SIZE(layout) != fields) {
+    PyErr_Format(PyExc_ValueError, "%s(): %s layout has the wrong length", who, what);
+    return -1;
+  }
+  for (Py_ssize_t i = 0; i < fields; i++) {
+    Py_ssize_t got = PyLong_AsSsize_t(PyTuple_GET_ITEM(layout, i));
+    if (got == -1 && PyErr_Occurred()) {
+      return -1;
+    }
+    if (got != expected[i]) {
+      PyErr_Format(PyExc_ValueError,
+                   "%s(): %s layout differs from the header's (field %zd: %zd, expected %zd)",
+                   who, what, i, got, expected[i]);
+      return -1;
+    }
+  }
+  return 0;
+}
+
 static PyObject *bind_processor(PyObject *module, PyObject *args) {
   (void)module;
   PyObject *push_address, *batch_address, *layout;
@@ -167,23 +191,9 @@ static PyObject *bind_processor(PyObject *module, PyObject *args) {
       (Py_ssize_t)offsetof(eh_event, payload),
       (Py_ssize_t)offsetof(eh_event, payload_len),
   };
-  const Py_ssize_t fields = (Py_ssize_t)(sizeof expected / sizeof expected[0]);
-  if (PyTuple_GET_SIZE(layout) != fields) {
-    PyErr_SetString(PyExc_ValueError, "bind_processor(): eh_event layout has the wrong length");
+  if (check_layout("bind_processor", "eh_event", layout, expected,
+                   (Py_ssize_t)(sizeof expected / sizeof expected[0])) < 0) {
     return NULL;
-  }
-  for (Py_ssize_t i = 0; i < fields; i++) {
-    Py_ssize_t got = PyLong_AsSsize_t(PyTuple_GET_ITEM(layout, i));
-    if (got == -1 && PyErr_Occurred()) {
-      return NULL;
-    }
-    if (got != expected[i]) {
-      PyErr_Format(PyExc_ValueError,
-                   "bind_processor(): eh_event layout differs from the header's (field %zd: %zd, "
-                   "expected %zd)",
-                   i, got, expected[i]);
-      return NULL;
-    }
   }
   void *push = PyLong_AsVoidPtr(push_address);
   if (push == NULL) {
@@ -995,24 +1005,9 @@ static PyObject *bind_top_channels(PyObject *module, PyObject *args) {
       (Py_ssize_t)offsetof(eh_channel_row, id_offset),
       (Py_ssize_t)offsetof(eh_channel_row, id_len),
   };
-  const Py_ssize_t fields = (Py_ssize_t)(sizeof expected / sizeof expected[0]);
-  if (PyTuple_GET_SIZE(layout) != fields) {
-    PyErr_SetString(PyExc_ValueError,
-                    "bind_top_channels(): eh_channel_list layout has the wrong length");
+  if (check_layout("bind_top_channels", "eh_channel_list", layout, expected,
+                   (Py_ssize_t)(sizeof expected / sizeof expected[0])) < 0) {
     return NULL;
-  }
-  for (Py_ssize_t i = 0; i < fields; i++) {
-    Py_ssize_t got = PyLong_AsSsize_t(PyTuple_GET_ITEM(layout, i));
-    if (got == -1 && PyErr_Occurred()) {
-      return NULL;
-    }
-    if (got != expected[i]) {
-      PyErr_Format(PyExc_ValueError,
-                   "bind_top_channels(): eh_channel_list layout differs from the header's "
-                   "(field %zd: %zd, expected %zd)",
-                   i, got, expected[i]);
-      return NULL;
-    }
   }
   void *top = PyLong_AsVoidPtr(top_address);
   void *release = top ? PyLong_AsVoidPtr(free_address) : NULL;

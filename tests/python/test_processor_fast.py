@@ -773,3 +773,42 @@ def test_top_channel_descriptors_keep_the_names_docs_and_signatures():
     with EventStreamProcessor(64, 1, 10, 50) as p:
         assert EventStreamProcessor.top_channels(p, 3) == [] == p.get_top_channels()
         assert outcome(EventStreamProcessor.get_top_channels, object(), 3)[0] is AttributeError
+
+
+@needs_fast
+@pytest.mark.parametrize("binder", ["bind_processor", "bind_top_channels"])
+def test_a_struct_layout_other_than_the_compiled_one_is_refused(binder):
+    # The module mirrors eh_event / eh_channel_list; the binders compare that mirror
+    # with the layout cffi parsed from the header and refuse any difference, before
+    # binding anything (so this process's fast paths stay as they were).
+    fast = processor_module._fast
+    if binder == "bind_processor":
+        call = lambda layout: fast.bind_processor(1, 1, 1, layout)  # noqa: E731
+        real = (processor_module.ffi.sizeof("eh_event"),) + tuple(
+            processor_module.ffi.offsetof("eh_event", f)
+            for f in ("kind", "kind_len", "user_id", "user_id_len", "channel_id",
+                      "channel_id_len", "timestamp", "payload", "payload_len")
+        )
+        what = "eh_event"
+    else:
+        call = lambda layout: fast.bind_top_channels(1, 1, layout)  # noqa: E731
+        ffi = processor_module.ffi
+        real = (
+            (ffi.sizeof("eh_channel_list"),)
+            + tuple(ffi.offsetof("eh_channel_list", f) for f in ("len", "rows", "ids", "size", "owner"))
+            + (ffi.sizeof("eh_channel_row"),)
+            + tuple(ffi.offsetof("eh_channel_row", f) for f in ("count", "id_offset", "id_len"))
+        )
+        what = "eh_channel_list"
+    with pytest.raises(ValueError, match=f"{binder}\\(\\): {what} layout has the wrong length"):
+        call(real[:-1])
+    moved = real[:2] + (real[2] + 8,) + real[3:]
+    with pytest.raises(ValueError, match=f"{binder}\\(\\): {what} layout differs from the header's \\(field 2: "):
+        call(moved)
+    p = EventStreamProcessor(1024, 0, 100, 1000)
+    try:  # still bound to the real library
+        assert p.push_event("m", "u", "c", 1_700_000_000)
+        p.flush_now()
+        assert p.get_top_channels(1) == [("c", 1)]
+    finally:
+        p.close()
