@@ -24,6 +24,20 @@ fn config(workers: usize, batch_size: usize) -> ProcessorConfig {
     }
 }
 
+/// Pushes one event from each of the users `u0`..`u{n-1}` into `channel`, then
+/// flushes.
+fn push_users_and_flush(p: &Processor, channel: &str, n: usize) {
+    for i in 0..n {
+        let user = format!("u{i}");
+        let ev = EventIn {
+            channel_id: channel,
+            ..event(&user)
+        };
+        p.push(&ev).unwrap();
+    }
+    p.flush(WAIT).unwrap();
+}
+
 fn event(user: &str) -> EventIn<'_> {
     EventIn {
         kind: "message",
@@ -1228,17 +1242,7 @@ fn top_channels_after_flush_sees_every_flushed_event_despite_the_cache() {
         ..config(3, 64)
     })
     .unwrap();
-    let push = |channel: &str, n: usize| {
-        for i in 0..n {
-            let user = format!("u{i}");
-            let ev = EventIn {
-                channel_id: channel,
-                ..event(&user)
-            };
-            p.push(&ev).unwrap();
-        }
-        p.flush(WAIT).unwrap();
-    };
+    let push = |channel: &str, n: usize| push_users_and_flush(&p, channel, n);
     push("a", 30);
     push("b", 20);
     let names = |top: Vec<ChannelCount>| -> Vec<(String, u64)> {
@@ -1294,17 +1298,7 @@ fn top_channels_after_flush_sees_every_flushed_event_despite_the_cache() {
 fn top_channels_answer_is_kept_while_nothing_new_is_sketched() {
     for workers in [0, 1, 2] {
         let p = Processor::new(config(workers, 64)).unwrap();
-        let push = |channel: &str, n: usize| {
-            for i in 0..n {
-                let user = format!("u{i}");
-                let ev = EventIn {
-                    channel_id: channel,
-                    ..event(&user)
-                };
-                p.push(&ev).unwrap();
-            }
-            p.flush(WAIT).unwrap();
-        };
+        let push = |channel: &str, n: usize| push_users_and_flush(&p, channel, n);
         push("a", 3);
         push("b", 2);
         let now = 1_700_000_030;
