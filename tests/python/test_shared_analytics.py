@@ -373,6 +373,31 @@ def test_forked_child_publishes_under_its_own_id(url: str, ns: str) -> None:
     ref.close()
 
 
+def eviction_checkers(client: Any, ns: str) -> Dict[str, Any]:
+    """Each kind of object that checks the eviction policy when made, by name."""
+    from engagehub import Leaderboard
+    from engagehub.shared import SharedLeaderboard  # noqa: F401 - the leaderboard half is installed
+
+    return {
+        "analytics reader": lambda: SharedAnalytics(client, ns),
+        "analytics writer": lambda: EventStreamProcessor(redis=client, namespace=ns).close(),
+        "leaderboard writer": lambda: Leaderboard(redis=client, key=ns + "-lb").close(),
+    }
+
+
+def eviction_warnings(caplog: Any, make: Any) -> Tuple[List[str], List[str]]:
+    """The RuntimeWarnings `make()` gave and the maxmemory-policy lines it logged."""
+    import warnings
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="engagehub"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make()
+    said = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    logged = [r.getMessage() for r in caplog.records if "maxmemory-policy" in r.getMessage()]
+    return said, logged
+
+
 @pytest.mark.parametrize(
     "policy, warned_about",
     [
@@ -387,11 +412,6 @@ def test_forked_child_publishes_under_its_own_id(url: str, ns: str) -> None:
 def test_eviction_policy_rule_is_the_same_for_every_writer_and_reader(
     url: str, ns: str, caplog: Any, policy: str, warned_about: Optional[str]
 ) -> None:
-    import warnings
-
-    from engagehub import Leaderboard
-    from engagehub.shared import SharedLeaderboard  # noqa: F401 - the leaderboard half is installed
-
     client = redis.Redis.from_url(url)
     try:
         old = client.config_get("maxmemory-policy")["maxmemory-policy"]
@@ -399,18 +419,8 @@ def test_eviction_policy_rule_is_the_same_for_every_writer_and_reader(
     except redis.ResponseError:
         pytest.skip("CONFIG is disabled on this Redis")
     try:
-        makers = {
-            "analytics reader": lambda: SharedAnalytics(client, ns),
-            "analytics writer": lambda: EventStreamProcessor(redis=client, namespace=ns).close(),
-            "leaderboard writer": lambda: Leaderboard(redis=client, key=ns + "-lb").close(),
-        }
-        for what, make in makers.items():
-            caplog.clear()
-            with caplog.at_level(logging.WARNING, logger="engagehub"), warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                make()
-            said = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-            logged = [r.getMessage() for r in caplog.records if "maxmemory-policy" in r.getMessage()]
+        for what, make in eviction_checkers(client, ns).items():
+            said, logged = eviction_warnings(caplog, make)
             if warned_about is None:
                 assert not said and not logged, (what, said, logged)
             else:

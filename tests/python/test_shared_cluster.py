@@ -23,13 +23,11 @@ Skipped, saying why, without redis-server / redis-cli / redis-py, unless
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import subprocess
 import tempfile
 import threading
-import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
@@ -58,6 +56,7 @@ from engagehub.shared.leaderboard import keys_of  # noqa: E402
 
 # The single-node tests' server helper, workloads and checks.
 from test_shared_analytics import HOUR0, Server, _free_port, _wait_until, events  # noqa: E402
+from test_shared_analytics import eviction_checkers, eviction_warnings  # noqa: E402
 from test_shared_analytics import assert_same as assert_same_analytics  # noqa: E402
 from test_shared_analytics import reference as reference_processor  # noqa: E402
 from test_shared_leaderboard import FAST, NOW, WAIT, workload  # noqa: E402
@@ -327,19 +326,10 @@ def test_eviction_policy_is_read_on_every_node(cluster: Cluster, caplog: Any) ->
     default = client.get_default_node()
     others = [n for n in client.get_nodes() if n.name != default.name]
     assert len(others) == NODES - 1
-    makers = {
-        "analytics reader": lambda: SharedAnalytics(client, "evict"),
-        "analytics writer": lambda: EventStreamProcessor(redis=client, namespace="evict").close(),
-        "leaderboard writer": lambda: Leaderboard(redis=client, key="evict-lb").close(),
-    }
+    makers = eviction_checkers(client, "evict")
 
     def warnings_of(make: Any) -> List[str]:
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="engagehub"), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            make()
-        said = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-        logged = [r.getMessage() for r in caplog.records if "maxmemory-policy" in r.getMessage()]
+        said, logged = eviction_warnings(caplog, make)
         assert len(said) == len(logged), (said, logged)
         return said
 
