@@ -1,25 +1,59 @@
 //! The processor's gate: counts calls in progress and orders them with `close`.
 //!
-//! A call registers (one SeqCst RMW on `calls`), then reads the close state
-//! (SeqCst); `close` moves the state to closing (SeqCst CAS), then reads `calls`
-//! (SeqCst). In the single order of SeqCst operations either the call sees
+//! A call registers (one SeqCst RMW: it takes one of the gate's slots, or failing
+//! that adds to the shared `calls` count), then reads the close state (SeqCst);
+//! `close` moves the state to closing (SeqCst CAS), then reads the slots and
+//! `calls` (SeqCst). In the single order of SeqCst operations either the call sees
 //! "closing" and leaves without touching the core, or `close` sees the call and
 //! waits for it to leave. The gate lives in the handle, not in the core `close`
 //! releases, so a call racing with `close` never touches released memory.
 //!
-//! Fork: both words carry the fork generation they were written in. A child
-//! inherits the parent's count of calls in progress, but not the threads making
-//! them; a count from an older generation is therefore void, and the first call in
-//! the child replaces it.
+//! Slots: a call that took a slot owns it, so it leaves with a plain Release
+//! store instead of a locked decrement. That matters for pushes: a locked
+//! instruction waits until every store before it has reached the cache, and the
+//! store right before leaving a push is the record written into a ring slot (lines
+//! the worker last held), so a decrement there stalled on those misses (43% of a
+//! push's time from Python). Each thread starts at its own slot (a cache line of
+//! its own), so threads do not share lines; nested calls, or more threads in calls
+//! than slots, try the next slots and then fall back to the shared count.
+//!
+//! Fork: every word carries the fork generation it was written in. A child
+//! inherits the parent's calls in progress, but not the threads making them; a
+//! slot or count from an older generation is therefore void: a slot is free, and
+//! the first counted call in the child replaces the count.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
 
 use super::fork;
 
 /// `calls`: generation in the high 32 bits, calls in progress in the low 32.
 const COUNT_BITS: u32 = 32;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
+/// Slots per gate: more than the threads that are inside one processor's calls at
+/// once in any service we know of (the rest fall back to the shared count).
+const SLOTS: usize = 1 << SLOT_BITS;
+const SLOT_BITS: u32 = 3;
+
+/// A slot word's low bit: taken (by a call of the generation in the high bits).
+const TAKEN: u64 = 1;
+
+/// Where this thread starts looking for a free slot: a hash of which megabyte of
+/// address space its stack is in. Thread stacks are megabytes apart, so threads
+/// mostly start at different slots, and one thread always starts at the same one
+/// (its line stays in its cache); a collision only means trying the next slot.
+/// (A thread-local would do the same, but in a library that can be `dlopen`ed
+/// each access is a `__tls_get_addr` call.)
+#[inline(always)]
+fn first_slot() -> usize {
+    let marker = 0u8;
+    let stack = std::ptr::addr_of!(marker) as usize;
+    // Fibonacci hashing: the top bits of the product mix every bit of the input.
+    ((stack >> 20) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) as usize >> (usize::BITS - SLOT_BITS)
+}
 
 /// `state`: generation << 2 | one of these.
 const OPEN: u64 = 0;
@@ -46,6 +80,8 @@ pub(crate) enum CloseStart {
 
 /// Calls in progress and the close state.
 pub(crate) struct Gate {
+    /// `tag(generation) | TAKEN` while a call of that generation owns the slot.
+    slots: [CachePadded<AtomicU64>; SLOTS],
     calls: AtomicU64,
     state: AtomicU64,
 }
@@ -54,12 +90,15 @@ pub(crate) struct Gate {
 pub(crate) struct Ticket<'a> {
     gate: &'a Gate,
     generation: u64,
+    /// The slot this call owns, or `SLOTS`: it was added to the shared count.
+    slot: usize,
 }
 
 impl Gate {
     pub(crate) fn new() -> Self {
         let g = fork::generation();
         Gate {
+            slots: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(tag(g)))),
             calls: AtomicU64::new(tag(g)),
             state: AtomicU64::new((g << 2) | OPEN),
         }
@@ -67,8 +106,53 @@ impl Gate {
 
     /// Registers a call; `None` once close has begun (the call must fail with
     /// `ShutDown` without touching anything else).
+    #[inline]
     pub(crate) fn enter(&self) -> Option<Ticket<'_>> {
         let generation = fork::generation();
+        let slot = self.take_slot(generation);
+        if slot == SLOTS {
+            self.count_call(generation);
+        }
+        let ticket = Ticket {
+            gate: self,
+            generation,
+            slot,
+        };
+        if self.state.load(Ordering::SeqCst) & 3 != OPEN {
+            return None; // `ticket` drops: the call leaves
+        }
+        Some(ticket)
+    }
+
+    /// Takes a free slot, starting at this thread's own; `SLOTS` if none is free.
+    #[inline]
+    fn take_slot(&self, generation: u64) -> usize {
+        let current = tag(generation);
+        let first = first_slot();
+        for i in 0..SLOTS {
+            let index = (first + i) % SLOTS;
+            let slot = &self.slots[index];
+            let word = slot.load(Ordering::Relaxed);
+            // Free, or taken by a call of an older generation (a parent's thread,
+            // which does not exist here).
+            if word & TAKEN == 0 || word & !COUNT_MASK != current {
+                // SeqCst: taking the slot must precede our read of `state` in the
+                // single total order (see the module doc), pairing with
+                // `begin_close` and `calls_in_progress`.
+                if slot
+                    .compare_exchange(word, current | TAKEN, Ordering::SeqCst, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return index;
+                }
+            }
+        }
+        SLOTS
+    }
+
+    /// Registers a call in the shared count (every slot was taken).
+    #[cold]
+    fn count_call(&self, generation: u64) {
         let current = tag(generation);
         // SeqCst: the registration must precede our read of `state` in the single
         // total order (see the module doc), pairing with `begin_close`.
@@ -94,24 +178,23 @@ impl Gate {
                 }
             }
         }
-        let ticket = Ticket {
-            gate: self,
-            generation,
-        };
-        if self.state.load(Ordering::SeqCst) & 3 != OPEN {
-            return None; // `ticket` drops: the call leaves
-        }
-        Some(ticket)
     }
 
     /// Calls in progress in this process.
     fn calls_in_progress(&self, generation: u64) -> u64 {
+        let current = tag(generation);
+        let in_slots = self
+            .slots
+            .iter()
+            .filter(|slot| slot.load(Ordering::SeqCst) == current | TAKEN)
+            .count() as u64;
         let word = self.calls.load(Ordering::SeqCst);
-        if word & !COUNT_MASK == tag(generation) {
+        let counted = if word & !COUNT_MASK == current {
             word & COUNT_MASK
         } else {
             0 // the parent's calls: their threads do not exist here
-        }
+        };
+        in_slots + counted
     }
 
     /// Whether close has begun (or finished).
@@ -173,12 +256,71 @@ impl Gate {
 }
 
 impl Drop for Ticket<'_> {
+    #[inline]
     fn drop(&mut self) {
-        if fork::generation() == self.generation {
+        if fork::generation() != self.generation {
+            // This thread entered in the parent and forked inside the call: the
+            // slot or count it joined is the parent's, void here (and a slot may
+            // already belong to a call of this process).
+            return;
+        }
+        if let Some(slot) = self.gate.slots.get(self.slot) {
+            // Release: `wait_idle` seeing the slot free (its loads are SeqCst, so
+            // at least Acquire) sees everything this call did to the core. A plain
+            // store: this call owns the slot, no locked instruction is needed.
+            slot.store(tag(self.generation), Ordering::Release);
+        } else {
             // SeqCst: `wait_idle` reads the count after this.
             self.gate.calls.fetch_sub(1, Ordering::SeqCst);
         }
-        // Otherwise this thread entered in the parent and forked inside the call:
-        // the count it joined is the parent's, void here.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_take_slots_then_the_shared_count() {
+        let gate = Gate::new();
+        let generation = fork::generation();
+        let tickets: Vec<_> = (0..SLOTS + 3)
+            .map(|_| gate.enter().expect("open"))
+            .collect();
+        assert!(tickets[..SLOTS].iter().all(|t| t.slot < SLOTS));
+        assert!(tickets[SLOTS..].iter().all(|t| t.slot == SLOTS));
+        assert_eq!(gate.calls_in_progress(generation), (SLOTS + 3) as u64);
+        drop(tickets);
+        assert_eq!(gate.calls_in_progress(generation), 0);
+    }
+
+    #[test]
+    fn a_call_after_close_began_is_refused_and_leaves() {
+        let gate = Gate::new();
+        let held = gate.enter().expect("open");
+        assert_eq!(gate.begin_close(), CloseStart::Started);
+        assert!(gate.enter().is_none());
+        assert_eq!(gate.calls_in_progress(fork::generation()), 1);
+        assert!(!gate.wait_idle(|| {}, Some(Instant::now())));
+        drop(held);
+        assert!(gate.wait_idle(|| {}, Some(Instant::now() + Duration::from_secs(5))));
+    }
+
+    #[test]
+    fn a_slot_of_an_older_generation_is_free_and_not_counted() {
+        let gate = Gate::new();
+        let generation = fork::generation();
+        // What a child sees: every slot and the count held by the parent's calls.
+        let parent = tag(generation.wrapping_sub(1));
+        for slot in &gate.slots {
+            slot.store(parent | TAKEN, Ordering::SeqCst);
+        }
+        gate.calls.store(parent | 5, Ordering::SeqCst);
+        assert_eq!(gate.calls_in_progress(generation), 0);
+        let ticket = gate.enter().expect("open");
+        assert!(ticket.slot < SLOTS, "took a parent's slot");
+        assert_eq!(gate.calls_in_progress(generation), 1);
+        drop(ticket);
+        assert_eq!(gate.calls_in_progress(generation), 0);
     }
 }
