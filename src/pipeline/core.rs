@@ -195,12 +195,18 @@ impl Core {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn check_usable(&self) -> Result<()> {
         if self.shared.is_poisoned.load(Ordering::Relaxed) {
-            let msg = lock(&self.shared.poisoned).clone().unwrap_or_default();
-            return Err(Error::Poisoned(msg));
+            return Err(self.poisoned_error());
         }
         Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn poisoned_error(&self) -> Error {
+        Error::Poisoned(lock(&self.shared.poisoned).clone().unwrap_or_default())
     }
 
     pub(crate) fn poison(&self, msg: String) {
@@ -210,6 +216,7 @@ impl Core {
     /// Refuses `ts` if it is later than the wall clock plus the configured skew,
     /// counting the refusal. Usually without reading the clock: a timestamp below
     /// a reading already taken (never later than now) plus the skew is accepted.
+    #[inline(always)]
     fn check_future(&self, ts: i64) -> Result<()> {
         let skew = self.shared.config.future_skew_secs();
         // Relaxed: `wall_seen` is only a lower bound of the wall clock; a stale
@@ -223,6 +230,12 @@ impl Core {
         {
             return Ok(());
         }
+        self.check_future_with_clock(ts, skew)
+    }
+
+    /// [`Core::check_future`] past the reading already taken: reads the clock.
+    #[inline(never)]
+    fn check_future_with_clock(&self, ts: i64, skew: i64) -> Result<()> {
         let wall = wall_clock_secs();
         self.shared.wall_seen.fetch_max(wall, Ordering::Relaxed);
         if ts <= wall.saturating_add(skew) {
@@ -267,11 +280,14 @@ impl Core {
         pushed.map_err(refusal_error)
     }
 
-    /// Pushes in order; returns how many were accepted and why it stopped early.
-    /// `hook` runs after each accepted event (tests widen races with it).
+    /// Pushes in order, claiming ring slots `run` at a time (see
+    /// [`Ring::push_run`]); returns how many were accepted and why it stopped
+    /// early. `hook` runs after each run with the number accepted so far (tests
+    /// widen races with it).
     pub(crate) fn push_batch(
         &self,
         events: &[EventIn<'_>],
+        run: usize,
         mut hook: impl FnMut(usize),
     ) -> (usize, Result<()>) {
         if let Err(e) = self.check_usable() {
@@ -291,17 +307,29 @@ impl Core {
         }
         let mut accepted = 0;
         let mut result = Ok(());
-        for ev in events {
-            if let Err(refusal) = self.push_record(ev) {
-                result = Err(refusal_error(refusal));
-                break;
+        while accepted < events.len() {
+            let rest = &events[accepted..];
+            let pushed = match self.push_run(&rest[..rest.len().min(run.max(1))]) {
+                Ok(n) => Ok(n),
+                // Not one slot free: the single push decides (it counts the drop, or
+                // waits for room under `Overflow::Block`).
+                Err(Refusal::Full) => self.push_record(&rest[0]).map(|()| 1),
+                Err(refusal) => Err(refusal),
+            };
+            match pushed {
+                Ok(n) => {
+                    if accepted == 0 {
+                        // Wake a sleeping worker now, so it drains while we push the rest.
+                        self.shared.wake_one();
+                    }
+                    accepted += n;
+                    hook(accepted);
+                }
+                Err(refusal) => {
+                    result = Err(refusal_error(refusal));
+                    break;
+                }
             }
-            accepted += 1;
-            if accepted == 1 {
-                // Wake a sleeping worker now, so it drains while we push the rest.
-                self.shared.wake_one();
-            }
-            hook(accepted);
         }
         self.shared.wake_one();
         match result {
@@ -336,6 +364,22 @@ impl Core {
                 }
                 Overflow::Block { timeout } => self.push_blocking(ev, timeout),
             },
+        }
+    }
+
+    /// Validated events into consecutive ring slots claimed at once, each record
+    /// written in its slot: how many (a prefix of `events`, at least one), or why
+    /// none.
+    #[inline]
+    fn push_run(&self, events: &[EventIn<'_>]) -> std::result::Result<usize, Refusal> {
+        // SAFETY: `push_run` calls `init` with `i < events.len()` (it claims at most
+        // that many), so the index cannot panic; `Record::write` initializes the
+        // slot and never panics (nor does `timestamp`: a clock read).
+        unsafe {
+            self.shared.ring.push_run(events.len(), |i, slot| {
+                let ev = &events[i];
+                Record::write(slot, ev, self.timestamp(ev));
+            })
         }
     }
 
@@ -749,11 +793,17 @@ impl Shared {
     /// the event and stays awake), so no fence is needed here: on x86 the CAS is
     /// already a full barrier and this load a plain move, where a fence per push
     /// cost about a sixth of the producer's time.
+    #[inline(always)]
     pub(crate) fn wake_one(&self) {
         if self.sleepers.load(Ordering::SeqCst) > 0 {
-            let _guard = lock(&self.wake_lock);
-            self.wake.notify_one();
+            self.notify_one();
         }
+    }
+
+    #[inline(never)]
+    fn notify_one(&self) {
+        let _guard = lock(&self.wake_lock);
+        self.wake.notify_one();
     }
 
     pub(crate) fn wake_all(&self) {

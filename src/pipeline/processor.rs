@@ -3,6 +3,8 @@
 //! workers to a reaper thread, and rebuilds the core in a forked child.
 
 use std::sync::Arc;
+#[cfg(test)]
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -67,7 +69,16 @@ pub struct Processor {
     close_driver: AtomicBool,
     #[cfg(test)]
     hook: std::sync::Mutex<Option<Hook>>,
+    /// Tests: the slots `push_batch` claims at once (0: [`BATCH_RUN`]).
+    #[cfg(test)]
+    batch_run: AtomicUsize,
 }
+
+/// The ring slots `push_batch` claims with one CAS: long enough that the CAS (and
+/// the wait for earlier stores it implies) is a small share of a run, short
+/// enough that a worker draining behind the producer finds the first records of
+/// a run published while the rest are written.
+const BATCH_RUN: usize = 128;
 
 // The `AtomicPtr<Core>` is an owned `Box<Core>` (Core: Send + Sync).
 const _: () = {
@@ -107,6 +118,8 @@ impl Processor {
             close_driver: AtomicBool::new(false),
             #[cfg(test)]
             hook: std::sync::Mutex::new(None),
+            #[cfg(test)]
+            batch_run: AtomicUsize::new(0),
         })
     }
 
@@ -130,6 +143,25 @@ impl Processor {
         unsafe { core.as_ref() }.is_none_or(|c| c.shared.barrier.all_exited())
     }
 
+    /// The slots `push_batch` claims at once.
+    #[inline]
+    fn batch_run(&self) -> usize {
+        #[cfg(test)]
+        {
+            let run = self.batch_run.load(Ordering::Relaxed);
+            if run != 0 {
+                return run;
+            }
+        }
+        BATCH_RUN
+    }
+
+    /// Tests: make `push_batch` claim `run` slots at a time.
+    #[cfg(test)]
+    pub(crate) fn set_batch_run(&self, run: usize) {
+        self.batch_run.store(run, Ordering::Relaxed);
+    }
+
     #[cfg(test)]
     fn hook(&self, point: HookPoint) {
         let hook = self.hook.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -144,7 +176,10 @@ impl Processor {
     fn enter(&self) -> Result<Entered<'_>> {
         #[cfg(test)]
         self.hook(HookPoint::BeforeRegister);
-        let ticket = self.gate.enter().ok_or(Error::ShutDown)?;
+        // Not `ok_or(Error::ShutDown)`: that builds (and drops) the error on every call.
+        let Some(ticket) = self.gate.enter() else {
+            return Err(Error::ShutDown);
+        };
         #[cfg(test)]
         self.hook(HookPoint::AfterRegister);
         let generation = fork::generation();
@@ -158,7 +193,9 @@ impl Processor {
         // `close`, after the gate refused new calls and every registered call (ours
         // is registered: `ticket`) has left; a rebuild replaces it without freeing
         // the old one. So it is live for as long as `ticket`.
-        let core = unsafe { core.as_ref() }.ok_or(Error::ShutDown)?;
+        let Some(core) = (unsafe { core.as_ref() }) else {
+            return Err(Error::ShutDown);
+        };
         Ok(Entered {
             core,
             _ticket: ticket,
@@ -283,7 +320,7 @@ impl Processor {
     pub fn push_batch(&self, events: &[EventIn<'_>]) -> (usize, Result<()>) {
         match self.enter() {
             Err(e) => (0, Err(e)),
-            Ok(entered) => entered.core.push_batch(events, |_n| {
+            Ok(entered) => entered.core.push_batch(events, self.batch_run(), |_n| {
                 #[cfg(test)]
                 self.hook(HookPoint::BatchAccepted(_n));
             }),

@@ -778,10 +778,12 @@ fn a_flush_racing_close_returns_ok_once_delivered() {
 }
 
 // Regression: a batch interrupted by close reports how many it placed; exactly
-// those are delivered.
+// those are delivered. The batch claims slots three at a time: close comes
+// between two runs.
 #[test]
 fn push_batch_interrupted_by_close_reports_its_accepted_prefix() {
     let p = Arc::new(Processor::new(config(1, 1000)).unwrap());
+    p.set_batch_run(3);
     let sink = Arc::new(Collector::default());
     p.set_flush_callback(Some(sink.clone())).unwrap();
     let (reached, release) = pause_at(&p, "pusher", HookPoint::BatchAccepted(3));

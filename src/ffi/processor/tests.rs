@@ -208,6 +208,9 @@ fn push_batch_interrupted_by_close_writes_its_count() {
     let (reached_tx, reached_rx) = mpsc::channel::<()>();
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let (reached_tx, release_rx) = (Mutex::new(reached_tx), Mutex::new(release_rx));
+    // SAFETY: live handle. The batch claims two slots at a time: close comes
+    // between two runs.
+    unsafe { &(*p).processor }.set_batch_run(2);
     // SAFETY: live handle.
     unsafe { &(*p).processor }.set_test_hook(move |at| {
         if at == HookPoint::BatchAccepted(2) && std::thread::current().name() == Some("pusher") {
