@@ -34,6 +34,18 @@
 #include <stdint.h>
 #include <string.h>
 
+/* A str's UTF-8 bytes: for a compact ASCII str (nearly every id and kind) its own
+ * character data, read in place (what PyUnicode_AsUTF8AndSize returns for it too,
+ * without the call); otherwise PyUnicode_AsUTF8AndSize (NULL with an exception set
+ * when it cannot be encoded). The bytes live as long as the str. */
+static inline const char *str_utf8(PyObject *str, Py_ssize_t *len) {
+  if (PyUnicode_IS_COMPACT_ASCII(str)) {
+    *len = PyUnicode_GET_LENGTH(str);
+    return (const char *)PyUnicode_DATA(str);
+  }
+  return PyUnicode_AsUTF8AndSize(str, len);
+}
+
 typedef int32_t (*try_add_fn)(const void *board, const uint8_t *id, size_t id_len,
                               double points, int64_t timestamp);
 
@@ -87,7 +99,7 @@ static PyObject *leaderboard_add(PyObject *module, PyObject *const *args, Py_ssi
     return NULL;
   }
   Py_ssize_t id_len = 0;
-  const char *id = PyUnicode_AsUTF8AndSize(user_id, &id_len);
+  const char *id = str_utf8(user_id, &id_len);
   if (id == NULL) {
     return NULL; /* a lone surrogate: UnicodeEncodeError, as str.encode() raises */
   }
@@ -427,6 +439,7 @@ typedef struct {
   PyObject *general; /* EventStreamProcessor._push_event_general */
 } PushEvent;
 
+
 static PyObject *push_event_call(PyObject *callable, PyObject *const *args, size_t nargsf,
                                  PyObject *kwnames) {
   PushEvent *method = (PushEvent *)callable;
@@ -452,9 +465,9 @@ static PyObject *push_event_call(PyObject *callable, PyObject *const *args, size
     }
   }
   Py_ssize_t kind_len, user_len, channel_len;
-  const char *kind = PyUnicode_AsUTF8AndSize(args[1], &kind_len);
-  const char *user = kind ? PyUnicode_AsUTF8AndSize(args[2], &user_len) : NULL;
-  const char *channel = user ? PyUnicode_AsUTF8AndSize(args[3], &channel_len) : NULL;
+  const char *kind = str_utf8(args[1], &kind_len);
+  const char *user = kind ? str_utf8(args[2], &user_len) : NULL;
+  const char *channel = user ? str_utf8(args[3], &channel_len) : NULL;
   if (channel == NULL) {
     if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
       return NULL;
@@ -675,7 +688,7 @@ static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t n
     Py_ssize_t len[3];
     const char *text[3];
     for (int k = 0; k < 3; k++) {
-      text[k] = PyUnicode_AsUTF8AndSize(f[k], &len[k]);
+      text[k] = str_utf8(f[k], &len[k]);
       if (text[k] == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
           goto done;

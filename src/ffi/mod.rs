@@ -149,6 +149,7 @@ pub(crate) fn guard_free(name: &str, body: impl FnOnce()) {
 /// # Safety
 /// `ptr` must be NULL or point to `len` readable bytes that stay valid and unchanged
 /// for `'a`.
+#[inline(always)]
 pub(crate) unsafe fn str_arg<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a str> {
     // SAFETY: forwarded from this function's contract.
     let bytes = unsafe { bytes_arg(ptr, len, what)? };
@@ -159,13 +160,19 @@ pub(crate) unsafe fn str_arg<'a>(ptr: *const u8, len: usize, what: &str) -> Resu
         // SAFETY: every byte is below 0x80, and ASCII is valid UTF-8.
         return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
     }
+    utf8_arg(bytes, what)
+}
+
+/// [`str_arg`] for text that is not all ASCII (out of line: rare for ids).
+#[inline(never)]
+fn utf8_arg<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str> {
     std::str::from_utf8(bytes)
         .map_err(|e| Error::invalid(format!("{what} is not valid UTF-8 ({e})")))
 }
 
 /// Whether every byte is below 0x80, reading whole words (the last one overlapping
 /// the previous when the length is not a multiple of 8), never outside `bytes`.
-#[inline]
+#[inline(always)]
 fn is_ascii_short(bytes: &[u8]) -> bool {
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let n = bytes.len();
@@ -197,21 +204,28 @@ fn is_ascii_short(bytes: &[u8]) -> bool {
 /// # Safety
 /// `ptr` must be NULL or point to `len` readable bytes that stay valid and unchanged
 /// for `'a`.
+#[inline(always)]
 pub(crate) unsafe fn bytes_arg<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a [u8]> {
     if len == 0 {
         return Ok(&[]);
     }
-    if ptr.is_null() {
-        return Err(Error::invalid(format!(
-            "{what} is NULL but its length is {len}"
-        )));
-    }
-    if len > isize::MAX as usize {
-        return Err(Error::invalid(format!("{what} length {len} is too large")));
+    if ptr.is_null() || len > isize::MAX as usize {
+        return Err(bad_bytes_arg(ptr, len, what));
     }
     // SAFETY: non-NULL, and the caller guarantees `len` readable bytes for `'a`;
     // `len <= isize::MAX` as `from_raw_parts` requires.
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// Why [`bytes_arg`] refused (out of line: every push inlines the checks).
+#[cold]
+#[inline(never)]
+fn bad_bytes_arg(ptr: *const u8, len: usize, what: &str) -> Error {
+    if ptr.is_null() {
+        Error::invalid(format!("{what} is NULL but its length is {len}"))
+    } else {
+        Error::invalid(format!("{what} length {len} is too large"))
+    }
 }
 
 /// Borrows a NUL-terminated path argument.

@@ -105,6 +105,52 @@ enum Bytes {
     Heap(Box<[u8]>),
 }
 
+/// Copies `src` to `dst`. Ids and kinds are short: up to 32 bytes move as two
+/// overlapping loads and stores of one width (no `memcpy` call, whose dispatch
+/// costs more than such a copy); longer ones go to `memcpy`.
+///
+/// # Safety
+/// `dst` must be valid for `src.len()` bytes of writes and not overlap `src`.
+#[inline(always)]
+unsafe fn copy_short(src: &[u8], dst: *mut u8) {
+    let n = src.len();
+    let s = src.as_ptr();
+    // SAFETY: each branch reads `[0, w)` and `[n - w, n)` of `src` with `w <= n`
+    // (in bounds) and writes the same ranges of `dst` (valid per the contract).
+    unsafe {
+        if n >= 16 {
+            if n > 32 {
+                std::ptr::copy_nonoverlapping(s, dst, n);
+                return;
+            }
+            let (a, b) = (
+                s.cast::<[u8; 16]>().read_unaligned(),
+                s.add(n - 16).cast::<[u8; 16]>().read_unaligned(),
+            );
+            dst.cast::<[u8; 16]>().write_unaligned(a);
+            dst.add(n - 16).cast::<[u8; 16]>().write_unaligned(b);
+        } else if n >= 8 {
+            let (a, b) = (
+                s.cast::<u64>().read_unaligned(),
+                s.add(n - 8).cast::<u64>().read_unaligned(),
+            );
+            dst.cast::<u64>().write_unaligned(a);
+            dst.add(n - 8).cast::<u64>().write_unaligned(b);
+        } else if n >= 4 {
+            let (a, b) = (
+                s.cast::<u32>().read_unaligned(),
+                s.add(n - 4).cast::<u32>().read_unaligned(),
+            );
+            dst.cast::<u32>().write_unaligned(a);
+            dst.add(n - 4).cast::<u32>().write_unaligned(b);
+        } else {
+            for i in 0..n {
+                *dst.add(i) = *s.add(i);
+            }
+        }
+    }
+}
+
 /// One event as stored in a ring slot: `kind ‖ user_id ‖ channel_id ‖ payload`.
 pub struct Record {
     timestamp: i64,
@@ -159,17 +205,9 @@ impl Record {
         };
         let mut at = 0;
         for part in parts {
-            if !part.is_empty() {
-                // SAFETY: `at + part.len() <= total <= INLINE_BYTES`, so the copy stays
-                // inside `buf`; `part` is a separate borrowed slice (no overlap).
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        part.as_ptr(),
-                        buf.as_mut_ptr().add(at).cast::<u8>(),
-                        part.len(),
-                    );
-                }
-            }
+            // SAFETY: `at + part.len() <= total <= INLINE_BYTES`, so the copy stays
+            // inside `buf`; `part` is a separate borrowed slice (no overlap).
+            unsafe { copy_short(part, buf.as_mut_ptr().add(at).cast::<u8>()) };
             at += part.len();
         }
     }
@@ -370,6 +408,21 @@ mod tests {
             channel_id: channel,
             timestamp: 1_700_000_000,
             payload,
+        }
+    }
+
+    #[test]
+    fn copy_short_copies_every_length_exactly() {
+        let src: Vec<u8> = (1..=80).collect();
+        for n in 0..=80 {
+            let mut dst = [0u8; 82];
+            // SAFETY: `dst[1..]` has 81 bytes, at least `n`; separate arrays.
+            unsafe { copy_short(&src[..n], dst.as_mut_ptr().add(1)) };
+            assert_eq!(&dst[1..=n], &src[..n], "length {n}");
+            assert!(
+                dst[0] == 0 && dst[n + 1..].iter().all(|&b| b == 0),
+                "length {n}"
+            );
         }
     }
 
