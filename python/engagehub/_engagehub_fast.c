@@ -29,6 +29,9 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#if PY_VERSION_HEX < 0x030B0000
+#include <longintrepr.h> /* the int layout small_int64 reads (in Python.h from 3.11) */
+#endif
 #include <structmember.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -44,6 +47,40 @@ static inline const char *str_utf8(PyObject *str, Py_ssize_t *len) {
     return (const char *)PyUnicode_DATA(str);
   }
   return PyUnicode_AsUTF8AndSize(str, len);
+}
+
+/* An exact int's value, read from its digits in place when it has at most two
+ * (below 2**60: every unix timestamp): 1 and *out set, or 0 when the caller must
+ * ask PyLong_AsLongLongAndOverflow (more digits, or a CPython whose int layout
+ * this file does not know). The layouts: CPython 3.9-3.11 keep the signed digit
+ * count in ob_size; 3.12 and 3.13 keep it in lv_tag (count << 3 | sign: 0
+ * positive, 1 zero, 2 negative). */
+static inline int small_int64(PyObject *o, long long *out) {
+#if PY_VERSION_HEX >= 0x030E0000 || PyLong_SHIFT != 30
+  (void)o;
+  (void)out;
+  return 0;
+#else
+#if PY_VERSION_HEX >= 0x030C0000
+  uintptr_t tag = ((PyLongObject *)o)->long_value.lv_tag;
+  size_t ndigits = (size_t)(tag >> 3);
+  long long sign = 1 - (long long)(tag & 3);
+  const digit *d = ((PyLongObject *)o)->long_value.ob_digit;
+#else
+  Py_ssize_t size = Py_SIZE(o);
+  size_t ndigits = (size_t)(size < 0 ? -size : size);
+  long long sign = size < 0 ? -1 : (size > 0);
+  const digit *d = ((PyLongObject *)o)->ob_digit;
+#endif
+  if (ndigits > 2) {
+    return 0;
+  }
+  long long magnitude = ndigits == 0   ? 0
+                        : ndigits == 1 ? (long long)d[0]
+                                       : (long long)d[0] | ((long long)d[1] << PyLong_SHIFT);
+  *out = sign * magnitude;
+  return 1;
+#endif
 }
 
 typedef int32_t (*try_add_fn)(const void *board, const uint8_t *id, size_t id_len,
@@ -458,10 +495,12 @@ static PyObject *push_event_call(PyObject *callable, PyObject *const *args, size
     if (!PyLong_CheckExact(args[4])) {
       goto general;
     }
-    int overflow;
-    timestamp = PyLong_AsLongLongAndOverflow(args[4], &overflow);
-    if (overflow) {
-      goto general; /* beyond 64 bits: the general path names it */
+    if (!small_int64(args[4], &timestamp)) {
+      int overflow;
+      timestamp = PyLong_AsLongLongAndOverflow(args[4], &overflow);
+      if (overflow) {
+        goto general; /* beyond 64 bits: the general path names it */
+      }
     }
   }
   Py_ssize_t kind_len, user_len, channel_len;
@@ -678,10 +717,13 @@ static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t n
       if (!PyLong_CheckExact(f[3])) {
         goto general;
       }
-      int overflow;
-      long long ts = PyLong_AsLongLongAndOverflow(f[3], &overflow);
-      if (overflow) {
-        goto general;
+      long long ts;
+      if (!small_int64(f[3], &ts)) {
+        int overflow;
+        ts = PyLong_AsLongLongAndOverflow(f[3], &overflow);
+        if (overflow) {
+          goto general;
+        }
       }
       e->timestamp = (int64_t)ts;
     }

@@ -280,20 +280,23 @@ impl Core {
         pushed.map_err(refusal_error)
     }
 
-    /// Pushes in order, claiming ring slots `run` at a time (see
-    /// [`Ring::push_run`]); returns how many were accepted and why it stopped
-    /// early. `hook` runs after each run with the number accepted so far (tests
-    /// widen races with it).
-    pub(crate) fn push_batch(
+    /// Pushes `n` events in order, event `i` being `event(i)`, claiming ring slots
+    /// `run` at a time (see [`Ring::push_run`]); returns how many were accepted
+    /// and why it stopped early. `hook` runs after each run with the number
+    /// accepted so far (tests widen races with it). `event` is only called with
+    /// `i < n` and must not panic (it runs inside claimed slots).
+    pub(crate) fn push_batch<'e>(
         &self,
-        events: &[EventIn<'_>],
+        n: usize,
+        event: impl Fn(usize) -> EventIn<'e>,
         run: usize,
         mut hook: impl FnMut(usize),
     ) -> (usize, Result<()>) {
         if let Err(e) = self.check_usable() {
             return (0, Err(e));
         }
-        for (i, ev) in events.iter().enumerate() {
+        for i in 0..n {
+            let ev = event(i);
             let valid = ev.validate().and_then(|()| {
                 if ev.timestamp > 0 {
                     self.check_future(ev.timestamp)
@@ -307,13 +310,12 @@ impl Core {
         }
         let mut accepted = 0;
         let mut result = Ok(());
-        while accepted < events.len() {
-            let rest = &events[accepted..];
-            let pushed = match self.push_run(&rest[..rest.len().min(run.max(1))]) {
+        while accepted < n {
+            let pushed = match self.push_run(&event, accepted, (n - accepted).min(run.max(1))) {
                 Ok(n) => Ok(n),
                 // Not one slot free: the single push decides (it counts the drop, or
                 // waits for room under `Overflow::Block`).
-                Err(Refusal::Full) => self.push_record(&rest[0]).map(|()| 1),
+                Err(Refusal::Full) => self.push_record(&event(accepted)).map(|()| 1),
                 Err(refusal) => Err(refusal),
             };
             match pushed {
@@ -334,7 +336,7 @@ impl Core {
         self.shared.wake_one();
         match result {
             Ok(()) | Err(Error::QueueFull) => {
-                let rest = (events.len() - accepted) as u64;
+                let rest = (n - accepted) as u64;
                 if rest > 1 {
                     // The first refusal was counted by push_record.
                     self.shared
@@ -367,18 +369,23 @@ impl Core {
         }
     }
 
-    /// Validated events into consecutive ring slots claimed at once, each record
-    /// written in its slot: how many (a prefix of `events`, at least one), or why
-    /// none.
+    /// Validated events `event(from)..event(from + n)` into consecutive ring slots
+    /// claimed at once, each record written in its slot: how many (a prefix, at
+    /// least one), or why none.
     #[inline]
-    fn push_run(&self, events: &[EventIn<'_>]) -> std::result::Result<usize, Refusal> {
-        // SAFETY: `push_run` calls `init` with `i < events.len()` (it claims at most
-        // that many), so the index cannot panic; `Record::write` initializes the
-        // slot and never panics (nor does `timestamp`: a clock read).
+    fn push_run<'e>(
+        &self,
+        event: &impl Fn(usize) -> EventIn<'e>,
+        from: usize,
+        n: usize,
+    ) -> std::result::Result<usize, Refusal> {
+        // SAFETY: `push_run` calls `init` with `i < n`, and `event` does not panic
+        // for those (`push_batch`'s contract); `Record::write` initializes the slot
+        // and never panics (nor does `timestamp`: a clock read).
         unsafe {
-            self.shared.ring.push_run(events.len(), |i, slot| {
-                let ev = &events[i];
-                Record::write(slot, ev, self.timestamp(ev));
+            self.shared.ring.push_run(n, |i, slot| {
+                let ev = event(from + i);
+                Record::write(slot, &ev, self.timestamp(&ev));
             })
         }
     }

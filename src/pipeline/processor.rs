@@ -318,9 +318,20 @@ impl Processor {
     /// result is `Ok`. Every event is validated before any is pushed, so an invalid
     /// one fails the call with nothing pushed.
     pub fn push_batch(&self, events: &[EventIn<'_>]) -> (usize, Result<()>) {
+        self.push_batch_with(events.len(), |i| events[i])
+    }
+
+    /// [`Processor::push_batch`] of `n` events given one by one: `event(i)` for
+    /// `i < n` (the C ABI's array without building a slice of [`EventIn`] first).
+    /// `event` must not panic for those.
+    pub(crate) fn push_batch_with<'e>(
+        &self,
+        n: usize,
+        event: impl Fn(usize) -> EventIn<'e>,
+    ) -> (usize, Result<()>) {
         match self.enter() {
             Err(e) => (0, Err(e)),
-            Ok(entered) => entered.core.push_batch(events, self.batch_run(), |_n| {
+            Ok(entered) => entered.core.push_batch(n, event, self.batch_run(), |_n| {
                 #[cfg(test)]
                 self.hook(HookPoint::BatchAccepted(_n));
             }),

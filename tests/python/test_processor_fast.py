@@ -141,6 +141,35 @@ def test_push_event_fast_and_general_paths_agree_on_every_outcome():
     assert fast[1][4] >= 1  # the future timestamps were refused and counted once each
 
 
+# Timestamps around the digit boundaries of CPython's ints (30-bit digits: the
+# compiled pushes read ints of up to two digits in place, larger ones through the
+# C API), each delivered exactly as given, through push_event and push_many alike.
+EDGE_TIMESTAMPS = [1, 2, 2**30 - 1, 2**30, 2**30 + 1, NOW - 1, NOW]
+
+
+@needs_fast
+@pytest.mark.parametrize("push", ["push_event", "push_many", "general"])
+def test_timestamps_at_int_digit_boundaries_are_delivered_exactly(push):
+    collector = Collector()
+    p = EventStreamProcessor(1024, 1, 7, 50)
+    p.set_flush_callback(collector)
+    for i, ts in enumerate(EDGE_TIMESTAMPS):
+        if push == "push_event":
+            assert p.push_event("m", f"u{i}", "c", ts) is True
+        elif push == "general":
+            assert p._push_event_general("m", f"u{i}", "c", ts) is True
+    if push == "push_many":
+        assert p.push_many([("m", f"u{i}", "c", ts) for i, ts in enumerate(EDGE_TIMESTAMPS)]) == len(EDGE_TIMESTAMPS)
+    # Past two digits (2**60 and up) the C API path: after year 9999, refused.
+    for ts in (2**60 - 1, 2**60, 2**62 + 3):
+        with pytest.raises(errors.InvalidArgument, match="timestamp"):
+            p.push_event("m", "far", "c", ts)
+    p.flush_now(WAIT)
+    p.close()
+    got = sorted((e["user_id"], e["timestamp"]) for e in collector.events())
+    assert got == sorted((f"u{i}", ts) for i, ts in enumerate(EDGE_TIMESTAMPS))
+
+
 @needs_fast
 def test_push_event_unbound_and_bound_calls_take_the_same_path_and_keep_the_signature():
     import inspect

@@ -137,6 +137,33 @@ unsafe fn event_from_raw(e: &RawEvent, i: usize) -> Result<EventIn<'_>> {
     parse().map_err(|err| Error::invalid(format!("events[{i}]: {err}")))
 }
 
+/// The event `e` holds, without checking it again.
+///
+/// # Safety
+/// `e` passed [`event_from_raw`], and what it points to is still valid and
+/// unchanged for `'a`.
+#[inline(always)]
+unsafe fn checked_event<'a>(e: &RawEvent) -> EventIn<'a> {
+    // SAFETY: per this function's contract each (pointer, length) pair is NULL with
+    // length 0 or `len <= isize::MAX` readable bytes, and the strings are UTF-8.
+    unsafe {
+        let bytes = |p: *const u8, len: usize| -> &'a [u8] {
+            if len == 0 {
+                &[]
+            } else {
+                std::slice::from_raw_parts(p, len)
+            }
+        };
+        EventIn {
+            kind: std::str::from_utf8_unchecked(bytes(e.kind, e.kind_len)),
+            user_id: std::str::from_utf8_unchecked(bytes(e.user_id, e.user_id_len)),
+            channel_id: std::str::from_utf8_unchecked(bytes(e.channel_id, e.channel_id_len)),
+            timestamp: e.timestamp,
+            payload: bytes(e.payload, e.payload_len),
+        }
+    }
+}
+
 /// Offers `n` events in order and writes how many were accepted to `*accepted`,
 /// on every return (unlike other out-params): the accepted ones are always the
 /// first `*accepted`, and they will be delivered whatever the status, so a retry
@@ -166,13 +193,15 @@ pub unsafe extern "C" fn eh_processor_push_batch(
             // SAFETY: the caller passes `n` readable events.
             unsafe { std::slice::from_raw_parts(events, n) }
         };
-        let parsed = raw
-            .iter()
-            .enumerate()
+        for (i, e) in raw.iter().enumerate() {
             // SAFETY: each element is a caller eh_event valid for the call.
-            .map(|(i, e)| unsafe { event_from_raw(e, i) })
-            .collect::<Result<Vec<_>>>()?;
-        let (count, result) = processor.push_batch(&parsed);
+            unsafe { event_from_raw(e, i) }?;
+        }
+        // SAFETY: every element passed `event_from_raw` just above (pointers,
+        // lengths and UTF-8 checked) and stays valid and unchanged for the call;
+        // `push_batch_with` asks only for `i < raw.len()`.
+        let event = |i: usize| unsafe { checked_event(&raw[i]) };
+        let (count, result) = processor.push_batch_with(raw.len(), event);
         // SAFETY: checked by `out_arg`.
         unsafe { write_out(accepted, count) };
         result
