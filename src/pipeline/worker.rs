@@ -201,7 +201,7 @@ impl Worker {
 
     fn sleep(&mut self) {
         let shared = Arc::clone(&self.shared);
-        let guard = lock(&shared.wake_lock);
+        let mut wakes = lock(&shared.wake_lock);
         shared.sleepers.fetch_add(1, Ordering::SeqCst);
         // Pairs with the pushers' SeqCst tail CAS and `sleepers` load (`wake_one`).
         fence(Ordering::SeqCst);
@@ -214,12 +214,13 @@ impl Worker {
                 // Nothing pending: sleep until woken (the timeout is a safety net).
                 None => Duration::from_secs(1),
             };
-            let _unused = shared
+            wakes = shared
                 .wake
-                .wait_timeout(guard, timeout)
-                .unwrap_or_else(|e| e.into_inner());
+                .wait_timeout(wakes, timeout)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
-        shared.sleepers.fetch_sub(1, Ordering::SeqCst);
+        shared.end_sleep(&mut wakes);
     }
 
     /// Hands the batch to the flush callback (with retries and the dead letter).
