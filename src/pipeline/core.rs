@@ -413,6 +413,12 @@ impl Core {
     ) -> std::result::Result<(), Refusal> {
         let shared = &self.shared;
         let deadline = Instant::now() + timeout;
+        // Wait for a stretch of free slots, not for one: a retry reads the stamp of
+        // the slot the worker frees next and the ring's head, lines the worker is
+        // writing, so retrying slot by slot slowed the worker that was to make the
+        // room (the producer then pushes the stretch while the worker drains the
+        // far end of the ring).
+        let room = (shared.ring.capacity() / 16).clamp(1, 256);
         let mut spins = 0u32;
         loop {
             shared.wake_one();
@@ -421,17 +427,28 @@ impl Core {
                 Err(Refusal::Closed) => return Err(Refusal::Closed),
                 Err(Refusal::Full) => {}
             }
-            let now = Instant::now();
-            if now >= deadline {
-                shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                return Err(Refusal::Full);
+            loop {
+                let now = Instant::now();
+                if now >= deadline {
+                    shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    return Err(Refusal::Full);
+                }
+                if spins < 8 {
+                    // ~0.1-7 µs of pause hints, doubling.
+                    for _ in 0..(4u32 << spins) {
+                        std::hint::spin_loop();
+                    }
+                } else if spins < 64 {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep((deadline - now).min(Duration::from_micros(200)));
+                }
+                spins = spins.saturating_add(1);
+                if shared.ring.capacity() - shared.ring.len() >= room || shared.ring.is_closed() {
+                    break;
+                }
             }
-            if spins < 64 {
-                spins += 1;
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep((deadline - now).min(Duration::from_micros(200)));
-            }
+            spins = 0;
         }
     }
 
