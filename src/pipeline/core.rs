@@ -417,21 +417,26 @@ impl Core {
         // the slot the worker frees next and the ring's head, lines the worker is
         // writing, so retrying slot by slot slowed the worker that was to make the
         // room (the producer then pushes the stretch while the worker drains the
-        // far end of the ring).
-        let room = (shared.ring.capacity() / 16).clamp(1, 256);
+        // far end of the ring). At the deadline one last try takes any free slot.
+        let room = (shared.ring.capacity() / 8).clamp(1, 4096);
         let mut spins = 0u32;
+        let mut last_try = false;
         loop {
             shared.wake_one();
             match self.push_in_slot(ev) {
                 Ok(_) => return Ok(()),
                 Err(Refusal::Closed) => return Err(Refusal::Closed),
+                Err(Refusal::Full) if last_try => {
+                    shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    return Err(Refusal::Full);
+                }
                 Err(Refusal::Full) => {}
             }
             loop {
                 let now = Instant::now();
                 if now >= deadline {
-                    shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                    return Err(Refusal::Full);
+                    last_try = true;
+                    break;
                 }
                 if spins < 8 {
                     // ~0.1-7 µs of pause hints, doubling.

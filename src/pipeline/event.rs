@@ -334,7 +334,16 @@ impl Batch {
             lens: record.lens,
             timestamp: record.timestamp,
         });
-        self.arena.extend_from_slice(record.data());
+        let data = record.data();
+        self.arena.reserve(data.len());
+        let len = self.arena.len();
+        // SAFETY: `reserve` made room for `data.len()` bytes after `len`; the batch's
+        // arena and the record's bytes are separate allocations (no overlap), and
+        // `copy_short` initializes exactly the bytes `set_len` then covers.
+        unsafe {
+            copy_short(data, self.arena.as_mut_ptr().add(len));
+            self.arena.set_len(len + data.len());
+        }
     }
 
     /// Appends an event (used by tests and by callers that build batches directly).

@@ -161,6 +161,28 @@ impl Default for RunCounts {
     }
 }
 
+/// `a == b` for ids: 8 to 32 bytes compare as two overlapping words each (no
+/// `memcmp` call, which costs more than the comparison for such lengths).
+#[inline(always)]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        8..=16 => {
+            let word = |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().unwrap());
+            word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8)
+        }
+        17..=32 => {
+            let word =
+                |s: &[u8], at: usize| u128::from_ne_bytes(s[at..at + 16].try_into().unwrap());
+            word(a, 0) == word(b, 0) && word(a, n - 16) == word(b, n - 16)
+        }
+        _ => a == b,
+    }
+}
+
 impl RunCounts {
     /// Counts one event of `channel` (hashed `hash`) in `minute`. Returns false when
     /// the table is full (the caller applies and clears it, then adds again).
@@ -176,7 +198,10 @@ impl RunCounts {
                     let start = group.name_start as usize;
                     if group.hash == hash
                         && group.minute == minute
-                        && &self.names[start..start + group.name_len as usize] == channel
+                        && short_eq(
+                            &self.names.as_bytes()[start..start + group.name_len as usize],
+                            channel.as_bytes(),
+                        )
                     {
                         group.count += 1;
                         return true;
@@ -527,6 +552,23 @@ pub fn channel_count<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_eq_is_slice_equality_at_every_length() {
+        let a: Vec<u8> = (0..40).collect();
+        for n in 0..=40 {
+            let copy = a[..n].to_vec(); // equal bytes at another address
+            assert!(short_eq(&a[..n], &copy), "equal, length {n}");
+            for i in 0..n {
+                let mut b = a[..n].to_vec();
+                b[i] ^= 0x40;
+                assert!(!short_eq(&a[..n], &b), "differs at {i} of {n}");
+            }
+            if n > 0 {
+                assert!(!short_eq(&a[..n], &a[..n - 1]), "lengths {n} and {}", n - 1);
+            }
+        }
+    }
 
     const T0: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z, a whole minute.
 
