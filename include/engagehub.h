@@ -447,7 +447,9 @@ typedef struct eh_processor_config {
    */
   int32_t overflow;
   /**
-   * Longest wait of a push under `EH_OVERFLOW_BLOCK`; 0 = 1000 ms.
+   * Longest wait of a push under `EH_OVERFLOW_BLOCK`; 0 = 1000 ms. A waiting
+   * push retries once an eighth of the ring (at most 4,096 slots) is free, and
+   * once more at the deadline, when any free slot takes it.
    */
   uint32_t block_timeout_ms;
   /**

@@ -50,7 +50,9 @@ pub struct eh_processor_config {
     pub flush_interval_ms: u32,
     /// `EH_OVERFLOW_DROP_NEWEST` (0, default) or `EH_OVERFLOW_BLOCK`.
     pub overflow: i32,
-    /// Longest wait of a push under `EH_OVERFLOW_BLOCK`; 0 = 1000 ms.
+    /// Longest wait of a push under `EH_OVERFLOW_BLOCK`; 0 = 1000 ms. A waiting
+    /// push retries once an eighth of the ring (at most 4,096 slots) is free, and
+    /// once more at the deadline, when any free slot takes it.
     pub block_timeout_ms: u32,
     /// Retries of a failing flush before the batch is dead-lettered; 0 = 3,
     /// negative = no retry.
