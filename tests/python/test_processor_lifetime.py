@@ -130,10 +130,14 @@ def test_processor_in_a_cycle_collected_on_its_own_worker_keeps_delivering():
         collected_on = []
         all_delivered = threading.Event()
         def callback(batch):
-            delivered.extend(e["user_id"] for e in batch)
-            if collect_now.is_set() and not collected_on:
+            if not collected_on:
+                # The first delivery waits until the processor is garbage, so the
+                # collection always happens on the worker, however fast the
+                # pushes and deliveries before it were (the wait releases the GIL).
+                assert collect_now.wait(30)
                 collected_on.append(threading.current_thread().name)
                 gc.collect()  # collects the processor, on its own worker thread
+            delivered.extend(e["user_id"] for e in batch)
             if len(delivered) == N:
                 all_delivered.set()
         p = eh.EventStreamProcessor(1024, 1, 10, 20)
