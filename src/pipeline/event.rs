@@ -114,40 +114,40 @@ enum Bytes {
 #[inline(always)]
 unsafe fn copy_short(src: &[u8], dst: *mut u8) {
     let n = src.len();
-    let s = src.as_ptr();
-    // SAFETY: each branch reads `[0, w)` and `[n - w, n)` of `src` with `w <= n`
-    // (in bounds) and writes the same ranges of `dst` (valid per the contract).
+    // SAFETY: each call has `W <= n` (the branch's bound), per `copy_pair`'s
+    // contract; `dst` is valid for `n` bytes per this function's.
     unsafe {
-        if n >= 16 {
-            if n > 32 {
-                std::ptr::copy_nonoverlapping(s, dst, n);
-                return;
+        match n {
+            0..=3 => {
+                for (i, &b) in src.iter().enumerate() {
+                    *dst.add(i) = b;
+                }
             }
-            let (a, b) = (
-                s.cast::<[u8; 16]>().read_unaligned(),
-                s.add(n - 16).cast::<[u8; 16]>().read_unaligned(),
-            );
-            dst.cast::<[u8; 16]>().write_unaligned(a);
-            dst.add(n - 16).cast::<[u8; 16]>().write_unaligned(b);
-        } else if n >= 8 {
-            let (a, b) = (
-                s.cast::<u64>().read_unaligned(),
-                s.add(n - 8).cast::<u64>().read_unaligned(),
-            );
-            dst.cast::<u64>().write_unaligned(a);
-            dst.add(n - 8).cast::<u64>().write_unaligned(b);
-        } else if n >= 4 {
-            let (a, b) = (
-                s.cast::<u32>().read_unaligned(),
-                s.add(n - 4).cast::<u32>().read_unaligned(),
-            );
-            dst.cast::<u32>().write_unaligned(a);
-            dst.add(n - 4).cast::<u32>().write_unaligned(b);
-        } else {
-            for i in 0..n {
-                *dst.add(i) = *s.add(i);
-            }
+            4..=7 => copy_pair::<4>(src, dst),
+            8..=15 => copy_pair::<8>(src, dst),
+            16..=32 => copy_pair::<16>(src, dst),
+            _ => std::ptr::copy_nonoverlapping(src.as_ptr(), dst, n),
         }
+    }
+}
+
+/// Copies `src` (`W <= src.len() <= 2 * W` bytes) as its first and last `W` bytes.
+///
+/// # Safety
+/// As [`copy_short`], and `W <= src.len()`.
+#[inline(always)]
+unsafe fn copy_pair<const W: usize>(src: &[u8], dst: *mut u8) {
+    let n = src.len();
+    let s = src.as_ptr();
+    // SAFETY: `W <= n`: `[0, W)` and `[n - W, n)` are inside `src` and, per the
+    // contract, inside `dst`; both reads happen before either write.
+    unsafe {
+        let (a, b) = (
+            s.cast::<[u8; W]>().read_unaligned(),
+            s.add(n - W).cast::<[u8; W]>().read_unaligned(),
+        );
+        dst.cast::<[u8; W]>().write_unaligned(a);
+        dst.add(n - W).cast::<[u8; W]>().write_unaligned(b);
     }
 }
 

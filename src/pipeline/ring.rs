@@ -238,15 +238,8 @@ impl<T> Ring<T> {
                     Err(current) => tail = current,
                 }
             } else if stamp.wrapping_add(self.capacity()) == tail + 1 {
-                // The slot still holds the value from one lap ago: full, unless a
-                // consumer moved head meanwhile.
-                fence(Ordering::SeqCst);
-                if self
-                    .head
-                    .load(Ordering::Relaxed)
-                    .wrapping_add(self.capacity())
-                    == tail
-                {
+                // The slot still holds the value from one lap ago.
+                if self.full_at(tail) {
                     return Err((Refusal::Full, init));
                 }
                 relax(&mut step);
@@ -303,17 +296,9 @@ impl<T> Ring<T> {
             }
             if free == 0 {
                 let stamp = self.slots[tail & self.mask].stamp.load(Ordering::Acquire);
-                if stamp.wrapping_add(self.capacity()) == tail + 1 {
-                    // As in `push_in_place`: full, unless a consumer moved head.
-                    fence(Ordering::SeqCst);
-                    if self
-                        .head
-                        .load(Ordering::Relaxed)
-                        .wrapping_add(self.capacity())
-                        == tail
-                    {
-                        return Err(Refusal::Full);
-                    }
+                // As in `push_in_place`: the slot holds last lap's value.
+                if stamp.wrapping_add(self.capacity()) == tail + 1 && self.full_at(tail) {
+                    return Err(Refusal::Full);
                 }
                 relax(&mut step);
                 tail = self.tail.load(Ordering::Relaxed);
@@ -343,6 +328,17 @@ impl<T> Ring<T> {
                 Err(current) => tail = current,
             }
         }
+    }
+
+    /// Whether the ring is full for a producer at `tail` whose slot still holds the
+    /// value from one lap ago: unless a consumer moved head meanwhile.
+    #[inline]
+    fn full_at(&self, tail: usize) -> bool {
+        fence(Ordering::SeqCst);
+        self.head
+            .load(Ordering::Relaxed)
+            .wrapping_add(self.capacity())
+            == tail
     }
 
     /// Asks the CPU to bring the slot at `pos` into this core's cache for writing,
