@@ -771,63 +771,129 @@ done:
 
 /* ---- batches as Python objects --------------------------------------------------
  *
- * A batch's strings are decoded once each: equal kinds, user ids and channel ids
- * within a batch share one str object (a small open-addressing table keyed by the
- * bytes), equal consecutive timestamps one int. Dict keys are interned. */
+ * A batch's strings come from a cache of str objects kept across batches, so the
+ * ids that recur (active users, channels, kinds) are decoded once, not once per
+ * batch: every event of a batch with an equal kind, user id or channel id shares
+ * one str, and so do later batches while it stays cached. Equal consecutive
+ * timestamps share one int. Dict keys are interned.
+ *
+ * The cache: STR_CACHE_SLOTS slots in sets of STR_CACHE_WAYS, each slot owning one
+ * str of at most STR_CACHE_MAX_LEN UTF-8 bytes (so at most ~2 MB in all, whatever
+ * the traffic), its hash and its UTF-8 bytes (CPython's own: the str's data when it
+ * is ASCII, its cached UTF-8 otherwise). A miss decodes and takes an empty way of
+ * its set, or else its least recently used one, releasing the str that was there
+ * (batches that hold it keep their own reference). Longer strings are decoded for each event. Only used with
+ * the GIL held; a forked child keeps it as it is (the strs are the parent's, valid
+ * in the child). */
+
+enum { STR_CACHE_SLOTS = 1 << 15, STR_CACHE_WAYS = 8, STR_CACHE_MAX_LEN = 64 };
 
 typedef struct {
-  const uint8_t *ptr;
-  size_t len;
   uint64_t hash;
-  PyObject *str; /* borrowed: the batch being built owns it */
+  uint32_t len;
+  uint32_t used;    /* str_cache_clock at the last hit or insertion */
+  const char *utf8; /* inside `str` */
+  PyObject *str;    /* owned; NULL: an empty slot */
 } str_slot;
 
-typedef struct {
-  str_slot *slots;
-  size_t mask;
-} str_table;
+static str_slot *str_cache = NULL; /* STR_CACHE_SLOTS slots, allocated at first use */
+static uint32_t str_cache_clock = 0; /* wraps: then one set's order is off, no more */
 
-static uint64_t bytes_hash(const uint8_t *p, size_t len) {
-  uint64_t h = 0x9e3779b97f4a7c15ull ^ (uint64_t)len;
-  while (len >= 8) {
-    uint64_t w;
-    memcpy(&w, p, 8);
-    h = (h ^ w) * 0xff51afd7ed558ccdull;
-    h ^= h >> 32;
-    p += 8;
-    len -= 8;
+/* The bytes at `p` (1 <= len < 8) as one word: the first and the last 4 bytes
+ * (overlapping), or the first, middle and last byte, never outside [p, p + len).
+ * Either way the word holds every byte, so for one length, equal words are equal
+ * bytes. */
+static inline uint64_t short_word(const uint8_t *p, size_t len) {
+  if (len >= 4) {
+    uint32_t a, b;
+    memcpy(&a, p, 4);
+    memcpy(&b, p + len - 4, 4);
+    return (uint64_t)a | ((uint64_t)b << 32);
   }
-  uint64_t w = 0;
-  memcpy(&w, p, len);
-  h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
+  return (uint64_t)p[0] | ((uint64_t)p[len / 2] << 8) | ((uint64_t)p[len - 1] << 16);
+}
+
+static inline uint64_t load_word(const uint8_t *p) {
+  uint64_t w;
+  memcpy(&w, p, 8);
+  return w;
+}
+
+/* A hash of 1 <= len <= STR_CACHE_MAX_LEN bytes: whole words, the last one
+ * overlapping the one before. */
+static inline uint64_t bytes_hash(const uint8_t *p, size_t len) {
+  uint64_t h = 0x9e3779b97f4a7c15ull ^ (uint64_t)len;
+  if (len < 8) {
+    h = (h ^ short_word(p, len)) * 0xff51afd7ed558ccdull;
+  } else {
+    for (size_t i = 0; i + 8 < len; i += 8) {
+      h = (h ^ load_word(p + i)) * 0xff51afd7ed558ccdull;
+      h ^= h >> 32;
+    }
+    h = (h ^ load_word(p + len - 8)) * 0xff51afd7ed558ccdull;
+  }
+  h ^= h >> 32;
+  h *= 0xc4ceb9fe1a85ec53ull;
   return h ^ (h >> 29);
 }
 
+/* Whether the `len` (1 <= len <= STR_CACHE_MAX_LEN) bytes at `a` and `b` are equal. */
+static inline int bytes_equal(const uint8_t *a, const uint8_t *b, size_t len) {
+  if (len < 8) {
+    return short_word(a, len) == short_word(b, len); /* the word holds every byte */
+  }
+  uint64_t diff = 0;
+  for (size_t i = 0; i + 8 < len; i += 8) {
+    diff |= load_word(a + i) ^ load_word(b + i);
+  }
+  return (diff | (load_word(a + len - 8) ^ load_word(b + len - 8))) == 0;
+}
+
 /* A new reference to the str of `len` UTF-8 bytes at `p`. */
-static PyObject *table_str(str_table *t, const uint8_t *p, size_t len) {
+static PyObject *cached_str(const uint8_t *p, size_t len) {
   if (len == 0) {
     return PyUnicode_FromStringAndSize(NULL, 0); /* the shared empty str */
   }
+  if (len > STR_CACHE_MAX_LEN) {
+    return PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)len, NULL);
+  }
+  if (str_cache == NULL && (str_cache = PyMem_Calloc(STR_CACHE_SLOTS, sizeof(str_slot))) == NULL) {
+    return PyErr_NoMemory();
+  }
   uint64_t h = bytes_hash(p, len);
-  size_t i = (size_t)h & t->mask;
-  for (int probe = 0; probe < 8; probe++, i = (i + 1) & t->mask) {
-    str_slot *s = &t->slots[i];
-    if (s->str == NULL) {
-      PyObject *str = PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)len, NULL);
-      if (str != NULL) {
-        s->ptr = p;
-        s->len = len;
-        s->hash = h;
-        s->str = str;
-      }
-      return str;
-    }
-    if (s->hash == h && s->len == len && (s->ptr == p || memcmp(s->ptr, p, len) == 0)) {
+  str_slot *set = &str_cache[(size_t)h & (STR_CACHE_SLOTS - STR_CACHE_WAYS)];
+  for (int w = 0; w < STR_CACHE_WAYS; w++) {
+    str_slot *s = &set[w];
+    if (s->hash == h && s->len == len && s->str != NULL &&
+        bytes_equal((const uint8_t *)s->utf8, p, len)) {
+      s->used = ++str_cache_clock;
       Py_INCREF(s->str);
       return s->str;
     }
   }
-  return PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)len, NULL); /* a crowded run */
+  PyObject *str = PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)len, NULL);
+  if (str == NULL) {
+    return NULL;
+  }
+  /* The str's own UTF-8 bytes: its data when ASCII; else CPython's cached UTF-8
+   * (computed here once, at most STR_CACHE_MAX_LEN bytes). */
+  Py_ssize_t utf8_len;
+  const char *utf8 = PyUnicode_AsUTF8AndSize(str, &utf8_len);
+  if (utf8 == NULL) {
+    PyErr_Clear(); /* not cached; the str itself is fine */
+    return str;
+  }
+  str_slot *s = &set[0]; /* an empty way, or else the least recently used */
+  for (int w = 1; w < STR_CACHE_WAYS && s->str != NULL; w++) {
+    if (set[w].str == NULL || (uint32_t)(set[w].used - s->used) > (uint32_t)INT32_MAX) {
+      s = &set[w];
+    }
+  }
+  PyObject *old = s->str;
+  Py_INCREF(str);
+  *s = (str_slot){h, (uint32_t)len, ++str_cache_clock, utf8, str};
+  Py_XDECREF(old); /* a str's dealloc runs no Python code */
+  return str;
 }
 
 enum { FORM_DICTS = 0, FORM_TUPLES = 1, FORM_COLUMNS = 2 };
@@ -870,17 +936,9 @@ static PyObject *build_batch(PyObject *module, PyObject *const *args, Py_ssize_t
   if (payloads < 0) {
     return NULL;
   }
-  size_t cap = 64;
-  while (cap < (size_t)n * 4 && cap < (1u << 16)) {
-    cap <<= 1;
-  }
-  str_table table = {PyMem_Calloc(cap, sizeof(str_slot)), cap - 1};
-  if (table.slots == NULL) {
-    return PyErr_NoMemory();
-  }
   PyObject *result = NULL, *cols[5] = {NULL, NULL, NULL, NULL, NULL};
   PyObject *list = NULL;
-  PyObject *last_ts = NULL; /* borrowed, like the table's strs */
+  PyObject *last_ts = NULL; /* borrowed: the batch being built owns it */
   int64_t last_ts_value = 0;
   if (form == FORM_COLUMNS) {
     for (int c = 0; c < 4 + payloads; c++) {
@@ -893,9 +951,9 @@ static PyObject *build_batch(PyObject *module, PyObject *const *args, Py_ssize_t
   }
   for (Py_ssize_t i = 0; i < n; i++) {
     const eh_event *e = &events[i];
-    PyObject *kind = table_str(&table, e->kind, e->kind_len);
-    PyObject *user = kind ? table_str(&table, e->user_id, e->user_id_len) : NULL;
-    PyObject *channel = user ? table_str(&table, e->channel_id, e->channel_id_len) : NULL;
+    PyObject *kind = cached_str(e->kind, e->kind_len);
+    PyObject *user = kind ? cached_str(e->user_id, e->user_id_len) : NULL;
+    PyObject *channel = user ? cached_str(e->channel_id, e->channel_id_len) : NULL;
     PyObject *ts = NULL;
     if (channel != NULL) {
       if (last_ts != NULL && last_ts_value == e->timestamp) {
@@ -977,7 +1035,6 @@ static PyObject *build_batch(PyObject *module, PyObject *const *args, Py_ssize_t
     result = list;
     list = NULL;
   }
-  PyMem_Free(table.slots);
   return result;
 fail:
   /* Lists from PyList_New hold NULLs until filled; their dealloc skips them. */
@@ -985,7 +1042,6 @@ fail:
     Py_XDECREF(cols[c]);
   }
   Py_XDECREF(list);
-  PyMem_Free(table.slots);
   return NULL;
 }
 

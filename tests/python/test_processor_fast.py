@@ -303,6 +303,56 @@ def test_batches_built_natively_equal_the_general_decoder(monkeypatch, form, pay
             assert any("payload" in e for e in first) and not all("payload" in e for e in first)
 
 
+def _near_ids(n: int) -> list:
+    """n distinct ids, many differing from others in one byte anywhere: every length
+    from 1 to 70 (across the cache's 64-byte limit), ASCII and not."""
+    ids: dict = {}
+    i = 0
+    while len(ids) < n:
+        length = 1 + i % 70
+        base = ["a"] * length
+        base[(i // 70) % length] = chr(ord("b") + (i // 70 // length) % 20)
+        if i % 11 == 0:
+            base[0] = "é"  # two UTF-8 bytes
+        text = "".join(base)
+        ids.setdefault(text if text not in ids else f"{text}-{i}", None)
+        i += 1
+    return list(ids)
+
+
+@needs_fast
+def test_strings_cached_across_batches_are_exact_and_shared(monkeypatch):
+    # More distinct ids than the native str cache holds (2**15), so it evicts; the
+    # ids differ by one byte at every position and length. Every delivered event
+    # equals what the general decoder delivers for the same pushes.
+    ids = _near_ids(40_000)
+
+    def deliver(fast: bool) -> list:
+        if not fast:
+            monkeypatch.setattr(processor_module, "_build_batch", None)
+        collector = Collector()
+        with EventStreamProcessor(1 << 16, 1, 500, 50) as p:
+            p.set_flush_callback(collector)
+            for rows in ([("m", u, ids[-1 - j], NOW) for j, u in enumerate(ids)], [("m", u, "c", NOW) for u in ids[:600]]):
+                assert p.push_many(rows) == len(rows)
+            p.flush_now(WAIT)
+        monkeypatch.undo()
+        return collector.batches
+
+    fast, general = deliver(True), deliver(False)
+    assert [len(b) for b in fast] == [len(b) for b in general]
+    assert fast == general
+    events = [e for b in fast for e in b]
+    assert [e["user_id"] for e in events[:40_000]] == ids
+    assert [e["channel_id"] for e in events[:40_000]] == ids[::-1]
+    # The last 600 ids were pushed (as channel ids) at the end of the first pass and
+    # again as user ids in later batches: still cached, so the same str objects.
+    later = {e["user_id"]: e["user_id"] for e in events[40_000:]}
+    first = {e["channel_id"]: e["channel_id"] for e in events[40_000 - 600 : 40_000]}
+    short = [u for u in ids[:600] if len(u.encode()) <= 64]
+    assert short and all(later[u] is first[u] for u in short)
+
+
 @needs_fast
 def test_dead_letters_are_built_natively_too():
     got = []
