@@ -773,18 +773,18 @@ done:
  *
  * A batch's strings come from a cache of str objects kept across batches, so the
  * ids that recur (active users, channels, kinds) are decoded once, not once per
- * batch: every event of a batch with an equal kind, user id or channel id shares
- * one str, and so do later batches while it stays cached. Equal consecutive
- * timestamps share one int. Dict keys are interned.
+ * batch, and equal ones share one str within a batch and across batches while it
+ * stays cached. Equal consecutive timestamps share one int. Dict keys are
+ * interned.
  *
  * The cache: STR_CACHE_SLOTS slots in sets of STR_CACHE_WAYS, each slot owning one
- * str of at most STR_CACHE_MAX_LEN UTF-8 bytes (so at most ~2 MB in all, whatever
- * the traffic), its hash and its UTF-8 bytes (CPython's own: the str's data when it
- * is ASCII, its cached UTF-8 otherwise). A miss decodes and takes an empty way of
- * its set, or else its least recently used one, releasing the str that was there
- * (batches that hold it keep their own reference). Longer strings are decoded for each event. Only used with
- * the GIL held; a forked child keeps it as it is (the strs are the parent's, valid
- * in the child). */
+ * str of at most STR_CACHE_MAX_LEN UTF-8 bytes (so under 8 MB in all, whatever the
+ * traffic), its hash and its UTF-8 bytes (CPython's own: the str's data when it is
+ * ASCII, its cached UTF-8 otherwise). A miss decodes and takes an empty way of its
+ * set, or else its least recently used one, releasing the str that was there
+ * (batches that hold it keep their own reference). Longer strings are decoded for
+ * each event. Only used with the GIL held; a forked child keeps it as it is (the
+ * strs are the parent's, valid in the child). */
 
 enum { STR_CACHE_SLOTS = 1 << 15, STR_CACHE_WAYS = 8, STR_CACHE_MAX_LEN = 64 };
 
