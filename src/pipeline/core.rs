@@ -282,14 +282,19 @@ impl Core {
         pushed.map_err(refusal_error)
     }
 
-    /// Pushes `n` events in order, event `i` being `event(i)`, claiming ring slots
-    /// `run` at a time (see [`Ring::push_run`]); returns how many were accepted
-    /// and why it stopped early. `hook` runs after each run with the number
-    /// accepted so far (tests widen races with it). `event` is only called with
-    /// `i < n` and must not panic (it runs inside claimed slots).
+    /// Pushes `n` events in order, claiming ring slots `run` at a time (see
+    /// [`Ring::push_run`]); returns how many were accepted and why it stopped
+    /// early. First every event is checked: `check(i)` reads event `i` and checks
+    /// it in its caller's terms (an `Err` fails the call with nothing pushed), in
+    /// the same pass as this function's validation. Then `event(i)` must return
+    /// the same event again, cheaply: it runs inside claimed slots, so it must not
+    /// panic (neither may `check`), and both are only called with `i < n`. `hook`
+    /// runs after each run with the number accepted so far (tests widen races
+    /// with it).
     pub(crate) fn push_batch<'e>(
         &self,
         n: usize,
+        check: impl Fn(usize) -> Result<EventIn<'e>>,
         event: impl Fn(usize) -> EventIn<'e>,
         run: usize,
         mut hook: impl FnMut(usize),
@@ -298,16 +303,18 @@ impl Core {
             return (0, Err(e));
         }
         for i in 0..n {
-            let ev = event(i);
-            let valid = ev.validate().and_then(|()| {
+            let valid = check(i).and_then(|ev| {
+                ev.validate()
+                    .map_err(|e| Error::invalid(format!("event {i}: {e}")))?;
                 if ev.timestamp > 0 {
                     self.check_future(ev.timestamp)
+                        .map_err(|e| Error::invalid(format!("event {i}: {e}")))
                 } else {
                     Ok(())
                 }
             });
             if let Err(e) = valid {
-                return (0, Err(Error::invalid(format!("event {i}: {e}"))));
+                return (0, Err(e));
             }
         }
         let mut accepted = 0;

@@ -318,23 +318,28 @@ impl Processor {
     /// result is `Ok`. Every event is validated before any is pushed, so an invalid
     /// one fails the call with nothing pushed.
     pub fn push_batch(&self, events: &[EventIn<'_>]) -> (usize, Result<()>) {
-        self.push_batch_with(events.len(), |i| events[i])
+        self.push_batch_with(events.len(), |i| Ok(events[i]), |i| events[i])
     }
 
-    /// [`Processor::push_batch`] of `n` events given one by one: `event(i)` for
-    /// `i < n` (the C ABI's array without building a slice of [`EventIn`] first).
-    /// `event` must not panic for those.
+    /// [`Processor::push_batch`] of `n` events given one by one: `check(i)` reads
+    /// and checks event `i` (an `Err` fails the call with nothing pushed), in the
+    /// same pass as the validation; once all passed, `event(i)` returns the same
+    /// event again, for `i < n` (the C ABI's array without building a slice of
+    /// [`EventIn`] first). Neither may panic for those.
     pub(crate) fn push_batch_with<'e>(
         &self,
         n: usize,
+        check: impl Fn(usize) -> Result<EventIn<'e>>,
         event: impl Fn(usize) -> EventIn<'e>,
     ) -> (usize, Result<()>) {
         match self.enter() {
             Err(e) => (0, Err(e)),
-            Ok(entered) => entered.core.push_batch(n, event, self.batch_run(), |_n| {
-                #[cfg(test)]
-                self.hook(HookPoint::BatchAccepted(_n));
-            }),
+            Ok(entered) => entered
+                .core
+                .push_batch(n, check, event, self.batch_run(), |_n| {
+                    #[cfg(test)]
+                    self.hook(HookPoint::BatchAccepted(_n));
+                }),
         }
     }
 

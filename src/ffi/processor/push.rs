@@ -193,15 +193,14 @@ pub unsafe extern "C" fn eh_processor_push_batch(
             // SAFETY: the caller passes `n` readable events.
             unsafe { std::slice::from_raw_parts(events, n) }
         };
-        for (i, e) in raw.iter().enumerate() {
-            // SAFETY: each element is a caller eh_event valid for the call.
-            unsafe { event_from_raw(e, i) }?;
-        }
-        // SAFETY: every element passed `event_from_raw` just above (pointers,
-        // lengths and UTF-8 checked) and stays valid and unchanged for the call;
+        // SAFETY: each element is a caller eh_event valid for the call, and
         // `push_batch_with` asks only for `i < raw.len()`.
+        let check = |i: usize| unsafe { event_from_raw(&raw[i], i) };
+        // SAFETY: `push_batch_with` calls this only after every element passed
+        // `event_from_raw` (pointers, lengths and UTF-8 checked); they stay valid
+        // and unchanged for the call.
         let event = |i: usize| unsafe { checked_event(&raw[i]) };
-        let (count, result) = processor.push_batch_with(raw.len(), event);
+        let (count, result) = processor.push_batch_with(raw.len(), check, event);
         // SAFETY: checked by `out_arg`.
         unsafe { write_out(accepted, count) };
         result
