@@ -348,6 +348,37 @@ def test_a_row_count_mismatch_fails_with_status_1(tmp_path, monkeypatch, capsys)
     assert "the database holds 1 rows of this run but 5,000 events were accepted" in err
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no fcntl locks")
+def test_a_second_demo_on_the_same_files_fails_clearly_and_changes_nothing(tmp_path, capsys):
+    db = tmp_path / "busy.sqlite3"
+    argv = ["--events", "2000", "--quiet", "--db", str(db)]
+    # Another process runs a demo on these files: it holds their locks until told.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import contextlib, sys; from pathlib import Path; from engagehub.demo import cli\n"
+            "with contextlib.ExitStack() as s:\n"
+            "    cli.hold_paths(s, Path(sys.argv[1]))\n"
+            "    print('held', flush=True); sys.stdin.read()",
+            str(db),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert demo.main(argv) == 2
+        assert "another demo is using" in capsys.readouterr().err
+        assert not db.exists(), "the refused run wrote nothing"
+    finally:
+        holder.communicate("", timeout=60)
+    assert demo.main(argv) == 0, "free again once the other run ended"
+    assert db.exists()
+
+
 def test_main_prints_the_dashboard(tmp_path, capsys):
     argv = ["demo", "--events", "10000", "--quiet", "--db", str(tmp_path / "m.sqlite3")]
     from engagehub.__main__ import main

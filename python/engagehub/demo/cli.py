@@ -260,6 +260,28 @@ def _default_dir() -> Path:
     return Path(tempfile.gettempdir())
 
 
+def hold_paths(stack: ExitStack, *paths: Path) -> None:
+    """Takes an exclusive lock (``<path>.lock``, released when ``stack`` closes) for
+    each file this run writes, so that a second demo started with the same files
+    (the defaults are fixed, so that ``--resume`` finds yesterday's snapshot)
+    fails at once with a clear message instead of overwriting this one's table.
+    Where ``fcntl`` is missing (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux or macOS
+        return
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)  # as the stores do
+        lock = stack.enter_context(open(f"{path}.lock", "a+b"))
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DemoError(
+                f"another demo is using {path} right now: wait for it to finish, or give this one "
+                "its own files with --db and --snapshot"
+            ) from None
+
+
 def _paths_line() -> str:
     """Which native paths this run uses, so a slow fallback is never silent."""
     from .._native import MODE
@@ -292,6 +314,7 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
         snapshot = Path(config.snapshot)
     else:
         snapshot = (db_path.parent if not config.postgres else _default_dir()) / SNAPSHOT_NAME
+    hold_paths(stack, *([snapshot] if config.postgres else [db_path, snapshot]))
 
     problems: List[str] = []
     board = stack.enter_context(Leaderboard(decay_factor=0.95))

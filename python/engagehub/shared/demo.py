@@ -20,12 +20,13 @@ import math
 import multiprocessing
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, TextIO
 
 from .. import demo as base
-from ..demo.cli import _default_dir, _utc
+from ..demo.cli import _default_dir, _utc, hold_paths
 from ..processor import EventColumns, EventStreamProcessor
 
 TOPK_CAPACITY = 1024
@@ -156,7 +157,11 @@ def _leaderboard_problems(shared: List[tuple], shared_size: int, local: List[tup
 
 def run(config: base.DemoConfig, url: str, writers: int, namespace: str, *, out: Optional[TextIO] = None) -> int:
     """Runs the shared demo and prints its dashboard; 0 when every check passed."""
-    out = sys.stdout if out is None else out
+    with ExitStack() as stack:
+        return _run(config, url, writers, namespace, sys.stdout if out is None else out, stack)
+
+
+def _run(config: base.DemoConfig, url: str, writers: int, namespace: str, out: TextIO, stack: ExitStack) -> int:
     if writers < 1:
         raise ValueError("--writers must be >= 1")
     say = (lambda _m: None) if config.quiet else (lambda m: print(m, file=sys.stderr))
@@ -167,6 +172,7 @@ def run(config: base.DemoConfig, url: str, writers: int, namespace: str, *, out:
     if stale:
         client.delete(*stale)
     db = Path(config.db) if config.db else _default_dir() / "engagehub-demo-shared.sqlite3"
+    hold_paths(stack, db)
     base.SQLiteStore(db).close()  # a fresh table, which the writers append to
     cfg = asdict(config)
     ctx = multiprocessing.get_context("spawn")
