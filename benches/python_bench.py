@@ -265,7 +265,10 @@ def run_case(case: str, impl: str, n: int) -> dict:
             rows = list(zip(batch.types, batch.user_ids, batch.channel_ids, batch.timestamps))
             seen[0] += len(rows)
 
-        p = Processor(*PIPELINE_CONFIG)
+        # columns: push_many outruns the GIL-bound deliveries (~20M events/s against
+        # a few million), so under "drop" it would drop; "block" waits for room
+        # with the GIL released instead, as a producer that must not drop would.
+        p = Processor(*PIPELINE_CONFIG, **({"overflow": "block"} if case == "columns" else {}))
         if case != "columns":
             p.set_flush_callback(read_dicts)
             gc.collect()

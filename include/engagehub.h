@@ -1209,6 +1209,25 @@ eh_status eh_processor_push_batch(struct eh_processor *p,
                                   size_t *accepted);
 
 /**
+ * `eh_processor_push_batch` for a caller that waits for room in slices, as
+ * `eh_processor_push_wait` does for one event (e.g. a binding that handles
+ * Ctrl-C between slices). Under `EH_OVERFLOW_BLOCK`, a full ring is waited for
+ * at most `wait_ms` in all (instead of `block_timeout_ms`); if no room came, with
+ * `give_up` non-zero the rest is dropped and counted (`EH_OK`), with `give_up` 0
+ * the call returns `EH_TIMEOUT` and the rest was neither pushed nor counted
+ * (call again with the events after the first `*accepted`, with `give_up` set
+ * on the last try). `*accepted` is written on every return, as by
+ * `eh_processor_push_batch`; under `EH_OVERFLOW_DROP_NEWEST` it is
+ * `eh_processor_push_batch`. Thread-safe.
+ */
+eh_status eh_processor_push_batch_wait(struct eh_processor *p,
+                                       const struct eh_event *events,
+                                       size_t n,
+                                       size_t *accepted,
+                                       uint64_t wait_ms,
+                                       int32_t give_up);
+
+/**
  * Reads the counters into `*out`.
  */
 eh_status eh_processor_get_stats(const struct eh_processor *p, struct eh_processor_stats *out);

@@ -186,10 +186,13 @@ typedef int32_t (*push_fn)(void *p, const uint8_t *kind, size_t kind_len, const 
                            size_t user_id_len, const uint8_t *channel_id, size_t channel_id_len,
                            int64_t timestamp, const uint8_t *payload, size_t payload_len);
 typedef int32_t (*push_batch_fn)(void *p, const eh_event *events, size_t n, size_t *accepted);
+typedef int32_t (*push_batch_wait_fn)(void *p, const eh_event *events, size_t n, size_t *accepted,
+                                      uint64_t wait_ms, int32_t give_up);
 
 /* Set once by bind_processor(); read only with the GIL held. */
 static push_fn processor_push = NULL;
 static push_batch_fn processor_push_batch = NULL;
+static push_batch_wait_fn processor_push_batch_wait = NULL;
 static int32_t status_queue_full = -1;
 
 /* Interned names, created at import. */
@@ -222,10 +225,10 @@ static int check_layout(const char *who, const char *what, PyObject *layout,
 
 static PyObject *bind_processor(PyObject *module, PyObject *args) {
   (void)module;
-  PyObject *push_address, *batch_address, *layout;
+  PyObject *push_address, *batch_address, *batch_wait_address, *layout;
   int queue_full;
-  if (!PyArg_ParseTuple(args, "OOiO!", &push_address, &batch_address, &queue_full, &PyTuple_Type,
-                        &layout)) {
+  if (!PyArg_ParseTuple(args, "OOOiO!", &push_address, &batch_address, &batch_wait_address,
+                        &queue_full, &PyTuple_Type, &layout)) {
     return NULL;
   }
   const Py_ssize_t expected[] = {
@@ -252,8 +255,13 @@ static PyObject *bind_processor(PyObject *module, PyObject *args) {
   if (batch == NULL) {
     goto bad_address;
   }
+  void *batch_wait = PyLong_AsVoidPtr(batch_wait_address);
+  if (batch_wait == NULL) {
+    goto bad_address;
+  }
   processor_push = (push_fn)push;
   processor_push_batch = (push_batch_fn)batch;
+  processor_push_batch_wait = (push_batch_wait_fn)batch_wait;
   status_queue_full = queue_full;
   Py_RETURN_NONE;
 bad_address:
@@ -660,18 +668,33 @@ static PyTypeObject PushEventType = {
     .tp_new = push_event_new,
 };
 
-/* push_rows(processor, rows) -> (status, accepted), or None when the rows need the
- * general path: `rows` must be a list of exact tuples of 3 exact str, or 4 with an
- * exact int timestamp (fitting 64 bits), all of one width, and no lone surrogate.
- * One eh_processor_push_batch call, the strings given as CPython's cached UTF-8. */
+/* push_rows(processor, rows[, wait_ms, give_up]) -> (status, accepted), or None
+ * when the rows need the general path: `rows` must be a list of exact tuples of 3
+ * exact str, or 4 with an exact int timestamp (fitting 64 bits), all of one width,
+ * and no lone surrogate. One eh_processor_push_batch call, the strings given as
+ * CPython's cached UTF-8; with `wait_ms` and `give_up` (ints), one
+ * eh_processor_push_batch_wait call instead (the caller loops over slices,
+ * running signal handlers between them). */
 static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
   (void)module;
-  if (nargs != 2) {
-    PyErr_SetString(PyExc_TypeError, "push_rows() takes 2 arguments");
+  if (nargs != 2 && nargs != 4) {
+    PyErr_SetString(PyExc_TypeError, "push_rows() takes 2 or 4 arguments");
     return NULL;
   }
+  unsigned long long wait_ms = 0;
+  int give_up = 0, sliced = nargs == 4;
+  if (sliced) {
+    wait_ms = PyLong_AsUnsignedLongLong(args[2]);
+    if (wait_ms == (unsigned long long)-1 && PyErr_Occurred()) {
+      return NULL;
+    }
+    if ((give_up = PyObject_IsTrue(args[3])) < 0) {
+      return NULL;
+    }
+  }
   PyObject *rows = args[1];
-  if (processor_push_batch == NULL || !PyList_CheckExact(rows)) {
+  if (processor_push_batch == NULL || (sliced && processor_push_batch_wait == NULL) ||
+      !PyList_CheckExact(rows)) {
     Py_RETURN_NONE;
   }
   void *processor;
@@ -752,7 +775,9 @@ static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t n
   int32_t status;
   if (blocking) {
     Py_BEGIN_ALLOW_THREADS
-    status = processor_push_batch(processor, events, (size_t)n, &accepted);
+    status = sliced ? processor_push_batch_wait(processor, events, (size_t)n, &accepted,
+                                                (uint64_t)wait_ms, give_up)
+                    : processor_push_batch(processor, events, (size_t)n, &accepted);
     Py_END_ALLOW_THREADS
   } else {
     status = processor_push_batch(processor, events, (size_t)n, &accepted);
@@ -1422,7 +1447,8 @@ static PyMethodDef methods[] = {
      "leaderboard_add(board_address, user_id, points, timestamp) -> status, or None "
      "when the arguments need the general path."},
     {"bind_processor", bind_processor, METH_VARARGS,
-     "bind_processor(push_address, push_batch_address, queue_full_status, eh_event_layout)."},
+     "bind_processor(push_address, push_batch_address, push_batch_wait_address, "
+     "queue_full_status, eh_event_layout)."},
     {"bind_push_target", bind_push_target, METH_VARARGS,
      "bind_push_target(EventStreamProcessor, EventStreamProcessor.__dict__['_push_target'])."},
     {"bind_delivery", bind_delivery, METH_O,

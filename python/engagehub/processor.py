@@ -100,7 +100,16 @@ def _load_fast() -> Any:
         )
     )
     address = lambda name: int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))  # noqa: E731
-    fast.bind_processor(address("eh_processor_push"), address("eh_processor_push_batch"), _EH_QUEUE_FULL, layout)
+    try:
+        fast.bind_processor(
+            address("eh_processor_push"),
+            address("eh_processor_push_batch"),
+            address("eh_processor_push_batch_wait"),
+            _EH_QUEUE_FULL,
+            layout,
+        )
+    except TypeError:  # a module built before eh_processor_push_batch_wait
+        return None
     if hasattr(fast, "bind_top_channels"):
         list_layout = (
             (ffi.sizeof("eh_channel_list"),)
@@ -922,7 +931,9 @@ class EventStreamProcessor(NativeHandle):
         ``events``: ``(type, user_id, channel_id)`` or ``(type, user_id, channel_id,
         timestamp)`` tuples (or dicts with the drop-in keys). The accepted events are
         always the first ones: after the first refusal (full ring) the rest are
-        dropped and counted. One invalid event raises with nothing pushed (rows with
+        dropped and counted. Under ``overflow="block"`` a full ring is waited for
+        (the GIL released, Ctrl-C between 0.1 s slices) up to ``block_timeout_ms``
+        in all for the call, then the rest is dropped and counted. One invalid event raises with nothing pushed (rows with
         ``bytes`` ids, float or ``None`` timestamps, mixed widths or a NUL inside a
         field take a slower per-event path, which
         stops at the invalid event instead).
@@ -1163,9 +1174,10 @@ class EventStreamProcessor(NativeHandle):
 class _BlockingPushes(EventStreamProcessor):
     """What an ``EventStreamProcessor(overflow="block")`` is: a push into a full
     ring waits for room (up to ``block_timeout_ms``) in native slices of 0.1 s
-    (``eh_processor_push_wait``), between which Python runs signal handlers, so
-    Ctrl-C raises ``KeyboardInterrupt`` promptly (nothing is pushed or counted
-    then). Same name and API as the class it refines."""
+    (``eh_processor_push_wait``, ``eh_processor_push_batch_wait`` for push_many),
+    between which Python runs signal handlers, so Ctrl-C raises
+    ``KeyboardInterrupt`` promptly (nothing more is pushed or counted then). Same
+    name and API as the class it refines."""
 
     def push_event(
         self,
@@ -1205,7 +1217,28 @@ class _BlockingPushes(EventStreamProcessor):
         rows = events if isinstance(events, list) else list(events)
         if rows and isinstance(rows[0], dict):
             rows = [(e["type"], e["user_id"], e["channel_id"], e.get("timestamp", 0)) for e in rows]
-        return self._push_each(rows)
+        if _push_rows is None or not rows:
+            return self._push_each(rows)
+        # One eh_processor_push_batch_wait per slice of the wait (the GIL released
+        # meanwhile), signal handlers between slices; the rows the compiled path
+        # cannot read (None) take the per-event path, as in drop mode.
+        deadline = time.monotonic() + self._block_timeout
+        done = 0
+        while True:
+            left = deadline - time.monotonic()
+            give_up = left <= _SLICE_MS / 1000
+            wait_ms = max(0, int(min(left, _SLICE_MS / 1000) * 1000))
+            result = _push_rows(self, rows if done == 0 else rows[done:], wait_ms, give_up)
+            if result is None:
+                return done + self._push_each(rows[done:])
+            rc, accepted = result
+            done += accepted
+            if rc == 0:
+                return done
+            if rc == _EH_SHUT_DOWN and self._closed:
+                raise self._closed_error()
+            if rc != _EH_TIMEOUT:
+                check(rc)
 
 
 _BlockingPushes.__name__ = _BlockingPushes.__qualname__ = "EventStreamProcessor"

@@ -108,6 +108,29 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How long a batch push waits for room in a full ring under `Overflow::Block`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RoomWait {
+    /// The configured `block_timeout`; then the rest is dropped and counted.
+    Configured,
+    /// At most `wait` in all (from the first wait); then, with `give_up`, the
+    /// rest is dropped and counted, else the push returns [`Error::Timeout`] with
+    /// the rest neither pushed nor counted.
+    Slice {
+        /// The longest wait.
+        wait: Duration,
+        /// Whether to drop the rest when no room came.
+        give_up: bool,
+    },
+}
+
+/// `now + wait`, or a century away for a wait too long to add.
+fn deadline_after(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
 /// The error for a push the ring refused (a full ring's drop already counted).
 #[cold]
 fn refusal_error(refusal: Refusal) -> Error {
@@ -288,15 +311,16 @@ impl Core {
     /// it in its caller's terms (an `Err` fails the call with nothing pushed), in
     /// the same pass as this function's validation. Then `event(i)` must return
     /// the same event again, cheaply: it runs inside claimed slots, so it must not
-    /// panic (neither may `check`), and both are only called with `i < n`. `hook`
-    /// runs after each run with the number accepted so far (tests widen races
-    /// with it).
+    /// panic (neither may `check`), and both are only called with `i < n`. `wait`:
+    /// how long a full ring is waited for under `Overflow::Block`. `hook` runs
+    /// after each run with the number accepted so far (tests widen races with it).
     pub(crate) fn push_batch<'e>(
         &self,
         n: usize,
         check: impl Fn(usize) -> Result<EventIn<'e>>,
         event: impl Fn(usize) -> EventIn<'e>,
         run: usize,
+        wait: RoomWait,
         mut hook: impl FnMut(usize),
     ) -> (usize, Result<()>) {
         if let Err(e) = self.check_usable() {
@@ -319,12 +343,28 @@ impl Core {
         }
         let mut accepted = 0;
         let mut result = Ok(());
+        // RoomWait::Slice: the deadline, from the first wait.
+        let mut slice_deadline = None;
         while accepted < n {
             let pushed = match self.push_run(&event, accepted, (n - accepted).min(run.max(1))) {
                 Ok(n) => Ok(n),
                 // Not one slot free: the single push decides (it counts the drop, or
                 // waits for room under `Overflow::Block`).
-                Err(Refusal::Full) => self.push_record(&event(accepted)).map(|()| 1),
+                Err(Refusal::Full) => match (wait, self.shared.config.overflow) {
+                    (RoomWait::Slice { wait, give_up }, Overflow::Block { .. }) => {
+                        let deadline = *slice_deadline.get_or_insert_with(|| deadline_after(wait));
+                        match self.push_blocking(&event(accepted), deadline) {
+                            Err(Refusal::Full) if !give_up => {
+                                result = Err(Error::Timeout(format!(
+                                    "no room in the ring within {wait:?}"
+                                )));
+                                break;
+                            }
+                            pushed => self.count_full(pushed).map(|()| 1),
+                        }
+                    }
+                    _ => self.push_record(&event(accepted)).map(|()| 1),
+                },
                 Err(refusal) => Err(refusal),
             };
             match pushed {
@@ -373,9 +413,23 @@ impl Core {
                     shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
                     Err(Refusal::Full)
                 }
-                Overflow::Block { timeout } => self.push_blocking(ev, timeout),
+                Overflow::Block { timeout } => {
+                    self.count_full(self.push_blocking(ev, deadline_after(timeout)))
+                }
             },
         }
+    }
+
+    /// `pushed`, a full ring counted as one drop.
+    fn count_full(
+        &self,
+        pushed: std::result::Result<(), Refusal>,
+    ) -> std::result::Result<(), Refusal> {
+        if pushed == Err(Refusal::Full) {
+            // Relaxed: a statistics counter.
+            self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        pushed
     }
 
     /// Validated events `event(from)..event(from + n)` into consecutive ring slots
@@ -412,14 +466,15 @@ impl Core {
         .map_err(|(refusal, _)| refusal)
     }
 
+    /// Pushes `ev` into a full ring under `Overflow::Block`, waiting for room until
+    /// `deadline`: `Err(Full)` (not counted) if none came.
     #[cold]
     fn push_blocking(
         &self,
         ev: &EventIn<'_>,
-        timeout: Duration,
+        deadline: Instant,
     ) -> std::result::Result<(), Refusal> {
         let shared = &self.shared;
-        let deadline = Instant::now() + timeout;
         // Wait for a stretch of free slots, not for one: a retry reads the stamp of
         // the slot the worker frees next and the ring's head, lines the worker is
         // writing, so retrying slot by slot slowed the worker that was to make the
@@ -433,10 +488,7 @@ impl Core {
             match self.push_in_slot(ev) {
                 Ok(_) => return Ok(()),
                 Err(Refusal::Closed) => return Err(Refusal::Closed),
-                Err(Refusal::Full) if last_try => {
-                    shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                    return Err(Refusal::Full);
-                }
+                Err(Refusal::Full) if last_try => return Err(Refusal::Full),
                 Err(Refusal::Full) => {}
             }
             loop {

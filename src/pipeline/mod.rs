@@ -43,6 +43,7 @@ pub use config::{
     Clock, DEFAULT_FUTURE_SKEW, MAX_BATCH_SIZE, MAX_FUTURE_SKEW, MAX_INTERVAL, MAX_RETRIES,
     MAX_RING_CAPACITY, MAX_WORKERS, Overflow, ProcessorConfig,
 };
+pub(crate) use core::RoomWait;
 pub use event::{Batch, Event, EventIn, RawEvent};
 pub use event::{MAX_FIELD_BYTES, MAX_PAYLOAD_BYTES};
 #[cfg(test)]

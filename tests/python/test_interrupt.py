@@ -1,5 +1,5 @@
 """Ctrl-C during blocking waits: flush_now(), close() and a push into a full ring
-under overflow="block" wait in native slices of 0.1 s, so SIGINT raises KeyboardInterrupt within half a second even while a flush
+(push_event or push_many) under overflow="block" wait in native slices of 0.1 s, so SIGINT raises KeyboardInterrupt within half a second even while a flush
 callback blocks. Each case runs in a child process (its worker stays blocked, so it
 exits with os._exit); the parent sends SIGINT once a watcher thread in the child has
 seen the main thread inside the wait, and measures how long the child takes to
@@ -35,7 +35,7 @@ CHILD = textwrap.dedent(
         while not never.wait(0.05):  # blocks forever, in slices
             pass
 
-    block = dict(overflow="block", block_timeout_ms=3_600_000) if mode == "push" else {}
+    block = dict(overflow="block", block_timeout_ms=3_600_000) if mode.startswith("push") else {}
     p = eh.EventStreamProcessor(buffer_size=2, num_threads=1, batch_size=1, flush_interval_ms=10, **block)
     p.set_flush_callback(blocking_sink)
     p.push_event("message", "u1", "c", 1_700_000_000)
@@ -44,8 +44,8 @@ CHILD = textwrap.dedent(
         os._exit(2)
 
     main = threading.main_thread().ident
-    wait_fn = {"flush": "_flush_blocking", "close": "_native_close", "push": "push_event"}[mode]
-    if mode == "push":
+    wait_fn = {"flush": "_flush_blocking", "close": "_native_close", "push": "push_event", "push_many": "push_many"}[mode]
+    if mode.startswith("push"):
         # The worker holds the first event in its callback: fill the two slots.
         assert p.push_event("message", "u2", "c", 1_700_000_000)
         assert p.push_event("message", "u3", "c", 1_700_000_000)
@@ -70,8 +70,10 @@ CHILD = textwrap.dedent(
             p.flush_now()
         elif mode == "close":
             p.close()
-        else:
+        elif mode == "push":
             p.push_event("message", "u4", "c", 1_700_000_000)  # BLOCK: the ring is full
+        else:
+            p.push_many([("message", "u4", "c", 1_700_000_000), ("message", "u5", "c", 1_700_000_000)])
         print("returned", flush=True)
     except KeyboardInterrupt:
         print("KeyboardInterrupt", flush=True)
@@ -88,7 +90,7 @@ def _readline(proc: subprocess.Popen, timeout: float) -> str:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-@pytest.mark.parametrize("mode", ["flush", "close", "push"])
+@pytest.mark.parametrize("mode", ["flush", "close", "push", "push_many"])
 def test_ctrl_c_interrupts_a_blocking_wait_promptly(mode):
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, mode],
@@ -137,6 +139,38 @@ def test_sliced_block_push_gives_up_after_block_timeout_with_one_drop():
         assert time.monotonic() - t0 >= 0.2, "it waited for room about block_timeout_ms"
         s = p.stats()
         assert (s.pushed, s.accepted, s.dropped) == (4, 3, 1), "one drop, no count per slice"
+    finally:
+        release.set()
+    p.flush_now(WAIT)
+    assert p.stats().delivered == 3
+    p.close()
+
+
+def test_sliced_block_push_many_gives_up_after_block_timeout_counting_the_rest():
+    import threading
+
+    import engagehub as eh
+
+    release = threading.Event()
+    started = threading.Event()
+
+    def sink(batch):
+        started.set()
+        release.wait(WAIT)
+
+    p = eh.EventStreamProcessor(
+        buffer_size=2, num_threads=1, batch_size=1, flush_interval_ms=10, overflow="block", block_timeout_ms=250
+    )
+    p.set_flush_callback(sink)
+    rows = [("message", f"u{i}", "c", 1_700_000_000) for i in range(5)]
+    try:
+        assert p.push_event("message", "u", "c", 1_700_000_000)
+        assert started.wait(WAIT)
+        t0 = time.monotonic()
+        assert p.push_many(rows) == 2, "the two free slots, then no room"
+        assert time.monotonic() - t0 >= 0.2, "it waited for room about block_timeout_ms"
+        s = p.stats()
+        assert (s.pushed, s.accepted, s.dropped) == (6, 3, 3), "the rest dropped once, not per slice"
     finally:
         release.set()
     p.flush_now(WAIT)

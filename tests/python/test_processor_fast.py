@@ -862,7 +862,7 @@ def test_a_struct_layout_other_than_the_compiled_one_is_refused(binder):
     # binding anything (so this process's fast paths stay as they were).
     fast = processor_module._fast
     if binder == "bind_processor":
-        call = lambda layout: fast.bind_processor(1, 1, 1, layout)  # noqa: E731
+        call = lambda layout: fast.bind_processor(1, 1, 1, 1, layout)  # noqa: E731
         real = (processor_module.ffi.sizeof("eh_event"),) + tuple(
             processor_module.ffi.offsetof("eh_event", f)
             for f in ("kind", "kind_len", "user_id", "user_id_len", "channel_id",

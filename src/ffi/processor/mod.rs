@@ -33,7 +33,10 @@ pub use config::{
     EH_WORKERS_NONE, eh_processor_config,
 };
 pub use minutes::eh_processor_minute_events;
-pub use push::{eh_processor_push, eh_processor_push_batch, eh_processor_push_wait};
+pub use push::{
+    eh_processor_push, eh_processor_push_batch, eh_processor_push_batch_wait,
+    eh_processor_push_wait,
+};
 pub use queries::{
     eh_channel_list, eh_channel_list_free, eh_channel_row, eh_processor_channel_count,
     eh_processor_get_stats, eh_processor_now, eh_processor_stats, eh_processor_top_channels,

@@ -4,7 +4,7 @@
 use super::super::{bytes_arg, eh_status, guard, out_arg, str_arg, write_out};
 use super::{eh_processor, processor};
 use crate::error::{Error, Result};
-use crate::pipeline::{EventIn, RawEvent};
+use crate::pipeline::{EventIn, RawEvent, RoomWait};
 
 /// Offers one event: `kind`, `user_id`, `channel_id` are UTF-8 (≤ 1024 bytes each),
 /// `timestamp` is unix seconds (≤ 0: the processor's "now"), `payload` (may be NULL
@@ -179,7 +179,59 @@ pub unsafe extern "C" fn eh_processor_push_batch(
     n: usize,
     accepted: *mut usize,
 ) -> eh_status {
-    guard("eh_processor_push_batch", || {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        push_batch(
+            "eh_processor_push_batch",
+            p,
+            events,
+            n,
+            accepted,
+            RoomWait::Configured,
+        )
+    }
+}
+
+/// `eh_processor_push_batch` for a caller that waits for room in slices, as
+/// `eh_processor_push_wait` does for one event (e.g. a binding that handles
+/// Ctrl-C between slices). Under `EH_OVERFLOW_BLOCK`, a full ring is waited for
+/// at most `wait_ms` in all (instead of `block_timeout_ms`); if no room came, with
+/// `give_up` non-zero the rest is dropped and counted (`EH_OK`), with `give_up` 0
+/// the call returns `EH_TIMEOUT` and the rest was neither pushed nor counted
+/// (call again with the events after the first `*accepted`, with `give_up` set
+/// on the last try). `*accepted` is written on every return, as by
+/// `eh_processor_push_batch`; under `EH_OVERFLOW_DROP_NEWEST` it is
+/// `eh_processor_push_batch`. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_processor_push_batch_wait(
+    p: *mut eh_processor,
+    events: *const RawEvent,
+    n: usize,
+    accepted: *mut usize,
+    wait_ms: u64,
+    give_up: i32,
+) -> eh_status {
+    let wait = RoomWait::Slice {
+        wait: std::time::Duration::from_millis(wait_ms),
+        give_up: give_up != 0,
+    };
+    // SAFETY: forwarded from this function's contract.
+    unsafe { push_batch("eh_processor_push_batch_wait", p, events, n, accepted, wait) }
+}
+
+/// The two batch pushes.
+///
+/// # Safety
+/// As `eh_processor_push_batch`.
+unsafe fn push_batch(
+    name: &str,
+    p: *mut eh_processor,
+    events: *const RawEvent,
+    n: usize,
+    accepted: *mut usize,
+    wait: RoomWait,
+) -> eh_status {
+    guard(name, || {
         let accepted = out_arg(accepted, "accepted")?;
         // SAFETY: checked by `out_arg`. Written first, so every return has a count.
         unsafe { write_out(accepted, 0) };
@@ -200,7 +252,7 @@ pub unsafe extern "C" fn eh_processor_push_batch(
         // `event_from_raw` (pointers, lengths and UTF-8 checked); they stay valid
         // and unchanged for the call.
         let event = |i: usize| unsafe { checked_event(&raw[i]) };
-        let (count, result) = processor.push_batch_with(raw.len(), check, event);
+        let (count, result) = processor.push_batch_with(raw.len(), check, event, wait);
         // SAFETY: checked by `out_arg`.
         unsafe { write_out(accepted, count) };
         result

@@ -369,12 +369,14 @@ fn workers_none_is_the_synchronous_mode_through_the_c_config() {
 #[derive(Default)]
 struct Gate {
     open: AtomicBool,
+    entered: AtomicU64,
     events: AtomicU64,
 }
 
 unsafe extern "C" fn gated_flush(user: *mut c_void, _events: *const RawEvent, n: usize) -> i32 {
     // SAFETY: `user` is the test's `Gate`, alive until the processor is freed.
     let gate = unsafe { &*(user as *const Gate) };
+    gate.entered.fetch_add(1, Ordering::SeqCst);
     assert!(wait_until(|| gate.open.load(Ordering::SeqCst)));
     gate.events.fetch_add(n as u64, Ordering::SeqCst);
     0
@@ -455,4 +457,90 @@ fn minute_events_reads_the_ring_and_refuses_bad_arguments() {
         );
         eh_processor_free(p);
     }
+}
+
+fn dropped(p: *mut eh_processor) -> u64 {
+    // SAFETY: a live handle.
+    unsafe { processor(p) }.unwrap().stats().unwrap().dropped
+}
+
+#[test]
+fn push_batch_wait_times_out_with_its_prefix_or_gives_up_counting_the_rest() {
+    let cfg = eh_processor_config {
+        capacity: 8,
+        workers: 1,
+        batch_size: 1,
+        flush_interval_ms: 10,
+        overflow: EH_OVERFLOW_BLOCK,
+        block_timeout_ms: 60_000,
+        ..Default::default()
+    };
+    let mut p = std::ptr::null_mut();
+    let gate = Arc::new(Gate::default());
+    // SAFETY: valid config and out-param; `gate` outlives the processor.
+    unsafe {
+        assert_eq!(eh_processor_new(&cfg, &mut p), EH_OK);
+        let user = Arc::as_ptr(&gate) as *mut c_void;
+        assert_eq!(
+            eh_processor_set_flush_callback(p, Some(gated_flush), user, None),
+            EH_OK
+        );
+    }
+    // The worker holds the first event in its callback: the ring is then empty
+    // and nothing drains it until the gate opens.
+    assert_eq!(push(p, "first", 0), EH_OK);
+    assert!(wait_until(|| gate.entered.load(Ordering::SeqCst) == 1));
+    let ids: Vec<String> = (0..12).map(|i| format!("u{i}")).collect();
+    let raw: Vec<RawEvent> = ids
+        .iter()
+        .map(|u| RawEvent {
+            kind: b"m".as_ptr(),
+            kind_len: 1,
+            user_id: u.as_ptr(),
+            user_id_len: u.len(),
+            channel_id: b"c".as_ptr(),
+            channel_id_len: 1,
+            timestamp: 0,
+            payload: std::ptr::null(),
+            payload_len: 0,
+        })
+        .collect();
+    let mut accepted = usize::MAX;
+    // SAFETY: live handle; `raw` points into `ids`, alive for the calls.
+    unsafe {
+        // No room within 20 ms: the prefix that fit, the rest not counted.
+        let rc = eh_processor_push_batch_wait(p, raw.as_ptr(), raw.len(), &mut accepted, 20, 0);
+        assert_eq!(rc, super::super::EH_TIMEOUT, "{}", last_error());
+        assert_eq!(accepted, 8);
+        assert_eq!(dropped(p), 0);
+        // Giving up on the last slice: the rest is dropped and counted.
+        let rest = &raw[8..];
+        let rc = eh_processor_push_batch_wait(p, rest.as_ptr(), rest.len(), &mut accepted, 0, 1);
+        assert_eq!((rc, accepted), (EH_OK, 0));
+        assert_eq!(dropped(p), 4);
+        // An invalid event refuses the whole batch before any wait.
+        let mut bad = raw[..2].to_vec();
+        bad[1].user_id = std::ptr::null();
+        let rc = eh_processor_push_batch_wait(p, bad.as_ptr(), 2, &mut accepted, 20, 0);
+        assert_eq!((rc, accepted), (EH_INVALID_ARGUMENT, 0));
+    }
+    // Room comes while a call waits: it returns once all fit.
+    let opener = {
+        let gate = Arc::clone(&gate);
+        std::thread::spawn(move || gate.open.store(true, Ordering::SeqCst))
+    };
+    // SAFETY: as above.
+    unsafe {
+        let rest = &raw[8..];
+        let rc =
+            eh_processor_push_batch_wait(p, rest.as_ptr(), rest.len(), &mut accepted, 60_000, 0);
+        assert_eq!((rc, accepted), (EH_OK, 4), "{}", last_error());
+    }
+    opener.join().unwrap();
+    // SAFETY: live handle; freed once.
+    unsafe {
+        assert_eq!(eh_processor_close(p), EH_OK);
+        eh_processor_free(p);
+    }
+    assert_eq!(gate.events.load(Ordering::SeqCst), 1 + 8 + 4);
 }
