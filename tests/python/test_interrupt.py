@@ -23,8 +23,12 @@ BOUND = 0.5 + 1.0
 
 CHILD = textwrap.dedent(
     """
-    import os, sys, threading, time
+    import os, signal, sys, threading, time
     import engagehub as eh
+
+    # A child of a shell's background job starts with SIGINT ignored, and Python
+    # then installs no handler: raise KeyboardInterrupt whatever we inherited.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     mode = sys.argv[1]
     never = threading.Event()
