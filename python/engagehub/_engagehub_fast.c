@@ -165,9 +165,13 @@ static PyObject *leaderboard_add(PyObject *module, PyObject *const *args, Py_ssi
  * The address is the processor's shell, valid for the wrapper's whole life (freed
  * only by ffi.gc, and `self` is alive during the call): a push racing close gets
  * EH_SHUT_DOWN. After fork the native side re-initialises on this first call.
- * Under the "drop" overflow the push never waits, so the GIL stays held; under
+ * Under the "drop" overflow the push never waits, so the GIL stays held. Under
  * "block" it may wait for room, which the workers can only make by running the
- * Python callback, so the GIL is released around the call.
+ * Python callback: a first eh_processor_push_wait takes a free slot without
+ * waiting (the GIL held); on a full ring the same call waits in slices of 0.1 s up
+ * to the processor's block_timeout_ms with the GIL released, running signal
+ * handlers between slices (Ctrl-C raises KeyboardInterrupt, nothing pushed or
+ * counted), as the blocking class's Python push_event does.
  */
 
 typedef struct {
@@ -185,6 +189,11 @@ typedef struct {
 typedef int32_t (*push_fn)(void *p, const uint8_t *kind, size_t kind_len, const uint8_t *user_id,
                            size_t user_id_len, const uint8_t *channel_id, size_t channel_id_len,
                            int64_t timestamp, const uint8_t *payload, size_t payload_len);
+typedef int32_t (*push_wait_fn)(void *p, const uint8_t *kind, size_t kind_len,
+                                const uint8_t *user_id, size_t user_id_len,
+                                const uint8_t *channel_id, size_t channel_id_len, int64_t timestamp,
+                                const uint8_t *payload, size_t payload_len, uint64_t wait_ms,
+                                int32_t give_up);
 typedef int32_t (*push_batch_fn)(void *p, const eh_event *events, size_t n, size_t *accepted);
 typedef int32_t (*push_batch_wait_fn)(void *p, const eh_event *events, size_t n, size_t *accepted,
                                       uint64_t wait_ms, int32_t give_up);
@@ -193,7 +202,9 @@ typedef int32_t (*push_batch_wait_fn)(void *p, const eh_event *events, size_t n,
 static push_fn processor_push = NULL;
 static push_batch_fn processor_push_batch = NULL;
 static push_batch_wait_fn processor_push_batch_wait = NULL;
+static push_wait_fn processor_push_wait = NULL;
 static int32_t status_queue_full = -1;
+static int32_t status_timeout = -1;
 
 /* Interned names, created at import. */
 static PyObject *key_type, *key_user_id, *key_channel_id, *key_timestamp, *key_payload;
@@ -225,10 +236,10 @@ static int check_layout(const char *who, const char *what, PyObject *layout,
 
 static PyObject *bind_processor(PyObject *module, PyObject *args) {
   (void)module;
-  PyObject *push_address, *batch_address, *batch_wait_address, *layout;
-  int queue_full;
-  if (!PyArg_ParseTuple(args, "OOOiO!", &push_address, &batch_address, &batch_wait_address,
-                        &queue_full, &PyTuple_Type, &layout)) {
+  PyObject *push_address, *batch_address, *batch_wait_address, *push_wait_address, *layout;
+  int queue_full, timeout;
+  if (!PyArg_ParseTuple(args, "OOOOiiO!", &push_address, &batch_address, &batch_wait_address,
+                        &push_wait_address, &queue_full, &timeout, &PyTuple_Type, &layout)) {
     return NULL;
   }
   const Py_ssize_t expected[] = {
@@ -259,7 +270,13 @@ static PyObject *bind_processor(PyObject *module, PyObject *args) {
   if (batch_wait == NULL) {
     goto bad_address;
   }
+  void *push_wait = PyLong_AsVoidPtr(push_wait_address);
+  if (push_wait == NULL) {
+    goto bad_address;
+  }
   processor_push = (push_fn)push;
+  processor_push_wait = (push_wait_fn)push_wait;
+  status_timeout = timeout;
   processor_push_batch = (push_batch_fn)batch;
   processor_push_batch_wait = (push_batch_wait_fn)batch_wait;
   status_queue_full = queue_full;
@@ -298,20 +315,27 @@ static PyObject *bind_push_target(PyObject *module, PyObject *args) {
   Py_RETURN_NONE;
 }
 
-/* A processor's `_push_target`: its shell's address, unboxed once, and whether a
- * push may wait for room (the "block" overflow). Immutable. */
+/* A processor's `_push_target`: its shell's address, unboxed once, whether a push
+ * may wait for room (the "block" overflow) and for how long (block_timeout_ms).
+ * Immutable. */
 typedef struct {
   PyObject_HEAD
   void *address;
   int blocking;
+  long long block_timeout_ms;
 } PushTarget;
 
 static PyObject *push_target_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
   PyObject *address_obj;
   int blocking;
-  static char *keywords[] = {"address", "blocking", NULL};
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!p:PushTarget", keywords, &PyLong_Type,
-                                   &address_obj, &blocking)) {
+  long long block_timeout_ms = 0;
+  static char *keywords[] = {"address", "blocking", "block_timeout_ms", NULL};
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!p|L:PushTarget", keywords, &PyLong_Type,
+                                   &address_obj, &blocking, &block_timeout_ms)) {
+    return NULL;
+  }
+  if (block_timeout_ms < 0) {
+    PyErr_SetString(PyExc_ValueError, "PushTarget(): block_timeout_ms < 0");
     return NULL;
   }
   void *address = PyLong_AsVoidPtr(address_obj);
@@ -325,6 +349,7 @@ static PyObject *push_target_new(PyTypeObject *type, PyObject *args, PyObject *k
   if (self != NULL) {
     self->address = address;
     self->blocking = blocking;
+    self->block_timeout_ms = block_timeout_ms;
   }
   return (PyObject *)self;
 }
@@ -334,14 +359,16 @@ static PyTypeObject PushTargetType = {
     .tp_name = "engagehub._engagehub_fast.PushTarget",
     .tp_basicsize = sizeof(PushTarget),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "PushTarget(address, blocking): what the compiled pushes read from a processor.",
+    .tp_doc = "PushTarget(address, blocking, block_timeout_ms=0): what the compiled pushes read "
+              "from a processor.",
     .tp_new = push_target_new,
 };
 
 /* The address and blocking flag of a processor's `_push_target`: 1 when found, 0
  * when it has none (the general path then decides: e.g. a wrapper whose
  * constructor failed, or a `self` that is no processor). */
-static int push_target(PyObject *self, void **address, int *blocking) {
+static int push_target(PyObject *self, void **address, int *blocking,
+                       long long *block_timeout_ms) {
   if (processor_type == NULL || !PyObject_TypeCheck(self, processor_type)) {
     return 0;
   }
@@ -351,6 +378,9 @@ static int push_target(PyObject *self, void **address, int *blocking) {
   }
   *address = ((PushTarget *)target)->address;
   *blocking = ((PushTarget *)target)->blocking;
+  if (block_timeout_ms != NULL) {
+    *block_timeout_ms = ((PushTarget *)target)->block_timeout_ms;
+  }
   return 1;
 }
 
@@ -478,10 +508,14 @@ static void yield_to_delivery(void) {
     }                                                                                        \
   } while (0)
 
+/* Under "block", a push into a full ring waits in slices of this much (as the
+ * Python path's _SLICE_MS), running signal handlers between them. */
+#define PUSH_SLICE_NS ((int64_t)100 * 1000000)
+
 typedef struct {
   PyObject_HEAD
   vectorcallfunc vectorcall;
-  PyObject *general; /* EventStreamProcessor._push_event_general */
+  PyObject *general; /* the general push_event (Python) of the processor's class */
 } PushEvent;
 
 
@@ -524,17 +558,41 @@ static PyObject *push_event_call(PyObject *callable, PyObject *const *args, size
   }
   void *processor;
   int blocking;
-  if (!push_target(self, &processor, &blocking)) {
+  long long block_timeout_ms;
+  if (!push_target(self, &processor, &blocking, &block_timeout_ms)) {
     goto general;
   }
   int32_t status;
   if (blocking) {
-    /* The str arguments stay alive: the caller holds them for the call. */
-    Py_BEGIN_ALLOW_THREADS
-    status = processor_push(processor, (const uint8_t *)kind, (size_t)kind_len,
-                            (const uint8_t *)user, (size_t)user_len, (const uint8_t *)channel,
-                            (size_t)channel_len, (int64_t)timestamp, NULL, 0);
-    Py_END_ALLOW_THREADS
+    if (processor_push_wait == NULL) {
+      goto general;
+    }
+    /* A free slot now, without waiting (the GIL held); if none, wait in slices. */
+    status = processor_push_wait(processor, (const uint8_t *)kind, (size_t)kind_len,
+                                 (const uint8_t *)user, (size_t)user_len,
+                                 (const uint8_t *)channel, (size_t)channel_len,
+                                 (int64_t)timestamp, NULL, 0, 0, 0);
+    if (status == status_timeout) {
+      int64_t deadline = MONOTONIC_NS() + (int64_t)block_timeout_ms * 1000000;
+      for (;;) {
+        int64_t left = deadline - MONOTONIC_NS();
+        int give_up = left <= PUSH_SLICE_NS;
+        uint64_t wait_ms = left <= 0 ? 0 : (uint64_t)((left < PUSH_SLICE_NS ? left : PUSH_SLICE_NS) / 1000000);
+        /* The str arguments stay alive: the caller holds them for the call. */
+        Py_BEGIN_ALLOW_THREADS
+        status = processor_push_wait(processor, (const uint8_t *)kind, (size_t)kind_len,
+                                     (const uint8_t *)user, (size_t)user_len,
+                                     (const uint8_t *)channel, (size_t)channel_len,
+                                     (int64_t)timestamp, NULL, 0, wait_ms, give_up);
+        Py_END_ALLOW_THREADS
+        if (status != status_timeout) {
+          break;
+        }
+        if (PyErr_CheckSignals() < 0) {
+          return NULL; /* KeyboardInterrupt: nothing pushed or counted */
+        }
+      }
+    }
   } else {
     status = processor_push(processor, (const uint8_t *)kind, (size_t)kind_len,
                             (const uint8_t *)user, (size_t)user_len, (const uint8_t *)channel,
@@ -699,7 +757,7 @@ static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t n
   }
   void *processor;
   int blocking;
-  if (!push_target(args[0], &processor, &blocking)) {
+  if (!push_target(args[0], &processor, &blocking, NULL)) {
     Py_RETURN_NONE;
   }
   /* Under "block" the GIL is released: hold the rows (and so their strings) in a
@@ -1347,7 +1405,7 @@ static PyObject *top_channels_call(PyObject *callable, PyObject *const *args, si
   }
   void *processor;
   int blocking;
-  if (!push_target(args[0], &processor, &blocking)) {
+  if (!push_target(args[0], &processor, &blocking, NULL)) {
     goto general;
   }
   eh_channel_list list;
@@ -1448,7 +1506,7 @@ static PyMethodDef methods[] = {
      "when the arguments need the general path."},
     {"bind_processor", bind_processor, METH_VARARGS,
      "bind_processor(push_address, push_batch_address, push_batch_wait_address, "
-     "queue_full_status, eh_event_layout)."},
+     "push_wait_address, queue_full_status, timeout_status, eh_event_layout)."},
     {"bind_push_target", bind_push_target, METH_VARARGS,
      "bind_push_target(EventStreamProcessor, EventStreamProcessor.__dict__['_push_target'])."},
     {"bind_delivery", bind_delivery, METH_O,

@@ -105,10 +105,12 @@ def _load_fast() -> Any:
             address("eh_processor_push"),
             address("eh_processor_push_batch"),
             address("eh_processor_push_batch_wait"),
+            address("eh_processor_push_wait"),
             _EH_QUEUE_FULL,
+            _EH_TIMEOUT,
             layout,
         )
-    except TypeError:  # a module built before eh_processor_push_batch_wait
+    except TypeError:  # a module built for an older header
         return None
     if hasattr(fast, "bind_top_channels"):
         list_layout = (
@@ -622,7 +624,9 @@ class EventStreamProcessor(NativeHandle):
         # (valid for this wrapper's whole life: ffi.gc frees it) and whether a
         # push may wait for room (then they release the GIL).
         if _fast is not None:
-            self._push_target = _fast.PushTarget(int(ffi.cast("uintptr_t", self._cdata)), overflow == "block")
+            self._push_target = _fast.PushTarget(
+                int(ffi.cast("uintptr_t", self._cdata)), overflow == "block", block_timeout_ms
+            )
         _LIVE.add(self)
         self._publisher: Any = None
         self._publish_timeout = publish_timeout
@@ -1179,7 +1183,7 @@ class _BlockingPushes(EventStreamProcessor):
     ``KeyboardInterrupt`` promptly (nothing more is pushed or counted then). Same
     name and API as the class it refines."""
 
-    def push_event(
+    def _push_event_sliced(
         self,
         event_type: Union[str, bytes],
         user_id: Union[str, bytes],
@@ -1187,6 +1191,8 @@ class _BlockingPushes(EventStreamProcessor):
         timestamp: Union[int, float, None] = 0,
         payload: Optional[bytes] = None,
     ) -> bool:
+        """push_event under "block": waits for room in 0.1 s slices (Ctrl-C between
+        them) up to ``block_timeout_ms``; ``False`` if none came (dropped, counted)."""
         p = self._h()
         k = encode(event_type, "event_type")
         u = encode(user_id, "user_id")
@@ -1211,6 +1217,17 @@ class _BlockingPushes(EventStreamProcessor):
                 return False
             if rc != _EH_TIMEOUT:
                 check(rc)
+
+    if _fast is not None:
+        # The compiled descriptor, as in drop mode: one eh_processor_push_wait that
+        # takes a free slot without waiting, else the same slices with the GIL
+        # released and signal handlers between them; every other call runs
+        # _push_event_sliced.
+        _push_event_sliced.__name__ = "push_event"
+        _push_event_sliced.__qualname__ = "EventStreamProcessor.push_event"
+        push_event = _fast.PushEvent(_push_event_sliced)
+    else:
+        push_event = _push_event_sliced
 
     def push_many(self, events: Iterable[Sequence[Any]]) -> int:
         self._h()

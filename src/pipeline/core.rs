@@ -531,6 +531,15 @@ impl Core {
             self.check_future(ev.timestamp)?;
         }
         let shared = &self.shared;
+        // A free slot: the record written in place, as `push` does.
+        match self.push_in_slot(ev) {
+            Ok(_) => {
+                shared.wake_one();
+                return Ok(());
+            }
+            Err(Refusal::Closed) => return Err(Error::ShutDown),
+            Err(Refusal::Full) => {}
+        }
         let mut record = self.record(ev);
         let deadline = Instant::now().checked_add(wait);
         let mut spins = 0u32;

@@ -110,9 +110,9 @@ PUSH_CALLS = [
 ]
 
 
-def _replay_pushes(push, calls):
+def _replay_pushes(push, calls, **config):
     collector = Collector()
-    p = EventStreamProcessor(1024, 1, 7, 50)
+    p = EventStreamProcessor(1024, 1, 7, 50, **config)
     p.set_flush_callback(collector)
     outcomes = [outcome(push, p, *args, **kwargs) for args, kwargs in calls]
     p.flush_now(WAIT)
@@ -139,6 +139,22 @@ def test_push_event_fast_and_general_paths_agree_on_every_outcome():
     assert {"ok", errors.InvalidArgument, errors.InvalidType, TypeError} <= kinds
     assert ("ok", True) in fast[0]
     assert fast[1][4] >= 1  # the future timestamps were refused and counted once each
+
+
+@needs_fast
+def test_block_mode_push_event_fast_and_sliced_paths_agree_on_every_outcome():
+    # Under "block" the class is the blocking one; its push_event is the compiled
+    # descriptor too, its general path the sliced Python method.
+    sliced = lambda p, *a, **k: type(p)._push_event_sliced(p, *a, **k)  # noqa: E731
+    general = _replay_pushes(sliced, PUSH_CALLS, overflow="block")
+    fast = _replay_pushes(lambda p, *a, **k: p.push_event(*a, **k), PUSH_CALLS, overflow="block")
+    with EventStreamProcessor(8, overflow="block") as p:
+        assert type(type(p).__dict__["push_event"]).__name__ == "PushEvent"
+    assert fast[:4] == general[:4]
+    assert len(fast[4]) == len(general[4])
+    kinds = {o[0] for o in fast[0]}
+    assert {"ok", errors.InvalidArgument, errors.InvalidType, TypeError} <= kinds
+    assert fast[1][4] >= 1
 
 
 # Timestamps around the digit boundaries of CPython's ints (30-bit digits: the
@@ -862,7 +878,7 @@ def test_a_struct_layout_other_than_the_compiled_one_is_refused(binder):
     # binding anything (so this process's fast paths stay as they were).
     fast = processor_module._fast
     if binder == "bind_processor":
-        call = lambda layout: fast.bind_processor(1, 1, 1, 1, layout)  # noqa: E731
+        call = lambda layout: fast.bind_processor(1, 1, 1, 1, 1, 1, layout)  # noqa: E731
         real = (processor_module.ffi.sizeof("eh_event"),) + tuple(
             processor_module.ffi.offsetof("eh_event", f)
             for f in ("kind", "kind_len", "user_id", "user_id_len", "channel_id",
