@@ -94,6 +94,8 @@ def bench_leaderboard(sizes: list[int], batches: int) -> list[tuple]:
 #
 # push_event   N calls with the same four arguments (str, str, str, int); no
 #              callback, a ring large enough that nothing is dropped.
+# push_event_block  the same under overflow="block" (the ring never fills: the
+#              cost of the blocking class's push when there is room).
 # push_many    N events as lists of 1,000 4-tuples; reported as a rate and as a
 #              multiple of push_event's rate.
 # dicts        N push_event calls (10,000 users, 97 channels, distinct objects
@@ -126,7 +128,16 @@ def bench_leaderboard(sizes: list[int], batches: int) -> list[tuple]:
 
 PIPELINE_CONFIG = (65536, 2, 1000, 100)
 _KEEP: list = []
-CASES = ("push_event", "push_many", "dicts", "columns", "push_event_cffi", "dicts_cffi", "top_channels")
+CASES = (
+    "push_event",
+    "push_event_block",
+    "push_many",
+    "dicts",
+    "columns",
+    "push_event_cffi",
+    "dicts_cffi",
+    "top_channels",
+)
 CPP_CASES = ("push_event", "dicts")
 
 
@@ -229,10 +240,11 @@ def run_case(case: str, impl: str, n: int) -> dict:
     # clock then charges the scheduler. Pushes: the pushing thread's CPU time;
     # deliveries: the whole process's (workers included), against the floor's.
     cpu0 = time.process_time()
-    if case in ("push_event", "push_event_cffi"):
-        p = Processor(1 << 21, 1, 1000, 1000)
+    if case in ("push_event", "push_event_block", "push_event_cffi"):
+        p = Processor(1 << 21, 1, 1000, 1000, **({"overflow": "block"} if case == "push_event_block" else {}))
         push_cpu: list = []
-        out["s"] = _same_args_loop(p.push_event if case == "push_event" else p._push_event_general, n, push_cpu)
+        push = p._push_event_general if case == "push_event_cffi" else p.push_event
+        out["s"] = _same_args_loop(push, n, push_cpu)
         out["cpu_s"] = push_cpu[0]
         out["dropped"] = p.events_dropped()
         if impl != "cpp":  # the C++ flush_now waits forever without a callback
