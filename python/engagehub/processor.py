@@ -52,7 +52,7 @@ import threading
 import time
 import weakref
 from array import array
-from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from . import errors
 from ._handle import NativeHandle
@@ -1205,11 +1205,7 @@ class _BlockingPushes(EventStreamProcessor):
             data = bytes(payload)
             size = len(data)
             self._dispatch.payloads = True
-        deadline = time.monotonic() + self._block_timeout
-        while True:
-            left = deadline - time.monotonic()
-            give_up = left <= _SLICE_MS / 1000
-            wait_ms = max(0, int(min(left, _SLICE_MS / 1000) * 1000))
+        for wait_ms, give_up in self._wait_slices():
             rc = lib.eh_processor_push_wait(p, k, len(k), u, len(u), c, len(c), ts, data, size, wait_ms, give_up)
             if rc == 0:
                 return True
@@ -1217,6 +1213,7 @@ class _BlockingPushes(EventStreamProcessor):
                 return False
             if rc != _EH_TIMEOUT:
                 check(rc)
+        raise AssertionError("unreachable: the last slice gives up")
 
     if _fast is not None:
         # The compiled descriptor, as in drop mode: one eh_processor_push_wait that
@@ -1239,12 +1236,8 @@ class _BlockingPushes(EventStreamProcessor):
         # One eh_processor_push_batch_wait per slice of the wait (the GIL released
         # meanwhile), signal handlers between slices; the rows the compiled path
         # cannot read (None) take the per-event path, as in drop mode.
-        deadline = time.monotonic() + self._block_timeout
         done = 0
-        while True:
-            left = deadline - time.monotonic()
-            give_up = left <= _SLICE_MS / 1000
-            wait_ms = max(0, int(min(left, _SLICE_MS / 1000) * 1000))
+        for wait_ms, give_up in self._wait_slices():
             result = _push_rows(self, rows if done == 0 else rows[done:], wait_ms, give_up)
             if result is None:
                 return done + self._push_each(rows[done:])
@@ -1256,6 +1249,16 @@ class _BlockingPushes(EventStreamProcessor):
                 raise self._closed_error()
             if rc != _EH_TIMEOUT:
                 check(rc)
+        raise AssertionError("unreachable: the last slice gives up")
+
+    def _wait_slices(self) -> Iterator[Tuple[int, bool]]:
+        """``(wait_ms, give_up)`` for each 0.1 s slice of a push's wait for room,
+        ``block_timeout_ms`` in all; the last slice gives up. Endless: the caller
+        stops at the first answer other than EH_TIMEOUT."""
+        deadline = time.monotonic() + self._block_timeout
+        while True:
+            left = deadline - time.monotonic()
+            yield max(0, int(min(left, _SLICE_MS / 1000) * 1000)), left <= _SLICE_MS / 1000
 
 
 _BlockingPushes.__name__ = _BlockingPushes.__qualname__ = "EventStreamProcessor"

@@ -7,12 +7,14 @@ report the KeyboardInterrupt."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -123,9 +125,11 @@ def test_ctrl_c_interrupts_a_blocking_wait_promptly(mode):
             proc.wait()
 
 
-def test_sliced_block_push_gives_up_after_block_timeout_with_one_drop():
-    import threading
-
+@contextlib.contextmanager
+def _held_ring():
+    """A processor under "block" (block_timeout_ms=250) whose one worker holds the
+    first event in its callback: its two ring slots are free and nothing drains
+    them until the block ends, which then delivers the rest."""
     import engagehub as eh
 
     release = threading.Event()
@@ -143,6 +147,14 @@ def test_sliced_block_push_gives_up_after_block_timeout_with_one_drop():
     try:
         assert p.push_event("message", "u1", "c", 1_700_000_000)
         assert started.wait(WAIT)
+        yield p
+    finally:
+        release.set()
+    p.flush_now(WAIT)
+
+
+def test_sliced_block_push_gives_up_after_block_timeout_with_one_drop():
+    with _held_ring() as p:
         assert p.push_many([("message", "u2", "c", 1_700_000_000), ("message", "u3", "c", 1_700_000_000)]) == 2
         t0 = time.monotonic()
         assert not p.push_event("message", "u4", "c", 1_700_000_000, payload=b"x")  # the Python path
@@ -152,40 +164,16 @@ def test_sliced_block_push_gives_up_after_block_timeout_with_one_drop():
         assert time.monotonic() - t0 >= 0.2, "it waited for room about block_timeout_ms"
         s = p.stats()
         assert (s.pushed, s.accepted, s.dropped) == (5, 3, 2), "one drop each, no count per slice"
-    finally:
-        release.set()
-    p.flush_now(WAIT)
     assert p.stats().delivered == 3
     p.close()
 
 
 def test_sliced_block_push_many_gives_up_after_block_timeout_counting_the_rest():
-    import threading
-
-    import engagehub as eh
-
-    release = threading.Event()
-    started = threading.Event()
-
-    def sink(batch):
-        started.set()
-        release.wait(WAIT)
-
-    p = eh.EventStreamProcessor(
-        buffer_size=2, num_threads=1, batch_size=1, flush_interval_ms=10, overflow="block", block_timeout_ms=250
-    )
-    p.set_flush_callback(sink)
-    rows = [("message", f"u{i}", "c", 1_700_000_000) for i in range(5)]
-    try:
-        assert p.push_event("message", "u", "c", 1_700_000_000)
-        assert started.wait(WAIT)
+    with _held_ring() as p:
         t0 = time.monotonic()
-        assert p.push_many(rows) == 2, "the two free slots, then no room"
+        assert p.push_many([("message", f"u{i}", "c", 1_700_000_000) for i in range(5)]) == 2, "two free slots"
         assert time.monotonic() - t0 >= 0.2, "it waited for room about block_timeout_ms"
         s = p.stats()
         assert (s.pushed, s.accepted, s.dropped) == (6, 3, 3), "the rest dropped once, not per slice"
-    finally:
-        release.set()
-    p.flush_now(WAIT)
     assert p.stats().delivered == 3
     p.close()

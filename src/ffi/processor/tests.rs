@@ -65,6 +65,23 @@ fn push(p: *mut eh_processor, user: &str, ts: i64) -> eh_status {
     }
 }
 
+/// One `m`/`c` event per user id, pointing into `ids` (keep them alive).
+fn raw_events(ids: &[String]) -> Vec<RawEvent> {
+    ids.iter()
+        .map(|u| RawEvent {
+            kind: b"m".as_ptr(),
+            kind_len: 1,
+            user_id: u.as_ptr(),
+            user_id_len: u.len(),
+            channel_id: b"c".as_ptr(),
+            channel_id_len: 1,
+            timestamp: 0,
+            payload: std::ptr::null(),
+            payload_len: 0,
+        })
+        .collect()
+}
+
 /// What a test callback sees; passed as `user_data`.
 #[derive(Default)]
 struct Probe {
@@ -223,20 +240,7 @@ fn push_batch_interrupted_by_close_writes_its_count() {
         .name("pusher".into())
         .spawn(move || {
             let ids: Vec<String> = (0..5).map(|i| i.to_string()).collect();
-            let events: Vec<RawEvent> = ids
-                .iter()
-                .map(|id| RawEvent {
-                    kind: b"m".as_ptr(),
-                    kind_len: 1,
-                    user_id: id.as_ptr(),
-                    user_id_len: id.len(),
-                    channel_id: b"c".as_ptr(),
-                    channel_id_len: 1,
-                    timestamp: 0,
-                    payload: std::ptr::null(),
-                    payload_len: 0,
-                })
-                .collect();
+            let events = raw_events(&ids);
             let mut accepted = 99usize;
             // SAFETY: live handle (closed meanwhile, freed only after this joins).
             let rc = unsafe {
@@ -491,20 +495,7 @@ fn push_batch_wait_times_out_with_its_prefix_or_gives_up_counting_the_rest() {
     assert_eq!(push(p, "first", 0), EH_OK);
     assert!(wait_until(|| gate.entered.load(Ordering::SeqCst) == 1));
     let ids: Vec<String> = (0..12).map(|i| format!("u{i}")).collect();
-    let raw: Vec<RawEvent> = ids
-        .iter()
-        .map(|u| RawEvent {
-            kind: b"m".as_ptr(),
-            kind_len: 1,
-            user_id: u.as_ptr(),
-            user_id_len: u.len(),
-            channel_id: b"c".as_ptr(),
-            channel_id_len: 1,
-            timestamp: 0,
-            payload: std::ptr::null(),
-            payload_len: 0,
-        })
-        .collect();
+    let raw = raw_events(&ids);
     let mut accepted = usize::MAX;
     // SAFETY: live handle; `raw` points into `ids`, alive for the calls.
     unsafe {
