@@ -74,6 +74,9 @@ pub(crate) struct Shared {
     flush_epoch: AtomicU64,
     /// Recent top-channels answers (see [`Core::top_channels`]).
     top_cache: Mutex<TopCache>,
+    /// Tests: runs (once) when a blocked push starts waiting for room.
+    #[cfg(test)]
+    pub(crate) waiting_for_room: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 /// Most top-channels answers kept (distinct windows and minutes queried).
@@ -177,6 +180,8 @@ impl Core {
             is_poisoned: AtomicBool::new(false),
             flush_epoch: AtomicU64::new(0),
             top_cache: Mutex::new(TopCache::default()),
+            #[cfg(test)]
+            waiting_for_room: Mutex::new(None),
             config,
         });
         let mut threads = Vec::with_capacity(shared.config.workers);
@@ -490,6 +495,10 @@ impl Core {
                 Err(Refusal::Closed) => return Err(Refusal::Closed),
                 Err(Refusal::Full) if last_try => return Err(Refusal::Full),
                 Err(Refusal::Full) => {}
+            }
+            #[cfg(test)]
+            if let Some(hook) = lock(&shared.waiting_for_room).take() {
+                hook();
             }
             loop {
                 let now = Instant::now();

@@ -133,6 +133,14 @@ impl Processor {
         *self.hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
     }
 
+    /// Tests: runs `hook` once, on the pushing thread, when a blocked push starts
+    /// waiting for room.
+    #[cfg(test)]
+    pub(crate) fn on_waiting_for_room(&self, hook: impl FnOnce() + Send + 'static) {
+        let entered = self.enter().unwrap();
+        *super::core::lock(&entered.core.shared.waiting_for_room) = Some(Box::new(hook));
+    }
+
     /// Whether the current core's workers have all exited (after close stopped
     /// intake), for tests.
     #[cfg(test)]

@@ -7,7 +7,7 @@ use super::*;
 use crate::error::{Error, Result};
 use crate::leaderboard::MAX_TIMESTAMP;
 use crate::sketch::ChannelCount;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -467,6 +467,61 @@ fn block_overflow_waits_for_room_then_times_out() {
     }
     p.flush(WAIT).unwrap();
     assert_eq!(p.stats().unwrap().delivered, 5);
+}
+
+// A blocked push waits for a stretch of room (an eighth of the ring), not one
+// slot; room shorter than that which comes while it waits is taken at the
+// deadline, by the last attempt, instead of dropping the event.
+#[test]
+fn a_blocked_push_takes_a_short_stretch_of_room_at_its_deadline() {
+    let timeout = Duration::from_millis(300);
+    let cfg = ProcessorConfig {
+        capacity: 64,
+        overflow: Overflow::Block { timeout },
+        ..config(1, 1)
+    };
+    let p = Processor::new(cfg).unwrap();
+    // Callback n (from 1) runs once `allowed` >= n.
+    let entered = Arc::new(AtomicUsize::new(0));
+    let allowed = Arc::new(AtomicUsize::new(0));
+    let (e, a) = (Arc::clone(&entered), Arc::clone(&allowed));
+    p.set_flush_callback(Some(Arc::new(move |_: &mut Batch| {
+        let n = e.fetch_add(1, Ordering::SeqCst) + 1;
+        assert!(wait_until(|| a.load(Ordering::SeqCst) >= n));
+        Ok(())
+    })))
+    .unwrap();
+    p.push(&event("held")).unwrap();
+    assert!(wait_until(|| entered.load(Ordering::SeqCst) == 1));
+    for i in 0..64 {
+        p.push(&event(&i.to_string())).unwrap(); // the ring is full
+    }
+    // Once the push waits: one event delivered, the next one held, so exactly
+    // one slot is free and no more will be.
+    let (e, a) = (Arc::clone(&entered), Arc::clone(&allowed));
+    p.on_waiting_for_room(move || {
+        a.store(1, Ordering::SeqCst);
+        assert!(wait_until(|| e.load(Ordering::SeqCst) == 2));
+    });
+    // Whatever happens below (a failed assertion too), the callbacks are let go,
+    // so that dropping the processor does not wait for them.
+    struct OpenOnDrop(Arc<AtomicUsize>);
+    impl Drop for OpenOnDrop {
+        fn drop(&mut self) {
+            self.0.store(usize::MAX, Ordering::SeqCst);
+        }
+    }
+    let open = OpenOnDrop(Arc::clone(&allowed));
+    let started = Instant::now();
+    p.push(&event("late")).unwrap();
+    assert!(
+        started.elapsed() >= timeout,
+        "taken at the deadline, not before"
+    );
+    assert_eq!(p.stats().unwrap().dropped, 0);
+    drop(open);
+    p.flush(WAIT).unwrap();
+    assert_eq!(p.stats().unwrap().delivered, 66);
 }
 
 #[test]
