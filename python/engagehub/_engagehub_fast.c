@@ -258,28 +258,19 @@ static PyObject *bind_processor(PyObject *module, PyObject *args) {
                    (Py_ssize_t)(sizeof expected / sizeof expected[0])) < 0) {
     return NULL;
   }
-  void *push = PyLong_AsVoidPtr(push_address);
-  if (push == NULL) {
-    goto bad_address;
+  PyObject *addresses[4] = {push_address, batch_address, batch_wait_address, push_wait_address};
+  void *fns[4];
+  for (int i = 0; i < 4; i++) {
+    if ((fns[i] = PyLong_AsVoidPtr(addresses[i])) == NULL) {
+      goto bad_address;
+    }
   }
-  void *batch = PyLong_AsVoidPtr(batch_address);
-  if (batch == NULL) {
-    goto bad_address;
-  }
-  void *batch_wait = PyLong_AsVoidPtr(batch_wait_address);
-  if (batch_wait == NULL) {
-    goto bad_address;
-  }
-  void *push_wait = PyLong_AsVoidPtr(push_wait_address);
-  if (push_wait == NULL) {
-    goto bad_address;
-  }
-  processor_push = (push_fn)push;
-  processor_push_wait = (push_wait_fn)push_wait;
-  status_timeout = timeout;
-  processor_push_batch = (push_batch_fn)batch;
-  processor_push_batch_wait = (push_batch_wait_fn)batch_wait;
+  processor_push = (push_fn)fns[0];
+  processor_push_batch = (push_batch_fn)fns[1];
+  processor_push_batch_wait = (push_batch_wait_fn)fns[2];
+  processor_push_wait = (push_wait_fn)fns[3];
   status_queue_full = queue_full;
+  status_timeout = timeout;
   Py_RETURN_NONE;
 bad_address:
   if (!PyErr_Occurred()) {
@@ -564,9 +555,6 @@ static PyObject *push_event_call(PyObject *callable, PyObject *const *args, size
   }
   int32_t status;
   if (blocking) {
-    if (processor_push_wait == NULL) {
-      goto general;
-    }
     /* A free slot now, without waiting (the GIL held); if none, wait in slices. */
     status = processor_push_wait(processor, (const uint8_t *)kind, (size_t)kind_len,
                                  (const uint8_t *)user, (size_t)user_len,
@@ -730,9 +718,10 @@ static PyTypeObject PushEventType = {
  * when the rows need the general path: `rows` must be a list of exact tuples of 3
  * exact str, or 4 with an exact int timestamp (fitting 64 bits), all of one width,
  * and no lone surrogate. One eh_processor_push_batch call, the strings given as
- * CPython's cached UTF-8; with `wait_ms` and `give_up` (ints), one
- * eh_processor_push_batch_wait call instead (the caller loops over slices,
- * running signal handlers between them). */
+ * CPython's cached UTF-8. A processor under "block" takes `wait_ms` and `give_up`
+ * (ints) instead, and one eh_processor_push_batch_wait call with the GIL released
+ * (the caller loops over slices, running signal handlers between them); a call
+ * with or without them where the other is expected returns None. */
 static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
   (void)module;
   if (nargs != 2 && nargs != 4) {
@@ -751,13 +740,13 @@ static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t n
     }
   }
   PyObject *rows = args[1];
-  if (processor_push_batch == NULL || (sliced && processor_push_batch_wait == NULL) ||
-      !PyList_CheckExact(rows)) {
+  if (processor_push_batch == NULL || !PyList_CheckExact(rows)) {
     Py_RETURN_NONE;
   }
   void *processor;
   int blocking;
-  if (!push_target(args[0], &processor, &blocking, NULL)) {
+  /* A push that may wait must wait in slices: the blocking class passes them. */
+  if (!push_target(args[0], &processor, &blocking, NULL) || blocking != sliced) {
     Py_RETURN_NONE;
   }
   /* Under "block" the GIL is released: hold the rows (and so their strings) in a
@@ -833,9 +822,8 @@ static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t n
   int32_t status;
   if (blocking) {
     Py_BEGIN_ALLOW_THREADS
-    status = sliced ? processor_push_batch_wait(processor, events, (size_t)n, &accepted,
-                                                (uint64_t)wait_ms, give_up)
-                    : processor_push_batch(processor, events, (size_t)n, &accepted);
+    status = processor_push_batch_wait(processor, events, (size_t)n, &accepted,
+                                       (uint64_t)wait_ms, give_up);
     Py_END_ALLOW_THREADS
   } else {
     status = processor_push_batch(processor, events, (size_t)n, &accepted);

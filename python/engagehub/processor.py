@@ -134,6 +134,17 @@ _FAST_TOP = _fast is not None and hasattr(_fast, "TopChannels")
 _push_rows = _fast.push_rows if _fast is not None else None
 _FORM_CODE = {"dicts": 0, "tuples": 1, "columns": 2}
 
+
+def _compiled_push_event(general: Callable[..., bool]) -> Any:
+    """``push_event`` for a class body: the compiled descriptor over ``general``
+    (which then names itself as users call it, in argument errors), or
+    ``general`` itself without the compiled module."""
+    if _fast is None:
+        return general
+    general.__name__ = "push_event"
+    general.__qualname__ = "EventStreamProcessor.push_event"
+    return _fast.PushEvent(general)
+
 _OVERFLOW = {"drop": lib.EH_OVERFLOW_DROP_NEWEST, "block": lib.EH_OVERFLOW_BLOCK}
 _CLOCK = {"wall": lib.EH_CLOCK_WALL, "event_time": lib.EH_CLOCK_EVENT_TIME}
 _FORMATS = ("dicts", "tuples", "columns")
@@ -918,16 +929,10 @@ class EventStreamProcessor(NativeHandle):
         check(status)
         return False  # unreachable: check() raised
 
-    if _fast is not None:
-        # Called as `p.push_event(...)`, a method descriptor in C: one native call
-        # for three str and an int (or None) timestamp, no Python frame; every
-        # other call runs _push_event_general. See _engagehub_fast.c.
-        # Argument errors (TypeError) name the method as users call it.
-        _push_event_general.__name__ = "push_event"
-        _push_event_general.__qualname__ = "EventStreamProcessor.push_event"
-        push_event = _fast.PushEvent(_push_event_general)
-    else:
-        push_event = _push_event_general
+    # Called as `p.push_event(...)`, a method descriptor in C: one native call for
+    # three str and an int (or None) timestamp, no Python frame; every other call
+    # runs _push_event_general. See _engagehub_fast.c.
+    push_event = _compiled_push_event(_push_event_general)
 
     def push_many(self, events: Iterable[Sequence[Any]]) -> int:
         """Offers many events in one native call; returns how many were accepted.
@@ -1215,16 +1220,11 @@ class _BlockingPushes(EventStreamProcessor):
                 check(rc)
         raise AssertionError("unreachable: the last slice gives up")
 
-    if _fast is not None:
-        # The compiled descriptor, as in drop mode: one eh_processor_push_wait that
-        # takes a free slot without waiting, else the same slices with the GIL
-        # released and signal handlers between them; every other call runs
-        # _push_event_sliced.
-        _push_event_sliced.__name__ = "push_event"
-        _push_event_sliced.__qualname__ = "EventStreamProcessor.push_event"
-        push_event = _fast.PushEvent(_push_event_sliced)
-    else:
-        push_event = _push_event_sliced
+    # The compiled descriptor, as in drop mode: one eh_processor_push_wait that
+    # takes a free slot without waiting, else the same slices with the GIL
+    # released and signal handlers between them; every other call runs
+    # _push_event_sliced.
+    push_event = _compiled_push_event(_push_event_sliced)
 
     def push_many(self, events: Iterable[Sequence[Any]]) -> int:
         self._h()
