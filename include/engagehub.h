@@ -13,6 +13,25 @@
  *  - A panic inside the library never unwinds into C: the call returns EH_PANIC.
  *  - Each handle type documents its thread safety.
  *
+ * Threads and fork:
+ *  - Every handle (eh_processor, eh_leaderboard, eh_hll, eh_cms) may be used from
+ *    several threads at once. Each handle's doc ends with a "Thread safety:" line
+ *    saying what may run concurrently with its close and free; eh_*_free itself is
+ *    always the last call on a handle.
+ *  - Callbacks run on the processor's worker threads (or, with EH_WORKERS_NONE, on
+ *    the thread that flushes), never on a pushing thread; the callback setters say
+ *    what a callback may call.
+ *  - fork(): only the forking thread goes on in the child. A processor rebuilds
+ *    itself on its first call in the child (fresh workers and ring, callbacks kept,
+ *    counters and sketches empty); the parent's is unaffected. Leaderboards and
+ *    sketches need nothing: the library's pthread_atfork handlers hold each one's
+ *    lock across fork() (the fork waits for calls in progress on other threads,
+ *    each of which is bounded), so the child gets every board and sketch whole and
+ *    unlocked, whatever other threads were doing. A board's changes recorded for
+ *    publishing but not yet drained stay with the parent. Do not call the library
+ *    from your own pthread_atfork handlers; a language binding's at-fork hooks
+ *    (Python's os.register_at_fork) need no library call either.
+ *
  * Versions: the shared library's SONAME is libengagehub.so.<major> from 1.0 on and
  * libengagehub.so.0.<minor> while the version is 0.x (Cargo's rule: a 0.x minor
  * release may break the ABI, a patch release never does). `make install` puts
@@ -106,7 +125,8 @@
  * undercount and exceed the truth by at most e/width of the total with probability
  * 1 − e^−depth. Sketches of equal dimensions merge.
  *
- * Plain memory: there is no close; after `fork()` the child has its own copy.
+ * Plain memory: there is no close; after `fork()` the child has its own copy,
+ * whole and unlocked (see "Threads and fork" at the top of this header).
  *
  * Thread safety: may be used from several threads at once (internal lock).
  * `eh_cms_free` must not run concurrently with, or be followed by, any other call
@@ -124,7 +144,8 @@ typedef struct eh_cms eh_cms;
  * `PFCOUNT` on the same registers. `eh_hll_to_redis` / `eh_hll_from_redis` convert
  * to and from the value of a Redis HyperLogLog key.
  *
- * Plain memory: there is no close; after `fork()` the child has its own copy.
+ * Plain memory: there is no close; after `fork()` the child has its own copy,
+ * whole and unlocked (see "Threads and fork" at the top of this header).
  *
  * Thread safety: may be used from several threads at once (adds and merges are
  * serialised by an internal lock; counts share it). `eh_hll_free` must not run
@@ -144,9 +165,10 @@ typedef struct eh_hll eh_hll;
  * closed") and changes nothing. `eh_leaderboard_free` closes (if needed) and then
  * releases the shell.
  *
- * Snapshots, sketches and leaderboards are plain memory: after `fork()` the child
- * has its own copy (taken while no other thread held the board's lock, or the
- * child's copy stays locked; fork from a thread that is not using the board).
+ * Fork: the child gets its own copy of the board, whole and unlocked whatever other
+ * threads were doing (see "Threads and fork" at the top of this header), without
+ * the changes recorded for publishing (`eh_leaderboard_publish_enable`): the
+ * parent publishes those.
  *
  * Thread safety: may be used from several threads at once. Queries share a read
  * lock; updates, `clear` and `load` take the write lock and are serialised (and

@@ -1,7 +1,9 @@
 //! `eh_leaderboard`: the time-decayed leaderboard through the C ABI.
 
 use std::ffi::{c_char, c_void};
-use std::sync::{RwLock, TryLockError};
+use std::sync::{PoisonError, RwLock, RwLockWriteGuard, TryLockError};
+
+use super::atfork::{self, ForkGuarded, ForkHold};
 
 use super::sized::{read_sized, versioned, write_sized};
 use super::{eh_status, guard, guard_free, handle, out_arg, path_arg, str_arg, write_out};
@@ -19,9 +21,10 @@ use crate::leaderboard::{Leaderboard, LeaderboardConfig, PendingBatch, RankedUse
 /// closed") and changes nothing. `eh_leaderboard_free` closes (if needed) and then
 /// releases the shell.
 ///
-/// Snapshots, sketches and leaderboards are plain memory: after `fork()` the child
-/// has its own copy (taken while no other thread held the board's lock, or the
-/// child's copy stays locked; fork from a thread that is not using the board).
+/// Fork: the child gets its own copy of the board, whole and unlocked whatever other
+/// threads were doing (see "Threads and fork" at the top of this header), without
+/// the changes recorded for publishing (`eh_leaderboard_publish_enable`): the
+/// parent publishes those.
 ///
 /// Thread safety: may be used from several threads at once. Queries share a read
 /// lock; updates, `clear` and `load` take the write lock and are serialised (and
@@ -71,6 +74,26 @@ impl eh_leaderboard {
         // The lock is released before the (possibly long) drop: calls that were
         // waiting for it fail with EH_SHUT_DOWN meanwhile instead of waiting.
         drop(board);
+    }
+}
+
+/// Fork: the prepare handler waits for the calls in progress and holds the write
+/// lock across `fork()`; the child drops the inherited unpublished changes.
+impl ForkGuarded for eh_leaderboard {
+    fn hold_for_fork(&'static self) -> Box<dyn ForkHold> {
+        Box::new(BoardHold(
+            self.board.write().unwrap_or_else(PoisonError::into_inner),
+        ))
+    }
+}
+
+struct BoardHold(RwLockWriteGuard<'static, Option<Leaderboard>>);
+
+impl ForkHold for BoardHold {
+    fn in_child(&mut self) {
+        if let Some(board) = self.0.as_mut() {
+            board.discard_pending();
+        }
     }
 }
 
@@ -256,9 +279,9 @@ pub unsafe extern "C" fn eh_leaderboard_new(
     guard("eh_leaderboard_new", || {
         let out = out_arg(out, "out")?;
         let board = Leaderboard::new(config_from(config)?)?;
-        let raw = Box::into_raw(Box::new(eh_leaderboard {
+        let raw = atfork::boxed(eh_leaderboard {
             board: RwLock::new(Some(board)),
-        }));
+        });
         // SAFETY: `out` was checked non-NULL; the caller provides writable storage.
         unsafe { write_out(out, raw) };
         Ok(())
@@ -296,11 +319,11 @@ pub unsafe extern "C" fn eh_leaderboard_free(lb: *mut eh_leaderboard) {
         return;
     }
     guard_free("eh_leaderboard_free", || {
-        // SAFETY: `lb` came from `eh_leaderboard_new` (Box::into_raw) and, per the
+        // SAFETY: `lb` is live per the contract; close takes no lock of the registry.
+        unsafe { &*lb }.close();
+        // SAFETY: `lb` came from `eh_leaderboard_new` (`atfork::boxed`) and, per the
         // contract, no other call uses it now or later: this is the last reference.
-        let shell = unsafe { Box::from_raw(lb) };
-        shell.close();
-        drop(shell);
+        unsafe { atfork::free(lb) };
     });
 }
 

@@ -16,6 +16,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(non_camel_case_types, clippy::missing_safety_doc)]
 
+mod atfork;
 pub mod leaderboard;
 pub mod processor;
 mod rows;

@@ -1,6 +1,8 @@
 //! `eh_hll` and `eh_cms`: standalone, mergeable, serializable sketches.
 
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::atfork::{self, ForkGuarded, ForkHold};
 
 use super::{bytes_arg, eh_status, guard, guard_free, handle, out_arg, write_out};
 use crate::error::{Error, Result};
@@ -28,6 +30,34 @@ impl<T: Clone> Locked<T> {
     }
 }
 
+/// Fork: the write lock is held across `fork()` (see `atfork`).
+impl<T: Send + Sync + 'static> Locked<T> {
+    fn hold(&'static self) -> Box<dyn ForkHold> {
+        Box::new(SketchHold {
+            _lock: self.0.write().unwrap_or_else(PoisonError::into_inner),
+        })
+    }
+}
+
+/// Releases the sketch's lock when dropped.
+struct SketchHold<T: 'static> {
+    _lock: RwLockWriteGuard<'static, T>,
+}
+
+impl<T> ForkHold for SketchHold<T> {}
+
+impl ForkGuarded for eh_hll {
+    fn hold_for_fork(&'static self) -> Box<dyn ForkHold> {
+        self.inner.hold()
+    }
+}
+
+impl ForkGuarded for eh_cms {
+    fn hold_for_fork(&'static self) -> Box<dyn ForkHold> {
+        self.inner.hold()
+    }
+}
+
 /// A HyperLogLog distinct counter (opaque): precision 14 (16384 one-byte registers,
 /// 0.81% standard error), Ertl's improved estimator (near exact for small counts).
 /// Sketches built by different processes merge.
@@ -37,7 +67,8 @@ impl<T: Clone> Locked<T> {
 /// `PFCOUNT` on the same registers. `eh_hll_to_redis` / `eh_hll_from_redis` convert
 /// to and from the value of a Redis HyperLogLog key.
 ///
-/// Plain memory: there is no close; after `fork()` the child has its own copy.
+/// Plain memory: there is no close; after `fork()` the child has its own copy,
+/// whole and unlocked (see "Threads and fork" at the top of this header).
 ///
 /// Thread safety: may be used from several threads at once (adds and merges are
 /// serialised by an internal lock; counts share it). `eh_hll_free` must not run
@@ -49,9 +80,9 @@ pub struct eh_hll {
 impl eh_hll {
     /// Boxes `hll` into a handle for C.
     pub(crate) fn boxed(hll: Hll) -> *mut eh_hll {
-        Box::into_raw(Box::new(eh_hll {
+        atfork::boxed(eh_hll {
             inner: Locked(RwLock::new(hll)),
-        }))
+        })
     }
 }
 
@@ -60,7 +91,8 @@ impl eh_hll {
 /// undercount and exceed the truth by at most e/width of the total with probability
 /// 1 − e^−depth. Sketches of equal dimensions merge.
 ///
-/// Plain memory: there is no close; after `fork()` the child has its own copy.
+/// Plain memory: there is no close; after `fork()` the child has its own copy,
+/// whole and unlocked (see "Threads and fork" at the top of this header).
 ///
 /// Thread safety: may be used from several threads at once (internal lock).
 /// `eh_cms_free` must not run concurrently with, or be followed by, any other call
@@ -101,8 +133,8 @@ pub unsafe extern "C" fn eh_hll_free(hll: *mut eh_hll) {
     if hll.is_null() {
         return;
     }
-    // SAFETY: created by `Box::into_raw` in this module; freed once by contract.
-    guard_free("eh_hll_free", || drop(unsafe { Box::from_raw(hll) }));
+    // SAFETY: created by `atfork::boxed` in this module; freed once by contract.
+    guard_free("eh_hll_free", || unsafe { atfork::free(hll) });
 }
 
 /// Adds one item (any bytes; `len == 0` is the empty item).
@@ -262,11 +294,11 @@ pub unsafe extern "C" fn eh_cms_new(depth: u32, width: u32, out: *mut *mut eh_cm
             width as usize
         };
         let cms = CountMin::new(depth, width)?;
-        let boxed = Box::new(eh_cms {
+        let raw = atfork::boxed(eh_cms {
             inner: Locked(RwLock::new(cms)),
         });
         // SAFETY: checked by `out_arg`.
-        unsafe { write_out(out, Box::into_raw(boxed)) };
+        unsafe { write_out(out, raw) };
         Ok(())
     })
 }
@@ -278,8 +310,9 @@ pub unsafe extern "C" fn eh_cms_free(cms: *mut eh_cms) {
     if cms.is_null() {
         return;
     }
-    // SAFETY: created by `Box::into_raw` in `eh_cms_new`/`eh_cms_deserialize`.
-    guard_free("eh_cms_free", || drop(unsafe { Box::from_raw(cms) }));
+    // SAFETY: created by `atfork::boxed` in `eh_cms_new`/`eh_cms_deserialize`;
+    // freed once by contract.
+    guard_free("eh_cms_free", || unsafe { atfork::free(cms) });
 }
 
 /// Adds `count` occurrences of `item` (counters saturate at 2^64 − 1).
@@ -387,11 +420,11 @@ pub unsafe extern "C" fn eh_cms_deserialize(
         // SAFETY: per the module contract.
         let bytes = unsafe { bytes_arg(bytes, len, "bytes")? };
         let cms = CountMin::from_bytes(bytes)?;
-        let boxed = Box::new(eh_cms {
+        let raw = atfork::boxed(eh_cms {
             inner: Locked(RwLock::new(cms)),
         });
         // SAFETY: checked by `out_arg`.
-        unsafe { write_out(out, Box::into_raw(boxed)) };
+        unsafe { write_out(out, raw) };
         Ok(())
     })
 }

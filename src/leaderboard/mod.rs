@@ -943,7 +943,9 @@ impl Leaderboard {
 
     /// Drops every pending change (a forked child: its parent publishes them).
     pub fn discard_pending(&mut self) {
-        let _ = self.drain_pending();
+        if let Some(pending) = self.pending.as_deref_mut() {
+            pending.discard(&mut self.entries, |e| &mut e.pending);
+        }
     }
 
     /// `update`'s bookkeeping for a user that was not on the board.

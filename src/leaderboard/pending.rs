@@ -208,6 +208,19 @@ impl Pending {
         self.held == 0
     }
 
+    /// Drops every pending change without handing it out (a forked child: its
+    /// parent publishes them). Allocates nothing.
+    pub(crate) fn discard<E>(&mut self, entries: &mut [E], sum_of: impl Fn(&mut E) -> &mut f64) {
+        for slot in self.dirty.drain(..) {
+            if let Some(entry) = entries.get_mut(slot as usize) {
+                *sum_of(entry) = CLEAN;
+            }
+        }
+        self.orphans.clear();
+        self.ops.clear();
+        self.held = 0;
+    }
+
     /// Hands out every pending change. `parts` gives an entry's pending sum, id
     /// and newest update; `entries` are the board's, by slot.
     pub(crate) fn drain<E>(

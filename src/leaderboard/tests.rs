@@ -1085,3 +1085,27 @@ fn the_bound_counts_what_it_drops_and_evictions_keep_their_increments() {
     assert_eq!((shared["a"], shared["b"], shared["c"]), (11.0, 5.0, 7.0));
     assert!(b.enable_publishing(0).is_err());
 }
+
+#[test]
+fn discarding_pending_drops_sums_orphans_and_ops_and_later_changes_start_fresh() {
+    let mut b = board(1.0, 1.0, 2);
+    b.enable_publishing(100).unwrap();
+    b.add("a", 10.0, T0).unwrap();
+    b.add("b", 5.0, T0).unwrap();
+    b.add("c", 7.0, T0).unwrap(); // evicts b: an orphan sum
+    b.set("a", 3.0, T0).unwrap(); // an op
+    assert!(b.stats().pending > 0);
+    b.discard_pending();
+    assert_eq!(b.stats().pending, 0);
+    assert!(b.drain_pending().rows.is_empty());
+    b.add("a", 1.0, T0).unwrap();
+    b.add("c", 2.0, T0).unwrap();
+    let mut shared = std::collections::HashMap::new();
+    apply(&mut shared, &mut T0.clone(), 0.0, &b.drain_pending());
+    assert_eq!(
+        shared,
+        std::collections::HashMap::from([("a".to_string(), 1.0), ("c".to_string(), 2.0)])
+    );
+    // The board itself is untouched by the discard.
+    assert_eq!(b.rank("a", T0).unwrap().score, 4.0);
+}
