@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import logging
 import os
-import warnings
 import struct
+import warnings
+import weakref
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 from . import errors
@@ -131,6 +134,28 @@ class LeaderboardStats(NamedTuple):
     trimmed: int = 0
     """Publishing: users removed from the shared board by ``max_users`` after this
     writer's batches."""
+
+
+#: Boards publishing to Redis, closed (within their close_timeout) at exit.
+_PUBLISHING: "weakref.WeakSet[Leaderboard]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_publishing_boards() -> None:
+    for board in list(_PUBLISHING):
+        try:
+            board.close()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            logging.getLogger("engagehub").exception("engagehub: closing a leaderboard at exit failed")
+
+
+def _collected_unclosed(publisher: Any, key: str) -> None:
+    if not publisher._closed:
+        publisher.abandon()
+        logging.getLogger("engagehub").error(
+            "Leaderboard(key=%r) was garbage-collected without close(): its changes since the last "
+            "publish (%d batches waiting) were not published", key, publisher.waiting,
+        )
 
 
 class SnapshotEntriesSkipped(UserWarning):
@@ -266,45 +291,65 @@ class Leaderboard(NativeHandle):
         self._address = int(ffi.cast("uintptr_t", self._cdata))
         self._publisher: Any = None
         if redis is not None:
-            if not isinstance(key, str) or not key:
-                raise errors.InvalidArgument("a Leaderboard with redis= needs key= (a non-empty str)", 1)
-            _call(lib.eh_leaderboard_publish_enable, self._cdata, _count(max_pending, "max_pending"))
-            from .shared.leaderboard import Publisher
+            from .shared._publisher import Publisher, seconds_arg
+            from .shared._sources import LeaderboardSource
 
-            self._publisher = Publisher(
-                self,
-                redis,
-                key,
-                decay_factor=decay_factor,
-                decay_period_secs=decay_period_secs,
-                max_users=max_users,
-                interval_ms=publish_interval_ms,
-                close_timeout=close_timeout,
-                last_update=publish_last_update,
-            )
+            try:
+                self._close_timeout = seconds_arg(close_timeout, "close_timeout")
+                source = LeaderboardSource(
+                    self, key, decay_factor=decay_factor, decay_period_secs=decay_period_secs,
+                    max_users=max_users, last_update=publish_last_update,
+                )
+                _call(lib.eh_leaderboard_publish_enable, self._cdata, _count(max_pending, "max_pending"))
+                self._publisher = Publisher(source, redis, interval_ms=publish_interval_ms)
+            except errors.EngageHubError:
+                super().close()
+                raise
+            _PUBLISHING.add(self)
+            # Never silent: a board collected without close() says what it lost.
+            # (Not at exit: the exit hook above closes, and so publishes, first.)
+            weakref.finalize(self, _collected_unclosed, self._publisher, key).atexit = False
 
     # -- publishing ----------------------------------------------------------------
 
     def publish_now(self, timeout: Optional[float] = None) -> bool:
-        """Publishes every change made so far to Redis (a barrier): retries with
-        backoff until Redis applied them, or ``timeout`` seconds passed (None: no
-        limit). True when everything was applied. A board without ``redis=``
+        """Publishes every change made so far to Redis (a barrier): waits until
+        Redis applied them, for at most ``timeout`` seconds (``None``:
+        ``close_timeout``). True when everything was applied; False when Redis did
+        not acknowledge in time (the publisher keeps retrying in the background).
+        Raises :class:`~engagehub.InvalidArgument` when the shared board's stored
+        decay refuses this writer and :class:`~engagehub.Corrupt` when one of its
+        keys is not engagehub's (both also logged). A board without ``redis=``
         returns True."""
         self._h()
-        return True if self._publisher is None else self._publisher.publish(timeout)
+        if self._publisher is None:
+            return True
+        from .shared._publisher import seconds_arg
+
+        wait = self._close_timeout if timeout is None else seconds_arg(timeout, "timeout")
+        return bool(self._publisher.publish(wait))
 
     flush = publish_now
 
     def close(self) -> None:
-        """Releases the board. With ``redis=``, first publishes every pending change
-        (blocking up to ``close_timeout`` seconds while Redis is unreachable; what
-        is left then is logged as an error)."""
+        """Releases the board. With ``redis=``, first publishes every pending change,
+        waiting at most ``close_timeout`` seconds for Redis; what is left then is
+        logged as an error and counted in :attr:`unpublished`, and the board closes
+        anyway (the interpreter's exit runs this too: a Redis that is down never
+        holds it)."""
         if self._closed:
             return
         publisher = self._publisher
         if publisher is not None:
-            publisher.close(publisher.close_timeout)
+            publisher.close(self._close_timeout)
+            _PUBLISHING.discard(self)
         super().close()
+
+    @property
+    def unpublished(self) -> int:
+        """Changes a :meth:`close` could not publish to Redis within
+        ``close_timeout`` (0 without ``redis=`` or when everything got there)."""
+        return 0 if self._publisher is None else self._publisher.counters.unpublished_at_close
 
     def _repr_details(self) -> str:
         return f"{self.size()} users"
@@ -531,13 +576,14 @@ class Leaderboard(NativeHandle):
         p = self._publisher
         if p is None:
             return s
+        c, source = p.counters, p.source
         return s._replace(
-            published_batches=p.batches,
-            published_rows=p.rows,
-            publish_duplicates=p.duplicates,
-            publish_failures=p.failures,
-            publish_waiting=p.pending_batches(),
-            trimmed=p.trimmed,
+            published_batches=c.batches,
+            published_rows=source.rows,
+            publish_duplicates=c.duplicates,
+            publish_failures=c.failures,
+            publish_waiting=p.waiting,
+            trimmed=source.trimmed,
         )
 
     # -- persistence -------------------------------------------------------------

@@ -208,7 +208,8 @@ class ProcessorStats(NamedTuple):
     """Minutes that left the window while Redis was unreachable, so their late
     events could not be published (also logged)."""
     publish_pending_events: int = 0
-    """Events in the batch waiting for Redis (0 when everything is published)."""
+    """Events processed that Redis has not acknowledged yet (0 when everything is
+    published)."""
 
 
 Batch = Union[List[dict], List[tuple], EventColumns]
@@ -526,14 +527,20 @@ class EventStreamProcessor(NativeHandle):
     a flush has processed it. ``overflow="block"`` is refused with it (nothing
     would drain the ring while a push waits).
 
-    Sharing through Redis (README, "shared analytics through Redis"): with
-    ``redis=`` (a ``redis.Redis`` or ``redis.cluster.RedisCluster``) and
-    ``namespace=``, a background thread publishes the analytics every
-    ``publish_interval_ms`` for :class:`engagehub.shared.SharedAnalytics` readers in
-    any process; pushes never touch Redis. :meth:`flush_now` and :meth:`close` return once Redis holds
-    everything processed (``close`` retries for up to ``publish_timeout`` seconds,
-    then logs what is missing). ``publish_max_members`` bounds each published
-    sorted set.
+    Sharing through Redis (docs/shared.md): with ``redis=`` (a ``redis.Redis`` or
+    ``redis.cluster.RedisCluster``) and ``namespace=``, a background thread
+    publishes the analytics every ``publish_interval_ms`` for
+    :class:`engagehub.shared.SharedAnalytics` readers in any process, exactly once;
+    pushes, queries and the constructor never touch Redis (all Redis calls run on
+    that thread). :meth:`flush_now` and :meth:`close` also wait for Redis to hold
+    everything processed, for at most ``publish_timeout`` seconds: then they log and
+    count what is missing (``stats().publish_pending_events``) and return; the flush
+    callback gets every event whatever Redis does. :meth:`publish_now` is the Redis
+    barrier alone. ``publish_max_members`` bounds each published sorted set. Every
+    writer of a namespace must use the same ``window_minutes`` and
+    ``publish_max_members`` (stored in ``{ns}:config`` by the first): a writer
+    whose settings differ is refused (logged; :meth:`publish_now` raises
+    :class:`~engagehub.InvalidArgument`).
 
     Close it with :meth:`close` or a ``with`` block (both drain and deliver
     everything accepted), or ``await aclose()`` / ``async with`` in asyncio code;
@@ -640,9 +647,11 @@ class EventStreamProcessor(NativeHandle):
             )
         _LIVE.add(self)
         self._publisher: Any = None
-        self._publish_timeout = publish_timeout
+        self._publish_timeout = 30.0
         if redis is not None:
-            self._start_publisher(redis, namespace, publish_interval_ms, window_minutes, clock, publish_max_members)
+            self._start_publisher(
+                redis, namespace, publish_interval_ms, window_minutes, clock, publish_max_members, publish_timeout
+            )
 
     # -- lifetime ----------------------------------------------------------------
 
@@ -662,7 +671,8 @@ class EventStreamProcessor(NativeHandle):
         :class:`~engagehub.WouldDeadlock`; ``await aclose()`` instead.
         With ``redis=``: after the drain, publishes everything to Redis, retrying for
         up to ``publish_timeout`` seconds; what Redis still lacks then is logged as
-        an error and left in ``stats().publish_pending_events``."""
+        an error and counted in :attr:`unpublished`, and the close goes on (the
+        interpreter's exit runs this too: a Redis that is down never holds it)."""
         if self._closed:
             return
         self._refuse_on_callback_loop("close()", "await processor.aclose()")
@@ -728,46 +738,62 @@ class EventStreamProcessor(NativeHandle):
         await self.aclose()
 
     def _start_publisher(
-        self, client: Any, namespace: Optional[str], interval_ms: int, window_minutes: int, clock: str, max_members: int
+        self,
+        client: Any,
+        namespace: Optional[str],
+        interval_ms: int,
+        window_minutes: int,
+        clock: str,
+        max_members: int,
+        timeout: Any,
     ) -> None:
-        from .shared._publisher import Publisher
+        from .shared._publisher import Publisher, seconds_arg
+        from .shared._sources import AnalyticsSource
 
-        if namespace is None:
-            raise errors.InvalidArgument("redis= needs namespace=", 1)
         try:
-            self._publisher = Publisher(
-                self, client, namespace, interval_ms=interval_ms, window_minutes=window_minutes,
-                event_time=clock == "event_time", max_members=max_members,
+            if namespace is None:
+                raise errors.InvalidArgument("redis= needs namespace=", 1)
+            self._publish_timeout = seconds_arg(timeout, "publish_timeout")
+            source = AnalyticsSource(
+                self, namespace, window_minutes=window_minutes, event_time=clock == "event_time",
+                max_members=max_members,
             )
-        except ValueError as exc:
+            self._publisher = Publisher(source, client, interval_ms=interval_ms)
+        except errors.EngageHubError:
             self._native_close(self._cdata)
             self._closed = True
-            raise errors.InvalidArgument(str(exc), 1) from None
+            _LIVE.discard(self)
+            raise
 
     def _finish_publishing(self) -> None:
-        """close()'s publishing half: drain, stop the thread, publish the rest."""
+        """close()'s publishing half: deliver everything, then publish the rest to
+        Redis within ``publish_timeout`` (the publisher logs what it could not)."""
         # Sliced, so Ctrl-C gets through; from our own callback WouldDeadlock is
         # raised here and the processor stays open.
-        self._flush_blocking(None)
-        publisher = self._publisher
-        publisher.stop(self._publish_timeout)
-        if not publisher.publish(time.monotonic() + self._publish_timeout, force=True):
-            log.error(
-                "engagehub: closing processor %r before Redis acknowledged %d events "
-                "(namespace %r); they are not in the shared analytics",
-                self, publisher.counters.pending_events, publisher.namespace,
-            )
+        self._flush_blocking(None, publish=False)
+        self._publisher.close(self._publish_timeout)
 
-    def _publish_now(self, timeout: Optional[float]) -> None:
-        """flush_now()'s publishing half: every event processed is in Redis."""
-        publisher = self._publisher
-        if timeout is None:
-            while not publisher.publish(time.monotonic() + 0.5, force=True):
-                if self._closed:
-                    raise self._closed_error()
-            return
-        if not publisher.publish(time.monotonic() + max(timeout, 0.0), force=True):
-            raise errors.Timeout(f"Redis did not acknowledge the publish within {timeout} s", lib.EH_TIMEOUT)
+    def publish_now(self, timeout: Optional[float] = None) -> bool:
+        """Waits until Redis holds everything this processor has processed (not
+        what is still in the ring: :meth:`flush_now` first for that), for at most
+        ``timeout`` seconds (``None``: ``publish_timeout``). True when it does;
+        False when Redis did not acknowledge in time (the publisher keeps retrying).
+        Raises :class:`~engagehub.InvalidArgument` when the namespace's stored
+        configuration refuses this writer and :class:`~engagehub.Corrupt` when one of
+        its keys is not engagehub's (both also logged). Without ``redis=``: True."""
+        self._h()
+        if self._publisher is None:
+            return True
+        from .shared._publisher import seconds_arg
+
+        wait = self._publish_timeout if timeout is None else seconds_arg(timeout, "timeout")
+        return bool(self._publisher.publish(wait))
+
+    @property
+    def unpublished(self) -> int:
+        """Events a :meth:`close` could not publish to Redis within
+        ``publish_timeout`` (0 without ``redis=`` or when everything got there)."""
+        return 0 if self._publisher is None else self._publisher.counters.unpublished_at_close
 
     def _repr_details(self) -> str:
         s = self.stats()
@@ -1034,11 +1060,17 @@ class EventStreamProcessor(NativeHandle):
         :class:`~engagehub.Closed` as soon as the processor is closed. With an
         async callback, on the thread running its event loop:
         :class:`~engagehub.WouldDeadlock` (the callback needs that loop, which
-        this call would block); ``await aflush()`` instead."""
+        this call would block); ``await aflush()`` instead.
+
+        With ``redis=``, it then waits for Redis to hold everything processed, for
+        at most ``publish_timeout`` seconds (and within ``timeout``); if Redis does
+        not acknowledge in time it logs a warning and returns (never raises for
+        Redis: the events are delivered; :meth:`publish_now` tells whether Redis has
+        them)."""
         self._refuse_on_callback_loop("flush_now()", "await processor.aflush()")
         self._flush_blocking(timeout)
 
-    def _flush_blocking(self, timeout: Optional[float]) -> None:
+    def _flush_blocking(self, timeout: Optional[float], publish: bool = True) -> None:
         p = self._h()
         deadline = None
         if timeout is not None:
@@ -1057,17 +1089,38 @@ class EventStreamProcessor(NativeHandle):
             self._raise_interrupt()
             if rc != _EH_TIMEOUT or (deadline is not None and time.monotonic() >= deadline):
                 check(rc)
-                if self._publisher is not None:
-                    self._publish_now(None if deadline is None else deadline - time.monotonic())
-                return
+                break
             if self._closed:
                 raise self._closed_error()
+        if publish and self._publisher is not None:
+            wait = self._publish_timeout
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - time.monotonic()))
+            self._publish_within(wait)
+
+    def _publish_within(self, wait: float) -> None:
+        """flush_now()'s Redis half: waits up to ``wait`` s; logs, never raises."""
+        try:
+            if self._publisher.publish(wait):
+                return
+            reason = f"within {wait:g} s"
+        except errors.EngageHubError as exc:  # refused; the publisher logged it
+            reason = f"(refused: {exc})"
+        log.warning(
+            "engagehub: flush_now() delivered every event, but Redis did not acknowledge them %s; "
+            "%d events wait for Redis (namespace %r), the publisher keeps retrying",
+            reason, self._publisher.source.pending(), self._publisher.source.namespace,
+        )
+
+    def _native_stats(self) -> Any:
+        """The native counters (``eh_processor_stats``)."""
+        out = ffi.new("eh_processor_stats *", {"struct_size": ffi.sizeof("eh_processor_stats")})
+        _call(lib.eh_processor_get_stats, self._h(), out)
+        return out[0]
 
     def stats(self) -> ProcessorStats:
         """All counters at once."""
-        out = ffi.new("eh_processor_stats *", {"struct_size": ffi.sizeof("eh_processor_stats")})
-        _call(lib.eh_processor_get_stats, self._h(), out)
-        s = out[0]
+        s = self._native_stats()
         return ProcessorStats(
             s.pushed, s.accepted, s.dropped, s.processed, s.delivered, s.discarded,
             s.batches, s.failures, s.retries, s.dead_lettered, s.dead_letter_batches, s.queue_len,
@@ -1075,10 +1128,11 @@ class EventStreamProcessor(NativeHandle):
         )
 
     def _publish_counters(self) -> Tuple[int, ...]:
-        c = getattr(self._publisher, "counters", None)
-        if c is None:
+        publisher = self._publisher
+        if publisher is None:
             return ()
-        return (c.batches, c.failures, c.duplicates, c.lost_minutes, c.pending_events)
+        c, source = publisher.counters, publisher.source
+        return (c.batches, c.failures, c.duplicates, source.lost_minutes, source.pending())
 
     def total_events_processed(self) -> int:
         """Events taken from the ring and sketched by the workers."""

@@ -2,8 +2,9 @@
 of a namespace carries the hash tag ``{ns}``, so the scripts and multi-key
 commands work on a cluster).
 
-A module fixture starts three ``redis-server`` processes in cluster mode on free
-loopback ports (test_shared_analytics.py's ``Server``), joins them with
+A module fixture starts three ``redis-server`` processes in cluster mode on random
+loopback ports, each accepted only once it is our own process
+(redis_server.py's ``TcpRedisServer``), joins them with
 ``redis-cli --cluster create`` (no replicas) and waits for ``cluster_state:ok`` on
 every node. Everything then goes through ``redis.cluster.RedisCluster``:
 
@@ -26,9 +27,7 @@ import contextlib
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
-from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
@@ -55,7 +54,8 @@ from engagehub.shared import SharedAnalytics, SharedLeaderboard  # noqa: E402
 from engagehub.shared.leaderboard import keys_of  # noqa: E402
 
 # The single-node tests' server helper, workloads and checks.
-from test_shared_analytics import HOUR0, Server, _free_port, _wait_until, events  # noqa: E402
+from redis_server import TcpRedisServer, wait_until  # noqa: E402
+from test_shared_analytics import HOUR0, events  # noqa: E402
 from test_shared_analytics import eviction_checkers, eviction_warnings  # noqa: E402
 from test_shared_analytics import assert_same as assert_same_analytics  # noqa: E402
 from test_shared_analytics import reference as reference_processor  # noqa: E402
@@ -80,7 +80,7 @@ def _cluster_ok(port: int) -> bool:
 
 
 class Cluster:
-    def __init__(self, servers: List[Server]) -> None:
+    def __init__(self, servers: List[TcpRedisServer]) -> None:
         self.servers = servers
         self.ports = [s.port for s in servers]
         self._clients: List[Any] = []
@@ -141,34 +141,28 @@ def cluster() -> Iterator[Cluster]:
     cli = os.environ.get("REDIS_CLI") or shutil.which("redis-cli")
     if not (binary and os.path.exists(binary) and cli and os.path.exists(cli)):
         _missing("needs redis-server and redis-cli (Debian's redis-server package) to start a Redis Cluster")
-    root = Path(tempfile.mkdtemp(prefix="eh-cluster-"))
-    servers: List[Server] = []
+    servers: List[TcpRedisServer] = []
     made = None
     try:
-        for i in range(NODES):
-            d = root / f"node{i}"
-            d.mkdir()
+        for _ in range(NODES):
             # The bus port is given (default: port + 10000, which can exceed 65535).
-            extra = ["--cluster-enabled", "yes", "--cluster-config-file", str(d / "nodes.conf"),
-                     "--cluster-port", str(_free_port()), "--appendfsync", "everysec"]
-            servers.append(Server(binary, d, extra))
-            servers[-1].start()
+            extra = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                     "--cluster-port", "{bus}", "--appendfsync", "everysec"]
+            servers.append(TcpRedisServer(binary, extra).start())
         create = subprocess.run(
             [cli, "--cluster", "create", *[f"127.0.0.1:{s.port}" for s in servers],
              "--cluster-replicas", "0", "--cluster-yes"],
             capture_output=True, text=True, timeout=60,
         )
         assert create.returncode == 0, create.stdout + create.stderr
-        _wait_until(lambda: all(_cluster_ok(s.port) for s in servers), 30, "cluster_state:ok on every node")
+        wait_until(lambda: all(_cluster_ok(s.port) for s in servers), 30, "cluster_state:ok on every node")
         made = Cluster(servers)
         yield made
     finally:
         if made is not None:
             made.close()
         for s in servers:
-            if s.proc is not None:
-                s.stop()
-        shutil.rmtree(root, ignore_errors=True)
+            s.close()
 
 
 @pytest.fixture
@@ -256,7 +250,7 @@ def test_leaderboards_on_different_nodes_equal_one_board(cluster: Cluster, closi
             board.close()
         assert_same_board(SharedLeaderboard(client, key), ref, now=NOW)
         assert SharedLeaderboard(client, key).get_user_rank(top[0].user_id) is None
-        assert len([k for k in client.scan_iter(match="{" + key + "}:pub:*")]) == 3
+        assert [k for k in client.scan_iter(match="{" + key + "}:pub:*")] == [], "closed writers leave no key"
     cluster.assert_placed(client, keys)
 
 
@@ -283,7 +277,7 @@ def test_analytics_reply_lost_on_a_cluster_node_is_not_counted_twice(cluster: Cl
         target=lambda: cluster.node(port).execute_command("DEBUG", "SLEEP", "1.5"), daemon=True
     )
     sleeper.start()
-    _wait_until(lambda: _asleep(cluster, port), 5, "DEBUG SLEEP to block the namespace's node")
+    wait_until(lambda: _asleep(cluster, port), 5, "DEBUG SLEEP to block the namespace's node")
     processor.flush_now(timeout=WAIT)  # times out at least once, then retries the same batch
     sleeper.join(10)
     s = processor.stats()
@@ -307,10 +301,10 @@ def test_leaderboard_reply_lost_on_a_cluster_node_is_not_applied_twice(cluster: 
     conn = blocker.connection_pool.get_connection()
     conn.send_command("DEBUG", "SLEEP", "2")  # the reply is not read
     try:
-        _wait_until(lambda: _asleep(cluster, port), 5, "DEBUG SLEEP to start")
+        wait_until(lambda: _asleep(cluster, port), 5, "DEBUG SLEEP to start")
         # The script is sent, the client times out; the node runs it when it wakes.
         assert not lb.publish_now(timeout=0.2)
-        assert lb.stats().publish_failures >= 1
+        wait_until(lambda: lb.stats().publish_failures >= 1, 5, "the publisher's call to time out")
         assert lb.publish_now(timeout=WAIT), "the retry succeeds once the node answers"
     finally:
         conn.read_response()

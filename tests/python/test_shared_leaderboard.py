@@ -1,8 +1,8 @@
 """Leaderboards shared through Redis: writers in several processes equal one board.
 
 Uses ENGAGEHUB_TEST_REDIS_URL if set (then the tests that stop the server are
-skipped); otherwise starts /usr/bin/redis-server on a free loopback port, AOF on,
-in a temp dir.
+skipped); otherwise starts a redis-server of its own on a unix socket in a temp dir
+(redis_server.py), AOF on.
 """
 
 from __future__ import annotations
@@ -12,10 +12,6 @@ import math
 import multiprocessing
 import os
 import random
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 import uuid
 import warnings
@@ -27,60 +23,7 @@ redis = pytest.importorskip("redis", reason="redis-py is not installed")
 from engagehub import Leaderboard  # noqa: E402
 from engagehub.shared import SharedLeaderboard  # noqa: E402
 from engagehub.shared.leaderboard import keys_of  # noqa: E402
-
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-WAIT = 30.0  # the longest any single wait below may take
-
-
-def wait_until(predicate, timeout=WAIT, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
-class RedisServer:
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="eh-redis-")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-             "--appendonly", "yes", "--save", "", "--enable-debug-command", "yes"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_timeout=1)
-
-        def up():
-            if self.proc.poll() is not None:
-                raise AssertionError("redis-server exited at start")
-            try:
-                return client.ping()
-            except (redis.ConnectionError, redis.TimeoutError):
-                return False
-        wait_until(up, what="redis-server to answer")
-
-    def stop(self) -> None:
-        try:
-            redis.Redis(port=self.port, socket_timeout=5).shutdown(save=False)
-        except redis.ConnectionError:
-            pass
-        self.proc.wait(timeout=WAIT)
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=WAIT)
-        shutil.rmtree(self.dir, ignore_errors=True)
+from redis_server import WAIT, RedisServer, require_server, wait_until  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +32,7 @@ def server():
     if url:
         yield url, None
         return
-    if not os.path.exists(REDIS_SERVER):
-        pytest.skip("no redis-server (set ENGAGEHUB_TEST_REDIS_URL)")
-    srv = RedisServer()
-    srv.start()
+    srv = RedisServer(require_server(pytest)).start()
     try:
         yield srv.url, srv
     finally:
@@ -279,7 +219,7 @@ def test_a_reply_lost_after_the_script_ran_is_not_applied_twice(server):
     wait_until(server_asleep, what="DEBUG SLEEP to start")
     # The script is sent, the client times out; Redis runs it when it wakes.
     assert not lb.publish_now(timeout=0.2)
-    assert lb.stats().publish_failures >= 1
+    wait_until(lambda: lb.stats().publish_failures >= 1, what="the publisher's call to time out")
     assert lb.publish_now(timeout=WAIT), "the retry succeeds once Redis answers"
     stats = lb.stats()
     assert stats.publish_duplicates == 1, stats
@@ -372,13 +312,13 @@ def test_pending_bound_is_counted_and_logged(server, caplog):
     for user in ("a", "b", "c"):
         lb.update_user(user, 1.0, NOW)
     assert lb.stats().pending_dropped == 1
-    with caplog.at_level(logging.WARNING, logger="engagehub.shared"):
+    with caplog.at_level(logging.WARNING, logger="engagehub"):
         assert lb.publish_now(WAIT)
     assert any("not recorded" in r.getMessage() for r in caplog.records)
     lb.close()
 
 
-def test_evicting_policy_warns_at_connect(server):
+def test_evicting_policy_warns_on_the_first_publish_not_in_the_constructor(server):
     url, srv = server
     if srv is None:
         pytest.skip("ENGAGEHUB_TEST_REDIS_URL is set: not changing its config")
@@ -387,8 +327,12 @@ def test_evicting_policy_warns_at_connect(server):
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            Leaderboard(redis=client, key=fresh_key()).close()
-        assert any("allkeys-lru" in str(w.message) for w in caught)
+            lb = Leaderboard(redis=client, key=fresh_key(), publish_interval_ms=3_600_000)
+            assert not caught, "the constructor makes no Redis call"
+            lb.update_user("a", 1.0, NOW)
+            assert lb.publish_now(WAIT)  # the publisher thread's first cycle reads the policy
+            lb.close()
+        assert sum("allkeys-lru" in str(w.message) for w in caught) == 1
     finally:
         client.config_set("maxmemory-policy", "noeviction")
 
@@ -398,6 +342,7 @@ def test_a_forked_child_publishes_under_its_own_id(server):
     url, _ = server
     key = fresh_key()
     client = redis.Redis.from_url(url)
+    read_id, write_id = os.pipe()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads
         lb = Leaderboard(decay_factor=1.0, redis=client, key=key, publish_interval_ms=3_600_000)
@@ -406,17 +351,22 @@ def test_a_forked_child_publishes_under_its_own_id(server):
     if pid == 0:  # child
         code = 1
         try:
+            os.write(write_id, lb._publisher.publisher_id.encode())
             lb.update_user("f", 10.0, NOW)
             code = 0 if lb.publish_now(10) else 2
             lb.close()
         finally:
             os._exit(code)
+    os.close(write_id)
+    child_id = os.read(read_id, 64).decode()
+    os.close(read_id)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+    assert child_id and child_id != lb._publisher.publisher_id
     assert lb.publish_now(WAIT)
     lb.close()
     assert SharedLeaderboard(client, key).rank("f", now=NOW).score == 11.0
-    assert len(client.keys("{" + key + "}:pub:*")) == 2
+    assert client.keys("{" + key + "}:pub:*") == [], "closed cleanly: no sequence key left"
 
 
 def test_publish_now_is_a_barrier_not_a_chase(server):
@@ -456,12 +406,12 @@ def test_publish_script_equals_one_command_per_row(server):
     import json
     import struct
 
-    from engagehub.shared.leaderboard import PUBLISH_LUA
+    from engagehub.shared._schema import LEADERBOARD_PUBLISH
 
     url, _ = server
     client = redis.Redis.from_url(url)
     z, meta, last = keys_of(fresh_key())
-    script = client.register_script(PUBLISH_LUA)
+    script = client.register_script(LEADERBOARD_PUBLISH)
     rng = random.Random(12)
     decay, period = 0.5, 3600.0
     lam = -math.log(decay) / period
@@ -478,8 +428,8 @@ def test_publish_script_equals_one_command_per_row(server):
     def batch(seq, blm, rows):
         ids = json.dumps([r[1] for r in rows]).encode()
         blob = struct.pack("<" + "Bdq" * len(rows), *[x for k, _, v, t in rows for x in (k, v, t)])
-        return script(keys=[z, meta, last, f"{{{z[1:-3]}}}:pub:p"], args=[seq, blm, repr(decay), repr(period), 0,
-                                                                          60, ids, blob])
+        return script(keys=[z, meta, last, f"{z[:-2]}:pub:p", f"{z}:rebase"],
+                      args=[seq, blm, repr(decay), repr(period), 0, 60, ids, blob])
 
     def apply(blm, rows):
         scale = math.exp(lam * (blm - landmark)) if blm != landmark else 1.0

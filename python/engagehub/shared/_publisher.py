@@ -1,29 +1,40 @@
-"""Publishes one processor's analytics to Redis, off the push path.
+"""The one publisher: moves a writer's state to Redis, exactly once, off its hot path.
 
-A :class:`Publisher` belongs to one :class:`~engagehub.EventStreamProcessor`. A
-background thread wakes every ``publish_interval_ms``; ``flush_now()`` and
-``close()`` run a publish on the caller's thread. Either way one publish:
+A :class:`Publisher` belongs to one writer handle (an ``EventStreamProcessor`` or a
+``Leaderboard`` opened with ``redis=``) and to a *source* that knows what to send
+(``_sources.AnalyticsSource``, ``_sources.LeaderboardSource``). It owns one daemon
+thread, and **every Redis call happens on that thread**: pushes, updates, queries,
+constructors, ``flush``/``close`` and the at-exit hook never wait on the network for
+longer than the caller's bound, whatever the client's timeouts (a redis-py client
+without ``socket_timeout`` can wait forever on a stalled server; then only the
+publisher thread waits).
 
-1. reads the processor's per-minute sketches through the ordinary queries
-   (``users_sketch(60, now=m)`` and ``top_channels(cap, 60, now=m)`` give minute
-   ``m`` alone) for every minute of the window, and its all-time ones;
-2. compares them with what this publisher sent last: users go as the whole
-   minute's HLL in Redis's format when it changed (``PFMERGE`` is a register max,
-   so resending is harmless), channels as count *deltas* (``ZINCRBY``), events as
-   the delta of ``stats().processed``;
-3. freezes the result as batch number ``seq`` and sends it as one Lua script
-   that applies it only if ``{ns}:pub:<id>`` is below ``seq``, then stores ``seq``.
+One cycle of the thread (every ``interval``, or at once when asked):
 
-Until a batch is acknowledged it is resent unchanged (same ``seq``), with
-exponential backoff, so a reply lost after the script ran is a no-op on retry.
-Nothing accumulates in Python meanwhile: the events stay counted in the native
-sketches and the next batch's deltas cover them. The bound is the processor's
-window: a minute that leaves the native ring (its slot reused by a minute
-``window_minutes`` later) before it was published cannot be published any more;
-such minutes are counted (``stats().publish_lost_minutes``) and logged.
+1. the first cycle reads the server's eviction policy and warns unless it is
+   ``noeviction``;
+2. if no batch is waiting, the source *freezes* what changed into batches, each
+   with the next sequence number of this publisher;
+3. the waiting batches are sent in order, each as one Lua script that applies it
+   whole or not at all and only if ``{..}:pub:<id>`` is below its sequence number
+   (see ``_schema``). A batch stays waiting until acknowledged, and is resent
+   unchanged: a retry after a lost reply is a no-op, and a batch the script refused
+   (Redis down, a key of another type, a mismatched configuration) is retried with
+   backoff (50 ms doubling to 2 s) while the cause lasts. Nothing is dropped.
+   An outage is logged once when it starts and once when it ends, not per retry.
 
-A forked child gets a new publisher id, an empty baseline (the native side
-starts its sketches and counters empty in the child) and its own thread.
+``publish(timeout)`` asks for a cycle that starts after the call and waits for it,
+in slices (Ctrl-C gets through), up to ``timeout``; ``close(timeout)`` does the
+same, then deletes this publisher's sequence key (a cleanly closed writer leaves no
+key of its own behind) and stops the thread. Giving up on Redis is logged and
+counted, never raised: the writer's own work (the flush callback, the local board)
+never waits on Redis. ``publish`` raises only a refusal that waiting cannot cure
+(:class:`~engagehub.InvalidArgument` for a configuration that disagrees with the
+namespace's, :class:`~engagehub.Corrupt` for a key that is not engagehub's).
+
+Fork: in the child, the publisher gets a new id, new locks, nothing waiting, and a
+thread of its own (the parent keeps publishing what it had). No native call and no
+lock is taken in the at-fork hook.
 """
 
 from __future__ import annotations
@@ -35,15 +46,19 @@ import time
 import uuid
 import warnings
 import weakref
-from typing import Any, Dict, List, Optional, Tuple
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional
 
+from .. import errors
 from . import _schema
 
 log = logging.getLogger("engagehub")
 
-#: Retries after a failed publish wait 50 ms, doubling up to 2 s (both publishers).
+#: Retries after a failed publish wait 50 ms, doubling up to 2 s.
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 2.0
+#: Waits in slices of this many seconds, so signal handlers (Ctrl-C) run between.
+WAIT_SLICE = 0.1
 
 
 class Backoff:
@@ -63,34 +78,53 @@ class Backoff:
         self.delay = 0.0
 
 
-_FORK_RESETS: "weakref.WeakSet[Any]" = weakref.WeakSet()
+# -- errors ------------------------------------------------------------------------
 
 
-def _after_fork_in_child() -> None:
-    for publisher in list(_FORK_RESETS):
-        publisher._reset_after_fork()
+def seconds_arg(value: Any, what: str) -> float:
+    """A bound on a wait for Redis, in seconds: a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise errors.InvalidType(f"{what} must be a number of seconds, not {type(value).__name__}", 1)
+    if not 0 <= value < float("inf"):
+        raise errors.InvalidArgument(f"{what} must be a finite number of seconds >= 0, got {value!r}", 1)
+    return float(value)
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+def refusal(exc: BaseException) -> Optional[errors.EngageHubError]:
+    """The :class:`~engagehub.EngageHubError` for an ``ENGAGEHUB <kind>: ...`` error
+    reply of one of our scripts (``config``: InvalidArgument; ``corrupt``: Corrupt),
+    or ``None`` for anything else (connection errors, ``busy``, other replies)."""
+    text = str(exc)
+    if not text.startswith("ENGAGEHUB "):
+        return None
+    kind, _, message = text[len("ENGAGEHUB ") :].partition(": ")
+    if kind == "config":
+        return errors.InvalidArgument(message, errors.InvalidArgument.status)
+    if kind == "corrupt":
+        return errors.Corrupt(message, errors.Corrupt.status)
+    return None
 
 
-def reset_after_fork(publisher: Any) -> None:
-    """Calls ``publisher._reset_after_fork()`` in every forked child while the
-    publisher lives (held weakly): the child publishes under a new id."""
-    _FORK_RESETS.add(publisher)
+def run_script(client: Any, cache: Dict[str, str], script: str, keys: List[str], args: List[Any]) -> Any:
+    """``EVALSHA`` of ``script`` (loaded once per client into ``cache``), with
+    ``EVAL`` when the server lost its script cache (a restart, a failover)."""
+    sha = cache.get(script)
+    if sha is None:
+        sha = cache[script] = client.script_load(script)
+    try:
+        return client.evalsha(sha, len(keys), *keys, *args)
+    except Exception as exc:
+        if type(exc).__name__ != "NoScriptError":
+            raise
+        return client.eval(script, len(keys), *keys, *args)
 
 
-def forget_after_fork(publisher: Any) -> None:
-    _FORK_RESETS.discard(publisher)
+# -- eviction policy ---------------------------------------------------------------
 
-
-#: Why each non-``noeviction`` policy is unsafe for engagehub's keys. Keys without
-#: a TTL: the leaderboard's ``{K}:z``, ``{K}:meta``, ``{K}:last``, the analytics'
-#: ``{ns}:uu:all``, ``{ns}:ch:all``, ``{ns}:events``, ``{ns}:clock``. Keys with a
-#: TTL: the analytics' minute keys ``{ns}:uu:<m>`` and ``{ns}:ch:<m>``, and every
-#: publisher's sequence key ``{..}:pub:<id>`` (7 days), on which exactly-once
-#: rests. ``volatile-*`` evicts only the second kind, ``allkeys-*`` both.
+#: Why each non-``noeviction`` policy is unsafe for engagehub's keys. Keys without a
+#: TTL: the leaderboard's, the analytics' all-time keys, ``{ns}:events``,
+#: ``{ns}:clock``, ``{ns}:config``. Keys with a TTL: the analytics' minute keys and
+#: every publisher's sequence key ``{..}:pub:<id>``, on which exactly-once rests.
 _EVICTION_RISK = {
     "allkeys": "any key may be evicted: the shared leaderboard, the all-time analytics, "
     "the minute keys, and the publishers' sequence keys (so a retried batch could be applied twice)",
@@ -124,15 +158,14 @@ def _risk_of(policy: Optional[str]) -> Optional[str]:
 def check_eviction_policy(client: Any, what: str) -> Optional[str]:
     """Reads ``maxmemory-policy`` and warns (the ``engagehub`` logger and a
     ``RuntimeWarning``) unless it is ``noeviction``, the one policy under which
-    Redis never drops an engagehub key (see ``_EVICTION_RISK`` for what each other
-    policy may drop). On a ``RedisCluster`` client every node is read (a keyless
-    ``CONFIG GET`` would reach one node only; replicas too, as a failover makes them
-    primaries), and one warning names the nodes at fault. Returns the policy (on a
-    cluster the riskiest one found), or ``None`` when ``CONFIG GET`` is refused
-    (managed Redis) or Redis is down, which is logged at info level, not fatal."""
+    Redis never drops an engagehub key. On a ``RedisCluster`` client every node is
+    read (replicas too, as a failover makes them primaries), and one warning names
+    the nodes at fault. Returns the policy (on a cluster the riskiest one found), or
+    ``None`` when ``CONFIG GET`` is refused (managed Redis) or Redis is down, which is
+    logged at info level, not fatal. Network I/O: called by the publisher thread and
+    by a reader's first query, never by a constructor."""
     nodes = _cluster_nodes(client)
     found: Dict[str, Optional[str]] = {}
-    unread: List[str] = []
     for node in [None] if nodes is None else nodes:
         try:
             if node is None:
@@ -140,9 +173,8 @@ def check_eviction_policy(client: Any, what: str) -> Optional[str]:
             else:
                 reply = client.config_get("maxmemory-policy", target_nodes=node)
         except Exception as exc:  # noqa: BLE001 - CONFIG is often disabled; not fatal
-            unread.append("Redis" if node is None else node.name)
             log.info("engagehub %s: cannot read maxmemory-policy of %s (%s); make sure it is noeviction",
-                     what, unread[-1], exc)
+                     what, "Redis" if node is None else node.name, exc)
             continue
         found["" if node is None else node.name] = _policy_of(reply)
     if not found:
@@ -165,307 +197,304 @@ def check_eviction_policy(client: Any, what: str) -> Optional[str]:
     return policy
 
 
-class _Batch:
-    """A frozen publish: the script's keys and arguments, and what becomes the
-    baseline once it is acknowledged."""
+# -- fork ----------------------------------------------------------------------------
 
-    __slots__ = ("seq", "keys", "args", "baseline", "events", "minutes")
-
-    def __init__(self, seq: int, keys: List[str], args: List[Any], baseline: Any, events: int, minutes: int) -> None:
-        self.seq = seq
-        self.keys = keys
-        self.args = args
-        self.baseline = baseline
-        self.events = events
-        self.minutes = minutes
+_FORK_RESETS: "weakref.WeakSet[Publisher]" = weakref.WeakSet()
 
 
-class PublishCounters:
-    """Counters shown in ``stats()`` (plain ints, updated under the publisher lock)."""
+def _after_fork_in_child() -> None:
+    for publisher in list(_FORK_RESETS):
+        publisher._reset_after_fork()
 
-    __slots__ = ("batches", "failures", "duplicates", "lost_minutes", "pending_events")
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# -- the publisher -----------------------------------------------------------------
+
+
+class Batch:
+    """One script call: its keys and arguments, its sequence number, and what the
+    source needs back when it is acknowledged (``state``); ``size`` counts what it
+    carries (events, rows) for the logs and stats."""
+
+    __slots__ = ("seq", "keys", "args", "state", "size")
+
+    def __init__(self, seq: int, keys: List[str], args: List[Any], state: Any = None, size: int = 0) -> None:
+        self.seq, self.keys, self.args, self.state, self.size = seq, keys, args, state, size
+
+
+class Counters:
+    """What ``stats()`` and the metrics show of a publisher (plain ints and floats,
+    written by its thread)."""
+
+    __slots__ = ("batches", "failures", "duplicates", "outages", "unpublished_at_close", "last_ack")
 
     def __init__(self) -> None:
         self.batches = 0
+        """Batches Redis applied."""
         self.failures = 0
+        """Attempts that failed (retried)."""
         self.duplicates = 0
-        self.lost_minutes = 0
-        self.pending_events = 0
+        """Resent batches Redis had applied before (a lost reply): not applied again."""
+        self.outages = 0
+        """Runs of consecutive failures."""
+        self.unpublished_at_close = 0
+        """What a close left unpublished (the source's unit: events or changes)."""
+        self.last_ack = 0.0
+        """``time.time()`` of the last acknowledged batch (0: none yet)."""
 
 
 class Publisher:
-    """See the module docs. ``processor`` is held weakly by the thread."""
+    """See the module docs. ``source`` provides ``label``, ``unit``, ``script``,
+    ``pub_key(id)``, ``freeze(publisher) -> list[Batch]``, ``applied(batch, reply) ->
+    bool`` (False: a duplicate), ``after_cycle(publisher) -> bool`` (True: more work,
+    cycle again soon), ``is_open()``, ``pending()`` and ``reset_after_fork()``."""
 
-    def __init__(
-        self,
-        processor: Any,
-        client: Any,
-        namespace: str,
-        *,
-        interval_ms: int,
-        window_minutes: int,
-        event_time: bool,
-        max_members: int,
-    ) -> None:
-        if not isinstance(namespace, str) or not namespace or any(c in namespace for c in "{}"):
-            raise ValueError(f"namespace must be a non-empty str without braces, got {namespace!r}")
-        if not isinstance(interval_ms, int) or isinstance(interval_ms, bool) or interval_ms <= 0:
-            raise ValueError(f"publish_interval_ms must be a positive integer, got {interval_ms!r}")
+    def __init__(self, source: Any, client: Any, *, interval_ms: int) -> None:
+        if isinstance(interval_ms, bool) or not isinstance(interval_ms, int) or interval_ms <= 0:
+            raise errors.InvalidArgument(f"publish_interval_ms must be a positive integer, got {interval_ms!r}", 1)
+        self.source = source
         self.client = client
-        self.namespace = namespace
         self.interval = interval_ms / 1000.0
-        self.window_minutes = window_minutes
-        self.event_time = event_time
-        self.max_members = max_members
-        self.minute_ttl = window_minutes * 60 + _schema.MINUTE_KEY_MARGIN_SECS
-        self.counters = PublishCounters()
-        self._processor = weakref.ref(processor)
-        self._publish_sha: Optional[str] = None
+        self.counters = Counters()
+        self._scripts: Dict[str, str] = {}
+        self._closed = False
         self._new_identity()
-        check_eviction_policy(client, f"namespace {namespace!r}")
-        reset_after_fork(self)
+        _FORK_RESETS.add(self)
         self._start_thread()
 
-    # -- identity and thread -------------------------------------------------
+    # -- identity, fork, thread -------------------------------------------------------
 
     def _new_identity(self) -> None:
         self.pid = os.getpid()
         self.publisher_id = uuid.uuid4().hex
-        self.seq = 0
-        self.lock = threading.Lock()
-        self.wake = threading.Event()
-        self.stopping = False
-        # Baseline: what Redis holds from us. minute start -> (HLL bytes, {channel: count}).
-        self.minutes: Dict[int, Tuple[bytes, Dict[str, int]]] = {}
-        self.all_users = b""
-        self.all_channels: Dict[str, int] = {}
-        self.minute_counts: Dict[int, int] = {}  # events per minute at the last batch
-        self.events = 0
-        self.processed_seen = -1
-        self.pending: Optional[_Batch] = None
-        self.failing = False
-        self.recovering = False  # acknowledged a batch left over from an outage
-        self.backoff = Backoff()
-        self.retry_at = 0.0
+        self._seq = 0
+        self._waiting: Deque[Batch] = deque()
+        self._state = threading.Condition()  # guards what follows; notified after each cycle
+        self._wake = threading.Event()
+        self._requested = 0  # publish() tickets handed out
+        self._served = 0  # every ticket up to this one is served
+        self._refused: Optional[errors.EngageHubError] = None  # the last cycle's refusal
+        self._refused_at = 0  # ... and the ticket it failed to serve
+        self._final = False  # the next cycle is the close's: delete the sequence key after it
+        self._stop = False
+        self._checked = False
+        self._backoff = Backoff()
+        self._failing_since: Optional[float] = None
+        self._failures_in_outage = 0
+        self.behind = False  # a send failed since the last freeze
+        self._thread: Optional[threading.Thread] = None
 
     def _reset_after_fork(self) -> None:
-        # The native processor starts over empty in the child; so do we, under a
-        # new id (the parent keeps publishing its own deltas under the old one).
-        self.counters = PublishCounters()
+        self.counters = Counters()
+        self._scripts = {}
         self._new_identity()
-        if self._processor() is not None:
+        self.source.reset_after_fork()
+        if not self._closed and self.source.is_open():
             self._start_thread()
 
     def _start_thread(self) -> None:
-        self.thread = threading.Thread(
-            target=_run, args=(weakref.ref(self),), name=f"engagehub-publish-{self.namespace}", daemon=True
+        self._thread = threading.Thread(
+            target=_run, args=(weakref.ref(self),), name=f"engagehub-publish-{self.source.label}", daemon=True
         )
-        self.thread.start()
+        self._thread.start()
 
-    def stop(self, timeout: Optional[float]) -> None:
-        """Stops the background thread (the caller then publishes the last batch),
-        waiting up to ``timeout`` seconds for a publish it has under way (a client
-        without ``socket_timeout`` can hang on a stalled Redis)."""
-        self.stopping = True
-        self.wake.set()
-        if self.thread is not threading.current_thread() and self.pid == os.getpid():
-            self.thread.join(timeout)
+    @property
+    def waiting(self) -> int:
+        """Batches frozen and not yet acknowledged."""
+        return len(self._waiting)
 
-    # -- one publish ---------------------------------------------------------
+    def next_seq(self) -> int:
+        """The next sequence number (the source's freeze calls it per batch)."""
+        self._seq += 1
+        return self._seq
 
-    def publish(self, deadline: Optional[float], *, force: bool = False) -> bool:
-        """Publishes everything processed so far: a batch left over from a failed
-        attempt first, then a fresh one. Retries with backoff until acknowledged or
-        ``deadline`` (``time.monotonic()``; ``None``: one attempt). True when Redis
-        holds everything. Redis errors are counted and logged, never raised."""
-        while True:
-            # The background thread may be inside a slow Redis call: wait for it no
-            # longer than the caller's deadline.
-            wait = -1 if deadline is None else max(0.0, deadline - time.monotonic())
-            if not self.lock.acquire(timeout=wait):
-                return False
-            try:
-                status = self._attempt(force)
-            finally:
-                self.lock.release()
-            if status == "done":
-                return True
-            if status == "sent":
-                continue  # the batch was older than the call: freeze what came since
-            if deadline is None:
-                return False
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            # Backoff between attempts, bounded by the caller's deadline.
-            threading.Event().wait(min(self.backoff.delay, remaining))
+    def pub_key(self) -> str:
+        return self.source.pub_key(self.publisher_id)
 
-    def _attempt(self, force: bool) -> str:
-        """"done" (nothing left), "sent" (a batch acknowledged; more may have come)
-        or "failed"."""
-        processor = self._processor()
-        if processor is None or self.pid != os.getpid() or processor.closed:
-            return "done"
-        fresh = self.pending is None
-        if fresh:
-            self.pending = self._freeze(processor, force)
-            if self.pending is None:
-                return "done"
-        batch = self.pending
-        assert batch is not None
+    # -- the caller's side ----------------------------------------------------------------
+
+    def publish(self, timeout: Optional[float]) -> bool:
+        """Asks for a cycle that starts after this call and waits for it, up to
+        ``timeout`` seconds (``None``: no limit). True when everything the source
+        held at the call is in Redis. Raises the refusal of a cycle that failed for a
+        reason waiting cannot cure (see the module docs)."""
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        with self._state:
+            if self._closed and self._stop:
+                return not self._waiting
+            self._requested += 1
+            ticket = self._requested
+        self._wake.set()
+        with self._state:
+            while self._served < ticket:
+                refused = self._refused
+                if refused is not None and self._refused_at >= ticket:
+                    raise type(refused)(str(refused), refused.status)
+                if self._thread is None or not self._thread.is_alive():
+                    return False  # stopped (a close elsewhere, or the handle is gone)
+                wait = WAIT_SLICE
+                if deadline is not None:
+                    wait = min(wait, deadline - time.monotonic())
+                    if wait <= 0:
+                        return False
+                self._state.wait(wait)
+        return True
+
+    def close(self, timeout: Optional[float]) -> bool:
+        """Publishes what is left (up to ``timeout`` seconds), deletes this
+        publisher's sequence key if everything was acknowledged, and stops the
+        thread. Logs and counts what stayed unpublished. Never raises for Redis;
+        idempotent."""
+        if self._closed:
+            return True
+        with self._state:
+            self._final = True
         try:
-            applied = self._send(batch)
-        except Exception as exc:  # noqa: BLE001 - any Redis failure: keep, retry later
-            self.counters.failures += 1
-            self.failing = True
-            self.retry_at = time.monotonic() + self.backoff.failed()
-            if self.counters.failures == 1 or self.counters.failures % 100 == 0:
-                log.warning(
-                    "engagehub publisher %s: publish #%d failed (%d failures so far), retrying: %s",
-                    self.namespace, batch.seq, self.counters.failures, exc,
-                )
-            return "failed"
-        # The next fresh batch still counts as "after an outage" for lost minutes.
-        self.recovering = self.failing or self.recovering
-        self.failing = False
-        if not applied:
-            self.counters.duplicates += 1  # applied before; that reply was lost
-        self.counters.batches += 1
-        self.minutes, self.all_users, self.all_channels, self.events, self.minute_counts = batch.baseline
-        self.pending = None
-        self.backoff.succeeded()
-        self.retry_at = 0.0
-        self.counters.pending_events = 0
-        return "done" if fresh else "sent"
-
-    def _send(self, batch: _Batch) -> bool:
-        client = self.client
-        if self._publish_sha is None:
-            self._publish_sha = client.script_load(_schema.PUBLISH_SCRIPT)
-        try:
-            reply = client.evalsha(self._publish_sha, len(batch.keys), *batch.keys, *batch.args)
-        except Exception as exc:
-            if type(exc).__name__ != "NoScriptError":
-                raise
-            # A restarted or failed-over Redis lost its script cache.
-            reply = client.eval(_schema.PUBLISH_SCRIPT, len(batch.keys), *batch.keys, *batch.args)
-        return int(reply) == 1
-
-    def _freeze(self, processor: Any, force: bool) -> Optional[_Batch]:
-        """The next batch (new sequence number), or ``None`` if nothing changed."""
-        processed = processor.stats().processed
-        if processed == 0 or (processed == self.processed_seen and not force):
-            # (With nothing processed an event-time clock still reads the wall clock,
-            # which must not become {ns}:clock.)
-            return None
-        cap = max(self.max_members, 1)
-        now = processor.now()
-        hi = now // 60 * 60
-        lo = hi - (self.window_minutes - 1) * 60
-        minutes = dict(self.minutes)
-        known = [m for m in minutes if m < lo]
-        for m in known:
-            # Left the window since we last published: read it once more (its native
-            # slot is reused only by a minute `window` later), then forget it.
-            del minutes[m]
-        keys: List[str] = []
-        args: List[Any] = []
-        ns = self.namespace
-        lost = 0
-        # Only minutes whose event count moved since the last batch (one native call
-        # for the whole window), and those leaving the window.
-        counts = _minute_events(processor, lo, self.window_minutes)
-        seen = self.minute_counts
-        changed = [lo + 60 * i for i, n in enumerate(counts) if n != seen.get(lo + 60 * i, 0)]
-        minute_counts = {lo + 60 * i: n for i, n in enumerate(counts) if n}
-        scan = sorted(set(changed) | set(known))
-        for m in scan:
-            channels = processor.top_channels(cap, 60, m)
-            old_bytes, old_channels = self.minutes.get(m, (b"", {}))
-            if not channels:
-                if m < lo and old_channels and (self.failing or self.recovering):
-                    # Its native slot now holds a later minute: what arrived in it
-                    # after our last publish cannot reach Redis any more.
-                    lost += 1
-                continue
-            deltas = [(c, n - old_channels.get(c, 0)) for c, n in channels if n > old_channels.get(c, 0)]
-            hll = processor.users_sketch(60, m).to_redis()
-            if not deltas and hll == old_bytes:
-                continue  # (a full summary can hide a count change; the users cannot)
-            if m >= lo:
-                minutes[m] = (hll, {**old_channels, **{c: n for c, n in deltas_to_counts(deltas, old_channels)}})
-            keys += [_schema.key(ns, "uu", m), _schema.key(ns, "ch", m)]
-            args.append(b"" if hll == old_bytes else hll)
-            args.append(len(deltas))
-            for c, d in deltas:
-                args += [c, d]
-        self.recovering = False
-        if lost:
-            self.counters.lost_minutes += lost
+            done = self.publish(timeout)
+        except errors.EngageHubError as exc:
+            log.error("engagehub %s: closing while Redis refuses the publish: %s", self.source.label, exc)
+            done = False
+        with self._state:
+            self._closed = True
+            self._stop = True
+        self._wake.set()
+        _FORK_RESETS.discard(self)
+        if not done:
+            left = self.source.pending()
+            self.counters.unpublished_at_close += left
             log.error(
-                "engagehub publisher %s: %d minute(s) left the processor's window before "
-                "they could be published; Redis lacks part of them", ns, lost,
+                "engagehub %s: closed before Redis acknowledged everything (%d batches waiting, %d %s not "
+                "published; gave up after %s s); the shared state lacks them",
+                self.source.label, len(self._waiting), left, self.source.unit, timeout,
             )
-        all_channels = processor.top_channels(cap)
-        all_deltas = [(c, n - self.all_channels.get(c, 0)) for c, n in all_channels if n > self.all_channels.get(c, 0)]
-        new_all = {**self.all_channels, **{c: n for c, n in all_channels if n > self.all_channels.get(c, 0)}}
-        all_users = processor.users_sketch(None).to_redis()
-        self.processed_seen = processed
-        self.seq += 1
-        head_keys = [
-            _schema.key(ns, "pub", self.publisher_id),
-            _schema.key(ns, "events"),
-            _schema.key(ns, "uu", "all"),
-            _schema.key(ns, "ch", "all"),
-            _schema.key(ns, "tmp", self.publisher_id),
-            _schema.key(ns, "clock"),
-        ]
-        head_args: List[Any] = [
-            self.seq,
-            _schema.PUBLISHER_KEY_TTL_SECS,
-            self.minute_ttl,
-            self.max_members,
-            processed - self.events,
-            now if self.event_time else "",
-            b"" if all_users == self.all_users else all_users,
-            len(all_deltas),
-        ]
-        for c, d in all_deltas:
-            head_args += [c, d]
-        self.counters.pending_events = processed - self.events
-        baseline = (minutes, all_users, new_all, processed, minute_counts)
-        return _Batch(self.seq, head_keys + keys, head_args + args, baseline, processed, len(keys) // 2)
+        return done
 
+    def abandon(self) -> None:
+        """Stops the thread without publishing (the handle was collected unclosed)."""
+        with self._state:
+            self._stop = True
+            self._closed = True
+        self._wake.set()
+        _FORK_RESETS.discard(self)
 
-def _minute_events(processor: Any, first_minute_start: int, n: int) -> List[int]:
-    """``eh_processor_minute_events``: events per minute of the window ring."""
-    from .._native import _call, ffi, lib
+    # -- the thread's side -----------------------------------------------------------------
 
-    out = ffi.new("uint64_t[]", n)
-    _call(lib.eh_processor_minute_events, processor._h(), first_minute_start, n, out)
-    return list(out)
+    def _next_delay(self) -> float:
+        return self._backoff.delay or self.interval
 
+    def _cycle(self) -> None:
+        """One cycle (module docs). Runs on the publisher thread only."""
+        with self._state:
+            ticket, final = self._requested, self._final
+        try:
+            failure = self._publish_everything()
+        except errors.Closed:  # the handle closed under the cycle
+            failure = None if not self._waiting else errors.Closed("closed", errors.Closed.status)
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the thread
+            log.exception("engagehub %s: publishing failed unexpectedly", self.source.label)
+            failure = exc
+        if failure is None and final:
+            try:
+                self.client.delete(self.pub_key())
+            except Exception as exc:  # noqa: BLE001 - the key expires anyway
+                log.info("engagehub %s: could not delete %s (%s); it expires", self.source.label, self.pub_key(), exc)
+        with self._state:
+            if failure is None:
+                self._served = max(self._served, ticket)
+                self._refused = None
+            else:
+                self._refused = refusal(failure)
+                self._refused_at = ticket
+            self._state.notify_all()
 
-def deltas_to_counts(deltas: List[Tuple[str, int]], old: Dict[str, int]) -> List[Tuple[str, int]]:
-    """The counts the deltas lead to: the new highest count of each channel."""
-    return [(c, old.get(c, 0) + d) for c, d in deltas]
+    def _publish_everything(self) -> Optional[BaseException]:
+        """Sends the waiting batches, then freezes and sends until a freeze made
+        after the cycle began is acknowledged. Returns the failure (counted, logged,
+        backoff set), or ``None``."""
+        if not self.source.is_open():
+            return None if not self._waiting else errors.Closed("closed", errors.Closed.status)
+        if not self._checked:
+            check_eviction_policy(self.client, self.source.label)
+            self._checked = True
+        while True:
+            froze = False
+            if not self._waiting:
+                self._waiting.extend(self.source.freeze(self))
+                self.behind = False
+                froze = True
+            while self._waiting:
+                batch = self._waiting[0]
+                try:
+                    reply = self.run_script(self.source.script, batch.keys, batch.args)
+                except Exception as exc:  # noqa: BLE001 - any Redis failure: keep the batch, retry later
+                    self._failed(exc)
+                    return exc
+                self._waiting.popleft()
+                if self.source.applied(batch, reply):
+                    self.counters.batches += 1
+                else:
+                    self.counters.duplicates += 1
+                self.counters.last_ack = time.time()
+            if froze:
+                break
+        try:
+            more = self.source.after_cycle(self)
+        except Exception as exc:  # noqa: BLE001 - e.g. a rebase step: retried next cycle
+            self._failed(exc)
+            return exc
+        self._recovered()
+        if more:
+            self._wake.set()
+        return None
+
+    def run_script(self, script: str, keys: List[str], args: List[Any]) -> Any:
+        """Runs one of ``_schema``'s scripts (publisher thread only)."""
+        return run_script(self.client, self._scripts, script, keys, args)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.behind = True
+        self.counters.failures += 1
+        self._failures_in_outage += 1
+        self._backoff.failed()
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            self.counters.outages += 1
+            log.warning(
+                "engagehub %s: publishing to Redis failed (%s: %s); retrying with backoff until it works "
+                "(%d batches waiting; logged again when it recovers)",
+                self.source.label, type(exc).__name__, exc, len(self._waiting),
+            )
+
+    def _recovered(self) -> None:
+        self._backoff.succeeded()
+        if self._failing_since is not None:
+            log.warning(
+                "engagehub %s: publishing to Redis works again after %.1f s and %d failed attempts",
+                self.source.label, time.monotonic() - self._failing_since, self._failures_in_outage,
+            )
+            self._failing_since = None
+            self._failures_in_outage = 0
 
 
 def _run(ref: "weakref.ref[Publisher]") -> None:
-    """The background loop; holds the publisher only while publishing."""
+    """The publisher thread. Holds the publisher only during a cycle, so a writer
+    that was forgotten can be collected."""
     while True:
         publisher = ref()
-        if publisher is None or publisher.stopping or publisher.pid != os.getpid():
+        if publisher is None or publisher._stop or publisher.pid != os.getpid():
             return
-        wake, interval = publisher.wake, publisher.interval
-        delay = max(interval, publisher.retry_at - time.monotonic())
+        wake, delay = publisher._wake, publisher._next_delay()
         del publisher
         wake.wait(delay)
         publisher = ref()
-        if publisher is None or publisher.stopping:
+        if publisher is None or publisher._stop:
             return
-        try:
-            publisher.publish(None)
-        except Exception:  # noqa: BLE001 - logged in publish; keep the thread alive
-            pass
+        wake.clear()
+        publisher._cycle()
         del publisher
+
+
+__all__ = ["Publisher", "Batch", "Backoff", "check_eviction_policy", "refusal", "run_script"]

@@ -1,38 +1,104 @@
-"""The analytics half of the Redis key schema, and its two Lua scripts.
+"""Both Redis key schemas and every Lua script, in one place.
 
-The README's "Shared through Redis" section is the contract; this module is its
-one implementation on the Python side. Every key starts with ``{ns}:`` (the
-namespace in braces is a Redis Cluster hash tag: all of a namespace's keys live in
-one slot, so the scripts and multi-key commands below work on a cluster).
+The schemas are a stable contract (also in docs/shared.md): any language may read or
+write them. In every key the namespace or board key is in braces, a Redis Cluster
+hash tag, so all keys of a namespace (or of a board) live in one slot and the
+scripts below work on a cluster.
+
+Analytics, namespace ``ns`` (written by ``EventStreamProcessor(redis=, namespace=)``,
+read by :class:`~engagehub.shared.SharedAnalytics`):
 
 =======================  =========  ============================================
 key                      type       value
 =======================  =========  ============================================
 ``{ns}:uu:<minute>``     HLL        users seen in the minute starting at unix
-                                    second ``<minute>`` (a multiple of 60),
-                                    the ``PFMERGE`` of every writer's sketch
+                                    second ``<minute>`` (a multiple of 60), the
+                                    ``PFMERGE`` of every writer's sketch
 ``{ns}:uu:all``          HLL        users of all time
-``{ns}:ch:<minute>``     zset       channel id → events in that minute
-``{ns}:ch:all``          zset       channel id → events of all time
+``{ns}:ch:<minute>``     zset       channel id -> events in that minute
+``{ns}:ch:all``          zset       channel id -> events of all time
 ``{ns}:events``          string     events processed by all writers (integer)
 ``{ns}:clock``           string     newest event time of ``clock="event_time"``
                                     writers (absent under wall-clock writers)
-``{ns}:pub:<id>``        string     last sequence number applied for publisher
-                                    ``<id>``
+``{ns}:config``          hash       ``version`` (1), ``window_minutes``,
+                                    ``max_members``: set by the first writer; a
+                                    writer with other values is refused
+``{ns}:pub:<id>``        string     last batch applied for publisher ``<id>``
 ``{ns}:tmp:<id>``        string     scratch key inside a script; never outlives it
 =======================  =========  ============================================
+
+Minute keys live ``window_minutes * 60 + 600`` seconds after the last publish that
+touched them; no writer ever shortens a key's lifetime.
+
+Leaderboard, key ``K`` (written by ``Leaderboard(redis=, key=)``, read by
+:class:`~engagehub.shared.SharedLeaderboard`):
+
+======================  =====  ===================================================
+key                     type   value
+======================  =====  ===================================================
+``{K}:z``               zset   member = user id, score = **-value**, where
+                               ``value = sum(points * exp(lambda * (ts - landmark)))``
+                               and ``lambda = -ln(decay_factor) / decay_period_secs``;
+                               negated so that ``ZRANGE`` (ascending score, then
+                               member bytes) lists the best first, ties by id.
+``{K}:meta``            hash   ``version`` (1), ``landmark`` (integer seconds),
+                               ``decay_factor``, ``decay_period_secs`` (decimal
+                               doubles), ``trimmed`` (users removed by
+                               ``max_users``), ``rebases``; during a rebase also
+                               ``rebase_landmark`` and ``rebase_cursor``
+``{K}:last``            zset   member = user id, score = newest update timestamp
+                               (integer seconds; raised with ``ZADD GT``)
+``{K}:z:rebase``        zset   during a rebase: ``{K}:z`` rescaled to
+                               ``rebase_landmark``, being filled
+``{K}:z:old``           zset   for a moment after a rebase: the replaced set,
+                               then ``UNLINK``\\ ed
+``{K}:pub:<id>``        str    last batch applied for publisher ``<id>``
+======================  =====  ===================================================
+
+A user's score at ``now`` is ``-zscore * exp(-lambda * (now - landmark))``.
+
+**Exactly once.** Every write script follows one skeleton (``_PRELUDE``): it reads
+and checks everything it will touch first (key types, HyperLogLog headers, numbers,
+the namespace's or board's configuration, NaN and overflow), then writes through
+``w()``, which records how to undo each write. Redis does not roll back a script
+that fails part-way; if anything fails after the first write (or a test injects a
+fault after any write), the script undoes what it wrote before it returns the
+error. So a batch is applied whole or not at all, and the publisher's sequence
+number, stored by the batch's last write, makes a resend after a lost reply a no-op.
+(A ``PFMERGE`` into an existing HyperLogLog is not undone: a union is idempotent, so
+a resend cannot count a user twice.) Errors the scripts raise start with
+``ENGAGEHUB <kind>:`` where kind is ``config`` (a writer's settings disagree with
+the stored ones), ``corrupt`` (a key of another type or an invalid value),
+``busy`` (retry later), ``failed`` (a command failed) or ``fault`` (tests only).
+
+**Rebases without a long script.** A leaderboard batch whose landmark is far ahead
+of the shared one starts a rebase: ``rebase_landmark`` is set and, from then on,
+every batch also writes the users it touches into ``{K}:z:rebase`` at the new scale;
+``REBASE_STEP`` (run by any writer, ``REBASE_STEP_COUNT`` users per script) copies
+the rest with ``ZSCAN``, and its last step swaps the sets and the landmark in one
+script (``RENAME`` twice, O(1)). Readers read ``{K}:z`` and ``landmark`` in one
+script, so they never see a mix of scales.
 """
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Tuple
 
-#: Seconds a minute key outlives its window (the TTL is ``window * 60 + MARGIN``,
-#: refreshed by every publish touching the key).
+#: Seconds a minute key outlives its window.
 MINUTE_KEY_MARGIN_SECS = 600
-#: Seconds a publisher's sequence key lives after its last publish. A reply lost
-#: and retried within this time is never applied twice.
+#: Seconds a publisher's sequence key lives after its last batch. A batch whose
+#: reply was lost can be resent safely within this time; a cleanly closed writer
+#: deletes its key.
 PUBLISHER_KEY_TTL_SECS = 7 * 86400
+#: A leaderboard batch whose landmark is this many decay-exponent units ahead of the
+#: shared landmark starts a rebase (values stay below ~e^64 x points).
+REBASE_EXPONENT = 64.0
+#: Ahead of the landmark by this many units a batch waits for the rebase to finish.
+MAX_EXPONENT = 600.0
+#: Users copied by one rebase step (~1-2 ms of Redis time).
+REBASE_STEP_COUNT = 1000
+#: Rows per leaderboard publish script: bounds the time one script holds Redis.
+LEADERBOARD_CHUNK_ROWS = 5000
 
 
 def key(namespace: str, *parts: object) -> str:
@@ -46,70 +112,519 @@ def minute_keys(namespace: str, kind: str, first_minute: int, last_minute: int) 
     return [prefix + str(m) for m in range(first_minute, last_minute + 1, 60)]
 
 
-# One publish, applied atomically and at most once per (publisher, sequence).
-#
-# KEYS: 1 {ns}:pub:<id>, 2 {ns}:events, 3 {ns}:uu:all, 4 {ns}:ch:all, 5 {ns}:tmp:<id>,
-#       6 {ns}:clock, then pairs ({ns}:uu:<m>, {ns}:ch:<m>) per minute published.
-# ARGV: 1 seq, 2 publisher key TTL, 3 minute key TTL, 4 max members per zset,
-#       5 events delta, 6 clock ('' = none), 7 all-time HLL bytes ('' = unchanged),
-#       8 n, then n (member, delta) pairs for {ns}:ch:all,
-#       then per minute: HLL bytes ('' = unchanged), n, n (member, delta) pairs.
-# Returns 1 when applied, 0 when this sequence number was applied before.
-PUBLISH_SCRIPT = r"""
-local seq = tonumber(ARGV[1])
-local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-if seq <= last then return 0 end
-local minute_ttl = tonumber(ARGV[3])
-local max_members = tonumber(ARGV[4])
-local events = tonumber(ARGV[5])
-if events ~= 0 then redis.call('INCRBY', KEYS[2], events) end
-if ARGV[6] ~= '' then
-  local clock = tonumber(redis.call('GET', KEYS[6]) or '0')
-  if tonumber(ARGV[6]) > clock then redis.call('SET', KEYS[6], ARGV[6]) end
+def board_keys(board: str) -> Tuple[str, str, str]:
+    """``({K}:z, {K}:meta, {K}:last)``."""
+    tag = "{" + board + "}"
+    return tag + ":z", tag + ":meta", tag + ":last"
+
+
+def board_rebase_keys(board: str) -> Tuple[str, str]:
+    """``({K}:z:rebase, {K}:z:old)``."""
+    tag = "{" + board + "}"
+    return tag + ":z:rebase", tag + ":z:old"
+
+
+def with_fault(script: str, after_writes: int) -> str:
+    """Tests only: ``script`` failing after its ``after_writes``-th write (and
+    undoing them, as after any real failure)."""
+    marker = "local FAULT_AFTER = 0\n"
+    assert marker in script
+    return script.replace(marker, f"local FAULT_AFTER = {int(after_writes)}\n", 1)
+
+
+# The skeleton of every script: checks that fail before any write, and w(), the
+# one way to write. `undo` holds the inverse commands of the writes done so far.
+_PRELUDE = r"""
+local FAULT_AFTER = 0
+local undo, writes = {}, 0
+local function fail(kind, message)
+  for i = #undo, 1, -1 do redis.call(unpack(undo[i])) end
+  undo = {}
+  error({err = 'ENGAGEHUB ' .. kind .. ': ' .. message})
 end
-local function merge(dest, bytes)
-  if bytes ~= '' then
-    redis.call('SET', KEYS[5], bytes)
-    redis.call('PFMERGE', dest, KEYS[5])
-    redis.call('DEL', KEYS[5])
+local function remember(inverse)
+  if not inverse then return end
+  if type(inverse[1]) == 'table' then
+    for _, command in ipairs(inverse) do undo[#undo + 1] = command end
+  else
+    undo[#undo + 1] = inverse
   end
 end
-local a = 8
-local function add(dest)
-  local n = tonumber(ARGV[a])
-  a = a + 1
-  for i = 0, n - 1 do
-    redis.call('ZINCRBY', dest, ARGV[a + 2 * i + 1], ARGV[a + 2 * i])
+-- w(inverse, command...): runs a write; `inverse` (a command, a list of commands or
+-- nil) undoes it. Any failure undoes every write so far, then errors.
+local function w(inverse, ...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then
+    local args = {...}
+    fail('failed', tostring(args[1]) .. ' ' .. tostring(args[2]) .. ': ' .. reply.err)
   end
-  a = a + 2 * n
-  if n > 0 and redis.call('ZCARD', dest) > max_members then
-    redis.call('ZREMRANGEBYRANK', dest, 0, -(max_members + 1))
+  remember(inverse)
+  writes = writes + 1
+  if writes == FAULT_AFTER then
+    fail('fault', 'injected after write ' .. writes .. ' (' .. tostring((...)) .. ')')
   end
+  return reply
 end
-merge(KEYS[3], ARGV[7])
-add(KEYS[4])
-for j = 7, #KEYS, 2 do
-  merge(KEYS[j], ARGV[a])
-  a = a + 1
-  add(KEYS[j + 1])
-  redis.call('EXPIRE', KEYS[j], minute_ttl)
-  redis.call('EXPIRE', KEYS[j + 1], minute_ttl)
+local function type_of(k) return redis.call('TYPE', k)['ok'] end
+-- true if `k` exists with type `want`, false if absent; fails on another type.
+local function check_type(k, want, what)
+  local t = type_of(k)
+  if t == 'none' then return false end
+  if t ~= want then fail('corrupt', k .. ' holds a ' .. t .. ', not ' .. what) end
+  return true
 end
-redis.call('SET', KEYS[1], seq, 'EX', tonumber(ARGV[2]))
-return 1
+-- The integer stored at `k`, or nil when absent; fails on anything else.
+local function int_at(k, what)
+  if not check_type(k, 'string', what) then return nil end
+  local n = tonumber(redis.call('GET', k))
+  if not n or n ~= math.floor(n) then fail('corrupt', k .. ' holds a string that is not ' .. what) end
+  return n
+end
+local function check_hll(k)
+  if not check_type(k, 'string', 'a HyperLogLog') then return false end
+  local head = redis.call('GETRANGE', k, 0, 15)
+  local encoding = string.byte(head, 5)
+  if #head < 16 or string.sub(head, 1, 4) ~= 'HYLL' or (encoding ~= 0 and encoding ~= 1)
+     or (encoding == 0 and redis.call('STRLEN', k) ~= 12304) then
+    fail('corrupt', k .. ' is not a valid HyperLogLog')
+  end
+  return true
+end
+-- ZMSCORE of any number of members (3000 per command: Lua's C stack holds ~8000).
+local function zmscore(k, members, first, last)
+  local out = {}
+  for s = first, last, 3000 do
+    local e = math.min(last, s + 2999)
+    local part = redis.call('ZMSCORE', k, unpack(members, s, e))
+    for i = 1, #part do out[#out + 1] = part[i] end
+  end
+  return out
+end
+-- `flat` (score, member, score, member...) as ZADD commands of 2000 members each.
+local function zadd_commands(k, flat)
+  local commands = {}
+  for s = 1, #flat, 4000 do
+    local command = {'ZADD', k}
+    for i = s, math.min(#flat, s + 3999) do command[#command + 1] = flat[i] end
+    commands[#commands + 1] = command
+  end
+  return commands
+end
+-- The undo of setting `members` of zset `k` whose old scores are `old` (false =
+-- absent): ZADD the old scores back, ZREM the new members.
+local function zset_undo(k, members, old)
+  local back, gone = {}, {'ZREM', k}
+  for i = 1, #members do
+    if old[i] then
+      back[#back + 1] = old[i]
+      back[#back + 1] = members[i]
+    else
+      gone[#gone + 1] = members[i]
+    end
+  end
+  local commands = zadd_commands(k, back)
+  for s = 3, #gone, 4000 do
+    local command = {'ZREM', k}
+    for i = s, math.min(#gone, s + 3999) do command[#command + 1] = gone[i] end
+    commands[#commands + 1] = command
+  end
+  return commands
+end
+-- The restoring command of a string key that held `old` (nil: absent) with `ttl`.
+local function string_undo(k, old, ttl)
+  if old == nil then return {'DEL', k} end
+  if ttl and ttl > 0 then return {'SET', k, old, 'EX', ttl} end
+  return {'SET', k, old}
+end
 """
+
+
+# One analytics publish.
+# KEYS: 1 {ns}:pub:<id>, 2 {ns}:events, 3 {ns}:uu:all, 4 {ns}:ch:all, 5 {ns}:tmp:<id>,
+#       6 {ns}:clock, 7 {ns}:config, then pairs ({ns}:uu:<m>, {ns}:ch:<m>) per minute.
+# ARGV: 1 seq, 2 publisher key TTL, 3 window_minutes, 4 max members per zset,
+#       5 events delta, 6 clock ('' = none), 7 all-time HLL bytes ('' = unchanged),
+#       8 n, then n (member, delta) pairs for {ns}:ch:all, then per minute: HLL
+#       bytes ('' = unchanged), n, n (member, delta) pairs.
+# Returns 1 when applied, 0 when this sequence number was applied before.
+ANALYTICS_PUBLISH = (
+    _PRELUDE
+    + r"""
+local seq = tonumber(ARGV[1])
+local done = int_at(KEYS[1], 'a sequence number')
+if done and done >= seq then return 0 end
+local pub_ttl = redis.call('TTL', KEYS[1])
+local window, max_members = tonumber(ARGV[3]), tonumber(ARGV[4])
+local minute_ttl = window * 60 + MARGIN
+local has_config = check_type(KEYS[7], 'hash', 'a hash')
+if has_config then
+  local c = redis.call('HMGET', KEYS[7], 'window_minutes', 'max_members')
+  if tonumber(c[1]) ~= window or tonumber(c[2]) ~= max_members then
+    fail('config', KEYS[7] .. ' has window_minutes ' .. tostring(c[1]) .. ' and max_members ' ..
+         tostring(c[2]) .. ', but this writer has window_minutes ' .. window ..
+         ' and publish_max_members ' .. max_members .. ': use the same settings in every writer')
+  end
+end
+local events = int_at(KEYS[2], 'an integer')
+local delta = tonumber(ARGV[5])
+if (events or 0) + delta > 9007199254740991 then fail('corrupt', KEYS[2] .. ' would overflow') end
+local clock = int_at(KEYS[6], 'a unix time')
+local plan = {}
+local a = 7
+local function take(hll, zset)
+  check_hll(hll)
+  check_type(zset, 'zset', 'a sorted set')
+  local n = tonumber(ARGV[a + 1])
+  plan[#plan + 1] = {hll, ARGV[a], zset, a + 2, n}
+  a = a + 2 + 2 * n
+end
+take(KEYS[3], KEYS[4])
+for j = 8, #KEYS, 2 do take(KEYS[j], KEYS[j + 1]) end
+-- Every check passed: write.
+if not has_config then
+  w({'DEL', KEYS[7]}, 'HSET', KEYS[7], 'version', '1', 'window_minutes', window, 'max_members', max_members)
+end
+if delta ~= 0 then
+  w(events and {'DECRBY', KEYS[2], delta} or {'DEL', KEYS[2]}, 'INCRBY', KEYS[2], delta)
+end
+if ARGV[6] ~= '' and tonumber(ARGV[6]) > (clock or 0) then
+  w(string_undo(KEYS[6], clock), 'SET', KEYS[6], ARGV[6])
+end
+-- A minute key lives minute_ttl after the last publish touching it; never shortened.
+local function keep_alive(k)
+  local ttl = redis.call('TTL', k)
+  if ttl == -1 or (ttl >= 0 and ttl < minute_ttl) then w(nil, 'EXPIRE', k, minute_ttl) end
+end
+for _, p in ipairs(plan) do
+  local hll, bytes, zset, first, n = p[1], p[2], p[3], p[4], p[5]
+  if bytes ~= '' then
+    local existed = redis.call('EXISTS', hll) == 1
+    w({'DEL', KEYS[5]}, 'SET', KEYS[5], bytes)
+    w((not existed) and {'DEL', hll} or nil, 'PFMERGE', hll, KEYS[5])
+    w(nil, 'DEL', KEYS[5])
+  end
+  if n > 0 then
+    local members = {}
+    for i = 0, n - 1 do members[i + 1] = ARGV[first + 2 * i] end
+    local old = zmscore(zset, members, 1, n)
+    for i = 0, n - 1 do
+      local o = old[i + 1]
+      w(o and {'ZADD', zset, o, members[i + 1]} or {'ZREM', zset, members[i + 1]},
+        'ZINCRBY', zset, ARGV[first + 2 * i + 1], members[i + 1])
+    end
+    local size = redis.call('ZCARD', zset)
+    if size > max_members then
+      local gone = redis.call('ZRANGE', zset, 0, size - max_members - 1, 'WITHSCORES')
+      local back = {}
+      for i = 1, #gone, 2 do back[#back + 1] = gone[i + 1]; back[#back + 1] = gone[i] end
+      w(zadd_commands(zset, back), 'ZREMRANGEBYRANK', zset, 0, size - max_members - 1)
+    end
+  end
+  if hll ~= KEYS[3] then
+    keep_alive(hll)
+    keep_alive(zset)
+  end
+end
+w(string_undo(KEYS[1], done, pub_ttl), 'SET', KEYS[1], seq, 'EX', ARGV[2])
+return 1
+""".replace("MARGIN", str(MINUTE_KEY_MARGIN_SECS))
+)
+
+
+# One leaderboard batch.
+# KEYS: 1 {K}:z, 2 {K}:meta, 3 {K}:last, 4 {K}:pub:<id>, 5 {K}:z:rebase
+# ARGV: 1 seq, 2 batch landmark, 3 decay_factor, 4 decay_period_secs, 5 max_users
+#       (0 = unbounded), 6 pub key TTL, 7 the rows' user ids as one JSON array,
+#       8 the rows' numbers packed little-endian, 17 bytes per row: kind (u8: 0 add,
+#       1 set, 2 remove), -value (f64, relative to the batch landmark), last_update
+#       (i64), 9 '0' to leave {K}:last alone (removes and trims still delete from it).
+# The script computes each touched user's final value in Lua (the same double
+# additions, in the same order, as one ZINCRBY per row), checks them all, then
+# writes: one multi-member ZADD per 2,000 users.
+# Returns {applied (0 = a duplicate), users trimmed, rebase in progress (0/1)}.
+LEADERBOARD_PUBLISH = (
+    _PRELUDE
+    + r"""
+local z, meta, last, pub, znew = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local seq = tonumber(ARGV[1])
+local done = int_at(pub, 'a sequence number')
+local has_meta = check_type(meta, 'hash', 'a hash')
+local m = redis.call('HMGET', meta, 'version', 'landmark', 'decay_factor', 'decay_period_secs', 'rebase_landmark')
+if done and done >= seq then return {0, 0, m[5] and 1 or 0} end
+local pub_ttl = redis.call('TTL', pub)
+check_type(z, 'zset', 'a sorted set')
+check_type(last, 'zset', 'a sorted set')
+local blm = tonumber(ARGV[2])
+local landmark, target = blm, nil
+if has_meta then
+  landmark = tonumber(m[2])
+  if m[1] ~= '1' or not landmark or not tonumber(m[3]) or not tonumber(m[4]) then
+    fail('corrupt', meta .. ' is not a leaderboard meta hash of version 1')
+  end
+  if tonumber(m[3]) ~= tonumber(ARGV[3]) or tonumber(m[4]) ~= tonumber(ARGV[4]) then
+    fail('config', meta .. ' has decay ' .. m[3] .. ' per ' .. m[4] .. ' s; this writer uses ' ..
+         ARGV[3] .. ' per ' .. ARGV[4] .. ' s: the values would not add up')
+  end
+  if m[5] then
+    target = tonumber(m[5])
+    if not target then fail('corrupt', meta .. ' has a rebase_landmark that is not a number') end
+    check_type(znew, 'zset', 'a sorted set')
+  end
+end
+local lambda = -math.log(tonumber(ARGV[3])) / tonumber(ARGV[4])
+local starting = false
+if not target and lambda > 0 and lambda * (blm - landmark) > REBASE_EXPONENT then
+  if check_type(znew, 'zset', 'a sorted set') then
+    fail('corrupt', znew .. ' exists although no rebase is in progress')
+  end
+  target, starting = blm, true
+end
+if lambda * (blm - landmark) > MAX_EXPONENT then
+  fail('busy', z .. ' is being rebased; this batch waits for the rebase to finish')
+end
+local scale = 1.0
+if blm ~= landmark then scale = math.exp(lambda * (blm - landmark)) end
+local f = target and math.exp(-lambda * (target - landmark)) or nil
+-- The rows, and each touched user's final value (false = removed).
+local ids = cjson.decode(ARGV[7])
+local blob, n = ARGV[8], #ids
+local keep_last = ARGV[9] ~= '0'
+local users, at = {}, {}
+local kinds, vals, ts = {}, {}, {}
+local pos = 1
+for i = 1, n do
+  kinds[i], vals[i], ts[i], pos = struct.unpack('<Bdi8', blob, pos)
+  if scale ~= 1.0 then vals[i] = vals[i] * scale end
+  if not at[ids[i]] then
+    users[#users + 1] = ids[i]
+    at[ids[i]] = #users
+  end
+end
+local nu = #users
+local old = zmscore(z, users, 1, nu)
+local cur, reset, newest = {}, {}, {}
+for i = 1, nu do cur[i] = old[i] and tonumber(old[i]) or false end
+for i = 1, n do
+  local u = at[ids[i]]
+  if kinds[i] == 2 then
+    cur[u], reset[u], newest[u] = false, true, nil
+  else
+    if kinds[i] == 1 then cur[u] = vals[i] else cur[u] = (cur[u] or 0) + vals[i] end
+    if not newest[u] or ts[i] > newest[u] then newest[u] = ts[i] end
+  end
+end
+for i = 1, nu do
+  local v = cur[i]
+  if v and (v ~= v or v == math.huge or v == -math.huge) then
+    fail('corrupt', 'the score of ' .. users[i] .. ' in ' .. z .. ' would not be a finite number')
+  end
+end
+-- Every check passed: write.
+if not has_meta then
+  w({'DEL', meta}, 'HSET', meta, 'version', '1', 'landmark', ARGV[2], 'decay_factor', ARGV[3],
+    'decay_period_secs', ARGV[4])
+end
+if starting then
+  w({'HDEL', meta, 'rebase_landmark', 'rebase_cursor'}, 'HSET', meta, 'rebase_landmark', target,
+    'rebase_cursor', '0')
+end
+-- Sets `values` (false = remove) of `users` into zset `k` whose old scores are
+-- `before`, `factor` applied to the values.
+local function put(k, values, before, factor)
+  local adds, rems = {}, {'ZREM', k}
+  for i = 1, nu do
+    local v = values[i]
+    if v then
+      adds[#adds + 1] = v * factor + 0.0
+      adds[#adds + 1] = users[i]
+    elseif before[i] then
+      rems[#rems + 1] = users[i]
+    end
+  end
+  local commands = zadd_commands(k, adds)
+  for s = 3, #rems, 4000 do
+    local command = {'ZREM', k}
+    for i = s, math.min(#rems, s + 3999) do command[#command + 1] = rems[i] end
+    commands[#commands + 1] = command
+  end
+  for c = 1, #commands do
+    w(c == 1 and zset_undo(k, users, before) or nil, unpack(commands[c]))
+  end
+end
+put(z, cur, old, 1.0)
+if target then put(znew, cur, zmscore(znew, users, 1, nu), f) end
+local old_last = zmscore(last, users, 1, nu)
+-- {K}:last: the newest timestamp (ZADD GT), replaced after a remove in the batch;
+-- removed users leave it (also when this writer does not publish last updates).
+local gt, plain, drop = {}, {}, {'ZREM', last}
+for i = 1, nu do
+  if keep_last and cur[i] then
+    local into = reset[i] and plain or gt
+    into[#into + 1] = newest[i]
+    into[#into + 1] = users[i]
+  elseif (reset[i] or not cur[i]) and old_last[i] then
+    drop[#drop + 1] = users[i]
+  end
+end
+local first = true
+local function undo_once() if first then first = false; return zset_undo(last, users, old_last) end end
+for s = 1, #gt, 4000 do
+  local command = {'ZADD', last, 'GT'}
+  for i = s, math.min(#gt, s + 3999) do command[#command + 1] = gt[i] end
+  w(undo_once(), unpack(command))
+end
+for _, command in ipairs(zadd_commands(last, plain)) do w(undo_once(), unpack(command)) end
+for s = 3, #drop, 4000 do
+  local command = {'ZREM', last}
+  for i = s, math.min(#drop, s + 3999) do command[#command + 1] = drop[i] end
+  w(undo_once(), unpack(command))
+end
+local trimmed = 0
+local max = tonumber(ARGV[5])
+if max > 0 then
+  local size = redis.call('ZCARD', z)
+  if size > max then
+    local gone = redis.call('ZRANGE', z, max, -1, 'WITHSCORES')
+    local back, ids_gone = {}, {}
+    for i = 1, #gone, 2 do
+      back[#back + 1] = gone[i + 1]; back[#back + 1] = gone[i]
+      ids_gone[#ids_gone + 1] = gone[i]
+    end
+    trimmed = #ids_gone
+    w(zadd_commands(z, back), 'ZREMRANGEBYRANK', z, max, -1)
+    for _, k in ipairs(target and {last, znew} or {last}) do
+      local before = zmscore(k, ids_gone, 1, trimmed)
+      local restore = {}
+      for i = 1, trimmed do
+        if before[i] then restore[#restore + 1] = before[i]; restore[#restore + 1] = ids_gone[i] end
+      end
+      for s = 1, trimmed, 4000 do
+        w(s == 1 and zadd_commands(k, restore) or nil, 'ZREM', k, unpack(ids_gone, s, math.min(trimmed, s + 3999)))
+      end
+    end
+    w({'HINCRBY', meta, 'trimmed', -trimmed}, 'HINCRBY', meta, 'trimmed', trimmed)
+  end
+end
+w(string_undo(pub, done, pub_ttl), 'SET', pub, seq, 'EX', ARGV[6])
+return {1, trimmed, target and 1 or 0}
+""".replace("REBASE_EXPONENT", repr(REBASE_EXPONENT)).replace("MAX_EXPONENT", repr(MAX_EXPONENT))
+)
+
+
+# One step of a leaderboard rebase: copies up to ARGV[1] users (a ZSCAN page) of
+# {K}:z into {K}:z:rebase at the new scale; the step whose page ends the scan swaps
+# the sets and the landmark. ZSCAN returns every user present for the whole scan;
+# users written during it are written to both sets by the publish script.
+# KEYS: 1 {K}:z, 2 {K}:meta, 3 {K}:z:rebase, 4 {K}:z:old. ARGV: 1 users per step.
+# Returns {finished (1 = no rebase in progress any more), users copied, swapped
+# (1 = this step ended the rebase)}.
+LEADERBOARD_REBASE_STEP = (
+    _PRELUDE
+    + r"""
+local z, meta, znew, zold = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if not check_type(meta, 'hash', 'a hash') then return {1, 0, 0} end
+local m = redis.call('HMGET', meta, 'landmark', 'decay_factor', 'decay_period_secs', 'rebase_landmark',
+                     'rebase_cursor')
+if not m[4] then return {1, 0, 0} end
+local landmark, target = tonumber(m[1]), tonumber(m[4])
+local lambda = -math.log(tonumber(m[2])) / tonumber(m[3])
+if not landmark or not target or not m[5] or lambda ~= lambda then
+  fail('corrupt', meta .. ' has an invalid rebase state')
+end
+local has_z = check_type(z, 'zset', 'a sorted set')
+check_type(znew, 'zset', 'a sorted set')
+if redis.call('EXISTS', zold) == 1 then w(nil, 'UNLINK', zold) end  -- left by an earlier rebase
+local f = math.exp(-lambda * (target - landmark))
+local copied, cursor = 0, '0'
+if has_z then
+  local page = redis.call('ZSCAN', z, m[5], 'COUNT', tonumber(ARGV[1]))
+  cursor = page[1]
+  local members, flat = {}, {}
+  for i = 1, #page[2], 2 do
+    members[#members + 1] = page[2][i]
+    flat[#flat + 1] = tonumber(page[2][i + 1]) * f + 0.0
+    flat[#flat + 1] = page[2][i]
+  end
+  copied = #members
+  if copied > 0 then
+    local before = zmscore(znew, members, 1, copied)
+    local commands = zadd_commands(znew, flat)
+    for c = 1, #commands do w(c == 1 and zset_undo(znew, members, before) or nil, unpack(commands[c])) end
+  end
+end
+if cursor ~= '0' then
+  w({'HSET', meta, 'rebase_cursor', m[5]}, 'HSET', meta, 'rebase_cursor', cursor)
+  return {0, copied, 0}
+end
+-- The scan is over: {K}:z:rebase holds every user at the new scale. Swap.
+if has_z then w({'RENAME', zold, z}, 'RENAME', z, zold) end
+if redis.call('EXISTS', znew) == 1 then w({'RENAME', z, znew}, 'RENAME', znew, z) end
+w({'HSET', meta, 'landmark', m[1], 'rebase_landmark', m[4], 'rebase_cursor', m[5]},
+  'HSET', meta, 'landmark', m[4])
+w(nil, 'HDEL', meta, 'rebase_landmark', 'rebase_cursor')
+w({'HINCRBY', meta, 'rebases', -1}, 'HINCRBY', meta, 'rebases', 1)
+return {1, copied, 1}
+"""
+)
+
+
+# Reads of the shared leaderboard, one round trip each. KEYS: {K}:z, {K}:meta,
+# {K}:last. ARGV: mode, then   'top': start, stop (ZRANGE indexes)
+#                              'rank': user id      'around': user id, radius
+# Returns {meta {landmark, decay, period}, start (0-based), flat id/score list,
+# last updates}; for 'rank'/'around' of an absent user the list is empty, start -1.
+LEADERBOARD_READ = (
+    _PRELUDE
+    + r"""
+local z, meta, last = KEYS[1], KEYS[2], KEYS[3]
+check_type(z, 'zset', 'a sorted set')
+check_type(last, 'zset', 'a sorted set')
+local m = {false, false, false}
+if check_type(meta, 'hash', 'a hash') then
+  m = redis.call('HMGET', meta, 'landmark', 'decay_factor', 'decay_period_secs')
+  if not tonumber(m[1]) or not tonumber(m[2]) or not tonumber(m[3]) then
+    fail('corrupt', meta .. ' is not a leaderboard meta hash')
+  end
+end
+local start, stop
+if ARGV[1] == 'top' then
+  start, stop = tonumber(ARGV[2]), tonumber(ARGV[3])
+else
+  local r = redis.call('ZRANK', z, ARGV[2])
+  if not r then return {m, -1, {}, {}} end
+  if ARGV[1] == 'rank' then
+    start, stop = r, r
+  else
+    local radius = tonumber(ARGV[3])
+    start = math.max(0, r - radius)
+    stop = r + radius
+  end
+end
+local rows = redis.call('ZRANGE', z, start, stop, 'WITHSCORES')
+local lasts = {}
+if #rows > 0 then
+  local ids = {}
+  for i = 1, #rows, 2 do ids[#ids + 1] = rows[i] end
+  lasts = zmscore(last, ids, 1, #ids)
+end
+return {m, start, rows, lasts}
+"""
+)
+
 
 # The k highest members of one zset, or of the sum of several, in the library's
 # tie order (higher score first, then member ascending, bytewise): the script picks
 # the members, the caller sorts them (Lua's string order follows the server's
 # locale). One round trip.
-#
 # KEYS: 1 a scratch key (used only with 2+ sources), 2.. the source zsets.
 # ARGV: 1 k.
 # Returns a flat list member, score, member, score... (unsorted).
-TOP_SCRIPT = r"""
+ANALYTICS_TOP = (
+    _PRELUDE
+    + r"""
 local k = tonumber(ARGV[1])
 if k <= 0 then return {} end
+for i = 2, #KEYS do check_type(KEYS[i], 'zset', 'a sorted set') end
 local src = KEYS[2]
 if #KEYS > 2 then
   local sources = {}
@@ -133,3 +648,4 @@ local out = {}
 for i = 1, #rows do out[#out + 1] = rows[i][1]; out[#out + 1] = rows[i][2] end
 return out
 """
+)

@@ -3,18 +3,19 @@
 :class:`SharedAnalytics` answers the :class:`~engagehub.EventStreamProcessor`
 analytics queries, with their names, shapes and window semantics, from the keys
 that processors created with ``redis=client, namespace=ns`` publish (the schema is
-in :mod:`engagehub.shared._schema` and the README). A process that pushed nothing
-(a gunicorn worker serving the dashboard) sees the union of every writer's events.
+in :mod:`engagehub.shared._schema` and docs/shared.md). A process that pushed
+nothing (a gunicorn worker serving the dashboard) sees the union of every writer's
+events.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .. import errors
 from . import _schema
-from ._publisher import check_eviction_policy
+from ._read import Reads
 
 
 class SharedAnalytics:
@@ -30,8 +31,13 @@ class SharedAnalytics:
     ``clock="event_time"`` writers (``{ns}:clock``) if there is one, else the wall
     clock, the same "now" the writers' own queries use.
 
-    Every query is one Redis round trip. Thread safety: as safe as the client
-    (redis-py clients are).
+    Every query is one Redis round trip; the constructor makes none (the first
+    query also reads the eviction policy once, and warns unless it is
+    ``noeviction``, when ``check_eviction``). Errors: a key of another type or an
+    invalid value raises :class:`~engagehub.Corrupt` naming the key; redis-py's
+    own ``ConnectionError`` and ``TimeoutError`` pass through unchanged (bound
+    them with the client's ``socket_timeout``). Thread safety: as safe as the
+    client (redis-py clients are).
     """
 
     def __init__(self, client: Any, namespace: str, window_minutes: int = 60, *, check_eviction: bool = True) -> None:
@@ -42,9 +48,7 @@ class SharedAnalytics:
         self.client = client
         self.namespace = namespace
         self.window_minutes = window_minutes
-        self._top_sha: Optional[str] = None
-        if check_eviction:
-            check_eviction_policy(client, f"SharedAnalytics {namespace!r}")
+        self._reads = Reads(client, f"SharedAnalytics {namespace!r}", check_eviction)
 
     def _key(self, *parts: object) -> str:
         return _schema.key(self.namespace, *parts)
@@ -53,8 +57,9 @@ class SharedAnalytics:
 
     def now(self) -> int:
         """The default "now" of the queries (see the class docs)."""
-        clock = self.client.get(self._key("clock"))
-        return int(clock) if clock is not None else int(time.time())
+        key = self._key("clock")
+        clock = self._reads.integer(key, lambda: self.client.get(key))
+        return clock if clock is not None else int(time.time())
 
     def _minutes(self, window_secs: Any, now: Optional[float]) -> Optional[Tuple[int, int]]:
         """First and last minute start of the window, or ``None`` for all time
@@ -90,9 +95,8 @@ class SharedAnalytics:
         minute keys, equal to what one processor fed every writer's events answers
         (the sketches are register-identical)."""
         span = self._minutes(window_secs, now)
-        if span is None:
-            return int(self.client.pfcount(self._key("uu", "all")))
-        return int(self.client.pfcount(*_schema.minute_keys(self.namespace, "uu", *span)))
+        keys = [self._key("uu", "all")] if span is None else _schema.minute_keys(self.namespace, "uu", *span)
+        return int(self._reads.call(keys, "a HyperLogLog", lambda: self.client.pfcount(*keys)))
 
     def get_unique_users_last_hour(self) -> int:
         """Drop-in: distinct users in the last hour."""
@@ -114,7 +118,7 @@ class SharedAnalytics:
         span = self._minutes(window_secs, now)
         sources = [self._key("ch", "all")] if span is None else _schema.minute_keys(self.namespace, "ch", *span)
         keys = [self._key("tmp", "top")] + sources
-        reply = self._top(keys, k)
+        reply = self._reads.script(_schema.ANALYTICS_TOP, keys, [k])
         rows = []
         for i in range(0, len(reply), 2):
             member = reply[i]
@@ -124,25 +128,15 @@ class SharedAnalytics:
         rows.sort(key=lambda r: (-r[1], r[0].encode("utf-8")))
         return rows[:k]
 
-    def _top(self, keys: List[str], k: int) -> List[Any]:
-        client = self.client
-        if self._top_sha is None:
-            self._top_sha = client.script_load(_schema.TOP_SCRIPT)
-        try:
-            return client.evalsha(self._top_sha, len(keys), *keys, k)
-        except Exception as exc:
-            if type(exc).__name__ != "NoScriptError":
-                raise
-            return client.eval(_schema.TOP_SCRIPT, len(keys), *keys, k)
-
     def get_top_channels(self, k: int = 10) -> List[Tuple[str, int]]:
         """Drop-in: the ``k`` busiest channels of all time."""
         return self.top_channels(k)
 
     def total_events_processed(self) -> int:
         """Events processed by every writer (``{ns}:events``)."""
-        value = self.client.get(self._key("events"))
-        return 0 if value is None else int(value)
+        key = self._key("events")
+        value = self._reads.integer(key, lambda: self.client.get(key))
+        return 0 if value is None else value
 
     def users_sketch(self, window_secs: Optional[int] = 3600, now: Optional[int] = None) -> Any:
         """The union of the window's minute sketches as a
@@ -152,10 +146,24 @@ class SharedAnalytics:
         span = self._minutes(window_secs, now)
         keys = [self._key("uu", "all")] if span is None else _schema.minute_keys(self.namespace, "uu", *span)
         out = HyperLogLog()
-        for value in self.client.mget(keys):
+        for key, value in zip(keys, self._reads.call(keys, "a HyperLogLog", lambda: self.client.mget(keys))):
             if value is not None:
-                out.merge(HyperLogLog.from_redis(value))
+                try:
+                    out.merge(HyperLogLog.from_redis(value))
+                except errors.Corrupt as exc:
+                    raise errors.Corrupt(f"{key} is not a valid HyperLogLog: {exc}", errors.Corrupt.status) from None
         return out
+
+    def config(self) -> Dict[str, int]:
+        """The namespace's configuration as its first writer stored it
+        (``{ns}:config``: ``window_minutes``, ``max_members``), ``{}`` before any
+        writer published."""
+        key = self._key("config")
+        stored = self._reads.call([key], "a hash", lambda: self.client.hgetall(key))
+        try:
+            return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in stored.items()}
+        except ValueError:
+            raise errors.Corrupt(f"{key} holds a value that is not an integer", errors.Corrupt.status) from None
 
 
 __all__ = ["SharedAnalytics"]

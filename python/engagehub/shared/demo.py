@@ -90,7 +90,7 @@ def _writer(config: Dict[str, Any], url: str, namespace: str, db: str, index: in
         "index": index, "accepted": s.accepted, "processed": s.processed, "push_seconds": push_seconds,
         "seconds": time.perf_counter() - started, "published_batches": processor._publisher.counters.batches,
         "publish_failures": processor._publisher.counters.failures,
-        "pending": processor._publisher.counters.pending_events,
+        "pending": processor.unpublished,
     })
 
 

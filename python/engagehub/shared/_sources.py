@@ -1,0 +1,370 @@
+"""What a :class:`~engagehub.shared._publisher.Publisher` sends, per kind of writer.
+
+:class:`AnalyticsSource` (a processor's analytics, namespace schema) and
+:class:`LeaderboardSource` (a board's changes, board schema); the schemas and
+scripts are in :mod:`._schema`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import time
+import weakref
+from operator import neg
+from typing import Any, Dict, List, Optional, Tuple
+
+from .. import errors
+from . import _schema
+from ._publisher import Batch
+
+log = logging.getLogger("engagehub")
+
+
+def _check_namespace(namespace: Any) -> str:
+    if not isinstance(namespace, str) or not namespace or any(c in namespace for c in "{}"):
+        raise errors.InvalidArgument(f"namespace must be a non-empty str without braces, got {namespace!r}", 1)
+    return namespace
+
+
+class AnalyticsSource:
+    """A processor's analytics. One freeze:
+
+    1. reads the processor's per-minute sketches through the ordinary queries
+       (``users_sketch(60, now=m)`` and ``top_channels(cap, 60, now=m)`` give minute
+       ``m`` alone) for every minute whose event count moved, and its all-time ones;
+    2. compares them with what Redis acknowledged from this publisher (the
+       baseline): users go as the whole minute's HyperLogLog in Redis's format when
+       it changed (``PFMERGE`` is a register max: resending is harmless), channels as
+       count *deltas* (``ZINCRBY``), events as the delta of ``stats().processed``;
+    3. becomes one batch; its acknowledgement makes it the baseline.
+
+    Nothing accumulates in Python while Redis is away: the events stay counted in
+    the native sketches and the next batch's deltas cover them. The bound is the
+    processor's window: a minute that leaves the native ring (its slot reused by a
+    minute ``window_minutes`` later) before it was published cannot be published
+    any more; such minutes are counted (``lost_minutes``) and logged.
+    """
+
+    unit = "events"
+    script = _schema.ANALYTICS_PUBLISH
+
+    def __init__(
+        self, processor: Any, namespace: Any, *, window_minutes: int, event_time: bool, max_members: int
+    ) -> None:
+        self.namespace = _check_namespace(namespace)
+        if isinstance(max_members, bool) or not isinstance(max_members, int) or max_members <= 0:
+            raise errors.InvalidArgument(f"publish_max_members must be a positive integer, got {max_members!r}", 1)
+        self.label = f"namespace {namespace!r}"
+        self.window_minutes = window_minutes
+        self.event_time = event_time
+        self.max_members = max_members
+        self._processor = weakref.ref(processor)
+        self.lost_minutes = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        # What Redis holds from us. minute start -> (HLL bytes, {channel: count}).
+        self.minutes: Dict[int, Tuple[bytes, Dict[str, int]]] = {}
+        self.all_users = b""
+        self.all_channels: Dict[str, int] = {}
+        self.minute_counts: Dict[int, int] = {}  # events per minute at the last freeze
+        self.events = 0  # events acknowledged
+        self.processed_seen = -1
+
+    def reset_after_fork(self) -> None:
+        # The native processor starts over empty in the child; so do we.
+        self._reset()
+        self.lost_minutes = 0
+
+    def is_open(self) -> bool:
+        processor = self._processor()
+        return processor is not None and not processor.closed
+
+    def pub_key(self, publisher_id: str) -> str:
+        return _schema.key(self.namespace, "pub", publisher_id)
+
+    def pending(self) -> int:
+        """Events processed and not yet acknowledged by Redis."""
+        processor = self._processor()
+        try:
+            processed = processor._native_stats().processed if processor is not None else self.events
+        except errors.EngageHubError:
+            return 0
+        return max(0, processed - self.events)
+
+    def applied(self, batch: Batch, reply: Any) -> bool:
+        self.minutes, self.all_users, self.all_channels, self.events = batch.state
+        return int(reply) == 1
+
+    def after_cycle(self, publisher: Any) -> bool:
+        return False
+
+    def freeze(self, publisher: Any) -> List[Batch]:
+        """The next batch, or none if nothing was processed since the last freeze."""
+        processor = self._processor()
+        if processor is None:
+            return []
+        processed = processor._native_stats().processed
+        if processed == 0 or processed == self.processed_seen:
+            # (With nothing processed an event-time clock still reads the wall clock,
+            # which must not become {ns}:clock.)
+            return []
+        cap = self.max_members
+        now = processor.now()
+        hi = now // 60 * 60
+        lo = hi - (self.window_minutes - 1) * 60
+        minutes = dict(self.minutes)
+        known = [m for m in minutes if m < lo]
+        for m in known:
+            # Left the window since we last published: read it once more (its native
+            # slot is reused only by a minute `window` later), then forget it.
+            del minutes[m]
+        keys: List[str] = []
+        args: List[Any] = []
+        ns = self.namespace
+        lost = 0
+        # Only minutes whose event count moved since the last freeze (one native call
+        # for the whole window), and those leaving the window.
+        counts = _minute_events(processor, lo, self.window_minutes)
+        seen = self.minute_counts
+        changed = [lo + 60 * i for i, n in enumerate(counts) if n != seen.get(lo + 60 * i, 0)]
+        self.minute_counts = {lo + 60 * i: n for i, n in enumerate(counts) if n}
+        for m in sorted(set(changed) | set(known)):
+            channels = processor.top_channels(cap, 60, m)
+            old_bytes, old_channels = self.minutes.get(m, (b"", {}))
+            if not channels:
+                if m < lo and old_channels and publisher.behind:
+                    # Its native slot now holds a later minute: what arrived in it
+                    # after our last publish cannot reach Redis any more.
+                    lost += 1
+                continue
+            deltas = [(c, n - old_channels.get(c, 0)) for c, n in channels if n > old_channels.get(c, 0)]
+            hll = processor.users_sketch(60, m).to_redis()
+            if not deltas and hll == old_bytes:
+                continue  # (a full summary can hide a count change; the users cannot)
+            if m >= lo:
+                minutes[m] = (hll, {**old_channels, **{c: old_channels.get(c, 0) + d for c, d in deltas}})
+            keys += [_schema.key(ns, "uu", m), _schema.key(ns, "ch", m)]
+            args.append(b"" if hll == old_bytes else hll)
+            args.append(len(deltas))
+            for c, d in deltas:
+                args += [c, d]
+        if lost:
+            self.lost_minutes += lost
+            log.error(
+                "engagehub %s: %d minute(s) left the processor's window before they could be published; "
+                "Redis lacks part of them", self.label, lost,
+            )
+        all_channels = processor.top_channels(cap)
+        all_deltas = [(c, n - self.all_channels.get(c, 0)) for c, n in all_channels if n > self.all_channels.get(c, 0)]
+        new_all = {**self.all_channels, **{c: n for c, n in all_channels if n > self.all_channels.get(c, 0)}}
+        all_users = processor.users_sketch(None).to_redis()
+        self.processed_seen = processed
+        seq = publisher.next_seq()
+        head_keys = [
+            publisher.pub_key(),
+            _schema.key(ns, "events"),
+            _schema.key(ns, "uu", "all"),
+            _schema.key(ns, "ch", "all"),
+            _schema.key(ns, "tmp", publisher.publisher_id),
+            _schema.key(ns, "clock"),
+            _schema.key(ns, "config"),
+        ]
+        head_args: List[Any] = [
+            seq,
+            _schema.PUBLISHER_KEY_TTL_SECS,
+            self.window_minutes,
+            self.max_members,
+            processed - self.events,
+            now if self.event_time else "",
+            b"" if all_users == self.all_users else all_users,
+            len(all_deltas),
+        ]
+        for c, d in all_deltas:
+            head_args += [c, d]
+        state = (minutes, all_users, new_all, processed)
+        return [Batch(seq, head_keys + keys, head_args + args, state, processed - self.events)]
+
+
+def _minute_events(processor: Any, first_minute_start: int, n: int) -> List[int]:
+    """``eh_processor_minute_events``: events per minute of the window ring."""
+    from .._native import _call, ffi, lib
+
+    out = ffi.new("uint64_t[]", n)
+    _call(lib.eh_processor_minute_events, processor._h(), first_minute_start, n, out)
+    return list(out)
+
+
+# -- the leaderboard ---------------------------------------------------------------------
+
+_json_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_ROW_PACKERS: "dict[int, struct.Struct]" = {}
+
+
+def _row_packer(m: int) -> "struct.Struct":
+    """Packs m rows of (kind u8, value f64, last_update i64), little-endian, no
+    padding; cached per m (chunks are LEADERBOARD_CHUNK_ROWS rows but the last)."""
+    packer = _ROW_PACKERS.get(m)
+    if packer is None:
+        if len(_ROW_PACKERS) > 64:
+            _ROW_PACKERS.clear()
+        packer = _ROW_PACKERS[m] = struct.Struct("<" + "Bdq" * m)
+    return packer
+
+
+def _script_number(value: float) -> str:
+    """A double as the shortest decimal that reads back as the same double."""
+    return repr(float(value))
+
+
+class LeaderboardSource:
+    """A board's changes: every update's forward-decayed delta is summed per user
+    inside the native board (``eh_leaderboard_publish_enable``); a freeze drains the
+    sums (``eh_leaderboard_drain``) into batches of at most
+    ``LEADERBOARD_CHUNK_ROWS`` rows, each one publish script. A batch reply that
+    says a rebase of the shared set is under way makes this writer run rebase steps
+    after its batches (at most ``REBASE_SLICE`` seconds of them per cycle)."""
+
+    unit = "changes"
+    script = _schema.LEADERBOARD_PUBLISH
+    REBASE_SLICE = 0.25
+
+    def __init__(
+        self,
+        board: Any,
+        key: Any,
+        *,
+        decay_factor: float,
+        decay_period_secs: float,
+        max_users: int,
+        last_update: bool,
+    ) -> None:
+        if not isinstance(key, str) or not key:
+            raise errors.InvalidArgument("a Leaderboard with redis= needs key= (a non-empty str)", 1)
+        self.key = key
+        self.label = f"Leaderboard(key={key!r})"
+        self._board = weakref.ref(board)
+        self._keys = _schema.board_keys(key)
+        self._rebase_keys = _schema.board_rebase_keys(key)
+        self._decay = _script_number(decay_factor)
+        self._period = _script_number(decay_period_secs)
+        self._max_users = int(max_users)
+        self._last_flag = "1" if last_update else "0"
+        self.rows = 0
+        self.trimmed = 0
+        self.remote_rebases = 0
+        self._rebasing = False
+        self._dropped_seen = 0
+
+    def reset_after_fork(self) -> None:
+        # The native fork handler dropped the inherited changes in the child.
+        self.rows = self.trimmed = self.remote_rebases = 0
+        self._rebasing = False
+
+    def is_open(self) -> bool:
+        board = self._board()
+        return board is not None and not board.closed
+
+    def pub_key(self, publisher_id: str) -> str:
+        return "{" + self.key + "}:pub:" + publisher_id
+
+    def pending(self) -> int:
+        """Changes not yet drained."""
+        board = self._board()
+        try:
+            return board._native_stats().pending if board is not None and not board.closed else 0
+        except errors.EngageHubError:
+            return 0
+
+    def _drain(self) -> Optional[Tuple[int, list, list, list, list]]:
+        """(landmark, kinds, ids, negated values, last updates) or None."""
+        from .._native import _call, ffi, lib
+
+        board = self._board()
+        if board is None:
+            return None
+        batch = ffi.new("eh_pending_batch *")
+        _call(lib.eh_leaderboard_drain, board._h(), batch)
+        n = batch.len
+        try:
+            if not n:
+                return None
+            block = ffi.buffer(batch.rows, batch.size)[:]
+            landmark = batch.landmark
+        finally:
+            lib.eh_pending_batch_free(batch)
+        # n rows of 5 native 8-byte words (kind, value, last_update, id_offset,
+        # id_len), read column by column through typed views (no per-row Python).
+        row_size = ffi.sizeof("eh_pending_row")
+        rows = memoryview(block)[: n * row_size]
+        words = rows.cast("Q")
+        ids = block[n * row_size : -1].decode("utf-8").split("\0")
+        if len(ids) != n:  # an id contains a NUL itself: use the offsets
+            base = n * row_size
+            offsets, sizes = words[3::5].tolist(), words[4::5].tolist()
+            ids = [block[base + o : base + o + s].decode("utf-8") for o, s in zip(offsets, sizes)]
+        values = list(map(neg, rows.cast("d")[1::5].tolist()))
+        return landmark, words[0::5].tolist(), ids, values, rows.cast("q")[2::5].tolist()
+
+    def freeze(self, publisher: Any) -> List[Batch]:
+        drained = self._drain()
+        board = self._board()
+        if board is not None and not board.closed:
+            dropped = board._native_stats().pending_dropped
+            if dropped > self._dropped_seen:
+                log.warning(
+                    "%s: %d changes were not recorded for Redis (max_pending reached; %d in all): "
+                    "the shared board misses them", self.label, dropped - self._dropped_seen, dropped,
+                )
+                self._dropped_seen = dropped
+        if drained is None:
+            return []
+        landmark, kinds, ids, values, lasts = drained
+        z, meta, last = self._keys
+        keys = [z, meta, last, publisher.pub_key(), self._rebase_keys[0]]
+        batches = []
+        for start in range(0, len(ids), _schema.LEADERBOARD_CHUNK_ROWS):
+            end = start + _schema.LEADERBOARD_CHUNK_ROWS
+            chunk_ids = ids[start:end]
+            m = len(chunk_ids)
+            numbers: List[Any] = [None] * (3 * m)
+            numbers[0::3] = kinds[start:end]
+            numbers[1::3] = values[start:end]
+            numbers[2::3] = lasts[start:end]
+            seq = publisher.next_seq()
+            args = [seq, landmark, self._decay, self._period, self._max_users, _schema.PUBLISHER_KEY_TTL_SECS,
+                    _json_dumps(chunk_ids).encode("utf-8"), _row_packer(m).pack(*numbers), self._last_flag]
+            batches.append(Batch(seq, keys, args, None, m))
+        return batches
+
+    def applied(self, batch: Batch, reply: Any) -> bool:
+        applied, trimmed, rebasing = (int(x) for x in reply)
+        if applied:
+            self.rows += batch.size
+        self.trimmed += trimmed
+        self._rebasing = bool(rebasing)
+        return bool(applied)
+
+    def after_cycle(self, publisher: Any) -> bool:
+        """Runs rebase steps for up to ``REBASE_SLICE`` s; True if more are left."""
+        if not self._rebasing:
+            return False
+        z, meta, _ = self._keys
+        znew, zold = self._rebase_keys
+        deadline = time.monotonic() + self.REBASE_SLICE
+        while time.monotonic() < deadline:
+            finished, _copied, swapped = (
+                int(x)
+                for x in publisher.run_script(
+                    _schema.LEADERBOARD_REBASE_STEP, [z, meta, znew, zold], [_schema.REBASE_STEP_COUNT]
+                )
+            )
+            if finished:
+                self._rebasing = False
+                if swapped:
+                    self.remote_rebases += 1
+                    publisher.client.unlink(zold)  # O(1) here; Redis frees it in the background
+                return False
+        return True
