@@ -39,6 +39,7 @@ lock is taken in the at-fork hook.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -92,15 +93,16 @@ def seconds_arg(value: Any, what: str) -> float:
 
 def refusal(exc: BaseException) -> Optional[errors.EngageHubError]:
     """The :class:`~engagehub.EngageHubError` for an ``ENGAGEHUB <kind>: ...`` error
-    reply of one of our scripts (``config``: InvalidArgument; ``corrupt``: Corrupt),
-    or ``None`` for anything else (connection errors, ``busy``, other replies)."""
+    reply of one of our scripts (``config``: InvalidArgument; ``corrupt`` and the
+    tests' ``fault``: Corrupt), or ``None`` for anything else (connection errors,
+    ``busy``, other replies): those are retried without raising."""
     text = str(exc)
     if not text.startswith("ENGAGEHUB "):
         return None
     kind, _, message = text[len("ENGAGEHUB ") :].partition(": ")
     if kind == "config":
         return errors.InvalidArgument(message, errors.InvalidArgument.status)
-    if kind == "corrupt":
+    if kind in ("corrupt", "fault"):  # (a fault is injected by the tests only)
         return errors.Corrupt(message, errors.Corrupt.status)
     return None
 
@@ -195,6 +197,22 @@ def check_eviction_policy(client: Any, what: str) -> Optional[str]:
     log.warning("%s", message)
     warnings.warn(message, RuntimeWarning, stacklevel=3)
     return policy
+
+
+# -- exit ----------------------------------------------------------------------------
+
+#: A close was interrupted (Ctrl-C) in this process: the user wants out, so the
+#: closes the interpreter's exit runs do not wait for Redis any more.
+_INTERRUPTED = False
+_EXITING = False
+
+
+@atexit.register
+def _exiting() -> None:
+    # Registered when the first publisher is made, after the handles' own exit
+    # hooks, so it runs before them (atexit runs last-in first-out).
+    global _EXITING
+    _EXITING = True
 
 
 # -- fork ----------------------------------------------------------------------------
@@ -347,16 +365,26 @@ class Publisher:
         """Publishes what is left (up to ``timeout`` seconds), deletes this
         publisher's sequence key if everything was acknowledged, and stops the
         thread. Logs and counts what stayed unpublished. Never raises for Redis;
-        idempotent."""
+        idempotent. A ``KeyboardInterrupt`` during the wait ends it: the publisher
+        is closed and the interrupt propagates; the closes that the interpreter's
+        exit runs afterwards no longer wait for Redis."""
         if self._closed:
             return True
+        global _INTERRUPTED
+        if _EXITING and _INTERRUPTED:
+            timeout = 0.0
         with self._state:
             self._final = True
+        why = f"gave up after {timeout} s"
+        interrupted: Optional[BaseException] = None
         try:
+            log.debug("engagehub %s: closing: waiting up to %s s for Redis", self.source.label, timeout)
             done = self.publish(timeout)
         except errors.EngageHubError as exc:
-            log.error("engagehub %s: closing while Redis refuses the publish: %s", self.source.label, exc)
-            done = False
+            why, done = f"Redis refuses the publish: {exc}", False
+        except BaseException as exc:  # Ctrl-C: stop waiting now, and at exit too
+            why, done, interrupted = f"interrupted ({type(exc).__name__})", False, exc
+            _INTERRUPTED = True
         with self._state:
             self._closed = True
             self._stop = True
@@ -367,9 +395,11 @@ class Publisher:
             self.counters.unpublished_at_close += left
             log.error(
                 "engagehub %s: closed before Redis acknowledged everything (%d batches waiting, %d %s not "
-                "published; gave up after %s s); the shared state lacks them",
-                self.source.label, len(self._waiting), left, self.source.unit, timeout,
+                "published; %s); the shared state lacks them",
+                self.source.label, len(self._waiting), left, self.source.unit, why,
             )
+        if interrupted is not None:
+            raise interrupted
         return done
 
     def abandon(self) -> None:

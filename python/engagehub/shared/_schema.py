@@ -51,7 +51,8 @@ key                     type   value
 ``{K}:z:rebase``        zset   during a rebase: ``{K}:z`` rescaled to
                                ``rebase_landmark``, being filled
 ``{K}:z:old``           zset   for a moment after a rebase: the replaced set,
-                               then ``UNLINK``\\ ed
+                               until the writer ``UNLINK``\\ s it (Redis frees it
+                               in the background)
 ``{K}:pub:<id>``        str    last batch applied for publisher ``<id>``
 ======================  =====  ===================================================
 
@@ -65,8 +66,8 @@ that fails part-way; if anything fails after the first write (or a test injects 
 fault after any write), the script undoes what it wrote before it returns the
 error. So a batch is applied whole or not at all, and the publisher's sequence
 number, stored by the batch's last write, makes a resend after a lost reply a no-op.
-(A ``PFMERGE`` into an existing HyperLogLog is not undone: a union is idempotent, so
-a resend cannot count a user twice.) Errors the scripts raise start with
+(Only ``EXPIRE`` is not undone: a key may keep a longer lifetime.) Errors the
+scripts raise start with
 ``ENGAGEHUB <kind>:`` where kind is ``config`` (a writer's settings disagree with
 the stored ones), ``corrupt`` (a key of another type or an invalid value),
 ``busy`` (retry later), ``failed`` (a command failed) or ``fault`` (tests only).
@@ -298,9 +299,9 @@ end
 for _, p in ipairs(plan) do
   local hll, bytes, zset, first, n = p[1], p[2], p[3], p[4], p[5]
   if bytes ~= '' then
-    local existed = redis.call('EXISTS', hll) == 1
+    local before = redis.call('GET', hll)
     w({'DEL', KEYS[5]}, 'SET', KEYS[5], bytes)
-    w((not existed) and {'DEL', hll} or nil, 'PFMERGE', hll, KEYS[5])
+    w(before and {'SET', hll, before, 'KEEPTTL'} or {'DEL', hll}, 'PFMERGE', hll, KEYS[5])
     w(nil, 'DEL', KEYS[5])
   end
   if n > 0 then
@@ -533,12 +534,15 @@ if not landmark or not target or not m[5] or lambda ~= lambda then
 end
 local has_z = check_type(z, 'zset', 'a sorted set')
 check_type(znew, 'zset', 'a sorted set')
-if redis.call('EXISTS', zold) == 1 then w(nil, 'UNLINK', zold) end  -- left by an earlier rebase
 local f = math.exp(-lambda * (target - landmark))
-local copied, cursor = 0, '0'
+local copied, cursor, page = 0, '0', {'0', {}}
+if has_z then page = redis.call('ZSCAN', z, m[5], 'COUNT', tonumber(ARGV[1])) end
+cursor = page[1]
+if cursor == '0' and redis.call('EXISTS', zold) == 1 then
+  -- The set an earlier rebase replaced is not deleted yet (the client UNLINKs it).
+  fail('busy', zold .. ' still exists: the swap waits until it is deleted')
+end
 if has_z then
-  local page = redis.call('ZSCAN', z, m[5], 'COUNT', tonumber(ARGV[1]))
-  cursor = page[1]
   local members, flat = {}, {}
   for i = 1, #page[2], 2 do
     members[#members + 1] = page[2][i]

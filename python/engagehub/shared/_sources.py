@@ -229,6 +229,8 @@ class LeaderboardSource:
 
     unit = "changes"
     script = _schema.LEADERBOARD_PUBLISH
+    rebase_script = _schema.LEADERBOARD_REBASE_STEP
+    rebase_step_count = _schema.REBASE_STEP_COUNT
     REBASE_SLICE = 0.25
 
     def __init__(
@@ -348,18 +350,18 @@ class LeaderboardSource:
         return bool(applied)
 
     def after_cycle(self, publisher: Any) -> bool:
-        """Runs rebase steps for up to ``REBASE_SLICE`` s; True if more are left."""
+        """Runs rebase steps (at least one) for up to ``REBASE_SLICE`` s; True if
+        more are left."""
         if not self._rebasing:
             return False
         z, meta, _ = self._keys
         znew, zold = self._rebase_keys
         deadline = time.monotonic() + self.REBASE_SLICE
-        while time.monotonic() < deadline:
+        publisher.client.unlink(zold)  # (normally absent: a no-op)
+        while True:
             finished, _copied, swapped = (
                 int(x)
-                for x in publisher.run_script(
-                    _schema.LEADERBOARD_REBASE_STEP, [z, meta, znew, zold], [_schema.REBASE_STEP_COUNT]
-                )
+                for x in publisher.run_script(self.rebase_script, [z, meta, znew, zold], [self.rebase_step_count])
             )
             if finished:
                 self._rebasing = False
@@ -367,4 +369,5 @@ class LeaderboardSource:
                     self.remote_rebases += 1
                     publisher.client.unlink(zold)  # O(1) here; Redis frees it in the background
                 return False
-        return True
+            if time.monotonic() >= deadline:
+                return True
