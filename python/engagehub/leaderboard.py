@@ -316,11 +316,12 @@ class Leaderboard(NativeHandle):
         """Publishes every change made so far to Redis (a barrier): waits until
         Redis applied them, for at most ``timeout`` seconds (``None``:
         ``close_timeout``). True when everything was applied; False when Redis did
-        not acknowledge in time (the publisher keeps retrying in the background).
-        Raises :class:`~engagehub.InvalidArgument` when the shared board's stored
-        decay refuses this writer and :class:`~engagehub.Corrupt` when one of its
-        keys is not engagehub's (both also logged). A board without ``redis=``
-        returns True."""
+        not acknowledge in time, or at once when Redis refused the batch because one
+        of the board's keys is not engagehub's (logged, naming the key); the
+        publisher keeps retrying in the background either way. Raises
+        :class:`~engagehub.InvalidArgument` when the shared board's stored decay
+        refuses this writer (also logged). A board without ``redis=`` returns
+        True."""
         self._h()
         if self._publisher is None:
             return True

@@ -777,10 +777,11 @@ class EventStreamProcessor(NativeHandle):
         """Waits until Redis holds everything this processor has processed (not
         what is still in the ring: :meth:`flush_now` first for that), for at most
         ``timeout`` seconds (``None``: ``publish_timeout``). True when it does;
-        False when Redis did not acknowledge in time (the publisher keeps retrying).
-        Raises :class:`~engagehub.InvalidArgument` when the namespace's stored
-        configuration refuses this writer and :class:`~engagehub.Corrupt` when one of
-        its keys is not engagehub's (both also logged). Without ``redis=``: True."""
+        False when Redis did not acknowledge in time, or at once when Redis refused
+        the batch because one of the namespace's keys is not engagehub's (logged,
+        naming the key); the publisher keeps retrying either way. Raises
+        :class:`~engagehub.InvalidArgument` when the namespace's stored
+        configuration refuses this writer (also logged). Without ``redis=``: True."""
         self._h()
         if self._publisher is None:
             return True
@@ -1103,7 +1104,8 @@ class EventStreamProcessor(NativeHandle):
         try:
             if self._publisher.publish(wait):
                 return
-            reason = f"within {wait:g} s"
+            error = self._publisher.counters.last_error
+            reason = f"within {wait:g} s" + (f" (last error: {error})" if error else "")
         except errors.EngageHubError as exc:  # refused; the publisher logged it
             reason = f"(refused: {exc})"
         log.warning(

@@ -95,11 +95,13 @@ def refusal(exc: BaseException) -> Optional[errors.EngageHubError]:
     """The :class:`~engagehub.EngageHubError` for an ``ENGAGEHUB <kind>: ...`` error
     reply of one of our scripts (``config``: InvalidArgument; ``corrupt`` and the
     tests' ``fault``: Corrupt), or ``None`` for anything else (connection errors,
-    ``busy``, other replies): those are retried without raising."""
+    ``busy``, other replies). The message is the script's, without Redis's
+    "script: <sha>, on @user_script" suffix."""
     text = str(exc)
     if not text.startswith("ENGAGEHUB "):
         return None
     kind, _, message = text[len("ENGAGEHUB ") :].partition(": ")
+    message = message.split(" script: ", 1)[0]
     if kind == "config":
         return errors.InvalidArgument(message, errors.InvalidArgument.status)
     if kind in ("corrupt", "fault"):  # (a fault is injected by the tests only)
@@ -247,7 +249,7 @@ class Counters:
     """What ``stats()`` and the metrics show of a publisher (plain ints and floats,
     written by its thread)."""
 
-    __slots__ = ("batches", "failures", "duplicates", "outages", "unpublished_at_close", "last_ack")
+    __slots__ = ("batches", "failures", "duplicates", "outages", "unpublished_at_close", "last_ack", "last_error")
 
     def __init__(self) -> None:
         self.batches = 0
@@ -262,6 +264,8 @@ class Counters:
         """What a close left unpublished (the source's unit: events or changes)."""
         self.last_ack = 0.0
         """``time.time()`` of the last acknowledged batch (0: none yet)."""
+        self.last_error = ""
+        """The last failure's message ("" once a cycle succeeded)."""
 
 
 class Publisher:
@@ -337,8 +341,11 @@ class Publisher:
     def publish(self, timeout: Optional[float]) -> bool:
         """Asks for a cycle that starts after this call and waits for it, up to
         ``timeout`` seconds (``None``: no limit). True when everything the source
-        held at the call is in Redis. Raises the refusal of a cycle that failed for a
-        reason waiting cannot cure (see the module docs)."""
+        held at the call is in Redis; False when the time ran out (Redis down or
+        slow) or, at once, when Redis refused the batch for a key that is not
+        engagehub's (``counters.last_error`` and the log name it). Raises
+        :class:`~engagehub.InvalidArgument` when the stored configuration refuses
+        this writer."""
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         with self._state:
             if self._closed and self._stop:
@@ -350,7 +357,12 @@ class Publisher:
             while self._served < ticket:
                 refused = self._refused
                 if refused is not None and self._refused_at >= ticket:
-                    raise type(refused)(str(refused), refused.status)
+                    # Redis refused the batch: a key that is not engagehub's (the
+                    # publisher retries until someone fixes it) or, raised, this
+                    # writer's configuration.
+                    if isinstance(refused, errors.InvalidArgument):
+                        raise type(refused)(str(refused), refused.status)
+                    return False
                 if self._thread is None or not self._thread.is_alive():
                     return False  # stopped (a close elsewhere, or the handle is gone)
                 wait = WAIT_SLICE
@@ -487,19 +499,22 @@ class Publisher:
     def _failed(self, exc: BaseException) -> None:
         self.behind = True
         self.counters.failures += 1
+        refused = refusal(exc)
+        self.counters.last_error = str(refused) if refused is not None else f"{type(exc).__name__}: {exc}"
         self._failures_in_outage += 1
         self._backoff.failed()
         if self._failing_since is None:
             self._failing_since = time.monotonic()
             self.counters.outages += 1
             log.warning(
-                "engagehub %s: publishing to Redis failed (%s: %s); retrying with backoff until it works "
+                "engagehub %s: publishing to Redis failed (%s); retrying with backoff until it works "
                 "(%d batches waiting; logged again when it recovers)",
-                self.source.label, type(exc).__name__, exc, len(self._waiting),
+                self.source.label, self.counters.last_error, len(self._waiting),
             )
 
     def _recovered(self) -> None:
         self._backoff.succeeded()
+        self.counters.last_error = ""
         if self._failing_since is not None:
             log.warning(
                 "engagehub %s: publishing to Redis works again after %.1f s and %d failed attempts",
