@@ -16,7 +16,7 @@ FUZZ_TARGETS := snapshot sketch_bytes leaderboard_ops
 FUZZ_SECONDS ?= 30
 
 .PHONY: demo test lint header check-header rust-test loom-test lib-debug lib-release \
-        c-test py-test py-ext py-fast bench bench-python clean install uninstall \
+        c-test py-test py-ext py-fast bench bench-python bench-shared-faults clean install uninstall \
         fuzz-smoke asan-test tsan-test setup-rust setup-cbindgen setup-venv setup-demo \
         setup-nightly setup-fuzz setup-cc setup-services wheel wheel-test
 
@@ -87,6 +87,12 @@ bench:
 
 bench-python: py-ext
 	PYTHONPATH=$(CURDIR)/python $(PYTHON) benches/python_bench.py
+
+## Issue 20's figures (rebase latency, publish rates), before/after in one run:
+## BASELINE_REF is the commit to compare with (built under build/baseline-REF).
+BASELINE_REF ?= 72550a4
+bench-shared-faults: setup-venv lib-release
+	$(PYTHON) benches/shared_faults_bench.py --baseline-ref $(BASELINE_REF) $(ARGS)
 
 ## Compile the fast paths (engagehub._engagehub_fast, no Rust needed) into
 ## python/engagehub/; it serves the cffi API and ABI modes alike.

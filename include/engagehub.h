@@ -30,7 +30,39 @@
  *    unlocked, whatever other threads were doing. A board's changes recorded for
  *    publishing but not yet drained stay with the parent. Do not call the library
  *    from your own pthread_atfork handlers; a language binding's at-fork hooks
- *    (Python's os.register_at_fork) need no library call either.
+ *    (Python's os.register_at_fork) need no library call either. A journaled
+ *    handle's child goes on in memory: the journal stays the parent's.
+ *
+ * Durability (journal_path in eh_leaderboard_config and eh_processor_config):
+ *  - The model is Redis's AOF with appendfsync everysec and SQLite's WAL with
+ *    synchronous=NORMAL. A journal is a directory: a checkpoint of the handle's
+ *    state and an append-only log of the changes after it. Every change is in the
+ *    log before the call that makes it returns (a copy into a shared mapping of
+ *    the log file, which the kernel owns from then on), so a process crash (kill
+ *    -9, an OOM kill, a segfault elsewhere) loses nothing that returned; a
+ *    background thread syncs the log every journal_sync_ms (default 1000), so a
+ *    machine crash or power loss loses at most that much (negative: a sync per
+ *    change, before its call returns). The same thread folds the log into a new
+ *    checkpoint once it outgrows the last one: the journal's size follows the
+ *    state, not the history. A clean close (eh_*_close / eh_*_free) writes a last
+ *    checkpoint; the next open restores the state exactly.
+ *  - Opening restores the checkpoint and replays the log after it; a torn tail
+ *    (a kill in the middle of an append) is truncated and counted (journal_torn
+ *    in the stats), never a reason to refuse. One handle per journal (EH_BUSY,
+ *    naming the process that has it); a journal written with other settings is
+ *    EH_INVALID_ARGUMENT (the message names them), one of another format version
+ *    EH_CORRUPT.
+ *  - A leaderboard logs every update before it applies it: an update that cannot
+ *    be logged (a full disk) fails with EH_IO and changes nothing. A processor
+ *    logs each run of events its workers take from the ring, before it sketches
+ *    them and before they reach the flush callback; events still in the ring at a
+ *    kill are not journaled (the ring stays in memory). A worker cannot refuse an
+ *    event it already accepted: if the log cannot be written the processor goes
+ *    on in memory and says so (journal_failing in the stats).
+ *  - Publishing to Redis: the outbox functions (eh_*_outbox_*,
+ *    eh_*_publisher_id) keep the publisher's identity and every batch not yet
+ *    acknowledged in the journal, so a reopened handle resends them and Redis,
+ *    which applies a batch once per (identity, number), ends with everything once.
  *
  * Versions: the shared library's SONAME is libengagehub.so.<major> from 1.0 on and
  * libengagehub.so.0.<minor> while the version is 0.x (Cargo's rule: a 0.x minor
@@ -243,6 +275,24 @@ typedef struct eh_leaderboard_config {
    * 86400 (one day); negative: `EH_INVALID_ARGUMENT`.
    */
   int64_t max_future_secs;
+  /**
+   * A directory (NUL-terminated; created if needed) for the board's journal, or
+   * NULL for none. With a journal every change is logged before the call that
+   * makes it returns, and the board reopens with its whole state: a process
+   * crash loses nothing that returned; a machine crash at most
+   * `journal_sync_ms`. One handle per journal (a second: `EH_BUSY`); a journal
+   * of other decay settings or `max_users`: `EH_INVALID_ARGUMENT` naming them;
+   * of another format version: `EH_CORRUPT`. A change that cannot be logged (a
+   * full disk) fails with `EH_IO` and changes nothing. See "Durability" in the
+   * header's preamble.
+   */
+  const char *journal_path;
+  /**
+   * Milliseconds between syncs of the journal to disk; 0 = default 1000;
+   * negative = sync every change before its call returns (slow: a disk flush
+   * per update).
+   */
+  int64_t journal_sync_ms;
 } eh_leaderboard_config;
 
 /**
@@ -370,6 +420,33 @@ typedef struct eh_leaderboard_stats {
    * Changes not recorded for publishing because `max_pending` were held.
    */
   uint64_t pending_dropped;
+  /**
+   * Journal: bytes logged since the last checkpoint (0 without a journal).
+   */
+  uint64_t journal_bytes;
+  /**
+   * Journal: checkpoints written since the board was opened.
+   */
+  uint64_t journal_checkpoints;
+  /**
+   * Journal: records replayed when the board was opened.
+   */
+  uint64_t journal_replayed;
+  /**
+   * Journal: torn tails truncated when the board was opened (a kill during a
+   * write leaves one).
+   */
+  uint64_t journal_torn;
+  /**
+   * Journal: 1 if the last sync or checkpoint of the maintenance thread failed
+   * (the message: `eh_leaderboard_journal_error`); 0 otherwise.
+   */
+  uint64_t journal_failing;
+  /**
+   * Publishing: batches taken by `eh_leaderboard_outbox_next` and not yet
+   * acknowledged.
+   */
+  uint64_t outbox_waiting;
 } eh_leaderboard_stats;
 
 /**
@@ -819,10 +896,14 @@ const char *eh_version(void);
 
 /**
  * Creates a leaderboard. `config` may be NULL for all defaults (decay 0.95 per
- * day, unbounded). On success writes the new handle to `*out`.
+ * day, unbounded). With `journal_path` set, it opens the board's journal and
+ * restores the board from it (checkpoint, then the log after it). On success
+ * writes the new handle to `*out`.
  *
- * Errors: `EH_INVALID_ARGUMENT` for a bad setting (the message names it) or a NULL
- * `out`.
+ * Errors: `EH_INVALID_ARGUMENT` for a bad setting (the message names it), a NULL
+ * `out`, or a journal written with other settings; `EH_BUSY` when another handle
+ * has the journal open; `EH_CORRUPT` for a journal of another format version or a
+ * damaged checkpoint; `EH_IO` for the file system.
  */
 eh_status eh_leaderboard_new(const struct eh_leaderboard_config *config,
                              struct eh_leaderboard **out);
@@ -1022,6 +1103,60 @@ eh_status eh_leaderboard_publish_enable(struct eh_leaderboard *lb, uint64_t max_
  * is untouched and nothing is taken.
  */
 eh_status eh_leaderboard_drain(struct eh_leaderboard *lb, struct eh_pending_batch *out);
+
+/**
+ * The board's publisher identity (for Redis): the one its journal keeps, or,
+ * the first time, `proposed` (1 to 256 bytes), which is then kept (and logged).
+ * `*needed` gets the identity's length; it is copied into `buf` when `cap >=
+ * *needed`. In a forked child the inherited identity is gone: propose a new one.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL handle or out-param, a proposal of a bad
+ * length when none is kept), `EH_IO` (the journal could not log it),
+ * `EH_SHUT_DOWN`.
+ */
+eh_status eh_leaderboard_publisher_id(struct eh_leaderboard *lb,
+                                      const uint8_t *proposed,
+                                      size_t proposed_len,
+                                      uint8_t *buf,
+                                      size_t cap,
+                                      size_t *needed);
+
+/**
+ * The oldest batch of changes taken for Redis and not yet acknowledged, with its
+ * number in `*number` (numbers grow by one per batch and survive a reopen on the
+ * journal); if none waits, the changes recorded since the last batch become a new
+ * one (logged with its rows, so a reopened board resends the very same batch).
+ * Nothing to publish: an empty batch and `*number` 0. The caller releases `*out`
+ * with `eh_pending_batch_free` and acknowledges the batch with
+ * `eh_leaderboard_outbox_ack` once Redis applied it.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL argument), `EH_IO` (the journal could not
+ * log the new batch: nothing was taken), `EH_SHUT_DOWN`.
+ */
+eh_status eh_leaderboard_outbox_next(struct eh_leaderboard *lb,
+                                     struct eh_pending_batch *out,
+                                     uint64_t *number);
+
+/**
+ * Acknowledges batch `number` of `eh_leaderboard_outbox_next` (Redis applied it):
+ * it is dropped (and the acknowledgement logged). An unknown number is ignored.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL handle), `EH_IO` (not logged: the batch
+ * stays), `EH_SHUT_DOWN`.
+ */
+eh_status eh_leaderboard_outbox_ack(struct eh_leaderboard *lb, uint64_t number);
+
+/**
+ * The last error of the journal's maintenance thread (a sync or a checkpoint
+ * that failed; `journal_failing` in the stats), copied like
+ * `eh_leaderboard_publisher_id` copies its id; `*needed` is 0 when there is none.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL handle or out-param).
+ */
+eh_status eh_leaderboard_journal_error(const struct eh_leaderboard *lb,
+                                       uint8_t *buf,
+                                       size_t cap,
+                                       size_t *needed);
 
 /**
  * Releases a batch filled by `eh_leaderboard_drain` and zeroes `*batch`. NULL, a

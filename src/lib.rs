@@ -5,12 +5,15 @@
 //! * [`sketch`]: HyperLogLog, Count-Min and Space-Saving summaries, over sliding
 //!   windows and standalone.
 //! * [`leaderboard`]: a time-decayed leaderboard with O(log n) updates and rank queries.
+//! * [`journal`]: durability (`journal=PATH`): an append-only log plus checkpoints.
 //! * [`ffi`]: the C ABI (`include/engagehub.h`), the only module with `extern "C"`.
 //!
 //! The core modules are plain Rust and know nothing about C.
 
+mod atfork;
 pub mod error;
 pub mod ffi;
+pub mod journal;
 pub mod leaderboard;
 mod mem;
 pub mod pipeline;

@@ -79,11 +79,9 @@ fn in_child(board: &Board, hll: &Sketch) -> i32 {
 #[test]
 fn children_forked_while_threads_use_the_board_never_hang() {
     let config = eh_leaderboard_config {
-        struct_size: std::mem::size_of::<eh_leaderboard_config>(),
         decay_factor: 0.95,
         decay_period_secs: 86400.0,
-        max_users: 0,
-        max_future_secs: 0,
+        ..Default::default()
     };
     let mut raw = std::ptr::null_mut();
     // SAFETY: a valid config and out-param.

@@ -1,9 +1,12 @@
 //! `eh_leaderboard`: the time-decayed leaderboard through the C ABI.
 
 use std::ffi::{c_char, c_void};
-use std::sync::{PoisonError, RwLock, RwLockWriteGuard, TryLockError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockWriteGuard, TryLockError};
+use std::time::Duration;
 
-use super::atfork::{self, ForkGuarded, ForkHold};
+use crate::atfork::{self, ForkGuarded, ForkHold};
+use crate::journal::{self, Journal, Maintenance, Recovery, SyncMode, Writer};
+use crate::leaderboard::durable::{self, BoardState, Change};
 
 use super::sized::{read_sized, versioned, write_sized};
 use super::{eh_status, guard, guard_free, handle, out_arg, path_arg, str_arg, write_out};
@@ -34,27 +37,91 @@ use crate::leaderboard::{Leaderboard, LeaderboardConfig, PendingBatch, RankedUse
 /// `EH_SHUT_DOWN`. `eh_leaderboard_free` must not run concurrently with, or be
 /// followed by, any other call on the handle.
 pub struct eh_leaderboard {
+    shared: Arc<Shared>,
+}
+
+/// What the handle and its journal's maintenance thread share.
+struct Shared {
     /// `None` once closed. Every call takes this lock before touching the board,
     /// so a close (write lock) never drops the board under a call in progress.
-    board: RwLock<Option<Leaderboard>>,
+    board: RwLock<Option<State>>,
+    /// The journal (`journal_path`), if any.
+    journal: Option<Journal>,
+    /// Its maintenance thread (sync, checkpoints); stopped by the close.
+    maintenance: Mutex<Option<Maintenance>>,
+    /// What opening the journal found.
+    recovery: Recovery,
+    /// The last error of the maintenance thread (a sync or a checkpoint).
+    journal_error: Mutex<Option<String>>,
+}
+
+/// The board, its publisher's outbox, and the writer of its journal.
+struct State {
+    s: BoardState,
+    log: Option<Writer>,
+}
+
+impl State {
+    /// Logs `change` (nothing without a journal). On `Err` nothing was logged.
+    fn log(&mut self, change: Change<'_>) -> Result<()> {
+        match &mut self.log {
+            Some(w) => {
+                let (kind, payload) = change.record();
+                w.append(kind, &[&payload])
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// `add` (`replace` false) or `set`, logged before it applies (a journal's
+    /// failure changes nothing).
+    fn update(&mut self, user_id: &str, amount: f64, ts: i64, replace: bool) -> Result<()> {
+        let board = &mut self.s.board;
+        let Some(w) = &mut self.log else {
+            return if replace {
+                board.set(user_id, amount, ts).map(drop)
+            } else {
+                board.add(user_id, amount, ts).map(drop)
+            };
+        };
+        let plan = board.plan(user_id, amount, ts, replace)?;
+        let (kind, payload) = Change::Update {
+            user_id,
+            amount,
+            plan,
+            replace,
+        }
+        .record();
+        w.append(kind, &[&payload])?;
+        board.apply(user_id, amount, plan, replace).map(drop)
+    }
 }
 
 impl eh_leaderboard {
+    fn board(&self) -> &RwLock<Option<State>> {
+        &self.shared.board
+    }
+
     /// Runs `f` on the open board under the read lock.
     fn read<R>(&self, f: impl FnOnce(&Leaderboard) -> Result<R>) -> Result<R> {
-        let guard = self.board.read().map_err(|_| poisoned())?;
+        self.read_state(|s| f(&s.s.board))
+    }
+
+    /// Runs `f` on the open state under the read lock.
+    fn read_state<R>(&self, f: impl FnOnce(&State) -> Result<R>) -> Result<R> {
+        let guard = self.board().read().map_err(|_| poisoned())?;
         f(guard.as_ref().ok_or_else(closed)?)
     }
 
-    /// Runs `f` on the open board under the write lock, waiting for it.
-    fn write<R>(&self, f: impl FnOnce(&mut Leaderboard) -> Result<R>) -> Result<R> {
-        let mut guard = self.board.write().map_err(|_| poisoned())?;
+    /// Runs `f` on the open state under the write lock, waiting for it.
+    fn write<R>(&self, f: impl FnOnce(&mut State) -> Result<R>) -> Result<R> {
+        let mut guard = self.board().write().map_err(|_| poisoned())?;
         f(guard.as_mut().ok_or_else(closed)?)
     }
 
     /// `write` that returns `Error::Busy` at once if another thread holds the lock.
-    fn try_write<R>(&self, f: impl FnOnce(&mut Leaderboard) -> Result<R>) -> Result<R> {
-        let mut guard = self.board.try_write().map_err(|e| match e {
+    fn try_write<R>(&self, f: impl FnOnce(&mut State) -> Result<R>) -> Result<R> {
+        let mut guard = self.board().try_write().map_err(|e| match e {
             TryLockError::WouldBlock => {
                 Error::Busy("another thread is using the leaderboard".into())
             }
@@ -63,11 +130,30 @@ impl eh_leaderboard {
         f(guard.as_mut().ok_or_else(closed)?)
     }
 
-    /// Drops the board, after the calls in progress (they hold the lock) finished.
+    /// Writes a checkpoint of the state as it is now (a load replaced the board).
+    fn checkpoint_now(&self, state: &State) -> Result<()> {
+        match (&self.shared.journal, &state.log) {
+            (Some(journal), Some(w)) => journal.checkpoint(&[w.position()], &state.s.encode()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Drops the board, after the calls in progress (they hold the lock) finished;
+    /// with a journal, after a last sync and checkpoint (a clean close restores
+    /// exactly).
     fn close(&self) {
+        let maintenance = self
+            .shared
+            .maintenance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(mut m) = maintenance {
+            m.stop();
+        }
         // A poisoned lock still guards a board that must be released: take it.
         let board = self
-            .board
+            .board()
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
@@ -77,22 +163,69 @@ impl eh_leaderboard {
     }
 }
 
-/// Fork: the prepare handler waits for the calls in progress and holds the write
-/// lock across `fork()`; the child drops the inherited unpublished changes.
-impl ForkGuarded for eh_leaderboard {
-    fn hold_for_fork(&'static self) -> Box<dyn ForkHold> {
-        Box::new(BoardHold(
-            self.board.write().unwrap_or_else(PoisonError::into_inner),
-        ))
+/// The maintenance thread's work: sync the journal; checkpoint when the log has
+/// grown (and at the close). Errors are kept for the stats' reader.
+fn maintain(shared: &Shared, stopping: bool) {
+    let Some(journal) = &shared.journal else {
+        return;
+    };
+    if journal.is_detached() {
+        return;
+    }
+    let mut outcome = journal.sync();
+    if outcome.is_ok() && (stopping || journal.wants_checkpoint()) {
+        // Encoded under the read lock (updates wait; queries go on), written after.
+        let snapshot = match shared.board.read() {
+            Ok(guard) => guard
+                .as_ref()
+                .and_then(|st| st.log.as_ref().map(|w| (w.position(), st.s.encode()))),
+            Err(_) => None,
+        };
+        if let Some((position, payload)) = snapshot {
+            outcome = journal.checkpoint(&[position], &payload);
+        }
+    }
+    if let Err(e) = outcome {
+        *shared
+            .journal_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
     }
 }
 
-struct BoardHold(RwLockWriteGuard<'static, Option<Leaderboard>>);
+/// Fork: the prepare handler waits for the calls in progress and holds the write
+/// lock across `fork()`. In the child, the board goes on in memory: the inherited
+/// unpublished changes and outbox are dropped (the parent publishes them), the
+/// journal is detached (the parent owns its files) and its thread forgotten.
+impl ForkGuarded for eh_leaderboard {
+    fn hold_for_fork(&'static self) -> Box<dyn ForkHold> {
+        Box::new(BoardHold {
+            shared: &self.shared,
+            board: self.board().write().unwrap_or_else(PoisonError::into_inner),
+        })
+    }
+}
+
+struct BoardHold {
+    shared: &'static Shared,
+    board: RwLockWriteGuard<'static, Option<State>>,
+}
 
 impl ForkHold for BoardHold {
     fn in_child(&mut self) {
-        if let Some(board) = self.0.as_mut() {
-            board.discard_pending();
+        if let Some(state) = self.board.as_mut() {
+            state.s.board.discard_pending();
+            state.s.outbox.reset();
+            state.log = None;
+        }
+        if let Some(journal) = &self.shared.journal {
+            journal.detach();
+        }
+        // The thread does not exist in the child; its mutex may have been held.
+        if let Ok(mut m) = self.shared.maintenance.try_lock() {
+            if let Some(m) = m.take() {
+                m.forget();
+            }
         }
     }
 }
@@ -130,6 +263,20 @@ pub struct eh_leaderboard_config {
     /// snapshots with a later landmark or entry with `EH_CORRUPT`. 0 = default
     /// 86400 (one day); negative: `EH_INVALID_ARGUMENT`.
     pub max_future_secs: i64,
+    /// A directory (NUL-terminated; created if needed) for the board's journal, or
+    /// NULL for none. With a journal every change is logged before the call that
+    /// makes it returns, and the board reopens with its whole state: a process
+    /// crash loses nothing that returned; a machine crash at most
+    /// `journal_sync_ms`. One handle per journal (a second: `EH_BUSY`); a journal
+    /// of other decay settings or `max_users`: `EH_INVALID_ARGUMENT` naming them;
+    /// of another format version: `EH_CORRUPT`. A change that cannot be logged (a
+    /// full disk) fails with `EH_IO` and changes nothing. See "Durability" in the
+    /// header's preamble.
+    pub journal_path: *const c_char,
+    /// Milliseconds between syncs of the journal to disk; 0 = default 1000;
+    /// negative = sync every change before its call returns (slow: a disk flush
+    /// per update).
+    pub journal_sync_ms: i64,
 }
 
 /// A user's position, from `eh_leaderboard_rank`.
@@ -173,6 +320,21 @@ pub struct eh_leaderboard_stats {
     pub pending: u64,
     /// Changes not recorded for publishing because `max_pending` were held.
     pub pending_dropped: u64,
+    /// Journal: bytes logged since the last checkpoint (0 without a journal).
+    pub journal_bytes: u64,
+    /// Journal: checkpoints written since the board was opened.
+    pub journal_checkpoints: u64,
+    /// Journal: records replayed when the board was opened.
+    pub journal_replayed: u64,
+    /// Journal: torn tails truncated when the board was opened (a kill during a
+    /// write leaves one).
+    pub journal_torn: u64,
+    /// Journal: 1 if the last sync or checkpoint of the maintenance thread failed
+    /// (the message: `eh_leaderboard_journal_error`); 0 otherwise.
+    pub journal_failing: u64,
+    /// Publishing: batches taken by `eh_leaderboard_outbox_next` and not yet
+    /// acknowledged.
+    pub outbox_waiting: u64,
 }
 
 /// One row of an [`eh_ranking`].
@@ -240,13 +402,16 @@ fn ranking_from(rows: &[RankedUser<'_>]) -> eh_ranking {
 versioned!(eh_leaderboard_config, max_future_secs);
 versioned!(eh_leaderboard_stats, future_refused);
 
-fn config_from(config: *const eh_leaderboard_config) -> Result<LeaderboardConfig> {
+/// The board's settings and its journal's (directory, sync mode), if any.
+fn config_from(
+    config: *const eh_leaderboard_config,
+) -> Result<(LeaderboardConfig, Option<(std::path::PathBuf, SyncMode)>)> {
     let defaults = LeaderboardConfig::default();
     // SAFETY: the caller passes NULL or a config of `struct_size` bytes (documented).
     let Some(c) = (unsafe { read_sized(config)? }) else {
-        return Ok(defaults);
+        return Ok((defaults, None));
     };
-    Ok(LeaderboardConfig {
+    let board = LeaderboardConfig {
         decay_factor: if c.decay_factor == 0.0 {
             defaults.decay_factor
         } else {
@@ -263,14 +428,62 @@ fn config_from(config: *const eh_leaderboard_config) -> Result<LeaderboardConfig
         } else {
             c.max_future_secs
         },
-    })
+    };
+    // SAFETY: NULL or NUL-terminated (documented).
+    let journal = unsafe { super::journal_arg(c.journal_path, c.journal_sync_ms)? };
+    Ok((board, journal))
+}
+
+/// Opens (or creates) the board's journal and restores the board from it.
+fn open_journaled(
+    config: LeaderboardConfig,
+    dir: &std::path::Path,
+    sync: SyncMode,
+) -> Result<(State, Journal, Recovery)> {
+    let fingerprint = durable::fingerprint(&config);
+    // Both callbacks reach the state: a cell between them.
+    let state: std::cell::RefCell<Option<BoardState>> = std::cell::RefCell::new(None);
+    let (mut journal, recovery) = Journal::open(
+        &journal::Options {
+            dir,
+            kind: durable::KIND,
+            fingerprint: &fingerprint,
+            streams: 1,
+            sync,
+        },
+        &mut |checkpoint| {
+            *state.borrow_mut() = Some(match checkpoint {
+                Some(bytes) => BoardState::decode(bytes, config)
+                    .map_err(|e| Error::Corrupt(format!("journal {}: {e}", dir.display())))?,
+                None => BoardState::new(Leaderboard::new(config)?),
+            });
+            Ok(())
+        },
+        &mut |_, kind, payload| match state.borrow_mut().as_mut() {
+            Some(s) => s.replay(kind, payload),
+            None => Err(Error::corrupt("journal replayed before its checkpoint")),
+        },
+    )?;
+    let s = state
+        .into_inner()
+        .ok_or_else(|| Error::corrupt("journal without a state"))?;
+    let log = journal
+        .take_writer(0)
+        .ok_or_else(|| Error::corrupt("journal without a writer"))?;
+    // Fold what was replayed into a checkpoint now: the old segments go.
+    journal.checkpoint(&[log.position()], &s.encode())?;
+    Ok((State { s, log: Some(log) }, journal, recovery))
 }
 
 /// Creates a leaderboard. `config` may be NULL for all defaults (decay 0.95 per
-/// day, unbounded). On success writes the new handle to `*out`.
+/// day, unbounded). With `journal_path` set, it opens the board's journal and
+/// restores the board from it (checkpoint, then the log after it). On success
+/// writes the new handle to `*out`.
 ///
-/// Errors: `EH_INVALID_ARGUMENT` for a bad setting (the message names it) or a NULL
-/// `out`.
+/// Errors: `EH_INVALID_ARGUMENT` for a bad setting (the message names it), a NULL
+/// `out`, or a journal written with other settings; `EH_BUSY` when another handle
+/// has the journal open; `EH_CORRUPT` for a journal of another format version or a
+/// damaged checkpoint; `EH_IO` for the file system.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_leaderboard_new(
     config: *const eh_leaderboard_config,
@@ -278,10 +491,44 @@ pub unsafe extern "C" fn eh_leaderboard_new(
 ) -> eh_status {
     guard("eh_leaderboard_new", || {
         let out = out_arg(out, "out")?;
-        let board = Leaderboard::new(config_from(config)?)?;
-        let raw = atfork::boxed(eh_leaderboard {
-            board: RwLock::new(Some(board)),
+        let (config, journal_opts) = config_from(config)?;
+        config.validate()?;
+        let (state, journal, recovery) = match &journal_opts {
+            Some((dir, sync)) => {
+                let (state, journal, recovery) = open_journaled(config, dir, *sync)?;
+                (state, Some(journal), recovery)
+            }
+            None => (
+                State {
+                    s: BoardState::new(Leaderboard::new(config)?),
+                    log: None,
+                },
+                None,
+                Recovery::default(),
+            ),
+        };
+        let interval = journal
+            .as_ref()
+            .and_then(Journal::sync_interval)
+            .unwrap_or(Duration::from_secs(1));
+        let shared = Arc::new(Shared {
+            board: RwLock::new(Some(state)),
+            journal,
+            maintenance: Mutex::new(None),
+            recovery,
+            journal_error: Mutex::new(None),
         });
+        if shared.journal.is_some() {
+            let for_thread = Arc::clone(&shared);
+            let m = Maintenance::start("engagehub-journal", interval, move |stopping| {
+                maintain(&for_thread, stopping)
+            })?;
+            *shared
+                .maintenance
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(m);
+        }
+        let raw = atfork::boxed(eh_leaderboard { shared });
         // SAFETY: `out` was checked non-NULL; the caller provides writable storage.
         unsafe { write_out(out, raw) };
         Ok(())
@@ -391,7 +638,7 @@ unsafe fn add_with(
             str_arg(user_id, user_id_len, "user_id")?,
         )
     };
-    let add = |board: &mut Leaderboard| board.add(user, points, timestamp).map(drop);
+    let add = |state: &mut State| state.update(user, points, timestamp, false);
     if wait {
         lb.write(add)
     } else {
@@ -417,7 +664,7 @@ pub unsafe extern "C" fn eh_leaderboard_set(
                 str_arg(user_id, user_id_len, "user_id")?,
             )
         };
-        lb.write(|board| board.set(user, score, timestamp).map(drop))
+        lb.write(|state| state.update(user, score, timestamp, true))
     })
 }
 
@@ -436,7 +683,13 @@ pub unsafe extern "C" fn eh_leaderboard_remove(
                 str_arg(user_id, user_id_len, "user_id")?,
             )
         };
-        lb.write(|board| board.remove(user))
+        lb.write(|state| {
+            if state.log.is_some() {
+                crate::leaderboard::check_user_id(user)?;
+                state.log(Change::Remove(user))?;
+            }
+            state.s.board.remove(user)
+        })
     })
 }
 
@@ -446,8 +699,9 @@ pub unsafe extern "C" fn eh_leaderboard_clear(lb: *mut eh_leaderboard) -> eh_sta
     guard("eh_leaderboard_clear", || {
         // SAFETY: `lb` is NULL or live per the contract.
         let lb = unsafe { handle(lb, "leaderboard")? };
-        lb.write(|board| {
-            board.clear();
+        lb.write(|state| {
+            state.log(Change::Clear)?;
+            state.s.board.clear();
             Ok(())
         })
     })
@@ -563,7 +817,14 @@ pub unsafe extern "C" fn eh_leaderboard_get_stats(
         // SAFETY: `lb` is NULL or live per the contract.
         let lb = unsafe { handle(lb, "leaderboard")? };
         let out = out_arg(out, "out")?;
-        let s = lb.read(|board| Ok(board.stats()))?;
+        let (s, waiting) = lb.read_state(|st| Ok((st.s.board.stats(), st.s.outbox.waiting())))?;
+        let shared = &lb.shared;
+        let journal = shared.journal.as_ref();
+        let failing = shared
+            .journal_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
         let stats = eh_leaderboard_stats {
             struct_size: 0,
             len: s.len,
@@ -575,6 +836,12 @@ pub unsafe extern "C" fn eh_leaderboard_get_stats(
             future_refused: s.future_refused,
             pending: s.pending,
             pending_dropped: s.pending_dropped,
+            journal_bytes: journal.map_or(0, Journal::log_bytes),
+            journal_checkpoints: journal.map_or(0, Journal::checkpoints),
+            journal_replayed: shared.recovery.records,
+            journal_torn: shared.recovery.torn,
+            journal_failing: u64::from(failing),
+            outbox_waiting: waiting as u64,
         };
         // SAFETY: `out` checked non-NULL; writable for its `struct_size` bytes per
         // the contract.
@@ -622,11 +889,18 @@ pub unsafe extern "C" fn eh_leaderboard_load(
         // A closed board refuses before the file is read.
         let max_future_secs = lb.read(|board| Ok(board.config().max_future_secs))?;
         let mut loaded = Leaderboard::load(path, max_future_secs)?;
-        lb.write(|board| {
+        lb.write(|state| {
             // Changes not yet published survive the load (the loaded entries
             // themselves are not published).
+            let board = &mut state.s.board;
             board.hand_pending_to(&mut loaded)?;
-            *board = loaded;
+            let before = std::mem::replace(board, loaded);
+            // With a journal the new board is checkpointed before the call returns;
+            // if that fails, the old board stays.
+            if let Err(e) = lb.checkpoint_now(state) {
+                state.s.board = before;
+                return Err(e);
+            }
             Ok(())
         })
     })
@@ -774,7 +1048,13 @@ pub unsafe extern "C" fn eh_leaderboard_publish_enable(
         // SAFETY: `lb` is NULL or live per the contract.
         let lb = unsafe { handle(lb, "leaderboard")? };
         let bound = usize::try_from(max_pending).unwrap_or(usize::MAX);
-        lb.write(|board| board.enable_publishing(bound))
+        lb.write(|state| {
+            if bound == 0 {
+                return Err(Error::invalid("max_pending must be > 0"));
+            }
+            state.log(Change::Enable(max_pending))?;
+            state.s.board.enable_publishing(bound)
+        })
     })
 }
 
@@ -797,11 +1077,158 @@ pub unsafe extern "C" fn eh_leaderboard_drain(
         // SAFETY: `lb` is NULL or live per the contract.
         let lb = unsafe { handle(lb, "leaderboard")? };
         let out = out_arg(out, "out")?;
-        let batch = lb.write(|board| Ok(board.drain_pending()))?;
+        let batch = lb.write(|state| {
+            state.log(Change::Discard)?;
+            Ok(state.s.board.drain_pending())
+        })?;
         let packed = pending_batch_from(&batch);
         // SAFETY: `out` checked non-NULL and writable per the contract.
         unsafe { write_out(out, packed) };
         Ok(())
+    })
+}
+
+/// The board's publisher identity (for Redis): the one its journal keeps, or,
+/// the first time, `proposed` (1 to 256 bytes), which is then kept (and logged).
+/// `*needed` gets the identity's length; it is copied into `buf` when `cap >=
+/// *needed`. In a forked child the inherited identity is gone: propose a new one.
+///
+/// Errors: `EH_INVALID_ARGUMENT` (NULL handle or out-param, a proposal of a bad
+/// length when none is kept), `EH_IO` (the journal could not log it),
+/// `EH_SHUT_DOWN`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_leaderboard_publisher_id(
+    lb: *mut eh_leaderboard,
+    proposed: *const u8,
+    proposed_len: usize,
+    buf: *mut u8,
+    cap: usize,
+    needed: *mut usize,
+) -> eh_status {
+    guard("eh_leaderboard_publisher_id", || {
+        // SAFETY: `lb` NULL or live; the proposal a readable (pointer, len).
+        let (lb, proposed) = unsafe {
+            (
+                handle(lb, "leaderboard")?,
+                str_arg(proposed, proposed_len, "proposed")?,
+            )
+        };
+        let needed = out_arg(needed, "needed")?;
+        let id = lb.write(|state| {
+            let (id, new) = state.s.outbox.identity(proposed)?;
+            let id = id.to_string();
+            if new {
+                if let Err(e) = state.log(Change::Identity(&id)) {
+                    state.s.outbox.set_identity("");
+                    return Err(e);
+                }
+            }
+            Ok(id)
+        })?;
+        // SAFETY: checked non-NULL; writable (contract).
+        unsafe { write_out(needed, id.len()) };
+        if cap >= id.len() && !id.is_empty() {
+            let buf = out_arg(buf, "buf")?;
+            // SAFETY: `buf` has room for `cap >= id.len()` bytes (contract).
+            unsafe { std::ptr::copy_nonoverlapping(id.as_ptr(), buf, id.len()) };
+        }
+        Ok(())
+    })
+}
+
+/// The oldest batch of changes taken for Redis and not yet acknowledged, with its
+/// number in `*number` (numbers grow by one per batch and survive a reopen on the
+/// journal); if none waits, the changes recorded since the last batch become a new
+/// one (logged with its rows, so a reopened board resends the very same batch).
+/// Nothing to publish: an empty batch and `*number` 0. The caller releases `*out`
+/// with `eh_pending_batch_free` and acknowledges the batch with
+/// `eh_leaderboard_outbox_ack` once Redis applied it.
+///
+/// Errors: `EH_INVALID_ARGUMENT` (NULL argument), `EH_IO` (the journal could not
+/// log the new batch: nothing was taken), `EH_SHUT_DOWN`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_leaderboard_outbox_next(
+    lb: *mut eh_leaderboard,
+    out: *mut eh_pending_batch,
+    number: *mut u64,
+) -> eh_status {
+    guard("eh_leaderboard_outbox_next", || {
+        // SAFETY: `lb` is NULL or live per the contract.
+        let lb = unsafe { handle(lb, "leaderboard")? };
+        let (out, number) = (out_arg(out, "out")?, out_arg(number, "number")?);
+        let (n, packed) = lb.write(|state| {
+            if state.log.is_some() && state.s.outbox.waiting() == 0 {
+                // Log the batch before taking it: a journal failure takes nothing.
+                let batch = state.s.board.peek_pending();
+                if !batch.rows.is_empty() {
+                    state.log(Change::Drain(&batch))?;
+                    let drained = state.s.board.drain_pending();
+                    debug_assert_eq!(drained, batch, "a drain differs from its peek");
+                    state.s.outbox.push(drained);
+                }
+            }
+            let (oldest, _) = state.s.outbox_next();
+            Ok(match oldest {
+                Some((n, batch)) => (n, pending_batch_from(batch)),
+                None => (0, pending_batch_from(&PendingBatch::default())),
+            })
+        })?;
+        // SAFETY: both checked non-NULL and writable per the contract.
+        unsafe {
+            write_out(number, n);
+            write_out(out, packed);
+        }
+        Ok(())
+    })
+}
+
+/// Acknowledges batch `number` of `eh_leaderboard_outbox_next` (Redis applied it):
+/// it is dropped (and the acknowledgement logged). An unknown number is ignored.
+///
+/// Errors: `EH_INVALID_ARGUMENT` (NULL handle), `EH_IO` (not logged: the batch
+/// stays), `EH_SHUT_DOWN`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_leaderboard_outbox_ack(
+    lb: *mut eh_leaderboard,
+    number: u64,
+) -> eh_status {
+    guard("eh_leaderboard_outbox_ack", || {
+        // SAFETY: `lb` is NULL or live per the contract.
+        let lb = unsafe { handle(lb, "leaderboard")? };
+        lb.write(|state| {
+            if state.s.outbox.oldest().is_some_and(|(n, _)| n <= number) {
+                state.log(Change::Ack(number))?;
+                state.s.outbox.ack(number);
+            }
+            Ok(())
+        })
+    })
+}
+
+/// The last error of the journal's maintenance thread (a sync or a checkpoint
+/// that failed; `journal_failing` in the stats), copied like
+/// `eh_leaderboard_publisher_id` copies its id; `*needed` is 0 when there is none.
+///
+/// Errors: `EH_INVALID_ARGUMENT` (NULL handle or out-param).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_leaderboard_journal_error(
+    lb: *const eh_leaderboard,
+    buf: *mut u8,
+    cap: usize,
+    needed: *mut usize,
+) -> eh_status {
+    guard("eh_leaderboard_journal_error", || {
+        // SAFETY: `lb` is NULL or live per the contract.
+        let lb = unsafe { handle(lb, "leaderboard")? };
+        let needed = out_arg(needed, "needed")?;
+        let message = lb
+            .shared
+            .journal_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or_default();
+        super::copy_out(&message, buf, cap, needed)
     })
 }
 
@@ -881,11 +1308,11 @@ mod tests {
             // SAFETY: `lb` is live until the free below.
             let board = unsafe { &*lb };
             // A reader (as a concurrent query or save would be) holds the board.
-            let reading = board.board.read();
+            let reading = board.shared.board.read();
             assert!(reading.is_ok());
             assert_eq!(try_add(5.0), EH_BUSY);
             drop(reading);
-            let writing = board.board.write();
+            let writing = board.shared.board.write();
             assert!(writing.is_ok());
             assert_eq!(try_add(5.0), EH_BUSY);
             drop(writing);

@@ -16,7 +16,6 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(non_camel_case_types, clippy::missing_safety_doc)]
 
-mod atfork;
 pub mod leaderboard;
 pub mod processor;
 mod rows;
@@ -253,6 +252,42 @@ pub(crate) unsafe fn path_arg<'a>(ptr: *const c_char, what: &str) -> Result<&'a 
             .map(Path::new)
             .map_err(|_| Error::invalid(format!("{what} is not valid UTF-8")))
     }
+}
+
+/// A journal's directory and sync mode from a config's `journal_path` (NULL: no
+/// journal) and `journal_sync_ms` (0: every second; negative: every change).
+///
+/// # Safety
+/// `path` is NULL or NUL-terminated.
+pub(crate) unsafe fn journal_arg(
+    path: *const c_char,
+    sync_ms: i64,
+) -> Result<Option<(std::path::PathBuf, crate::journal::SyncMode)>> {
+    if path.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: non-NULL and NUL-terminated per this function's contract.
+    let dir = unsafe { path_arg(path, "journal_path")? }.to_path_buf();
+    let sync = match sync_ms {
+        0 => crate::journal::SyncMode::Interval(std::time::Duration::from_secs(1)),
+        ms if ms < 0 => crate::journal::SyncMode::Always,
+        ms => crate::journal::SyncMode::Interval(std::time::Duration::from_millis(ms as u64)),
+    };
+    Ok(Some((dir, sync)))
+}
+
+/// Copies `text` out: `*needed` gets its length; the bytes go to `buf` when
+/// `cap >= *needed` (and `buf` is not NULL then).
+pub(crate) fn copy_out(text: &str, buf: *mut u8, cap: usize, needed: *mut usize) -> Result<()> {
+    let needed = out_arg(needed, "needed")?;
+    // SAFETY: checked non-NULL; writable per the caller's contract.
+    unsafe { write_out(needed, text.len()) };
+    if cap >= text.len() && !text.is_empty() {
+        let buf = out_arg(buf, "buf")?;
+        // SAFETY: `buf` has room for `cap >= text.len()` bytes (caller's contract).
+        unsafe { std::ptr::copy_nonoverlapping(text.as_bytes().as_ptr(), buf, text.len()) };
+    }
+    Ok(())
 }
 
 /// Borrows a handle.

@@ -2,7 +2,7 @@
 
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::atfork::{self, ForkGuarded, ForkHold};
+use crate::atfork::{self, ForkGuarded, ForkHold};
 
 use super::{bytes_arg, eh_status, guard, guard_free, handle, out_arg, write_out};
 use crate::error::{Error, Result};

@@ -28,6 +28,7 @@
 //! ascending.
 
 pub mod btree;
+pub mod durable;
 pub mod id;
 mod idtable;
 pub mod pending;
@@ -174,6 +175,29 @@ pub struct LeaderboardStats {
     pub pending: u64,
     /// Changes not recorded for publishing because the pending bound was reached.
     pub pending_dropped: u64,
+}
+
+/// An update checked and pinned to its timestamp and landmark by
+/// [`Leaderboard::plan`], ready for [`Leaderboard::apply`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Planned {
+    /// The update's timestamp (resolved: never ≤ 0).
+    pub ts: i64,
+    /// The landmark in force when it applies.
+    pub landmark: i64,
+    /// The id's hash under this board's seed (not part of a journal record).
+    hash: u64,
+}
+
+impl Planned {
+    /// A plan read back from a journal, for `board` (whose seed hashes the id).
+    pub fn logged(board: &Leaderboard, user_id: &str, ts: i64, landmark: i64) -> Planned {
+        Planned {
+            ts,
+            landmark,
+            hash: hash_id(user_id.as_bytes(), board.seed),
+        }
+    }
 }
 
 /// A user's id and newest update time. Its value (the score as seen at the
@@ -413,26 +437,6 @@ impl Leaderboard {
         }
     }
 
-    /// `exp(λ·(ts − landmark))`: converts a score at `ts` into a value at the
-    /// landmark, rebasing first if the factor would grow too large. The rebase
-    /// moves the landmark to `ts` or the present, whichever is earlier; a `ts`
-    /// whose factor is still too large for a double (only with a decay of most of a
-    /// score within seconds) gives infinity, which the caller refuses.
-    fn forward_factor(&mut self, ts: i64) -> f64 {
-        if self.lambda == 0.0 {
-            return 1.0;
-        }
-        let exponent = self.lambda * (ts - self.landmark) as f64;
-        if exponent <= REBASE_EXPONENT {
-            return exponent.exp();
-        }
-        let target = ts.min(wall_clock_secs());
-        if target > self.landmark {
-            self.rebase(target);
-        }
-        (self.lambda * (ts - self.landmark) as f64).exp()
-    }
-
     /// Moves the landmark to `new_landmark` (later than the current one), scaling
     /// every value by the same factor. Multiplying by one positive factor keeps the
     /// order except where two values round to the same result (or underflow to 0);
@@ -512,6 +516,17 @@ impl Leaderboard {
     }
 
     fn update(&mut self, user_id: &str, amount: f64, ts: i64, replace: bool) -> Result<AddOutcome> {
+        let plan = self.plan(user_id, amount, ts, replace)?;
+        self.apply(user_id, amount, plan, replace)
+    }
+
+    /// Checks an update and decides what it depends on besides the board: its
+    /// timestamp (≤ 0 resolved to now) and the landmark in force when it applies
+    /// (a first update anchors it, a far timestamp rebases it; both read the wall
+    /// clock). [`Leaderboard::apply`] with the same plan on the same board gives the
+    /// same result whenever it runs: a journal logs the plan and replays it.
+    #[inline]
+    pub fn plan(&mut self, user_id: &str, amount: f64, ts: i64, replace: bool) -> Result<Planned> {
         check_user_id(user_id)?;
         // Start loading the user's bucket first: the checks and the decay factor
         // below then run while it arrives.
@@ -525,13 +540,50 @@ impl Leaderboard {
         if ts > self.future_bound {
             self.refuse_future(ts)?;
         }
+        let mut landmark = self.landmark;
         if self.is_empty() && self.pending.as_ref().is_none_or(|p| p.is_empty()) {
             // Anchor at the data, not at the wall clock: a board fed history from
             // years ago would otherwise see every contribution underflow to 0.
-            // Never past the present, though (see `forward_factor`).
-            self.landmark = ts.min(wall_clock_secs());
+            // Never past the present, though (see `rebase_target`).
+            landmark = ts.min(wall_clock_secs());
         }
-        let factor = self.forward_factor(ts);
+        if self.lambda != 0.0 && self.lambda * (ts - landmark) as f64 > REBASE_EXPONENT {
+            landmark = Self::rebase_target(ts, landmark);
+        }
+        Ok(Planned { ts, landmark, hash })
+    }
+
+    /// The landmark a rebase for `ts` moves to: `ts` or the present, whichever is
+    /// earlier (and never back). A `ts` whose factor is still too large for a
+    /// double (only with a decay of most of a score within seconds) then gives an
+    /// infinite value, which the update refuses.
+    #[cold]
+    fn rebase_target(ts: i64, landmark: i64) -> i64 {
+        ts.min(wall_clock_secs()).max(landmark)
+    }
+
+    /// Applies an update planned by [`Leaderboard::plan`].
+    pub fn apply(
+        &mut self,
+        user_id: &str,
+        amount: f64,
+        plan: Planned,
+        replace: bool,
+    ) -> Result<AddOutcome> {
+        let Planned { ts, landmark, hash } = plan;
+        if landmark != self.landmark {
+            if self.is_empty() && self.pending.as_ref().is_none_or(|p| p.is_empty()) {
+                self.landmark = landmark;
+            } else if landmark > self.landmark {
+                self.rebase(landmark);
+            }
+        }
+        let what = if replace { "score" } else { "points" };
+        let factor = if self.lambda == 0.0 {
+            1.0
+        } else {
+            (self.lambda * (ts - self.landmark) as f64).exp()
+        };
         let delta = amount * factor;
         let new_value = |old: f64| if replace { delta } else { old + delta } + 0.0;
         // Plan the key's move while the lookup confirms the id: both descents run
@@ -939,6 +991,20 @@ impl Leaderboard {
         pending.drain(landmark, &mut self.entries, |e| {
             (&mut e.pending, e.id.as_str(), e.last_update)
         })
+    }
+
+    /// What [`Leaderboard::drain_pending`] would take now, without taking it.
+    pub fn peek_pending(&self) -> PendingBatch {
+        let landmark = self.landmark;
+        match self.pending.as_deref() {
+            Some(pending) => pending.peek(landmark, &self.entries, |e| {
+                (e.pending, e.id.as_str(), e.last_update)
+            }),
+            None => PendingBatch {
+                landmark,
+                rows: Vec::new(),
+            },
+        }
     }
 
     /// Drops every pending change (a forked child: its parent publishes them).

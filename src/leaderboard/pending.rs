@@ -24,6 +24,9 @@
 
 use std::collections::HashMap;
 
+use crate::error::{Error, Result};
+use crate::journal::codec::{Get, Put};
+
 /// What a drained row asks the shared board to do.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum PendingKind {
@@ -208,6 +211,55 @@ impl Pending {
         self.held == 0
     }
 
+    /// Appends what is not in the entries (the bound, the drop count, the orphans
+    /// and the ops) for a checkpoint; the entries' sums go with the entries.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u64(self.max_entries as u64);
+        out.put_u64(self.dropped);
+        let mut orphans: Vec<_> = self.orphans.iter().collect();
+        orphans.sort_by(|a, b| a.0.cmp(b.0));
+        out.put_u64(orphans.len() as u64);
+        for (id, (sum, last)) in orphans {
+            out.put_str(id);
+            out.put_f64(*sum);
+            out.put_i64(*last);
+        }
+        out.put_u64(self.ops.len() as u64);
+        for op in &self.ops {
+            encode_row(op, out);
+        }
+    }
+
+    /// Reads what [`Pending::encode`] wrote; the entries' sums are added back
+    /// with [`Pending::restore_sum`].
+    pub(crate) fn decode(g: &mut Get<'_>) -> Result<Pending> {
+        let max_entries = usize::try_from(g.u64()?).unwrap_or(usize::MAX).max(1);
+        let dropped = g.u64()?;
+        let mut pending = Pending::new(max_entries);
+        pending.dropped = dropped;
+        for _ in 0..g.count(20)? {
+            let id = g.str()?.to_string();
+            let sum = g.f64()?;
+            let last = g.i64()?;
+            if !sum.is_finite() || pending.orphans.insert(id, (sum, last)).is_some() {
+                return Err(Error::corrupt(
+                    "a pending orphan sum is not finite or appears twice",
+                ));
+            }
+        }
+        for _ in 0..g.count(21)? {
+            pending.ops.push(decode_row(g)?);
+        }
+        pending.held = pending.orphans.len() + pending.ops.len();
+        Ok(pending)
+    }
+
+    /// Counts the pending sum the entry in `slot` holds (after a decode).
+    pub(crate) fn restore_sum(&mut self, slot: u32) {
+        self.dirty.push(slot);
+        self.held += 1;
+    }
+
     /// Drops every pending change without handing it out (a forked child: its
     /// parent publishes them). Allocates nothing.
     pub(crate) fn discard<E>(&mut self, entries: &mut [E], sum_of: impl Fn(&mut E) -> &mut f64) {
@@ -219,6 +271,42 @@ impl Pending {
         self.orphans.clear();
         self.ops.clear();
         self.held = 0;
+    }
+
+    /// The batch [`Pending::drain`] would hand out now, row for row, without
+    /// taking anything (a journal logs the batch before the drain).
+    pub(crate) fn peek<E>(
+        &self,
+        landmark: i64,
+        entries: &[E],
+        parts: impl for<'e> Fn(&'e E) -> (f64, &'e str, i64),
+    ) -> PendingBatch {
+        let mut rows = self.ops.clone();
+        let mut seen = std::collections::HashSet::new();
+        for &slot in &self.dirty {
+            let Some(entry) = entries.get(slot as usize) else {
+                continue;
+            };
+            let (sum, id, last_update) = parts(entry);
+            // A slot listed twice gives its sum once, as in `drain`.
+            if !sum.is_nan() && seen.insert(slot) {
+                rows.push(PendingRow {
+                    kind: PendingKind::Add,
+                    user_id: id.to_owned(),
+                    value: sum,
+                    last_update,
+                });
+            }
+        }
+        for (user_id, (value, last_update)) in &self.orphans {
+            rows.push(PendingRow {
+                kind: PendingKind::Add,
+                user_id: user_id.clone(),
+                value: *value,
+                last_update: *last_update,
+            });
+        }
+        PendingBatch { landmark, rows }
     }
 
     /// Hands out every pending change. `parts` gives an entry's pending sum, id
@@ -256,4 +344,52 @@ impl Pending {
         self.held = 0;
         PendingBatch { landmark, rows }
     }
+}
+
+/// Appends one row: kind, value, last update, id.
+pub(crate) fn encode_row(row: &PendingRow, out: &mut Vec<u8>) {
+    out.put_u8(row.kind as u8);
+    out.put_f64(row.value);
+    out.put_i64(row.last_update);
+    out.put_str(&row.user_id);
+}
+
+/// Reads what [`encode_row`] wrote.
+pub(crate) fn decode_row(g: &mut Get<'_>) -> Result<PendingRow> {
+    let kind = match g.u8()? {
+        0 => PendingKind::Add,
+        1 => PendingKind::Set,
+        2 => PendingKind::Remove,
+        k => return Err(Error::corrupt(format!("pending row of unknown kind {k}"))),
+    };
+    let value = g.f64()?;
+    if !value.is_finite() {
+        return Err(Error::corrupt("a pending value is not finite"));
+    }
+    Ok(PendingRow {
+        kind,
+        value,
+        last_update: g.i64()?,
+        user_id: g.str()?.to_string(),
+    })
+}
+
+/// Appends a drained batch: landmark, rows.
+pub fn encode_batch(batch: &PendingBatch, out: &mut Vec<u8>) {
+    out.put_i64(batch.landmark);
+    out.put_u64(batch.rows.len() as u64);
+    for row in &batch.rows {
+        encode_row(row, out);
+    }
+}
+
+/// Reads what [`encode_batch`] wrote.
+pub fn decode_batch(g: &mut Get<'_>) -> Result<PendingBatch> {
+    let landmark = g.i64()?;
+    let n = g.count(21)?;
+    let mut rows = Vec::with_capacity(n);
+    for _ in 0..n {
+        rows.push(decode_row(g)?);
+    }
+    Ok(PendingBatch { landmark, rows })
 }

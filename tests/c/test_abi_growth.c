@@ -61,7 +61,7 @@ static void test_older_leaderboard_caller(void) {
 
 static void test_newer_and_unsized_callers(void) {
   eh_leaderboard *lb = NULL;
-  newer_leaderboard_config newer = {{sizeof newer, 0.9, 0, 0, 0}, 0};
+  newer_leaderboard_config newer = {{sizeof newer, 0.9, 0, 0, 0, NULL, 0}, 0};
   /* Unknown trailing fields left zero (at their defaults): accepted. */
   CHECK_OK(eh_leaderboard_new((const eh_leaderboard_config *)&newer, &lb));
   eh_leaderboard_free(lb);
@@ -73,7 +73,7 @@ static void test_newer_and_unsized_callers(void) {
   CHECK(lb == NULL);
   CHECK(strstr(eh_last_error(), "does not know") != NULL);
   /* A struct whose size was never set. */
-  eh_leaderboard_config unsized = {0, 0.9, 0, 0, 0};
+  eh_leaderboard_config unsized = {0, 0.9, 0, 0, 0, NULL, 0};
   CHECK_STATUS(eh_leaderboard_new(&unsized, &lb), EH_INVALID_ARGUMENT);
   CHECK(strstr(eh_last_error(), "struct_size") != NULL);
   /* NULL still means all defaults. */

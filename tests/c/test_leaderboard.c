@@ -22,7 +22,7 @@ static void write_file(const char *path, const char *text) {
 }
 
 static void test_basic_ranking(void) {
-  eh_leaderboard_config config = {sizeof config, 0.5, DAY, 0, 0};
+  eh_leaderboard_config config = {.struct_size = sizeof config, .decay_factor = 0.5, .decay_period_secs = DAY};
   eh_leaderboard *lb = NULL;
   CHECK_OK(eh_leaderboard_new(&config, &lb));
   CHECK(lb != NULL);
@@ -87,7 +87,7 @@ static void test_basic_ranking(void) {
 
 static void test_error_paths(void) {
   eh_leaderboard *lb = NULL;
-  eh_leaderboard_config bad = {sizeof bad, 1.5, 0, 0, 0};
+  eh_leaderboard_config bad = {.struct_size = sizeof bad, .decay_factor = 1.5};
   CHECK_STATUS(eh_leaderboard_new(&bad, &lb), EH_INVALID_ARGUMENT);
   CHECK(strstr(eh_last_error(), "decay_factor") != NULL);
   CHECK(lb == NULL); /* out-params are written only on success */
@@ -119,7 +119,7 @@ static void test_error_paths(void) {
 
   /* Capacity: refusal is EH_FULL and counted; eviction counted. */
   eh_leaderboard *small = NULL;
-  eh_leaderboard_config cap = {sizeof cap, 1.0, 0, 2, 0};
+  eh_leaderboard_config cap = {.struct_size = sizeof cap, .decay_factor = 1.0, .max_users = 2};
   CHECK_OK(eh_leaderboard_new(&cap, &small));
   CHECK_OK(eh_leaderboard_add(small, STR("a"), 5.0, T0));
   CHECK_OK(eh_leaderboard_add(small, STR("b"), 6.0, T0));
@@ -192,7 +192,7 @@ static void test_snapshots(void) {
 
 /* Publishing: updates are summed per user natively and drained exactly once. */
 static void test_publishing(void) {
-  eh_leaderboard_config config = {sizeof config, 1.0, DAY, 0, 0};
+  eh_leaderboard_config config = {.struct_size = sizeof config, .decay_factor = 1.0, .decay_period_secs = DAY};
   eh_leaderboard *lb = NULL;
   CHECK_OK(eh_leaderboard_new(&config, &lb));
   CHECK_STATUS(eh_leaderboard_publish_enable(lb, 0), EH_INVALID_ARGUMENT);

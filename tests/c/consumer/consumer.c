@@ -12,7 +12,7 @@ static int fail(const char *what) {
 }
 
 int main(int argc, char **argv) {
-  eh_leaderboard_config config = {sizeof config, 0.95, 86400.0, 1000, 0};
+  eh_leaderboard_config config = {.struct_size = sizeof config, .decay_factor = 0.95, .decay_period_secs = 86400.0, .max_users = 1000};
   eh_leaderboard *lb = NULL;
   size_t len = 0;
   char header_version[32];

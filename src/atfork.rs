@@ -1,5 +1,6 @@
 //! Fork safety for the handles that guard their data with a lock (leaderboards,
-//! HyperLogLogs, Count-Min sketches).
+//! HyperLogLogs, Count-Min sketches), and for journals (whose files belong to the
+//! parent).
 //!
 //! `fork()` copies the process with only the calling thread. A lock another thread
 //! held at that moment would stay held forever in the child, over data that thread
