@@ -587,6 +587,22 @@ typedef struct eh_processor_config {
    * cannot move "now"); 0 = 86400 (one day); at most 315360000 (ten years).
    */
   uint32_t max_future_skew_secs;
+  /**
+   * A directory (NUL-terminated; created if needed) for the processor's
+   * journal, or NULL for none: every run of events a worker takes is logged
+   * before it is sketched and delivered, and the processor reopens with its
+   * sketches, totals and publisher outbox (see "Durability" in the header's
+   * preamble; events still in the ring at a crash are not journaled). One
+   * handle per journal (`EH_BUSY`); a journal of other window or sketch
+   * settings or clock: `EH_INVALID_ARGUMENT` naming them; another format
+   * version: `EH_CORRUPT`.
+   */
+  const char *journal_path;
+  /**
+   * Milliseconds between syncs of the journal to disk; 0 = 1000; negative =
+   * sync every run before it is sketched.
+   */
+  int64_t journal_sync_ms;
 } eh_processor_config;
 
 /**
@@ -737,6 +753,32 @@ typedef struct eh_processor_stats {
    * `max_future_skew_secs`.
    */
   uint64_t future_refused;
+  /**
+   * Journal: bytes logged since the last checkpoint (0 without a journal).
+   */
+  uint64_t journal_bytes;
+  /**
+   * Journal: checkpoints written since the processor was opened.
+   */
+  uint64_t journal_checkpoints;
+  /**
+   * Journal: records replayed when the processor was opened.
+   */
+  uint64_t journal_replayed;
+  /**
+   * Journal: torn tails truncated when the processor was opened.
+   */
+  uint64_t journal_torn;
+  /**
+   * Journal: 1 when the journal stopped being written (a full disk: the
+   * processor goes on in memory) or its last sync failed;
+   * `eh_processor_journal_error` says why.
+   */
+  uint64_t journal_failing;
+  /**
+   * Publishing: batches put in the outbox and not yet acknowledged.
+   */
+  uint64_t outbox_waiting;
 } eh_processor_stats;
 
 /**
@@ -1302,6 +1344,83 @@ eh_status eh_processor_minute_events(const struct eh_processor *p,
                                      int64_t first_minute_start,
                                      size_t n,
                                      uint64_t *counts);
+
+/**
+ * The publisher's identity: the one kept (in the journal, if any), or, the first
+ * time, `proposed` (1 to 256 bytes), which is kept (and logged) from then on.
+ * Copied out as `eh_leaderboard_publisher_id` copies it (`*needed` always set;
+ * `buf` written when `cap >= *needed`). In a forked child the inherited identity
+ * is gone: propose a new one.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL handle or `needed`, a proposal of a bad
+ * length when none is kept), `EH_IO` (the journal could not log it),
+ * `EH_SHUT_DOWN`.
+ */
+eh_status eh_processor_publisher_id(const struct eh_processor *p,
+                                    const uint8_t *proposed,
+                                    size_t proposed_len,
+                                    uint8_t *buf,
+                                    size_t cap,
+                                    size_t *needed);
+
+/**
+ * Puts a batch (`len` bytes) in the outbox under the next number, written to
+ * `*number`. Logged before it is put: on `EH_IO` nothing was.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL handle or `number`), `EH_IO`,
+ * `EH_SHUT_DOWN`.
+ */
+eh_status eh_processor_outbox_put(const struct eh_processor *p,
+                                  const uint8_t *batch,
+                                  size_t len,
+                                  uint64_t *number);
+
+/**
+ * The oldest batch waiting: its number in `*number` (0 when none waits) and its
+ * bytes copied out as `eh_processor_publisher_id` copies (`*needed` always set).
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL handle or out-param), `EH_SHUT_DOWN`.
+ */
+eh_status eh_processor_outbox_pending(const struct eh_processor *p,
+                                      uint64_t *number,
+                                      uint8_t *buf,
+                                      size_t cap,
+                                      size_t *needed);
+
+/**
+ * Acknowledges batch `number` (Redis applied it; older ones too) and keeps
+ * `baseline` (`len` bytes) as the baseline. Logged first: on `EH_IO` nothing
+ * changed.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL handle), `EH_IO`, `EH_SHUT_DOWN`.
+ */
+eh_status eh_processor_outbox_ack(const struct eh_processor *p,
+                                  uint64_t number,
+                                  const uint8_t *baseline,
+                                  size_t len);
+
+/**
+ * The kept baseline (empty at first), copied out as `eh_processor_publisher_id`
+ * copies.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL handle or `needed`), `EH_SHUT_DOWN`.
+ */
+eh_status eh_processor_outbox_baseline(const struct eh_processor *p,
+                                       uint8_t *buf,
+                                       size_t cap,
+                                       size_t *needed);
+
+/**
+ * Why the journal stopped being written or its last sync failed
+ * (`journal_failing` in the stats), copied out as `eh_processor_publisher_id`
+ * copies; `*needed` is 0 when nothing failed.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL handle or `needed`), `EH_SHUT_DOWN`.
+ */
+eh_status eh_processor_journal_error(const struct eh_processor *p,
+                                     uint8_t *buf,
+                                     size_t cap,
+                                     size_t *needed);
 
 /**
  * Offers one event: `kind`, `user_id`, `channel_id` are UTF-8 (≤ 1024 bytes each),

@@ -1113,7 +1113,6 @@ pub unsafe extern "C" fn eh_leaderboard_publisher_id(
                 str_arg(proposed, proposed_len, "proposed")?,
             )
         };
-        let needed = out_arg(needed, "needed")?;
         let id = lb.write(|state| {
             let (id, new) = state.s.outbox.identity(proposed)?;
             let id = id.to_string();
@@ -1125,14 +1124,7 @@ pub unsafe extern "C" fn eh_leaderboard_publisher_id(
             }
             Ok(id)
         })?;
-        // SAFETY: checked non-NULL; writable (contract).
-        unsafe { write_out(needed, id.len()) };
-        if cap >= id.len() && !id.is_empty() {
-            let buf = out_arg(buf, "buf")?;
-            // SAFETY: `buf` has room for `cap >= id.len()` bytes (contract).
-            unsafe { std::ptr::copy_nonoverlapping(id.as_ptr(), buf, id.len()) };
-        }
-        Ok(())
+        super::copy_out(&id, buf, cap, needed)
     })
 }
 

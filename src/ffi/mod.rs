@@ -276,16 +276,22 @@ pub(crate) unsafe fn journal_arg(
     Ok(Some((dir, sync)))
 }
 
-/// Copies `text` out: `*needed` gets its length; the bytes go to `buf` when
+/// Copies `bytes` out: `*needed` gets their length; they go to `buf` when
 /// `cap >= *needed` (and `buf` is not NULL then).
-pub(crate) fn copy_out(text: &str, buf: *mut u8, cap: usize, needed: *mut usize) -> Result<()> {
+pub(crate) fn copy_out(
+    bytes: impl AsRef<[u8]>,
+    buf: *mut u8,
+    cap: usize,
+    needed: *mut usize,
+) -> Result<()> {
+    let bytes = bytes.as_ref();
     let needed = out_arg(needed, "needed")?;
     // SAFETY: checked non-NULL; writable per the caller's contract.
-    unsafe { write_out(needed, text.len()) };
-    if cap >= text.len() && !text.is_empty() {
+    unsafe { write_out(needed, bytes.len()) };
+    if cap >= bytes.len() && !bytes.is_empty() {
         let buf = out_arg(buf, "buf")?;
-        // SAFETY: `buf` has room for `cap >= text.len()` bytes (caller's contract).
-        unsafe { std::ptr::copy_nonoverlapping(text.as_bytes().as_ptr(), buf, text.len()) };
+        // SAFETY: `buf` has room for `cap >= bytes.len()` bytes (caller's contract).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, bytes.len()) };
     }
     Ok(())
 }

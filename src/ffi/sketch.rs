@@ -101,20 +101,6 @@ pub struct eh_cms {
     inner: Locked<CountMin>,
 }
 
-/// Copies bytes into a caller buffer: `*needed` is always set; the data is written
-/// only when `cap >= *needed` (else the call still succeeds; retry with more room).
-///
-/// # Safety
-/// `buf` is NULL or has `cap` writable bytes; `needed` was checked by `out_arg`.
-unsafe fn copy_out(bytes: &[u8], buf: *mut u8, cap: usize, needed: *mut usize) {
-    if !buf.is_null() && cap >= bytes.len() {
-        // SAFETY: the caller's buffer has `cap >= len` writable bytes.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, bytes.len()) };
-    }
-    // SAFETY: checked by `out_arg`.
-    unsafe { write_out(needed, bytes.len()) };
-}
-
 /// Creates an empty HyperLogLog into `*out`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_hll_new(out: *mut *mut eh_hll) -> eh_status {
@@ -202,7 +188,7 @@ pub unsafe extern "C" fn eh_hll_serialize(
         let needed = out_arg(needed, "needed")?;
         let bytes = h.inner.read()?.to_bytes();
         // SAFETY: `buf` per the contract; `needed` checked.
-        unsafe { copy_out(&bytes, buf, cap, needed) };
+        super::copy_out(&bytes, buf, cap, needed)?;
         Ok(())
     })
 }
@@ -248,7 +234,7 @@ pub unsafe extern "C" fn eh_hll_to_redis(
         let needed = out_arg(needed, "needed")?;
         let bytes = h.inner.read()?.to_redis();
         // SAFETY: `buf` per the contract; `needed` checked.
-        unsafe { copy_out(&bytes, buf, cap, needed) };
+        super::copy_out(&bytes, buf, cap, needed)?;
         Ok(())
     })
 }
@@ -402,7 +388,7 @@ pub unsafe extern "C" fn eh_cms_serialize(
         let needed = out_arg(needed, "needed")?;
         let bytes = c.inner.read()?.to_bytes();
         // SAFETY: `buf` per the contract; `needed` checked.
-        unsafe { copy_out(&bytes, buf, cap, needed) };
+        super::copy_out(&bytes, buf, cap, needed)?;
         Ok(())
     })
 }

@@ -603,7 +603,13 @@ impl Journal {
         self.inner.detach();
     }
 
-    /// True once [`Journal::detach`]ed.
+    /// Stops writing (a write failed: the journal keeps what it had, a consistent
+    /// prefix, and the handle goes on in memory). Keeps the lock.
+    pub fn disable(&self) {
+        self.inner.detached.store(true, Ordering::Relaxed);
+    }
+
+    /// True once [`Journal::detach`]ed or [`Journal::disable`]d.
     pub fn is_detached(&self) -> bool {
         self.inner.detached.load(Ordering::Relaxed)
     }

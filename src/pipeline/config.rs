@@ -68,6 +68,8 @@ pub struct ProcessorConfig {
     /// ([`Error::InvalidArgument`], counted in `future_refused`), under both clocks,
     /// so one bad event cannot move the `EventTime` clock into the future.
     pub max_future_skew: Duration,
+    /// The journal (`None`: none): see [`super::durable`].
+    pub journal: Option<super::durable::JournalConfig>,
 }
 
 impl Default for ProcessorConfig {
@@ -83,6 +85,7 @@ impl Default for ProcessorConfig {
             clock: Clock::Wall,
             window: WindowConfig::default(),
             max_future_skew: DEFAULT_FUTURE_SKEW,
+            journal: None,
         }
     }
 }

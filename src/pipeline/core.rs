@@ -11,6 +11,7 @@ use crossbeam_utils::CachePadded;
 
 use super::barrier::{FlushBarrier, WaitError};
 use super::config::{Clock, Overflow, ProcessorConfig};
+use super::durable::{self, Control, Durable};
 use super::event::{EventIn, Record};
 use super::ring::{PushError, Refusal, Ring};
 use super::worker::{InlineWorker, run_worker};
@@ -74,6 +75,10 @@ pub(crate) struct Shared {
     flush_epoch: AtomicU64,
     /// Recent top-channels answers (see [`Core::top_channels`]).
     top_cache: Mutex<TopCache>,
+    /// The journal, if any.
+    pub(crate) durable: Option<Durable>,
+    /// The Redis publisher's outbox (and its journal stream).
+    pub(crate) control: Mutex<Control>,
     /// Tests: runs (once) when a blocked push starts waiting for room.
     #[cfg(test)]
     pub(crate) waiting_for_room: Mutex<Option<Box<dyn FnOnce() + Send>>>,
@@ -150,6 +155,8 @@ static NEXT_CORE_ID: AtomicU64 = AtomicU64::new(1);
 pub(crate) struct Core {
     pub(crate) shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The journal's thread (sync, checkpoints), stopped last by `shutdown`.
+    maintenance: Mutex<Option<crate::journal::Maintenance>>,
     /// The synchronous mode's worker (`workers == 0`), driven by flush and close.
     inline: Option<InlineWorker>,
 }
@@ -157,9 +164,19 @@ pub(crate) struct Core {
 impl Core {
     /// Starts the workers of a validated `config`, with `callbacks` installed.
     pub(crate) fn new(config: ProcessorConfig, callbacks: Callbacks) -> Result<Self> {
-        let shards = (0..config.lanes())
-            .map(|_| WindowedAnalytics::new(&config.window).map(Mutex::new))
-            .collect::<Result<Box<[_]>>>()?;
+        let (shards, event_clock, durable, control) = match &config.journal {
+            Some(jc) => {
+                let r = durable::open(&config, jc, config.lanes())?;
+                (r.shards, r.event_clock, Some(r.durable), r.control)
+            }
+            None => {
+                let shards = (0..config.lanes())
+                    .map(|_| WindowedAnalytics::new(&config.window))
+                    .collect::<Result<Vec<_>>>()?;
+                (shards, 0, None, Control::default())
+            }
+        };
+        let shards = shards.into_iter().map(Mutex::new).collect::<Box<[_]>>();
         let shared = Arc::new(Shared {
             // Relaxed: a unique number is all that is needed.
             id: NEXT_CORE_ID.fetch_add(1, Ordering::Relaxed),
@@ -174,16 +191,30 @@ impl Core {
             wake_lock: Mutex::new(0),
             wake: Condvar::new(),
             barrier: FlushBarrier::new(config.workers),
-            event_clock: AtomicI64::new(0),
+            event_clock: AtomicI64::new(event_clock),
             wall_seen: CachePadded::new(AtomicI64::new(wall_clock_secs())),
             poisoned: Mutex::new(None),
             is_poisoned: AtomicBool::new(false),
             flush_epoch: AtomicU64::new(0),
             top_cache: Mutex::new(TopCache::default()),
+            durable,
+            control: Mutex::new(control),
             #[cfg(test)]
             waiting_for_room: Mutex::new(None),
             config,
         });
+        let maintenance = match shared.durable.as_ref() {
+            Some(d) => {
+                let interval = d.journal.sync_interval().unwrap_or(Duration::from_secs(1));
+                let for_thread = Arc::clone(&shared);
+                Some(crate::journal::Maintenance::start(
+                    "engagehub-journal",
+                    interval,
+                    move |stopping| for_thread.maintain_journal(stopping),
+                )?)
+            }
+            None => None,
+        };
         let mut threads = Vec::with_capacity(shared.config.workers);
         for index in 0..shared.config.workers {
             let worker_shared = Arc::clone(&shared);
@@ -196,6 +227,7 @@ impl Core {
                     let core = Core {
                         shared,
                         threads: Mutex::new(threads),
+                        maintenance: Mutex::new(maintenance),
                         inline: None,
                     };
                     core.shutdown();
@@ -210,6 +242,7 @@ impl Core {
         Ok(Core {
             shared,
             threads: Mutex::new(threads),
+            maintenance: Mutex::new(maintenance),
             inline,
         })
     }
@@ -680,7 +713,12 @@ impl Core {
             pushed: accepted + dropped,
             accepted,
             dropped,
-            processed: shared.workers.iter().map(|w| load(&w.processed)).sum(),
+            processed: shared
+                .workers
+                .iter()
+                .map(|w| load(&w.processed))
+                .sum::<u64>()
+                + shared.durable.as_ref().map_or(0, |d| d.restored_events),
             delivered: load(&c.delivered),
             discarded: load(&c.discarded),
             batches: load(&c.batches),
@@ -690,7 +728,32 @@ impl Core {
             dead_letter_batches: load(&c.dead_letter_batches),
             queue_len: shared.ring.len() as u64,
             future_refused: load(&c.future_refused),
+            journal_bytes: shared.durable.as_ref().map_or(0, |d| d.journal.log_bytes()),
+            journal_checkpoints: shared
+                .durable
+                .as_ref()
+                .map_or(0, |d| d.journal.checkpoints()),
+            journal_replayed: shared.durable.as_ref().map_or(0, |d| d.recovery.records),
+            journal_torn: shared.durable.as_ref().map_or(0, |d| d.recovery.torn),
+            journal_failing: shared
+                .durable
+                .as_ref()
+                .map_or(0, |d| u64::from(lock(&d.error).is_some())),
+            outbox_waiting: lock(&shared.control).outbox.waiting() as u64,
         }
+    }
+
+    /// The journal's last error (see [`super::Processor::journal_error`]).
+    pub(crate) fn journal_error(&self) -> Option<String> {
+        self.shared
+            .durable
+            .as_ref()
+            .and_then(|d| lock(&d.error).clone())
+    }
+
+    /// Runs `f` on the publisher's outbox (under its lock).
+    pub(crate) fn with_control<R>(&self, f: impl FnOnce(&mut Control) -> Result<R>) -> Result<R> {
+        f(&mut lock(&self.shared.control))
     }
 
     pub(crate) fn now(&self) -> i64 {
@@ -851,6 +914,10 @@ impl Core {
             // The ring is closed and no push is in progress: this is everything.
             inline.drain(usize::MAX, None);
         }
+        // Last: a final sync and checkpoint of everything the workers sketched.
+        if let Some(mut m) = lock(&self.maintenance).take() {
+            m.stop();
+        }
     }
 
     /// Waits until every worker has drained the closed ring and exited (at once
@@ -874,6 +941,65 @@ impl Drop for Core {
 }
 
 impl Shared {
+    /// The journal's thread: syncs, and checkpoints when the log outgrew the last
+    /// checkpoint (and when stopping: a clean close restores exactly).
+    fn maintain_journal(&self, stopping: bool) {
+        let Some(d) = &self.durable else { return };
+        if d.journal.is_detached() {
+            return;
+        }
+        let mut outcome = d.journal.sync();
+        if outcome.is_ok() && (stopping || d.journal.wants_checkpoint()) {
+            outcome = self.checkpoint(d);
+        }
+        if let Err(e) = outcome {
+            *lock(&d.error) = Some(e.to_string());
+        }
+    }
+
+    /// Writes a checkpoint: every shard and the outbox, with each stream's
+    /// position, taken under all the shards' locks (workers append a run and
+    /// sketch it under their shard's lock, so the two agree), written after.
+    fn checkpoint(&self, d: &Durable) -> Result<()> {
+        let payload;
+        let mut positions;
+        {
+            let guards: Vec<_> = self.shards.iter().map(lock).collect();
+            positions = d
+                .logs
+                .iter()
+                .map(|l| lock(l).as_ref().map_or(0, crate::journal::Writer::position))
+                .collect::<Vec<_>>();
+            let control = lock(&self.control);
+            positions.push(
+                control
+                    .log
+                    .as_ref()
+                    .map_or(0, crate::journal::Writer::position),
+            );
+            let shards: Vec<&WindowedAnalytics> = guards.iter().map(|g| &**g).collect();
+            // Relaxed: a worker raises it under its shard's lock, held here.
+            let clock = self.event_clock.load(Ordering::Relaxed);
+            payload = durable::encode_checkpoint(&shards, clock, &control.outbox);
+        }
+        d.journal.checkpoint(&positions, &payload)
+    }
+
+    /// Logs a run of events a worker is about to sketch (under its shard's lock).
+    /// A journal that cannot be written stops being written: the processor goes
+    /// on in memory and says why (`journal_failing`).
+    pub(crate) fn journal_run(&self, lane: usize, payload: &[u8]) {
+        let Some(d) = &self.durable else { return };
+        let mut log = lock(&d.logs[lane]);
+        let Some(w) = log.as_mut() else { return };
+        if let Err(e) = durable::append_run(w, payload) {
+            d.journal.disable();
+            *lock(&d.error) = Some(format!(
+                "the journal stopped: {e}; the processor goes on without durability"
+            ));
+        }
+    }
+
     /// Events sketched so far, all workers together (relaxed loads of statistics
     /// counters; see `TopEntry::sketched` for why that suffices).
     fn sketched(&self) -> u64 {

@@ -29,6 +29,7 @@
 mod barrier;
 pub mod config;
 mod core;
+pub mod durable;
 pub mod event;
 mod fork;
 mod gate;
@@ -111,4 +112,17 @@ pub struct ProcessorStats {
     /// Events refused because their timestamp was later than the wall clock plus
     /// `max_future_skew`.
     pub future_refused: u64,
+    /// Journal: bytes logged since the last checkpoint (0 without a journal).
+    pub journal_bytes: u64,
+    /// Journal: checkpoints written since the processor was opened.
+    pub journal_checkpoints: u64,
+    /// Journal: records replayed when the processor was opened.
+    pub journal_replayed: u64,
+    /// Journal: torn tails truncated when the processor was opened.
+    pub journal_torn: u64,
+    /// Journal: 1 when the journal stopped being written or its last sync failed
+    /// (the processor goes on in memory; [`Processor::journal_error`] says why).
+    pub journal_failing: u64,
+    /// Publishing: batches put in the outbox and not yet acknowledged.
+    pub outbox_waiting: u64,
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::config::ProcessorConfig;
 use super::core::{Callbacks, Core, RoomWait};
+use super::durable::OutboxChange;
 use super::event::EventIn;
 use super::gate::{CloseStart, Gate, Ticket};
 use super::{DeadLetterCallback, FlushCallback, ProcessorStats, fork, worker};
@@ -248,7 +249,10 @@ impl Processor {
             // below), and close cannot run its release while we are registered.
             let callbacks = unsafe { old.as_ref() }.map(Core::callbacks_after_fork);
             let lost_callbacks = matches!(callbacks, Some(None));
-            let rebuilt = Core::new(self.config.clone(), callbacks.flatten().unwrap_or_default());
+            // The child goes on in memory: the journal is the parent's.
+            let mut config = self.config.clone();
+            config.journal = None;
+            let rebuilt = Core::new(config, callbacks.flatten().unwrap_or_default());
             match rebuilt {
                 Ok(core) => {
                     if lost_callbacks {
@@ -417,6 +421,56 @@ impl Processor {
     /// The counters.
     pub fn stats(&self) -> Result<ProcessorStats> {
         Ok(self.enter()?.core.stats())
+    }
+
+    /// Why the journal stopped being written or its last sync failed, if it did.
+    pub fn journal_error(&self) -> Result<Option<String>> {
+        Ok(self.enter()?.core.journal_error())
+    }
+
+    /// The Redis publisher's identity: the kept one (in the journal, if any), or
+    /// `proposed`, which is kept (and logged) from now on. A forked child starts
+    /// without one.
+    pub fn publisher_id(&self, proposed: &str) -> Result<String> {
+        self.enter()?.core.with_control(|c| {
+            let (id, new) = c.outbox.identity(proposed)?;
+            let id = id.to_string();
+            if new {
+                c.outbox.set_identity("");
+                c.apply(OutboxChange::Identity(&id))?;
+            }
+            Ok(id)
+        })
+    }
+
+    /// Puts a batch (the binding's bytes) in the outbox under the next number,
+    /// which it returns; logged first (on a journal error nothing is put).
+    pub fn outbox_put(&self, batch: &[u8]) -> Result<u64> {
+        self.enter()?
+            .core
+            .with_control(|c| c.apply(OutboxChange::Put(batch)))
+    }
+
+    /// The oldest batch waiting, with its number.
+    pub fn outbox_pending(&self) -> Result<Option<(u64, Vec<u8>)>> {
+        self.enter()?
+            .core
+            .with_control(|c| Ok(c.outbox.oldest().map(|(n, b)| (n, b.clone()))))
+    }
+
+    /// Acknowledges batch `number` (and any older one) and makes `baseline` (the
+    /// binding's record of what Redis holds) the kept baseline; logged first.
+    pub fn outbox_ack(&self, number: u64, baseline: &[u8]) -> Result<()> {
+        self.enter()?
+            .core
+            .with_control(|c| c.apply(OutboxChange::Ack(number, baseline)).map(drop))
+    }
+
+    /// The kept baseline (empty at first).
+    pub fn outbox_baseline(&self) -> Result<Vec<u8>> {
+        self.enter()?
+            .core
+            .with_control(|c| Ok(c.outbox.baseline().to_vec()))
     }
 
     /// Distinct users in the `window_secs` before `now` (`now <= 0`: the processor's

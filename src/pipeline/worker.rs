@@ -42,6 +42,8 @@ struct Worker {
     acked: u64,
     processed: u64,
     clock_seen: i64,
+    /// A run's journal record, reused (journaled processors only).
+    record: Vec<u8>,
 }
 
 pub(crate) fn run_worker(shared: Arc<Shared>, index: usize) {
@@ -54,6 +56,7 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize) {
         acked: 0,
         processed: 0,
         clock_seen: 0,
+        record: Vec::new(),
     };
     let outcome = quiet_panic::catch(|| worker.run());
     if let Err(msg) = outcome {
@@ -163,11 +166,20 @@ impl Worker {
             }
             Clock::EventTime => i64::MAX,
         };
-        lock(&shared.shards[self.index]).observe_run(
+        let run = || {
             self.batch
                 .iter_from(start)
-                .map(|ev| (ev.user_id.as_bytes(), ev.channel_id, ev.timestamp.min(cap))),
-        );
+                .map(|ev| (ev.user_id.as_bytes(), ev.channel_id, ev.timestamp.min(cap)))
+        };
+        let mut shard = lock(&shared.shards[self.index]);
+        if shared.durable.is_some() {
+            // Logged before it is sketched, under the shard's lock (a checkpoint
+            // takes every shard's lock: the log and the sketches agree).
+            super::durable::encode_run(&mut self.record, run());
+            shared.journal_run(self.index, &self.record);
+        }
+        shard.observe_run(run());
+        drop(shard);
         self.processed += n as u64;
         // Relaxed: a statistics counter.
         shared.workers[self.index]
@@ -320,6 +332,7 @@ impl InlineWorker {
                 acked: 0,
                 processed: 0,
                 clock_seen: 0,
+                record: Vec::new(),
             }),
         }
     }

@@ -343,6 +343,49 @@ impl SpaceSaving {
         }
     }
 
+    /// Appends the summary (capacity, total, floor, then each key with its
+    /// count and error) for a journal's checkpoint.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        use crate::journal::codec::Put;
+        out.put_u64(self.capacity as u64);
+        out.put_u64(self.total);
+        out.put_u64(self.floor);
+        out.put_u64(self.slots.len() as u64);
+        for s in &self.slots {
+            out.put_str(&s.key);
+            out.put_u64(s.count);
+            out.put_u64(s.error);
+        }
+    }
+
+    /// Reads what [`SpaceSaving::encode`] wrote ([`Error::Corrupt`] if invalid).
+    pub fn decode(g: &mut crate::journal::codec::Get<'_>) -> Result<SpaceSaving> {
+        let capacity = usize::try_from(g.u64()?).unwrap_or(usize::MAX);
+        let mut out = SpaceSaving::new(capacity).map_err(|e| Error::corrupt(e.to_string()))?;
+        out.total = g.u64()?;
+        out.floor = g.u64()?;
+        let n = g.count(20)?;
+        if n > capacity {
+            return Err(Error::corrupt(
+                "a Space-Saving summary holds more keys than its capacity",
+            ));
+        }
+        for _ in 0..n {
+            let key = g.str()?;
+            let hash = hash64(key.as_bytes());
+            if out.find(key, hash).is_some() {
+                return Err(Error::corrupt("a Space-Saving summary holds a key twice"));
+            }
+            let (count, error) = (g.u64()?, g.u64()?);
+            if error > count {
+                return Err(Error::corrupt("a Space-Saving error exceeds its count"));
+            }
+            out.push_new(key, hash, count, error);
+        }
+        out.heapify();
+        Ok(out)
+    }
+
     /// Forgets every key, the total and the floor (keeps the hash table's
     /// allocation).
     pub fn clear(&mut self) {

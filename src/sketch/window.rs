@@ -122,6 +122,8 @@ pub struct WindowedAnalytics {
     channels: SpaceSaving,
     /// `window_minutes` slots, allocated on first use.
     ring: Vec<Option<Box<MinuteSlot>>>,
+    /// Events recorded.
+    events: u64,
     /// Scratch space of `observe_run` (empty between calls).
     run: RunCounts,
 }
@@ -290,6 +292,7 @@ impl WindowedAnalytics {
             cms: CountMin::new(cfg.cms_depth, cfg.cms_width)?,
             channels: SpaceSaving::new(cfg.topk_capacity)?,
             ring,
+            events: 0,
             run: RunCounts::default(),
         })
     }
@@ -314,6 +317,7 @@ impl WindowedAnalytics {
     /// [module docs](self)).
     pub fn observe_run<'a>(&mut self, events: impl IntoIterator<Item = (&'a [u8], &'a str, i64)>) {
         for (user_id, channel_id, ts) in events {
+            self.events += 1;
             let minute = ts.div_euclid(60);
             let user = redis_hll_hash(user_id);
             self.users.add_hash(user);
@@ -426,13 +430,99 @@ impl WindowedAnalytics {
         }
     }
 
+    /// Events recorded (merged shards' included).
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
     /// Configured window length in minutes.
     pub fn window_minutes(&self) -> u32 {
         self.cfg.window_minutes
     }
 
+    /// Appends the shard's sketches (not its configuration: the journal's
+    /// fingerprint holds that) for a journal's checkpoint.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        use crate::journal::codec::Put;
+        out.put_u64(self.events);
+        out.put_bytes(&self.users.to_bytes());
+        out.put_bytes(&self.cms.to_bytes());
+        self.channels.encode(out);
+        let slots: Vec<(usize, &MinuteSlot)> = self
+            .ring
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_deref().map(|s| (i, s)))
+            .filter(|(_, s)| s.minute != i64::MIN)
+            .collect();
+        out.put_u64(slots.len() as u64);
+        for (_, slot) in slots {
+            out.put_i64(slot.minute);
+            out.put_bytes(&slot.users.to_bytes());
+            slot.channels.encode(out);
+        }
+    }
+
+    /// Reads what [`WindowedAnalytics::encode`] wrote into a shard of `cfg`.
+    pub fn decode(cfg: &WindowConfig, g: &mut crate::journal::codec::Get<'_>) -> Result<Self> {
+        let mut shard = WindowedAnalytics::new(cfg)?;
+        let corrupt = |e: Error| Error::corrupt(format!("a processor's sketch: {e}"));
+        shard.events = g.u64()?;
+        shard.users = Hll::from_bytes(g.bytes()?).map_err(corrupt)?;
+        shard.cms = CountMin::from_bytes(g.bytes()?).map_err(corrupt)?;
+        if shard.cms.depth() != cfg.cms_depth || shard.cms.width() != cfg.cms_width {
+            return Err(Error::corrupt(
+                "a processor's Count-Min sketch has other dimensions",
+            ));
+        }
+        shard.channels = SpaceSaving::decode(g)?;
+        let window = i64::from(cfg.window_minutes);
+        for _ in 0..g.count(16)? {
+            let minute = g.i64()?;
+            let users = Hll::from_bytes(g.bytes()?).map_err(corrupt)?;
+            let channels = SpaceSaving::decode(g)?;
+            let index = slot_index(minute, window);
+            if shard.ring[index].is_some() {
+                return Err(Error::corrupt(
+                    "two minutes of a processor's sketch share a slot",
+                ));
+            }
+            shard.ring[index] = Some(Box::new(MinuteSlot {
+                minute,
+                users,
+                channels,
+            }));
+        }
+        Ok(shard)
+    }
+
+    /// Merges `other` (a shard of the same configuration) into this one: the
+    /// union of both streams. A minute slot holding a later minute on one side
+    /// wins over an earlier one on the other, as in a shard fed both streams.
+    pub fn merge_from(&mut self, other: &WindowedAnalytics) -> Result<()> {
+        self.events += other.events;
+        self.users.merge(&other.users);
+        self.cms.merge(&other.cms)?;
+        self.channels.merge(&other.channels);
+        for (mine, theirs) in self.ring.iter_mut().zip(&other.ring) {
+            let Some(theirs) = theirs.as_deref() else {
+                continue;
+            };
+            match mine {
+                Some(m) if m.minute == theirs.minute => {
+                    m.users.merge(&theirs.users);
+                    m.channels.merge(&theirs.channels);
+                }
+                Some(m) if m.minute > theirs.minute => {}
+                _ => *mine = Some(Box::new(theirs.clone())),
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets everything (keeps the allocations).
     pub fn clear(&mut self) {
+        self.events = 0;
         self.users.clear();
         self.cms.clear();
         self.channels.clear();

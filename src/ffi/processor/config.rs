@@ -1,5 +1,6 @@
 //! `eh_processor_config` and its translation to [`ProcessorConfig`].
 
+use std::ffi::c_char;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -74,6 +75,18 @@ pub struct eh_processor_config {
     /// both clocks (so under `EH_CLOCK_EVENT_TIME` one event from the far future
     /// cannot move "now"); 0 = 86400 (one day); at most 315360000 (ten years).
     pub max_future_skew_secs: u32,
+    /// A directory (NUL-terminated; created if needed) for the processor's
+    /// journal, or NULL for none: every run of events a worker takes is logged
+    /// before it is sketched and delivered, and the processor reopens with its
+    /// sketches, totals and publisher outbox (see "Durability" in the header's
+    /// preamble; events still in the ring at a crash are not journaled). One
+    /// handle per journal (`EH_BUSY`); a journal of other window or sketch
+    /// settings or clock: `EH_INVALID_ARGUMENT` naming them; another format
+    /// version: `EH_CORRUPT`.
+    pub journal_path: *const c_char,
+    /// Milliseconds between syncs of the journal to disk; 0 = 1000; negative =
+    /// sync every run before it is sketched.
+    pub journal_sync_ms: i64,
 }
 
 // The first version ended with `topk_capacity`.
@@ -155,5 +168,8 @@ pub(super) unsafe fn config_from(c: *const eh_processor_config) -> Result<Proces
         } else {
             Duration::from_secs(c.max_future_skew_secs.into())
         },
+        // SAFETY: NULL or NUL-terminated (documented).
+        journal: unsafe { crate::ffi::journal_arg(c.journal_path, c.journal_sync_ms)? }
+            .map(|(dir, sync)| crate::pipeline::durable::JournalConfig { dir, sync }),
     })
 }

@@ -12,6 +12,7 @@
 mod callbacks;
 mod config;
 mod minutes;
+mod outbox;
 mod push;
 mod queries;
 #[cfg(test)]
@@ -33,6 +34,10 @@ pub use config::{
     EH_WORKERS_NONE, eh_processor_config,
 };
 pub use minutes::eh_processor_minute_events;
+pub use outbox::{
+    eh_processor_journal_error, eh_processor_outbox_ack, eh_processor_outbox_baseline,
+    eh_processor_outbox_pending, eh_processor_outbox_put, eh_processor_publisher_id,
+};
 pub use push::{
     eh_processor_push, eh_processor_push_batch, eh_processor_push_batch_wait,
     eh_processor_push_wait,

@@ -48,6 +48,20 @@ pub struct eh_processor_stats {
     /// Events refused because their timestamp was later than the wall clock plus
     /// `max_future_skew_secs`.
     pub future_refused: u64,
+    /// Journal: bytes logged since the last checkpoint (0 without a journal).
+    pub journal_bytes: u64,
+    /// Journal: checkpoints written since the processor was opened.
+    pub journal_checkpoints: u64,
+    /// Journal: records replayed when the processor was opened.
+    pub journal_replayed: u64,
+    /// Journal: torn tails truncated when the processor was opened.
+    pub journal_torn: u64,
+    /// Journal: 1 when the journal stopped being written (a full disk: the
+    /// processor goes on in memory) or its last sync failed;
+    /// `eh_processor_journal_error` says why.
+    pub journal_failing: u64,
+    /// Publishing: batches put in the outbox and not yet acknowledged.
+    pub outbox_waiting: u64,
 }
 
 /// One row of an [`eh_channel_list`].
@@ -106,6 +120,12 @@ pub unsafe extern "C" fn eh_processor_get_stats(
             dead_letter_batches: s.dead_letter_batches,
             queue_len: s.queue_len,
             future_refused: s.future_refused,
+            journal_bytes: s.journal_bytes,
+            journal_checkpoints: s.journal_checkpoints,
+            journal_replayed: s.journal_replayed,
+            journal_torn: s.journal_torn,
+            journal_failing: s.journal_failing,
+            outbox_waiting: s.outbox_waiting,
         };
         // SAFETY: checked by `out_arg`; writable for its `struct_size` bytes per
         // the contract.
