@@ -21,7 +21,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard, Once, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// A handle whose lock the fork handlers take.
 pub(crate) trait ForkGuarded: Sync {
@@ -46,7 +46,30 @@ unsafe impl Send for Registered {}
 /// Live handles by address.
 static REGISTRY: Mutex<BTreeMap<usize, Registered>> = Mutex::new(BTreeMap::new());
 
-static INSTALL: Once = Once::new();
+/// Installs every fork handler of the library (these and the processor's, see
+/// `pipeline::fork`) when the library is loaded, before any thread of the program
+/// can use it: registering lazily, from a `Once`, would leave a child forked while
+/// another thread was registering stuck on that `Once` forever.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static INSTALL_AT_LOAD: extern "C" fn() = install;
+
+/// Keeps [`INSTALL_AT_LOAD`] (and so its `.init_array` entry) in every program
+/// that uses a handle: a static library's object that nothing references would be
+/// left out by the linker. Does nothing at run time.
+pub(crate) fn keep_installed() {
+    std::hint::black_box(&INSTALL_AT_LOAD);
+}
+
+extern "C" fn install() {
+    // SAFETY: three valid `extern "C" fn()` that live for the whole program. If
+    // registration fails (ENOMEM) forks go unprotected, as without these handlers;
+    // nothing unsafe follows from that here.
+    unsafe {
+        libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
+    }
+    crate::pipeline::install_fork_watch();
+}
 
 /// What the prepare handler took; released by the parent or child handler.
 struct Held {
@@ -97,18 +120,27 @@ extern "C" fn child() {
     });
 }
 
-/// Registers `handle` (once per process: the handlers are inherited across fork).
-/// Call right after the handle is boxed, before it is handed to the caller.
+/// Registers `handle`. Call right after the handle is boxed, before it is handed
+/// to the caller.
 pub(crate) fn register(handle: *const dyn ForkGuarded) {
-    INSTALL.call_once(|| {
-        // SAFETY: three valid `extern "C" fn()` that live for the whole program. If
-        // registration fails (ENOMEM) forks go unprotected, as before; nothing
-        // unsafe follows from that here.
-        unsafe {
-            libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
-        }
-    });
+    keep_installed();
     registry().insert(handle as *const () as usize, Registered(handle));
+}
+
+/// Makes a shared handle with `make` and registers it, all under the registry's
+/// lock: no fork happens between the two (the prepare handler takes that lock).
+pub(crate) fn register_with<T: ForkGuarded + 'static>(
+    make: impl FnOnce() -> crate::error::Result<std::sync::Arc<T>>,
+) -> crate::error::Result<std::sync::Arc<T>> {
+    keep_installed();
+    let mut registry = registry();
+    let handle = make()?;
+    let ptr = std::sync::Arc::as_ptr(&handle);
+    registry.insert(
+        ptr as *const () as usize,
+        Registered(ptr as *const dyn ForkGuarded),
+    );
+    Ok(handle)
 }
 
 /// Unregisters the handle at `address`; call in `_free` before the handle is

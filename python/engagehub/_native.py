@@ -114,6 +114,36 @@ def check(status: int, filename: "str | os.PathLike[str] | None" = None) -> None
         raise error_for_status(status, last_error(), lib.eh_last_error_errno(), name)
 
 
+def copied(fn: Callable[..., int], *args: Any) -> bytes:
+    """The bytes a ``(..., uint8_t *buf, size_t cap, size_t *needed)`` function
+    copies out (asked again with a bigger buffer while it does not fit)."""
+    needed = ffi.new("size_t *")
+    cap = 256
+    while True:
+        buf = ffi.new("uint8_t[]", cap)
+        _call(fn, *args, buf, cap, needed)
+        if needed[0] <= cap:
+            return ffi.buffer(buf, needed[0])[:]
+        cap = needed[0]
+
+
+def journal_args(journal: Any, journal_sync: Any) -> "tuple[Any, int]":
+    """``journal_path`` (a ``char[]`` to keep alive for the call, or NULL) and
+    ``journal_sync_ms`` for a config, from ``journal=`` (a path or ``None``) and
+    ``journal_sync=`` (seconds between syncs, or ``"always"``)."""
+    if journal_sync == "always":
+        sync_ms = -1
+    elif isinstance(journal_sync, bool) or not isinstance(journal_sync, (int, float)):
+        raise InvalidType(f"journal_sync must be seconds or 'always', not {journal_sync!r}", 1)
+    elif not 0.001 <= journal_sync <= 3600:
+        raise InvalidArgument(f"journal_sync must be 0.001 to 3600 seconds or 'always', got {journal_sync!r}", 1)
+    else:
+        sync_ms = int(journal_sync * 1000)
+    if journal is None:
+        return ffi.NULL, sync_ms
+    return ffi.new("char[]", path_bytes(journal)), sync_ms
+
+
 def encode(value: str | bytes, what: str) -> bytes:
     """UTF-8 bytes of a str (bytes pass through: the library validates them)."""
     if isinstance(value, str):

@@ -13,7 +13,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 from . import errors
 from ._handle import NativeHandle, native_close
-from ._native import _call, check, encode, ffi, lib, path_bytes, timestamp_arg
+from ._native import _call, check, encode, ffi, journal_args, lib, path_bytes, timestamp_arg
 
 TimeSource = Callable[[], float]
 
@@ -134,6 +134,18 @@ class LeaderboardStats(NamedTuple):
     trimmed: int = 0
     """Publishing: users removed from the shared board by ``max_users`` after this
     writer's batches."""
+    journal_bytes: int = 0
+    """``journal=``: bytes logged since the last checkpoint (a gauge)."""
+    journal_checkpoints: int = 0
+    """``journal=``: checkpoints written since this board opened."""
+    journal_replayed: int = 0
+    """``journal=``: log records replayed when it opened (0 after a clean close)."""
+    journal_torn: int = 0
+    """``journal=``: torn tails truncated when it opened (a kill during a write)."""
+    journal_failing: int = 0
+    """``journal=``: 1 when the maintenance thread's last sync or checkpoint failed
+    (:attr:`Leaderboard.journal_error` says why; a gauge). An update that cannot be
+    logged raises :class:`~engagehub.IOFailure` and changes nothing."""
 
 
 #: Boards publishing to Redis, closed (within their close_timeout) at exit.
@@ -251,6 +263,8 @@ class Leaderboard(NativeHandle):
         max_pending: int = 1_000_000,
         close_timeout: Optional[float] = 30.0,
         publish_last_update: bool = True,
+        journal: "Optional[str | os.PathLike[str]]" = None,
+        journal_sync: "float | str" = 1.0,
     ) -> None:
         if isinstance(max_future_secs, bool) or not isinstance(max_future_secs, int):
             raise errors.InvalidType(f"max_future_secs must be an int, not {type(max_future_secs).__name__}", 1)
@@ -271,6 +285,7 @@ class Leaderboard(NativeHandle):
             raise errors.InvalidArgument("decay_factor must be in (0, 1], got 0", 1)
         if decay_period_secs == 0:
             raise errors.InvalidArgument("decay_period_secs must be positive, got 0", 1)
+        journal_path, journal_sync_ms = journal_args(journal, journal_sync)
         config = ffi.new(
             "eh_leaderboard_config *",
             {
@@ -279,6 +294,8 @@ class Leaderboard(NativeHandle):
                 "decay_period_secs": decay_period_secs,
                 "max_users": max_users,
                 "max_future_secs": min(max_future_secs, 2**63 - 1),
+                "journal_path": journal_path,
+                "journal_sync_ms": journal_sync_ms,
             },
         )
         out = ffi.new("eh_leaderboard **")
@@ -300,7 +317,10 @@ class Leaderboard(NativeHandle):
                     self, key, decay_factor=decay_factor, decay_period_secs=decay_period_secs,
                     max_users=max_users, last_update=publish_last_update,
                 )
-                _call(lib.eh_leaderboard_publish_enable, self._cdata, _count(max_pending, "max_pending"))
+                pending = _count(max_pending, "max_pending")
+                if pending > 65536 * 5000:
+                    raise errors.InvalidArgument(f"max_pending must be at most {65536 * 5000}, got {pending}", 1)
+                _call(lib.eh_leaderboard_publish_enable, self._cdata, pending)
                 self._publisher = Publisher(source, redis, interval_ms=publish_interval_ms)
             except errors.EngageHubError:
                 super().close()
@@ -568,7 +588,21 @@ class Leaderboard(NativeHandle):
             out.future_refused,
             out.pending,
             out.pending_dropped,
+            journal_bytes=out.journal_bytes,
+            journal_checkpoints=out.journal_checkpoints,
+            journal_replayed=out.journal_replayed,
+            journal_torn=out.journal_torn,
+            journal_failing=out.journal_failing,
         )
+
+    @property
+    def journal_error(self) -> Optional[str]:
+        """Why the journal's last sync or checkpoint failed (``None`` when it did
+        not, or without ``journal=``)."""
+        from ._native import copied
+
+        message = copied(lib.eh_leaderboard_journal_error, self._h()).decode("utf-8", "replace")
+        return message or None
 
     def stats(self) -> LeaderboardStats:
         """Counters: size, evictions, refusals, rebases, landmark, heap bytes, and

@@ -56,7 +56,7 @@ from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Optional
 
 from . import errors
 from ._handle import NativeHandle
-from ._native import _call, check, encode, ffi, lib, timestamp_arg
+from ._native import _call, check, encode, ffi, journal_args, lib, timestamp_arg
 from .sketch import HyperLogLog
 
 log = logging.getLogger("engagehub")
@@ -210,6 +210,19 @@ class ProcessorStats(NamedTuple):
     publish_pending_events: int = 0
     """Events processed that Redis has not acknowledged yet (0 when everything is
     published)."""
+    journal_bytes: int = 0
+    """``journal=``: bytes logged since the last checkpoint (folded into the next
+    one once the log outgrows the last; a gauge)."""
+    journal_checkpoints: int = 0
+    """``journal=``: checkpoints written since this processor opened."""
+    journal_replayed: int = 0
+    """``journal=``: log records replayed when it opened (0 after a clean close)."""
+    journal_torn: int = 0
+    """``journal=``: torn tails truncated when it opened (a kill during a write)."""
+    journal_failing: int = 0
+    """``journal=``: 1 when the journal stopped being written (a full disk) or its
+    last sync failed: the processor goes on in memory; :attr:`journal_error` says
+    why (a gauge)."""
 
 
 Batch = Union[List[dict], List[tuple], EventColumns]
@@ -580,6 +593,8 @@ class EventStreamProcessor(NativeHandle):
         publish_interval_ms: int = 1000,
         publish_max_members: int = 1024,
         publish_timeout: float = 30.0,
+        journal: "Optional[str | os.PathLike[str]]" = None,
+        journal_sync: "float | str" = 1.0,
     ) -> None:
         for name, value, limit in (
             ("buffer_size", buffer_size, 2**64),
@@ -605,6 +620,7 @@ class EventStreamProcessor(NativeHandle):
             raise errors.InvalidArgument(f"clock must be 'wall' or 'event_time', got {clock!r}", 1)
         if not isinstance(max_retries, int) or max_retries < 0:
             raise errors.InvalidArgument(f"max_retries must be >= 0, got {max_retries!r}", 1)
+        journal_path, journal_sync_ms = journal_args(journal, journal_sync)
         config = ffi.new(
             "eh_processor_config *",
             {
@@ -623,6 +639,8 @@ class EventStreamProcessor(NativeHandle):
                 "cms_width": cms_width,
                 "topk_capacity": topk_capacity,
                 "max_future_skew_secs": max_future_skew_secs,
+                "journal_path": journal_path,
+                "journal_sync_ms": journal_sync_ms,
             },
         )
         out = ffi.new("eh_processor **")
@@ -1127,7 +1145,19 @@ class EventStreamProcessor(NativeHandle):
             s.pushed, s.accepted, s.dropped, s.processed, s.delivered, s.discarded,
             s.batches, s.failures, s.retries, s.dead_lettered, s.dead_letter_batches, s.queue_len,
             s.future_refused, *self._publish_counters(),
+        )._replace(
+            journal_bytes=s.journal_bytes, journal_checkpoints=s.journal_checkpoints,
+            journal_replayed=s.journal_replayed, journal_torn=s.journal_torn, journal_failing=s.journal_failing,
         )
+
+    @property
+    def journal_error(self) -> Optional[str]:
+        """Why the journal stopped being written or its last sync failed (``None``
+        when it did not, or without ``journal=``)."""
+        from ._native import copied
+
+        message = copied(lib.eh_processor_journal_error, self._h()).decode("utf-8", "replace")
+        return message or None
 
     def _publish_counters(self) -> Tuple[int, ...]:
         publisher = self._publisher

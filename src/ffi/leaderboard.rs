@@ -160,6 +160,10 @@ impl eh_leaderboard {
         // The lock is released before the (possibly long) drop: calls that were
         // waiting for it fail with EH_SHUT_DOWN meanwhile instead of waiting.
         drop(board);
+        // The journal is free for another handle from now on.
+        if let Some(journal) = &self.shared.journal {
+            journal.detach();
+        }
     }
 }
 

@@ -168,15 +168,58 @@ impl Drop for Segment {
     }
 }
 
+/// The journal's hold on its directory: the locked descriptor, and whether this
+/// process still writes. Registered with the fork handlers under their registry's
+/// lock from the moment the directory is locked, so no fork can copy the lock into
+/// a child that would keep it: the child closes its copy and stops writing.
+struct Hold {
+    /// -1 once closed.
+    fd: std::sync::atomic::AtomicI32,
+    /// Nothing more is written (a forked child, a closed handle, a failed write).
+    detached: AtomicBool,
+}
+
+impl Hold {
+    /// Stops writing and releases this process's copy of the lock.
+    fn release(&self) {
+        self.detached.store(true, Ordering::Relaxed);
+        let fd = self.fd.swap(-1, Ordering::Relaxed);
+        if fd >= 0 {
+            // SAFETY: our own descriptor, closed once (swapped out above).
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        crate::atfork::unregister(self as *const Hold as *const ());
+        self.release();
+    }
+}
+
+/// Fork: nothing to hold in the parent; the child releases its copy.
+impl crate::atfork::ForkGuarded for Hold {
+    fn hold_for_fork(&'static self) -> Box<dyn crate::atfork::ForkHold> {
+        Box::new(ChildReleases(self))
+    }
+}
+
+struct ChildReleases(&'static Hold);
+
+impl crate::atfork::ForkHold for ChildReleases {
+    fn in_child(&mut self) {
+        self.0.release();
+    }
+}
+
 /// What the journal's writers and its maintenance share.
 struct Inner {
     dir: PathBuf,
     kind: String,
     fingerprint: String,
-    /// The descriptor holding the directory's `flock` for the handle's life (-1
-    /// once closed: a forked child closes its copy, so the lock goes with the
-    /// parent's handle alone).
-    lock_fd: std::sync::atomic::AtomicI32,
+    /// The directory's lock, and whether this process writes.
+    hold: Arc<Hold>,
     sync: SyncMode,
     /// Segments written since the last sync.
     dirty: Mutex<Vec<Arc<Segment>>>,
@@ -186,8 +229,6 @@ struct Inner {
     since_checkpoint: AtomicU64,
     /// Bytes of the last checkpoint.
     checkpoint_bytes: AtomicU64,
-    /// Set in a forked child: the parent owns the files, the child writes nothing.
-    detached: AtomicBool,
     /// The highest segment sequence number used (new segments take the next).
     next_seq: AtomicU64,
     checkpoints: AtomicU64,
@@ -198,15 +239,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Inner {
-    /// Writes nothing more, and closes this process's copy of the lock's
-    /// descriptor (a forked child must not keep the parent's lock alive).
-    fn detach(&self) {
-        self.detached.store(true, Ordering::Relaxed);
-        let fd = self.lock_fd.swap(-1, Ordering::Relaxed);
-        if fd >= 0 {
-            // SAFETY: our own descriptor, closed once (swapped out above).
-            unsafe { libc::close(fd) };
-        }
+    fn detached(&self) -> bool {
+        // Relaxed: set once (fork child, close, failure); a write racing it is
+        // either whole before it or skipped.
+        self.hold.detached.load(Ordering::Relaxed)
     }
 
     fn mark_dirty(&self, seg: &Arc<Segment>) {
@@ -264,32 +300,6 @@ impl Inner {
     }
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        crate::atfork::unregister(self as *const Inner as *const ());
-        let fd = self.lock_fd.swap(-1, Ordering::Relaxed);
-        if fd >= 0 {
-            // SAFETY: our own descriptor, closed once.
-            unsafe { libc::close(fd) };
-        }
-    }
-}
-
-/// Fork: nothing to hold in the parent; the child detaches (see [`Inner::detach`]).
-impl crate::atfork::ForkGuarded for Inner {
-    fn hold_for_fork(&'static self) -> Box<dyn crate::atfork::ForkHold> {
-        Box::new(ChildDetaches(self))
-    }
-}
-
-struct ChildDetaches(&'static Inner);
-
-impl crate::atfork::ForkHold for ChildDetaches {
-    fn in_child(&mut self) {
-        self.0.detach();
-    }
-}
-
 /// One stream's appender. The owner serialises its calls (it keeps the writer
 /// where its own lock already covers the change being logged).
 pub struct Writer {
@@ -306,8 +316,7 @@ impl Writer {
     /// `Err` (a new segment could not be created: disk full, permissions) nothing
     /// was written. In a forked child (see [`Journal::detach`]) it writes nothing.
     pub fn append(&mut self, rtype: u8, parts: &[&[u8]]) -> Result<()> {
-        // Relaxed: set once in a forked child, before any thread of it exists.
-        if self.inner.detached.load(Ordering::Relaxed) {
+        if self.inner.detached() {
             return Ok(());
         }
         let payload: usize = 1 + parts.iter().map(|p| p.len()).sum::<usize>();
@@ -435,7 +444,7 @@ impl Journal {
     ) -> Result<(Journal, Recovery)> {
         let dir = opts.dir;
         fs::create_dir_all(dir).map_err(|e| io(format!("creating {}", dir.display()), e))?;
-        let lock_file = take_lock(dir)?;
+        let hold = take_lock(dir)?;
         let mut recovery = Recovery::default();
         let checkpoint = read_checkpoint(dir, opts)?;
         let positions = match &checkpoint {
@@ -461,7 +470,7 @@ impl Journal {
             })?;
         }
         let inner = Arc::new(Inner {
-            lock_fd: std::sync::atomic::AtomicI32::new(lock_file.into_raw_fd()),
+            hold,
             dir: dir.to_path_buf(),
             kind: opts.kind.to_string(),
             fingerprint: opts.fingerprint.to_string(),
@@ -470,12 +479,9 @@ impl Journal {
             dir_dirty: AtomicBool::new(false),
             since_checkpoint: AtomicU64::new(0),
             checkpoint_bytes: AtomicU64::new(0),
-            detached: AtomicBool::new(false),
             next_seq: AtomicU64::new(max_seq),
             checkpoints: AtomicU64::new(0),
         });
-        // In a forked child the journal detaches itself, whoever owns it.
-        crate::atfork::register(Arc::as_ptr(&inner) as *const dyn crate::atfork::ForkGuarded);
         let mut writers = Vec::with_capacity(opts.streams);
         for stream in 0..opts.streams {
             let (seq, seg) = inner.new_segment(stream as u32, FIRST_SEGMENT)?;
@@ -501,7 +507,7 @@ impl Journal {
     /// (temporary file, fsync, rename, fsync of the directory), then deletes the
     /// segments it covers.
     pub fn checkpoint(&self, positions: &[u64], payload: &[u8]) -> Result<()> {
-        if self.inner.detached.load(Ordering::Relaxed) {
+        if self.inner.detached() {
             return Ok(());
         }
         let written_before = self.inner.since_checkpoint.load(Ordering::Relaxed);
@@ -558,7 +564,7 @@ impl Journal {
     /// Makes every append so far durable (msync of the segments written since the
     /// last sync, and of the directory if a segment was created).
     pub fn sync(&self) -> Result<()> {
-        if self.inner.detached.load(Ordering::Relaxed) {
+        if self.inner.detached() {
             return Ok(());
         }
         let segments = std::mem::take(&mut *lock(&self.inner.dirty));
@@ -597,21 +603,23 @@ impl Journal {
         }
     }
 
-    /// In a forked child: from now on nothing is written (the parent owns the
-    /// files; the child's handle goes on in memory).
+    /// From now on nothing is written, and the directory's lock is released (this
+    /// process's copy of it): a forked child's (the parent owns the files; the
+    /// child's handle goes on in memory), or a handle's close (after its last
+    /// checkpoint: another handle may open the journal now).
     pub fn detach(&self) {
-        self.inner.detach();
+        self.inner.hold.release();
     }
 
     /// Stops writing (a write failed: the journal keeps what it had, a consistent
     /// prefix, and the handle goes on in memory). Keeps the lock.
     pub fn disable(&self) {
-        self.inner.detached.store(true, Ordering::Relaxed);
+        self.inner.hold.detached.store(true, Ordering::Relaxed);
     }
 
     /// True once [`Journal::detach`]ed or [`Journal::disable`]d.
     pub fn is_detached(&self) -> bool {
-        self.inner.detached.load(Ordering::Relaxed)
+        self.inner.detached()
     }
 
     /// The journal's directory.
@@ -620,40 +628,47 @@ impl Journal {
     }
 }
 
-/// Takes the directory's lock, or says who holds it.
-fn take_lock(dir: &Path) -> Result<File> {
+/// Takes the directory's lock, or says who holds it. The hold is registered with
+/// the fork handlers while their registry is locked, before the lock is taken: no
+/// fork can copy the locked descriptor into a child that does not release it.
+fn take_lock(dir: &Path) -> Result<Arc<Hold>> {
     let path = dir.join("LOCK");
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| io(format!("opening {}", path.display()), e))?;
-    // SAFETY: a valid descriptor.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
-            return Err(Error::Busy(format!(
-                "journal {} is in use by another handle{}: one handle per journal",
-                dir.display(),
-                if holder.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (process {holder})")
-                }
-            )));
+    crate::atfork::register_with(|| {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io(format!("opening {}", path.display()), e))?;
+        // SAFETY: a valid descriptor.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(Error::Busy(format!(
+                    "journal {} is in use by another handle{}: one handle per journal",
+                    dir.display(),
+                    if holder.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (process {holder})")
+                    }
+                )));
+            }
+            return Err(io(format!("locking {}", path.display()), err));
         }
-        return Err(io(format!("locking {}", path.display()), err));
-    }
-    file.set_len(0)
-        .and_then(|()| file.write_all(std::process::id().to_string().as_bytes()))
-        .map_err(|e| io(format!("writing {}", path.display()), e))?;
-    Ok(file)
+        file.set_len(0)
+            .and_then(|()| file.write_all(std::process::id().to_string().as_bytes()))
+            .map_err(|e| io(format!("writing {}", path.display()), e))?;
+        Ok(Arc::new(Hold {
+            fd: std::sync::atomic::AtomicI32::new(file.into_raw_fd()),
+            detached: AtomicBool::new(false),
+        }))
+    })
 }
 
 /// The checkpoint's positions and payload, checked against `opts`.

@@ -914,9 +914,13 @@ impl Core {
             // The ring is closed and no push is in progress: this is everything.
             inline.drain(usize::MAX, None);
         }
-        // Last: a final sync and checkpoint of everything the workers sketched.
+        // Last: a final sync and checkpoint of everything the workers sketched;
+        // then the journal is free for another handle.
         if let Some(mut m) = lock(&self.maintenance).take() {
             m.stop();
+        }
+        if let Some(d) = &self.shared.durable {
+            d.journal.detach();
         }
     }
 

@@ -6,13 +6,10 @@
 //! records the generation its core was built in; a call that finds the generation
 //! changed rebuilds the core (see `Processor`).
 
-use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How many forks separate this process from the one that loaded the library.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
-
-static REGISTER: Once = Once::new();
 
 /// `pthread_atfork` child handler: runs in the child, on its only thread, before
 /// `fork()` returns there. One atomic add: async-signal-safe, as it must be.
@@ -22,16 +19,15 @@ extern "C" fn in_child() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Registers the child handler, once per process (it is inherited across fork).
-pub(crate) fn watch() {
-    REGISTER.call_once(|| {
-        // SAFETY: `in_child` is a valid `extern "C" fn()` that lives for the whole
-        // program and only performs an atomic add. If registration fails (ENOMEM),
-        // forks simply go unnoticed, as they did before; nothing unsafe follows.
-        unsafe {
-            libc::pthread_atfork(None, None, Some(in_child));
-        }
-    });
+/// Registers the child handler; called once, when the library is loaded (see
+/// `crate::atfork`: a lazy registration could leave a child forked during it stuck).
+pub(crate) fn install() {
+    // SAFETY: `in_child` is a valid `extern "C" fn()` that lives for the whole
+    // program and only performs an atomic add. If registration fails (ENOMEM),
+    // forks simply go unnoticed; nothing unsafe follows.
+    unsafe {
+        libc::pthread_atfork(None, None, Some(in_child));
+    }
 }
 
 /// The current fork generation.

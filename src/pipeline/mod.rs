@@ -51,6 +51,11 @@ pub use event::{MAX_FIELD_BYTES, MAX_PAYLOAD_BYTES};
 pub(crate) use processor::HookPoint;
 pub use processor::Processor;
 
+/// Installs the processor's fork handler (called once, at load: `crate::atfork`).
+pub(crate) fn install_fork_watch() {
+    fork::install();
+}
+
 /// Receives each batch on a worker thread. `Err` (or a panic) counts as a failure:
 /// the same batch is offered again after the backoff.
 pub trait FlushCallback: Send + Sync {

@@ -106,7 +106,7 @@ impl Processor {
     /// Validates `config` and starts the workers.
     pub fn new(config: ProcessorConfig) -> Result<Self> {
         config.validate()?;
-        fork::watch();
+        crate::atfork::keep_installed();
         let generation = fork::generation();
         let core = Core::new(config.clone(), Callbacks::default())?;
         let id = core.shared.id;

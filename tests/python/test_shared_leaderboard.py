@@ -351,9 +351,9 @@ def test_a_forked_child_publishes_under_its_own_id(server):
     if pid == 0:  # child
         code = 1
         try:
-            os.write(write_id, lb._publisher.publisher_id.encode())
             lb.update_user("f", 10.0, NOW)
             code = 0 if lb.publish_now(10) else 2
+            os.write(write_id, lb._publisher.publisher_id.encode())
             lb.close()
         finally:
             os._exit(code)
@@ -362,8 +362,8 @@ def test_a_forked_child_publishes_under_its_own_id(server):
     os.close(read_id)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert child_id and child_id != lb._publisher.publisher_id
     assert lb.publish_now(WAIT)
+    assert child_id and child_id != lb._publisher.publisher_id
     lb.close()
     assert SharedLeaderboard(client, key).rank("f", now=NOW).score == 11.0
     assert client.keys("{" + key + "}:pub:*") == [], "closed cleanly: no sequence key left"

@@ -13,8 +13,10 @@ One cycle of the thread (every ``interval``, or at once when asked):
 
 1. the first cycle reads the server's eviction policy and warns unless it is
    ``noeviction``;
-2. if no batch is waiting, the source *freezes* what changed into batches, each
-   with the next sequence number of this publisher;
+2. if no batch is waiting, the source *freezes* what changed into batches: the
+   handle's outbox numbers them (and keeps them, in its journal if it has one,
+   until they are acknowledged, so a restarted handle resends them under the same
+   identity and numbers);
 3. the waiting batches are sent in order, each as one Lua script that applies it
    whole or not at all and only if ``{..}:pub:<id>`` is below its sequence number
    (see ``_schema``). A batch stays waiting until acknowledged, and is resent
@@ -270,9 +272,12 @@ class Counters:
 
 class Publisher:
     """See the module docs. ``source`` provides ``label``, ``unit``, ``script``,
-    ``pub_key(id)``, ``freeze(publisher) -> list[Batch]``, ``applied(batch, reply) ->
-    bool`` (False: a duplicate), ``after_cycle(publisher) -> bool`` (True: more work,
-    cycle again soon), ``is_open()``, ``pending()`` and ``reset_after_fork()``."""
+    ``identity(proposed) -> str`` (the identity the handle keeps, a journaled one
+    across restarts), ``pub_key(id)``, ``freeze(publisher) -> list[Batch]`` (the
+    handle's oldest unacknowledged batch, or a new one its outbox numbers),
+    ``applied(batch, reply) -> bool`` (False: a duplicate; acknowledges the batch
+    to the handle), ``after_cycle(publisher) -> bool`` (True: more work, cycle again
+    soon), ``is_open()``, ``pending()`` and ``reset_after_fork()``."""
 
     def __init__(self, source: Any, client: Any, *, interval_ms: int) -> None:
         if isinstance(interval_ms, bool) or not isinstance(interval_ms, int) or interval_ms <= 0:
@@ -291,8 +296,9 @@ class Publisher:
 
     def _new_identity(self) -> None:
         self.pid = os.getpid()
-        self.publisher_id = uuid.uuid4().hex
-        self._seq = 0
+        # Known on the thread's first cycle: the handle keeps it (a journaled one
+        # across restarts); a new one is proposed.
+        self.publisher_id = ""
         self._waiting: Deque[Batch] = deque()
         self._state = threading.Condition()  # guards what follows; notified after each cycle
         self._wake = threading.Event()
@@ -327,11 +333,6 @@ class Publisher:
     def waiting(self) -> int:
         """Batches frozen and not yet acknowledged."""
         return len(self._waiting)
-
-    def next_seq(self) -> int:
-        """The next sequence number (the source's freeze calls it per batch)."""
-        self._seq += 1
-        return self._seq
 
     def pub_key(self) -> str:
         return self.source.pub_key(self.publisher_id)
@@ -438,7 +439,7 @@ class Publisher:
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the thread
             log.exception("engagehub %s: publishing failed unexpectedly", self.source.label)
             failure = exc
-        if failure is None and final:
+        if failure is None and final and self.publisher_id:
             try:
                 self.client.delete(self.pub_key())
             except Exception as exc:  # noqa: BLE001 - the key expires anyway
@@ -458,6 +459,8 @@ class Publisher:
         backoff set), or ``None``."""
         if not self.source.is_open():
             return None if not self._waiting else errors.Closed("closed", errors.Closed.status)
+        if not self.publisher_id:
+            self.publisher_id = self.source.identity(uuid.uuid4().hex)
         if not self._checked:
             check_eviction_policy(self.client, self.source.label)
             self._checked = True

@@ -7,6 +7,7 @@ scripts are in :mod:`._schema`.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import struct
@@ -85,6 +86,30 @@ class AnalyticsSource:
     def pub_key(self, publisher_id: str) -> str:
         return _schema.key(self.namespace, "pub", publisher_id)
 
+    def identity(self, proposed: str) -> str:
+        """The publisher's identity, kept by the processor (and its journal), and
+        what Redis held from it when the processor was last open: a processor
+        reopened on its journal resumes both."""
+        from .._native import copied, lib
+
+        processor = self._processor()
+        if processor is None:
+            return proposed
+        raw = proposed.encode()
+        identity = copied(lib.eh_processor_publisher_id, processor._h(), raw, len(raw)).decode()
+        baseline = copied(lib.eh_processor_outbox_baseline, processor._h())
+        if baseline:
+            self._adopt_baseline(json.loads(baseline))
+        return identity
+
+    def _adopt_baseline(self, doc: Dict[str, Any]) -> None:
+        # The HLL bytes are not kept: every minute's users go once more (a union:
+        # harmless), the channel counts and the event total are exact.
+        self.minutes = {int(m): (b"", dict(ch)) for m, ch in doc["minutes"].items()}
+        self.all_users = b""
+        self.all_channels = dict(doc["all"])
+        self.events = int(doc["events"])
+
     def pending(self) -> int:
         """Events processed and not yet acknowledged by Redis."""
         processor = self._processor()
@@ -95,22 +120,47 @@ class AnalyticsSource:
         return max(0, processed - self.events)
 
     def applied(self, batch: Batch, reply: Any) -> bool:
+        from .._native import _call, lib
+
         self.minutes, self.all_users, self.all_channels, self.events = batch.state
+        processor = self._processor()
+        if processor is not None and not processor.closed:
+            baseline = json.dumps(_baseline_doc(batch.state), separators=(",", ":")).encode()
+            _call(lib.eh_processor_outbox_ack, processor._h(), batch.seq, baseline, len(baseline))
         return int(reply) == 1
 
     def after_cycle(self, publisher: Any) -> bool:
         return False
 
     def freeze(self, publisher: Any) -> List[Batch]:
-        """The next batch, or none if nothing was processed since the last freeze."""
+        """The batch waiting in the processor's outbox (one a restarted processor
+        resends), else the next batch, put in the outbox before it is sent; or none
+        if nothing was processed since the last freeze."""
+        from .._native import _call, copied, ffi, lib
+
         processor = self._processor()
         if processor is None:
             return []
+        number = ffi.new("uint64_t *")
+        waiting = copied(lib.eh_processor_outbox_pending, processor._h(), number)
+        if number[0]:
+            return [_batch_from_outbox(number[0], waiting)]
+        batch = self._fresh(processor, publisher)
+        if batch is None:
+            return []
+        blob = _outbox_doc(batch)
+        _call(lib.eh_processor_outbox_put, processor._h(), blob, len(blob), number)
+        batch.seq = batch.args[0] = number[0]
+        return [batch]
+
+    def _fresh(self, processor: Any, publisher: Any) -> Optional[Batch]:
+        """A new batch of what changed since the baseline (its sequence number is
+        set when the outbox takes it)."""
         processed = processor._native_stats().processed
         if processed == 0 or processed == self.processed_seen:
             # (With nothing processed an event-time clock still reads the wall clock,
             # which must not become {ns}:clock.)
-            return []
+            return None
         cap = self.max_members
         now = processor.now()
         hi = now // 60 * 60
@@ -162,7 +212,7 @@ class AnalyticsSource:
         new_all = {**self.all_channels, **{c: n for c, n in all_channels if n > self.all_channels.get(c, 0)}}
         all_users = processor.users_sketch(None).to_redis()
         self.processed_seen = processed
-        seq = publisher.next_seq()
+        seq = 0  # the outbox's number, once it takes the batch
         head_keys = [
             publisher.pub_key(),
             _schema.key(ns, "events"),
@@ -185,7 +235,30 @@ class AnalyticsSource:
         for c, d in all_deltas:
             head_args += [c, d]
         state = (minutes, all_users, new_all, processed)
-        return [Batch(seq, head_keys + keys, head_args + args, state, processed - self.events)]
+        return Batch(seq, head_keys + keys, head_args + args, state, processed - self.events)
+
+
+def _baseline_doc(state: Any) -> Dict[str, Any]:
+    """What Redis holds from this publisher after a batch, without the HLL bytes."""
+    minutes, _all_users, all_channels, events = state
+    return {"events": events, "all": all_channels, "minutes": {str(m): ch for m, (_, ch) in minutes.items()}}
+
+
+def _outbox_doc(batch: Batch) -> bytes:
+    """A batch as the processor's outbox keeps it (JSON; bytes in base64)."""
+    args = [{"b": base64.b64encode(a).decode()} if isinstance(a, bytes) else a for a in batch.args]
+    doc = {"keys": batch.keys, "args": args, "size": batch.size, "state": _baseline_doc(batch.state)}
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _batch_from_outbox(number: int, blob: bytes) -> Batch:
+    """The batch a (possibly restarted) processor's outbox kept, to resend as is."""
+    doc = json.loads(blob)
+    args = [base64.b64decode(a["b"]) if isinstance(a, dict) else a for a in doc["args"]]
+    args[0] = number
+    base = doc["state"]
+    state = ({int(m): (b"", dict(ch)) for m, ch in base["minutes"].items()}, b"", dict(base["all"]), int(base["events"]))
+    return Batch(number, list(doc["keys"]), args, state, int(doc["size"]))
 
 
 def _minute_events(processor: Any, first_minute_start: int, n: int) -> List[int]:
@@ -217,6 +290,11 @@ def _row_packer(m: int) -> "struct.Struct":
 def _script_number(value: float) -> str:
     """A double as the shortest decimal that reads back as the same double."""
     return repr(float(value))
+
+
+#: Sequence numbers per outbox batch of a board: chunk i of batch n is
+#: n * CHUNKS_PER_BATCH + i (so at most 65,536 chunks of 5,000 rows per batch).
+CHUNKS_PER_BATCH = 1 << 16
 
 
 class LeaderboardSource:
@@ -272,6 +350,16 @@ class LeaderboardSource:
     def pub_key(self, publisher_id: str) -> str:
         return "{" + self.key + "}:pub:" + publisher_id
 
+    def identity(self, proposed: str) -> str:
+        """The publisher's identity, kept by the board (and its journal)."""
+        from .._native import copied, lib
+
+        board = self._board()
+        if board is None:
+            return proposed
+        raw = proposed.encode()
+        return copied(lib.eh_leaderboard_publisher_id, board._h(), raw, len(raw)).decode()
+
     def pending(self) -> int:
         """Changes not yet drained."""
         board = self._board()
@@ -280,15 +368,18 @@ class LeaderboardSource:
         except errors.EngageHubError:
             return 0
 
-    def _drain(self) -> Optional[Tuple[int, list, list, list, list]]:
-        """(landmark, kinds, ids, negated values, last updates) or None."""
+    def _next(self) -> Optional[Tuple[int, int, list, list, list, list]]:
+        """The oldest batch of the board's outbox (draining the pending changes
+        into a new one if none waits): (number, landmark, kinds, ids, negated
+        values, last updates), or None."""
         from .._native import _call, ffi, lib
 
         board = self._board()
         if board is None:
             return None
         batch = ffi.new("eh_pending_batch *")
-        _call(lib.eh_leaderboard_drain, board._h(), batch)
+        number = ffi.new("uint64_t *")
+        _call(lib.eh_leaderboard_outbox_next, board._h(), batch, number)
         n = batch.len
         try:
             if not n:
@@ -308,10 +399,15 @@ class LeaderboardSource:
             offsets, sizes = words[3::5].tolist(), words[4::5].tolist()
             ids = [block[base + o : base + o + s].decode("utf-8") for o, s in zip(offsets, sizes)]
         values = list(map(neg, rows.cast("d")[1::5].tolist()))
-        return landmark, words[0::5].tolist(), ids, values, rows.cast("q")[2::5].tolist()
+        return number[0], landmark, words[0::5].tolist(), ids, values, rows.cast("q")[2::5].tolist()
 
     def freeze(self, publisher: Any) -> List[Batch]:
-        drained = self._drain()
+        """The board's oldest unacknowledged batch (the same rows, in the same
+        chunks, under the same numbers, however often it is resent, also by a
+        board reopened on its journal), in chunks of at most
+        ``LEADERBOARD_CHUNK_ROWS`` rows: chunk ``i`` of batch ``n`` is sequence
+        number ``n * CHUNKS_PER_BATCH + i``."""
+        taken = self._next()
         board = self._board()
         if board is not None and not board.closed:
             dropped = board._native_stats().pending_dropped
@@ -321,13 +417,14 @@ class LeaderboardSource:
                     "the shared board misses them", self.label, dropped - self._dropped_seen, dropped,
                 )
                 self._dropped_seen = dropped
-        if drained is None:
+        if taken is None:
             return []
-        landmark, kinds, ids, values, lasts = drained
+        number, landmark, kinds, ids, values, lasts = taken
         z, meta, last = self._keys
         keys = [z, meta, last, publisher.pub_key(), self._rebase_keys[0]]
         batches = []
-        for start in range(0, len(ids), _schema.LEADERBOARD_CHUNK_ROWS):
+        starts = range(0, len(ids), _schema.LEADERBOARD_CHUNK_ROWS)
+        for i, start in enumerate(starts):
             end = start + _schema.LEADERBOARD_CHUNK_ROWS
             chunk_ids = ids[start:end]
             m = len(chunk_ids)
@@ -335,14 +432,21 @@ class LeaderboardSource:
             numbers[0::3] = kinds[start:end]
             numbers[1::3] = values[start:end]
             numbers[2::3] = lasts[start:end]
-            seq = publisher.next_seq()
+            seq = number * CHUNKS_PER_BATCH + i
             args = [seq, landmark, self._decay, self._period, self._max_users, _schema.PUBLISHER_KEY_TTL_SECS,
                     _json_dumps(chunk_ids).encode("utf-8"), _row_packer(m).pack(*numbers), self._last_flag]
-            batches.append(Batch(seq, keys, args, None, m))
+            last_chunk = i == len(starts) - 1
+            batches.append(Batch(seq, keys, args, number if last_chunk else None, m))
         return batches
 
     def applied(self, batch: Batch, reply: Any) -> bool:
+        from .._native import _call, lib
+
         applied, trimmed, rebasing = (int(x) for x in reply)
+        if batch.state is not None:  # the batch's last chunk: the whole batch is in
+            board = self._board()
+            if board is not None and not board.closed:
+                _call(lib.eh_leaderboard_outbox_ack, board._h(), batch.state)
         if applied:
             self.rows += batch.size
         self.trimmed += trimmed
