@@ -1,8 +1,9 @@
 """HyperLogLog against a real Redis: the registers are Redis's, so counts, merges
 and the bytes themselves agree with ``PFADD`` / ``PFCOUNT`` / ``PFMERGE``.
 
-The server tests start their own ``redis-server`` (no persistence) on a free
-loopback port and are skipped, with the reason, when ``redis-server`` (on the
+The server tests start their own ``redis-server`` (no persistence, no TCP port)
+on a Unix socket in a temporary directory of their own, so test runs going on at
+once never share a server, and are skipped, with the reason, when ``redis-server`` (on the
 PATH, or ``$REDIS_SERVER``) or redis-py is missing. The corrupt-input tests need
 neither.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from typing import Iterator, List
@@ -29,26 +29,23 @@ HEADER = 16
 DENSE_LEN = 12304
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def r() -> Iterator["redis.Redis"]:
+def r(tmp_path_factory: pytest.TempPathFactory) -> Iterator["redis.Redis"]:
     if redis is None:
         pytest.skip("redis-py is not installed (pip install 'redis>=5')")
     server = os.environ.get("REDIS_SERVER") or shutil.which("redis-server")
     if not server:
         pytest.skip("redis-server is not installed (set REDIS_SERVER or install redis)")
-    port = _free_port()
+    # --port 0: no TCP listener; the socket's directory is this module's alone.
+    directory = tmp_path_factory.mktemp("redis")
+    sock = directory / "redis.sock"
     proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [server, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+         "--dir", str(directory), "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    client = redis.Redis(host="127.0.0.1", port=port)
+    client = redis.Redis(unix_socket_path=str(sock))
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -56,8 +53,8 @@ def r() -> Iterator["redis.Redis"]:
                 client.ping()
                 break
             except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
+                assert proc.poll() is None, f"redis-server exited at start with status {proc.returncode}"
+                assert time.monotonic() < deadline, "redis-server did not answer within 10 s"
                 time.sleep(0.02)
         yield client
     finally:
