@@ -18,7 +18,7 @@ FUZZ_SECONDS ?= 30
 .PHONY: demo test lint header check-header rust-test loom-test lib-debug lib-release \
         c-test py-test py-ext py-fast bench bench-python clean install uninstall \
         fuzz-smoke asan-test tsan-test setup-rust setup-cbindgen setup-venv setup-demo \
-        setup-nightly setup-fuzz setup-cc setup-services wheel wheel-test
+        setup-nightly setup-fuzz setup-cc setup-services setup-test wheel wheel-test
 
 setup-rust setup-cbindgen setup-venv setup-nightly setup-fuzz setup-cc setup-services:
 	@$(SETUP) $(patsubst setup-%,%,$@)
@@ -31,10 +31,18 @@ demo: setup-demo lib-release
 	ENGAGEHUB_LIB=$(CURDIR)/target/release/$(LIBNAME) PYTHONPATH=$(CURDIR)/python \
 		$(PYTHON) -m engagehub demo
 
-## Everything CI checks: formatting, lints, header drift, Rust, loom, C (ctest), Python (pytest).
-## (PostgreSQL and redis-server are installed when root; .ci/run starts them.)
-test: setup-services lint check-header rust-test loom-test c-test py-test
-	@echo "make test: all suites passed"
+## Everything CI checks, one suite after another: set-up, formatting and lints, header
+## drift, Rust, loom, C (ctest), Python (pytest). scripts/run-suites.sh stops at the
+## first failure and prints each suite's time at the end. (PostgreSQL and
+## redis-server are installed when root; .ci/run starts PostgreSQL.)
+TEST_SUITES := setup=setup-test lint=lint header=check-header rust=rust-test loom=loom-test \
+	c=c-test python=py-test
+test:
+	@MAKE="$(MAKE)" $(CURDIR)/scripts/run-suites.sh $(TEST_SUITES)
+
+## What the suites install when missing (scripts/setup.sh), timed as a suite of its own.
+setup-test:
+	@$(SETUP) rust cbindgen venv cc services
 
 lint: setup-rust
 	$(CARGO) fmt --all -- --check
