@@ -25,11 +25,15 @@ setup-rust setup-cbindgen setup-venv setup-nightly setup-fuzz setup-cc setup-ser
 setup-demo:
 	@$(SETUP) demo-venv
 
-## Build the release library and run the main job (the demo).
+## Build the release library and run the main job (the demo). Options go in ARGS,
+## e.g. `make demo ARGS="--events 100000 --resume"` (`ARGS=--help` lists them). Each
+## run writes into a new folder of its own, ./engagehub-demo/run-*/ (the newest five
+## are kept), so demos running at the same time never share a file.
+ARGS ?=
 demo: setup-demo lib-release
 	@$(PYTHON) python/engagehub/_build_cffi.py --fast-only --optional --out python/engagehub
 	ENGAGEHUB_LIB=$(CURDIR)/target/release/$(LIBNAME) PYTHONPATH=$(CURDIR)/python \
-		$(PYTHON) -m engagehub demo
+		$(PYTHON) -m engagehub demo $(ARGS)
 
 ## Everything CI checks, one suite after another: set-up, formatting and lints, header
 ## drift, Rust, loom, C (ctest), Python (pytest). scripts/run-suites.sh stops at the
