@@ -1141,6 +1141,13 @@ class EventStreamProcessor(NativeHandle):
         """Events refused because the ring was full."""
         return self.stats().dropped
 
+    def events_dead_lettered(self) -> int:
+        """Events whose batch the flush callback failed on every attempt (handed to
+        the dead-letter callback). They were sketched before delivery, so
+        :meth:`total_events_processed` and the analytics count them although your
+        database may not hold them: show this beside them."""
+        return self.stats().dead_lettered
+
     # -- analytics ---------------------------------------------------------------
 
     def now(self) -> int:
