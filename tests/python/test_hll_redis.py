@@ -10,13 +10,10 @@ neither.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import time
 from typing import Iterator, List
 
 import pytest
+from unix_redis import unix_socket_redis
 
 from engagehub import Corrupt, HyperLogLog
 
@@ -33,34 +30,12 @@ DENSE_LEN = 12304
 def r(tmp_path_factory: pytest.TempPathFactory) -> Iterator["redis.Redis"]:
     if redis is None:
         pytest.skip("redis-py is not installed (pip install 'redis>=5')")
-    server = os.environ.get("REDIS_SERVER") or shutil.which("redis-server")
-    if not server:
-        pytest.skip("redis-server is not installed (set REDIS_SERVER or install redis)")
-    # --port 0: no TCP listener; the socket's directory is this module's alone.
-    directory = tmp_path_factory.mktemp("redis")
-    sock = directory / "redis.sock"
-    proc = subprocess.Popen(
-        [server, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-         "--dir", str(directory), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(unix_socket_path=str(sock))
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert proc.poll() is None, f"redis-server exited at start with status {proc.returncode}"
-                assert time.monotonic() < deadline, "redis-server did not answer within 10 s"
-                time.sleep(0.02)
-        yield client
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(10)
+    with unix_socket_redis(tmp_path_factory.mktemp("redis")) as url:
+        client = redis.Redis.from_url(url)
+        try:
+            yield client
+        finally:
+            client.close()
 
 
 def ids(start: int, n: int) -> List[str]:
