@@ -14,7 +14,7 @@ all the files. Options (values may be quoted, shell-style):
 ``replace=OLD=>NEW``  text substituted before running (e.g. a fixed port by 0)
 ``project=P file=F``  a file of a multi-file project (a Django site): not run
                       alone; written to F inside project P's folder, which the
-                      project's own test then runs
+                      project's own test (test_doc_examples.PROJECTS) then runs
 ``skip=WHY``          not run, for the reason given (the tests accept only a reason
                       that names the test covering the code instead)
 

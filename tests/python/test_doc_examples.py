@@ -1,12 +1,13 @@
 """The Python and C examples of the README and docs/*.md, run as they are written,
-so they cannot rot.
+so they cannot rot; and the pages themselves (the README's length, every relative
+link and anchor).
 
 How blocks are marked: tests/python/doc_examples.py. A Python example runs in a
 subprocess (this interpreter, the same ENGAGEHUB_LIB / PYTHONPATH) in a temporary
 folder; a C example is compiled with the C tests' warnings against
 include/engagehub.h and the library under test, then run. Each must exit 0 and
 print exactly its ``<!-- output -->`` block when it has one. The files of a
-multi-file project (``project=``) are run by that project's own test.
+multi-file project (``project=``) are run by that project's test (PROJECTS).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ from unix_redis import unix_socket_redis
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = doc_examples.all_examples()
 TIMEOUT = 120
+README_MAX_LINES = 300
+
+# Each multi-file project of the docs (project=NAME) and the test that runs it.
+PROJECTS = {"django-guide": "tests/python/test_guide_project.py"}
 
 
 def _names(language: str) -> list:
@@ -167,8 +172,15 @@ def test_c_example_compiles_and_runs(name: str, tmp_path: Path, c_toolchain: tup
 
 
 def test_docs_have_python_and_c_examples_and_every_output_has_its_example() -> None:
-    assert len(_names("python")) >= 5 and len(_names("c")) >= 2
+    assert len(_names("python")) >= 10 and len(_names("c")) >= 2
     assert any(example.output for example in EXAMPLES.values() if example.language == "c")
+    readme = [e for e in EXAMPLES.values() if e.source == "README.md"]
+    assert {e.language for e in readme} == {"python", "c"}, "the README shows one Python and one C example"
+
+
+def test_readme_is_one_page() -> None:
+    lines = doc_examples.README.read_text(encoding="utf-8").count("\n")
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines; the guide goes in docs/"
 
 
 def test_every_skip_names_the_test_that_covers_the_code() -> None:
@@ -178,6 +190,13 @@ def test_every_skip_names_the_test_that_covers_the_code() -> None:
             assert named and all((ROOT / path).is_file() for path in named), (
                 f"{example.source}:{example.line}: skip={example.options['skip']!r} names no existing test"
             )
+
+
+def test_every_project_of_the_docs_has_its_test() -> None:
+    used = {e.options["project"] for e in EXAMPLES.values() if "project" in e.options}
+    assert used == set(PROJECTS), f"projects in the docs {sorted(used)}, with tests {sorted(PROJECTS)}"
+    for path in PROJECTS.values():
+        assert (ROOT / path).is_file(), path
 
 
 def test_docs_name_the_current_soname_and_library_file() -> None:
@@ -191,6 +210,54 @@ def test_docs_name_the_current_soname_and_library_file() -> None:
         f"the docs name {sorted(mentioned)}; for version {version} the SONAME is "
         f"libengagehub.so.{soversion} and the file libengagehub.so.{version}"
     )
+
+
+def _anchors(markdown: str) -> set:
+    """GitHub's anchors for the headings of a page: lower case, punctuation other
+    than '-' and '_' dropped, spaces as '-', repeats numbered."""
+    anchors: set = set()
+    fence = False
+    for line in markdown.split("\n"):
+        if line.lstrip().startswith("```"):
+            fence = not fence
+        if fence or not line.startswith("#"):
+            continue
+        title = line.lstrip("#").strip().lower()
+        slug = re.sub(r"[^\w\- ]", "", title).replace(" ", "-")
+        candidate, n = slug, 1
+        while candidate in anchors:
+            candidate, n = f"{slug}-{n}", n + 1
+        anchors.add(candidate)
+    return anchors
+
+
+def test_every_relative_link_and_anchor_resolves() -> None:
+    for page in doc_examples.doc_files():
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # http(s), mailto: not checked here
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            where = f"{page.relative_to(ROOT)}: link {target!r}"
+            assert file.exists(), f"{where}: no {file}"
+            if anchor:
+                assert file.suffix == ".md", where
+                assert anchor in _anchors(file.read_text(encoding="utf-8")), f"{where}: no such heading"
+
+
+def test_the_first_page_links_what_a_new_user_looks_for() -> None:
+    """A DB-writing callback, a Django view reading the shared leaderboard, and
+    testing one's own app: each one link from the README."""
+    readme = doc_examples.README.read_text(encoding="utf-8")
+    for words, anchor in (
+        ("flush callback", "docs/guide.md#"),
+        ("view", "docs/guide.md#"),
+        ("testing", "docs/guide.md#"),
+    ):
+        assert re.search(rf"\[[^\]]*{words}[^\]]*\]\({re.escape(anchor)}", readme, re.IGNORECASE), (
+            f"the README has no link to docs/guide.md about {words!r}"
+        )
 
 
 # --- The marker rules (doc_examples.parse) ---------------------------------------
