@@ -16,7 +16,7 @@ FUZZ_TARGETS := snapshot sketch_bytes leaderboard_ops
 FUZZ_SECONDS ?= 30
 
 .PHONY: demo test lint header check-header rust-test loom-test lib-debug lib-release \
-        c-test py-test py-ext py-fast bench bench-python clean install uninstall \
+        c-test py-test typecheck py-ext py-fast bench bench-python clean install uninstall \
         fuzz-smoke asan-test tsan-test setup-rust setup-cbindgen setup-venv setup-demo \
         setup-nightly setup-fuzz setup-cc setup-services setup-test wheel wheel-test
 
@@ -36,11 +36,11 @@ demo: setup-demo lib-release
 		$(PYTHON) -m engagehub demo $(ARGS)
 
 ## Everything CI checks, one suite after another: set-up, formatting and lints, header
-## drift, Rust, loom, C (ctest), Python (pytest). scripts/run-suites.sh stops at the
-## first failure and prints each suite's time at the end. (PostgreSQL and
-## redis-server are installed when root; .ci/run starts PostgreSQL.)
+## drift, Rust, loom, C (ctest), Python (pytest), types (mypy). scripts/run-suites.sh
+## stops at the first failure and prints each suite's time at the end. (PostgreSQL
+## and redis-server are installed when root; .ci/run starts PostgreSQL.)
 TEST_SUITES := setup=setup-test lint=lint header=check-header rust=rust-test loom=loom-test \
-	c=c-test python=py-test
+	c=c-test python=py-test types=typecheck
 test:
 	@MAKE="$(MAKE)" $(CURDIR)/scripts/run-suites.sh $(TEST_SUITES)
 
@@ -92,6 +92,12 @@ c-test: setup-cc setup-venv lib-debug
 py-test: setup-venv lib-debug py-fast
 	ENGAGEHUB_EXPECT_FAST=1 ENGAGEHUB_LIB=$(CURDIR)/target/debug/$(LIBNAME) \
 		PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q -rs tests/python
+
+## mypy --strict over every Python example of the README and docs/ and over
+## tests/typing/wrong_calls.py, whose marked lines must each be refused
+## (tests/typing/check_types.py).
+typecheck: setup-venv
+	$(PYTHON) tests/typing/check_types.py
 
 ## Criterion benchmarks (release) and the Python benchmark script.
 bench:

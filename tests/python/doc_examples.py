@@ -20,6 +20,8 @@ all the files. Options (values may be quoted, shell-style):
 
 ``parse`` refuses anything else (an unmarked block, an unknown option, an output
 for no example, a marker not followed by a block), naming the file and line.
+The ```python examples are also type-checked (``mypy --strict``:
+tests/typing/check_types.py).
 """
 
 from __future__ import annotations
