@@ -71,9 +71,9 @@ rust-test:
 	$(CARGO) test --doc
 
 ## Model-check the lock-free ring and the flush barrier with loom (own target dir:
-## different cfg).
+## different cfg; the loom profile is release without its fat LTO).
 loom-test:
-	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release --lib -- \
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --profile loom --lib -- \
 		pipeline::ring pipeline::barrier
 
 lib-debug:
