@@ -577,3 +577,17 @@ def test_make_demo_passes_args_to_the_demo():
                          capture_output=True, text=True, timeout=60)
     assert dry.returncode == 0, dry.stderr
     assert "-m engagehub demo --events 1234 --resume" in dry.stdout
+
+
+def test_postgres_runs_keep_their_snapshot_where_told_or_in_a_folder_of_their_own(tmp_path):
+    """No server needed: which files a --postgres run uses (no SQLite file at all)."""
+    base = tmp_path / "runs"
+    told = tmp_path / "board.json"
+    assert cli._files(DemoConfig(postgres="dbname=x", snapshot=str(told), dir=str(base))) == (None, told, None)
+    assert not base.exists(), "nothing to put in a folder of its own"
+    db, snapshot, resume_from = cli._files(DemoConfig(postgres="dbname=x", db="ignored.sqlite3", dir=str(base)))
+    assert db is None and resume_from is None
+    assert snapshot.name == demo.SNAPSHOT_NAME and snapshot.parent.parent == base.absolute()
+    (snapshot.parent / demo.SNAPSHOT_NAME).write_text("{}")
+    _, later, resume_from = cli._files(DemoConfig(postgres="dbname=x", dir=str(base), resume=True))
+    assert resume_from == snapshot and later.parent != snapshot.parent

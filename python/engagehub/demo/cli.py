@@ -399,13 +399,20 @@ def _files(config: DemoConfig) -> Tuple[Optional[Path], Path, Optional[Path]]:
     if config.append and not config.db and not config.postgres:
         raise DemoError("--append keeps the rows already in a database: name it with --db")
     base = Path(config.dir or DEMO_DIR).absolute()
-    named = config.db if not config.postgres else None
-    own_folder = (not config.postgres and not config.db) or (not config.snapshot and not named)
-    run_dir = new_run_dir(base) if own_folder else None
-    folder = Path(named).parent if named else run_dir
-    assert folder is not None
-    db_path = Path(named) if named else (folder / DB_NAME if not config.postgres else None)
-    snapshot = Path(config.snapshot) if config.snapshot else folder / SNAPSHOT_NAME
+    run_dir: Optional[Path] = None
+
+    def own_folder() -> Path:
+        nonlocal run_dir
+        if run_dir is None:
+            run_dir = new_run_dir(base)
+        return run_dir
+
+    named = config.db if not config.postgres else None  # --db names the SQLite file only
+    db_path = None if config.postgres else Path(named) if named else own_folder() / DB_NAME
+    if config.snapshot:
+        snapshot = Path(config.snapshot)
+    else:
+        snapshot = (Path(named).parent if named else own_folder()) / SNAPSHOT_NAME
     resume_from: Optional[Path] = None
     if config.resume:
         resume_from = snapshot if config.snapshot or named else newest_snapshot(base, exclude=run_dir)
