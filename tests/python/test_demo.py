@@ -591,3 +591,24 @@ def test_postgres_runs_keep_their_snapshot_where_told_or_in_a_folder_of_their_ow
     (snapshot.parent / demo.SNAPSHOT_NAME).write_text("{}")
     _, later, resume_from = cli._files(DemoConfig(postgres="dbname=x", dir=str(base), resume=True))
     assert resume_from == snapshot and later.parent != snapshot.parent
+
+
+def test_redis_demos_use_keys_of_their_own_and_remove_them(tmp_path, capsys):
+    """--redis without --namespace: the run's own namespace, deleted at its end, so
+    another demo's keys (here under the old fixed default) are never touched; a
+    named namespace is kept for inspection."""
+    redis = pytest.importorskip("redis", reason="redis-py is not installed")
+    from unix_redis import unix_socket_redis
+
+    (tmp_path / "redis").mkdir()
+    with unix_socket_redis(tmp_path / "redis") as url:
+        client = redis.Redis.from_url(url)
+        client.set("{engagehub-demo}:events", 7)  # another demo, running
+        argv = ["--redis", url, "--events", "3000", "--writers", "1", "--quiet", "--dir", str(tmp_path / "runs")]
+        assert demo.main(argv) == 0, capsys.readouterr()
+        assert client.keys() == [b"{engagehub-demo}:events"] and client.get("{engagehub-demo}:events") == b"7"
+        assert demo.main([*argv, "--namespace", "mine"]) == 0, capsys.readouterr()
+        assert int(client.get("{mine}:events")) == 3000
+        assert cli.delete_demo_keys(url, "mine") > 1
+        assert client.keys() == [b"{engagehub-demo}:events"]
+        client.close()

@@ -758,7 +758,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"write to PostgreSQL instead (psycopg 3, COPY per batch) into table {POSTGRES_TABLE}, "
         "which is dropped and recreated unless --append",
     )
-    parser.add_argument("--append", action="store_true", help="keep the rows of earlier runs")
+    parser.add_argument(
+        "--append", action="store_true", help="keep the rows already in --db (or the PostgreSQL table)"
+    )
     parser.add_argument(
         "--snapshot",
         default=None,
@@ -797,7 +799,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--writers", type=int, default=3, help="writer processes with --redis (default %(default)s)")
     parser.add_argument(
-        "--namespace", default="engagehub-demo", help="Redis key namespace with --redis (default %(default)s)"
+        "--namespace",
+        default=None,
+        help="Redis key namespace with --redis, kept after the run (default: engagehub-demo-<run>, one of the "
+        "run's own, deleted at its end, so demos at the same time never share keys)",
     )
 
 
@@ -852,9 +857,18 @@ def _run_shared_from_args(args: argparse.Namespace) -> int:
         if args.postgres:
             raise DemoError("--redis writes the rows to SQLite; drop --postgres")
         config = config_from_args(args)
+        run_dir = new_run_dir(config.dir or DEMO_DIR)
         if not config.db:  # a file of this run's own, as the one-process demo's
-            config.db = str(new_run_dir(config.dir or DEMO_DIR) / "engagehub-demo-shared.sqlite3")
-        return shared_demo.run(config, args.redis, args.writers, args.namespace)
+            config.db = str(run_dir / "engagehub-demo-shared.sqlite3")
+        if args.namespace:
+            return shared_demo.run(config, args.redis, args.writers, args.namespace)
+        # Keys of this run's own (the shared demo clears its namespace first, which
+        # would wipe another demo's keys at the same time), removed at the end.
+        namespace = f"engagehub-demo-{run_dir.name.rsplit('-', 1)[-1]}"
+        try:
+            return shared_demo.run(config, args.redis, args.writers, namespace)
+        finally:
+            delete_demo_keys(args.redis, namespace)
     except Exception as exc:  # noqa: BLE001 - a bad option or an unreachable server: a message, status 2
         if not isinstance(exc, (DemoError, ValueError, OSError, sqlite3.Error, ImportError)) and not type(
             exc
@@ -862,6 +876,20 @@ def _run_shared_from_args(args: argparse.Namespace) -> int:
             raise
         print(f"engagehub demo: {exc}", file=sys.stderr)
         return 2
+
+
+def delete_demo_keys(url: str, namespace: str) -> int:
+    """Deletes the keys the ``--redis`` demo wrote under ``namespace`` (its
+    analytics and its leaderboard); returns how many."""
+    from ..shared import demo as shared_demo
+
+    client = shared_demo._client(url)
+    try:
+        keys = list(client.scan_iter(match="{" + namespace + "}:*"))
+        keys += list(client.scan_iter(match="{" + namespace + ":leaderboard}*"))
+        return int(client.delete(*keys)) if keys else 0
+    finally:
+        client.close()
 
 
 def main(argv: Optional[List[str]] = None) -> int:
