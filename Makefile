@@ -71,7 +71,7 @@ rust-test:
 	$(CARGO) test --doc
 
 ## Model-check the lock-free ring and the flush barrier with loom (own target dir:
-## different cfg; the loom profile is release without its fat LTO).
+## different cfg; the loom profile: see Cargo.toml).
 loom-test:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --profile loom --lib -- \
 		pipeline::ring pipeline::barrier
