@@ -16,25 +16,37 @@ FUZZ_TARGETS := snapshot sketch_bytes leaderboard_ops
 FUZZ_SECONDS ?= 30
 
 .PHONY: demo test lint header check-header rust-test loom-test lib-debug lib-release \
-        c-test py-test py-ext py-fast bench bench-python bench-shared-faults clean install uninstall \
+        c-test py-test typecheck py-ext py-fast bench bench-python bench-shared-faults clean install uninstall \
         fuzz-smoke asan-test tsan-test setup-rust setup-cbindgen setup-venv setup-demo \
-        setup-nightly setup-fuzz setup-cc setup-services wheel wheel-test
+        setup-nightly setup-fuzz setup-cc setup-services setup-test wheel wheel-test
 
 setup-rust setup-cbindgen setup-venv setup-nightly setup-fuzz setup-cc setup-services:
 	@$(SETUP) $(patsubst setup-%,%,$@)
 setup-demo:
 	@$(SETUP) demo-venv
 
-## Build the release library and run the main job (the demo).
+## Build the release library and run the main job (the demo). Options go in ARGS,
+## e.g. `make demo ARGS="--events 100000 --resume"` (`ARGS=--help` lists them). Each
+## run writes into a new folder of its own, ./engagehub-demo/run-*/ (the newest five
+## are kept), so demos running at the same time never share a file.
+ARGS ?=
 demo: setup-demo lib-release
 	@$(PYTHON) python/engagehub/_build_cffi.py --fast-only --optional --out python/engagehub
 	ENGAGEHUB_LIB=$(CURDIR)/target/release/$(LIBNAME) PYTHONPATH=$(CURDIR)/python \
-		$(PYTHON) -m engagehub demo
+		$(PYTHON) -m engagehub demo $(ARGS)
 
-## Everything CI checks: formatting, lints, header drift, Rust, loom, C (ctest), Python (pytest).
-## (PostgreSQL and redis-server are installed when root; .ci/run starts them.)
-test: setup-services lint check-header rust-test loom-test c-test py-test
-	@echo "make test: all suites passed"
+## Everything CI checks, one suite after another: set-up, formatting and lints, header
+## drift, Rust, loom, C (ctest), Python (pytest), types (mypy). scripts/run-suites.sh
+## stops at the first failure and prints each suite's time at the end. (PostgreSQL
+## and redis-server are installed when root; .ci/run starts PostgreSQL.)
+TEST_SUITES := setup=setup-test lint=lint header=check-header rust=rust-test loom=loom-test \
+	c=c-test python=py-test types=typecheck
+test:
+	@MAKE="$(MAKE)" $(CURDIR)/scripts/run-suites.sh $(TEST_SUITES)
+
+## What the suites install when missing (scripts/setup.sh), timed as a suite of its own.
+setup-test:
+	@$(SETUP) rust cbindgen venv cc services
 
 lint: setup-rust
 	$(CARGO) fmt --all -- --check
@@ -59,9 +71,9 @@ rust-test:
 	$(CARGO) test --doc
 
 ## Model-check the lock-free ring and the flush barrier with loom (own target dir:
-## different cfg).
+## different cfg; the loom profile: see Cargo.toml).
 loom-test:
-	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release --lib -- \
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --profile loom --lib -- \
 		pipeline::ring pipeline::barrier
 
 lib-debug:
@@ -80,6 +92,12 @@ c-test: setup-cc setup-venv lib-debug
 py-test: setup-venv lib-debug py-fast
 	ENGAGEHUB_EXPECT_FAST=1 ENGAGEHUB_LIB=$(CURDIR)/target/debug/$(LIBNAME) \
 		PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q -rs tests/python
+
+## mypy --strict over every Python example of the README and docs/ and over
+## tests/typing/wrong_calls.py, whose marked lines must each be refused
+## (tests/typing/check_types.py).
+typecheck: setup-venv
+	$(PYTHON) tests/typing/check_types.py
 
 ## Criterion benchmarks (release) and the Python benchmark script.
 bench:

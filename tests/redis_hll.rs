@@ -2,14 +2,18 @@
 //! checked against what Redis itself computes, not against our own reading of
 //! its source.
 //!
-//! Each test starts its own `redis-server` (no persistence) on a free loopback
-//! port and talks to it with the small RESP client below (no new dependency).
+//! Each test starts its own `redis-server` (no persistence, no TCP port) on a
+//! Unix socket in a temporary directory of its own, so tests running at once can
+//! never reach each other's server, and talks to it with the small RESP client
+//! below (no new dependency).
 //! Without a `redis-server` on the PATH (or at `$REDIS_SERVER`) the tests print
 //! why and pass, unless `EH_REQUIRE_REDIS=1`, which makes that a failure (CI).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use engagehub::sketch::Hll;
@@ -25,17 +29,35 @@ enum Reply {
     Array(Vec<Reply>),
 }
 
-/// A redis-server child process and one connection to it; killed on drop.
+/// A redis-server child process and one connection to it; on drop the server is
+/// killed and its directory removed.
 struct Redis {
     child: Child,
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    dir: PathBuf,
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
 }
 
 impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A new, empty directory of this process's own under the temp directory:
+/// `create_dir` fails on an existing name, so no other test or process shares it.
+fn private_dir() -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("eh-redis-{}-{n}", std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return dir,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => panic!("create {}: {e}", dir.display()),
+        }
     }
 }
 
@@ -62,13 +84,15 @@ impl Redis {
             eprintln!("{why}");
             return None;
         }
-        // A port that was free a moment ago; a clash shows up as a failed start.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
-        let child = Command::new(&bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        // No TCP port at all (--port 0): a Unix socket in a directory only this
+        // test uses, so no other test can start a server at the same address.
+        let dir = private_dir();
+        let socket = dir.join("redis.sock");
+        let mut child = Command::new(&bin)
+            .args(["--port", "0", "--unixsocket"])
+            .arg(&socket)
+            .args(["--unixsocketperm", "700", "--dir"])
+            .arg(&dir)
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -76,13 +100,24 @@ impl Redis {
             .expect("spawn redis-server");
         let deadline = Instant::now() + Duration::from_secs(10);
         let stream = loop {
-            match TcpStream::connect(("127.0.0.1", port)) {
+            match UnixStream::connect(&socket) {
                 Ok(s) => break s,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
+                Err(e) => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        let _ = std::fs::remove_dir_all(&dir);
+                        panic!("redis-server exited at start ({status}): {e}");
+                    }
+                    if Instant::now() >= deadline {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        let _ = std::fs::remove_dir_all(&dir);
+                        panic!(
+                            "redis-server on {} did not start within 10 s: {e}",
+                            socket.display()
+                        );
+                    }
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                Err(e) => panic!("redis-server on port {port} did not start: {e}"),
             }
         };
         stream
@@ -90,6 +125,7 @@ impl Redis {
             .expect("timeout");
         let mut redis = Redis {
             child,
+            dir,
             reader: BufReader::new(stream.try_clone().expect("clone")),
             writer: stream,
         };
@@ -190,6 +226,23 @@ impl Redis {
             assert!(matches!(self.reply(), Reply::Int(_)));
         }
     }
+}
+
+/// The failure this layout prevents: two tests at once used to pick the same
+/// "free" port, share one server, and the first teardown killed the other's.
+/// Servers started together are distinct, and stopping one leaves the other
+/// answering with its own data.
+#[test]
+fn servers_started_together_are_independent() {
+    let Some(mut a) = Redis::start() else { return };
+    let Some(mut b) = Redis::start() else { return };
+    assert_ne!(a.dir, b.dir);
+    a.set("owner", b"a");
+    b.set("owner", b"b");
+    assert_eq!(a.get("owner"), b"a");
+    drop(a);
+    assert_eq!(b.cmd(&[b"PING"]), Reply::Status("PONG".into()));
+    assert_eq!(b.get("owner"), b"b");
 }
 
 /// `n` ids starting at `from`: 18-digit Discord-like snowflakes, with every few

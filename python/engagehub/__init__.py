@@ -33,6 +33,7 @@ from .errors import (
     WouldDeadlock,
 )
 from .leaderboard import Leaderboard, LeaderboardStats, RankedUser, SkippedEntry, SnapshotEntriesSkipped
+from ._types import DeadLetterCallback, DictsCallback, EventDict, EventTuple, PushRow, UserRankDict
 from .processor import EventColumns, EventStreamProcessor, ProcessorStats
 from .sketch import CountMinSketch, HyperLogLog
 
@@ -44,9 +45,13 @@ __all__ = [
     "Closed",
     "CountMinSketch",
     "Corrupt",
+    "DeadLetterCallback",
+    "DictsCallback",
     "EngageHubError",
+    "EventDict",
     "EventColumns",
     "EventStreamProcessor",
+    "EventTuple",
     "HyperLogLog",
     "Full",
     "IOFailure",
@@ -61,10 +66,12 @@ __all__ = [
     "Panic",
     "Poisoned",
     "ProcessorStats",
+    "PushRow",
     "QueueFull",
     "RankedUser",
     "ShutDown",
     "Timeout",
+    "UserRankDict",
     "WouldDeadlock",
     "__version__",
     "errors",

@@ -14,10 +14,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 from . import errors
 from ._native import _call, ffi
+
+_Handle = TypeVar("_Handle", bound="NativeHandle")
 
 
 class NativeHandle:
@@ -67,7 +69,7 @@ class NativeHandle:
         """True once :meth:`close` has run (or the handle failed to open)."""
         return self._closed
 
-    def __enter__(self) -> Any:
+    def __enter__(self: _Handle) -> _Handle:
         self._h()
         return self
 

@@ -41,6 +41,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised without Django only
     raise ImportError('engagehub.django needs Django: pip install "engagehub[django]"') from exc
 
+from ._types import DeadLetterCallback
 from .errors import BatchFailed
 from .processor import EventStreamProcessor
 
@@ -251,7 +252,7 @@ class WorkerProcessor:
         self,
         *args: Any,
         flush_callback: Optional[Callable[[Any], Any]] = None,
-        dead_letter_callback: Optional[Callable[[List[Event], str], Any]] = None,
+        dead_letter_callback: Optional[DeadLetterCallback] = None,
         batch_format: str = "dicts",
         **kwargs: Any,
     ) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 from . import errors
 from ._handle import NativeHandle, native_close
 from ._native import _call, check, encode, ffi, journal_args, lib, path_bytes, timestamp_arg
+from ._types import UserRankDict
 
 TimeSource = Callable[[], float]
 
@@ -540,7 +541,7 @@ class Leaderboard(NativeHandle):
         _call(lib.eh_leaderboard_rank, h, uid, len(uid), self._stamp(now), info)
         return RankedUser(user_id, info.rank, info.score, info.last_update)
 
-    def get_top_users(self, k: int = 10) -> list[dict[str, Any]]:
+    def get_top_users(self, k: int = 10) -> list[UserRankDict]:
         """Drop-in: ``[{"user_id", "score", "rank", "last_update"}]``, best first."""
         h = self._h()
         ids, ranks, scores, lasts = self._columns(_top, h, 0, _count(k, "k"), self._stamp(None))
@@ -549,7 +550,7 @@ class Leaderboard(NativeHandle):
             for u, r, s, t in zip(ids, ranks, scores, lasts)
         ]
 
-    def get_user_rank(self, user_id: str) -> Optional[dict[str, Any]]:
+    def get_user_rank(self, user_id: str) -> Optional[UserRankDict]:
         """Drop-in: ``{"user_id", "rank", "score", "last_update"}`` or ``None`` if absent."""
         h = self._h()
         uid = user_id.encode() if type(user_id) is str else encode(user_id, "user_id")

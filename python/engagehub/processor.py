@@ -52,11 +52,26 @@ import threading
 import time
 import weakref
 from array import array
-from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Iterable,
+    Iterator,
+    List,
+    Literal,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+    overload,
+)
 
 from . import errors
 from ._handle import NativeHandle
 from ._native import _call, check, encode, ffi, journal_args, lib, timestamp_arg
+from ._types import DeadLetterCallback, DictsCallback, EventDict, EventTuple, PushRow
 from .sketch import HyperLogLog
 
 log = logging.getLogger("engagehub")
@@ -225,9 +240,8 @@ class ProcessorStats(NamedTuple):
     why (a gauge)."""
 
 
-Batch = Union[List[dict], List[tuple], EventColumns]
+Batch = Union[List[EventDict], List[EventTuple], EventColumns]
 FlushCallback = Callable[[Any], Any]
-DeadLetterCallback = Callable[[List[dict], str], Any]
 
 
 def _decode(events: Any, n: int, form: str, payloads: bool) -> Any:
@@ -820,6 +834,32 @@ class EventStreamProcessor(NativeHandle):
 
     # -- callbacks ---------------------------------------------------------------
 
+    # What a type checker sees: the callback's argument follows batch_format.
+    @overload
+    def set_flush_callback(
+        self,
+        callback: Optional[DictsCallback],
+        *,
+        batch_format: Literal["dicts"] = "dicts",
+        loop: Optional[asyncio.AbstractEventLoop] = None,
+    ) -> None: ...
+    @overload
+    def set_flush_callback(
+        self,
+        callback: Optional[Callable[[List[EventTuple]], object]],
+        *,
+        batch_format: Literal["tuples"],
+        loop: Optional[asyncio.AbstractEventLoop] = None,
+    ) -> None: ...
+    @overload
+    def set_flush_callback(
+        self,
+        callback: Optional[Callable[[EventColumns], object]],
+        *,
+        batch_format: Literal["columns"],
+        loop: Optional[asyncio.AbstractEventLoop] = None,
+    ) -> None: ...
+
     def set_flush_callback(
         self,
         callback: Optional[FlushCallback],
@@ -974,12 +1014,25 @@ class EventStreamProcessor(NativeHandle):
         check(status)
         return False  # unreachable: check() raised
 
-    # Called as `p.push_event(...)`, a method descriptor in C: one native call for
-    # three str and an int (or None) timestamp, no Python frame; every other call
-    # runs _push_event_general. See _engagehub_fast.c.
-    push_event = _compiled_push_event(_push_event_general)
+    if TYPE_CHECKING:  # the compiled descriptor's signature, for type checkers
 
-    def push_many(self, events: Iterable[Sequence[Any]]) -> int:
+        def push_event(
+            self,
+            event_type: Union[str, bytes],
+            user_id: Union[str, bytes],
+            channel_id: Union[str, bytes],
+            timestamp: Union[int, float, None] = 0,
+            payload: Optional[bytes] = None,
+        ) -> bool:
+            """Offers one event; ``True`` if accepted, ``False`` if the ring was full."""
+
+    else:
+        # Called as `p.push_event(...)`, a method descriptor in C: one native call for
+        # three str and an int (or None) timestamp, no Python frame; every other call
+        # runs _push_event_general. See _engagehub_fast.c.
+        push_event = _compiled_push_event(_push_event_general)
+
+    def push_many(self, events: Iterable[PushRow]) -> int:
         """Offers many events in one native call; returns how many were accepted.
 
         ``events``: ``(type, user_id, channel_id)`` or ``(type, user_id, channel_id,
@@ -993,7 +1046,7 @@ class EventStreamProcessor(NativeHandle):
         stops at the invalid event instead).
         """
         p = self._h()
-        rows = events if isinstance(events, list) else list(events)
+        rows: Any = events if isinstance(events, list) else list(events)
         n = len(rows)
         if n == 0:
             return 0
@@ -1174,6 +1227,13 @@ class EventStreamProcessor(NativeHandle):
         """Events refused because the ring was full."""
         return self.stats().dropped
 
+    def events_dead_lettered(self) -> int:
+        """Events whose batch the flush callback failed on every attempt (handed to
+        the dead-letter callback). They were sketched before delivery, so
+        :meth:`total_events_processed` and the analytics count them although your
+        database may not hold them: show this beside them."""
+        return self.stats().dead_lettered
+
     # -- analytics ---------------------------------------------------------------
 
     def now(self) -> int:
@@ -1242,7 +1302,16 @@ class EventStreamProcessor(NativeHandle):
         check(status)
         return []  # unreachable: check() raised
 
-    if _FAST_TOP:
+    if TYPE_CHECKING:  # the compiled descriptors' signatures, for type checkers
+
+        def top_channels(
+            self, k: int = 10, window_secs: Optional[int] = None, now: Optional[int] = None
+        ) -> List[Tuple[str, int]]:
+            """The ``k`` busiest channels as ``(channel_id, count)``, busiest first."""
+
+        def get_top_channels(self, k: int = 10) -> List[Tuple[str, int]]:
+            """Drop-in: the ``k`` busiest channels of all time."""
+    elif _FAST_TOP:
         # Method descriptors in C: one native call and the (channel_id, count)
         # tuples built there, reused while the native answer is unchanged; every
         # other call (bad or unusual arguments) runs the general method. See
@@ -1312,9 +1381,9 @@ class _BlockingPushes(EventStreamProcessor):
     # _push_event_sliced.
     push_event = _compiled_push_event(_push_event_sliced)
 
-    def push_many(self, events: Iterable[Sequence[Any]]) -> int:
+    def push_many(self, events: Iterable[PushRow]) -> int:
         self._h()
-        rows = events if isinstance(events, list) else list(events)
+        rows: Any = events if isinstance(events, list) else list(events)
         if rows and isinstance(rows[0], dict):
             rows = [(e["type"], e["user_id"], e["channel_id"], e.get("timestamp", 0)) for e in rows]
         if _push_rows is None or not rows:

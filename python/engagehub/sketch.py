@@ -9,7 +9,7 @@ and merged.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Iterable, Union
 
 from . import errors
 from ._handle import NativeHandle
@@ -70,7 +70,7 @@ class HyperLogLog(NativeHandle):
         b = encode(item, "item")
         _call(lib.eh_hll_add, h, b, len(b))
 
-    def update(self, items: Any) -> None:
+    def update(self, items: Iterable[Item]) -> None:
         """Adds every item of an iterable."""
         add, h = lib.eh_hll_add, self._h()
         for item in items:

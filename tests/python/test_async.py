@@ -259,11 +259,12 @@ def test_discord_style_bot_with_a_flaky_sink_retries_and_still_loses_nothing(tmp
 
 
 def _readme_asyncio_example() -> str:
-    """The README's `<!-- example: asyncio-bot -->` block (test_readme_examples.py
-    only runs it standalone, which defines run_bot; this drives it)."""
-    from readme_examples import python_source, readme_examples
+    """The docs' `<!-- example: asyncio-bot -->` block (docs/asyncio.md;
+    test_doc_examples.py only runs it standalone, which defines run_bot; this
+    drives it)."""
+    from doc_examples import all_examples, python_source
 
-    return python_source(readme_examples(), "asyncio-bot")
+    return python_source(all_examples(), "asyncio-bot")
 
 
 def test_readme_asyncio_bot_example_saves_every_message(tmp_path, capsys):
@@ -271,7 +272,7 @@ def test_readme_asyncio_bot_example_saves_every_message(tmp_path, capsys):
     from types import SimpleNamespace
 
     namespace: dict = {}
-    exec(compile(_readme_asyncio_example(), "README.md (asyncio)", "exec"), namespace)
+    exec(compile(_readme_asyncio_example(), "docs/asyncio.md", "exec"), namespace)
 
     async def gateway(n: int):
         """discord.py's message stream, simulated: every seventh author is a bot."""

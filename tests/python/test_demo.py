@@ -495,3 +495,120 @@ def test_postgres_copy_per_batch(tmp_path):
     finally:
         store.close()
     assert rows == list(zip(*TRICKY[:4]))
+
+
+# -- where a run's files go ----------------------------------------------------------
+
+
+def test_runs_without_db_get_folders_of_their_own_and_resume_the_newest(tmp_path):
+    base = tmp_path / "runs"
+    first = demo.run(DemoConfig(events=5_000, quiet=True, dir=str(base)))
+    second = demo.run(DemoConfig(events=5_000, quiet=True, dir=str(base), resume=True))
+    assert first.ok and second.ok, (first.problems, second.problems)
+    folders = {Path(first.db).parent, Path(first.snapshot).parent, Path(second.db).parent}
+    assert len(folders) == 2, "each run has its own folder, database and snapshot together"
+    assert all(folder.parent == base and folder.name.startswith("run-") for folder in folders)
+    assert second.resumed and second.resumed_from == first.snapshot
+    assert second.start_ts == START + DAY, "resumed: the next day"
+    assert not first.resumed and first.resumed_from is None
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fcntl locks")
+def test_a_demo_runs_while_another_holds_its_folder_which_is_never_pruned(tmp_path, capsys):
+    base = tmp_path / "runs"
+    # Another demo, running: it made its folder the way a run does and holds its files.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import contextlib, sys; from engagehub.demo import cli\n"
+            "with contextlib.ExitStack() as s:\n"
+            "    d = cli.new_run_dir(sys.argv[1])\n"
+            "    cli.hold_paths(s, d / cli.DB_NAME, d / cli.SNAPSHOT_NAME)\n"
+            "    print(d, flush=True); sys.stdin.read()",
+            str(base),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+    )
+    try:
+        busy = Path(holder.stdout.readline().strip())
+        assert busy.parent == base.absolute()
+        # keep 1: the held folder is older than this run's, yet in use, so it stays.
+        assert demo.main(["--events", "2000", "--quiet", "--dir", str(base), "--keep-runs", "1"]) == 0
+        assert "all checks passed" in capsys.readouterr().out
+        assert busy.is_dir(), "a folder in use is never removed"
+        runs = sorted(base.glob("run-*"))
+        assert len(runs) == 2 and busy in runs
+        other = next(r for r in runs if r != busy)
+        assert (other / demo.DB_NAME).is_file() and not (busy / demo.DB_NAME).exists()
+    finally:
+        holder.communicate("", timeout=60)
+    # Once it has ended, the next run keeps only itself.
+    assert demo.main(["--events", "2000", "--quiet", "--dir", str(base), "--keep-runs", "1"]) == 0
+    assert not busy.exists() and len(list(base.glob("run-*"))) == 1
+
+
+def test_prune_runs_keeps_the_newest_and_the_spared(tmp_path):
+    names = [f"run-20260101-00000{i}-x" for i in range(5)]
+    for name in names:
+        (tmp_path / name).mkdir()
+    (tmp_path / "not-a-run").mkdir()
+    removed = cli.prune_runs(tmp_path, 2, spare=(tmp_path / names[0],))
+    assert sorted(p.name for p in removed) == names[1:3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([names[0], *names[3:], "not-a-run"])
+    assert cli.prune_runs(tmp_path, 0) == [], "0 keeps every run"
+
+
+def test_append_without_a_named_database_is_refused(tmp_path, capsys):
+    assert demo.main(["--events", "1000", "--quiet", "--dir", str(tmp_path), "--append"]) == 2
+    assert "--append keeps the rows already in a database: name it with --db" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir()), "nothing was written"
+
+
+def test_make_demo_passes_args_to_the_demo():
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    root = Path(__file__).resolve().parents[2]
+    dry = subprocess.run([make, "-n", "-C", str(root), "demo", "ARGS=--events 1234 --resume"],
+                         capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    assert "-m engagehub demo --events 1234 --resume" in dry.stdout
+
+
+def test_postgres_runs_keep_their_snapshot_where_told_or_in_a_folder_of_their_own(tmp_path):
+    """No server needed: which files a --postgres run uses (no SQLite file at all)."""
+    base = tmp_path / "runs"
+    told = tmp_path / "board.json"
+    assert cli._files(DemoConfig(postgres="dbname=x", snapshot=str(told), dir=str(base))) == (None, told, None)
+    assert not base.exists(), "nothing to put in a folder of its own"
+    db, snapshot, resume_from = cli._files(DemoConfig(postgres="dbname=x", db="ignored.sqlite3", dir=str(base)))
+    assert db is None and resume_from is None
+    assert snapshot.name == demo.SNAPSHOT_NAME and snapshot.parent.parent == base.absolute()
+    (snapshot.parent / demo.SNAPSHOT_NAME).write_text("{}")
+    _, later, resume_from = cli._files(DemoConfig(postgres="dbname=x", dir=str(base), resume=True))
+    assert resume_from == snapshot and later.parent != snapshot.parent
+
+
+def test_redis_demos_use_keys_of_their_own_and_remove_them(tmp_path, capsys):
+    """--redis without --namespace: the run's own namespace, deleted at its end, so
+    another demo's keys (here under the old fixed default) are never touched; a
+    named namespace is kept for inspection."""
+    redis = pytest.importorskip("redis", reason="redis-py is not installed")
+    from unix_redis import unix_socket_redis
+
+    (tmp_path / "redis").mkdir()
+    with unix_socket_redis(tmp_path / "redis") as url:
+        client = redis.Redis.from_url(url)
+        client.set("{engagehub-demo}:events", 7)  # another demo, running
+        argv = ["--redis", url, "--events", "3000", "--writers", "1", "--quiet", "--dir", str(tmp_path / "runs")]
+        assert demo.main(argv) == 0, capsys.readouterr()
+        assert client.keys() == [b"{engagehub-demo}:events"] and client.get("{engagehub-demo}:events") == b"7"
+        assert demo.main([*argv, "--namespace", "mine"]) == 0, capsys.readouterr()
+        assert int(client.get("{mine}:events")) == 3000
+        assert cli.delete_demo_keys(url, "mine") > 1
+        assert client.keys() == [b"{engagehub-demo}:events"]
+        client.close()

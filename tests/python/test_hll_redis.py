@@ -1,22 +1,19 @@
 """HyperLogLog against a real Redis: the registers are Redis's, so counts, merges
 and the bytes themselves agree with ``PFADD`` / ``PFCOUNT`` / ``PFMERGE``.
 
-The server tests start their own ``redis-server`` (no persistence) on a free
-loopback port and are skipped, with the reason, when ``redis-server`` (on the
+The server tests start their own ``redis-server`` (no persistence, no TCP port)
+on a Unix socket in a temporary directory of their own, so test runs going on at
+once never share a server, and are skipped, with the reason, when ``redis-server`` (on the
 PATH, or ``$REDIS_SERVER``) or redis-py is missing. The corrupt-input tests need
 neither.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import time
 from typing import Iterator, List
 
 import pytest
+from unix_redis import unix_socket_redis
 
 from engagehub import Corrupt, HyperLogLog
 
@@ -29,41 +26,16 @@ HEADER = 16
 DENSE_LEN = 12304
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def r() -> Iterator["redis.Redis"]:
+def r(tmp_path_factory: pytest.TempPathFactory) -> Iterator["redis.Redis"]:
     if redis is None:
         pytest.skip("redis-py is not installed (pip install 'redis>=5')")
-    server = os.environ.get("REDIS_SERVER") or shutil.which("redis-server")
-    if not server:
-        pytest.skip("redis-server is not installed (set REDIS_SERVER or install redis)")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(host="127.0.0.1", port=port)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.02)
-        yield client
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(10)
+    with unix_socket_redis(tmp_path_factory.mktemp("redis")) as url:
+        client = redis.Redis.from_url(url)
+        try:
+            yield client
+        finally:
+            client.close()
 
 
 def ids(start: int, n: int) -> List[str]:

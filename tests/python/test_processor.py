@@ -139,6 +139,26 @@ def test_a_raising_callback_is_retried_then_dead_lettered_and_reported():
     assert (stats.failures, stats.retries, stats.dead_lettered, stats.delivered) == (3, 2, 10, 0)
 
 
+def test_dead_lettered_events_are_still_counted_by_the_analytics():
+    """Sketching happens before the flush callback: during a database outage the
+    analytics count events the database never got. events_dead_lettered() is the
+    number a dashboard shows beside them."""
+
+    def database_down(batch):
+        raise RuntimeError("database is down")
+
+    with eh.EventStreamProcessor(64, 0, 10, clock="event_time", max_retries=1, retry_backoff_ms=1) as p:
+        p.set_flush_callback(database_down)
+        for i in range(12):
+            p.push_event("message", f"user{i % 3}", f"channel{i % 2}", 1_700_000_000 + i)
+        p.flush_now(timeout=WAIT)
+        assert p.total_events_processed() == 12
+        assert p.get_unique_users_last_hour() == 3
+        assert p.get_top_channels(2) == [("channel0", 6), ("channel1", 6)]
+        assert p.events_dead_lettered() == 12 == p.stats().dead_lettered
+        assert p.stats().delivered == 0
+
+
 def test_a_callback_failing_once_is_delivered_once():
     attempts = []
     delivered: list = []

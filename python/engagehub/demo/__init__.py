@@ -10,6 +10,9 @@ answers, checked against their error bounds, and the leaderboard is saved to a
 snapshot. Each run starts from an empty board and a fresh table, so runs repeat;
 ``--resume`` loads the snapshot first and simulates the following day, ``--append``
 keeps the earlier rows (the exact answers always cover this run's rows only).
+Without ``--db`` a run writes into a new folder of its own under
+``./engagehub-demo/`` (``--dir``), so demos running at the same time never share a
+file; the newest five run folders are kept (``--keep-runs``).
 
 Run it with ``python -m engagehub demo`` (``--help`` lists the options). From code:
 :func:`run` takes a :class:`DemoConfig` and returns a :class:`DemoResult` with every
@@ -31,8 +34,10 @@ from __future__ import annotations
 
 from .cli import (
     DB_NAME,
+    DEMO_DIR,
     DESCRIPTION,
     HLL_STANDARD_ERROR,
+    KEEP_RUNS,
     SNAPSHOT_NAME,
     ChannelRow,
     DemoConfig,
@@ -41,8 +46,11 @@ from .cli import (
     config_from_args,
     hll_bound,
     main,
+    new_run_dir,
+    newest_snapshot,
     print_dashboard,
     progress_wanted,
+    prune_runs,
     run,
     run_from_args,
 )
@@ -66,11 +74,13 @@ __all__ = [
     "ChannelRow",
     "DAY",
     "DB_NAME",
+    "DEMO_DIR",
     "DESCRIPTION",
     "DemoConfig",
     "DemoError",
     "DemoResult",
     "HLL_STANDARD_ERROR",
+    "KEEP_RUNS",
     "KINDS",
     "KIND_WEIGHTS",
     "NIGHT_FLOOR",
@@ -90,8 +100,11 @@ __all__ = [
     "generate_events",
     "hll_bound",
     "main",
+    "new_run_dir",
+    "newest_snapshot",
     "print_dashboard",
     "progress_wanted",
+    "prune_runs",
     "run",
     "run_from_args",
     "zipf_cum_weights",

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -37,6 +39,13 @@ HLL_STANDARD_ERROR = 0.0081
 
 DB_NAME = "engagehub-demo.sqlite3"
 SNAPSHOT_NAME = "engagehub-demo-leaderboard.json"
+DEMO_DIR = "engagehub-demo"
+"""Where runs without ``--db`` keep their files (relative to the working directory):
+one new folder per run, ``run-<UTC time>-<random>``, so runs at the same time never
+share a file."""
+KEEP_RUNS = 5
+"""Run folders kept under :data:`DEMO_DIR` (the newest; older ones not in use are
+removed when a run starts). 0 keeps them all."""
 
 DESCRIPTION = (
     "One simulated day of a busy Discord server, end to end: a seeded stream of events "
@@ -136,13 +145,20 @@ class DemoConfig:
     users: int = 50_000
     channels: int = 2_000
     db: Optional[str] = None
-    """SQLite file; ``None``: ``engagehub-demo.sqlite3`` in the temp directory."""
+    """SQLite file; ``None``: ``engagehub-demo.sqlite3`` in a new folder of this run's
+    own under :attr:`dir`."""
     postgres: Optional[str] = None
     """A libpq DSN: write to PostgreSQL instead of SQLite."""
     append: bool = False
     snapshot: Optional[str] = None
-    """``None``: ``engagehub-demo-leaderboard.json`` next to the database."""
+    """``None``: ``engagehub-demo-leaderboard.json`` next to the database (in the
+    run's own folder without ``db``)."""
     resume: bool = False
+    """Load the leaderboard first: from :attr:`snapshot` (or the one next to
+    :attr:`db`), or without either from the newest earlier run's under :attr:`dir`."""
+    dir: Optional[str] = None
+    """Where runs without ``db`` keep their files; ``None``: :data:`DEMO_DIR`."""
+    keep_runs: int = KEEP_RUNS
     quiet: bool = False
     buffer_size: int = 65_536
     workers: int = 2
@@ -215,6 +231,8 @@ class DemoResult:
     db_rows_total: int
     snapshot: str
     problems: List[str] = field(default_factory=list)
+    resumed_from: Optional[str] = None
+    """The snapshot the leaderboard was loaded from (``--resume``)."""
 
     @property
     def ok(self) -> bool:
@@ -256,8 +274,72 @@ def _newest_update(board: Leaderboard) -> int:
     return max((row.last_update for row in board.top(size, now=0)), default=0) if size else 0
 
 
+def new_run_dir(base: "Path | str" = DEMO_DIR) -> Path:
+    """A new, empty folder for one run under ``base`` (created with it): the name
+    starts with the UTC time to the microsecond, so runs sort by age, and ends
+    with a random part made by ``mkdtemp``, which never returns a folder that
+    exists, so runs started at the same moment (two ``make demo`` at once) get
+    different ones."""
+    base = Path(base).absolute()
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    return Path(tempfile.mkdtemp(prefix=f"run-{stamp}-", dir=base))
+
+
 def _default_dir() -> Path:
-    return Path(tempfile.gettempdir())
+    """A new folder of its own for a run (:func:`new_run_dir` under :data:`DEMO_DIR`)."""
+    return new_run_dir(DEMO_DIR)
+
+
+def _run_dirs(base: Path) -> List[Path]:
+    """The run folders under ``base``, oldest first."""
+    return sorted(p for p in base.glob("run-*") if p.is_dir()) if base.is_dir() else []
+
+
+def newest_snapshot(base: "Path | str", exclude: Optional[Path] = None) -> Optional[Path]:
+    """The most recently saved snapshot of the runs under ``base`` (``exclude``: a
+    run folder to skip, the current run's). Snapshots are written atomically, so
+    any one found is whole."""
+    found = []
+    for run_dir in _run_dirs(Path(base).absolute()):
+        candidate = run_dir / SNAPSHOT_NAME
+        if run_dir != exclude and candidate.is_file():
+            found.append((candidate.stat().st_mtime_ns, candidate))
+    return max(found)[1] if found else None
+
+
+def _in_use(run_dir: Path) -> bool:
+    """Whether a run still holds its folder (the lock :func:`hold_paths` takes)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux or macOS
+        return True
+    lock_path = run_dir / f"{DB_NAME}.lock"
+    if not lock_path.exists():
+        # A run that has not locked yet is among the newest, which are never pruned;
+        # an old folder without a lock was left by a run that failed early.
+        return False
+    with open(lock_path, "a+b") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+
+
+def prune_runs(base: "Path | str", keep: int, *, spare: Tuple[Path, ...] = ()) -> List[Path]:
+    """Removes the run folders under ``base`` beyond the newest ``keep`` (0: none
+    removed), except those in ``spare`` and those a running demo holds; returns
+    the removed ones."""
+    if keep <= 0:
+        return []
+    removed = []
+    for run_dir in _run_dirs(Path(base).absolute())[:-keep]:
+        if run_dir in spare or _in_use(run_dir):
+            continue
+        shutil.rmtree(run_dir, ignore_errors=True)
+        removed.append(run_dir)
+    return removed
 
 
 def hold_paths(stack: ExitStack, *paths: Path) -> None:
@@ -277,8 +359,8 @@ def hold_paths(stack: ExitStack, *paths: Path) -> None:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise DemoError(
-                f"another demo is using {path} right now: wait for it to finish, or give this one "
-                "its own files with --db and --snapshot"
+                f"another demo is using {path} right now: wait for it to finish, or leave out "
+                "--db and --snapshot (each run then gets a folder of its own)"
             ) from None
 
 
@@ -308,13 +390,41 @@ def run(config: DemoConfig, *, err: Optional[TextIO] = None) -> DemoResult:
         return _run(config, say, err, stack)
 
 
-def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: ExitStack) -> DemoResult:
-    db_path = Path(config.db) if config.db else _default_dir() / DB_NAME
+def _files(config: DemoConfig) -> Tuple[Optional[Path], Path, Optional[Path]]:
+    """The run's SQLite file (``None`` with PostgreSQL), its snapshot and the
+    snapshot ``--resume`` loads. Named files are used as given; the others go into
+    a new folder of this run's own under ``config.dir`` (so runs at the same time
+    never share a file), and then ``--resume`` loads the newest earlier run's
+    snapshot there. Old run folders beyond ``config.keep_runs`` are removed."""
+    if config.append and not config.db and not config.postgres:
+        raise DemoError("--append keeps the rows already in a database: name it with --db")
+    base = Path(config.dir or DEMO_DIR).absolute()
+    run_dir: Optional[Path] = None
+
+    def own_folder() -> Path:
+        nonlocal run_dir
+        if run_dir is None:
+            run_dir = new_run_dir(base)
+        return run_dir
+
+    named = config.db if not config.postgres else None  # --db names the SQLite file only
+    db_path = None if config.postgres else Path(named) if named else own_folder() / DB_NAME
     if config.snapshot:
         snapshot = Path(config.snapshot)
     else:
-        snapshot = (db_path.parent if not config.postgres else _default_dir()) / SNAPSHOT_NAME
-    hold_paths(stack, *([snapshot] if config.postgres else [db_path, snapshot]))
+        snapshot = (Path(named).parent if named else own_folder()) / SNAPSHOT_NAME
+    resume_from: Optional[Path] = None
+    if config.resume:
+        resume_from = snapshot if config.snapshot or named else newest_snapshot(base, exclude=run_dir)
+    if run_dir is not None:
+        spare = (run_dir,) + ((resume_from.parent,) if resume_from is not None else ())
+        prune_runs(base, config.keep_runs, spare=spare)
+    return db_path, snapshot, resume_from
+
+
+def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: ExitStack) -> DemoResult:
+    db_path, snapshot, resume_from = _files(config)
+    hold_paths(stack, *([snapshot] if db_path is None else [db_path, snapshot]))
 
     problems: List[str] = []
     board = stack.enter_context(Leaderboard(decay_factor=0.95))
@@ -322,16 +432,17 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
     resumed_users = 0
     start_ts = START if config.start_ts is None else config.start_ts
     if config.resume:
-        if snapshot.exists():
-            board.load_from_json(snapshot)
+        if resume_from is not None and resume_from.exists():
+            board.load_from_json(resume_from)
             resumed = True
             resumed_users = len(board)
             newest = _newest_update(board)
             if config.start_ts is None and newest:
                 start_ts = max(START, (newest // DAY + 1) * DAY)
-            say(f"resumed the leaderboard from {snapshot}: {resumed_users:,} users")
+            say(f"resumed the leaderboard from {resume_from}: {resumed_users:,} users")
         else:
-            say(f"no snapshot at {snapshot}: starting with an empty leaderboard")
+            where = resume_from if resume_from is not None else f"{config.dir or DEMO_DIR}/run-*/"
+            say(f"no snapshot at {where}: starting with an empty leaderboard")
 
     say(_paths_line())
     say(f"generating {config.events:,} events (seed {config.seed})...")
@@ -350,6 +461,7 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
     if config.postgres:
         store = PostgresStore(config.postgres, config.append)
     else:
+        assert db_path is not None
         store = SQLiteStore(db_path, config.append)
     stack.callback(store.close)
     topk_capacity = 1024
@@ -510,6 +622,7 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
         db_rows_total=db_rows_total,
         snapshot=str(snapshot),
         problems=problems,
+        resumed_from=str(resume_from) if resumed else None,
     )
 
 
@@ -540,7 +653,7 @@ def print_dashboard(r: DemoResult, out: Optional[TextIO] = None) -> None:
     w("", file=out)
     w(f"engagehub demo: {r.events:,} events from {_utc(r.start_ts)} to {_utc(end)} UTC (seed {c.seed})", file=out)
     if r.resumed:
-        w(f"leaderboard resumed from {r.snapshot} ({r.resumed_users:,} users)", file=out)
+        w(f"leaderboard resumed from {r.resumed_from} ({r.resumed_users:,} users)", file=out)
     w("", file=out)
     w("Pipeline", file=out)
     line("events generated", f"{r.events:,}", f"{r.generate_seconds:.2f} s")
@@ -633,7 +746,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--users", type=int, default=d.users, help="distinct users (default %(default)s)")
     parser.add_argument("--channels", type=int, default=d.channels, help="distinct channels (default %(default)s)")
     parser.add_argument(
-        "--db", default=None, help=f"SQLite file (default {DB_NAME} in {_default_dir()}); recreated unless --append"
+        "--db",
+        default=None,
+        help=f"SQLite file, recreated unless --append (default: {DB_NAME} in a new folder of this run's own "
+        "under --dir)",
     )
     parser.add_argument(
         "--postgres",
@@ -642,7 +758,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"write to PostgreSQL instead (psycopg 3, COPY per batch) into table {POSTGRES_TABLE}, "
         "which is dropped and recreated unless --append",
     )
-    parser.add_argument("--append", action="store_true", help="keep the rows of earlier runs")
+    parser.add_argument(
+        "--append", action="store_true", help="keep the rows already in --db (or the PostgreSQL table)"
+    )
     parser.add_argument(
         "--snapshot",
         default=None,
@@ -651,8 +769,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="load the leaderboard from --snapshot first if the file exists, and simulate the next day "
-        "(default: start from an empty board, so every run is the same)",
+        help="load the leaderboard first (from --snapshot, the one next to --db, or else the newest earlier "
+        "run's under --dir) and simulate the next day (default: start from an empty board, so every run is "
+        "the same)",
+    )
+    parser.add_argument(
+        "--dir",
+        default=None,
+        help=f"where runs without --db keep their files, one new folder per run (default ./{DEMO_DIR}/)",
+    )
+    parser.add_argument(
+        "--keep-runs",
+        type=int,
+        default=KEEP_RUNS,
+        metavar="N",
+        help="run folders kept under --dir: older ones not in use are removed when a run starts "
+        "(default %(default)s; 0 keeps all)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or status lines")
     parser.add_argument("--workers", type=int, default=d.workers, help="processor threads (default %(default)s)")
@@ -667,7 +799,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--writers", type=int, default=3, help="writer processes with --redis (default %(default)s)")
     parser.add_argument(
-        "--namespace", default="engagehub-demo", help="Redis key namespace with --redis (default %(default)s)"
+        "--namespace",
+        default=None,
+        help="Redis key namespace with --redis, kept after the run (default: engagehub-demo-<run>, one of the "
+        "run's own, deleted at its end, so demos at the same time never share keys)",
     )
 
 
@@ -684,6 +819,8 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         append=args.append,
         snapshot=args.snapshot,
         resume=args.resume,
+        dir=args.dir,
+        keep_runs=args.keep_runs,
         quiet=args.quiet,
         workers=args.workers,
         batch_size=args.batch_size,
@@ -719,7 +856,19 @@ def _run_shared_from_args(args: argparse.Namespace) -> int:
 
         if args.postgres:
             raise DemoError("--redis writes the rows to SQLite; drop --postgres")
-        return shared_demo.run(config_from_args(args), args.redis, args.writers, args.namespace)
+        config = config_from_args(args)
+        run_dir = new_run_dir(config.dir or DEMO_DIR)
+        if not config.db:  # a file of this run's own, as the one-process demo's
+            config.db = str(run_dir / "engagehub-demo-shared.sqlite3")
+        if args.namespace:
+            return shared_demo.run(config, args.redis, args.writers, args.namespace)
+        # Keys of this run's own (the shared demo clears its namespace first, which
+        # would wipe another demo's keys at the same time), removed at the end.
+        namespace = f"engagehub-demo-{run_dir.name.rsplit('-', 1)[-1]}"
+        try:
+            return shared_demo.run(config, args.redis, args.writers, namespace)
+        finally:
+            delete_demo_keys(args.redis, namespace)
     except Exception as exc:  # noqa: BLE001 - a bad option or an unreachable server: a message, status 2
         if not isinstance(exc, (DemoError, ValueError, OSError, sqlite3.Error, ImportError)) and not type(
             exc
@@ -727,6 +876,20 @@ def _run_shared_from_args(args: argparse.Namespace) -> int:
             raise
         print(f"engagehub demo: {exc}", file=sys.stderr)
         return 2
+
+
+def delete_demo_keys(url: str, namespace: str) -> int:
+    """Deletes the keys the ``--redis`` demo wrote under ``namespace`` (its
+    analytics and its leaderboard); returns how many."""
+    from ..shared import demo as shared_demo
+
+    client = shared_demo._client(url)
+    try:
+        keys = list(client.scan_iter(match="{" + namespace + "}:*"))
+        keys += list(client.scan_iter(match="{" + namespace + ":leaderboard}*"))
+        return int(client.delete(*keys)) if keys else 0
+    finally:
+        client.close()
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -738,7 +901,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 __all__ = [
     "DB_NAME",
+    "DEMO_DIR",
     "DESCRIPTION",
+    "KEEP_RUNS",
     "HLL_STANDARD_ERROR",
     "SNAPSHOT_NAME",
     "ChannelRow",
@@ -748,8 +913,11 @@ __all__ = [
     "config_from_args",
     "hll_bound",
     "main",
+    "new_run_dir",
+    "newest_snapshot",
     "print_dashboard",
     "progress_wanted",
+    "prune_runs",
     "run",
     "run_from_args",
 ]

@@ -1,10 +1,13 @@
-"""The README's Python and C examples, run as they are written, so they cannot rot.
+"""The Python and C examples of the README and docs/*.md, run as they are written,
+so they cannot rot; and the pages themselves (the README's length, every relative
+link and anchor).
 
-How blocks are marked: tests/python/readme_examples.py. A Python example runs in a
+How blocks are marked: tests/python/doc_examples.py. A Python example runs in a
 subprocess (this interpreter, the same ENGAGEHUB_LIB / PYTHONPATH) in a temporary
 folder; a C example is compiled with the C tests' warnings against
 include/engagehub.h and the library under test, then run. Each must exit 0 and
-print exactly its ``<!-- output -->`` block when it has one.
+print exactly its ``<!-- output -->`` block when it has one. The files of a
+multi-file project (``project=``) are run by that project's test (PROJECTS).
 """
 
 from __future__ import annotations
@@ -15,53 +18,60 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-import readme_examples
-from readme_examples import ReadmeError, parse, python_source
+import doc_examples
+from doc_examples import ReadmeError, parse, python_source
+from unix_redis import unix_socket_redis
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = readme_examples.readme_examples()
+EXAMPLES = doc_examples.all_examples()
 TIMEOUT = 120
+README_MAX_LINES = 300
+
+# Each multi-file project of the docs (project=NAME) and the test that runs it.
+PROJECTS = {"django-guide": "tests/python/test_guide_project.py"}
 
 
 def _names(language: str) -> list:
-    return [name for name, example in EXAMPLES.items() if example.language == language]
+    return [
+        name for name, example in EXAMPLES.items()
+        if example.language == language and "project" not in example.options
+    ]
 
 
-def _skip_unless_runnable(example: readme_examples.Example) -> None:
+def _skip_unless_runnable(example: doc_examples.Example) -> None:
     if "skip" in example.options:
-        pytest.skip(f"README example {example.name!r} is not run: {example.options['skip']}")
+        pytest.skip(f"{example.source} example {example.name!r} is not run: {example.options['skip']}")
     for module in example.needs:
         if importlib.util.find_spec(module) is None:
-            pytest.skip(f"README example {example.name!r} needs {module} (not installed)")
+            pytest.skip(f"{example.source} example {example.name!r} needs {module} (not installed)")
 
 
-def _substituted(example: readme_examples.Example, code: str, request: pytest.FixtureRequest) -> str:
+def _substituted(example: doc_examples.Example, code: str, request: pytest.FixtureRequest) -> str:
     if "replace" in example.options:
         old, new = example.options["replace"].split("=>", 1)
-        assert old in code, f"README example {example.name!r}: replace={old!r} is not in its code"
+        assert old in code, f"example {example.name!r}: replace={old!r} is not in its code"
         code = code.replace(old, new)
     if "redis" in example.options:
         url = example.options["redis"]
-        assert url in code, f"README example {example.name!r}: redis={url!r} is not in its code"
+        assert url in code, f"example {example.name!r}: redis={url!r} is not in its code"
         code = code.replace(url, request.getfixturevalue("redis_url"))
     return code
 
 
-def _check_run(example: readme_examples.Example, run: subprocess.CompletedProcess) -> None:
+def _check_run(example: doc_examples.Example, run: subprocess.CompletedProcess) -> None:
     assert run.returncode == 0, (
-        f"README example {example.name!r} (README.md:{example.line}) exited {run.returncode}\n"
+        f"example {example.name!r} ({example.source}:{example.line}) exited {run.returncode}\n"
         f"--- stdout\n{run.stdout}--- stderr\n{run.stderr}"
     )
     if example.output is not None:
         assert run.stdout == example.output, (
-            f"README example {example.name!r} printed\n{run.stdout}"
+            f"example {example.name!r} ({example.source}) printed\n{run.stdout}"
             f"instead of its <!-- output --> block\n{example.output}"
         )
 
@@ -73,38 +83,11 @@ def _check_run(example: readme_examples.Example, run: subprocess.CompletedProces
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A redis-server of this module's own on a Unix socket (no port to collide
     with other test runs), or ENGAGEHUB_TEST_REDIS_URL; skipped without either."""
-    redis = pytest.importorskip("redis", reason="redis-py is not installed (pip install 'engagehub[redis]')")
     if os.environ.get("ENGAGEHUB_TEST_REDIS_URL"):
         yield os.environ["ENGAGEHUB_TEST_REDIS_URL"]
         return
-    binary = os.environ.get("REDIS_SERVER") or shutil.which("redis-server")
-    if not binary:
-        pytest.skip("no Redis: set ENGAGEHUB_TEST_REDIS_URL or install redis-server")
-    directory = tmp_path_factory.mktemp("redis")
-    socket = directory / "redis.sock"
-    url = f"unix://{socket}?db=0"
-    proc = subprocess.Popen(
-        [binary, "--port", "0", "--unixsocket", str(socket), "--unixsocketperm", "700",
-         "--dir", str(directory), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        client = redis.Redis.from_url(url, socket_timeout=1)
-        deadline = time.monotonic() + 10
-        while True:
-            assert proc.poll() is None, "redis-server exited at start"
-            try:
-                if client.ping():
-                    break
-            except redis.RedisError:
-                pass
-            assert time.monotonic() < deadline, "redis-server did not answer within 10 s"
-            time.sleep(0.02)
-        client.close()
+    with unix_socket_redis(tmp_path_factory.mktemp("redis")) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 # --- Python -------------------------------------------------------------------------
@@ -115,8 +98,8 @@ def test_python_example_runs(name: str, tmp_path: Path, request: pytest.FixtureR
     example = EXAMPLES[name]
     _skip_unless_runnable(example)
     code = _substituted(example, python_source(EXAMPLES, name), request)
-    # The file's line numbers are the README's, so a traceback points at README.md.
-    script = tmp_path / f"README_{name}.py"
+    # The file's line numbers are the page's, so a traceback points at its line.
+    script = tmp_path / f"{Path(example.source).stem}_{name.replace('-', '_')}.py"
     script.write_text(code, encoding="utf-8")
     run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
                          text=True, timeout=TIMEOUT)
@@ -155,7 +138,7 @@ def c_toolchain(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     program linked against it loads) and as libengagehub.so (what -l finds)."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
-        pytest.skip("no C compiler (cc) to build the README's C examples")
+        pytest.skip("no C compiler (cc) to build the docs' C examples")
     library = _shared_library().resolve()
     folder = tmp_path_factory.mktemp("lib")
     (folder / _soname(library)).symlink_to(library)
@@ -170,8 +153,8 @@ def test_c_example_compiles_and_runs(name: str, tmp_path: Path, c_toolchain: tup
     assert "after" not in example.options, "C examples are whole programs"
     cc, lib_folder = c_toolchain
     source = tmp_path / f"{name}.c"
-    # #line: the compiler's messages name README.md and its line numbers.
-    source.write_text(f'#line {example.line} "README.md"\n{example.code}', encoding="utf-8")
+    # #line: the compiler's messages name the page and its line numbers.
+    source.write_text(f'#line {example.line} "{example.source}"\n{example.code}', encoding="utf-8")
     binary = tmp_path / name
     compile_ = subprocess.run(
         [cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", str(source),
@@ -179,34 +162,115 @@ def test_c_example_compiles_and_runs(name: str, tmp_path: Path, c_toolchain: tup
          "-o", str(binary)],
         capture_output=True, text=True, timeout=TIMEOUT,
     )
-    assert compile_.returncode == 0, f"README example {name!r} does not compile:\n{compile_.stderr}"
+    assert compile_.returncode == 0, f"example {name!r} does not compile:\n{compile_.stderr}"
     run = subprocess.run([str(binary)], cwd=tmp_path, capture_output=True, text=True,
                          timeout=TIMEOUT)
     _check_run(example, run)
 
 
-# --- The README as a whole ----------------------------------------------------------
+# --- The pages as a whole -------------------------------------------------------------
 
 
-def test_readme_has_python_and_c_examples_and_every_output_has_its_example() -> None:
-    assert len(_names("python")) >= 5 and len(_names("c")) >= 2
+def test_docs_have_python_and_c_examples_and_every_output_has_its_example() -> None:
+    assert len(_names("python")) >= 10 and len(_names("c")) >= 2
     assert any(example.output for example in EXAMPLES.values() if example.language == "c")
+    readme = [e for e in EXAMPLES.values() if e.source == "README.md"]
+    assert {e.language for e in readme} == {"python", "c"}, "the README shows one Python and one C example"
 
 
-def test_readme_names_the_current_soname_and_library_file() -> None:
+def test_readme_is_one_page() -> None:
+    lines = doc_examples.README.read_text(encoding="utf-8").count("\n")
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines; the guide goes in docs/"
+
+
+def test_every_skip_names_the_test_that_covers_the_code() -> None:
+    for example in EXAMPLES.values():
+        if "skip" in example.options:
+            named = re.findall(r"tests/[\w/.-]+\.(?:py|rs|c)", example.options["skip"])
+            assert named and all((ROOT / path).is_file() for path in named), (
+                f"{example.source}:{example.line}: skip={example.options['skip']!r} names no existing test"
+            )
+
+
+def test_every_project_of_the_docs_has_its_test() -> None:
+    used = {e.options["project"] for e in EXAMPLES.values() if "project" in e.options}
+    assert used == set(PROJECTS), f"projects in the docs {sorted(used)}, with tests {sorted(PROJECTS)}"
+    for path in PROJECTS.values():
+        assert (ROOT / path).is_file(), path
+
+
+def test_docs_name_the_current_soname_and_library_file() -> None:
     version = tomllib.loads((ROOT / "Cargo.toml").read_text())["package"]["version"]
     major, minor, _ = version.split(".")
     soversion = f"0.{minor}" if major == "0" else major
-    readme = readme_examples.README.read_text(encoding="utf-8")
-    mentioned = set(re.findall(r"libengagehub\.so\.[0-9][0-9.]*[0-9]", readme))
-    assert mentioned, "the README names no versioned library file"
+    text = "".join(path.read_text(encoding="utf-8") for path in doc_examples.doc_files())
+    mentioned = set(re.findall(r"libengagehub\.so\.[0-9][0-9.]*[0-9]", text))
+    assert mentioned, "the docs name no versioned library file"
     assert mentioned <= {f"libengagehub.so.{soversion}", f"libengagehub.so.{version}"}, (
-        f"README.md names {sorted(mentioned)}; for version {version} the SONAME is "
+        f"the docs name {sorted(mentioned)}; for version {version} the SONAME is "
         f"libengagehub.so.{soversion} and the file libengagehub.so.{version}"
     )
 
 
-# --- The marker rules (readme_examples.parse) ---------------------------------------
+def _anchors(markdown: str) -> set:
+    """GitHub's anchors for the headings of a page: lower case, punctuation other
+    than '-' and '_' dropped, spaces as '-', repeats numbered."""
+    anchors: set = set()
+    fence = False
+    for line in markdown.split("\n"):
+        if line.lstrip().startswith("```"):
+            fence = not fence
+        if fence or not line.startswith("#"):
+            continue
+        title = line.lstrip("#").strip().lower()
+        slug = re.sub(r"[^\w\- ]", "", title).replace(" ", "-")
+        candidate, n = slug, 1
+        while candidate in anchors:
+            candidate, n = f"{slug}-{n}", n + 1
+        anchors.add(candidate)
+    return anchors
+
+
+def test_every_relative_link_and_anchor_resolves() -> None:
+    for page in doc_examples.doc_files():
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # http(s), mailto: not checked here
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            where = f"{page.relative_to(ROOT)}: link {target!r}"
+            assert file.exists(), f"{where}: no {file}"
+            if anchor:
+                assert file.suffix == ".md", where
+                assert anchor in _anchors(file.read_text(encoding="utf-8")), f"{where}: no such heading"
+
+
+def test_the_first_page_links_what_a_new_user_looks_for() -> None:
+    """A DB-writing callback, a Django view reading the shared leaderboard, and
+    testing one's own app: each one link from the README."""
+    readme = doc_examples.README.read_text(encoding="utf-8")
+    for words, anchor in (
+        ("flush callback", "docs/guide.md#"),
+        ("view", "docs/guide.md#"),
+        ("testing", "docs/guide.md#"),
+    ):
+        assert re.search(rf"\[[^\]]*{words}[^\]]*\]\({re.escape(anchor)}", readme, re.IGNORECASE), (
+            f"the README has no link to docs/guide.md about {words!r}"
+        )
+
+
+# --- The marker rules (doc_examples.parse) ---------------------------------------
+
+
+def test_project_files_and_skips_are_checked() -> None:
+    with pytest.raises(ReadmeError, match="project= and file= go together"):
+        parse("<!-- example: a project=p -->\n```python\npass\n```\n")
+    with pytest.raises(ReadmeError, match="skip= needs the reason"):
+        parse("<!-- example: a skip='' -->\n```python\npass\n```\n")
+    examples = parse("<!-- example: m project=p file=app/m.py -->\n```python\nX = 1\n```\n", "docs/x.md")
+    assert doc_examples.project_files(examples, "p")["app/m.py"].code == "X = 1\n"
+    assert examples["m"].source == "docs/x.md"
 
 
 def test_an_unmarked_python_or_c_block_is_refused_with_its_line() -> None:
@@ -245,7 +309,7 @@ def test_examples_keep_their_readme_lines_and_outputs() -> None:
 
 
 def test_a_wrong_output_fails_the_check() -> None:
-    example = readme_examples.Example("e", "python", "", 1, output="1\n")
+    example = doc_examples.Example("e", "python", "", 1, output="1\n")
     ok = subprocess.CompletedProcess([], 0, stdout="1\n", stderr="")
     _check_run(example, ok)
     with pytest.raises(AssertionError, match="instead of its <!-- output --> block"):

@@ -1,20 +1,27 @@
-"""The README's examples, as the tests read them.
+"""The examples of the README and of every page under docs/, as the tests read them.
 
-Every ```python and ```c block of README.md is preceded (blank lines aside) by a
-marker, ``<!-- example: NAME [key=value ...] -->``; a ```text block preceded by
-``<!-- output: NAME -->`` is what example NAME prints (with ``after=``, the whole
-run's output, the earlier example's included). Options (values may be
-quoted, shell-style):
+Every ```python and ```c block of README.md and docs/*.md is preceded (blank lines
+aside) by a marker, ``<!-- example: NAME [key=value ...] -->``; a ```text block
+preceded by ``<!-- output: NAME -->`` is what example NAME prints (with ``after=``,
+the whole run's output, the earlier example's included). Names are unique across
+all the files. Options (values may be quoted, shell-style):
 
-``after=OTHER``       OTHER's code runs first (an earlier example this one continues)
+``after=OTHER``       OTHER's code runs first (an earlier example of the same file
+                      that this one continues)
 ``needs=mod,...``     optional modules; the example is skipped without them
 ``redis=URL``         needs a Redis: URL, as written in the code, is replaced by the
                       test server's
 ``replace=OLD=>NEW``  text substituted before running (e.g. a fixed port by 0)
-``skip=WHY``          not run, for the reason given
+``project=P file=F``  a file of a multi-file project (a Django site): not run
+                      alone; written to F inside project P's folder, which the
+                      project's own test (test_doc_examples.PROJECTS) then runs
+``skip=WHY``          not run, for the reason given (the tests accept only a reason
+                      that names the test covering the code instead)
 
 ``parse`` refuses anything else (an unmarked block, an unknown option, an output
-for no example, a marker not followed by a block), naming the README line.
+for no example, a marker not followed by a block), naming the file and line.
+The ```python examples are also type-checked (``mypy --strict``:
+tests/typing/check_types.py).
 """
 
 from __future__ import annotations
@@ -26,22 +33,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
 
 RUN_LANGUAGES = ("python", "c")
-OPTIONS = ("after", "needs", "redis", "replace", "skip")
+OPTIONS = ("after", "file", "needs", "project", "redis", "replace", "skip")
 
 _MARKER = re.compile(r"<!-- (example|output): ([\w.-]+)(.*?)-->")
 _FENCE = re.compile(r"(`{3,})(\S*)\s*$")
 
 
 class ReadmeError(ValueError):
-    """A README marker or block that does not follow the rules above."""
+    """A marker or block that does not follow the rules above."""
 
 
 @dataclass
 class Example:
-    """One marked block: its code starts on README line ``line`` (1-based)."""
+    """One marked block: its code starts on line ``line`` (1-based) of ``source``
+    (a path relative to the repository, e.g. ``docs/guide.md``)."""
 
     name: str
     language: str
@@ -49,6 +58,7 @@ class Example:
     line: int
     options: Dict[str, str] = field(default_factory=dict)
     output: Optional[str] = None
+    source: str = "README.md"
 
     @property
     def needs(self) -> List[str]:
@@ -110,7 +120,7 @@ def _block(examples: Dict[str, Example], pending: Optional[tuple], language: str
         if language in RUN_LANGUAGES:
             raise ReadmeError(
                 f"{where}: a ```{language} block without an '<!-- example: NAME -->' line before it "
-                "(see tests/python/readme_examples.py)"
+                "(see tests/python/doc_examples.py)"
             )
         return
     kind, name, options, marker_line = pending
@@ -132,7 +142,13 @@ def _block(examples: Dict[str, Example], pending: Optional[tuple], language: str
         raise ReadmeError(f"{source}:{marker_line}: after={after!r} is no earlier {language} example")
     if "replace" in options and "=>" not in options["replace"]:
         raise ReadmeError(f"{source}:{marker_line}: replace= needs OLD=>NEW")
-    examples[name] = Example(name, language, body, first_line, options)
+    if ("project" in options) != ("file" in options):
+        raise ReadmeError(f"{source}:{marker_line}: project= and file= go together")
+    if "project" in options and (language != "python" or "after" in options or "skip" in options):
+        raise ReadmeError(f"{source}:{marker_line}: a project file is python, without after= or skip=")
+    if "skip" in options and not options["skip"].strip():
+        raise ReadmeError(f"{source}:{marker_line}: skip= needs the reason")
+    examples[name] = Example(name, language, body, first_line, options, source=source)
 
 
 def python_source(examples: Dict[str, Example], name: str) -> str:
@@ -153,6 +169,35 @@ def python_source(examples: Dict[str, Example], name: str) -> str:
     return source
 
 
-def readme_examples() -> Dict[str, Example]:
-    """The examples of the project's README.md."""
-    return parse(README.read_text(encoding="utf-8"))
+def doc_files() -> List[Path]:
+    """README.md, then every page of docs/ (sorted), then CHANGELOG.md."""
+    files = [README, *sorted((ROOT / "docs").glob("*.md"))]
+    changelog = ROOT / "CHANGELOG.md"
+    return files + ([changelog] if changelog.exists() else [])
+
+
+def all_examples() -> Dict[str, Example]:
+    """Every example of :func:`doc_files`, by name (unique across the files)."""
+    examples: Dict[str, Example] = {}
+    for path in doc_files():
+        source = path.relative_to(ROOT).as_posix()
+        for name, example in parse(path.read_text(encoding="utf-8"), source).items():
+            if name in examples:
+                raise ReadmeError(
+                    f"{source}:{example.line}: example {name!r} is also in {examples[name].source}"
+                )
+            examples[name] = example
+    return examples
+
+
+def project_files(examples: Dict[str, Example], project: str) -> Dict[str, Example]:
+    """The files of ``project`` (``project=`` examples) by their path."""
+    files: Dict[str, Example] = {}
+    for example in examples.values():
+        if example.options.get("project") == project:
+            path = example.options["file"]
+            if path in files:
+                raise ReadmeError(f"{example.source}:{example.line}: a second {path} in project {project!r}")
+            files[path] = example
+    return files
+

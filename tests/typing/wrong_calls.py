@@ -1,0 +1,82 @@
+"""Calls a type checker must refuse, each marked with the mypy error code it must
+produce (``# E: code``); unmarked lines must pass. Never run: ``make typecheck``
+(tests/typing/check_types.py) checks it with ``mypy --strict``."""
+
+from engagehub import EventColumns, EventDict, EventStreamProcessor, HyperLogLog, Leaderboard
+
+p = EventStreamProcessor(num_threads=0)
+board = Leaderboard()
+
+# push_event: three ids (str or bytes), a timestamp (int, float or None), bytes payload.
+p.push_event("message", "u1", "c1", 1_700_000_000)
+p.push_event(1, 2, 3, "x")  # E: arg-type
+p.push_event("message", "u1")  # E: call-arg
+p.push_event("message", "u1", "c1", payload="text")  # E: arg-type
+p.push_event("message", "u1", "c1", 1_700_000_000, b"", 3)  # E: call-arg
+accepted: str = p.push_event("message", "u1", "c1")  # E: assignment
+
+# push_many: 3- or 4-tuples, or event dicts.
+p.push_many([("message", "u1", "c1"), ("message", "u2", "c1", 1_700_000_000)])
+p.push_many([("message", "u1")])  # E: list-item
+p.push_many([("message", "u1", "c1", "yesterday")])  # E: list-item
+p.push_many(["message,u1,c1"])  # E: list-item
+pushed: bool = p.push_many([])  # E: assignment
+
+# Queries.
+channels: list[tuple[str, int]] = p.get_top_channels(5) + p.top_channels(5, window_secs=3600)
+p.get_top_channels("5")  # E: arg-type
+p.top_channels(5, window_secs="hour")  # E: arg-type
+p.top_channels(5, 3600, now="now")  # E: arg-type
+names: list[str] = p.get_top_channels(5)  # E: assignment
+p.unique_users("3600")  # E: arg-type
+lost: str = p.events_dead_lettered()  # E: assignment
+
+
+# Callbacks: the argument follows batch_format.
+def save_rows(events: list[EventDict]) -> None: ...
+
+
+def save_columns(batch: EventColumns) -> None: ...
+
+
+def on_dead(events: list[EventDict], error: str) -> None: ...
+
+
+p.set_flush_callback(save_rows)
+p.set_flush_callback(save_columns, batch_format="columns")
+p.set_dead_letter_callback(on_dead)
+p.set_flush_callback(save_columns)  # E: arg-type
+p.set_flush_callback(save_rows, batch_format="columns")  # E: call-overload
+p.set_flush_callback(save_rows, batch_format="csv")  # E: call-overload
+p.set_dead_letter_callback(save_rows)  # E: arg-type
+
+
+# Rows are typed.
+def read(events: list[EventDict]) -> str:
+    when: int = events[0]["timestamp"]
+    events[0]["user"]  # E: typeddict-item
+    return events[0]["channel_id"] + str(when)
+
+
+rows = board.get_top_users(10)
+first: str = rows[0]["user_id"]
+rows[0]["name"]  # E: typeddict-item
+score: str = rows[0]["score"]  # E: assignment
+board.get_user_rank("u1")["rank"]  # E: index
+
+# The leaderboard.
+board.update_user("u1", 5.0, 1_700_000_000)
+board.update_user(123, 5.0)  # E: arg-type
+board.update_user("u1", "5")  # E: arg-type
+board.top(k="10")  # E: arg-type
+refused: str = board.update_user("u1", 1.0)  # E: assignment
+
+# `with` keeps the wrapper's type.
+with EventStreamProcessor() as q:
+    q.push_event("message", "u1")  # E: call-arg
+with Leaderboard() as lb:
+    lb.update_usr("u1", 1.0)  # E: attr-defined
+
+# Sketches.
+HyperLogLog().update(["u1", b"u2"])
+HyperLogLog().update([1, 2])  # E: list-item
