@@ -84,42 +84,23 @@ _EH_OK = lib.EH_OK
 
 def _load_fast() -> Any:
     """``engagehub._engagehub_fast`` bound to the push functions of the library cffi
-    loaded (API or ABI mode), or None when the compiled module is absent (or older
-    than this file): push_event, push_many and delivery then go through cffi."""
+    loaded (API or ABI mode), or None when the compiled module is absent, older than
+    this file, or compiled from another version of the header: push_event,
+    push_many and delivery then go through cffi."""
     try:
         from . import _engagehub_fast as fast  # type: ignore[attr-defined]
     except ImportError:
         return None
-    if not hasattr(fast, "bind_processor"):
+    if getattr(fast, "HEADER_VERSION", None) != lib.eh_version_number():
         return None
-    layout = (ffi.sizeof("eh_event"),) + tuple(
-        ffi.offsetof("eh_event", field)
-        for field in (
-            "kind", "kind_len", "user_id", "user_id_len", "channel_id", "channel_id_len",
-            "timestamp", "payload", "payload_len",
-        )
-    )
     address = lambda name: int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))  # noqa: E731
-    try:
-        fast.bind_processor(
-            address("eh_processor_push"),
-            address("eh_processor_push_batch"),
-            address("eh_processor_push_batch_wait"),
-            address("eh_processor_push_wait"),
-            _EH_QUEUE_FULL,
-            _EH_TIMEOUT,
-            layout,
-        )
-    except TypeError:  # a module built for an older header
-        return None
-    if hasattr(fast, "bind_top_channels"):
-        list_layout = (
-            (ffi.sizeof("eh_channel_list"),)
-            + tuple(ffi.offsetof("eh_channel_list", f) for f in ("len", "rows", "ids", "size", "owner"))
-            + (ffi.sizeof("eh_channel_row"),)
-            + tuple(ffi.offsetof("eh_channel_row", f) for f in ("count", "id_offset", "id_len"))
-        )
-        fast.bind_top_channels(address("eh_processor_top_channels"), address("eh_channel_list_free"), list_layout)
+    fast.bind_processor(
+        address("eh_processor_push"),
+        address("eh_processor_push_batch"),
+        address("eh_processor_push_batch_wait"),
+        address("eh_processor_push_wait"),
+    )
+    fast.bind_top_channels(address("eh_processor_top_channels"), address("eh_channel_list_free"))
     return fast
 
 
@@ -128,9 +109,8 @@ FAST_PUSH: bool = _fast is not None
 """True when ``push_event``, ``push_many`` and batch delivery use the compiled module
 (``engagehub._engagehub_fast``); otherwise they go through cffi."""
 _build_batch = _fast.build_batch if _fast is not None else None
-# top_channels and get_top_channels as compiled method descriptors (older compiled
-# modules lack them: the cffi path then).
-_FAST_TOP = _fast is not None and hasattr(_fast, "TopChannels")
+# top_channels and get_top_channels as compiled method descriptors.
+_FAST_TOP = _fast is not None
 _push_rows = _fast.push_rows if _fast is not None else None
 _FORM_CODE = {"dicts": 0, "tuples": 1, "columns": 2}
 
@@ -323,7 +303,7 @@ class _Registration:
 @ffi.callback("int32_t(void *, const eh_event *, size_t)", error=1)
 def _flush_trampoline(user_data: Any, events: Any, n: int) -> int:
     if _delivery_started is not None:
-        _delivery_started()  # first, under the GIL: see _engagehub_fast.c
+        _delivery_started()  # first, under the GIL: the GIL hand-off, see _engagehub_fast.c
     registration: _Registration = ffi.from_handle(user_data)
     dispatch = registration.dispatch
     try:
@@ -337,9 +317,12 @@ def _flush_trampoline(user_data: Any, events: Any, n: int) -> int:
 
 
 if _fast is not None:
-    # What the native side calls: counts the worker as waiting for the GIL, then
-    # runs _flush_trampoline; pushes hand the GIL over to it (_engagehub_fast.c).
-    _flush_entry: Any = ffi.cast("eh_flush_fn", _fast.bind_delivery(int(ffi.cast("uintptr_t", _flush_trampoline))))
+    # What the native side calls with the processor's own delivery context (see
+    # set_flush_callback): counts the worker as waiting for the GIL, then runs
+    # _flush_trampoline; that processor's pushes hand the GIL over to it
+    # (_engagehub_fast.c). The context's finalizer runs _user_data_free.
+    _flush_entry: Any = ffi.cast("eh_flush_fn", _fast.FLUSH_ENTRY)
+    _context_free: Any = ffi.cast("eh_free_fn", _fast.CONTEXT_FREE)
     _delivery_started = _fast.delivery_started
 else:
     _flush_entry = _flush_trampoline
@@ -470,8 +453,9 @@ def _after_fork_in_child() -> None:
     # stay held forever in the child. The native side re-initialises itself.
     for processor in list(_LIVE):
         processor._dispatch.lock = threading.Lock()
-    if _fast is not None:
-        _fast.reset_after_fork()
+        target = getattr(processor, "_push_target", None)
+        if target is not None:
+            target.reset_after_fork()  # no delivery of the parent's is waiting here
 
 
 if hasattr(os, "register_at_fork"):
@@ -818,9 +802,21 @@ class EventStreamProcessor(NativeHandle):
             return
         target = _check_loop(callback, loop, "flush_callback")
         context = _register_context(_Registration(self._dispatch, target, batch_format))
+        if _fast is None:
+            user_data, release = context, _user_data_free
+        else:
+            # The processor's own GIL hand-off: a native context around the
+            # registration, released (with it) by _context_free.
+            delivery = self._push_target.delivery_context(
+                int(ffi.cast("uintptr_t", context)), int(ffi.cast("uintptr_t", _flush_trampoline)),
+                int(ffi.cast("uintptr_t", _user_data_free)),
+            )
+            user_data, release = ffi.cast("void *", delivery), _context_free
         try:
-            _call(lib.eh_processor_set_flush_callback, p, _flush_entry, context, _user_data_free)
+            _call(lib.eh_processor_set_flush_callback, p, _flush_entry, user_data, release)
         except BaseException:
+            if _fast is not None:
+                _fast.discard_context(delivery)
             _forget_context(context)
             raise
         if loop is None:
