@@ -80,6 +80,7 @@ _EH_INVALID_ARGUMENT = lib.EH_INVALID_ARGUMENT
 
 _EH_SHUT_DOWN = lib.EH_SHUT_DOWN
 _EH_OK = lib.EH_OK
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _load_fast() -> Any:
@@ -938,10 +939,15 @@ class EventStreamProcessor(NativeHandle):
         always the first ones: after the first refusal (full ring) the rest are
         dropped and counted. Under ``overflow="block"`` a full ring is waited for
         (the GIL released, Ctrl-C between 0.1 s slices) up to ``block_timeout_ms``
-        in all for the call, then the rest is dropped and counted. One invalid event raises with nothing pushed (rows with
-        ``bytes`` ids, float or ``None`` timestamps, mixed widths or a NUL inside a
-        field take a slower per-event path, which
-        stops at the invalid event instead).
+        in all for the call, then the rest is dropped and counted.
+
+        One invalid event raises :class:`~engagehub.InvalidArgument` with nothing
+        pushed, its message naming it (``event N: ...``, N counted from 0), in
+        both overflow modes, with or without the compiled module. Rows with
+        ``bytes`` ids, float or ``None`` timestamps, mixed widths or a NUL inside
+        a field take a slower per-event path, which stops at the invalid event
+        instead (the ones before it are pushed) and raises what ``push_event``
+        raises for it.
         """
         p = self._h()
         rows = events if isinstance(events, list) else list(events)
@@ -1227,14 +1233,16 @@ class _BlockingPushes(EventStreamProcessor):
         rows = events if isinstance(events, list) else list(events)
         if rows and isinstance(rows[0], dict):
             rows = [(e["type"], e["user_id"], e["channel_id"], e.get("timestamp", 0)) for e in rows]
-        if _push_rows is None or not rows:
-            return self._push_each(rows)
+        if not rows:
+            return 0
         # One eh_processor_push_batch_wait per slice of the wait (the GIL released
-        # meanwhile), signal handlers between slices; the rows the compiled path
-        # cannot read (None) take the per-event path, as in drop mode.
+        # meanwhile), signal handlers between slices: every event is checked before
+        # any is pushed, as in drop mode. The rows neither path reads as a batch
+        # (None) take the per-event path, as in drop mode.
+        push_rows = _push_rows if _push_rows is not None else _BlockingPushes._push_rows_general
         done = 0
         for wait_ms, give_up in self._wait_slices():
-            result = _push_rows(self, rows if done == 0 else rows[done:], wait_ms, give_up)
+            result = push_rows(self, rows if done == 0 else rows[done:], wait_ms, give_up)
             if result is None:
                 return done + self._push_each(rows[done:])
             rc, accepted = result
@@ -1246,6 +1254,41 @@ class _BlockingPushes(EventStreamProcessor):
             if rc != _EH_TIMEOUT:
                 check(rc)
         raise AssertionError("unreachable: the last slice gives up")
+
+    def _push_rows_general(self, rows: List[Any], wait_ms: int, give_up: bool) -> Optional[Tuple[int, int]]:
+        """The compiled ``push_rows`` through cffi (same rows, same answer): one
+        ``eh_processor_push_batch_wait`` over an ``eh_event`` array for a list of
+        3- or 4-tuples (all of one width) of str and an int timestamp;
+        ``(status, accepted)``, or None for rows it does not take."""
+        first = rows[0]
+        width = len(first) if type(first) is tuple else 0
+        if width not in (3, 4):
+            return None
+        n = len(rows)
+        events = ffi.new("eh_event[]", n)
+        keep = []  # the UTF-8 buffers the events point into
+        for i, row in enumerate(rows):
+            if type(row) is not tuple or len(row) != width:
+                return None
+            fields = row[:3]
+            if any(type(f) is not str for f in fields):
+                return None
+            ts = row[3] if width == 4 else 0
+            if type(ts) is not int or not _INT64_MIN <= ts <= _INT64_MAX:
+                return None
+            try:
+                encoded = [f.encode() for f in fields]
+            except UnicodeEncodeError:
+                return None
+            buffers = [_from_buffer("uint8_t[]", b) for b in encoded]
+            keep.append(buffers)
+            e = events[i]
+            e.kind, e.user_id, e.channel_id = buffers
+            e.kind_len, e.user_id_len, e.channel_id_len = map(len, encoded)
+            e.timestamp = ts
+        accepted = _new("size_t *")
+        rc = lib.eh_processor_push_batch_wait(self._cdata, events, n, accepted, wait_ms, int(give_up))
+        return rc, int(accepted[0])
 
     def _wait_slices(self) -> Iterator[Tuple[int, bool]]:
         """``(wait_ms, give_up)`` for each 0.1 s slice of a push's wait for room,

@@ -250,12 +250,12 @@ ROWS = [
 ]
 
 
-def _replay_many(monkeypatch, fast: bool):
+def _replay_many(monkeypatch, fast: bool, **config):
     rows = [r() if callable(r) else r for r in ROWS]
     if not fast:
         monkeypatch.setattr(processor_module, "_push_rows", None)
     collector = Collector()
-    p = EventStreamProcessor(1024, 1, 9, 50)
+    p = EventStreamProcessor(1024, 1, 9, 50, **config)
     p.set_flush_callback(collector)
     outcomes = [outcome(p.push_many, r) for r in rows]
     p.flush_now(WAIT)
@@ -276,6 +276,31 @@ def test_push_many_fast_and_general_paths_agree_on_every_outcome(monkeypatch):
     assert fast[2] == (errors.Closed, "processor is closed")
     assert {o[0] for o in fast[0]} >= {"ok", errors.InvalidArgument}
 
+
+@needs_fast
+def test_block_mode_push_many_fast_and_general_paths_agree_on_every_outcome(monkeypatch):
+    general = _replay_many(monkeypatch, fast=False, overflow="block")
+    fast = _replay_many(monkeypatch, fast=True, overflow="block")
+    assert fast == general
+    assert fast[0][0] == ("ok", 50)
+    assert fast[2] == (errors.Closed, "processor is closed")
+
+
+@pytest.mark.parametrize("overflow", ["drop", "block"])
+@pytest.mark.parametrize("fast", [True, False])
+def test_push_many_checks_every_usual_row_before_pushing_any(monkeypatch, overflow, fast):
+    # One answer in both modes and on both paths: a list of (str, str, str[, int])
+    # rows with one invalid event pushes none of them, and the message names it.
+    if fast and not processor_module.FAST_PUSH:
+        pytest.skip("engagehub._engagehub_fast is not built")
+    if not fast:
+        monkeypatch.setattr(processor_module, "_push_rows", None)
+    with EventStreamProcessor(1024, 1, 10, 50, overflow=overflow) as p:
+        for bad in (("m", "u", "c", NOW + 30 * 86400), ("m", "x" * 1025, "c", NOW)):
+            with pytest.raises(errors.InvalidArgument, match=r"\bevent 1: "):
+                p.push_many([("m", "ok", "c", NOW), bad, ("m", "ok2", "c", NOW)])
+        p.flush_now(WAIT)
+        assert p.stats().accepted == 0
 
 
 def _deliveries(monkeypatch, fast: bool, form: str, payloads: bool):
