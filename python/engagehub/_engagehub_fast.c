@@ -10,10 +10,10 @@
  *   against their own headers (`_engagehub_fast.cpython-3XY-*.so`): the stable ABI
  *   of those versions has no vectorcall, which the method descriptors need.
  * - No interpreter internals: strings are read through PyUnicode_AsUTF8AndSize, ints
- *   through PyLong_AsLongLongAndOverflow, the processor's `_push_target` slot
- *   through its member descriptor's own __get__; heap types, multi-phase
- *   initialisation, and all state in the module state (or, for the GIL hand-off, in
- *   each processor's PushTarget).
+ *   through PyLong_AsLongLongAndOverflow, a processor's native address from the C
+ *   base class this module gives EventStreamProcessor (ProcessorBase); heap types,
+ *   multi-phase initialisation, and all state in the module state (or, for the GIL
+ *   hand-off, in each processor).
  * - No hand-copied ABI: the structs and function types come from the generated
  *   header, engagehub.h, which this file includes. The module links nothing: the
  *   functions are bound at import to the addresses of the library cffi loaded
@@ -46,6 +46,12 @@
 
 #include "engagehub.h"
 
+#if defined(__GNUC__) || defined(__clang__)
+#define EH_NOINLINE __attribute__((noinline))
+#else
+#define EH_NOINLINE
+#endif
+
 /* The library's functions, typed by their declarations in the header. */
 typedef __typeof__(eh_leaderboard_try_add) *try_add_fn;
 typedef __typeof__(eh_processor_push) *push_fn;
@@ -77,13 +83,11 @@ typedef struct {
   channel_list_free_fn channel_list_free;
   /* This module's types. */
   PyTypeObject *push_event_type;
-  PyTypeObject *push_target_type;
+  PyTypeObject *processor_base_type;
   PyTypeObject *top_channels_type;
-  /* EventStreamProcessor, its `_push_target` member descriptor and that
-   * descriptor's __get__ (bind_push_target). */
-  PyTypeObject *processor_type;
-  PyObject *push_target_slot;
-  descrgetfunc push_target_get;
+  /* The last class seen to derive from ProcessorBase (a strong reference), so
+   * that the usual call checks its `self` with one comparison. */
+  PyTypeObject *processor_class;
   PyObject *method_type; /* types.MethodType: binds the descriptors to an instance */
   /* Interned names. */
   PyObject *key_type, *key_user_id, *key_channel_id, *key_timestamp, *key_payload;
@@ -117,6 +121,11 @@ static void *address_arg(PyObject *address, const char *what) {
 /* A str's UTF-8 bytes (CPython's own: the character data of an ASCII str, its
  * cached UTF-8 otherwise), valid as long as the str; NULL with an exception set
  * when it cannot be encoded (a lone surrogate). */
+/* PyVectorcall_NARGS, which the limited API has as a function only. */
+static inline Py_ssize_t vectorcall_nargs(size_t nargsf) {
+  return (Py_ssize_t)(nargsf & ~PY_VECTORCALL_ARGUMENTS_OFFSET);
+}
+
 static inline const char *str_utf8(PyObject *str, Py_ssize_t *len) {
   return PyUnicode_AsUTF8AndSize(str, len);
 }
@@ -203,7 +212,7 @@ static PyObject *leaderboard_add(PyObject *module, PyObject *const *args, Py_ssi
  * then takes it back: the batch is delivered now rather than after 5 ms.
  *
  * The counters live in a `handoff`, shared (reference counted, atomically) by the
- * processor's PushTarget and by every callback registration's `delivery` context,
+ * processor (ProcessorBase) and by every callback registration's `delivery` context,
  * which the library owns as user_data and releases through context_free after the
  * registration's last call. */
 
@@ -238,7 +247,7 @@ static int64_t monotonic_ns(void) {
 #endif
 
 typedef struct {
-  eh_counter refs;    /* the PushTarget's and each live delivery context's */
+  eh_counter refs;    /* the processor's and each live delivery context's */
   eh_counter waiting; /* deliveries between flush_entry and delivery_started */
   eh_counter started; /* deliveries started so far: a yielding push waits for it to move */
 } handoff;
@@ -326,7 +335,7 @@ static PyObject *discard_context(PyObject *module, PyObject *address) {
 /* Lets a waiting delivery take the GIL (see above); called with the GIL held. The
  * wait is bounded (20 ms) so that a worker that cannot get the GIL (another thread
  * holds it) slows a push down but never stops it. */
-static void yield_to_delivery(handoff *h) {
+static EH_NOINLINE void yield_to_delivery(handoff *h) {
   int64_t started = COUNTER_LOAD(h->started);
   Py_BEGIN_ALLOW_THREADS
   int64_t deadline = MONOTONIC_NS() + 20 * 1000 * 1000;
@@ -343,11 +352,15 @@ static inline void maybe_yield_to_delivery(handoff *h) {
   }
 }
 
-/* ---- PushTarget: what the compiled calls read from a processor ---------------------
+/* ---- ProcessorBase: what the compiled calls read from a processor ------------------
  *
- * A processor's `_push_target` slot: its shell's address, unboxed once, whether a
- * push may wait for room (the "block" overflow) and for how long, and its GIL
- * hand-off. The address is valid for the wrapper's whole life (freed only by
+ * EventStreamProcessor's C base class (its other base is NativeHandle): it holds
+ * the processor's shell address, whether a push may wait for room (the "block"
+ * overflow) and for how long, and its GIL hand-off, at a fixed place in every
+ * instance, so the compiled calls read them with a type check and a few loads.
+ * `_bind_target` sets them once the native processor exists; until then (a
+ * constructor that failed) the address is NULL and every compiled call takes the
+ * general path. The address is valid for the wrapper's whole life (freed only by
  * ffi.gc, and `self` is alive during a call): a call racing close gets
  * EH_SHUT_DOWN. */
 
@@ -357,57 +370,60 @@ typedef struct {
   int blocking;
   long long block_timeout_ms;
   handoff *handoff;
-} PushTarget;
+} ProcessorBase;
 
-static PyObject *push_target_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+static void processor_base_dealloc(PyObject *self) {
+  PyTypeObject *type = Py_TYPE(self); /* a heap type (the Python subclass, or this one) */
+  handoff_release(((ProcessorBase *)self)->handoff);
+  freefunc release = (freefunc)PyType_GetSlot(type, Py_tp_free);
+  release(self);
+  Py_DECREF(type);
+}
+
+/* _bind_target(address, blocking, block_timeout_ms): once, from __init__. */
+static PyObject *processor_base_bind_target(PyObject *self, PyObject *args) {
+  ProcessorBase *base = (ProcessorBase *)self;
   PyObject *address_obj;
   int blocking;
-  long long block_timeout_ms = 0;
-  static char *keywords[] = {"address", "blocking", "block_timeout_ms", NULL};
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!p|L:PushTarget", keywords, &PyLong_Type,
-                                   &address_obj, &blocking, &block_timeout_ms)) {
+  long long block_timeout_ms;
+  if (!PyArg_ParseTuple(args, "O!pL:_bind_target", &PyLong_Type, &address_obj, &blocking,
+                        &block_timeout_ms)) {
     return NULL;
   }
   if (block_timeout_ms < 0) {
-    PyErr_SetString(PyExc_ValueError, "PushTarget(): block_timeout_ms < 0");
+    PyErr_SetString(PyExc_ValueError, "_bind_target(): block_timeout_ms < 0");
     return NULL;
   }
-  void *address = PyLong_AsVoidPtr(address_obj);
+  if (base->address != NULL) {
+    PyErr_SetString(PyExc_RuntimeError, "_bind_target(): already bound");
+    return NULL;
+  }
+  void *address = address_arg(address_obj, "a processor");
   if (address == NULL) {
-    if (!PyErr_Occurred()) {
-      PyErr_SetString(PyExc_ValueError, "PushTarget() needs a processor's address");
-    }
     return NULL;
   }
   handoff *h = handoff_new();
   if (h == NULL) {
     return PyErr_NoMemory();
   }
-  PushTarget *self = (PushTarget *)PyType_GenericAlloc(type, 0);
-  if (self == NULL) {
-    handoff_release(h);
-    return NULL;
-  }
-  self->address = address;
-  self->blocking = blocking;
-  self->block_timeout_ms = block_timeout_ms;
-  self->handoff = h;
-  return (PyObject *)self;
+  base->blocking = blocking;
+  base->block_timeout_ms = block_timeout_ms;
+  base->handoff = h;
+  base->address = address;
+  Py_RETURN_NONE;
 }
 
-static void push_target_dealloc(PyObject *self) {
-  PyTypeObject *type = Py_TYPE(self);
-  handoff_release(((PushTarget *)self)->handoff);
-  PyObject_Free(self);
-  Py_DECREF(type);
-}
-
-/* delivery_context(inner_address, trampoline_address, inner_free_address) -> the
+/* _delivery_context(inner_address, trampoline_address, inner_free_address) -> the
  * address of a new delivery context to register as the flush callback's user_data,
  * with FLUSH_ENTRY and CONTEXT_FREE (or to hand to discard_context if refused). */
-static PyObject *push_target_delivery_context(PyObject *self, PyObject *args) {
+static PyObject *processor_base_delivery_context(PyObject *self, PyObject *args) {
+  handoff *h = ((ProcessorBase *)self)->handoff;
   PyObject *inner_obj, *trampoline_obj, *free_obj;
-  if (!PyArg_ParseTuple(args, "OOO:delivery_context", &inner_obj, &trampoline_obj, &free_obj)) {
+  if (!PyArg_ParseTuple(args, "OOO:_delivery_context", &inner_obj, &trampoline_obj, &free_obj)) {
+    return NULL;
+  }
+  if (h == NULL) {
+    PyErr_SetString(PyExc_RuntimeError, "_delivery_context(): not bound");
     return NULL;
   }
   void *inner = PyLong_AsVoidPtr(inner_obj);
@@ -428,7 +444,6 @@ static PyObject *push_target_delivery_context(PyObject *self, PyObject *args) {
     free(d);
     return NULL;
   }
-  handoff *h = ((PushTarget *)self)->handoff;
   COUNTER_ADD(h->refs, 1);
   d->handoff = h;
   d->inner = inner;
@@ -438,109 +453,67 @@ static PyObject *push_target_delivery_context(PyObject *self, PyObject *args) {
 }
 
 /* In a forked child only the forking thread exists: no delivery is waiting. */
-static PyObject *push_target_reset_after_fork(PyObject *self, PyObject *unused) {
+static PyObject *processor_base_reset_handoff(PyObject *self, PyObject *unused) {
   (void)unused;
-  handoff *h = ((PushTarget *)self)->handoff;
-  h->waiting = 0;
+  handoff *h = ((ProcessorBase *)self)->handoff;
+  if (h != NULL) {
+    h->waiting = 0;
+  }
   Py_RETURN_NONE;
 }
 
-/* handoff_counts() -> (waiting, started): this processor's deliveries waiting for
+/* _handoff_counts() -> (waiting, started): this processor's deliveries waiting for
  * the GIL and started so far (for tests). */
-static PyObject *push_target_handoff_counts(PyObject *self, PyObject *unused) {
+static PyObject *processor_base_handoff_counts(PyObject *self, PyObject *unused) {
   (void)unused;
-  handoff *h = ((PushTarget *)self)->handoff;
-  return Py_BuildValue("(LL)", (long long)COUNTER_LOAD(h->waiting),
-                       (long long)COUNTER_LOAD(h->started));
+  handoff *h = ((ProcessorBase *)self)->handoff;
+  long long waiting = h ? (long long)COUNTER_LOAD(h->waiting) : 0;
+  long long started = h ? (long long)COUNTER_LOAD(h->started) : 0;
+  return Py_BuildValue("(LL)", waiting, started);
 }
 
-static PyMethodDef push_target_methods[] = {
-    {"handoff_counts", push_target_handoff_counts, METH_NOARGS,
-     "handoff_counts() -> (waiting, started): this processor's deliveries."},
-    {"delivery_context", push_target_delivery_context, METH_VARARGS,
-     "delivery_context(inner_address, trampoline_address, inner_free_address) -> address."},
-    {"reset_after_fork", push_target_reset_after_fork, METH_NOARGS,
-     "reset_after_fork(): in a forked child, no delivery is waiting."},
+static PyMethodDef processor_base_methods[] = {
+    {"_bind_target", processor_base_bind_target, METH_VARARGS,
+     "_bind_target(address, blocking, block_timeout_ms): the native processor's shell."},
+    {"_delivery_context", processor_base_delivery_context, METH_VARARGS,
+     "_delivery_context(inner_address, trampoline_address, inner_free_address) -> address."},
+    {"_reset_handoff", processor_base_reset_handoff, METH_NOARGS,
+     "_reset_handoff(): in a forked child, no delivery is waiting."},
+    {"_handoff_counts", processor_base_handoff_counts, METH_NOARGS,
+     "_handoff_counts() -> (waiting, started): this processor's deliveries."},
     {NULL, NULL, 0, NULL},
 };
 
-static PyType_Slot push_target_slots[] = {
-    {Py_tp_new, (void *)push_target_new},
-    {Py_tp_dealloc, (void *)push_target_dealloc},
-    {Py_tp_methods, push_target_methods},
-    {Py_tp_doc, (void *)"PushTarget(address, blocking, block_timeout_ms=0): what the compiled "
-                        "calls read from a processor."},
+static PyType_Slot processor_base_slots[] = {
+    {Py_tp_dealloc, (void *)processor_base_dealloc},
+    {Py_tp_methods, processor_base_methods},
+    {Py_tp_doc, (void *)"The C base of EventStreamProcessor: what the compiled calls read."},
     {0, NULL},
 };
 
-static PyType_Spec push_target_spec = {
-    .name = "engagehub._engagehub_fast.PushTarget",
-    .basicsize = sizeof(PushTarget),
-    .flags = Py_TPFLAGS_DEFAULT,
-    .slots = push_target_slots,
+static PyType_Spec processor_base_spec = {
+    .name = "engagehub._engagehub_fast.ProcessorBase",
+    .basicsize = sizeof(ProcessorBase),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .slots = processor_base_slots,
 };
 
-/* bind_push_target(EventStreamProcessor, EventStreamProcessor.__dict__['_push_target']):
- * the class whose instances the compiled calls accept and the member descriptor of
- * its `_push_target` slot, read through the descriptor's own __get__ (a slot read
- * without an attribute lookup, which costs two dictionary probes). */
-static PyObject *bind_push_target(PyObject *module, PyObject *args) {
-  fast_state *st = module_state(module);
-  PyObject *type, *descr;
-  if (!PyArg_ParseTuple(args, "O!O:bind_push_target", &PyType_Type, &type, &descr)) {
-    return NULL;
-  }
-  /* A data descriptor defined by that very class (a slot's member descriptor). */
-  PyObject *owner = PyObject_GetAttrString(descr, "__objclass__");
-  if (owner == NULL) {
-    PyErr_Clear();
-  }
-#if !defined(Py_LIMITED_API) && PY_VERSION_HEX < 0x030A0000
-  /* CPython 3.9's PyType_GetSlot takes heap types only (a per-version build). */
-  descrgetfunc get = Py_TYPE(descr)->tp_descr_get;
-  int ok = owner == type && get != NULL && Py_TYPE(descr)->tp_descr_set != NULL;
-#else
-  descrgetfunc get = (descrgetfunc)PyType_GetSlot(Py_TYPE(descr), Py_tp_descr_get);
-  int ok = owner == type && get != NULL && PyType_GetSlot(Py_TYPE(descr), Py_tp_descr_set) != NULL;
-#endif
-  Py_XDECREF(owner);
-  if (!ok) {
-    PyErr_SetString(PyExc_TypeError, "bind_push_target() needs the class's `_push_target` slot");
-    return NULL;
-  }
-  PyTypeObject *old_type = st->processor_type;
-  PyObject *old_slot = st->push_target_slot;
-  Py_INCREF(type);
-  st->processor_type = (PyTypeObject *)type;
-  Py_INCREF(descr);
-  st->push_target_slot = descr;
-  st->push_target_get = get;
-  Py_XDECREF((PyObject *)old_type);
-  Py_XDECREF(old_slot);
-  Py_RETURN_NONE;
-}
-
-/* A new reference to `self`'s PushTarget: 1; 0 when it has none (the general path
- * then decides: e.g. a wrapper whose constructor failed, or a `self` that is no
- * processor); -1 with an exception set. */
-static int push_target(fast_state *st, PyObject *self, PushTarget **out) {
-  if (st->processor_type == NULL || !PyObject_TypeCheck(self, st->processor_type)) {
-    return 0;
-  }
-  PyObject *target = st->push_target_get(st->push_target_slot, self, (PyObject *)Py_TYPE(self));
-  if (target == NULL) {
-    if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
-      return -1;
+/* `self` as a bound processor (borrowed: the caller holds `self`), or NULL when it
+ * is none: the general path then decides (e.g. a wrapper whose constructor failed,
+ * or a `self` that is no processor). */
+static inline ProcessorBase *processor_of(fast_state *st, PyObject *self) {
+  PyTypeObject *type = Py_TYPE(self);
+  if (type != st->processor_class) {
+    if (!PyType_IsSubtype(type, st->processor_base_type)) {
+      return NULL;
     }
-    PyErr_Clear(); /* the slot is empty */
-    return 0;
+    PyTypeObject *old = st->processor_class;
+    Py_INCREF((PyObject *)type);
+    st->processor_class = type;
+    Py_XDECREF((PyObject *)old);
   }
-  if (!Py_IS_TYPE(target, st->push_target_type)) {
-    Py_DECREF(target);
-    return 0;
-  }
-  *out = (PushTarget *)target;
-  return 1;
+  ProcessorBase *base = (ProcessorBase *)self;
+  return base->address != NULL ? base : NULL;
 }
 
 /* ---- method descriptors: push_event, top_channels, get_top_channels -----------------
@@ -591,20 +564,53 @@ static PyObject *call_failed(PyObject *self, PyObject *name, eh_status status) {
  * Python path's _SLICE_MS), running signal handlers between them. */
 #define PUSH_SLICE_NS ((int64_t)100 * 1000000)
 
+/* push_event under "block": a first eh_processor_push_wait takes a free slot
+ * without waiting (the GIL held); on a full ring the same call waits in slices of
+ * 0.1 s up to block_timeout_ms with the GIL released, running signal handlers
+ * between slices. 0 and *status set, or -1 with an exception set (Ctrl-C:
+ * KeyboardInterrupt, nothing pushed or counted). Out of line: it keeps the drop
+ * mode's path short. */
+static EH_NOINLINE int push_event_blocking(fast_state *st, ProcessorBase *target,
+                                           const struct eh_event *e, eh_status *status) {
+  struct eh_processor *processor = (struct eh_processor *)target->address;
+  eh_status rc = st->push_wait(processor, e->kind, e->kind_len, e->user_id, e->user_id_len,
+                               e->channel_id, e->channel_id_len, e->timestamp, NULL, 0, 0, 0);
+  if (rc == EH_TIMEOUT) {
+    int64_t deadline = MONOTONIC_NS() + (int64_t)target->block_timeout_ms * 1000000;
+    for (;;) {
+      int64_t left = deadline - MONOTONIC_NS();
+      int give_up = left <= PUSH_SLICE_NS;
+      uint64_t wait_ms =
+          left <= 0 ? 0 : (uint64_t)((left < PUSH_SLICE_NS ? left : PUSH_SLICE_NS) / 1000000);
+      /* The strs stay alive: the caller holds them for the call. */
+      Py_BEGIN_ALLOW_THREADS
+      rc = st->push_wait(processor, e->kind, e->kind_len, e->user_id, e->user_id_len,
+                         e->channel_id, e->channel_id_len, e->timestamp, NULL, 0, wait_ms,
+                         give_up);
+      Py_END_ALLOW_THREADS
+      if (rc != EH_TIMEOUT) {
+        break;
+      }
+      if (PyErr_CheckSignals() < 0) {
+        return -1;
+      }
+    }
+  }
+  *status = rc;
+  return 0;
+}
+
 /* push_event: takes three exact str and an exact int (or None, or nothing) as they
  * are and makes one native call. Under the "drop" overflow the push never waits, so
  * the GIL stays held. Under "block" it may wait for room, which the workers can only
- * make by running the Python callback: a first eh_processor_push_wait takes a free
- * slot without waiting (the GIL held); on a full ring the same call waits in slices
- * of 0.1 s up to block_timeout_ms with the GIL released, running signal handlers
- * between slices (Ctrl-C raises KeyboardInterrupt, nothing pushed or counted), as
- * the blocking class's Python push_event does. A status other than EH_OK and
- * EH_QUEUE_FULL goes to the instance's `_push_failed(status)`. */
+ * make by running the Python callback: see push_event_blocking (as the blocking
+ * class's Python push_event does). A status other than EH_OK and EH_QUEUE_FULL goes
+ * to the instance's `_push_failed(status)`. */
 static PyObject *push_event_call(PyObject *callable, PyObject *const *args, size_t nargsf,
                                  PyObject *kwnames) {
   PushEvent *method = (PushEvent *)callable;
   fast_state *st = method->state;
-  Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+  Py_ssize_t nargs = vectorcall_nargs(nargsf);
   /* self, event_type, user_id, channel_id[, timestamp] and no keywords. */
   if (st->push == NULL || kwnames != NULL || nargs < 4 || nargs > 5) {
     goto general;
@@ -629,51 +635,26 @@ static PyObject *push_event_call(PyObject *callable, PyObject *const *args, size
     PyErr_Clear(); /* a lone surrogate: the general path raises InvalidArgument */
     goto general;
   }
-  PushTarget *target;
-  int found = push_target(st, self, &target);
-  if (found <= 0) {
-    if (found < 0) {
-      return NULL;
-    }
+  ProcessorBase *target = processor_of(st, self);
+  if (target == NULL) {
     goto general;
   }
-  struct eh_processor *processor = (struct eh_processor *)target->address;
   eh_status status;
   if (target->blocking) {
-    /* A free slot now, without waiting (the GIL held); if none, wait in slices. */
-    status = st->push_wait(processor, (const uint8_t *)kind, (size_t)kind_len,
-                           (const uint8_t *)user, (size_t)user_len, (const uint8_t *)channel,
-                           (size_t)channel_len, (int64_t)timestamp, NULL, 0, 0, 0);
-    if (status == EH_TIMEOUT) {
-      int64_t deadline = MONOTONIC_NS() + (int64_t)target->block_timeout_ms * 1000000;
-      for (;;) {
-        int64_t left = deadline - MONOTONIC_NS();
-        int give_up = left <= PUSH_SLICE_NS;
-        uint64_t wait_ms =
-            left <= 0 ? 0 : (uint64_t)((left < PUSH_SLICE_NS ? left : PUSH_SLICE_NS) / 1000000);
-        /* The str arguments stay alive: the caller holds them for the call. */
-        Py_BEGIN_ALLOW_THREADS
-        status = st->push_wait(processor, (const uint8_t *)kind, (size_t)kind_len,
-                               (const uint8_t *)user, (size_t)user_len, (const uint8_t *)channel,
-                               (size_t)channel_len, (int64_t)timestamp, NULL, 0, wait_ms,
-                               give_up);
-        Py_END_ALLOW_THREADS
-        if (status != EH_TIMEOUT) {
-          break;
-        }
-        if (PyErr_CheckSignals() < 0) {
-          Py_DECREF(target);
-          return NULL; /* KeyboardInterrupt: nothing pushed or counted */
-        }
-      }
+    const struct eh_event e = {(const uint8_t *)kind,    (size_t)kind_len,
+                               (const uint8_t *)user,    (size_t)user_len,
+                               (const uint8_t *)channel, (size_t)channel_len,
+                               (int64_t)timestamp,       NULL,
+                               0};
+    if (push_event_blocking(st, target, &e, &status) < 0) {
+      return NULL;
     }
   } else {
-    status = st->push(processor, (const uint8_t *)kind, (size_t)kind_len, (const uint8_t *)user,
-                      (size_t)user_len, (const uint8_t *)channel, (size_t)channel_len,
-                      (int64_t)timestamp, NULL, 0);
+    status = st->push((struct eh_processor *)target->address, (const uint8_t *)kind,
+                      (size_t)kind_len, (const uint8_t *)user, (size_t)user_len,
+                      (const uint8_t *)channel, (size_t)channel_len, (int64_t)timestamp, NULL, 0);
     maybe_yield_to_delivery(target->handoff);
   }
-  Py_DECREF(target);
   if (status == EH_OK) {
     Py_RETURN_TRUE;
   }
@@ -849,24 +830,15 @@ static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t n
   if (st->push_batch == NULL || !PyList_CheckExact(rows)) {
     Py_RETURN_NONE;
   }
-  PushTarget *target;
-  int found = push_target(st, args[0], &target);
-  if (found <= 0) {
-    if (found < 0) {
-      return NULL;
-    }
-    Py_RETURN_NONE;
-  }
+  ProcessorBase *target = processor_of(st, args[0]);
   /* A push that may wait must wait in slices: the blocking class passes them. */
-  if (target->blocking != sliced) {
-    Py_DECREF(target);
+  if (target == NULL || target->blocking != sliced) {
     Py_RETURN_NONE;
   }
   /* Hold the rows (and so their strings) in a tuple nobody can change meanwhile:
    * under "block" the GIL is released during the call. */
   PyObject *held = PyList_AsTuple(rows);
   if (held == NULL) {
-    Py_DECREF(target);
     return NULL;
   }
   Py_ssize_t n = PyTuple_Size(held);
@@ -944,7 +916,6 @@ general:
 done:
   PyMem_Free(events);
   Py_DECREF(held);
-  Py_DECREF(target);
   return result;
 }
 
@@ -1244,7 +1215,7 @@ fail:
  * Dashboards poll these. Through cffi each call paid for far more Python work than
  * the native query itself (~15 us against a native ~0.2 us for a cached answer).
  * TopChannels is a method descriptor like PushEvent: it reads the instance's
- * `_push_target`, takes an exact int `k` (clamped to 2**32 - 1 as the general path
+ * native address (ProcessorBase), takes an exact int `k` (clamped to 2**32 - 1 as the general path
  * does) and `window_secs` and `now` as None or exact ints, makes one
  * eh_processor_top_channels call while holding the GIL (the query never waits for
  * anything that needs the GIL: the locks it takes are held only by native code),
@@ -1258,7 +1229,7 @@ fail:
  * TOP_CACHE_MAX_BYTES native bytes each per descriptor.
  *
  * Anything else (a negative or non-int k, a float or negative window, a float
- * `now`, unknown or repeated keywords, too many arguments, no `_push_target`) calls
+ * `now`, unknown or repeated keywords, too many arguments, no native address) calls
  * the general Python method with the same arguments. A non-zero status goes to the
  * instance's `_top_failed(status)`. */
 
@@ -1406,7 +1377,7 @@ static PyObject *top_channels_call(PyObject *callable, PyObject *const *args, si
                                    PyObject *kwnames) {
   TopChannels *method = (TopChannels *)callable;
   fast_state *st = method->base.state;
-  Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+  Py_ssize_t nargs = vectorcall_nargs(nargsf);
   /* self, then k[, window_secs[, now]] (get_top_channels: k), by position or name. */
   const Py_ssize_t params = method->all_time ? 1 : 3;
   PyObject *given[3] = {NULL, NULL, NULL};
@@ -1450,19 +1421,14 @@ static PyObject *top_channels_call(PyObject *callable, PyObject *const *args, si
       goto general;
     }
   }
-  PushTarget *target;
-  int found = push_target(st, args[0], &target);
-  if (found <= 0) {
-    if (found < 0) {
-      return NULL;
-    }
+  ProcessorBase *target = processor_of(st, args[0]);
+  if (target == NULL) {
     goto general;
   }
   struct eh_channel_list list;
   memset(&list, 0, sizeof list);
   eh_status status = st->top_channels((const struct eh_processor *)target->address, k,
                                       (int64_t)window_secs, (int64_t)now, &list);
-  Py_DECREF(target);
   if (status != EH_OK) {
     return call_failed(args[0], st->name_top_failed, status);
   }
@@ -1562,8 +1528,6 @@ static PyMethodDef methods[] = {
     {"bind_processor", bind_processor, METH_VARARGS,
      "bind_processor(push_address, push_batch_address, push_batch_wait_address, "
      "push_wait_address)."},
-    {"bind_push_target", bind_push_target, METH_VARARGS,
-     "bind_push_target(EventStreamProcessor, EventStreamProcessor.__dict__['_push_target'])."},
     {"delivery_started", delivery_started, METH_NOARGS,
      "delivery_started(): the flush trampoline's first call, under the GIL."},
     {"discard_context", discard_context, METH_O,
@@ -1602,7 +1566,7 @@ static int add_address(PyObject *module, const char *name, void *address) {
 static int fast_exec(PyObject *module) {
   fast_state *st = module_state(module);
   if (add_type(module, &push_event_spec, &st->push_event_type) < 0 ||
-      add_type(module, &push_target_spec, &st->push_target_type) < 0 ||
+      add_type(module, &processor_base_spec, &st->processor_base_type) < 0 ||
       add_type(module, &top_channels_spec, &st->top_channels_type) < 0) {
     return -1;
   }
@@ -1635,8 +1599,8 @@ static int fast_exec(PyObject *module) {
   if (st->method_type == NULL) {
     return -1;
   }
-  /* The native entry points of a flush callback registration (see PushTarget's
-   * delivery_context), and the header this module was compiled from. */
+  /* The native entry points of a flush callback registration (see ProcessorBase's
+   * _delivery_context), and the header this module was compiled from. */
   if (add_address(module, "FLUSH_ENTRY", (void *)(uintptr_t)flush_entry) < 0 ||
       add_address(module, "CONTEXT_FREE", (void *)(uintptr_t)context_free) < 0 ||
       PyModule_AddIntConstant(module, "HEADER_VERSION", EH_VERSION_NUMBER) < 0) {
@@ -1661,10 +1625,9 @@ static int fast_traverse(PyObject *module, visitproc visit, void *arg) {
     return 0;
   }
   Py_VISIT(st->push_event_type);
-  Py_VISIT(st->push_target_type);
+  Py_VISIT(st->processor_base_type);
   Py_VISIT(st->top_channels_type);
-  Py_VISIT(st->processor_type);
-  Py_VISIT(st->push_target_slot);
+  Py_VISIT(st->processor_class);
   Py_VISIT(st->method_type);
   /* The interned names and the cached strs hold no references: no cycles. */
   return 0;
@@ -1676,10 +1639,9 @@ static int fast_clear(PyObject *module) {
     return 0;
   }
   Py_CLEAR(st->push_event_type);
-  Py_CLEAR(st->push_target_type);
+  Py_CLEAR(st->processor_base_type);
   Py_CLEAR(st->top_channels_type);
-  Py_CLEAR(st->processor_type);
-  Py_CLEAR(st->push_target_slot);
+  Py_CLEAR(st->processor_class);
   Py_CLEAR(st->method_type);
   Py_CLEAR(st->key_type);
   Py_CLEAR(st->key_user_id);

@@ -454,9 +454,8 @@ def _after_fork_in_child() -> None:
     # stay held forever in the child. The native side re-initialises itself.
     for processor in list(_LIVE):
         processor._dispatch.lock = threading.Lock()
-        target = getattr(processor, "_push_target", None)
-        if target is not None:
-            target.reset_after_fork()  # no delivery of the parent's is waiting here
+        if _fast is not None:
+            processor._reset_handoff()  # no delivery of the parent's is waiting here
 
 
 if hasattr(os, "register_at_fork"):
@@ -489,7 +488,12 @@ def _now(now: Optional[float]) -> int:
     return 0 if now is None else timestamp_arg(now, "now")
 
 
-class EventStreamProcessor(NativeHandle):
+# With the compiled module, the processor's C base class: where the compiled calls
+# read its native address, overflow mode and GIL hand-off (_engagehub_fast.c).
+_NATIVE_BASES: Tuple[type, ...] = () if _fast is None else (_fast.ProcessorBase,)
+
+
+class EventStreamProcessor(NativeHandle, *_NATIVE_BASES):  # type: ignore[misc]
     """Pushes events into native worker threads that sketch them and deliver batches.
 
     The drop-in arguments keep their names (``buffer_size`` ring slots, rounded up to
@@ -533,8 +537,6 @@ class EventStreamProcessor(NativeHandle):
     """
 
     _kind = "processor"
-    # A slot, so the compiled push_event reads it with one load (see __init__).
-    __slots__ = ("_push_target",)
 
     def __init__(
         self,
@@ -616,13 +618,11 @@ class EventStreamProcessor(NativeHandle):
         # From a worker thread (the last reference dropped in a callback, or the
         # cyclic GC running there), eh_processor_free hands the close to a reaper.
         self._own(out[0], _free_processor)
-        # What the compiled push_event and push_many read: the shell's address
+        # What the compiled calls read (ProcessorBase): the shell's address
         # (valid for this wrapper's whole life: ffi.gc frees it) and whether a
         # push may wait for room (then they release the GIL).
         if _fast is not None:
-            self._push_target = _fast.PushTarget(
-                int(ffi.cast("uintptr_t", self._cdata)), overflow == "block", block_timeout_ms
-            )
+            self._bind_target(int(ffi.cast("uintptr_t", self._cdata)), overflow == "block", block_timeout_ms)
         _LIVE.add(self)
         self._publisher: Any = None
         self._publish_timeout = publish_timeout
@@ -808,7 +808,7 @@ class EventStreamProcessor(NativeHandle):
         else:
             # The processor's own GIL hand-off: a native context around the
             # registration, released (with it) by _context_free.
-            delivery = self._push_target.delivery_context(
+            delivery = self._delivery_context(
                 int(ffi.cast("uintptr_t", context)), int(ffi.cast("uintptr_t", _flush_trampoline)),
                 int(ffi.cast("uintptr_t", _user_data_free)),
             )
@@ -1301,10 +1301,6 @@ class _BlockingPushes(EventStreamProcessor):
 
 
 _BlockingPushes.__name__ = _BlockingPushes.__qualname__ = "EventStreamProcessor"
-
-
-if _fast is not None:
-    _fast.bind_push_target(EventStreamProcessor, EventStreamProcessor.__dict__["_push_target"])
 
 
 __all__ = ["EventColumns", "EventStreamProcessor", "ProcessorStats"]

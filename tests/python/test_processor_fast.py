@@ -917,7 +917,7 @@ def test_the_module_is_the_stable_abi_one_from_cpython_3_12_on():
         assert fast.LIMITED_API is None
     # Compiled from the header cffi reads, for the library cffi loaded.
     assert fast.HEADER_VERSION == processor_module.lib.eh_version_number()
-    for cls in (fast.PushEvent, fast.PushTarget, fast.TopChannels):
+    for cls in (fast.PushEvent, fast.ProcessorBase, fast.TopChannels):
         assert cls.__flags__ & Py_TPFLAGS_HEAPTYPE, cls
         assert cls.__module__ == "engagehub._engagehub_fast"
 
@@ -971,13 +971,13 @@ def test_the_gil_hand_off_counts_each_processors_own_deliveries():
         assert busy.push_event("m", f"u{i}", "c", NOW)
     busy.flush_now(WAIT)
     idle.flush_now(WAIT)
-    waiting, started = busy._push_target.handoff_counts()
+    waiting, started = busy._handoff_counts()
     assert waiting == 0 and started == len(delivered) >= 10
-    assert idle._push_target.handoff_counts() == (0, 0)
+    assert idle._handoff_counts() == (0, 0)
     # Replacing the callback keeps the count with the processor.
     busy.set_flush_callback(lambda batch: delivered.append(len(batch)))
     busy.push_event("m", "again", "c", NOW)
     busy.flush_now(WAIT)
-    assert busy._push_target.handoff_counts() == (0, len(delivered))
+    assert busy._handoff_counts() == (0, len(delivered))
     busy.close()
     idle.close()
