@@ -606,23 +606,23 @@ static EH_NOINLINE int push_event_blocking(fast_state *st, ProcessorBase *target
  * make by running the Python callback: see push_event_blocking (as the blocking
  * class's Python push_event does). A status other than EH_OK and EH_QUEUE_FULL goes
  * to the instance's `_push_failed(status)`. */
-static PyObject *push_event_call(PyObject *callable, PyObject *const *args, size_t nargsf,
-                                 PyObject *kwnames) {
-  PushEvent *method = (PushEvent *)callable;
-  fast_state *st = method->state;
-  Py_ssize_t nargs = vectorcall_nargs(nargsf);
-  /* self, event_type, user_id, channel_id[, timestamp] and no keywords. */
-  if (st->push == NULL || kwnames != NULL || nargs < 4 || nargs > 5) {
-    goto general;
-  }
+/* The answer of a compiled call that leaves the call to the general method. */
+#define GENERAL_PATH ((PyObject *)&general_path_marker)
+static const char general_path_marker;
+
+/* push_event's compiled path for self, event_type, user_id, channel_id[, timestamp]
+ * (nargs 4 or 5, no keywords): the answer, NULL with an exception set, or
+ * GENERAL_PATH. Apart from the general call, so that the vectorcall arguments need
+ * not stay live across its calls. */
+static PyObject *push_event_fast(fast_state *st, PyObject *const *args, Py_ssize_t nargs) {
   PyObject *self = args[0];
   if (!PyUnicode_CheckExact(args[1]) || !PyUnicode_CheckExact(args[2]) ||
       !PyUnicode_CheckExact(args[3])) {
-    goto general;
+    return GENERAL_PATH;
   }
   long long timestamp = 0;
   if (nargs == 5 && args[4] != Py_None && !exact_int64(args[4], &timestamp)) {
-    goto general; /* not an int, or beyond 64 bits: the general path names it */
+    return GENERAL_PATH; /* not an int, or beyond 64 bits: the general path names it */
   }
   Py_ssize_t kind_len, user_len, channel_len;
   const char *kind = str_utf8(args[1], &kind_len);
@@ -633,11 +633,11 @@ static PyObject *push_event_call(PyObject *callable, PyObject *const *args, size
       return NULL;
     }
     PyErr_Clear(); /* a lone surrogate: the general path raises InvalidArgument */
-    goto general;
+    return GENERAL_PATH;
   }
   ProcessorBase *target = processor_of(st, self);
   if (target == NULL) {
-    goto general;
+    return GENERAL_PATH;
   }
   eh_status status;
   if (target->blocking) {
@@ -662,7 +662,19 @@ static PyObject *push_event_call(PyObject *callable, PyObject *const *args, size
     Py_RETURN_FALSE;
   }
   return call_failed(self, st->name_push_failed, status);
-general:
+}
+
+static PyObject *push_event_call(PyObject *callable, PyObject *const *args, size_t nargsf,
+                                 PyObject *kwnames) {
+  PushEvent *method = (PushEvent *)callable;
+  fast_state *st = method->state;
+  Py_ssize_t nargs = vectorcall_nargs(nargsf);
+  if (st->push != NULL && kwnames == NULL && (nargs == 4 || nargs == 5)) {
+    PyObject *answer = push_event_fast(st, args, nargs);
+    if (answer != GENERAL_PATH) {
+      return answer;
+    }
+  }
   return PyObject_Vectorcall(method->general, args, nargsf, kwnames);
 }
 
