@@ -821,6 +821,36 @@ static PyType_Spec push_event_spec = {
  * with the GIL released (the caller loops over slices, running signal handlers
  * between them); a call with or without them where the other is expected returns
  * None. */
+/* One str column of push_rows: the last field read and its UTF-8. */
+typedef struct {
+  PyObject *obj;
+  const char *text;
+  Py_ssize_t len;
+} row_field;
+
+/* Reads `field` (borrowed) into `col` unless it is the object read last: 1; 0 for
+ * the general path (not an exact str, or a lone surrogate); -1 with an exception
+ * set. */
+static inline int row_str(row_field *col, PyObject *field) {
+  if (field == col->obj) {
+    return 1;
+  }
+  if (!PyUnicode_CheckExact(field)) {
+    return 0;
+  }
+  col->text = str_utf8(field, &col->len);
+  if (col->text == NULL) {
+    col->obj = NULL;
+    if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+      return -1;
+    }
+    PyErr_Clear();
+    return 0;
+  }
+  col->obj = field;
+  return 1;
+}
+
 static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
   fast_state *st = module_state(module);
   if (nargs != 2 && nargs != 4) {
@@ -847,13 +877,21 @@ static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t n
   if (target == NULL || target->blocking != sliced) {
     Py_RETURN_NONE;
   }
-  /* Hold the rows (and so their strings) in a tuple nobody can change meanwhile:
-   * under "block" the GIL is released during the call. */
-  PyObject *held = PyList_AsTuple(rows);
-  if (held == NULL) {
-    return NULL;
+  /* Under "block" the GIL is released during the call: the rows (and so their
+   * strings) are held in a tuple nobody can change meanwhile. Under "drop" the list
+   * itself is read and pushed with the GIL held, and nothing in between runs Python
+   * code (no object that the GC tracks is allocated). */
+  PyObject *held;
+  if (sliced) {
+    held = PyList_AsTuple(rows);
+    if (held == NULL) {
+      return NULL;
+    }
+  } else {
+    Py_INCREF(rows);
+    held = rows;
   }
-  Py_ssize_t n = PyTuple_Size(held);
+  Py_ssize_t n = sliced ? PyTuple_Size(held) : PyList_Size(held);
   PyObject *result = NULL;
   struct eh_event *events =
       (struct eh_event *)PyMem_Malloc((size_t)(n > 0 ? n : 1) * sizeof(struct eh_event));
@@ -861,9 +899,15 @@ static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t n
     PyErr_NoMemory();
     goto done;
   }
+  /* The previous row's fields: a field that is the very same object (a kind, a
+   * timestamp shared by a batch) is not read again. The rows hold them (and their
+   * UTF-8) for the call. */
+  row_field kind = {NULL, NULL, 0}, user = {NULL, NULL, 0}, channel = {NULL, NULL, 0};
+  PyObject *prev_ts_obj = NULL;
+  long long prev_ts = 0;
   Py_ssize_t width = -1;
   for (Py_ssize_t i = 0; i < n; i++) {
-    PyObject *row = PyTuple_GetItem(held, i); /* borrowed */
+    PyObject *row = sliced ? PyTuple_GetItem(held, i) : PyList_GetItem(held, i); /* borrowed */
     if (!PyTuple_CheckExact(row)) {
       goto general;
     }
@@ -877,34 +921,34 @@ static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t n
     struct eh_event *e = &events[i];
     e->timestamp = 0;
     if (w == 4) {
-      long long ts;
-      if (!exact_int64(PyTuple_GetItem(row, 3), &ts)) {
-        goto general;
-      }
-      e->timestamp = (int64_t)ts;
-    }
-    Py_ssize_t len[3];
-    const char *text[3];
-    for (Py_ssize_t k = 0; k < 3; k++) {
-      PyObject *field = PyTuple_GetItem(row, k);
-      if (!PyUnicode_CheckExact(field)) {
-        goto general;
-      }
-      text[k] = str_utf8(field, &len[k]);
-      if (text[k] == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
-          goto done;
+      PyObject *ts = PyTuple_GetItem(row, 3);
+      if (ts != prev_ts_obj) {
+        if (!exact_int64(ts, &prev_ts)) {
+          goto general;
         }
-        PyErr_Clear();
-        goto general;
+        prev_ts_obj = ts;
       }
+      e->timestamp = (int64_t)prev_ts;
     }
-    e->kind = (const uint8_t *)text[0];
-    e->kind_len = (size_t)len[0];
-    e->user_id = (const uint8_t *)text[1];
-    e->user_id_len = (size_t)len[1];
-    e->channel_id = (const uint8_t *)text[2];
-    e->channel_id_len = (size_t)len[2];
+    int read = row_str(&kind, PyTuple_GetItem(row, 0));
+    if (read > 0) {
+      read = row_str(&user, PyTuple_GetItem(row, 1));
+    }
+    if (read > 0) {
+      read = row_str(&channel, PyTuple_GetItem(row, 2));
+    }
+    if (read <= 0) {
+      if (read < 0) {
+        goto done;
+      }
+      goto general;
+    }
+    e->kind = (const uint8_t *)kind.text;
+    e->kind_len = (size_t)kind.len;
+    e->user_id = (const uint8_t *)user.text;
+    e->user_id_len = (size_t)user.len;
+    e->channel_id = (const uint8_t *)channel.text;
+    e->channel_id_len = (size_t)channel.len;
     e->payload = NULL;
     e->payload_len = 0;
   }

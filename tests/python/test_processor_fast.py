@@ -286,6 +286,26 @@ def test_block_mode_push_many_fast_and_general_paths_agree_on_every_outcome(monk
     assert fast[2] == (errors.Closed, "processor is closed")
 
 
+@needs_fast
+@pytest.mark.parametrize("overflow", ["drop", "block"])
+def test_push_many_rows_sharing_field_objects_are_delivered_exactly(overflow):
+    # The compiled push_many reads a field that is the previous row's very object
+    # only once: runs of shared objects, equal values in distinct objects, and a
+    # bad object after a run (nothing pushed) all come out as the general path's.
+    kind, stamp = "message", NOW - 5
+    rows = [(kind, f"u{i}", "c" if i % 3 else "d", stamp if i < 6 else NOW - (i // 4)) for i in range(12)]
+    rows += [(kind, "u", "c", stamp), ("reaction", "u", "c", stamp), (kind, "é" + "x" * (1 + len(rows) % 2), "c", stamp)]
+    collector = Collector()
+    with EventStreamProcessor(1024, 1, 100, 20, overflow=overflow) as p:
+        p.set_flush_callback(collector)
+        assert p.push_many(rows) == len(rows)
+        bad = [(kind, "ok", "c", stamp), (kind, "x" * 1025, "c", stamp)]
+        assert outcome(p.push_many, bad)[0] is errors.InvalidArgument
+        p.flush_now(WAIT)
+        assert p.stats().accepted == len(rows)
+    assert [(e["type"], e["user_id"], e["channel_id"], e["timestamp"]) for e in collector.events()] == rows
+
+
 @pytest.mark.parametrize("overflow", ["drop", "block"])
 @pytest.mark.parametrize("fast", [True, False])
 def test_push_many_checks_every_usual_row_before_pushing_any(monkeypatch, overflow, fast):
