@@ -1379,7 +1379,7 @@ static PyObject *top_answer(TopChannels *self, const struct eh_channel_list *lis
     if (slot->rows != NULL && slot->len == list->len && slot->size == list->size &&
         memcmp(slot->block, list->rows, list->size) == 0) {
       rows = slot->rows;
-      Py_INCREF(rows); /* PyList_New below may run the GC, and it code that replaces slots */
+      Py_INCREF(rows); /* PySequence_List below may run the GC, and it code that replaces slots */
       break;
     }
   }
@@ -1390,15 +1390,7 @@ static PyObject *top_answer(TopChannels *self, const struct eh_channel_list *lis
     }
     top_cache_put(self, list, rows);
   }
-  Py_ssize_t n = PyTuple_Size(rows);
-  PyObject *out = PyList_New(n);
-  if (out != NULL) {
-    for (Py_ssize_t i = 0; i < n; i++) {
-      PyObject *pair = PyTuple_GetItem(rows, i);
-      Py_INCREF(pair);
-      PyList_SetItem(out, i, pair);
-    }
-  }
+  PyObject *out = PySequence_List(rows); /* one call: a new list of the same tuples */
   Py_DECREF(rows);
   return out;
 }
