@@ -65,19 +65,32 @@ cmd_test() {
   # One build for all: the per-version files and the one abi3 file, -Werror.
   "${PYTHON:-python3}" python/engagehub/_build_cffi.py --fast-only --out python/engagehub "${builds[@]}" >/dev/null ||
     return 1
+  # The venvs first, all at once (pip waits on the network and the disk more than on
+  # a core): without pip of their own, filled by $PYTHON's pip (`pip --python`).
+  local jobs=() job
+  while read -r line; do
+    [ -n "$line" ] || continue
+    version=${line%% *} python=${line#* }
+    [ "$version" = "$main_version" ] && continue
+    venv=$root/build/pyvenv/$version
+    [ "$(cat "$venv/.packages" 2>/dev/null)" = "${VENV_PACKAGES[*]}" ] && [ -x "$venv/bin/python" ] && continue
+    (
+      rm -rf "$venv"
+      "$python" -m venv --without-pip "$venv" >/dev/null &&
+        env -u PYTHONPATH "${PYTHON:-python3}" -m pip --python "$venv/bin/python" install --quiet \
+          --disable-pip-version-check "${VENV_PACKAGES[@]}" &&
+        echo "${VENV_PACKAGES[*]}" >"$venv/.packages"
+    ) &
+    jobs+=("$!:$venv")
+  done <<<"$pythons"
+  for job in "${jobs[@]}"; do
+    wait "${job%%:*}" || { echo "binding tests: cannot set up ${job#*:}"; return 1; }
+  done
   while read -r line; do
     [ -n "$line" ] || continue
     version=${line%% *} python=${line#* }
     [ "$version" = "$main_version" ] && continue  # py-test ran the whole suite on it
     venv=$root/build/pyvenv/$version
-    stamp=$venv/.packages
-    if [ "$(cat "$stamp" 2>/dev/null)" != "${VENV_PACKAGES[*]}" ] || [ ! -x "$venv/bin/python" ]; then
-      rm -rf "$venv"
-      "$python" -m venv "$venv" >/dev/null &&
-        env -u PYTHONPATH "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-          "${VENV_PACKAGES[@]}" &&
-        echo "${VENV_PACKAGES[*]}" >"$stamp" || { echo "binding tests: cannot set up $venv"; return 1; }
-    fi
     echo "binding tests: CPython $version ($python)"
     if ! ENGAGEHUB_EXPECT_FAST=1 PYTHONPATH=$root/python "$venv/bin/python" -m pytest -q -p no:cacheprovider \
       "${BINDING_TESTS[@]}"; then
