@@ -98,14 +98,11 @@ HEADER_DIR = Path(__file__).resolve().parents[2] / "include"
 FAST_WARNINGS = ["-Wall", "-Wextra"]
 
 
-def fast_is_limited(version: tuple) -> bool:
-    """Whether the fast module for CPython ``version`` is the stable-ABI one."""
-    return tuple(version[:2]) >= LIMITED_FROM
-
-
-def fast_macros(version: tuple) -> list:
-    """The macros the fast module is compiled with for CPython ``version``."""
-    return [("Py_LIMITED_API", hex(LIMITED_API))] if fast_is_limited(version) else []
+def fast_is_limited(version: tuple, gil_disabled: bool = False) -> bool:
+    """Whether the fast module for CPython ``version`` is the stable-ABI one (not for
+    a free-threaded build, which loads no abi3 module: it gets its own, declaring
+    that it needs the GIL)."""
+    return tuple(version[:2]) >= LIMITED_FROM and not gil_disabled
 
 
 def fast_extension(source: Path = FAST_SOURCE, header_dir: Path = HEADER_DIR, *, strict: bool = False):
@@ -114,12 +111,14 @@ def fast_extension(source: Path = FAST_SOURCE, header_dir: Path = HEADER_DIR, *,
     this version only. ``strict``: warnings are errors."""
     from setuptools import Extension
 
-    limited = fast_is_limited(sys.version_info)
+    import sysconfig
+
+    limited = fast_is_limited(sys.version_info, bool(sysconfig.get_config_var("Py_GIL_DISABLED")))
     return Extension(
         FAST_MODULE,
         sources=[str(source)],
         include_dirs=[str(header_dir)],
-        define_macros=fast_macros(sys.version_info),
+        define_macros=[("Py_LIMITED_API", hex(LIMITED_API))] if limited else [],
         py_limited_api=limited,
         extra_compile_args=FAST_WARNINGS + (["-Werror"] if strict else []),
     )
@@ -147,7 +146,7 @@ def fast_file_name(info: dict) -> str:
     """The fast module's file name for an interpreter of :func:`interpreter_info`: the
     stable-ABI one from 3.12 on (a free-threaded build loads no abi3 module: its
     own), else the version's own."""
-    if fast_is_limited(info["version"]) and not info.get("gil_disabled"):
+    if fast_is_limited(info["version"], info.get("gil_disabled", False)):
         suffix = ".abi3.so" if sys.platform != "win32" else ".pyd"
     else:
         suffix = info["suffix"]
@@ -158,7 +157,7 @@ def compile_fast(compiler, info: dict, target: Path, tmp: str, *, source: Path =
                  header_dir: Path = HEADER_DIR, strict: bool = False) -> Path:
     """Compiles the fast module for the interpreter ``info`` (its headers only) with
     a distutils ``compiler`` into ``target``."""
-    limited = fast_is_limited(info["version"]) and not info.get("gil_disabled")
+    limited = fast_is_limited(info["version"], info.get("gil_disabled", False))
     macros = [("Py_LIMITED_API", hex(LIMITED_API))] if limited else []
     objects = compiler.compile(
         [str(source)], output_dir=tmp, include_dirs=[info["include"], str(header_dir)], macros=macros,

@@ -945,6 +945,29 @@ def test_the_module_is_the_stable_abi_one_from_cpython_3_12_on():
         assert cls.__module__ == "engagehub._engagehub_fast"
 
 
+def test_each_kind_of_cpython_gets_its_fast_module_file():
+    # The build's choice: 3.9-3.11 their own file, every CPython from 3.12 on the one
+    # stable-ABI file, a free-threaded build (which loads no abi3 module) its own.
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(processor_module.__file__), "_build_cffi.py")
+    spec = importlib.util.spec_from_file_location("_eh_build_cffi_test", path)
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+
+    def name(minor: int, free_threaded: bool = False) -> str:
+        tag = f"3{minor}{'t' if free_threaded else ''}"
+        info = {"version": [3, minor], "suffix": f".cpython-{tag}-x86_64-linux-gnu.so", "gil_disabled": free_threaded}
+        return build.fast_file_name(info)
+
+    for minor in (9, 10, 11):
+        assert name(minor) == f"_engagehub_fast.cpython-3{minor}-x86_64-linux-gnu.so"
+    for minor in (12, 13, 14, 15):
+        assert name(minor) == "_engagehub_fast.abi3.so"
+    assert name(13, free_threaded=True) == "_engagehub_fast.cpython-313t-x86_64-linux-gnu.so"
+    assert build.LIMITED_API == 0x030C0000
+
+
 @needs_fast
 def test_a_second_module_instance_has_its_own_unbound_state():
     # Multi-phase init and module state: a fresh instance of the same file knows no
