@@ -130,14 +130,27 @@ static inline const char *str_utf8(PyObject *str, Py_ssize_t *len) {
   return PyUnicode_AsUTF8AndSize(str, len);
 }
 
-/* An exact int that fits 64 bits into *out (1), or 0 for the general path. */
+/* An exact int that fits 64 bits into *out (1), or 0 for the general path. Where
+ * Py_ssize_t has 64 bits, PyLong_AsSsize_t: the shortest of the limited API's
+ * conversions for the two-digit ints timestamps are (an int beyond 64 bits then
+ * costs an OverflowError, cleared: the general path names it). */
 static inline int exact_int64(PyObject *value, long long *out) {
   if (!PyLong_CheckExact(value)) {
     return 0;
   }
+#if SIZEOF_SIZE_T >= 8
+  Py_ssize_t v = PyLong_AsSsize_t(value);
+  if (v == -1 && PyErr_Occurred()) {
+    PyErr_Clear();
+    return 0;
+  }
+  *out = (long long)v;
+  return 1;
+#else
   int overflow;
   *out = PyLong_AsLongLongAndOverflow(value, &overflow);
   return overflow == 0;
+#endif
 }
 
 /* ---- Leaderboard.update_user ------------------------------------------------------
