@@ -88,10 +88,13 @@ c-test: setup-cc setup-venv lib-debug
 	ctest --test-dir $(BUILD)/c --output-on-failure
 
 ## ENGAGEHUB_EXPECT_FAST: tests fail unless the fast paths (update_user, push_event,
-## push_many, batch delivery) are in use.
+## push_many, batch delivery) are in use. Then the binding and differential tests
+## on every other CPython 3.9+ found (scripts/pythons.sh: each absent one of
+## 3.9-3.13 is skipped with one line), 3.12+ all on the one abi3 fast module.
 py-test: setup-venv lib-debug py-fast
 	ENGAGEHUB_EXPECT_FAST=1 ENGAGEHUB_LIB=$(CURDIR)/target/debug/$(LIBNAME) \
 		PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q -rs tests/python
+	ENGAGEHUB_LIB=$(CURDIR)/target/debug/$(LIBNAME) PYTHON=$(PYTHON) $(CURDIR)/scripts/pythons.sh test
 
 ## mypy --strict over every Python example of the README and docs/ and over
 ## tests/typing/wrong_calls.py, whose marked lines must each be refused
@@ -112,8 +115,9 @@ BASELINE_REF ?= 72550a4
 bench-shared-faults: setup-venv lib-release
 	$(PYTHON) benches/shared_faults_bench.py --baseline-ref $(BASELINE_REF) $(ARGS)
 
-## Compile the fast paths (engagehub._engagehub_fast, no Rust needed) into
-## python/engagehub/; it serves the cffi API and ABI modes alike.
+## Compile the fast paths (engagehub._engagehub_fast, no Rust needed) for $(PYTHON)
+## into python/engagehub/ (warnings are errors); it serves the cffi API and ABI modes
+## alike. `make test` builds it for every CPython found (scripts/pythons.sh).
 py-fast: setup-venv
 	$(PYTHON) python/engagehub/_build_cffi.py --fast-only --out python/engagehub
 
@@ -125,7 +129,8 @@ py-ext: setup-venv lib-release
 
 ## The manylinux2014 (glibc 2.17) x86_64 wheel, cp39-abi3, into dist/: zig and
 ## cargo-zigbuild (PyPI, into .venv/) build it, auditwheel checks and tags it
-## (scripts/wheel.sh; the fast module is compiled for every CPython 3.9+ found here).
+## (scripts/wheel.sh; the fast module: one abi3 file for CPython 3.12+, built with the
+## headers of a 3.12+ found here, and one per version for each 3.9-3.11 found here).
 wheel:
 	@$(CURDIR)/scripts/wheel.sh build
 

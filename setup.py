@@ -12,12 +12,16 @@ pyproject.toml).
    ``libengagehub.so`` (rpath ``$ORIGIN``: the engine is in the package once, and the
    ABI mode, ``ENGAGEHUB_LIB`` / ``ENGAGEHUB_ABI=1``, dlopens the same file); it uses
    only the limited API (cffi's own choice), hence ``.abi3.so`` and the wheel tag
-   ``cp39-abi3``. And ``engagehub._engagehub_fast``, the hand-written CPython module
-   of the fast paths (``python/engagehub/_engagehub_fast.c``), which uses the full
-   API and so is built per interpreter: for the one running the build, and for each
-   interpreter listed in ``ENGAGEHUB_FAST_PYTHONS`` (``os.pathsep``-separated; 3.9+),
-   each as ``_engagehub_fast.cpython-3XY-....so``: the import system picks the one
-   of the running interpreter, and an interpreter without one uses the cffi paths.
+   ``cp39-abi3``. And ``engagehub._engagehub_fast``, the hand-written C module of
+   the fast paths (``python/engagehub/_engagehub_fast.c``, compiled against
+   ``include/engagehub.h``): for CPython 3.12 and later one module on the stable ABI
+   (``Py_LIMITED_API=0x030C0000``, ``_engagehub_fast.abi3.so``, loaded by every
+   later CPython too); for 3.9-3.11, whose stable ABI lacks vectorcall, the same
+   source per version (``_engagehub_fast.cpython-3XY-....so``). Built for the
+   interpreter running the build and for each one listed in
+   ``ENGAGEHUB_FAST_PYTHONS`` (``os.pathsep``-separated; 3.9+; any of 3.12+ gives the
+   abi3 module, once): the import system picks the running interpreter's own file,
+   else the abi3 one, and an interpreter with neither uses the cffi paths.
 
 Toolchain (``ENGAGEHUB_TOOLCHAIN``: ``zig``, ``host`` or unset for zig when found):
 
@@ -44,7 +48,6 @@ import re
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -347,24 +350,6 @@ _EXTENSION_FIELDS = (
     "extra_link_args", "export_symbols", "depends", "language",
 )
 
-_PROBE = (
-    "import json, sys, sysconfig; print(json.dumps({'version': list(sys.version_info[:2]), "
-    "'implementation': sys.implementation.name, 'include': sysconfig.get_paths()['include'], "
-    "'suffix': sysconfig.get_config_var('EXT_SUFFIX')}))"
-)
-
-
-def _interpreter(python: str) -> dict:
-    """Version, header folder and extension suffix of another interpreter."""
-    try:
-        out = subprocess.run([python, "-c", _PROBE], stdout=subprocess.PIPE, check=True, text=True).stdout
-    except (OSError, subprocess.CalledProcessError) as exc:
-        raise ExecError(f"ENGAGEHUB_FAST_PYTHONS: cannot run {python!r}: {exc}") from exc
-    info = json.loads(out)
-    info["python"] = python
-    return info
-
-
 class build_ext(_build_ext):
     """Generates the cffi module's C source (after cargo ran), compiles it and the
     fast module (with zig when the toolchain is zig), and the fast module once more
@@ -396,18 +381,23 @@ class build_ext(_build_ext):
 
     def _build_extra_fast(self) -> None:
         pythons = [p for p in os.environ.get("ENGAGEHUB_FAST_PYTHONS", "").split(os.pathsep) if p.strip()]
-        done = {sysconfig.get_config_var("EXT_SUFFIX")}
         fast = next(ext for ext in self.extensions if ext.name == FAST_MODULE)
+        package_dir = Path(self.build_lib, *FAST_MODULE.split(".")[:-1])
+        done = {Path(self.get_ext_fullpath(fast.name)).name}
         for python in pythons:
-            info = _interpreter(python)
+            try:
+                info = _BUILD.interpreter_info(python)
+            except (OSError, subprocess.CalledProcessError) as exc:
+                raise ExecError(f"ENGAGEHUB_FAST_PYTHONS: cannot run {python!r}: {exc}") from exc
             if info["implementation"] != "cpython" or tuple(info["version"]) < MIN_PYTHON:
                 print(f"engagehub: no fast module for {python} (CPython {MIN_PYTHON[0]}.{MIN_PYTHON[1]}+ only)",
                       file=sys.stderr)
                 continue
-            if info["suffix"] in done:
+            name = _BUILD.fast_file_name(info)
+            if name in done:
                 continue
-            done.add(info["suffix"])
-            target = Path(self.build_lib, *FAST_MODULE.split(".")[:-1], FAST_MODULE.split(".")[-1] + info["suffix"])
+            done.add(name)
+            target = package_dir / name
             self.mkpath(str(target.parent))
             # A compiler of its own, so that only that interpreter's headers are seen.
             from distutils.ccompiler import new_compiler
@@ -417,9 +407,7 @@ class build_ext(_build_ext):
             customize_compiler(compiler)
             toolchain().configure(compiler)
             with tempfile.TemporaryDirectory(dir=self.build_temp if os.path.isdir(self.build_temp) else None) as tmp:
-                objects = compiler.compile(fast.sources, output_dir=tmp, include_dirs=[info["include"]],
-                                           extra_postargs=fast.extra_compile_args or [])
-                compiler.link_shared_object(objects, str(target), extra_postargs=fast.extra_link_args or [])
+                _BUILD.compile_fast(compiler, info, target, tmp, source=ROOT / FAST_SOURCE, header_dir=HEADER.parent)
             print(f"engagehub: built {target.name} for {python}", file=sys.stderr)
             self._extra_fast.append(str(target))
 
@@ -435,14 +423,14 @@ setup(
     # The fast module's source is given relative to setup.py, as sdists need.
     ext_modules=[
         Extension(CFFI_MODULE, sources=[], py_limited_api=True),
-        _BUILD.fast_extension(FAST_SOURCE),
+        _BUILD.fast_extension(FAST_SOURCE, Path("include")),
     ],
     cmdclass={"build_rust": build_rust, "build_py": build_py, "build_ext": build_ext},
     options={
         # A folder per toolchain, so that switching does not reuse the other's objects.
         "build": {"build_base": "build/python-manylinux2014" if toolchain().zig else "build/python"},
         # One wheel for every CPython 3.9+: the abi3 cffi module serves all of them,
-        # and the fast modules built are each picked up by their own interpreter.
+        # the abi3 fast module 3.12+, and the per-version fast modules 3.9-3.11.
         "bdist_wheel": {"py_limited_api": "cp%d%d" % MIN_PYTHON},
     },
 )

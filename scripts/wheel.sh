@@ -3,8 +3,10 @@
 #
 #   scripts/wheel.sh build   builds dist/engagehub-<v>-cp39-abi3-manylinux2014_x86_64...whl:
 #                            `pip wheel .` with zig (glibc 2.17; tools from
-#                            `scripts/setup.sh wheel`), the fast module compiled for each
-#                            CPython 3.9+ found here (see find_pythons), then
+#                            `scripts/setup.sh wheel`), the fast module compiled once on
+#                            the stable ABI for CPython 3.12+ (with the headers of the
+#                            oldest 3.12+ found here) and per version for each 3.9-3.11
+#                            found here (see find_pythons), then
 #                            `auditwheel repair --plat manylinux2014_x86_64`, which
 #                            fails if the wheel needs anything newer, and
 #                            scripts/wheel_check.py (stripped, the engine once).
@@ -14,9 +16,9 @@
 #                            two interpreters: skipped with a line saying so, or a
 #                            failure with EH_REQUIRE_WHEEL=1.
 #
-# Interpreters: EH_WHEEL_PYTHONS (space-separated paths) if set, else python3.9 ...
-# python3.14 and python3 on PATH and ${PYENV_ROOT:-~/.pyenv}/versions/*/bin/python3,
-# one per minor version.
+# Interpreters (scripts/pythons.sh): EH_WHEEL_PYTHONS (space-separated paths) if set,
+# else python3.9 ... python3.14 and python3 on PATH and
+# ${PYENV_ROOT:-~/.pyenv}/versions/*/bin/python3, one per minor version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -30,29 +32,8 @@ die() { echo "wheel: $*" >&2; exit 1; }
 
 # find_pythons [headers]: "X.Y PATH" lines, one per CPython 3.9+ minor version, oldest
 # first; with `headers`, only those with Python.h (needed to build the fast module).
-find_pythons() {
-  local want_headers=${1:-} candidates=() p v
-  if [ -n "${EH_WHEEL_PYTHONS:-}" ]; then
-    read -r -a candidates <<<"$EH_WHEEL_PYTHONS"
-  else
-    candidates=("${PYENV_ROOT:-$HOME/.pyenv}"/versions/*/bin/python3)
-    for v in 3.9 3.10 3.11 3.12 3.13 3.14 3; do
-      if p=$(command -v "python$v" 2>/dev/null); then candidates+=("$p"); fi
-    done
-  fi
-  for p in "${candidates[@]}"; do
-    [ -x "$p" ] || continue
-    v=$(env -u PYTHONPATH -u PYTHONHOME "$p" -c '
-import os, sys, sysconfig
-ok = sys.implementation.name == "cpython" and sys.version_info >= (3, 9)
-if ok and sys.argv[1] == "headers":
-    ok = os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))
-if ok and sys.prefix != sys.base_prefix:  # a venv: use its base interpreter
-    ok = False
-print("%d.%d" % sys.version_info[:2] if ok else "")' "$want_headers" 2>/dev/null) || continue
-    if [ -n "$v" ]; then echo "$v $p"; fi
-  done | sort -t. -k1,1n -k2,2n -u -s | awk '!seen[$1]++'
-}
+# shellcheck source=scripts/pythons.sh
+source "$root/scripts/pythons.sh"
 
 cmd_build() {
   scripts/setup.sh wheel
@@ -61,8 +42,8 @@ cmd_build() {
   while read -r line; do
     [ -n "$line" ] && fast+=("${line#* }")
   done <<<"$pythons"
-  say "fast module for CPython $(echo "$pythons" | awk '{print $1}' | paste -sd' ')" \
-      "(others use the cffi paths)"
+  say "fast module: abi3 for CPython 3.12+ (headers: $(echo "$pythons" | awk '{split($1, v, ".")} v[2] >= 12 {print $1; exit}')), per version for" \
+      "$(echo "$pythons" | awk '{split($1, v, ".")} v[2] < 12 {print $1}' | paste -sd' ') (3.9-3.11 not found here use the cffi paths)"
   rm -rf "$OUT/raw"
   mkdir -p "$OUT/raw" dist
   # pip's isolated build environment gets setuptools, cffi and wheel from PyPI;

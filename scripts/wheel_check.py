@@ -3,7 +3,10 @@
 
 * stripped: no .symtab and no .debug_* section in any .so;
 * the engine once: exactly one file defines eh_version (the engine's library), and
-  the cffi module needs that file instead of containing the engine.
+  the cffi module needs that file instead of containing the engine;
+* the fast module: one ``_engagehub_fast.abi3.so`` (the stable ABI, for CPython 3.12
+  and every later one) and no per-version ``_engagehub_fast`` for 3.12 or later
+  (per-version files only for 3.9-3.11, whose stable ABI lacks vectorcall).
 
 Usage: wheel_check.py WHEEL. Exits non-zero naming the first problem.
 """
@@ -11,6 +14,7 @@ Usage: wheel_check.py WHEEL. Exits non-zero naming the first problem.
 from __future__ import annotations
 
 import io
+import re
 import sys
 import zipfile
 
@@ -24,9 +28,17 @@ def main(argv: list[str]) -> int:
         return 2
     problems = []
     engines, cffi_needed = [], None
+    fast_abi3, fast_versions = False, []
     with zipfile.ZipFile(argv[0]) as wheel:
         for name in wheel.namelist():
             base = name.rsplit("/", 1)[-1]
+            if base == "_engagehub_fast.abi3.so":
+                fast_abi3 = True
+            version = re.match(r"_engagehub_fast\.cpython-3(\d+)", base)
+            if version:
+                fast_versions.append(int(version.group(1)))
+                if int(version.group(1)) >= 12:
+                    problems.append(f"{name}: a per-version fast module for CPython 3.12+ (the abi3 one serves them)")
             if not (base.endswith(".so") or ".so." in base):
                 continue
             elf = ELFFile(io.BytesIO(wheel.read(name)))
@@ -52,11 +64,15 @@ def main(argv: list[str]) -> int:
         problems.append("no _engagehub_cffi module in the wheel")
     elif engines[0] not in cffi_needed:
         problems.append(f"the cffi module does not link {engines[0]} (needs {cffi_needed})")
+    if not fast_abi3:
+        problems.append("no _engagehub_fast.abi3.so: CPython 3.12+ would use the cffi paths "
+                        "(the build needs a CPython 3.12+ with its headers)")
     for problem in problems:
         print(f"wheel check FAILED: {problem}", file=sys.stderr)
     if problems:
         return 1
-    print(f"wheel check: stripped, the engine once ({engines[0]}, linked by the cffi module)")
+    print(f"wheel check: stripped, the engine once ({engines[0]}, linked by the cffi module), "
+          f"fast module: abi3 (3.12+) and per version for {', '.join(f'3.{v}' for v in sorted(fast_versions)) or 'none'}")
     return 0
 
 

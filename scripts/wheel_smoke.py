@@ -51,10 +51,21 @@ def main() -> int:
     # Both modes: the engine comes from the shipped library (the cffi module links it).
     check(str(shipped_lib) in maps, f"{shipped_lib} is not mapped: where does the engine come from?")
 
+    # The interpreter's own build, else (CPython 3.12+, not free-threaded) the
+    # stable-ABI one, which the import system falls back to.
     fast_file = package / ("_engagehub_fast" + sysconfig.get_config_var("EXT_SUFFIX"))
+    abi3_file = package / "_engagehub_fast.abi3.so"
+    stable_abi = sys.version_info >= (3, 12) and not sysconfig.get_config_var("Py_GIL_DISABLED")
+    if not fast_file.is_file() and stable_abi:
+        fast_file = abi3_file
     expect_fast = fast_file.is_file()
     check(processor.FAST_PUSH == expect_fast, f"FAST_PUSH={processor.FAST_PUSH} but {fast_file.name} shipped: {expect_fast}")
     check(leaderboard.FAST_UPDATES == expect_fast, f"FAST_UPDATES={leaderboard.FAST_UPDATES}, shipped: {expect_fast}")
+    if expect_fast:
+        loaded = Path(processor._fast.__file__).resolve()
+        check(loaded == fast_file.resolve(), f"the fast module loaded is {loaded}, expected {fast_file}")
+        if stable_abi:
+            check(fast_file == abi3_file, f"CPython {sys.version_info[0]}.{sys.version_info[1]} uses {fast_file.name}, not the abi3 module")
 
     now = int(time.time())
     received: list = []
@@ -90,7 +101,7 @@ def main() -> int:
 
     print(
         f"wheel smoke test passed: Python {sys.version.split()[0]}, cffi {_native.MODE} mode, "
-        f"fast module {'in use' if expect_fast else 'not shipped for this Python (cffi paths)'}"
+        f"fast module {fast_file.name + ' in use' if expect_fast else 'not shipped for this Python (cffi paths)'}"
     )
     return 0
 

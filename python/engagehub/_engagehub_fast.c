@@ -1,125 +1,192 @@
-/* engagehub._engagehub_fast: the one call of the package too hot for cffi.
+/* engagehub._engagehub_fast: the package's per-event calls without cffi's per-call
+ * costs (Leaderboard.update_user, EventStreamProcessor.push_event, push_many, batch
+ * delivery, top_channels and get_top_channels).
  *
- * Leaderboard.update_user is the drop-in API's per-event call. Through cffi it pays
- * for encoding the id into a new bytes object, for cffi's argument conversion and
- * for releasing and re-taking the GIL: together more than the update itself on a
- * board of 10k users. This module takes the str as it is (CPython keeps a UTF-8 copy
- * of it: free for ASCII ids) and calls eh_leaderboard_try_add while holding the GIL.
+ * One source, public API only:
  *
- * It links nothing: `bind` receives the address of eh_leaderboard_try_add from the
- * library that cffi loaded, so both paths use the same library (and the same
- * thread-local eh_last_error). Holding the GIL never means waiting: try_add returns
- * EH_BUSY at once when another thread is using the board, and the Python caller
- * then takes the cffi path, which releases the GIL while it waits. An update that
- * is not refused takes well under a microsecond, so other Python threads are held
- * up for no longer than by any builtin call.
+ * - Built with Py_LIMITED_API=0x030C0000 it is the stable-ABI module
+ *   `_engagehub_fast.abi3.so`, which every CPython from 3.12 on loads (the limited
+ *   API has vectorcall since 3.12). CPython 3.9-3.11 get the same file compiled
+ *   against their own headers (`_engagehub_fast.cpython-3XY-*.so`): the stable ABI
+ *   of those versions has no vectorcall, which the method descriptors need.
+ * - No interpreter internals: strings are read through PyUnicode_AsUTF8AndSize, ints
+ *   through PyLong_AsLongLongAndOverflow, a processor's native address from the C
+ *   base class this module gives EventStreamProcessor (ProcessorBase); heap types,
+ *   multi-phase initialisation, and all state in the module state (or, for the GIL
+ *   hand-off, in each processor).
+ * - No hand-copied ABI: the structs and function types come from the generated
+ *   header, engagehub.h, which this file includes. The module links nothing: the
+ *   functions are bound at import to the addresses of the library cffi loaded
+ *   (`bind`, `bind_processor`, `bind_top_channels`), so both paths share one engine,
+ *   its handles and its thread-local eh_last_error.
+ * - Free-threaded CPython: the module relies on the GIL (the str cache, the
+ *   descriptors' answer caches), and says so with Py_mod_gil where the headers
+ *   have it (3.13+ builds that are not on the 3.12 stable ABI; an abi3 module is
+ *   not loaded by a free-threaded CPython at all, which then uses the cffi paths).
+ *   Subinterpreters: not supported (cffi's callbacks take the GIL of the main
+ *   interpreter), declared with Py_mod_multiple_interpreters where available.
  *
- * The board address is safe to use without the GIL's help: it is the handle's
- * shell, which stays valid for the Python wrapper's whole life (ffi.gc frees it
- * only when the wrapper is collected, so never during one of its calls).
- * Leaderboard.close() is eh_leaderboard_close: it drops the board but keeps the
- * shell, and a call after it gets EH_SHUT_DOWN, which the caller raises as Closed
- * (the same exception as the cffi path). (The module declares no free-threading
- * support, so a free-threaded CPython keeps the GIL enabled while it is imported.)
- *
- * Everything this module does not handle (a non-str id, a timestamp that is not an
- * int, points that are neither float nor int, an int out of range) returns None,
- * and the caller takes the general path, which raises or converts exactly as it
- * always did.
+ * Everything a fast path does not handle (a non-str id, a float timestamp, a
+ * payload, keywords, an int beyond 64 bits, a lone surrogate...) calls the general
+ * (cffi) Python method with the same arguments, and a failure status is raised by
+ * the same Python code as the general path's, so results and exceptions are the
+ * same either way (tests/python/test_processor_fast.py replays both).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#if PY_VERSION_HEX < 0x030B0000
-#include <longintrepr.h> /* the int layout small_int64 reads (in Python.h from 3.11) */
+#if PY_VERSION_HEX < 0x030C0000
+#include <structmember.h> /* the PyMemberDef constants' older names */
+#define Py_T_PYSSIZET T_PYSSIZET
+#define Py_READONLY READONLY
 #endif
-#include <structmember.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
-/* A str's UTF-8 bytes: for a compact ASCII str (nearly every id and kind) its own
- * character data, read in place (what PyUnicode_AsUTF8AndSize returns for it too,
- * without the call); otherwise PyUnicode_AsUTF8AndSize (NULL with an exception set
- * when it cannot be encoded). The bytes live as long as the str. */
-static inline const char *str_utf8(PyObject *str, Py_ssize_t *len) {
-  if (PyUnicode_IS_COMPACT_ASCII(str)) {
-    *len = PyUnicode_GET_LENGTH(str);
-    return (const char *)PyUnicode_DATA(str);
+#include "engagehub.h"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define EH_NOINLINE __attribute__((noinline))
+#else
+#define EH_NOINLINE
+#endif
+
+/* The library's functions, typed by their declarations in the header. */
+typedef __typeof__(eh_leaderboard_try_add) *try_add_fn;
+typedef __typeof__(eh_processor_push) *push_fn;
+typedef __typeof__(eh_processor_push_wait) *push_wait_fn;
+typedef __typeof__(eh_processor_push_batch) *push_batch_fn;
+typedef __typeof__(eh_processor_push_batch_wait) *push_batch_wait_fn;
+typedef __typeof__(eh_processor_top_channels) *top_channels_fn;
+typedef __typeof__(eh_channel_list_free) *channel_list_free_fn;
+
+/* ---- module state --------------------------------------------------------------- */
+
+/* One slot of the str cache used to build batches (see cached_str). */
+typedef struct {
+  uint64_t hash;
+  uint32_t len;
+  uint32_t used;    /* str_cache_clock at the last hit or insertion */
+  const char *utf8; /* inside `str` */
+  PyObject *str;    /* owned; NULL: an empty slot */
+} str_slot;
+
+typedef struct {
+  /* Bound once by bind*() before the first call; read only with the GIL held. */
+  try_add_fn try_add;
+  push_fn push;
+  push_wait_fn push_wait;
+  push_batch_fn push_batch;
+  push_batch_wait_fn push_batch_wait;
+  top_channels_fn top_channels;
+  channel_list_free_fn channel_list_free;
+  /* This module's types. */
+  PyTypeObject *push_event_type;
+  PyTypeObject *processor_base_type;
+  PyTypeObject *top_channels_type;
+  /* The last class seen to derive from ProcessorBase (a strong reference), so
+   * that the usual call checks its `self` with one comparison. */
+  PyTypeObject *processor_class;
+  PyObject *method_type; /* types.MethodType: binds the descriptors to an instance */
+  /* Interned names. */
+  PyObject *key_type, *key_user_id, *key_channel_id, *key_timestamp, *key_payload;
+  PyObject *name_push_failed, *name_top_failed, *kw_k, *kw_window_secs, *kw_now;
+  /* The str cache of build_batch: STR_CACHE_SLOTS slots, allocated at first use. */
+  str_slot *str_cache;
+  uint32_t str_cache_clock; /* wraps: then one set's order is off, no more */
+} fast_state;
+
+static fast_state *module_state(PyObject *module) { return (fast_state *)PyModule_GetState(module); }
+
+/* A function pointer from the address Python passes (an int), or NULL with an
+ * exception set. */
+static void *address_arg(PyObject *address, const char *what) {
+  void *ptr = PyLong_AsVoidPtr(address);
+  if (ptr == NULL && !PyErr_Occurred()) {
+    PyErr_Format(PyExc_ValueError, "needs the address of %s", what);
   }
+  return ptr;
+}
+
+#define BIND(dest, type, address, what)                                                      \
+  do {                                                                                       \
+    void *ptr_ = address_arg((address), (what));                                            \
+    if (ptr_ == NULL) {                                                                      \
+      return NULL;                                                                           \
+    }                                                                                        \
+    (dest) = (type)ptr_;                                                                     \
+  } while (0)
+
+/* A str's UTF-8 bytes (CPython's own: the character data of an ASCII str, its
+ * cached UTF-8 otherwise), valid as long as the str; NULL with an exception set
+ * when it cannot be encoded (a lone surrogate). */
+/* PyVectorcall_NARGS, which the limited API has as a function only. */
+static inline Py_ssize_t vectorcall_nargs(size_t nargsf) {
+  return (Py_ssize_t)(nargsf & ~PY_VECTORCALL_ARGUMENTS_OFFSET);
+}
+
+static inline const char *str_utf8(PyObject *str, Py_ssize_t *len) {
   return PyUnicode_AsUTF8AndSize(str, len);
 }
 
-/* An exact int's value, read from its digits in place when it has at most two
- * (below 2**60: every unix timestamp): 1 and *out set, or 0 when the caller must
- * ask PyLong_AsLongLongAndOverflow (more digits, or a CPython whose int layout
- * this file does not know). The layouts: CPython 3.9-3.11 keep the signed digit
- * count in ob_size; 3.12 and 3.13 keep it in lv_tag (count << 3 | sign: 0
- * positive, 1 zero, 2 negative). */
-static inline int small_int64(PyObject *o, long long *out) {
-#if PY_VERSION_HEX >= 0x030E0000 || PyLong_SHIFT != 30
-  (void)o;
-  (void)out;
-  return 0;
-#else
-#if PY_VERSION_HEX >= 0x030C0000
-  uintptr_t tag = ((PyLongObject *)o)->long_value.lv_tag;
-  size_t ndigits = (size_t)(tag >> 3);
-  long long sign = 1 - (long long)(tag & 3);
-  const digit *d = ((PyLongObject *)o)->long_value.ob_digit;
-#else
-  Py_ssize_t size = Py_SIZE(o);
-  size_t ndigits = (size_t)(size < 0 ? -size : size);
-  long long sign = size < 0 ? -1 : (size > 0);
-  const digit *d = ((PyLongObject *)o)->ob_digit;
-#endif
-  if (ndigits > 2) {
+/* An exact int that fits 64 bits into *out (1), or 0 for the general path. Where
+ * Py_ssize_t has 64 bits, PyLong_AsSsize_t: the shortest of the limited API's
+ * conversions for the two-digit ints timestamps are (an int beyond 64 bits then
+ * costs an OverflowError, cleared: the general path names it). */
+static inline int exact_int64(PyObject *value, long long *out) {
+  if (!PyLong_CheckExact(value)) {
     return 0;
   }
-  long long magnitude = ndigits == 0   ? 0
-                        : ndigits == 1 ? (long long)d[0]
-                                       : (long long)d[0] | ((long long)d[1] << PyLong_SHIFT);
-  *out = sign * magnitude;
+#if SIZEOF_SIZE_T >= 8
+  Py_ssize_t v = PyLong_AsSsize_t(value);
+  if (v == -1 && PyErr_Occurred()) {
+    PyErr_Clear();
+    return 0;
+  }
+  *out = (long long)v;
   return 1;
+#else
+  int overflow;
+  *out = PyLong_AsLongLongAndOverflow(value, &overflow);
+  return overflow == 0;
 #endif
 }
 
-typedef int32_t (*try_add_fn)(const void *board, const uint8_t *id, size_t id_len,
-                              double points, int64_t timestamp);
-
-/* Set once by bind() before the first call; read only with the GIL held. */
-static try_add_fn try_add = NULL;
+/* ---- Leaderboard.update_user ------------------------------------------------------
+ *
+ * Through cffi each update pays for encoding the id into a new bytes object, for
+ * cffi's argument conversion and for releasing and re-taking the GIL: together more
+ * than the update itself on a board of 10k users. leaderboard_add takes the str as
+ * it is and calls eh_leaderboard_try_add while holding the GIL. Holding the GIL
+ * never means waiting: try_add returns EH_BUSY at once when another thread is using
+ * the board, and the Python caller then takes the cffi path, which releases the GIL
+ * while it waits. The board address is the handle's shell, valid for the Python
+ * wrapper's whole life (a closed board answers EH_SHUT_DOWN). Anything it does not
+ * handle (a non-str id, a timestamp that is not an int, points neither float nor
+ * int, an int out of range) returns None: the caller takes the general path. */
 
 static PyObject *bind(PyObject *module, PyObject *address) {
-  (void)module;
-  void *fn = PyLong_AsVoidPtr(address);
-  if (fn == NULL) {
-    if (!PyErr_Occurred()) {
-      PyErr_SetString(PyExc_ValueError, "bind() needs the address of eh_leaderboard_try_add");
-    }
-    return NULL;
-  }
-  try_add = (try_add_fn)fn;
+  BIND(module_state(module)->try_add, try_add_fn, address, "eh_leaderboard_try_add");
   Py_RETURN_NONE;
 }
 
 /* leaderboard_add(board_address, user_id, points, timestamp) -> status or None */
 static PyObject *leaderboard_add(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-  (void)module;
+  fast_state *st = module_state(module);
   if (nargs != 4) {
     PyErr_SetString(PyExc_TypeError, "leaderboard_add() takes 4 arguments");
     return NULL;
   }
   PyObject *user_id = args[1], *points = args[2], *timestamp = args[3];
-  if (try_add == NULL || !PyUnicode_CheckExact(user_id) || !PyLong_CheckExact(timestamp)) {
+  if (st->try_add == NULL || !PyUnicode_CheckExact(user_id) || !PyLong_CheckExact(timestamp)) {
     Py_RETURN_NONE;
   }
   double points_value;
-  if (PyFloat_CheckExact(points)) {
-    points_value = PyFloat_AS_DOUBLE(points);
-  } else if (PyLong_CheckExact(points)) {
-    points_value = PyLong_AsDouble(points);
+  if (PyFloat_CheckExact(points) || PyLong_CheckExact(points)) {
+    points_value = PyFloat_CheckExact(points) ? PyFloat_AsDouble(points) : PyLong_AsDouble(points);
     if (points_value == -1.0 && PyErr_Occurred()) {
-      PyErr_Clear();
+      PyErr_Clear(); /* an int too large for a double: the general path names it */
       Py_RETURN_NONE;
     }
   } else {
@@ -140,253 +207,27 @@ static PyObject *leaderboard_add(PyObject *module, PyObject *const *args, Py_ssi
   if (id == NULL) {
     return NULL; /* a lone surrogate: UnicodeEncodeError, as str.encode() raises */
   }
-  int32_t status = try_add(board, (const uint8_t *)id, (size_t)id_len, points_value, ts);
+  eh_status status = st->try_add((struct eh_leaderboard *)board, (const uint8_t *)id,
+                                 (size_t)id_len, points_value, (int64_t)ts);
   return PyLong_FromLong(status);
 }
 
-
-/* ---- EventStreamProcessor: push_event, push_many and batch delivery -------------
+/* ---- the GIL hand-off, one per processor -----------------------------------------
  *
- * The same idea for the pipeline's per-event calls. `bind_processor` receives the
- * addresses of eh_processor_push and eh_processor_push_batch from the library cffi
- * loaded, and the layout of eh_event as cffi parsed it from the header (checked
- * here against the struct below, so a header change cannot be misread).
- *
- * push_event is a method descriptor (PushEvent) set in the class body: called as
- * `p.push_event(...)` it runs with no Python frame at all. It reads the instance's
- * `_push_target` (address, blocking), takes three exact str and an exact int (or
- * None, or nothing) as they are, and makes one native call. Anything else (bytes,
- * a float timestamp, a payload, keywords, an int beyond 64 bits, a lone
- * surrogate, no `_push_target`) calls the general Python method with the same
- * arguments, so it raises or converts exactly as it always did. A non-zero status
- * other than EH_QUEUE_FULL goes to the class's `_push_failed(status)`, which raises
- * what the general path raises for it.
- *
- * The address is the processor's shell, valid for the wrapper's whole life (freed
- * only by ffi.gc, and `self` is alive during the call): a push racing close gets
- * EH_SHUT_DOWN. After fork the native side re-initialises on this first call.
- * Under the "drop" overflow the push never waits, so the GIL stays held. Under
- * "block" it may wait for room, which the workers can only make by running the
- * Python callback: a first eh_processor_push_wait takes a free slot without
- * waiting (the GIL held); on a full ring the same call waits in slices of 0.1 s up
- * to the processor's block_timeout_ms with the GIL released, running signal
- * handlers between slices (Ctrl-C raises KeyboardInterrupt, nothing pushed or
- * counted), as the blocking class's Python push_event does.
- */
-
-typedef struct {
-  const uint8_t *kind;
-  size_t kind_len;
-  const uint8_t *user_id;
-  size_t user_id_len;
-  const uint8_t *channel_id;
-  size_t channel_id_len;
-  int64_t timestamp;
-  const uint8_t *payload;
-  size_t payload_len;
-} eh_event;
-
-typedef int32_t (*push_fn)(void *p, const uint8_t *kind, size_t kind_len, const uint8_t *user_id,
-                           size_t user_id_len, const uint8_t *channel_id, size_t channel_id_len,
-                           int64_t timestamp, const uint8_t *payload, size_t payload_len);
-typedef int32_t (*push_wait_fn)(void *p, const uint8_t *kind, size_t kind_len,
-                                const uint8_t *user_id, size_t user_id_len,
-                                const uint8_t *channel_id, size_t channel_id_len, int64_t timestamp,
-                                const uint8_t *payload, size_t payload_len, uint64_t wait_ms,
-                                int32_t give_up);
-typedef int32_t (*push_batch_fn)(void *p, const eh_event *events, size_t n, size_t *accepted);
-typedef int32_t (*push_batch_wait_fn)(void *p, const eh_event *events, size_t n, size_t *accepted,
-                                      uint64_t wait_ms, int32_t give_up);
-
-/* Set once by bind_processor(); read only with the GIL held. */
-static push_fn processor_push = NULL;
-static push_batch_fn processor_push_batch = NULL;
-static push_batch_wait_fn processor_push_batch_wait = NULL;
-static push_wait_fn processor_push_wait = NULL;
-static int32_t status_queue_full = -1;
-static int32_t status_timeout = -1;
-
-/* Interned names, created at import. */
-static PyObject *key_type, *key_user_id, *key_channel_id, *key_timestamp, *key_payload;
-static PyObject *name_push_failed;
-
-/* Checks that `layout` (a tuple of ints: the sizes and offsets cffi parsed from the
- * header) equals `expected` (the same, as this file's mirror of the structs was
- * compiled), so that a header change cannot be misread. -1 with ValueError if not. */
-static int check_layout(const char *who, const char *what, PyObject *layout,
-                        const Py_ssize_t *expected, Py_ssize_t fields) {
-  if (PyTuple_GET_SIZE(layout) != fields) {
-    PyErr_Format(PyExc_ValueError, "%s(): %s layout has the wrong length", who, what);
-    return -1;
-  }
-  for (Py_ssize_t i = 0; i < fields; i++) {
-    Py_ssize_t got = PyLong_AsSsize_t(PyTuple_GET_ITEM(layout, i));
-    if (got == -1 && PyErr_Occurred()) {
-      return -1;
-    }
-    if (got != expected[i]) {
-      PyErr_Format(PyExc_ValueError,
-                   "%s(): %s layout differs from the header's (field %zd: %zd, expected %zd)",
-                   who, what, i, got, expected[i]);
-      return -1;
-    }
-  }
-  return 0;
-}
-
-static PyObject *bind_processor(PyObject *module, PyObject *args) {
-  (void)module;
-  PyObject *push_address, *batch_address, *batch_wait_address, *push_wait_address, *layout;
-  int queue_full, timeout;
-  if (!PyArg_ParseTuple(args, "OOOOiiO!", &push_address, &batch_address, &batch_wait_address,
-                        &push_wait_address, &queue_full, &timeout, &PyTuple_Type, &layout)) {
-    return NULL;
-  }
-  const Py_ssize_t expected[] = {
-      (Py_ssize_t)sizeof(eh_event),
-      (Py_ssize_t)offsetof(eh_event, kind),
-      (Py_ssize_t)offsetof(eh_event, kind_len),
-      (Py_ssize_t)offsetof(eh_event, user_id),
-      (Py_ssize_t)offsetof(eh_event, user_id_len),
-      (Py_ssize_t)offsetof(eh_event, channel_id),
-      (Py_ssize_t)offsetof(eh_event, channel_id_len),
-      (Py_ssize_t)offsetof(eh_event, timestamp),
-      (Py_ssize_t)offsetof(eh_event, payload),
-      (Py_ssize_t)offsetof(eh_event, payload_len),
-  };
-  if (check_layout("bind_processor", "eh_event", layout, expected,
-                   (Py_ssize_t)(sizeof expected / sizeof expected[0])) < 0) {
-    return NULL;
-  }
-  PyObject *addresses[4] = {push_address, batch_address, batch_wait_address, push_wait_address};
-  void *fns[4];
-  for (int i = 0; i < 4; i++) {
-    if ((fns[i] = PyLong_AsVoidPtr(addresses[i])) == NULL) {
-      goto bad_address;
-    }
-  }
-  processor_push = (push_fn)fns[0];
-  processor_push_batch = (push_batch_fn)fns[1];
-  processor_push_batch_wait = (push_batch_wait_fn)fns[2];
-  processor_push_wait = (push_wait_fn)fns[3];
-  status_queue_full = queue_full;
-  status_timeout = timeout;
-  Py_RETURN_NONE;
-bad_address:
-  if (!PyErr_Occurred()) {
-    PyErr_SetString(PyExc_ValueError, "bind_processor() needs the push functions' addresses");
-  }
-  return NULL;
-}
-
-/* EventStreamProcessor and the offset of its `_push_target` slot, from
- * bind_push_target(): reading a slot is a load, where an attribute lookup costs two
- * dictionary probes (a tenth of a push). */
-static PyTypeObject *processor_type = NULL;
-static Py_ssize_t push_target_offset = 0;
-
-static PyObject *bind_push_target(PyObject *module, PyObject *args) {
-  (void)module;
-  PyObject *type, *descr;
-  if (!PyArg_ParseTuple(args, "O!O", &PyType_Type, &type, &descr)) {
-    return NULL;
-  }
-  if (!Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
-    PyErr_SetString(PyExc_TypeError, "bind_push_target() needs the class's `_push_target` slot");
-    return NULL;
-  }
-  PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
-  if (member->type != T_OBJECT_EX || PyDescr_TYPE(descr) != (PyTypeObject *)type) {
-    PyErr_SetString(PyExc_TypeError, "bind_push_target(): not an object slot of that class");
-    return NULL;
-  }
-  Py_INCREF(type);
-  Py_XSETREF(processor_type, (PyTypeObject *)type);
-  push_target_offset = member->offset;
-  Py_RETURN_NONE;
-}
-
-/* A processor's `_push_target`: its shell's address, unboxed once, whether a push
- * may wait for room (the "block" overflow) and for how long (block_timeout_ms).
- * Immutable. */
-typedef struct {
-  PyObject_HEAD
-  void *address;
-  int blocking;
-  long long block_timeout_ms;
-} PushTarget;
-
-static PyObject *push_target_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-  PyObject *address_obj;
-  int blocking;
-  long long block_timeout_ms = 0;
-  static char *keywords[] = {"address", "blocking", "block_timeout_ms", NULL};
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!p|L:PushTarget", keywords, &PyLong_Type,
-                                   &address_obj, &blocking, &block_timeout_ms)) {
-    return NULL;
-  }
-  if (block_timeout_ms < 0) {
-    PyErr_SetString(PyExc_ValueError, "PushTarget(): block_timeout_ms < 0");
-    return NULL;
-  }
-  void *address = PyLong_AsVoidPtr(address_obj);
-  if (address == NULL) {
-    if (!PyErr_Occurred()) {
-      PyErr_SetString(PyExc_ValueError, "PushTarget() needs a processor's address");
-    }
-    return NULL;
-  }
-  PushTarget *self = (PushTarget *)type->tp_alloc(type, 0);
-  if (self != NULL) {
-    self->address = address;
-    self->blocking = blocking;
-    self->block_timeout_ms = block_timeout_ms;
-  }
-  return (PyObject *)self;
-}
-
-static PyTypeObject PushTargetType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "engagehub._engagehub_fast.PushTarget",
-    .tp_basicsize = sizeof(PushTarget),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "PushTarget(address, blocking, block_timeout_ms=0): what the compiled pushes read "
-              "from a processor.",
-    .tp_new = push_target_new,
-};
-
-/* The address and blocking flag of a processor's `_push_target`: 1 when found, 0
- * when it has none (the general path then decides: e.g. a wrapper whose
- * constructor failed, or a `self` that is no processor). */
-static int push_target(PyObject *self, void **address, int *blocking,
-                       long long *block_timeout_ms) {
-  if (processor_type == NULL || !PyObject_TypeCheck(self, processor_type)) {
-    return 0;
-  }
-  PyObject *target = *(PyObject **)((char *)self + push_target_offset); /* borrowed */
-  if (target == NULL || !Py_IS_TYPE(target, &PushTargetType)) {
-    return 0;
-  }
-  *address = ((PushTarget *)target)->address;
-  *blocking = ((PushTarget *)target)->blocking;
-  if (block_timeout_ms != NULL) {
-    *block_timeout_ms = ((PushTarget *)target)->block_timeout_ms;
-  }
-  return 1;
-}
-
-/* ---- handing the GIL to a delivery ---------------------------------------------
- *
- * A flush callback needs the GIL, and the pushes above keep it: left to itself,
+ * A flush callback needs the GIL, and the pushes below keep it: left to itself,
  * CPython hands it over only after a waiting thread has waited its switch interval
  * (5 ms), i.e. about one batch per 5 ms, so a producer pushing in a loop fills the
- * ring and drops. (The C++ extension releases and re-takes the GIL on every push
- * instead.) So the worker's flush callback is `flush_entry` below: it counts itself
- * in `deliveries_waiting` before calling the cffi trampoline (which takes the GIL);
- * the trampoline's first act, under the GIL, is `delivery_started()`. A push that
- * sees a delivery waiting releases the GIL and waits, without it, until some
- * delivery has started (or 20 ms have passed), then takes it back: the batch is
- * delivered now rather than after 5 ms. A push never waits on the ring itself. */
+ * ring and drops. So the native flush callback is flush_entry below: it counts
+ * itself in its processor's `waiting` before calling the cffi trampoline (which
+ * takes the GIL); the trampoline's first act, under the GIL, is delivery_started(),
+ * which moves the count to `started`. A push that sees a delivery of its own
+ * processor waiting releases the GIL until one has started (or 20 ms have passed),
+ * then takes it back: the batch is delivered now rather than after 5 ms.
+ *
+ * The counters live in a `handoff`, shared (reference counted, atomically) by the
+ * processor (ProcessorBase) and by every callback registration's `delivery` context,
+ * which the library owns as user_data and releases through context_free after the
+ * registration's last call. */
 
 #if defined(_MSC_VER)
 #include <windows.h>
@@ -400,6 +241,7 @@ typedef volatile LONG64 eh_counter;
 #include <time.h>
 #define EH_THREAD_LOCAL _Thread_local
 typedef int64_t eh_counter;
+/* Acquire/release: a count read here orders with the other thread's update. */
 #define COUNTER_LOAD(c) __atomic_load_n(&(c), __ATOMIC_ACQUIRE)
 #define COUNTER_ADD(c, v) __atomic_fetch_add(&(c), (v), __ATOMIC_ACQ_REL)
 /* Sleeps ~20 us: leaves the core to the worker being woken (a sched_yield spin
@@ -417,124 +259,383 @@ static int64_t monotonic_ns(void) {
 #define MONOTONIC_NS() monotonic_ns()
 #endif
 
-typedef int32_t (*flush_fn)(void *user_data, const eh_event *events, size_t n);
+typedef struct {
+  eh_counter refs;    /* the processor's and each live delivery context's */
+  eh_counter waiting; /* deliveries between flush_entry and delivery_started */
+  eh_counter started; /* deliveries started so far: a yielding push waits for it to move */
+} handoff;
 
-/* Threads between flush_entry and delivery_started: waiting for the GIL. */
-static eh_counter deliveries_waiting = 0;
-/* Deliveries started so far: a yielding push waits for this to move. */
-static eh_counter deliveries_started = 0;
-/* Whether this thread's current flush_entry has been counted as started. */
-static EH_THREAD_LOCAL int delivery_counted = 0;
-/* The cffi trampoline (takes the GIL, decodes, calls the Python callback). */
-static flush_fn python_flush = NULL;
+static handoff *handoff_new(void) {
+  handoff *h = (handoff *)calloc(1, sizeof(handoff));
+  if (h != NULL) {
+    h->refs = 1;
+  }
+  return h;
+}
 
-static int32_t flush_entry(void *user_data, const eh_event *events, size_t n) {
-  flush_fn target = python_flush;
-  if (target == NULL) {
-    return 1; /* not bound: a failure, retried then dead-lettered, never lost */
+static void handoff_release(handoff *h) {
+  if (h != NULL && COUNTER_ADD(h->refs, -1) == 1) {
+    free(h);
   }
-  delivery_counted = 0;
-  COUNTER_ADD(deliveries_waiting, 1);
-  int32_t status = target(user_data, events, n);
-  if (!delivery_counted) { /* the trampoline failed before it could say so */
-    COUNTER_ADD(deliveries_waiting, -1);
+}
+
+/* One flush-callback registration, as the library sees it (its user_data). */
+typedef struct {
+  handoff *handoff;      /* one reference */
+  void *inner;           /* the cffi handle of the Python registration */
+  eh_flush_fn trampoline; /* the cffi callback: takes the GIL, decodes, calls Python */
+  eh_free_fn inner_free; /* the cffi finalizer of `inner` */
+} delivery;
+
+/* The delivery running on this thread and whether it has been counted as started:
+ * set by flush_entry around its call, read by delivery_started. (Nested when a
+ * callback runs another processor's synchronous flush on the same thread.) */
+typedef struct {
+  handoff *handoff;
+  int counted;
+} delivery_frame;
+
+static EH_THREAD_LOCAL delivery_frame *current_delivery = NULL;
+
+static int32_t flush_entry(void *user_data, const struct eh_event *events, size_t n) {
+  delivery *d = (delivery *)user_data;
+  delivery_frame frame = {d->handoff, 0};
+  delivery_frame *outer = current_delivery;
+  current_delivery = &frame;
+  COUNTER_ADD(d->handoff->waiting, 1);
+  int32_t status = d->trampoline(d->inner, events, n);
+  if (!frame.counted) { /* the trampoline failed before it could say so */
+    COUNTER_ADD(d->handoff->waiting, -1);
   }
-  delivery_counted = 0;
+  current_delivery = outer;
   return status;
+}
+
+static void context_free(void *user_data) {
+  delivery *d = (delivery *)user_data;
+  if (d->inner_free != NULL) {
+    d->inner_free(d->inner);
+  }
+  handoff_release(d->handoff);
+  free(d);
 }
 
 static PyObject *delivery_started(PyObject *module, PyObject *unused) {
   (void)module;
   (void)unused;
-  if (!delivery_counted) { /* called from elsewhere than flush_entry's trampoline: no-op */
-    if (COUNTER_LOAD(deliveries_waiting) > 0) {
-      delivery_counted = 1;
-      COUNTER_ADD(deliveries_waiting, -1);
-      COUNTER_ADD(deliveries_started, 1);
-    }
+  delivery_frame *frame = current_delivery;
+  if (frame != NULL && !frame->counted) { /* else not called by flush_entry's trampoline */
+    frame->counted = 1;
+    COUNTER_ADD(frame->handoff->waiting, -1);
+    COUNTER_ADD(frame->handoff->started, 1);
   }
   Py_RETURN_NONE;
 }
 
-static PyObject *bind_delivery(PyObject *module, PyObject *address) {
+/* discard_context(address): a context the library refused (it never calls
+ * context_free for it); the Python registration is released by the caller. */
+static PyObject *discard_context(PyObject *module, PyObject *address) {
   (void)module;
-  void *fn = PyLong_AsVoidPtr(address);
-  if (fn == NULL) {
-    if (!PyErr_Occurred()) {
-      PyErr_SetString(PyExc_ValueError, "bind_delivery() needs the flush trampoline's address");
-    }
-    return NULL;
+  delivery *d = (delivery *)PyLong_AsVoidPtr(address);
+  if (d == NULL) {
+    return PyErr_Occurred() ? NULL : (Py_INCREF(Py_None), Py_None);
   }
-  python_flush = (flush_fn)fn;
-  return PyLong_FromVoidPtr((void *)flush_entry);
-}
-
-/* In a forked child only this thread exists: nobody is waiting. */
-static PyObject *reset_after_fork(PyObject *module, PyObject *unused) {
-  (void)module;
-  (void)unused;
-  deliveries_waiting = 0;
-  delivery_counted = 0;
+  handoff_release(d->handoff);
+  free(d);
   Py_RETURN_NONE;
 }
 
 /* Lets a waiting delivery take the GIL (see above); called with the GIL held. The
  * wait is bounded (20 ms) so that a worker that cannot get the GIL (another thread
  * holds it) slows a push down but never stops it. */
-static void yield_to_delivery(void) {
-  int64_t started = COUNTER_LOAD(deliveries_started);
+static EH_NOINLINE void yield_to_delivery(handoff *h) {
+  int64_t started = COUNTER_LOAD(h->started);
   Py_BEGIN_ALLOW_THREADS
   int64_t deadline = MONOTONIC_NS() + 20 * 1000 * 1000;
-  while (COUNTER_LOAD(deliveries_started) == started && COUNTER_LOAD(deliveries_waiting) > 0 &&
+  while (COUNTER_LOAD(h->started) == started && COUNTER_LOAD(h->waiting) > 0 &&
          MONOTONIC_NS() < deadline) {
     PAUSE_BRIEFLY();
   }
   Py_END_ALLOW_THREADS
 }
 
-#define MAYBE_YIELD_TO_DELIVERY()                                                            \
-  do {                                                                                       \
-    if (COUNTER_LOAD(deliveries_waiting) > 0) {                                              \
-      yield_to_delivery();                                                                   \
-    }                                                                                        \
-  } while (0)
+static inline void maybe_yield_to_delivery(handoff *h) {
+  if (COUNTER_LOAD(h->waiting) > 0) {
+    yield_to_delivery(h);
+  }
+}
+
+/* ---- ProcessorBase: what the compiled calls read from a processor ------------------
+ *
+ * EventStreamProcessor's C base class (its other base is NativeHandle): it holds
+ * the processor's shell address, whether a push may wait for room (the "block"
+ * overflow) and for how long, and its GIL hand-off, at a fixed place in every
+ * instance, so the compiled calls read them with a type check and a few loads.
+ * `_bind_target` sets them once the native processor exists; until then (a
+ * constructor that failed) the address is NULL and every compiled call takes the
+ * general path. The address is valid for the wrapper's whole life (freed only by
+ * ffi.gc, and `self` is alive during a call): a call racing close gets
+ * EH_SHUT_DOWN. */
+
+typedef struct {
+  PyObject_HEAD
+  void *address;
+  int blocking;
+  long long block_timeout_ms;
+  handoff *handoff;
+} ProcessorBase;
+
+static void processor_base_dealloc(PyObject *self) {
+  PyTypeObject *type = Py_TYPE(self); /* a heap type (the Python subclass, or this one) */
+  handoff_release(((ProcessorBase *)self)->handoff);
+  freefunc release = (freefunc)PyType_GetSlot(type, Py_tp_free);
+  release(self);
+  Py_DECREF(type);
+}
+
+/* _bind_target(address, blocking, block_timeout_ms): once, from __init__. */
+static PyObject *processor_base_bind_target(PyObject *self, PyObject *args) {
+  ProcessorBase *base = (ProcessorBase *)self;
+  PyObject *address_obj;
+  int blocking;
+  long long block_timeout_ms;
+  if (!PyArg_ParseTuple(args, "O!pL:_bind_target", &PyLong_Type, &address_obj, &blocking,
+                        &block_timeout_ms)) {
+    return NULL;
+  }
+  if (block_timeout_ms < 0) {
+    PyErr_SetString(PyExc_ValueError, "_bind_target(): block_timeout_ms < 0");
+    return NULL;
+  }
+  if (base->address != NULL) {
+    PyErr_SetString(PyExc_RuntimeError, "_bind_target(): already bound");
+    return NULL;
+  }
+  void *address = address_arg(address_obj, "a processor");
+  if (address == NULL) {
+    return NULL;
+  }
+  handoff *h = handoff_new();
+  if (h == NULL) {
+    return PyErr_NoMemory();
+  }
+  base->blocking = blocking;
+  base->block_timeout_ms = block_timeout_ms;
+  base->handoff = h;
+  base->address = address;
+  Py_RETURN_NONE;
+}
+
+/* _delivery_context(inner_address, trampoline_address, inner_free_address) -> the
+ * address of a new delivery context to register as the flush callback's user_data,
+ * with FLUSH_ENTRY and CONTEXT_FREE (or to hand to discard_context if refused). */
+static PyObject *processor_base_delivery_context(PyObject *self, PyObject *args) {
+  handoff *h = ((ProcessorBase *)self)->handoff;
+  PyObject *inner_obj, *trampoline_obj, *free_obj;
+  if (!PyArg_ParseTuple(args, "OOO:_delivery_context", &inner_obj, &trampoline_obj, &free_obj)) {
+    return NULL;
+  }
+  if (h == NULL) {
+    PyErr_SetString(PyExc_RuntimeError, "_delivery_context(): not bound");
+    return NULL;
+  }
+  void *inner = PyLong_AsVoidPtr(inner_obj);
+  if (inner == NULL && PyErr_Occurred()) {
+    return NULL;
+  }
+  void *trampoline = address_arg(trampoline_obj, "the flush trampoline");
+  void *inner_free = trampoline ? address_arg(free_obj, "the user_data finalizer") : NULL;
+  if (inner_free == NULL) {
+    return NULL;
+  }
+  delivery *d = (delivery *)malloc(sizeof(delivery));
+  if (d == NULL) {
+    return PyErr_NoMemory();
+  }
+  PyObject *result = PyLong_FromVoidPtr(d);
+  if (result == NULL) {
+    free(d);
+    return NULL;
+  }
+  COUNTER_ADD(h->refs, 1);
+  d->handoff = h;
+  d->inner = inner;
+  d->trampoline = (eh_flush_fn)trampoline;
+  d->inner_free = (eh_free_fn)inner_free;
+  return result;
+}
+
+/* In a forked child only the forking thread exists: no delivery is waiting. */
+static PyObject *processor_base_reset_handoff(PyObject *self, PyObject *unused) {
+  (void)unused;
+  handoff *h = ((ProcessorBase *)self)->handoff;
+  if (h != NULL) {
+    h->waiting = 0;
+  }
+  Py_RETURN_NONE;
+}
+
+/* _handoff_counts() -> (waiting, started): this processor's deliveries waiting for
+ * the GIL and started so far (for tests). */
+static PyObject *processor_base_handoff_counts(PyObject *self, PyObject *unused) {
+  (void)unused;
+  handoff *h = ((ProcessorBase *)self)->handoff;
+  long long waiting = h ? (long long)COUNTER_LOAD(h->waiting) : 0;
+  long long started = h ? (long long)COUNTER_LOAD(h->started) : 0;
+  return Py_BuildValue("(LL)", waiting, started);
+}
+
+static PyMethodDef processor_base_methods[] = {
+    {"_bind_target", processor_base_bind_target, METH_VARARGS,
+     "_bind_target(address, blocking, block_timeout_ms): the native processor's shell."},
+    {"_delivery_context", processor_base_delivery_context, METH_VARARGS,
+     "_delivery_context(inner_address, trampoline_address, inner_free_address) -> address."},
+    {"_reset_handoff", processor_base_reset_handoff, METH_NOARGS,
+     "_reset_handoff(): in a forked child, no delivery is waiting."},
+    {"_handoff_counts", processor_base_handoff_counts, METH_NOARGS,
+     "_handoff_counts() -> (waiting, started): this processor's deliveries."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot processor_base_slots[] = {
+    {Py_tp_dealloc, (void *)processor_base_dealloc},
+    {Py_tp_methods, processor_base_methods},
+    {Py_tp_doc, (void *)"The C base of EventStreamProcessor: what the compiled calls read."},
+    {0, NULL},
+};
+
+static PyType_Spec processor_base_spec = {
+    .name = "engagehub._engagehub_fast.ProcessorBase",
+    .basicsize = sizeof(ProcessorBase),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .slots = processor_base_slots,
+};
+
+/* `self` as a bound processor (borrowed: the caller holds `self`), or NULL when it
+ * is none: the general path then decides (e.g. a wrapper whose constructor failed,
+ * or a `self` that is no processor). */
+static inline ProcessorBase *processor_of(fast_state *st, PyObject *self) {
+  PyTypeObject *type = Py_TYPE(self);
+  if (type != st->processor_class) {
+    if (!PyType_IsSubtype(type, st->processor_base_type)) {
+      return NULL;
+    }
+    PyTypeObject *old = st->processor_class;
+    Py_INCREF((PyObject *)type);
+    st->processor_class = type;
+    Py_XDECREF((PyObject *)old);
+  }
+  ProcessorBase *base = (ProcessorBase *)self;
+  return base->address != NULL ? base : NULL;
+}
+
+/* ---- method descriptors: push_event, top_channels, get_top_channels -----------------
+ *
+ * Set in the class body, called as `p.push_event(...)` they run with no Python
+ * frame (vectorcall; a method descriptor, so no bound method is built either). Each
+ * holds the general Python method it falls back to, and names and documents itself
+ * as that method does. */
+
+typedef struct {
+  PyObject_HEAD
+  vectorcallfunc vectorcall;
+  PyObject *general; /* the general (Python) method of the processor's class */
+  PyObject *module;  /* keeps `state` alive */
+  fast_state *state;
+} PushEvent;
+
+static int descriptor_init(PushEvent *self, PyObject *general, PyTypeObject *type,
+                           vectorcallfunc call) {
+  PyObject *module = PyType_GetModule(type);
+  if (module == NULL) {
+    return -1;
+  }
+  self->vectorcall = call;
+  Py_INCREF(general);
+  self->general = general;
+  Py_INCREF(module);
+  self->module = module;
+  self->state = module_state(module);
+  return 0;
+}
+
+/* Raises what the general path raises for a failure status, through the instance's
+ * `name` method (eh_last_error is read now, on this thread). */
+static PyObject *call_failed(PyObject *self, PyObject *name, eh_status status) {
+  PyObject *status_obj = PyLong_FromLong(status);
+  if (status_obj == NULL) {
+    return NULL;
+  }
+  PyObject *call_args[2] = {self, status_obj};
+  PyObject *result =
+      PyObject_VectorcallMethod(name, call_args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+  Py_DECREF(status_obj);
+  return result;
+}
 
 /* Under "block", a push into a full ring waits in slices of this much (as the
  * Python path's _SLICE_MS), running signal handlers between them. */
 #define PUSH_SLICE_NS ((int64_t)100 * 1000000)
 
-typedef struct {
-  PyObject_HEAD
-  vectorcallfunc vectorcall;
-  PyObject *general; /* the general push_event (Python) of the processor's class */
-} PushEvent;
-
-
-static PyObject *push_event_call(PyObject *callable, PyObject *const *args, size_t nargsf,
-                                 PyObject *kwnames) {
-  PushEvent *method = (PushEvent *)callable;
-  Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-  /* self, event_type, user_id, channel_id[, timestamp] and no keywords. */
-  if (processor_push == NULL || kwnames != NULL || nargs < 4 || nargs > 5) {
-    goto general;
+/* push_event under "block": a first eh_processor_push_wait takes a free slot
+ * without waiting (the GIL held); on a full ring the same call waits in slices of
+ * 0.1 s up to block_timeout_ms with the GIL released, running signal handlers
+ * between slices. 0 and *status set, or -1 with an exception set (Ctrl-C:
+ * KeyboardInterrupt, nothing pushed or counted). Out of line: it keeps the drop
+ * mode's path short. */
+static EH_NOINLINE int push_event_blocking(fast_state *st, ProcessorBase *target,
+                                           const struct eh_event *e, eh_status *status) {
+  struct eh_processor *processor = (struct eh_processor *)target->address;
+  eh_status rc = st->push_wait(processor, e->kind, e->kind_len, e->user_id, e->user_id_len,
+                               e->channel_id, e->channel_id_len, e->timestamp, NULL, 0, 0, 0);
+  if (rc == EH_TIMEOUT) {
+    int64_t deadline = MONOTONIC_NS() + (int64_t)target->block_timeout_ms * 1000000;
+    for (;;) {
+      int64_t left = deadline - MONOTONIC_NS();
+      int give_up = left <= PUSH_SLICE_NS;
+      uint64_t wait_ms =
+          left <= 0 ? 0 : (uint64_t)((left < PUSH_SLICE_NS ? left : PUSH_SLICE_NS) / 1000000);
+      /* The strs stay alive: the caller holds them for the call. */
+      Py_BEGIN_ALLOW_THREADS
+      rc = st->push_wait(processor, e->kind, e->kind_len, e->user_id, e->user_id_len,
+                         e->channel_id, e->channel_id_len, e->timestamp, NULL, 0, wait_ms,
+                         give_up);
+      Py_END_ALLOW_THREADS
+      if (rc != EH_TIMEOUT) {
+        break;
+      }
+      if (PyErr_CheckSignals() < 0) {
+        return -1;
+      }
+    }
   }
+  *status = rc;
+  return 0;
+}
+
+/* push_event: takes three exact str and an exact int (or None, or nothing) as they
+ * are and makes one native call. Under the "drop" overflow the push never waits, so
+ * the GIL stays held. Under "block" it may wait for room, which the workers can only
+ * make by running the Python callback: see push_event_blocking (as the blocking
+ * class's Python push_event does). A status other than EH_OK and EH_QUEUE_FULL goes
+ * to the instance's `_push_failed(status)`. */
+/* The answer of a compiled call that leaves the call to the general method. */
+#define GENERAL_PATH ((PyObject *)&general_path_marker)
+static const char general_path_marker;
+
+/* push_event's compiled path for self, event_type, user_id, channel_id[, timestamp]
+ * (nargs 4 or 5, no keywords): the answer, NULL with an exception set, or
+ * GENERAL_PATH. Apart from the general call, so that the vectorcall arguments need
+ * not stay live across its calls. */
+static PyObject *push_event_fast(fast_state *st, PyObject *const *args, Py_ssize_t nargs) {
   PyObject *self = args[0];
   if (!PyUnicode_CheckExact(args[1]) || !PyUnicode_CheckExact(args[2]) ||
       !PyUnicode_CheckExact(args[3])) {
-    goto general;
+    return GENERAL_PATH;
   }
   long long timestamp = 0;
-  if (nargs == 5 && args[4] != Py_None) {
-    if (!PyLong_CheckExact(args[4])) {
-      goto general;
-    }
-    if (!small_int64(args[4], &timestamp)) {
-      int overflow;
-      timestamp = PyLong_AsLongLongAndOverflow(args[4], &overflow);
-      if (overflow) {
-        goto general; /* beyond 64 bits: the general path names it */
-      }
-    }
+  if (nargs == 5 && args[4] != Py_None && !exact_int64(args[4], &timestamp)) {
+    return GENERAL_PATH; /* not an int, or beyond 64 bits: the general path names it */
   }
   Py_ssize_t kind_len, user_len, channel_len;
   const char *kind = str_utf8(args[1], &kind_len);
@@ -545,70 +646,54 @@ static PyObject *push_event_call(PyObject *callable, PyObject *const *args, size
       return NULL;
     }
     PyErr_Clear(); /* a lone surrogate: the general path raises InvalidArgument */
-    goto general;
+    return GENERAL_PATH;
   }
-  void *processor;
-  int blocking;
-  long long block_timeout_ms;
-  if (!push_target(self, &processor, &blocking, &block_timeout_ms)) {
-    goto general;
+  ProcessorBase *target = processor_of(st, self);
+  if (target == NULL) {
+    return GENERAL_PATH;
   }
-  int32_t status;
-  if (blocking) {
-    /* A free slot now, without waiting (the GIL held); if none, wait in slices. */
-    status = processor_push_wait(processor, (const uint8_t *)kind, (size_t)kind_len,
-                                 (const uint8_t *)user, (size_t)user_len,
-                                 (const uint8_t *)channel, (size_t)channel_len,
-                                 (int64_t)timestamp, NULL, 0, 0, 0);
-    if (status == status_timeout) {
-      int64_t deadline = MONOTONIC_NS() + (int64_t)block_timeout_ms * 1000000;
-      for (;;) {
-        int64_t left = deadline - MONOTONIC_NS();
-        int give_up = left <= PUSH_SLICE_NS;
-        uint64_t wait_ms = left <= 0 ? 0 : (uint64_t)((left < PUSH_SLICE_NS ? left : PUSH_SLICE_NS) / 1000000);
-        /* The str arguments stay alive: the caller holds them for the call. */
-        Py_BEGIN_ALLOW_THREADS
-        status = processor_push_wait(processor, (const uint8_t *)kind, (size_t)kind_len,
-                                     (const uint8_t *)user, (size_t)user_len,
-                                     (const uint8_t *)channel, (size_t)channel_len,
-                                     (int64_t)timestamp, NULL, 0, wait_ms, give_up);
-        Py_END_ALLOW_THREADS
-        if (status != status_timeout) {
-          break;
-        }
-        if (PyErr_CheckSignals() < 0) {
-          return NULL; /* KeyboardInterrupt: nothing pushed or counted */
-        }
-      }
+  eh_status status;
+  if (target->blocking) {
+    const struct eh_event e = {(const uint8_t *)kind,    (size_t)kind_len,
+                               (const uint8_t *)user,    (size_t)user_len,
+                               (const uint8_t *)channel, (size_t)channel_len,
+                               (int64_t)timestamp,       NULL,
+                               0};
+    if (push_event_blocking(st, target, &e, &status) < 0) {
+      return NULL;
     }
   } else {
-    status = processor_push(processor, (const uint8_t *)kind, (size_t)kind_len,
-                            (const uint8_t *)user, (size_t)user_len, (const uint8_t *)channel,
-                            (size_t)channel_len, (int64_t)timestamp, NULL, 0);
-    MAYBE_YIELD_TO_DELIVERY();
+    status = st->push((struct eh_processor *)target->address, (const uint8_t *)kind,
+                      (size_t)kind_len, (const uint8_t *)user, (size_t)user_len,
+                      (const uint8_t *)channel, (size_t)channel_len, (int64_t)timestamp, NULL, 0);
+    maybe_yield_to_delivery(target->handoff);
   }
-  if (status == 0) {
+  if (status == EH_OK) {
     Py_RETURN_TRUE;
   }
-  if (status == status_queue_full) {
+  if (status == EH_QUEUE_FULL) {
     Py_RETURN_FALSE;
   }
-  /* Raises what the general path raises for this status (read eh_last_error now,
-   * on this thread). */
-  PyObject *status_obj = PyLong_FromLong(status);
-  if (status_obj == NULL) {
-    return NULL;
+  return call_failed(self, st->name_push_failed, status);
+}
+
+static PyObject *push_event_call(PyObject *callable, PyObject *const *args, size_t nargsf,
+                                 PyObject *kwnames) {
+  PushEvent *method = (PushEvent *)callable;
+  fast_state *st = method->state;
+  Py_ssize_t nargs = vectorcall_nargs(nargsf);
+  if (st->push != NULL && kwnames == NULL && (nargs == 4 || nargs == 5)) {
+    PyObject *answer = push_event_fast(st, args, nargs);
+    if (answer != GENERAL_PATH) {
+      return answer;
+    }
   }
-  PyObject *result = PyObject_CallMethodOneArg(self, name_push_failed, status_obj);
-  Py_DECREF(status_obj);
-  return result;
-general:
   return PyObject_Vectorcall(method->general, args, nargsf, kwnames);
 }
 
 static PyObject *push_event_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
   PyObject *general;
-  if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+  if (kwargs != NULL && PyDict_Size(kwargs) != 0) {
     PyErr_SetString(PyExc_TypeError, "PushEvent() takes no keyword arguments");
     return NULL;
   }
@@ -619,111 +704,168 @@ static PyObject *push_event_new(PyTypeObject *type, PyObject *args, PyObject *kw
     PyErr_SetString(PyExc_TypeError, "PushEvent() needs the general push_event function");
     return NULL;
   }
-  PushEvent *self = (PushEvent *)type->tp_alloc(type, 0);
+  PushEvent *self = (PushEvent *)PyType_GenericAlloc(type, 0);
   if (self == NULL) {
     return NULL;
   }
-  self->vectorcall = push_event_call;
-  Py_INCREF(general);
-  self->general = general;
+  if (descriptor_init(self, general, type, push_event_call) < 0) {
+    Py_DECREF(self);
+    return NULL;
+  }
   return (PyObject *)self;
 }
 
-static int push_event_traverse(PushEvent *self, visitproc visit, void *arg) {
-  Py_VISIT(self->general);
+static int push_event_traverse(PyObject *self, visitproc visit, void *arg) {
+  Py_VISIT(Py_TYPE(self));
+  Py_VISIT(((PushEvent *)self)->general);
+  Py_VISIT(((PushEvent *)self)->module);
   return 0;
 }
 
-static int push_event_clear(PushEvent *self) {
-  Py_CLEAR(self->general);
+static int push_event_clear(PyObject *self) {
+  Py_CLEAR(((PushEvent *)self)->general);
+  Py_CLEAR(((PushEvent *)self)->module);
   return 0;
 }
 
-static void push_event_dealloc(PushEvent *self) {
+static void push_event_dealloc(PyObject *self) {
+  PyTypeObject *type = Py_TYPE(self);
   PyObject_GC_UnTrack(self);
   push_event_clear(self);
-  Py_TYPE(self)->tp_free((PyObject *)self);
+  PyObject_GC_Del(self);
+  Py_DECREF(type);
 }
 
 /* Bound like a function: `p.push_event` is a method object over this descriptor. */
-static PyObject *push_event_get(PyObject *self, PyObject *obj, PyObject *type) {
+static PyObject *descriptor_get(PyObject *self, PyObject *obj, PyObject *type) {
   (void)type;
   if (obj == NULL || obj == Py_None) {
     Py_INCREF(self);
     return self;
   }
-  return PyMethod_New(self, obj);
-}
-
-static PyObject *push_event_general_attr(PushEvent *self, const char *name) {
-  if (self->general == NULL) {
-    PyErr_SetString(PyExc_AttributeError, "PushEvent is cleared");
+  PushEvent *method = (PushEvent *)self;
+  if (method->state == NULL) {
+    PyErr_SetString(PyExc_AttributeError, "the descriptor is cleared");
     return NULL;
   }
-  return PyObject_GetAttrString(self->general, name);
+  PyObject *call_args[2] = {self, obj};
+  return PyObject_Vectorcall(method->state->method_type, call_args, 2, NULL);
 }
 
-static PyObject *push_event_doc(PushEvent *self, void *closure) {
-  (void)closure;
-  return push_event_general_attr(self, "__doc__");
+static PyObject *general_attr(PyObject *self, const char *name) {
+  PushEvent *method = (PushEvent *)self;
+  if (method->general == NULL) {
+    PyErr_SetString(PyExc_AttributeError, "the descriptor is cleared");
+    return NULL;
+  }
+  return PyObject_GetAttrString(method->general, name);
 }
 
-static PyObject *push_event_name(PushEvent *self, void *closure) {
+static PyObject *descriptor_doc(PyObject *self, void *closure) {
   (void)closure;
-  return push_event_general_attr(self, "__name__");
+  return general_attr(self, "__doc__");
 }
 
-static PyObject *push_event_qualname(PushEvent *self, void *closure) {
+static PyObject *descriptor_name(PyObject *self, void *closure) {
   (void)closure;
-  return push_event_general_attr(self, "__qualname__");
+  return general_attr(self, "__name__");
 }
 
-static PyObject *push_event_wrapped(PushEvent *self, void *closure) {
+static PyObject *descriptor_qualname(PyObject *self, void *closure) {
   (void)closure;
-  if (self->general == NULL) {
+  return general_attr(self, "__qualname__");
+}
+
+static PyObject *descriptor_wrapped(PyObject *self, void *closure) {
+  (void)closure;
+  PyObject *general = ((PushEvent *)self)->general;
+  if (general == NULL) {
     Py_RETURN_NONE;
   }
-  Py_INCREF(self->general);
-  return self->general;
+  Py_INCREF(general);
+  return general;
 }
 
-static PyGetSetDef push_event_getset[] = {
-    {"__doc__", (getter)push_event_doc, NULL, NULL, NULL},
-    {"__name__", (getter)push_event_name, NULL, NULL, NULL},
-    {"__qualname__", (getter)push_event_qualname, NULL, NULL, NULL},
-    {"__wrapped__", (getter)push_event_wrapped, NULL,
+static PyGetSetDef descriptor_getset[] = {
+    {"__doc__", descriptor_doc, NULL, NULL, NULL},
+    {"__name__", descriptor_name, NULL, NULL, NULL},
+    {"__qualname__", descriptor_qualname, NULL, NULL, NULL},
+    {"__wrapped__", descriptor_wrapped, NULL,
      "The general path (a plain Python function) this fast path falls back to.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyTypeObject PushEventType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "engagehub._engagehub_fast.PushEvent",
-    .tp_basicsize = sizeof(PushEvent),
-    .tp_dealloc = (destructor)push_event_dealloc,
-    .tp_vectorcall_offset = offsetof(PushEvent, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
-                Py_TPFLAGS_METHOD_DESCRIPTOR,
-    .tp_doc = "PushEvent(general): EventStreamProcessor.push_event without a Python frame "
-              "(see the module source); falls back to `general` for every other case.",
-    .tp_traverse = (traverseproc)push_event_traverse,
-    .tp_clear = (inquiry)push_event_clear,
-    .tp_descr_get = push_event_get,
-    .tp_getset = push_event_getset,
-    .tp_new = push_event_new,
+static PyMemberDef push_event_members[] = {
+    {"__vectorcalloffset__", Py_T_PYSSIZET, offsetof(PushEvent, vectorcall), Py_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
 };
 
-/* push_rows(processor, rows[, wait_ms, give_up]) -> (status, accepted), or None
- * when the rows need the general path: `rows` must be a list of exact tuples of 3
- * exact str, or 4 with an exact int timestamp (fitting 64 bits), all of one width,
- * and no lone surrogate. One eh_processor_push_batch call, the strings given as
- * CPython's cached UTF-8. A processor under "block" takes `wait_ms` and `give_up`
- * (ints) instead, and one eh_processor_push_batch_wait call with the GIL released
- * (the caller loops over slices, running signal handlers between them); a call
- * with or without them where the other is expected returns None. */
+#define DESCRIPTOR_FLAGS                                                                     \
+  (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |                     \
+   Py_TPFLAGS_METHOD_DESCRIPTOR)
+
+static PyType_Slot push_event_slots[] = {
+    {Py_tp_new, (void *)push_event_new},
+    {Py_tp_dealloc, (void *)push_event_dealloc},
+    {Py_tp_traverse, (void *)push_event_traverse},
+    {Py_tp_clear, (void *)push_event_clear},
+    {Py_tp_call, (void *)PyVectorcall_Call},
+    {Py_tp_descr_get, (void *)descriptor_get},
+    {Py_tp_getset, descriptor_getset},
+    {Py_tp_members, push_event_members},
+    {0, NULL},
+};
+
+static PyType_Spec push_event_spec = {
+    .name = "engagehub._engagehub_fast.PushEvent",
+    .basicsize = sizeof(PushEvent),
+    .flags = DESCRIPTOR_FLAGS,
+    .slots = push_event_slots,
+};
+
+/* ---- push_many ----------------------------------------------------------------------
+ *
+ * push_rows(processor, rows[, wait_ms, give_up]) -> (status, accepted), or None when
+ * the rows need the general path: `rows` must be a list of exact tuples of 3 exact
+ * str, or 4 with an exact int timestamp (fitting 64 bits), all of one width, and no
+ * lone surrogate. One eh_processor_push_batch call (which checks every event before
+ * it pushes any), the strings given as CPython's UTF-8. A processor under "block"
+ * takes `wait_ms` and `give_up` instead, and one eh_processor_push_batch_wait call
+ * with the GIL released (the caller loops over slices, running signal handlers
+ * between them); a call with or without them where the other is expected returns
+ * None. */
+/* One str column of push_rows: the last field read and its UTF-8. */
+typedef struct {
+  PyObject *obj;
+  const char *text;
+  Py_ssize_t len;
+} row_field;
+
+/* Reads `field` (borrowed) into `col` unless it is the object read last: 1; 0 for
+ * the general path (not an exact str, or a lone surrogate); -1 with an exception
+ * set. */
+static inline int row_str(row_field *col, PyObject *field) {
+  if (field == col->obj) {
+    return 1;
+  }
+  if (!PyUnicode_CheckExact(field)) {
+    return 0;
+  }
+  col->text = str_utf8(field, &col->len);
+  if (col->text == NULL) {
+    col->obj = NULL;
+    if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+      return -1;
+    }
+    PyErr_Clear();
+    return 0;
+  }
+  col->obj = field;
+  return 1;
+}
+
 static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-  (void)module;
+  fast_state *st = module_state(module);
   if (nargs != 2 && nargs != 4) {
     PyErr_SetString(PyExc_TypeError, "push_rows() takes 2 or 4 arguments");
     return NULL;
@@ -740,94 +882,100 @@ static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t n
     }
   }
   PyObject *rows = args[1];
-  if (processor_push_batch == NULL || !PyList_CheckExact(rows)) {
+  if (st->push_batch == NULL || !PyList_CheckExact(rows)) {
     Py_RETURN_NONE;
   }
-  void *processor;
-  int blocking;
+  ProcessorBase *target = processor_of(st, args[0]);
   /* A push that may wait must wait in slices: the blocking class passes them. */
-  if (!push_target(args[0], &processor, &blocking, NULL) || blocking != sliced) {
+  if (target == NULL || target->blocking != sliced) {
     Py_RETURN_NONE;
   }
-  /* Under "block" the GIL is released: hold the rows (and so their strings) in a
-   * tuple another thread cannot change meanwhile. */
-  PyObject *held = blocking ? PyList_AsTuple(rows) : (Py_INCREF(rows), rows);
-  if (held == NULL) {
-    return NULL;
+  /* Under "block" the GIL is released during the call: the rows (and so their
+   * strings) are held in a tuple nobody can change meanwhile. Under "drop" the list
+   * itself is read and pushed with the GIL held, and nothing in between runs Python
+   * code (no object that the GC tracks is allocated). */
+  PyObject *held;
+  if (sliced) {
+    held = PyList_AsTuple(rows);
+    if (held == NULL) {
+      return NULL;
+    }
+  } else {
+    Py_INCREF(rows);
+    held = rows;
   }
-  PyObject **items = blocking ? &PyTuple_GET_ITEM(held, 0) : PySequence_Fast_ITEMS(held);
-  Py_ssize_t n = blocking ? PyTuple_GET_SIZE(held) : PyList_GET_SIZE(held);
+  Py_ssize_t n = sliced ? PyTuple_Size(held) : PyList_Size(held);
   PyObject *result = NULL;
-  eh_event *events = PyMem_Malloc((size_t)(n > 0 ? n : 1) * sizeof(eh_event));
+  struct eh_event *events =
+      (struct eh_event *)PyMem_Malloc((size_t)(n > 0 ? n : 1) * sizeof(struct eh_event));
   if (events == NULL) {
     PyErr_NoMemory();
     goto done;
   }
+  /* The previous row's fields: a field that is the very same object (a kind, a
+   * timestamp shared by a batch) is not read again. The rows hold them (and their
+   * UTF-8) for the call. */
+  row_field kind = {NULL, NULL, 0}, user = {NULL, NULL, 0}, channel = {NULL, NULL, 0};
+  PyObject *prev_ts_obj = NULL;
+  long long prev_ts = 0;
   Py_ssize_t width = -1;
   for (Py_ssize_t i = 0; i < n; i++) {
-    PyObject *row = items[i];
+    PyObject *row = sliced ? PyTuple_GetItem(held, i) : PyList_GetItem(held, i); /* borrowed */
     if (!PyTuple_CheckExact(row)) {
       goto general;
     }
-    Py_ssize_t w = PyTuple_GET_SIZE(row);
+    Py_ssize_t w = PyTuple_Size(row);
     if (width < 0) {
       width = w;
     }
     if (w != width || (w != 3 && w != 4)) {
       goto general;
     }
-    PyObject *const *f = &PyTuple_GET_ITEM(row, 0);
-    if (!PyUnicode_CheckExact(f[0]) || !PyUnicode_CheckExact(f[1]) ||
-        !PyUnicode_CheckExact(f[2])) {
-      goto general;
-    }
-    eh_event *e = &events[i];
+    struct eh_event *e = &events[i];
     e->timestamp = 0;
     if (w == 4) {
-      if (!PyLong_CheckExact(f[3])) {
-        goto general;
-      }
-      long long ts;
-      if (!small_int64(f[3], &ts)) {
-        int overflow;
-        ts = PyLong_AsLongLongAndOverflow(f[3], &overflow);
-        if (overflow) {
+      PyObject *ts = PyTuple_GetItem(row, 3);
+      if (ts != prev_ts_obj) {
+        if (!exact_int64(ts, &prev_ts)) {
           goto general;
         }
+        prev_ts_obj = ts;
       }
-      e->timestamp = (int64_t)ts;
+      e->timestamp = (int64_t)prev_ts;
     }
-    Py_ssize_t len[3];
-    const char *text[3];
-    for (int k = 0; k < 3; k++) {
-      text[k] = str_utf8(f[k], &len[k]);
-      if (text[k] == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
-          goto done;
-        }
-        PyErr_Clear();
-        goto general;
+    int read = row_str(&kind, PyTuple_GetItem(row, 0));
+    if (read > 0) {
+      read = row_str(&user, PyTuple_GetItem(row, 1));
+    }
+    if (read > 0) {
+      read = row_str(&channel, PyTuple_GetItem(row, 2));
+    }
+    if (read <= 0) {
+      if (read < 0) {
+        goto done;
       }
+      goto general;
     }
-    e->kind = (const uint8_t *)text[0];
-    e->kind_len = (size_t)len[0];
-    e->user_id = (const uint8_t *)text[1];
-    e->user_id_len = (size_t)len[1];
-    e->channel_id = (const uint8_t *)text[2];
-    e->channel_id_len = (size_t)len[2];
+    e->kind = (const uint8_t *)kind.text;
+    e->kind_len = (size_t)kind.len;
+    e->user_id = (const uint8_t *)user.text;
+    e->user_id_len = (size_t)user.len;
+    e->channel_id = (const uint8_t *)channel.text;
+    e->channel_id_len = (size_t)channel.len;
     e->payload = NULL;
     e->payload_len = 0;
   }
+  struct eh_processor *processor = (struct eh_processor *)target->address;
   size_t accepted = 0;
-  int32_t status;
-  if (blocking) {
+  eh_status status;
+  if (sliced) {
     Py_BEGIN_ALLOW_THREADS
-    status = processor_push_batch_wait(processor, events, (size_t)n, &accepted,
-                                       (uint64_t)wait_ms, give_up);
+    status = st->push_batch_wait(processor, events, (size_t)n, &accepted, (uint64_t)wait_ms,
+                                 give_up);
     Py_END_ALLOW_THREADS
   } else {
-    status = processor_push_batch(processor, events, (size_t)n, &accepted);
-    MAYBE_YIELD_TO_DELIVERY();
+    status = st->push_batch(processor, events, (size_t)n, &accepted);
+    maybe_yield_to_delivery(target->handoff);
   }
   result = Py_BuildValue("(in)", (int)status, (Py_ssize_t)accepted);
   goto done;
@@ -840,35 +988,36 @@ done:
   return result;
 }
 
-/* ---- batches as Python objects --------------------------------------------------
+static PyObject *bind_processor(PyObject *module, PyObject *args) {
+  fast_state *st = module_state(module);
+  PyObject *push, *batch, *batch_wait, *push_wait;
+  if (!PyArg_ParseTuple(args, "OOOO:bind_processor", &push, &batch, &batch_wait, &push_wait)) {
+    return NULL;
+  }
+  BIND(st->push, push_fn, push, "eh_processor_push");
+  BIND(st->push_batch, push_batch_fn, batch, "eh_processor_push_batch");
+  BIND(st->push_batch_wait, push_batch_wait_fn, batch_wait, "eh_processor_push_batch_wait");
+  BIND(st->push_wait, push_wait_fn, push_wait, "eh_processor_push_wait");
+  Py_RETURN_NONE;
+}
+
+/* ---- batches as Python objects ------------------------------------------------------
  *
  * A batch's strings come from a cache of str objects kept across batches, so the
  * ids that recur (active users, channels, kinds) are decoded once, not once per
  * batch, and equal ones share one str within a batch and across batches while it
- * stays cached. Equal consecutive timestamps share one int. Dict keys are
- * interned.
+ * stays cached. Equal consecutive timestamps share one int. Dict keys are interned.
  *
- * The cache: STR_CACHE_SLOTS slots in sets of STR_CACHE_WAYS, each slot owning one
- * str of at most STR_CACHE_MAX_LEN UTF-8 bytes (so under 8 MB in all, whatever the
- * traffic), its hash and its UTF-8 bytes (CPython's own: the str's data when it is
- * ASCII, its cached UTF-8 otherwise). A miss decodes and takes an empty way of its
- * set, or else its least recently used one, releasing the str that was there
- * (batches that hold it keep their own reference). Longer strings are decoded for
- * each event. Only used with the GIL held; a forked child keeps it as it is (the
- * strs are the parent's, valid in the child). */
+ * The cache (in the module state): STR_CACHE_SLOTS slots in sets of STR_CACHE_WAYS,
+ * each slot owning one str of at most STR_CACHE_MAX_LEN UTF-8 bytes (so under 8 MB
+ * in all, whatever the traffic), its hash and its UTF-8 bytes (CPython's own, valid
+ * while the str lives). A miss decodes and takes an empty way of its set, or else
+ * its least recently used one, releasing the str that was there (batches that hold
+ * it keep their own reference). Longer strings are decoded for each event. Only used
+ * with the GIL held; a forked child keeps it as it is (the strs are the parent's,
+ * valid in the child). */
 
 enum { STR_CACHE_SLOTS = 1 << 15, STR_CACHE_WAYS = 8, STR_CACHE_MAX_LEN = 64 };
-
-typedef struct {
-  uint64_t hash;
-  uint32_t len;
-  uint32_t used;    /* str_cache_clock at the last hit or insertion */
-  const char *utf8; /* inside `str` */
-  PyObject *str;    /* owned; NULL: an empty slot */
-} str_slot;
-
-static str_slot *str_cache = NULL; /* STR_CACHE_SLOTS slots, allocated at first use */
-static uint32_t str_cache_clock = 0; /* wraps: then one set's order is off, no more */
 
 /* The bytes at `p` (1 <= len < 8) as one word: the first and the last 4 bytes
  * (overlapping), or the first, middle and last byte, never outside [p, p + len).
@@ -921,23 +1070,24 @@ static inline int bytes_equal(const uint8_t *a, const uint8_t *b, size_t len) {
 }
 
 /* A new reference to the str of `len` UTF-8 bytes at `p`. */
-static PyObject *cached_str(const uint8_t *p, size_t len) {
+static PyObject *cached_str(fast_state *st, const uint8_t *p, size_t len) {
   if (len == 0) {
     return PyUnicode_FromStringAndSize(NULL, 0); /* the shared empty str */
   }
   if (len > STR_CACHE_MAX_LEN) {
     return PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)len, NULL);
   }
-  if (str_cache == NULL && (str_cache = PyMem_Calloc(STR_CACHE_SLOTS, sizeof(str_slot))) == NULL) {
+  if (st->str_cache == NULL &&
+      (st->str_cache = (str_slot *)PyMem_Calloc(STR_CACHE_SLOTS, sizeof(str_slot))) == NULL) {
     return PyErr_NoMemory();
   }
   uint64_t h = bytes_hash(p, len);
-  str_slot *set = &str_cache[(size_t)h & (STR_CACHE_SLOTS - STR_CACHE_WAYS)];
+  str_slot *set = &st->str_cache[(size_t)h & (STR_CACHE_SLOTS - STR_CACHE_WAYS)];
   for (int w = 0; w < STR_CACHE_WAYS; w++) {
     str_slot *s = &set[w];
     if (s->hash == h && s->len == len && s->str != NULL &&
         bytes_equal((const uint8_t *)s->utf8, p, len)) {
-      s->used = ++str_cache_clock;
+      s->used = ++st->str_cache_clock;
       Py_INCREF(s->str);
       return s->str;
     }
@@ -962,9 +1112,21 @@ static PyObject *cached_str(const uint8_t *p, size_t len) {
   }
   PyObject *old = s->str;
   Py_INCREF(str);
-  *s = (str_slot){h, (uint32_t)len, ++str_cache_clock, utf8, str};
+  *s = (str_slot){h, (uint32_t)len, ++st->str_cache_clock, utf8, str};
   Py_XDECREF(old); /* a str's dealloc runs no Python code */
   return str;
+}
+
+static void str_cache_free(fast_state *st) {
+  str_slot *cache = st->str_cache;
+  st->str_cache = NULL;
+  if (cache == NULL) {
+    return;
+  }
+  for (size_t i = 0; i < STR_CACHE_SLOTS; i++) {
+    Py_CLEAR(cache[i].str);
+  }
+  PyMem_Free(cache);
 }
 
 enum { FORM_DICTS = 0, FORM_TUPLES = 1, FORM_COLUMNS = 2 };
@@ -975,12 +1137,12 @@ enum { FORM_DICTS = 0, FORM_TUPLES = 1, FORM_COLUMNS = 2 };
  * timestamps, payloads or None) of lists (form 2). Same values as the Python
  * decoder; only called during the flush callback, while the events are valid. */
 static PyObject *build_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-  (void)module;
+  fast_state *st = module_state(module);
   if (nargs != 4) {
     PyErr_SetString(PyExc_TypeError, "build_batch() takes 4 arguments");
     return NULL;
   }
-  const eh_event *events = PyLong_AsVoidPtr(args[0]);
+  const struct eh_event *events = (const struct eh_event *)PyLong_AsVoidPtr(args[0]);
   if (events == NULL && PyErr_Occurred()) {
     return NULL;
   }
@@ -1021,10 +1183,10 @@ static PyObject *build_batch(PyObject *module, PyObject *const *args, Py_ssize_t
     goto fail;
   }
   for (Py_ssize_t i = 0; i < n; i++) {
-    const eh_event *e = &events[i];
-    PyObject *kind = cached_str(e->kind, e->kind_len);
-    PyObject *user = kind ? cached_str(e->user_id, e->user_id_len) : NULL;
-    PyObject *channel = user ? cached_str(e->channel_id, e->channel_id_len) : NULL;
+    const struct eh_event *e = &events[i];
+    PyObject *kind = cached_str(st, e->kind, e->kind_len);
+    PyObject *user = kind ? cached_str(st, e->user_id, e->user_id_len) : NULL;
+    PyObject *channel = user ? cached_str(st, e->channel_id, e->channel_id_len) : NULL;
     PyObject *ts = NULL;
     if (channel != NULL) {
       if (last_ts != NULL && last_ts_value == e->timestamp) {
@@ -1050,12 +1212,12 @@ static PyObject *build_batch(PyObject *module, PyObject *const *args, Py_ssize_t
       goto fail;
     }
     if (form == FORM_COLUMNS) { /* the lists take the references */
-      PyList_SET_ITEM(cols[0], i, kind);
-      PyList_SET_ITEM(cols[1], i, user);
-      PyList_SET_ITEM(cols[2], i, channel);
-      PyList_SET_ITEM(cols[3], i, ts);
+      PyList_SetItem(cols[0], i, kind);
+      PyList_SetItem(cols[1], i, user);
+      PyList_SetItem(cols[2], i, channel);
+      PyList_SetItem(cols[3], i, ts);
       if (payloads) {
-        PyList_SET_ITEM(cols[4], i, payload);
+        PyList_SetItem(cols[4], i, payload);
       }
       continue;
     }
@@ -1063,19 +1225,20 @@ static PyObject *build_batch(PyObject *module, PyObject *const *args, Py_ssize_t
     if (form == FORM_TUPLES) {
       item = PyTuple_New(4);
       if (item != NULL) { /* the tuple takes the references */
-        PyTuple_SET_ITEM(item, 0, kind);
-        PyTuple_SET_ITEM(item, 1, user);
-        PyTuple_SET_ITEM(item, 2, channel);
-        PyTuple_SET_ITEM(item, 3, ts);
+        PyTuple_SetItem(item, 0, kind);
+        PyTuple_SetItem(item, 1, user);
+        PyTuple_SetItem(item, 2, channel);
+        PyTuple_SetItem(item, 3, ts);
         kind = user = channel = ts = NULL;
       }
     } else {
       item = PyDict_New();
       if (item != NULL &&
-          (PyDict_SetItem(item, key_type, kind) < 0 || PyDict_SetItem(item, key_user_id, user) < 0 ||
-           PyDict_SetItem(item, key_channel_id, channel) < 0 ||
-           PyDict_SetItem(item, key_timestamp, ts) < 0 ||
-           (payload != NULL && PyDict_SetItem(item, key_payload, payload) < 0))) {
+          (PyDict_SetItem(item, st->key_type, kind) < 0 ||
+           PyDict_SetItem(item, st->key_user_id, user) < 0 ||
+           PyDict_SetItem(item, st->key_channel_id, channel) < 0 ||
+           PyDict_SetItem(item, st->key_timestamp, ts) < 0 ||
+           (payload != NULL && PyDict_SetItem(item, st->key_payload, payload) < 0))) {
         Py_CLEAR(item);
       }
     }
@@ -1087,7 +1250,7 @@ static PyObject *build_batch(PyObject *module, PyObject *const *args, Py_ssize_t
     if (item == NULL) {
       goto fail;
     }
-    PyList_SET_ITEM(list, i, item);
+    PyList_SetItem(list, i, item);
   }
   if (form == FORM_COLUMNS) {
     if (!payloads) {
@@ -1099,7 +1262,7 @@ static PyObject *build_batch(PyObject *module, PyObject *const *args, Py_ssize_t
       goto fail;
     }
     for (int c = 0; c < 5; c++) {
-      PyTuple_SET_ITEM(result, c, cols[c]);
+      PyTuple_SetItem(result, c, cols[c]);
       cols[c] = NULL;
     }
   } else {
@@ -1116,93 +1279,37 @@ fail:
   return NULL;
 }
 
-/* ---- EventStreamProcessor.top_channels and get_top_channels --------------------
+/* ---- EventStreamProcessor.top_channels and get_top_channels -------------------------
  *
  * Dashboards poll these. Through cffi each call paid for far more Python work than
- * the native query itself (an eh_channel_list allocated by cffi, struct.unpack of
- * the rows, a bytes copy of the ids and one decode per channel): ~15 us against a
- * native ~0.2 us for a cached answer. TopChannels is a method descriptor set in the
- * class body, like PushEvent: it reads the instance's `_push_target` address, takes
- * an exact int `k` (clamped to 2**32 - 1 as the general path does) and `window_secs`
- * and `now` as None or exact ints, makes one eh_processor_top_channels call while
- * holding the GIL (the query never waits for anything that needs the GIL: the locks
- * it takes are held only by native code), and returns a new list of
- * (channel_id, count) tuples.
+ * the native query itself (~15 us against a native ~0.2 us for a cached answer).
+ * TopChannels is a method descriptor like PushEvent: it reads the instance's
+ * native address (ProcessorBase), takes an exact int `k` (clamped to 2**32 - 1 as the general path
+ * does) and `window_secs` and `now` as None or exact ints, makes one
+ * eh_processor_top_channels call while holding the GIL (the query never waits for
+ * anything that needs the GIL: the locks it takes are held only by native code),
+ * and returns a new list of (channel_id, count) tuples.
  *
  * The native answer is a cached merge that stays the same until the workers'
- * summaries are merged again (every flush_interval_ms while events flow, or after
- * a flush). So each descriptor keeps its last few answers: the native block (rows
- * and ids, compared byte for byte) and the tuple of (str, int) tuples built from
- * it. An answer equal to a kept one returns a fresh list of the kept tuples (all
- * immutable), so repeated polls build no str at all. Bounded: TOP_CACHE_SLOTS
- * answers of at most TOP_CACHE_MAX_BYTES native bytes each per descriptor (larger
- * answers are built every time).
+ * summaries are merged again. So each descriptor keeps its last few answers: the
+ * native block (rows and ids, compared byte for byte) and the tuple of (str, int)
+ * tuples built from it. An answer equal to a kept one returns a fresh list of the
+ * kept tuples (all immutable). Bounded: TOP_CACHE_SLOTS answers of at most
+ * TOP_CACHE_MAX_BYTES native bytes each per descriptor.
  *
  * Anything else (a negative or non-int k, a float or negative window, a float
- * `now`, unknown or repeated keywords, too many arguments, no `_push_target`) calls
+ * `now`, unknown or repeated keywords, too many arguments, no native address) calls
  * the general Python method with the same arguments. A non-zero status goes to the
- * instance's `_top_failed(status)`, which raises what the general path raises for
- * it (Closed for a closed processor; the native message for a window too long). */
-
-typedef struct {
-  uint64_t count;
-  uint64_t id_offset;
-  uint64_t id_len;
-} eh_channel_row;
-
-typedef struct {
-  size_t len;
-  const eh_channel_row *rows;
-  const uint8_t *ids;
-  size_t size;
-  void *owner;
-} eh_channel_list;
-
-typedef int32_t (*top_channels_fn)(const void *p, size_t k, int64_t window_secs, int64_t now,
-                                   eh_channel_list *out);
-typedef void (*channel_list_free_fn)(eh_channel_list *list);
-
-/* Set once by bind_top_channels(); read only with the GIL held. */
-static top_channels_fn processor_top_channels = NULL;
-static channel_list_free_fn channel_list_free = NULL;
-
-/* Interned names, created at import. */
-static PyObject *name_top_failed, *kw_k, *kw_window_secs, *kw_now;
+ * instance's `_top_failed(status)`. */
 
 static PyObject *bind_top_channels(PyObject *module, PyObject *args) {
-  (void)module;
-  PyObject *top_address, *free_address, *layout;
-  if (!PyArg_ParseTuple(args, "OOO!", &top_address, &free_address, &PyTuple_Type, &layout)) {
+  fast_state *st = module_state(module);
+  PyObject *top, *release;
+  if (!PyArg_ParseTuple(args, "OO:bind_top_channels", &top, &release)) {
     return NULL;
   }
-  const Py_ssize_t expected[] = {
-      (Py_ssize_t)sizeof(eh_channel_list),
-      (Py_ssize_t)offsetof(eh_channel_list, len),
-      (Py_ssize_t)offsetof(eh_channel_list, rows),
-      (Py_ssize_t)offsetof(eh_channel_list, ids),
-      (Py_ssize_t)offsetof(eh_channel_list, size),
-      (Py_ssize_t)offsetof(eh_channel_list, owner),
-      (Py_ssize_t)sizeof(eh_channel_row),
-      (Py_ssize_t)offsetof(eh_channel_row, count),
-      (Py_ssize_t)offsetof(eh_channel_row, id_offset),
-      (Py_ssize_t)offsetof(eh_channel_row, id_len),
-  };
-  if (check_layout("bind_top_channels", "eh_channel_list", layout, expected,
-                   (Py_ssize_t)(sizeof expected / sizeof expected[0])) < 0) {
-    return NULL;
-  }
-  void *top = PyLong_AsVoidPtr(top_address);
-  void *release = top ? PyLong_AsVoidPtr(free_address) : NULL;
-  if (release == NULL) {
-    if (!PyErr_Occurred()) {
-      PyErr_SetString(PyExc_ValueError,
-                      "bind_top_channels() needs the addresses of eh_processor_top_channels "
-                      "and eh_channel_list_free");
-    }
-    return NULL;
-  }
-  processor_top_channels = (top_channels_fn)top;
-  channel_list_free = (channel_list_free_fn)release;
+  BIND(st->top_channels, top_channels_fn, top, "eh_processor_top_channels");
+  BIND(st->channel_list_free, channel_list_free_fn, release, "eh_channel_list_free");
   Py_RETURN_NONE;
 }
 
@@ -1217,21 +1324,21 @@ typedef struct {
 } top_slot;
 
 typedef struct {
-  PushEvent base; /* vectorcall and the general method; shares PushEvent's getters */
+  PushEvent base; /* vectorcall, the general method and the module state */
   int all_time;   /* get_top_channels: only `k`, all time */
   int next;       /* the slot the next new answer replaces */
   top_slot cache[TOP_CACHE_SLOTS];
 } TopChannels;
 
 /* A new tuple of (channel_id, count) tuples for the native answer `list`. */
-static PyObject *top_rows(const eh_channel_list *list) {
+static PyObject *top_rows(const struct eh_channel_list *list) {
   Py_ssize_t n = (Py_ssize_t)list->len;
   PyObject *rows = PyTuple_New(n);
   if (rows == NULL) {
     return NULL;
   }
   for (Py_ssize_t i = 0; i < n; i++) {
-    const eh_channel_row *row = &list->rows[i];
+    const struct eh_channel_row *row = &list->rows[i];
     PyObject *id = PyUnicode_DecodeUTF8((const char *)list->ids + row->id_offset,
                                         (Py_ssize_t)row->id_len, NULL);
     PyObject *count = id ? PyLong_FromUnsignedLongLong((unsigned long long)row->count) : NULL;
@@ -1242,20 +1349,20 @@ static PyObject *top_rows(const eh_channel_list *list) {
       Py_DECREF(rows);
       return NULL;
     }
-    PyTuple_SET_ITEM(pair, 0, id); /* the tuples take the references */
-    PyTuple_SET_ITEM(pair, 1, count);
-    PyTuple_SET_ITEM(rows, i, pair);
+    PyTuple_SetItem(pair, 0, id); /* the tuples take the references */
+    PyTuple_SetItem(pair, 1, count);
+    PyTuple_SetItem(rows, i, pair);
   }
   return rows;
 }
 
 /* Keeps `rows` as the answer for the native block of `list` (replacing the oldest
  * kept one). Without memory for the copy nothing is kept: still correct. */
-static void top_cache_put(TopChannels *self, const eh_channel_list *list, PyObject *rows) {
+static void top_cache_put(TopChannels *self, const struct eh_channel_list *list, PyObject *rows) {
   if (list->size > TOP_CACHE_MAX_BYTES) {
     return;
   }
-  unsigned char *block = PyMem_Malloc(list->size ? list->size : 1);
+  unsigned char *block = (unsigned char *)PyMem_Malloc(list->size ? list->size : 1);
   if (block == NULL) {
     return;
   }
@@ -1275,7 +1382,7 @@ static void top_cache_put(TopChannels *self, const eh_channel_list *list, PyObje
 }
 
 /* The Python answer for the native `list`: a new list of (channel_id, count). */
-static PyObject *top_answer(TopChannels *self, const eh_channel_list *list) {
+static PyObject *top_answer(TopChannels *self, const struct eh_channel_list *list) {
   if (list->len == 0) {
     return PyList_New(0);
   }
@@ -1285,7 +1392,7 @@ static PyObject *top_answer(TopChannels *self, const eh_channel_list *list) {
     if (slot->rows != NULL && slot->len == list->len && slot->size == list->size &&
         memcmp(slot->block, list->rows, list->size) == 0) {
       rows = slot->rows;
-      Py_INCREF(rows); /* PyList_New below may run the GC, and it code that replaces slots */
+      Py_INCREF(rows); /* PySequence_List below may run the GC, and it code that replaces slots */
       break;
     }
   }
@@ -1296,28 +1403,20 @@ static PyObject *top_answer(TopChannels *self, const eh_channel_list *list) {
     }
     top_cache_put(self, list, rows);
   }
-  Py_ssize_t n = PyTuple_GET_SIZE(rows);
-  PyObject *out = PyList_New(n);
-  if (out != NULL) {
-    for (Py_ssize_t i = 0; i < n; i++) {
-      PyObject *pair = PyTuple_GET_ITEM(rows, i);
-      Py_INCREF(pair);
-      PyList_SET_ITEM(out, i, pair);
-    }
-  }
+  PyObject *out = PySequence_List(rows); /* one call: a new list of the same tuples */
   Py_DECREF(rows);
   return out;
 }
 
 /* Which parameter a keyword names (0: k, 1: window_secs, 2: now), or -1. */
-static int top_keyword(PyObject *name, int all_time) {
-  if (name == kw_k) {
+static int top_keyword(fast_state *st, PyObject *name, int all_time) {
+  if (name == st->kw_k) {
     return 0;
   }
-  if (!all_time && name == kw_window_secs) {
+  if (!all_time && name == st->kw_window_secs) {
     return 1;
   }
-  if (!all_time && name == kw_now) {
+  if (!all_time && name == st->kw_now) {
     return 2;
   }
   /* Keywords from a ** dict need not be the interned strings. */
@@ -1335,32 +1434,24 @@ static int top_keyword(PyObject *name, int all_time) {
   return -1;
 }
 
-/* An exact int that fits 64 bits into *out (1), or 0 for the general path. */
-static int exact_int64(PyObject *value, long long *out) {
-  if (!PyLong_CheckExact(value)) {
-    return 0;
-  }
-  int overflow;
-  *out = PyLong_AsLongLongAndOverflow(value, &overflow);
-  return overflow == 0;
-}
-
 static PyObject *top_channels_call(PyObject *callable, PyObject *const *args, size_t nargsf,
                                    PyObject *kwnames) {
   TopChannels *method = (TopChannels *)callable;
-  Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+  fast_state *st = method->base.state;
+  Py_ssize_t nargs = vectorcall_nargs(nargsf);
   /* self, then k[, window_secs[, now]] (get_top_channels: k), by position or name. */
   const Py_ssize_t params = method->all_time ? 1 : 3;
   PyObject *given[3] = {NULL, NULL, NULL};
-  if (processor_top_channels == NULL || nargs < 1 || nargs - 1 > params) {
+  if (st->top_channels == NULL || nargs < 1 || nargs - 1 > params) {
     goto general;
   }
   for (Py_ssize_t i = 1; i < nargs; i++) {
     given[i - 1] = args[i];
   }
   if (kwnames != NULL) {
-    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(kwnames); j++) {
-      int slot = top_keyword(PyTuple_GET_ITEM(kwnames, j), method->all_time);
+    Py_ssize_t nkw = PyTuple_Size(kwnames);
+    for (Py_ssize_t j = 0; j < nkw; j++) {
+      int slot = top_keyword(st, PyTuple_GetItem(kwnames, j), method->all_time);
       if (slot < 0 || given[slot] != NULL) {
         goto general; /* unknown or repeated: the general path's TypeError */
       }
@@ -1391,27 +1482,19 @@ static PyObject *top_channels_call(PyObject *callable, PyObject *const *args, si
       goto general;
     }
   }
-  void *processor;
-  int blocking;
-  if (!push_target(args[0], &processor, &blocking, NULL)) {
+  ProcessorBase *target = processor_of(st, args[0]);
+  if (target == NULL) {
     goto general;
   }
-  eh_channel_list list;
+  struct eh_channel_list list;
   memset(&list, 0, sizeof list);
-  int32_t status =
-      processor_top_channels(processor, k, (int64_t)window_secs, (int64_t)now, &list);
-  if (status != 0) {
-    /* Raises what the general path raises (eh_last_error is read on this thread). */
-    PyObject *status_obj = PyLong_FromLong(status);
-    if (status_obj == NULL) {
-      return NULL;
-    }
-    PyObject *result = PyObject_CallMethodOneArg(args[0], name_top_failed, status_obj);
-    Py_DECREF(status_obj);
-    return result;
+  eh_status status = st->top_channels((const struct eh_processor *)target->address, k,
+                                      (int64_t)window_secs, (int64_t)now, &list);
+  if (status != EH_OK) {
+    return call_failed(args[0], st->name_top_failed, status);
   }
   PyObject *result = top_answer(method, &list);
-  channel_list_free(&list);
+  st->channel_list_free(&list);
   return result;
 general:
   return PyObject_Vectorcall(method->base.general, args, nargsf, kwnames);
@@ -1420,7 +1503,7 @@ general:
 static PyObject *top_channels_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
   PyObject *general;
   int all_time;
-  if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+  if (kwargs != NULL && PyDict_Size(kwargs) != 0) {
     PyErr_SetString(PyExc_TypeError, "TopChannels() takes no keyword arguments");
     return NULL;
   }
@@ -1431,61 +1514,72 @@ static PyObject *top_channels_new(PyTypeObject *type, PyObject *args, PyObject *
     PyErr_SetString(PyExc_TypeError, "TopChannels() needs the general method");
     return NULL;
   }
-  TopChannels *self = (TopChannels *)type->tp_alloc(type, 0); /* zeroed: an empty cache */
+  TopChannels *self = (TopChannels *)PyType_GenericAlloc(type, 0); /* zeroed: an empty cache */
   if (self == NULL) {
     return NULL;
   }
-  self->base.vectorcall = top_channels_call;
-  Py_INCREF(general);
-  self->base.general = general;
+  if (descriptor_init(&self->base, general, type, top_channels_call) < 0) {
+    Py_DECREF(self);
+    return NULL;
+  }
   self->all_time = all_time;
   return (PyObject *)self;
 }
 
-static int top_channels_traverse(TopChannels *self, visitproc visit, void *arg) {
-  Py_VISIT(self->base.general);
+static int top_channels_traverse(PyObject *self, visitproc visit, void *arg) {
+  TopChannels *top = (TopChannels *)self;
   for (int i = 0; i < TOP_CACHE_SLOTS; i++) {
-    Py_VISIT(self->cache[i].rows);
+    Py_VISIT(top->cache[i].rows);
   }
-  return 0;
+  return push_event_traverse(self, visit, arg);
 }
 
-static int top_channels_clear(TopChannels *self) {
-  Py_CLEAR(self->base.general);
+static int top_channels_clear(PyObject *self) {
+  TopChannels *top = (TopChannels *)self;
   for (int i = 0; i < TOP_CACHE_SLOTS; i++) {
-    top_slot *slot = &self->cache[i];
+    top_slot *slot = &top->cache[i];
     PyMem_Free(slot->block);
     slot->block = NULL;
     slot->size = slot->len = 0;
     Py_CLEAR(slot->rows);
   }
-  return 0;
+  return push_event_clear(self);
 }
 
-static void top_channels_dealloc(TopChannels *self) {
+static void top_channels_dealloc(PyObject *self) {
+  PyTypeObject *type = Py_TYPE(self);
   PyObject_GC_UnTrack(self);
   top_channels_clear(self);
-  Py_TYPE(self)->tp_free((PyObject *)self);
+  PyObject_GC_Del(self);
+  Py_DECREF(type);
 }
 
-static PyTypeObject TopChannelsType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "engagehub._engagehub_fast.TopChannels",
-    .tp_basicsize = sizeof(TopChannels),
-    .tp_dealloc = (destructor)top_channels_dealloc,
-    .tp_vectorcall_offset = offsetof(TopChannels, base.vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
-                Py_TPFLAGS_METHOD_DESCRIPTOR,
-    .tp_doc = "TopChannels(general, all_time): EventStreamProcessor.top_channels (or, with "
-              "all_time, get_top_channels) without cffi (see the module source); falls back "
-              "to `general` for every other case.",
-    .tp_traverse = (traverseproc)top_channels_traverse,
-    .tp_clear = (inquiry)top_channels_clear,
-    .tp_descr_get = push_event_get,
-    .tp_getset = push_event_getset,
-    .tp_new = top_channels_new,
+static PyMemberDef top_channels_members[] = {
+    {"__vectorcalloffset__", Py_T_PYSSIZET, offsetof(TopChannels, base.vectorcall), Py_READONLY,
+     NULL},
+    {NULL, 0, 0, 0, NULL},
 };
+
+static PyType_Slot top_channels_slots[] = {
+    {Py_tp_new, (void *)top_channels_new},
+    {Py_tp_dealloc, (void *)top_channels_dealloc},
+    {Py_tp_traverse, (void *)top_channels_traverse},
+    {Py_tp_clear, (void *)top_channels_clear},
+    {Py_tp_call, (void *)PyVectorcall_Call},
+    {Py_tp_descr_get, (void *)descriptor_get},
+    {Py_tp_getset, descriptor_getset},
+    {Py_tp_members, top_channels_members},
+    {0, NULL},
+};
+
+static PyType_Spec top_channels_spec = {
+    .name = "engagehub._engagehub_fast.TopChannels",
+    .basicsize = sizeof(TopChannels),
+    .flags = DESCRIPTOR_FLAGS,
+    .slots = top_channels_slots,
+};
+
+/* ---- the module ------------------------------------------------------------------ */
 
 static PyMethodDef methods[] = {
     {"bind", bind, METH_O, "bind(address): the address of eh_leaderboard_try_add."},
@@ -1494,72 +1588,159 @@ static PyMethodDef methods[] = {
      "when the arguments need the general path."},
     {"bind_processor", bind_processor, METH_VARARGS,
      "bind_processor(push_address, push_batch_address, push_batch_wait_address, "
-     "push_wait_address, queue_full_status, timeout_status, eh_event_layout)."},
-    {"bind_push_target", bind_push_target, METH_VARARGS,
-     "bind_push_target(EventStreamProcessor, EventStreamProcessor.__dict__['_push_target'])."},
-    {"bind_delivery", bind_delivery, METH_O,
-     "bind_delivery(trampoline_address) -> the address of the flush callback to register."},
+     "push_wait_address)."},
     {"delivery_started", delivery_started, METH_NOARGS,
      "delivery_started(): the flush trampoline's first call, under the GIL."},
-    {"reset_after_fork", reset_after_fork, METH_NOARGS,
-     "reset_after_fork(): in a forked child, no delivery is waiting."},
+    {"discard_context", discard_context, METH_O,
+     "discard_context(address): frees a delivery context the library refused."},
     {"push_rows", (PyCFunction)(void (*)(void))push_rows, METH_FASTCALL,
-     "push_rows(processor, rows) -> (status, accepted), or None when the rows need the "
-     "general path."},
+     "push_rows(processor, rows[, wait_ms, give_up]) -> (status, accepted), or None when the "
+     "rows need the general path."},
     {"build_batch", (PyCFunction)(void (*)(void))build_batch, METH_FASTCALL,
      "build_batch(events_address, n, form, payloads) -> the batch as Python objects."},
     {"bind_top_channels", bind_top_channels, METH_VARARGS,
-     "bind_top_channels(top_channels_address, channel_list_free_address, "
-     "eh_channel_list_layout)."},
+     "bind_top_channels(top_channels_address, channel_list_free_address)."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "engagehub._engagehub_fast",
-    "Leaderboard.update_user without cffi's per-call costs (see the source).", -1, methods,
-    NULL, NULL, NULL, NULL,
+static int add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **out) {
+  PyObject *type = PyType_FromModuleAndSpec(module, spec, NULL);
+  if (type == NULL) {
+    return -1;
+  }
+  *out = (PyTypeObject *)type; /* the state's reference */
+  return PyModule_AddType(module, (PyTypeObject *)type);
+}
+
+static int add_address(PyObject *module, const char *name, void *address) {
+  PyObject *value = PyLong_FromVoidPtr(address);
+  if (value == NULL) {
+    return -1;
+  }
+  int rc = PyModule_AddObject(module, name, value);
+  if (rc < 0) {
+    Py_DECREF(value);
+  }
+  return rc;
+}
+
+static int fast_exec(PyObject *module) {
+  fast_state *st = module_state(module);
+  if (add_type(module, &push_event_spec, &st->push_event_type) < 0 ||
+      add_type(module, &processor_base_spec, &st->processor_base_type) < 0 ||
+      add_type(module, &top_channels_spec, &st->top_channels_type) < 0) {
+    return -1;
+  }
+  struct {
+    PyObject **slot;
+    const char *text;
+  } names[] = {
+      {&st->key_type, "type"},
+      {&st->key_user_id, "user_id"},
+      {&st->key_channel_id, "channel_id"},
+      {&st->key_timestamp, "timestamp"},
+      {&st->key_payload, "payload"},
+      {&st->name_push_failed, "_push_failed"},
+      {&st->name_top_failed, "_top_failed"},
+      {&st->kw_k, "k"},
+      {&st->kw_window_secs, "window_secs"},
+      {&st->kw_now, "now"},
+  };
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL) {
+      return -1;
+    }
+  }
+  PyObject *types = PyImport_ImportModule("types");
+  if (types == NULL) {
+    return -1;
+  }
+  st->method_type = PyObject_GetAttrString(types, "MethodType");
+  Py_DECREF(types);
+  if (st->method_type == NULL) {
+    return -1;
+  }
+  /* The native entry points of a flush callback registration (see ProcessorBase's
+   * _delivery_context), and the header this module was compiled from. */
+  if (add_address(module, "FLUSH_ENTRY", (void *)(uintptr_t)flush_entry) < 0 ||
+      add_address(module, "CONTEXT_FREE", (void *)(uintptr_t)context_free) < 0 ||
+      PyModule_AddIntConstant(module, "HEADER_VERSION", EH_VERSION_NUMBER) < 0) {
+    return -1;
+  }
+#ifdef Py_LIMITED_API
+  if (PyModule_AddIntConstant(module, "LIMITED_API", Py_LIMITED_API) < 0) {
+    return -1;
+  }
+#else
+  if (PyModule_AddObject(module, "LIMITED_API", (Py_INCREF(Py_None), Py_None)) < 0) {
+    Py_DECREF(Py_None);
+    return -1;
+  }
+#endif
+  return 0;
+}
+
+static int fast_traverse(PyObject *module, visitproc visit, void *arg) {
+  fast_state *st = module_state(module);
+  if (st == NULL) {
+    return 0;
+  }
+  Py_VISIT(st->push_event_type);
+  Py_VISIT(st->processor_base_type);
+  Py_VISIT(st->top_channels_type);
+  Py_VISIT(st->processor_class);
+  Py_VISIT(st->method_type);
+  /* The interned names and the cached strs hold no references: no cycles. */
+  return 0;
+}
+
+static int fast_clear(PyObject *module) {
+  fast_state *st = module_state(module);
+  if (st == NULL) {
+    return 0;
+  }
+  Py_CLEAR(st->push_event_type);
+  Py_CLEAR(st->processor_base_type);
+  Py_CLEAR(st->top_channels_type);
+  Py_CLEAR(st->processor_class);
+  Py_CLEAR(st->method_type);
+  Py_CLEAR(st->key_type);
+  Py_CLEAR(st->key_user_id);
+  Py_CLEAR(st->key_channel_id);
+  Py_CLEAR(st->key_timestamp);
+  Py_CLEAR(st->key_payload);
+  Py_CLEAR(st->name_push_failed);
+  Py_CLEAR(st->name_top_failed);
+  Py_CLEAR(st->kw_k);
+  Py_CLEAR(st->kw_window_secs);
+  Py_CLEAR(st->kw_now);
+  str_cache_free(st);
+  return 0;
+}
+
+static void fast_free(void *module) { fast_clear((PyObject *)module); }
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, (void *)fast_exec},
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
+    {0, NULL},
 };
 
-PyMODINIT_FUNC PyInit__engagehub_fast(void) {
-  if (PyType_Ready(&PushEventType) < 0 || PyType_Ready(&PushTargetType) < 0 ||
-      PyType_Ready(&TopChannelsType) < 0) {
-    return NULL;
-  }
-  key_type = PyUnicode_InternFromString("type");
-  key_user_id = PyUnicode_InternFromString("user_id");
-  key_channel_id = PyUnicode_InternFromString("channel_id");
-  key_timestamp = PyUnicode_InternFromString("timestamp");
-  key_payload = PyUnicode_InternFromString("payload");
-  name_push_failed = PyUnicode_InternFromString("_push_failed");
-  name_top_failed = PyUnicode_InternFromString("_top_failed");
-  kw_k = PyUnicode_InternFromString("k");
-  kw_window_secs = PyUnicode_InternFromString("window_secs");
-  kw_now = PyUnicode_InternFromString("now");
-  if (!key_type || !key_user_id || !key_channel_id || !key_timestamp || !key_payload ||
-      !name_push_failed || !name_top_failed || !kw_k || !kw_window_secs || !kw_now) {
-    return NULL;
-  }
-  PyObject *module = PyModule_Create(&module_def);
-  if (module == NULL) {
-    return NULL;
-  }
-  Py_INCREF(&PushEventType);
-  if (PyModule_AddObject(module, "PushEvent", (PyObject *)&PushEventType) < 0) {
-    Py_DECREF(&PushEventType);
-    Py_DECREF(module);
-    return NULL;
-  }
-  Py_INCREF(&PushTargetType);
-  if (PyModule_AddObject(module, "PushTarget", (PyObject *)&PushTargetType) < 0) {
-    Py_DECREF(&PushTargetType);
-    Py_DECREF(module);
-    return NULL;
-  }
-  Py_INCREF(&TopChannelsType);
-  if (PyModule_AddObject(module, "TopChannels", (PyObject *)&TopChannelsType) < 0) {
-    Py_DECREF(&TopChannelsType);
-    Py_DECREF(module);
-    return NULL;
-  }
-  return module;
-}
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "engagehub._engagehub_fast",
+    .m_doc = "The package's per-event calls without cffi's per-call costs (see the source).",
+    .m_size = sizeof(fast_state),
+    .m_methods = methods,
+    .m_slots = module_slots,
+    .m_traverse = fast_traverse,
+    .m_clear = fast_clear,
+    .m_free = fast_free,
+};
+
+PyMODINIT_FUNC PyInit__engagehub_fast(void) { return PyModuleDef_Init(&module_def); }

@@ -61,6 +61,8 @@ def _load_fast_add() -> Optional[Callable[..., Optional[int]]]:
         from . import _engagehub_fast as fast  # type: ignore[attr-defined]
     except ImportError:
         return None
+    if getattr(fast, "HEADER_VERSION", None) != lib.eh_version_number():
+        return None  # compiled from another version of the header
     fast.bind(int(ffi.cast("uintptr_t", ffi.addressof(lib, "eh_leaderboard_try_add"))))
     return fast.leaderboard_add
 

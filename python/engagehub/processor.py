@@ -95,46 +95,28 @@ _EH_INVALID_ARGUMENT = lib.EH_INVALID_ARGUMENT
 
 _EH_SHUT_DOWN = lib.EH_SHUT_DOWN
 _EH_OK = lib.EH_OK
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _load_fast() -> Any:
     """``engagehub._engagehub_fast`` bound to the push functions of the library cffi
-    loaded (API or ABI mode), or None when the compiled module is absent (or older
-    than this file): push_event, push_many and delivery then go through cffi."""
+    loaded (API or ABI mode), or None when the compiled module is absent, older than
+    this file, or compiled from another version of the header: push_event,
+    push_many and delivery then go through cffi."""
     try:
         from . import _engagehub_fast as fast  # type: ignore[attr-defined]
     except ImportError:
         return None
-    if not hasattr(fast, "bind_processor"):
+    if getattr(fast, "HEADER_VERSION", None) != lib.eh_version_number():
         return None
-    layout = (ffi.sizeof("eh_event"),) + tuple(
-        ffi.offsetof("eh_event", field)
-        for field in (
-            "kind", "kind_len", "user_id", "user_id_len", "channel_id", "channel_id_len",
-            "timestamp", "payload", "payload_len",
-        )
-    )
     address = lambda name: int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))  # noqa: E731
-    try:
-        fast.bind_processor(
-            address("eh_processor_push"),
-            address("eh_processor_push_batch"),
-            address("eh_processor_push_batch_wait"),
-            address("eh_processor_push_wait"),
-            _EH_QUEUE_FULL,
-            _EH_TIMEOUT,
-            layout,
-        )
-    except TypeError:  # a module built for an older header
-        return None
-    if hasattr(fast, "bind_top_channels"):
-        list_layout = (
-            (ffi.sizeof("eh_channel_list"),)
-            + tuple(ffi.offsetof("eh_channel_list", f) for f in ("len", "rows", "ids", "size", "owner"))
-            + (ffi.sizeof("eh_channel_row"),)
-            + tuple(ffi.offsetof("eh_channel_row", f) for f in ("count", "id_offset", "id_len"))
-        )
-        fast.bind_top_channels(address("eh_processor_top_channels"), address("eh_channel_list_free"), list_layout)
+    fast.bind_processor(
+        address("eh_processor_push"),
+        address("eh_processor_push_batch"),
+        address("eh_processor_push_batch_wait"),
+        address("eh_processor_push_wait"),
+    )
+    fast.bind_top_channels(address("eh_processor_top_channels"), address("eh_channel_list_free"))
     return fast
 
 
@@ -143,9 +125,8 @@ FAST_PUSH: bool = _fast is not None
 """True when ``push_event``, ``push_many`` and batch delivery use the compiled module
 (``engagehub._engagehub_fast``); otherwise they go through cffi."""
 _build_batch = _fast.build_batch if _fast is not None else None
-# top_channels and get_top_channels as compiled method descriptors (older compiled
-# modules lack them: the cffi path then).
-_FAST_TOP = _fast is not None and hasattr(_fast, "TopChannels")
+# top_channels and get_top_channels as compiled method descriptors.
+_FAST_TOP = _fast is not None
 _push_rows = _fast.push_rows if _fast is not None else None
 _FORM_CODE = {"dicts": 0, "tuples": 1, "columns": 2}
 
@@ -351,7 +332,7 @@ class _Registration:
 @ffi.callback("int32_t(void *, const eh_event *, size_t)", error=1)
 def _flush_trampoline(user_data: Any, events: Any, n: int) -> int:
     if _delivery_started is not None:
-        _delivery_started()  # first, under the GIL: see _engagehub_fast.c
+        _delivery_started()  # first, under the GIL: the GIL hand-off, see _engagehub_fast.c
     registration: _Registration = ffi.from_handle(user_data)
     dispatch = registration.dispatch
     try:
@@ -365,9 +346,12 @@ def _flush_trampoline(user_data: Any, events: Any, n: int) -> int:
 
 
 if _fast is not None:
-    # What the native side calls: counts the worker as waiting for the GIL, then
-    # runs _flush_trampoline; pushes hand the GIL over to it (_engagehub_fast.c).
-    _flush_entry: Any = ffi.cast("eh_flush_fn", _fast.bind_delivery(int(ffi.cast("uintptr_t", _flush_trampoline))))
+    # What the native side calls with the processor's own delivery context (see
+    # set_flush_callback): counts the worker as waiting for the GIL, then runs
+    # _flush_trampoline; that processor's pushes hand the GIL over to it
+    # (_engagehub_fast.c). The context's finalizer runs _user_data_free.
+    _flush_entry: Any = ffi.cast("eh_flush_fn", _fast.FLUSH_ENTRY)
+    _context_free: Any = ffi.cast("eh_free_fn", _fast.CONTEXT_FREE)
     _delivery_started = _fast.delivery_started
 else:
     _flush_entry = _flush_trampoline
@@ -498,8 +482,8 @@ def _after_fork_in_child() -> None:
     # stay held forever in the child. The native side re-initialises itself.
     for processor in list(_LIVE):
         processor._dispatch.lock = threading.Lock()
-    if _fast is not None:
-        _fast.reset_after_fork()
+        if _fast is not None:
+            processor._reset_handoff()  # no delivery of the parent's is waiting here
 
 
 if hasattr(os, "register_at_fork"):
@@ -532,7 +516,12 @@ def _now(now: Optional[float]) -> int:
     return 0 if now is None else timestamp_arg(now, "now")
 
 
-class EventStreamProcessor(NativeHandle):
+# With the compiled module, the processor's C base class: where the compiled calls
+# read its native address, overflow mode and GIL hand-off (_engagehub_fast.c).
+_NATIVE_BASES: Tuple[type, ...] = () if _fast is None else (_fast.ProcessorBase,)
+
+
+class EventStreamProcessor(NativeHandle, *_NATIVE_BASES):  # type: ignore[misc]
     """Pushes events into native worker threads that sketch them and deliver batches.
 
     The drop-in arguments keep their names (``buffer_size`` ring slots, rounded up to
@@ -582,8 +571,6 @@ class EventStreamProcessor(NativeHandle):
     """
 
     _kind = "processor"
-    # A slot, so the compiled push_event reads it with one load (see __init__).
-    __slots__ = ("_push_target",)
 
     def __init__(
         self,
@@ -670,13 +657,11 @@ class EventStreamProcessor(NativeHandle):
         # From a worker thread (the last reference dropped in a callback, or the
         # cyclic GC running there), eh_processor_free hands the close to a reaper.
         self._own(out[0], _free_processor)
-        # What the compiled push_event and push_many read: the shell's address
+        # What the compiled calls read (ProcessorBase): the shell's address
         # (valid for this wrapper's whole life: ffi.gc frees it) and whether a
         # push may wait for room (then they release the GIL).
         if _fast is not None:
-            self._push_target = _fast.PushTarget(
-                int(ffi.cast("uintptr_t", self._cdata)), overflow == "block", block_timeout_ms
-            )
+            self._bind_target(int(ffi.cast("uintptr_t", self._cdata)), overflow == "block", block_timeout_ms)
         _LIVE.add(self)
         self._publisher: Any = None
         self._publish_timeout = 30.0
@@ -903,9 +888,21 @@ class EventStreamProcessor(NativeHandle):
             return
         target = _check_loop(callback, loop, "flush_callback")
         context = _register_context(_Registration(self._dispatch, target, batch_format))
+        if _fast is None:
+            user_data, release = context, _user_data_free
+        else:
+            # The processor's own GIL hand-off: a native context around the
+            # registration, released (with it) by _context_free.
+            delivery = self._delivery_context(
+                int(ffi.cast("uintptr_t", context)), int(ffi.cast("uintptr_t", _flush_trampoline)),
+                int(ffi.cast("uintptr_t", _user_data_free)),
+            )
+            user_data, release = ffi.cast("void *", delivery), _context_free
         try:
-            _call(lib.eh_processor_set_flush_callback, p, _flush_entry, context, _user_data_free)
+            _call(lib.eh_processor_set_flush_callback, p, _flush_entry, user_data, release)
         except BaseException:
+            if _fast is not None:
+                _fast.discard_context(delivery)
             _forget_context(context)
             raise
         if loop is None:
@@ -1040,10 +1037,15 @@ class EventStreamProcessor(NativeHandle):
         always the first ones: after the first refusal (full ring) the rest are
         dropped and counted. Under ``overflow="block"`` a full ring is waited for
         (the GIL released, Ctrl-C between 0.1 s slices) up to ``block_timeout_ms``
-        in all for the call, then the rest is dropped and counted. One invalid event raises with nothing pushed (rows with
-        ``bytes`` ids, float or ``None`` timestamps, mixed widths or a NUL inside a
-        field take a slower per-event path, which
-        stops at the invalid event instead).
+        in all for the call, then the rest is dropped and counted.
+
+        One invalid event raises :class:`~engagehub.InvalidArgument` with nothing
+        pushed, its message naming it (``event N: ...``, N counted from 0), in
+        both overflow modes, with or without the compiled module. Rows with
+        ``bytes`` ids, float or ``None`` timestamps, mixed widths or a NUL inside
+        a field take a slower per-event path, which stops at the invalid event
+        instead (the ones before it are pushed) and raises what ``push_event``
+        raises for it.
         """
         p = self._h()
         rows: Any = events if isinstance(events, list) else list(events)
@@ -1386,14 +1388,16 @@ class _BlockingPushes(EventStreamProcessor):
         rows: Any = events if isinstance(events, list) else list(events)
         if rows and isinstance(rows[0], dict):
             rows = [(e["type"], e["user_id"], e["channel_id"], e.get("timestamp", 0)) for e in rows]
-        if _push_rows is None or not rows:
-            return self._push_each(rows)
+        if not rows:
+            return 0
         # One eh_processor_push_batch_wait per slice of the wait (the GIL released
-        # meanwhile), signal handlers between slices; the rows the compiled path
-        # cannot read (None) take the per-event path, as in drop mode.
+        # meanwhile), signal handlers between slices: every event is checked before
+        # any is pushed, as in drop mode. The rows neither path reads as a batch
+        # (None) take the per-event path, as in drop mode.
+        push_rows = _push_rows if _push_rows is not None else _BlockingPushes._push_rows_general
         done = 0
         for wait_ms, give_up in self._wait_slices():
-            result = _push_rows(self, rows if done == 0 else rows[done:], wait_ms, give_up)
+            result = push_rows(self, rows if done == 0 else rows[done:], wait_ms, give_up)
             if result is None:
                 return done + self._push_each(rows[done:])
             rc, accepted = result
@@ -1406,6 +1410,41 @@ class _BlockingPushes(EventStreamProcessor):
                 check(rc)
         raise AssertionError("unreachable: the last slice gives up")
 
+    def _push_rows_general(self, rows: List[Any], wait_ms: int, give_up: bool) -> Optional[Tuple[int, int]]:
+        """The compiled ``push_rows`` through cffi (same rows, same answer): one
+        ``eh_processor_push_batch_wait`` over an ``eh_event`` array for a list of
+        3- or 4-tuples (all of one width) of str and an int timestamp;
+        ``(status, accepted)``, or None for rows it does not take."""
+        first = rows[0]
+        width = len(first) if type(first) is tuple else 0
+        if width not in (3, 4):
+            return None
+        n = len(rows)
+        events = ffi.new("eh_event[]", n)
+        keep = []  # the UTF-8 buffers the events point into
+        for i, row in enumerate(rows):
+            if type(row) is not tuple or len(row) != width:
+                return None
+            fields = row[:3]
+            if any(type(f) is not str for f in fields):
+                return None
+            ts = row[3] if width == 4 else 0
+            if type(ts) is not int or not _INT64_MIN <= ts <= _INT64_MAX:
+                return None
+            try:
+                encoded = [f.encode() for f in fields]
+            except UnicodeEncodeError:
+                return None
+            buffers = [_from_buffer("uint8_t[]", b) for b in encoded]
+            keep.append(buffers)
+            e = events[i]
+            e.kind, e.user_id, e.channel_id = buffers
+            e.kind_len, e.user_id_len, e.channel_id_len = map(len, encoded)
+            e.timestamp = ts
+        accepted = _new("size_t *")
+        rc = lib.eh_processor_push_batch_wait(self._cdata, events, n, accepted, wait_ms, int(give_up))
+        return rc, int(accepted[0])
+
     def _wait_slices(self) -> Iterator[Tuple[int, bool]]:
         """``(wait_ms, give_up)`` for each 0.1 s slice of a push's wait for room,
         ``block_timeout_ms`` in all; the last slice gives up. Endless: the caller
@@ -1417,10 +1456,6 @@ class _BlockingPushes(EventStreamProcessor):
 
 
 _BlockingPushes.__name__ = _BlockingPushes.__qualname__ = "EventStreamProcessor"
-
-
-if _fast is not None:
-    _fast.bind_push_target(EventStreamProcessor, EventStreamProcessor.__dict__["_push_target"])
 
 
 __all__ = ["EventColumns", "EventStreamProcessor", "ProcessorStats"]
