@@ -12,12 +12,11 @@ export NIGHTLY
 SETUP    := $(CURDIR)/scripts/setup.sh
 BUILD    := build
 LIBNAME  := libengagehub.so
-FUZZ_TARGETS := snapshot sketch_bytes leaderboard_ops
-FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := snapshot sketch_bytes leaderboard_ops journal
 
 .PHONY: demo test lint header check-header rust-test loom-test lib-debug lib-release \
         c-test py-test typecheck py-ext py-fast bench bench-python bench-shared-faults clean install uninstall \
-        fuzz-smoke asan-test tsan-test setup-rust setup-cbindgen setup-venv setup-demo \
+        fuzz-smoke fuzz-explore fuzz-run asan-test tsan-test setup-rust setup-cbindgen setup-venv setup-demo \
         setup-nightly setup-fuzz setup-cc setup-services setup-test wheel wheel-test
 
 setup-rust setup-cbindgen setup-venv setup-nightly setup-fuzz setup-cc setup-services:
@@ -140,20 +139,39 @@ wheel:
 wheel-test:
 	@$(CURDIR)/scripts/wheel.sh test
 
-## Each cargo-fuzz target (fuzz/, nightly) for FUZZ_SECONDS (default 30) from the
-## seeds of fuzz/seeds.py plus whatever fuzz/corpus/ has gathered, replaying every
-## reproducer kept under fuzz/regressions/<target>/ first; a finding is saved
-## under fuzz/artifacts/<target>/ and fails the run. Logs in build/fuzz/.
+## Each cargo-fuzz target (fuzz/, nightly), deterministically (what CI runs): the
+## seeds of fuzz/seeds.py plus every reproducer kept under fuzz/regressions/<target>/
+## are replayed, then FUZZ_RUNS inputs (default 200000; leaderboard_ops, whose every
+## input drives a board against a model, 8000) mutated with the fixed FUZZ_SEED
+## (default 1), so a run finds what the last one found and nothing new.
+## A finding is saved under fuzz/artifacts/<target>/ and fails the run. Logs in
+## build/fuzz/. `make fuzz-explore` is the random search for sessions (below).
+FUZZ_RUNS ?= 200000
+FUZZ_RUNS_leaderboard_ops ?= 8000
+FUZZ_SEED ?= 1
 fuzz-smoke: setup-fuzz
-	@$(PYTHON) fuzz/seeds.py
+	@$(PYTHON) fuzz/seeds.py $(BUILD)/fuzz/seeds
+	@FUZZ_MODE="-seed=$(FUZZ_SEED)" FUZZ_PLAN="$(foreach t,$(FUZZ_TARGETS),$(t):$(or $(FUZZ_RUNS_$(t)),$(FUZZ_RUNS)))" \
+		CORPUS=$(BUILD)/fuzz/seeds $(MAKE) -s fuzz-run
+
+## The random search: each target for FUZZ_SECONDS (default 300) from fuzz/corpus/
+## (kept between runs, git-ignored). Commit what it finds: the fix, and the input
+## under fuzz/regressions/<target>/ so that fuzz-smoke replays it from then on.
+FUZZ_SECONDS ?= 300
+fuzz-explore: setup-fuzz
+	@$(PYTHON) fuzz/seeds.py fuzz/corpus
+	@FUZZ_MODE="-max_total_time=$(FUZZ_SECONDS)" FUZZ_PLAN="$(FUZZ_TARGETS)" CORPUS=fuzz/corpus $(MAKE) -s fuzz-run
+
+fuzz-run:
 	@mkdir -p $(BUILD)/fuzz
 	$(CARGO) +$(NIGHTLY) fuzz build --fuzz-dir fuzz --debug-assertions
-	@for t in $(FUZZ_TARGETS); do \
+	@for plan in $$FUZZ_PLAN; do \
+		t=$${plan%%:*}; runs=; case $$plan in *:*) runs=-runs=$${plan#*:};; esac; \
 		dict=; [ -f fuzz/$$t.dict ] && dict=-dict=fuzz/$$t.dict; \
 		log=$(BUILD)/fuzz/$$t.log; \
 		regressions=; [ -d fuzz/regressions/$$t ] && regressions=fuzz/regressions/$$t; \
-		if $(CARGO) +$(NIGHTLY) fuzz run --fuzz-dir fuzz --debug-assertions $$t fuzz/corpus/$$t $$regressions -- \
-			-max_total_time=$(FUZZ_SECONDS) -timeout=60 -rss_limit_mb=3072 -print_final_stats=1 \
+		if $(CARGO) +$(NIGHTLY) fuzz run --fuzz-dir fuzz --debug-assertions $$t $$CORPUS/$$t $$regressions -- \
+			$$FUZZ_MODE $$runs -timeout=60 -rss_limit_mb=3072 -print_final_stats=1 \
 			$$dict > $$log 2>&1; then \
 			echo "fuzz $$t: $$(grep -Eo '^Done [0-9]+ runs in [0-9]+ second' $$log | tail -n 1)s, no finding"; \
 		else \

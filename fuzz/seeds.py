@@ -71,9 +71,30 @@ OPS = [
 ]
 
 
+# journal: the first byte picks the mode (fuzz_targets/journal.rs): 0 = records
+# framed into a segment (damage byte, then type, length, payload...), 1 = a board
+# checkpoint, 2 = a processor shard checkpoint. Records of the board's types:
+# 1 add / 2 set (ts, landmark, amount, then the id), 3 remove, 4 clear, 5 enable,
+# 6 drain, 7 ack, 8 identity.
+def board_update(kind, ts, landmark, amount, user):
+    body = struct.pack("<qqd", ts, landmark, amount) + user
+    return bytes([kind, len(body)]) + body
+
+
+JOURNAL = [
+    bytes([0, 0]) + bytes([5, 8]) + struct.pack("<Q", 100) + board_update(1, T0, T0, 2.5, b"alice")
+    + board_update(2, T0 + 60, T0, 1.0, b"bob") + bytes([3, 5]) + b"alice" + bytes([8, 2]) + b"me",
+    bytes([0, 201]) + board_update(1, T0, T0, 1.0, b"x") * 5,
+    bytes([1]) + struct.pack("<q4QQ", T0, 0, 0, 0, 0, 0) + bytes([0]) + struct.pack("<I", 0) + struct.pack("<QI", 0, 0)
+    + struct.pack("<Q", 0),
+    bytes([2]) + struct.pack("<Q", 0),
+]
+
+
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "corpus")
-    for target, seeds in (("snapshot", SNAPSHOT), ("sketch_bytes", SKETCH), ("leaderboard_ops", OPS)):
+    for target, seeds in (("snapshot", SNAPSHOT), ("sketch_bytes", SKETCH), ("leaderboard_ops", OPS),
+                          ("journal", JOURNAL)):
         folder = os.path.join(root, target)
         os.makedirs(folder, exist_ok=True)
         for i, data in enumerate(seeds):

@@ -805,6 +805,27 @@ fn replay_stream(
     Ok(())
 }
 
+/// A whole segment file's bytes holding `records` (type, payload), as a writer
+/// would have left them: for tests and the fuzz target of the reader.
+pub fn encode_segment(stream: u32, seq: u64, records: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + records.len() * 32);
+    out.extend_from_slice(SEGMENT_MAGIC);
+    out.put_u32(FORMAT_VERSION);
+    out.put_u32(stream);
+    out.put_u64(seq);
+    out.resize(HEADER, 0);
+    for (kind, payload) in records {
+        let mut body = Vec::with_capacity(1 + payload.len());
+        body.push(*kind);
+        body.extend_from_slice(payload);
+        out.put_u32(body.len() as u32);
+        out.put_u32(xxh3_64(&body) as u32);
+        out.extend_from_slice(&body);
+        out.resize(out.len().next_multiple_of(8), 0);
+    }
+    out
+}
+
 /// How a segment's scan ended: records applied, and for a torn tail the bytes lost.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Scan {

@@ -123,6 +123,19 @@ pub fn fingerprint(config: &LeaderboardConfig) -> String {
     )
 }
 
+/// A logged time (a timestamp, a landmark): in `0..=MAX_TIMESTAMP` as every
+/// time the board accepts, so the replay's arithmetic on it cannot overflow.
+fn logged_time(ts: i64, what: &str) -> Result<i64> {
+    if (0..=super::MAX_TIMESTAMP).contains(&ts) {
+        Ok(ts)
+    } else {
+        Err(Error::corrupt(format!(
+            "leaderboard journal: {what} {ts} is outside 0..={}",
+            super::MAX_TIMESTAMP
+        )))
+    }
+}
+
 fn utf8(bytes: &[u8]) -> Result<&str> {
     std::str::from_utf8(bytes).map_err(|_| Error::corrupt("a logged user id is not UTF-8"))
 }
@@ -156,10 +169,18 @@ impl BoardState {
         let mut g = Get::new(payload, "leaderboard journal record");
         match kind {
             record::ADD | record::SET => {
-                let ts = g.i64()?;
-                let landmark = g.i64()?;
+                let ts = logged_time(g.i64()?, "timestamp")?;
+                let landmark = logged_time(g.i64()?, "landmark")?;
                 let amount = g.f64()?;
                 let user_id = utf8(&payload[24..])?;
+                // What the plan checked when the record was written.
+                super::check_user_id(user_id)
+                    .map_err(|e| Error::corrupt(format!("leaderboard journal: {e}")))?;
+                if !amount.is_finite() {
+                    return Err(Error::corrupt(
+                        "leaderboard journal: an update's amount is not finite",
+                    ));
+                }
                 let plan = Planned::logged(&self.board, user_id, ts, landmark);
                 // Failures (Full, an overflow) fail now as they did then.
                 let _ = self.board.apply(user_id, amount, plan, kind == record::SET);
@@ -221,7 +242,7 @@ impl BoardState {
     /// Reads what [`BoardState::encode`] wrote, for a board of `config`.
     pub fn decode(bytes: &[u8], config: LeaderboardConfig) -> Result<Self> {
         let mut g = Get::new(bytes, "leaderboard checkpoint");
-        let landmark = g.i64()?;
+        let landmark = logged_time(g.i64()?, "landmark")?;
         let counters = [g.u64()?, g.u64()?, g.u64()?, g.u64()?];
         let n = g.count(28)?;
         let mut parts = Vec::with_capacity(n);
@@ -236,7 +257,7 @@ impl BoardState {
                     "leaderboard checkpoint: {id:?} has a value that is not finite"
                 )));
             }
-            parts.push((id.to_string(), value, g.i64()?));
+            parts.push((id.to_string(), value, logged_time(g.i64()?, "last update")?));
             sums.push(g.f64()?);
         }
         if config.max_users > 0 && n > config.max_users {
@@ -415,5 +436,32 @@ mod tests {
         assert!(s.replay(200, b"").is_err());
         assert!(s.replay(record::ADD, b"short").is_err());
         assert!(s.replay(record::REMOVE, &[0xff, 0xfe]).is_err());
+        // Well framed records the board never writes: times out of range (the
+        // fuzz target's first finding: the replay's `ts - landmark` overflowed),
+        // an amount that is not finite, an id the board refuses.
+        let update = |ts: i64, landmark: i64, amount: f64, id: &str| {
+            let mut out = Vec::new();
+            out.put_i64(ts);
+            out.put_i64(landmark);
+            out.put_f64(amount);
+            out.extend_from_slice(id.as_bytes());
+            out
+        };
+        for bad in [
+            update(T0, i64::MIN, 1.0, "u"),
+            update(-5, T0, 1.0, "u"),
+            update(super::super::MAX_TIMESTAMP + 1, T0, 1.0, "u"),
+            update(T0, T0, f64::NAN, "u"),
+            update(T0, T0, f64::INFINITY, "u"),
+            update(T0, T0, 1.0, ""),
+        ] {
+            assert!(
+                matches!(s.replay(record::ADD, &bad), Err(Error::Corrupt(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(s.board.is_empty());
+        s.replay(record::ADD, &update(T0, T0, 1.0, "u")).unwrap();
+        assert_eq!(s.board.len(), 1);
     }
 }
