@@ -219,6 +219,8 @@ fn end_to_end(c: &mut Criterion) {
                 timestamp: 1_700_000_000,
                 payload: std::ptr::null(),
                 payload_len: 0,
+                guild_id: std::ptr::null(),
+                guild_id_len: 0,
             })
             .collect();
         b.iter_custom(|iters| {

@@ -64,6 +64,22 @@
  *    acknowledged in the journal, so a reopened handle resends them and Redis,
  *    which applies a batch once per (identity, number), ends with everything once.
  *
+ * Community analytics (history_days in eh_processor_config, default 90 days):
+ *  - Every event may name a guild (guild_id in eh_event; eh_processor_push_event
+ *    takes one, eh_processor_push cannot; empty = none). A processor serves any
+ *    number of guilds: no thread and no handle per guild; an idle guild costs a
+ *    few hundred bytes.
+ *  - Per guild and overall, the processor keeps each user's first day and active
+ *    days (a 64-bit hash of the id and a ring of day bits: about 50 bytes per
+ *    user and per guild a user is seen in) and counters updated at a user's
+ *    first event of each day. eh_processor_active_users (a day, its week, its
+ *    30 days), eh_processor_retention (cohorts of days or Monday weeks) and
+ *    eh_processor_heatmap (weekday x UTC hour) read those counters: exact (up to
+ *    a collision of two ids' 64-bit hashes), microseconds, whatever the order
+ *    events arrive in. Days are UTC; the history is the history_days days ending
+ *    with the processor's "now"; older state is dropped.
+ *  - A journal keeps it with the rest; eh_processor_history_stats tells its size.
+ *
  * Versions: the shared library's SONAME is libengagehub.so.<major> from 1.0 on and
  * libengagehub.so.0.<minor> while the version is 0.x (Cargo's rule: a 0.x minor
  * release may break the ABI, a patch release never does). `make install` puts
@@ -88,7 +104,7 @@
 /**
  * Library version, kept equal to Cargo.toml by a test.
  */
-#define EH_VERSION_MINOR 1
+#define EH_VERSION_MINOR 2
 
 /**
  * Library version, kept equal to Cargo.toml by a test.
@@ -150,6 +166,27 @@
  * A sentinel rather than 0 because 0 means "the default" (one worker).
  */
 #define EH_WORKERS_NONE 4294967295
+
+/**
+ * `eh_processor_active_users`: users active that day.
+ */
+#define EH_PERIOD_DAY 0
+
+/**
+ * `eh_processor_active_users`: users active in the 7 days ending that day;
+ * `eh_processor_retention`: cohorts of weeks, Monday to Sunday.
+ */
+#define EH_PERIOD_WEEK 1
+
+/**
+ * `eh_processor_active_users`: users active in the 30 days ending that day.
+ */
+#define EH_PERIOD_MONTH 2
+
+/**
+ * Most cohorts `eh_processor_retention` returns.
+ */
+#define EH_MAX_COHORTS 400
 
 /**
  * A Count-Min frequency sketch (opaque): `depth` rows of `width` 64-bit counters,
@@ -603,6 +640,20 @@ typedef struct eh_processor_config {
    * sync every run before it is sketched.
    */
   int64_t journal_sync_ms;
+  /**
+   * Days of daily history for `eh_processor_active_users`,
+   * `eh_processor_retention` and `eh_processor_heatmap`; 0 = 90; at most 400;
+   * negative = none (those queries then fail with `EH_INVALID_ARGUMENT`, and
+   * events cost no more than without them). About 50 bytes per user and per
+   * guild a user is seen in (see "Community analytics" in the preamble).
+   */
+  int32_t history_days;
+  /**
+   * Non-zero: keep what the daily history changes for a Redis publisher, which
+   * takes it with each `eh_processor_outbox_put` (the Python package sets this
+   * when it publishes; C callers leave it 0).
+   */
+  int32_t publish_history;
 } eh_processor_config;
 
 /**
@@ -647,6 +698,15 @@ typedef struct eh_event {
    * Length of `payload` in bytes.
    */
   size_t payload_len;
+  /**
+   * Guild id, `guild_id_len` bytes (may be NULL when `guild_id_len` is 0: no
+   * guild).
+   */
+  const uint8_t *guild_id;
+  /**
+   * Length of `guild_id` in bytes; 0: none.
+   */
+  size_t guild_id_len;
 } eh_event;
 
 /**
@@ -687,6 +747,30 @@ typedef void (*eh_dead_letter_fn)(void *user_data,
                                   const struct eh_event *events,
                                   size_t n,
                                   const char *error);
+
+/**
+ * The daily history's size, from `eh_processor_history_stats`. Set
+ * `struct_size` to `sizeof(eh_history_stats)` before the call.
+ */
+typedef struct eh_history_stats {
+  /**
+   * In: `sizeof(eh_history_stats)`. Out: the bytes written.
+   */
+  size_t struct_size;
+  /**
+   * User records: one per user seen, plus one per guild a user was seen in.
+   */
+  uint64_t user_records;
+  /**
+   * Guilds seen.
+   */
+  uint64_t guilds;
+  /**
+   * Approximate heap bytes of the history (records, day counters, cohort
+   * cells, heatmaps).
+   */
+  uint64_t heap_bytes;
+} eh_history_stats;
 
 /**
  * Counters from `eh_processor_get_stats` (relaxed reads: cheap to poll). Set
@@ -1325,6 +1409,78 @@ eh_status eh_processor_set_dead_letter_callback(struct eh_processor *p,
                                                 eh_free_fn user_data_free);
 
 /**
+ * Writes to `*out` how many distinct users were active on the UTC day holding
+ * unix second `day_ts` (≤ 0: the processor's day), with `period`
+ * `EH_PERIOD_DAY`, or in the 7 (`EH_PERIOD_WEEK`) or 30 (`EH_PERIOD_MONTH`) days
+ * ending with it, among the events of guild `guild_id` (`guild_id_len` bytes;
+ * NULL or empty: every event). Exact (see "Community analytics" in the
+ * preamble). Stickiness is the `EH_PERIOD_DAY` figure over the
+ * `EH_PERIOD_MONTH` one.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` for a day outside the `history_days` ending with
+ * the processor's day (the message names the range), an unknown period, a
+ * processor without history (`history_days` negative); `EH_SHUT_DOWN`.
+ */
+eh_status eh_processor_active_users(const struct eh_processor *p,
+                                    int64_t day_ts,
+                                    int32_t period,
+                                    const uint8_t *guild_id,
+                                    size_t guild_id_len,
+                                    uint64_t *out);
+
+/**
+ * Retention cohorts: the `cohorts` periods (`EH_PERIOD_DAY`, or
+ * `EH_PERIOD_WEEK`: weeks starting on Monday, UTC) ending with the one holding
+ * `now` (≤ 0: the processor's "now"), oldest first, in guild `guild_id` (NULL or
+ * empty: every event). For cohort `i`: `starts[i]` is the unix second its period
+ * starts at, `sizes[i]` the users first seen in it, and `active[i * cohorts +
+ * k]` how many of them were active in the `k`-th period after it, for `k` from 0
+ * (`== sizes[i]`) to `cohorts - 1 - i` (the period holding `now`); the rest of
+ * the row is 0. The arrays hold `cohorts`, `cohorts` and `cohorts * cohorts`
+ * values. Exact; a cohort reaching before the history is refused.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL array, `cohorts` 0 or above
+ * `EH_MAX_COHORTS` or reaching before the history, an unknown period),
+ * `EH_SHUT_DOWN`.
+ */
+eh_status eh_processor_retention(const struct eh_processor *p,
+                                 int32_t period,
+                                 uint32_t cohorts,
+                                 int64_t now,
+                                 const uint8_t *guild_id,
+                                 size_t guild_id_len,
+                                 int64_t *starts,
+                                 uint64_t *sizes,
+                                 uint64_t *active);
+
+/**
+ * Activity heatmap: writes to `out` (`7 * 24` values) the events of each UTC
+ * hour (`out[weekday * 24 + hour]`, Monday = 0) over the `days` days ending with
+ * the day of `now` (≤ 0: the processor's "now"), in channel `channel_id` (NULL:
+ * all channels; a non-NULL pointer with length 0 is the channel "") and guild
+ * `guild_id` (NULL or empty: every event). Exact.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL `out`, `days` 0 or above `history_days`),
+ * `EH_SHUT_DOWN`.
+ */
+eh_status eh_processor_heatmap(const struct eh_processor *p,
+                               uint32_t days,
+                               int64_t now,
+                               const uint8_t *channel_id,
+                               size_t channel_id_len,
+                               const uint8_t *guild_id,
+                               size_t guild_id_len,
+                               uint64_t *out);
+
+/**
+ * Reads the daily history's size into `*out` (walks the guilds: not for every
+ * event).
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL `out`, bad `struct_size`), `EH_SHUT_DOWN`.
+ */
+eh_status eh_processor_history_stats(const struct eh_processor *p, struct eh_history_stats *out);
+
+/**
  * Writes to `counts[i]` the number of events the processor's per-minute ring holds
  * for the minute starting at unix second `first_minute_start + 60 * i`
  * (`first_minute_start` is rounded down to a minute), for `i < n`; 0 for a minute
@@ -1400,6 +1556,21 @@ eh_status eh_processor_outbox_ack(const struct eh_processor *p,
                                   size_t len);
 
 /**
+ * The daily history's part of waiting batch `number` (what the history had
+ * gathered for Redis when the batch was put: activations and heat deltas, in the
+ * format of the Python publisher's scripts; empty when nothing), copied out as
+ * `eh_processor_publisher_id` copies. Only with `publish_history` set.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL handle or `needed`; no batch waits under
+ * `number`), `EH_SHUT_DOWN`.
+ */
+eh_status eh_processor_outbox_history(const struct eh_processor *p,
+                                      uint64_t number,
+                                      uint8_t *buf,
+                                      size_t cap,
+                                      size_t *needed);
+
+/**
  * The kept baseline (empty at first), copied out as `eh_processor_publisher_id`
  * copies.
  *
@@ -1445,6 +1616,22 @@ eh_status eh_processor_push(struct eh_processor *p,
                             int64_t timestamp,
                             const uint8_t *payload,
                             size_t payload_len);
+
+/**
+ * Offers one event given as an `eh_event` (with its `guild_id`, which
+ * `eh_processor_push` cannot carry): as `eh_processor_push` otherwise (same
+ * errors, everything copied before returning).
+ */
+eh_status eh_processor_push_event(struct eh_processor *p, const struct eh_event *event);
+
+/**
+ * `eh_processor_push_event` waiting for room in slices, as
+ * `eh_processor_push_wait` does.
+ */
+eh_status eh_processor_push_event_wait(struct eh_processor *p,
+                                       const struct eh_event *event,
+                                       uint64_t wait_ms,
+                                       int32_t give_up);
 
 /**
  * `eh_processor_push` for a caller that waits for room in slices, e.g. a binding
@@ -1702,10 +1889,10 @@ eh_status eh_cms_deserialize(const uint8_t *bytes, size_t len, struct eh_cms **o
  * `eh_processor_push`, `eh_processor_push_batch` and the `eh_event` array their
  * flush callback receives. They follow the same rules as those functions.
  *
- * Offers one event given as `kind NUL user_id NUL channel_id` (UTF-8, exactly two
- * NUL bytes, so no field may contain one): the cheap single push for bindings,
- * one string argument instead of three. Otherwise as `eh_processor_push` (no
- * payload).
+ * Offers one event given as `kind NUL user_id NUL channel_id`, optionally followed
+ * by `NUL guild_id` (UTF-8, two or three NUL bytes, so no field may contain one):
+ * the cheap single push for bindings, one string argument instead of three or
+ * four. Otherwise as `eh_processor_push` (no payload).
  */
 eh_status eh_processor_push_fields(struct eh_processor *p,
                                    const uint8_t *fields,

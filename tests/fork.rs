@@ -29,6 +29,7 @@ fn event(user: &str) -> EventIn<'_> {
         kind: "message",
         user_id: user,
         channel_id: "general",
+        guild_id: "",
         timestamp: 0,
         payload: b"",
     }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use engagehub::Error;
+use engagehub::community::{CohortPeriod, Period};
 use engagehub::journal::SyncMode;
 use engagehub::pipeline::durable::JournalConfig;
 use engagehub::pipeline::{Batch, Clock, EventIn, Processor, ProcessorConfig};
@@ -43,21 +44,29 @@ fn config(dir: Option<&Path>, workers: usize, window: u32) -> ProcessorConfig {
     c
 }
 
-/// Event `i` of every workload: 3,000 users, 40 channels, 2 hours.
-fn event(i: u64, user: &mut String, channel: &mut String) -> i64 {
+/// Event `i` of every workload: 3,000 users, 40 channels, three guilds and none,
+/// 12 days (the last two hours of them as busy as the rest together).
+fn event(i: u64, user: &mut String, channel: &mut String) -> (i64, &'static str) {
     *user = format!("u{}", (i * 7919) % 3000);
     *channel = format!("c{}", (i * 31) % 40 + (i % 3));
-    T0 + (i as i64 * 7200) / 100_000
+    let guild = ["", "g1", "g2", "g3"][(i % 4) as usize];
+    let ts = if i % 2 == 0 {
+        T0 - 12 * 86_400 + (i as i64 * 12 * 86_400) / 100_000
+    } else {
+        T0 + (i as i64 * 7200) / 100_000
+    };
+    (ts, guild)
 }
 
 fn push_range(p: &Processor, from: u64, to: u64) {
     let (mut u, mut c) = (String::new(), String::new());
     for i in from..to {
-        let ts = event(i, &mut u, &mut c);
+        let (ts, guild) = event(i, &mut u, &mut c);
         let ev = EventIn {
             kind: "message",
             user_id: &u,
             channel_id: &c,
+            guild_id: guild,
             timestamp: ts,
             payload: b"",
         };
@@ -69,8 +78,39 @@ fn push_range(p: &Processor, from: u64, to: u64) {
 }
 
 /// What a dashboard reads: events, users (all time, last hour), top channels
-/// (all time, last half hour).
-type Answers = (u64, u64, u64, Vec<(String, u64)>, Vec<(String, u64)>);
+/// (all time, last half hour), and the daily history (active users by day, week
+/// and month over the last days, retention, heatmaps; per guild and overall).
+type Answers = (
+    u64,
+    u64,
+    u64,
+    Vec<(String, u64)>,
+    Vec<(String, u64)>,
+    Vec<u64>,
+);
+
+fn history(p: &Processor) -> Vec<u64> {
+    let today = engagehub::community::day_of(p.now().expect("now"));
+    let mut out = Vec::new();
+    for guild in [None, Some("g1"), Some("g3")] {
+        for day in today - 12..=today {
+            for period in [Period::Day, Period::Week, Period::Month] {
+                out.push(p.active_users(day, period, guild).expect("active"));
+            }
+        }
+        for (period, n) in [(CohortPeriod::Day, 14), (CohortPeriod::Week, 3)] {
+            for c in p.retention(period, n, 0, guild).expect("retention") {
+                out.push(c.size);
+                out.extend(c.active);
+            }
+        }
+        for channel in [None, Some("c7")] {
+            let map = p.activity_heatmap(14, 0, channel, guild).expect("heatmap");
+            out.extend(map.iter().flatten());
+        }
+    }
+    out
+}
 
 fn answers(p: &Processor) -> Answers {
     let s = p.stats().expect("stats");
@@ -88,6 +128,7 @@ fn answers(p: &Processor) -> Answers {
             .into_iter()
             .map(|c| (c.channel, c.count))
             .collect(),
+        history(p),
     )
 }
 
@@ -126,10 +167,12 @@ fn a_clean_close_reopens_with_the_same_answers_and_outbox() {
     push_range(&p, 50_000, 60_000);
     p.flush(WAIT).expect("flush");
     let reference = reference(60_000, 2);
-    let (n, all, hour, top, half) = answers(&p);
+    let (n, all, hour, top, half, history) = answers(&p);
     let want = answers(&reference);
     assert_eq!((n, all, hour), (want.0, want.1, want.2));
     assert_eq!((top, half), (want.3, want.4));
+    assert_eq!(history, want.5);
+    assert!(history.iter().any(|&v| v > 0));
     p.close().expect("close");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -45,6 +45,7 @@ fn push(p: &Processor, seq: u64, channel: &str) {
         kind: "message",
         user_id: &user,
         channel_id: channel,
+        guild_id: "",
         timestamp: 1_767_225_600 + (seq % 3600) as i64,
         payload: b"stress",
     };

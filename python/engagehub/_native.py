@@ -55,7 +55,7 @@ def _find_library() -> str:
             raise ImportError(f"ENGAGEHUB_LIB={override!r} is not a file")
         return override
     # An installed package: the library beside it, under its SONAME when it has
-    # one (libengagehub.so.0.1: the name the compiled module links to).
+    # one (libengagehub.so.0.2: the name the compiled module links to).
     candidates = [_PACKAGE_DIR / _LIB_NAME] + sorted(_PACKAGE_DIR.glob(_LIB_NAME + ".*"))
     # A source checkout without an install: the cargo build outputs.
     candidates += [_REPO_DIR / "target" / profile / _LIB_NAME for profile in ("release", "debug")]

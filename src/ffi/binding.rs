@@ -31,10 +31,10 @@ fn split_fields(text: &str, expected: usize) -> Result<Vec<&str>> {
 /// `eh_processor_push`, `eh_processor_push_batch` and the `eh_event` array their
 /// flush callback receives. They follow the same rules as those functions.
 ///
-/// Offers one event given as `kind NUL user_id NUL channel_id` (UTF-8, exactly two
-/// NUL bytes, so no field may contain one): the cheap single push for bindings,
-/// one string argument instead of three. Otherwise as `eh_processor_push` (no
-/// payload).
+/// Offers one event given as `kind NUL user_id NUL channel_id`, optionally followed
+/// by `NUL guild_id` (UTF-8, two or three NUL bytes, so no field may contain one):
+/// the cheap single push for bindings, one string argument instead of three or
+/// four. Otherwise as `eh_processor_push` (no payload).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_processor_push_fields(
     p: *mut eh_processor,
@@ -45,18 +45,24 @@ pub unsafe extern "C" fn eh_processor_push_fields(
     guard("eh_processor_push_fields", || {
         // SAFETY: the handle and the (pointer, length) pair follow the module contract.
         let (processor, text) = unsafe { (processor(p)?, str_arg(fields, fields_len, "fields")?) };
-        let mut parts = text.splitn(4, '\0');
-        let (Some(kind), Some(user_id), Some(channel_id), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let mut parts = text.splitn(5, '\0');
+        let (Some(kind), Some(user_id), Some(channel_id), guild_id, None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(Error::invalid(
-                "fields must be kind, user_id and channel_id separated by two NUL bytes",
+                "fields must be kind, user_id, channel_id and optionally guild_id separated \
+                 by NUL bytes",
             ));
         };
         processor.push(&EventIn {
             kind,
             user_id,
             channel_id,
+            guild_id: guild_id.unwrap_or(""),
             timestamp,
             payload: &[],
         })
@@ -113,6 +119,7 @@ pub unsafe extern "C" fn eh_processor_push_columns(
                 kind: kinds[i],
                 user_id: users[i],
                 channel_id: channels[i],
+                guild_id: "",
                 timestamp: stamps.get(i).copied().unwrap_or(0),
                 payload: &[],
             })

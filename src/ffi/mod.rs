@@ -67,7 +67,7 @@ pub const EH_BUSY: eh_status = 12;
 /// Library version, kept equal to Cargo.toml by a test.
 pub const EH_VERSION_MAJOR: u32 = 0;
 /// Library version, kept equal to Cargo.toml by a test.
-pub const EH_VERSION_MINOR: u32 = 1;
+pub const EH_VERSION_MINOR: u32 = 2;
 /// Library version, kept equal to Cargo.toml by a test.
 pub const EH_VERSION_PATCH: u32 = 0;
 /// The header's version as one integer, `MAJOR * 1000000 + MINOR * 1000 + PATCH`;

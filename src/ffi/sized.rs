@@ -33,13 +33,20 @@ pub(crate) unsafe trait Versioned: Copy + Default {
 /// field is `struct_size: usize`, and `Default` as all zeros with `struct_size` set
 /// to this version's size (what a Rust caller of the C ABI wants).
 /// `$first_new` names the first field appended after the struct's first version.
+/// Without `$first_new`, the struct is in its first version.
 macro_rules! versioned {
+    ($ty:ident) => {
+        $crate::ffi::sized::versioned!(@impl $ty, std::mem::size_of::<$ty>());
+    };
     ($ty:ident, $first_new:ident) => {
+        $crate::ffi::sized::versioned!(@impl $ty, std::mem::offset_of!($ty, $first_new));
+    };
+    (@impl $ty:ident, $v1:expr) => {
         // SAFETY: the struct is repr(C), Copy, made of plain numbers (valid when
         // zeroed), and starts with `struct_size: usize` (checked where it is
         // declared: this macro is invoked next to each declaration).
         unsafe impl $crate::ffi::sized::Versioned for $ty {
-            const V1_SIZE: usize = std::mem::offset_of!($ty, $first_new);
+            const V1_SIZE: usize = $v1;
             const NAME: &'static str = stringify!($ty);
         }
 

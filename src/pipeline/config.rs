@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::community::CommunityConfig;
 use crate::error::{Error, Result};
 use crate::sketch::WindowConfig;
 
@@ -70,6 +71,9 @@ pub struct ProcessorConfig {
     pub max_future_skew: Duration,
     /// The journal (`None`: none): see [`super::durable`].
     pub journal: Option<super::durable::JournalConfig>,
+    /// Daily history: active users, retention cohorts, heatmaps (see
+    /// [`crate::community`]).
+    pub community: CommunityConfig,
 }
 
 impl Default for ProcessorConfig {
@@ -86,6 +90,7 @@ impl Default for ProcessorConfig {
             window: WindowConfig::default(),
             max_future_skew: DEFAULT_FUTURE_SKEW,
             journal: None,
+            community: CommunityConfig::default(),
         }
     }
 }
@@ -149,6 +154,7 @@ impl ProcessorConfig {
                 MAX_FUTURE_SKEW.as_secs()
             )));
         }
+        self.community.validate()?;
         self.window.validate()
     }
 
@@ -161,6 +167,12 @@ impl ProcessorConfig {
     /// synchronous mode (the caller's drain).
     pub(crate) fn lanes(&self) -> usize {
         self.workers.max(1)
+    }
+
+    /// Stripes of a new processor's community analytics: two per worker, so that
+    /// workers rarely wait for each other (a reopened journal keeps its own).
+    pub(crate) fn community_stripes(&self) -> usize {
+        (2 * self.lanes()).min(64)
     }
 
     /// [`ProcessorConfig::max_future_skew`] in whole seconds.

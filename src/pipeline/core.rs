@@ -16,6 +16,7 @@ use super::event::{EventIn, Record};
 use super::ring::{PushError, Refusal, Ring};
 use super::worker::{InlineWorker, run_worker};
 use super::{DeadLetterCallback, FlushCallback, ProcessorStats};
+use crate::community::Community;
 use crate::error::{Error, Result};
 use crate::leaderboard::wall_clock_secs;
 use crate::sketch::{self, ChannelCount, Hll, WindowedAnalytics};
@@ -79,6 +80,10 @@ pub(crate) struct Shared {
     pub(crate) durable: Option<Durable>,
     /// The Redis publisher's outbox (and its journal stream).
     pub(crate) control: Mutex<Control>,
+    /// Daily history: active users, cohorts, heatmaps. Workers record a run
+    /// under their shard's lock (a checkpoint, under every shard's, sees each run
+    /// in both or neither).
+    pub(crate) community: Community,
     /// Tests: runs (once) when a blocked push starts waiting for room.
     #[cfg(test)]
     pub(crate) waiting_for_room: Mutex<Option<Box<dyn FnOnce() + Send>>>,
@@ -164,16 +169,23 @@ pub(crate) struct Core {
 impl Core {
     /// Starts the workers of a validated `config`, with `callbacks` installed.
     pub(crate) fn new(config: ProcessorConfig, callbacks: Callbacks) -> Result<Self> {
-        let (shards, event_clock, durable, control) = match &config.journal {
+        let (shards, event_clock, durable, control, community) = match &config.journal {
             Some(jc) => {
                 let r = durable::open(&config, jc, config.lanes())?;
-                (r.shards, r.event_clock, Some(r.durable), r.control)
+                (
+                    r.shards,
+                    r.event_clock,
+                    Some(r.durable),
+                    r.control,
+                    r.community,
+                )
             }
             None => {
                 let shards = (0..config.lanes())
                     .map(|_| WindowedAnalytics::new(&config.window))
                     .collect::<Result<Vec<_>>>()?;
-                (shards, 0, None, Control::default())
+                let community = Community::new(config.community, config.community_stripes())?;
+                (shards, 0, None, Control::default(), community)
             }
         };
         let shards = shards.into_iter().map(Mutex::new).collect::<Box<[_]>>();
@@ -199,6 +211,7 @@ impl Core {
             top_cache: Mutex::new(TopCache::default()),
             durable,
             control: Mutex::new(control),
+            community,
             #[cfg(test)]
             waiting_for_room: Mutex::new(None),
             config,
@@ -751,9 +764,18 @@ impl Core {
             .and_then(|d| lock(&d.error).clone())
     }
 
-    /// Runs `f` on the publisher's outbox (under its lock).
-    pub(crate) fn with_control<R>(&self, f: impl FnOnce(&mut Control) -> Result<R>) -> Result<R> {
-        f(&mut lock(&self.shared.control))
+    /// Runs `f` on the publisher's outbox (under its lock), with the community
+    /// analytics whose changes its batches carry.
+    pub(crate) fn with_control<R>(
+        &self,
+        f: impl FnOnce(&mut Control, &Community) -> Result<R>,
+    ) -> Result<R> {
+        f(&mut lock(&self.shared.control), &self.shared.community)
+    }
+
+    /// The community analytics.
+    pub(crate) fn community(&self) -> &Community {
+        &self.shared.community
     }
 
     pub(crate) fn now(&self) -> i64 {
@@ -984,7 +1006,7 @@ impl Shared {
             let shards: Vec<&WindowedAnalytics> = guards.iter().map(|g| &**g).collect();
             // Relaxed: a worker raises it under its shard's lock, held here.
             let clock = self.event_clock.load(Ordering::Relaxed);
-            payload = durable::encode_checkpoint(&shards, clock, &control.outbox);
+            payload = durable::encode_checkpoint(&shards, clock, &control.outbox, &self.community);
         }
         d.journal.checkpoint(&positions, &payload)
     }

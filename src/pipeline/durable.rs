@@ -1,7 +1,8 @@
 //! What a journal keeps of a processor ([`crate::journal`]): each run of events a
 //! worker takes from the ring, logged (in that worker's stream, under its shard's
 //! lock) before it is sketched and before it reaches the flush callback; the
-//! publisher's outbox (its own stream); and checkpoints of every worker's sketches.
+//! publisher's outbox (its own stream); and checkpoints of every worker's sketches
+//! and of the community analytics.
 //!
 //! Replaying a run sketches it again: HyperLogLogs and Count-Min sketches are
 //! exactly what they were, and so are Space-Saving summaries under their capacity
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use super::config::{Clock, ProcessorConfig};
+use crate::community::Community;
 use crate::error::{Error, Result};
 use crate::journal::codec::{Get, Put};
 use crate::journal::outbox::Outbox;
@@ -43,7 +45,8 @@ mod record {
 pub fn fingerprint(config: &ProcessorConfig) -> String {
     let w = &config.window;
     format!(
-        "window_minutes={};cms_depth={};cms_width={};topk_capacity={};minute_topk_capacity={};clock={}",
+        "window_minutes={};cms_depth={};cms_width={};topk_capacity={};minute_topk_capacity={};clock={};\
+         history_days={}",
         w.window_minutes,
         w.cms_depth,
         w.cms_width,
@@ -52,7 +55,8 @@ pub fn fingerprint(config: &ProcessorConfig) -> String {
         match config.clock {
             Clock::Wall => "wall",
             Clock::EventTime => "event_time",
-        }
+        },
+        config.community.history_days
     )
 }
 
@@ -61,35 +65,58 @@ pub(crate) fn append_run(w: &mut Writer, payload: &[u8]) -> Result<()> {
     w.append(record::EVENTS, &[payload])
 }
 
-/// Encodes a run of events `(user, channel, ts)` as one record's payload into
-/// `out` (cleared first): the count, then each event.
+/// Encodes a run of events `(user, channel, guild, ts)` as one record's payload
+/// into `out` (cleared first): the count, then each event.
 pub(crate) fn encode_run<'a>(
     out: &mut Vec<u8>,
-    events: impl Iterator<Item = (&'a [u8], &'a str, i64)>,
+    events: impl Iterator<Item = (&'a [u8], &'a str, &'a str, i64)>,
 ) {
     out.clear();
     out.put_u32(0);
     let mut n = 0u32;
-    for (user, channel, ts) in events {
+    for (user, channel, guild, ts) in events {
         out.put_i64(ts);
         out.put_bytes(user);
         out.put_str(channel);
+        out.put_str(guild);
         n += 1;
     }
     out[..4].copy_from_slice(&n.to_le_bytes());
 }
 
+/// A batch in the publisher's outbox: the binding's bytes, and what the community
+/// analytics had gathered for Redis when it was put ([`Community::drain`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct OutboxEntry {
+    pub(crate) blob: Vec<u8>,
+    pub(crate) community: Vec<u8>,
+}
+
+impl OutboxEntry {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.put_bytes(&self.blob);
+        out.put_bytes(&self.community);
+    }
+
+    fn decode(g: &mut Get<'_>) -> Result<Self> {
+        Ok(OutboxEntry {
+            blob: g.bytes()?.to_vec(),
+            community: g.bytes()?.to_vec(),
+        })
+    }
+}
+
 /// The publisher's outbox and the writer of its stream.
 #[derive(Default)]
 pub(crate) struct Control {
-    pub(crate) outbox: Outbox<Vec<u8>>,
+    pub(crate) outbox: Outbox<OutboxEntry>,
     pub(crate) log: Option<Writer>,
 }
 
 /// One change to the outbox, as logged.
 pub(crate) enum OutboxChange<'a> {
-    /// A batch (the binding's bytes) queued under the next number.
-    Put(&'a [u8]),
+    /// A batch queued under the next number.
+    Put(&'a OutboxEntry),
     /// Batch `n` acknowledged; the baseline is now these bytes.
     Ack(u64, &'a [u8]),
     /// The publisher's identity.
@@ -98,19 +125,24 @@ pub(crate) enum OutboxChange<'a> {
 
 impl Control {
     /// Logs then applies `change`; on a logging error nothing changes. Returns
-    /// the number of a `Put`.
-    pub(crate) fn apply(&mut self, change: OutboxChange<'_>) -> Result<u64> {
+    /// the number of a `Put`. An `Ack` tells `community` what Redis now holds.
+    pub(crate) fn apply(&mut self, change: OutboxChange<'_>, community: &Community) -> Result<u64> {
         if let Some(w) = &mut self.log {
             match change {
-                OutboxChange::Put(bytes) => w.append(record::PUT, &[bytes])?,
+                OutboxChange::Put(entry) => {
+                    let mut bytes =
+                        Vec::with_capacity(entry.blob.len() + entry.community.len() + 8);
+                    entry.encode(&mut bytes);
+                    w.append(record::PUT, &[&bytes])?;
+                }
                 OutboxChange::Ack(n, base) => w.append(record::ACK, &[&n.to_le_bytes(), base])?,
                 OutboxChange::Identity(id) => w.append(record::IDENTITY, &[id.as_bytes()])?,
             }
         }
         Ok(match change {
-            OutboxChange::Put(bytes) => self.outbox.push(bytes.to_vec()),
+            OutboxChange::Put(entry) => self.outbox.push(entry.clone()),
             OutboxChange::Ack(n, base) => {
-                self.outbox.ack(n);
+                ack(&mut self.outbox, n, community);
                 self.outbox.set_baseline(base);
                 n
             }
@@ -119,6 +151,21 @@ impl Control {
                 0
             }
         })
+    }
+}
+
+/// Acknowledges batch `n` (and older ones): their community parts are what
+/// Redis holds now.
+fn ack(outbox: &mut Outbox<OutboxEntry>, n: u64, community: &Community) {
+    while let Some((m, entry)) = outbox.oldest() {
+        if m > n {
+            break;
+        }
+        // Our own bytes: they parse (a failure would only leave a delta to resend).
+        let _ = community.ack(&entry.community);
+        if !outbox.ack(m) {
+            break;
+        }
     }
 }
 
@@ -141,13 +188,16 @@ pub(crate) struct Restored {
     pub(crate) shards: Vec<WindowedAnalytics>,
     pub(crate) event_clock: i64,
     pub(crate) control: Control,
+    pub(crate) community: Community,
 }
 
-/// The checkpoint's payload: the event clock, every shard, the outbox.
+/// The checkpoint's payload: the event clock, every shard, the outbox, the
+/// community analytics.
 pub(crate) fn encode_checkpoint(
     shards: &[&WindowedAnalytics],
     event_clock: i64,
-    outbox: &Outbox<Vec<u8>>,
+    outbox: &Outbox<OutboxEntry>,
+    community: &Community,
 ) -> Vec<u8> {
     let mut out = Vec::new();
     out.put_i64(event_clock);
@@ -155,7 +205,8 @@ pub(crate) fn encode_checkpoint(
     for shard in shards {
         shard.encode(&mut out);
     }
-    outbox.encode(&mut out, |b, out| out.put_bytes(b));
+    outbox.encode(&mut out, OutboxEntry::encode);
+    community.encode(&mut out);
     out
 }
 
@@ -172,12 +223,15 @@ pub(crate) fn open(config: &ProcessorConfig, jc: &JournalConfig, lanes: usize) -
     struct State {
         shards: Vec<WindowedAnalytics>,
         event_clock: i64,
-        outbox: Outbox<Vec<u8>>,
+        outbox: Outbox<OutboxEntry>,
+        community: Community,
     }
+    let stripes = config.community_stripes();
     let state = std::cell::RefCell::new(State {
         shards: fresh()?,
         event_clock: 0,
         outbox: Outbox::default(),
+        community: Community::new(config.community, stripes)?,
     });
     let dir = jc.dir.as_path();
     let corrupt = |e: Error| Error::Corrupt(format!("journal {}: {e}", dir.display()));
@@ -206,7 +260,8 @@ pub(crate) fn open(config: &ProcessorConfig, jc: &JournalConfig, lanes: usize) -
                     st.shards[0].merge_from(&shard)?;
                 }
             }
-            st.outbox = Outbox::decode(&mut g, |g| Ok(g.bytes()?.to_vec())).map_err(corrupt)?;
+            st.outbox = Outbox::decode(&mut g, OutboxEntry::decode).map_err(corrupt)?;
+            st.community = Community::decode(config.community, &mut g).map_err(corrupt)?;
             g.finish().map_err(corrupt)
         },
         &mut |stream, kind, payload| {
@@ -220,22 +275,42 @@ pub(crate) fn open(config: &ProcessorConfig, jc: &JournalConfig, lanes: usize) -
                         let ts = g.i64()?;
                         let user = g.bytes()?;
                         let channel = g.str()?;
-                        events.push((user, channel, ts));
+                        let guild = g.str()?;
+                        check_logged_event(ts, user, channel, guild)?;
+                        events.push((user, channel, guild, ts));
                     }
                     g.finish()?;
-                    let newest = events.iter().map(|e| e.2).max().unwrap_or(0);
+                    let newest = events.iter().map(|e| e.3).max().unwrap_or(0);
                     st.event_clock = st.event_clock.max(newest);
                     // A worker's stream goes to its shard (or the first, when
                     // there are fewer workers now).
                     let lane = if stream < lanes { stream } else { 0 };
-                    st.shards[lane].observe_run(events);
+                    st.shards[lane].observe_run(events.iter().map(|e| (e.0, e.1, e.3)));
+                    let mut scratch = Vec::new();
+                    st.community.observe_run(&mut scratch, events.len(), |i| {
+                        crate::community::CommunityEvent {
+                            user: events[i].0,
+                            channel: events[i].1,
+                            guild: events[i].2,
+                            ts: events[i].3,
+                        }
+                    });
                 }
                 record::PUT => {
-                    st.outbox.push(payload.to_vec());
+                    let entry = OutboxEntry::decode(&mut g)?;
+                    g.finish()?;
+                    // Its activations were taken from the pending ones when it
+                    // was put (those of runs replayed later come back: resent,
+                    // which Redis ignores).
+                    st.community.forget(&entry.community)?;
+                    st.outbox.push(entry);
                 }
                 record::ACK => {
                     let n = g.u64()?;
-                    st.outbox.ack(n);
+                    let State {
+                        outbox, community, ..
+                    } = &mut *st;
+                    ack(outbox, n, community);
                     st.outbox.set_baseline(&payload[8..]);
                 }
                 record::IDENTITY => {
@@ -256,6 +331,7 @@ pub(crate) fn open(config: &ProcessorConfig, jc: &JournalConfig, lanes: usize) -
         shards,
         event_clock,
         outbox,
+        community,
     } = state.into_inner();
     let logs: Box<[Mutex<Option<Writer>>]> = (0..lanes)
         .map(|i| Mutex::new(journal.take_writer(i)))
@@ -274,7 +350,7 @@ pub(crate) fn open(config: &ProcessorConfig, jc: &JournalConfig, lanes: usize) -
     let refs: Vec<&WindowedAnalytics> = shards.iter().collect();
     journal.checkpoint(
         &positions,
-        &encode_checkpoint(&refs, event_clock, &control.outbox),
+        &encode_checkpoint(&refs, event_clock, &control.outbox, &community),
     )?;
     Ok(Restored {
         durable: Durable {
@@ -287,7 +363,24 @@ pub(crate) fn open(config: &ProcessorConfig, jc: &JournalConfig, lanes: usize) -
         shards,
         event_clock,
         control,
+        community,
     })
+}
+
+/// A logged event is one the processor accepted: fields within their limits and
+/// a timestamp within year 9999 (so the replay's day arithmetic stays in range).
+fn check_logged_event(ts: i64, user: &[u8], channel: &str, guild: &str) -> Result<()> {
+    use super::event::MAX_FIELD_BYTES;
+    if !(0..=crate::leaderboard::MAX_TIMESTAMP).contains(&ts)
+        || user.len() > MAX_FIELD_BYTES
+        || channel.len() > MAX_FIELD_BYTES
+        || guild.len() > MAX_FIELD_BYTES
+    {
+        return Err(Error::corrupt(
+            "processor journal: an event no processor accepts",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -298,13 +391,18 @@ mod tests {
     #[test]
     fn a_run_encodes_and_replays() {
         let mut out = Vec::new();
-        let events = [(&b"u1"[..], "c1", 60i64), (&b"u2"[..], "c2", 125)];
+        let events = [(&b"u1"[..], "c1", "g", 60i64), (&b"u2"[..], "c2", "", 125)];
         encode_run(&mut out, events.iter().copied());
         let mut g = Get::new(&out, "t");
         assert_eq!(g.u32().unwrap(), 2);
         assert_eq!(
-            (g.i64().unwrap(), g.bytes().unwrap(), g.str().unwrap()),
-            (60, &b"u1"[..], "c1")
+            (
+                g.i64().unwrap(),
+                g.bytes().unwrap(),
+                g.str().unwrap(),
+                g.str().unwrap()
+            ),
+            (60, &b"u1"[..], "c1", "g")
         );
     }
 }

@@ -2,7 +2,7 @@
 //! ([`Record`]) and how a worker hands a batch to the flush callback ([`Batch`]).
 //!
 //! A record copies the strings and payload once, into an inline buffer when they
-//! fit in [`INLINE_BYTES`] (the common case: a kind, two ids and no payload), so
+//! fit in [`INLINE_BYTES`] (the common case: a kind, three ids and no payload), so
 //! pushing does not allocate. A worker appends each record's bytes to its batch's
 //! arena (one `memcpy`) and, before delivery, builds the C-layout array
 //! [`RawEvent`] that points into that arena.
@@ -10,11 +10,11 @@
 use std::fmt;
 use std::mem::MaybeUninit;
 
-/// Bytes of kind + user id + channel id + payload stored inside the ring slot; longer
-/// events spill to one heap allocation.
+/// Bytes of kind + user id + channel id + guild id + payload stored inside the ring
+/// slot; longer events spill to one heap allocation.
 pub const INLINE_BYTES: usize = 80;
 
-/// Longest kind, user id or channel id accepted, in bytes.
+/// Longest kind, user id, channel id or guild id accepted, in bytes.
 pub const MAX_FIELD_BYTES: usize = 1024;
 
 /// Largest payload accepted, in bytes.
@@ -29,6 +29,9 @@ pub struct EventIn<'a> {
     pub user_id: &'a str,
     /// Where it happened.
     pub channel_id: &'a str,
+    /// The guild (server, community) it happened in; empty: none (it then counts
+    /// only in the all-guilds figures of the community analytics).
+    pub guild_id: &'a str,
     /// Unix seconds; `<= 0` means the processor's "now" at push time.
     pub timestamp: i64,
     /// Opaque bytes carried unchanged to the flush callback (may be empty).
@@ -44,6 +47,8 @@ pub struct Event<'a> {
     pub user_id: &'a str,
     /// Where it happened.
     pub channel_id: &'a str,
+    /// The guild it happened in (empty: none).
+    pub guild_id: &'a str,
     /// Unix seconds (a `<= 0` timestamp was replaced by the clock at push time).
     pub timestamp: i64,
     /// The payload pushed with the event (empty if none).
@@ -60,7 +65,8 @@ impl EventIn<'_> {
             .kind
             .len()
             .max(self.user_id.len())
-            .max(self.channel_id.len());
+            .max(self.channel_id.len())
+            .max(self.guild_id.len());
         if longest <= MAX_FIELD_BYTES
             && self.payload.len() <= MAX_PAYLOAD_BYTES
             && self.timestamp <= crate::leaderboard::MAX_TIMESTAMP
@@ -82,6 +88,7 @@ impl EventIn<'_> {
             ("kind", self.kind.len()),
             ("user_id", self.user_id.len()),
             ("channel_id", self.channel_id.len()),
+            ("guild_id", self.guild_id.len()),
         ] {
             if len > MAX_FIELD_BYTES {
                 return Err(crate::Error::invalid(format!(
@@ -151,11 +158,13 @@ unsafe fn copy_pair<const W: usize>(src: &[u8], dst: *mut u8) {
     }
 }
 
-/// One event as stored in a ring slot: `kind ‖ user_id ‖ channel_id ‖ payload`.
+/// One event as stored in a ring slot: `kind ‖ user_id ‖ channel_id ‖ guild_id ‖
+/// payload` (120 bytes: with its stamp, a slot is two cache lines).
 pub struct Record {
     timestamp: i64,
-    /// Lengths of kind, user id, channel id, payload (each ≤ u32 by validation).
-    lens: [u32; 4],
+    /// Lengths of kind, user id, channel id, guild id, payload (each ≤ u32 by
+    /// validation).
+    lens: [u32; 5],
     bytes: Bytes,
 }
 
@@ -176,10 +185,11 @@ impl Record {
     /// straddle the strings' small stores, which cannot be forwarded). Never panics.
     #[inline(always)]
     pub(crate) fn write(slot: &mut MaybeUninit<Record>, ev: &EventIn<'_>, timestamp: i64) {
-        let parts: [&[u8]; 4] = [
+        let parts: [&[u8]; 5] = [
             ev.kind.as_bytes(),
             ev.user_id.as_bytes(),
             ev.channel_id.as_bytes(),
+            ev.guild_id.as_bytes(),
             ev.payload,
         ];
         let lens = parts.map(|p| p.len() as u32);
@@ -236,16 +246,18 @@ impl Record {
     }
 }
 
-/// Splits `kind ‖ user ‖ channel ‖ payload` written from `&str`s.
-fn split(data: &[u8], lens: [u32; 4], timestamp: i64) -> Event<'_> {
-    let [k, u, c, _] = lens.map(|l| l as usize);
+/// Splits `kind ‖ user ‖ channel ‖ guild ‖ payload` written from `&str`s.
+fn split(data: &[u8], lens: [u32; 5], timestamp: i64) -> Event<'_> {
+    let [k, u, c, g, _] = lens.map(|l| l as usize);
     let (kind, rest) = data.split_at(k);
     let (user, rest) = rest.split_at(u);
-    let (channel, payload) = rest.split_at(c);
+    let (channel, rest) = rest.split_at(c);
+    let (guild, payload) = rest.split_at(g);
     Event {
         kind: utf8(kind),
         user_id: utf8(user),
         channel_id: utf8(channel),
+        guild_id: utf8(guild),
         timestamp,
         payload,
     }
@@ -282,11 +294,16 @@ pub struct RawEvent {
     pub payload: *const u8,
     /// Length of `payload` in bytes.
     pub payload_len: usize,
+    /// Guild id, `guild_id_len` bytes (may be NULL when `guild_id_len` is 0: no
+    /// guild).
+    pub guild_id: *const u8,
+    /// Length of `guild_id` in bytes; 0: none.
+    pub guild_id_len: usize,
 }
 
 struct Entry {
     offset: usize,
-    lens: [u32; 4],
+    lens: [u32; 5],
     timestamp: i64,
 }
 
@@ -374,8 +391,8 @@ impl Batch {
         let base = self.arena.as_ptr();
         self.raw.clear();
         self.raw.extend(self.entries.iter().map(|e| {
-            let [k, u, c, p] = e.lens.map(|l| l as usize);
-            // SAFETY: each entry's `offset + k + u + c + p` bytes were appended to the
+            let [k, u, c, g, p] = e.lens.map(|l| l as usize);
+            // SAFETY: each entry's `offset + k + u + c + g + p` bytes were appended to the
             // arena by `push`, so every pointer below stays inside (or one past the end
             // of) the arena allocation.
             let at = |delta: usize| unsafe { base.add(e.offset + delta) };
@@ -390,9 +407,11 @@ impl Batch {
                 payload: if p == 0 {
                     std::ptr::null()
                 } else {
-                    at(k + u + c)
+                    at(k + u + c + g)
                 },
                 payload_len: p,
+                guild_id: at(k + u + c),
+                guild_id_len: g,
             }
         }));
         &self.raw
@@ -415,6 +434,7 @@ mod tests {
             kind,
             user_id: user,
             channel_id: channel,
+            guild_id: "",
             timestamp: 1_700_000_000,
             payload,
         }

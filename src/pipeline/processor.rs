@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use super::config::ProcessorConfig;
 use super::core::{Callbacks, Core, RoomWait};
-use super::durable::OutboxChange;
+use super::durable::{OutboxChange, OutboxEntry};
 use super::event::EventIn;
 use super::gate::{CloseStart, Gate, Ticket};
 use super::{DeadLetterCallback, FlushCallback, ProcessorStats, fork, worker};
+use crate::community::{Cohort, CohortPeriod, Period};
 use crate::error::{Error, Result};
 use crate::sketch::{ChannelCount, Hll};
 
@@ -432,45 +433,132 @@ impl Processor {
     /// `proposed`, which is kept (and logged) from now on. A forked child starts
     /// without one.
     pub fn publisher_id(&self, proposed: &str) -> Result<String> {
-        self.enter()?.core.with_control(|c| {
+        self.enter()?.core.with_control(|c, community| {
             let (id, new) = c.outbox.identity(proposed)?;
             let id = id.to_string();
             if new {
                 c.outbox.set_identity("");
-                c.apply(OutboxChange::Identity(&id))?;
+                c.apply(OutboxChange::Identity(&id), community)?;
             }
             Ok(id)
         })
     }
 
     /// Puts a batch (the binding's bytes) in the outbox under the next number,
-    /// which it returns; logged first (on a journal error nothing is put).
+    /// which it returns, together with what the community analytics gathered for
+    /// Redis since the last batch (read it with [`Processor::outbox_community`]);
+    /// logged first (on a journal error nothing is put, nothing taken).
     pub fn outbox_put(&self, batch: &[u8]) -> Result<u64> {
-        self.enter()?
-            .core
-            .with_control(|c| c.apply(OutboxChange::Put(batch)))
+        self.enter()?.core.with_control(|c, community| {
+            let entry = OutboxEntry {
+                blob: batch.to_vec(),
+                community: community.drain(),
+            };
+            match c.apply(OutboxChange::Put(&entry), community) {
+                Ok(n) => Ok(n),
+                Err(e) => {
+                    // Not logged, not put: what was taken goes back.
+                    community.restore(&entry.community);
+                    Err(e)
+                }
+            }
+        })
     }
 
     /// The oldest batch waiting, with its number.
     pub fn outbox_pending(&self) -> Result<Option<(u64, Vec<u8>)>> {
         self.enter()?
             .core
-            .with_control(|c| Ok(c.outbox.oldest().map(|(n, b)| (n, b.clone()))))
+            .with_control(|c, _| Ok(c.outbox.oldest().map(|(n, b)| (n, b.blob.clone()))))
+    }
+
+    /// The community part of the waiting batch `number` (see
+    /// [`crate::community::publish`]); empty when it has none, `None` when no
+    /// batch waits under that number.
+    pub fn outbox_community(&self, number: u64) -> Result<Option<Vec<u8>>> {
+        self.enter()?.core.with_control(|c, _| {
+            Ok(c.outbox
+                .oldest()
+                .filter(|(n, _)| *n == number)
+                .map(|(_, e)| e.community.clone()))
+        })
     }
 
     /// Acknowledges batch `number` (and any older one) and makes `baseline` (the
     /// binding's record of what Redis holds) the kept baseline; logged first.
     pub fn outbox_ack(&self, number: u64, baseline: &[u8]) -> Result<()> {
-        self.enter()?
-            .core
-            .with_control(|c| c.apply(OutboxChange::Ack(number, baseline)).map(drop))
+        self.enter()?.core.with_control(|c, community| {
+            c.apply(OutboxChange::Ack(number, baseline), community)
+                .map(drop)
+        })
     }
 
     /// The kept baseline (empty at first).
     pub fn outbox_baseline(&self) -> Result<Vec<u8>> {
         self.enter()?
             .core
-            .with_control(|c| Ok(c.outbox.baseline().to_vec()))
+            .with_control(|c, _| Ok(c.outbox.baseline().to_vec()))
+    }
+
+    /// The processor's day ("now" by its clock) and its community analytics.
+    fn community_today(&self, now: i64) -> Result<(Entered<'_>, i32)> {
+        let entered = self.enter()?;
+        let now = if now > 0 { now } else { entered.core.now() };
+        Ok((entered, crate::community::day_of(now)))
+    }
+
+    /// Users active on `day` (days since 1970-01-01, UTC), or in the 7 or 30
+    /// days ending with it ([`Period`]), in `guild` (`None`: every event); exact.
+    /// `day` must be within the `history_days` ending with the processor's day
+    /// ([`Error::InvalidArgument`] otherwise, and when the history is off).
+    pub fn active_users(&self, day: i32, period: Period, guild: Option<&str>) -> Result<u64> {
+        let (entered, today) = self.community_today(0)?;
+        entered
+            .core
+            .community()
+            .active_users(day, period, guild, today)
+    }
+
+    /// The `cohorts` retention cohorts of `period` ending with the one holding
+    /// `now` (≤ 0: the processor's "now"), oldest first: users first seen in each
+    /// and how many of them were active in each later period up to `now`.
+    pub fn retention(
+        &self,
+        period: CohortPeriod,
+        cohorts: u32,
+        now: i64,
+        guild: Option<&str>,
+    ) -> Result<Vec<Cohort>> {
+        let (entered, today) = self.community_today(now)?;
+        entered
+            .core
+            .community()
+            .retention(period, cohorts, guild, today)
+    }
+
+    /// Events by weekday (Monday first) and UTC hour over the `days` days ending
+    /// with the day of `now` (≤ 0: the processor's), in `channel` and `guild`
+    /// (`None`: all); exact.
+    pub fn activity_heatmap(
+        &self,
+        days: u32,
+        now: i64,
+        channel: Option<&str>,
+        guild: Option<&str>,
+    ) -> Result<[[u64; 24]; 7]> {
+        let (entered, today) = self.community_today(now)?;
+        entered
+            .core
+            .community()
+            .heatmap(days, channel, guild, today)
+    }
+
+    /// The community analytics' size: user records (one per user, plus one per
+    /// guild a user is seen in), guilds, approximate heap bytes.
+    pub fn community_size(&self) -> Result<(u64, u64, u64)> {
+        let entered = self.enter()?;
+        let c = entered.core.community();
+        Ok((c.user_records(), c.guilds() as u64, c.heap_bytes() as u64))
     }
 
     /// Distinct users in the `window_secs` before `now` (`now <= 0`: the processor's

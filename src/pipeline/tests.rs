@@ -43,6 +43,7 @@ fn event(user: &str) -> EventIn<'_> {
         kind: "message",
         user_id: user,
         channel_id: "general",
+        guild_id: "",
         timestamp: 1_700_000_000,
         payload: b"",
     }

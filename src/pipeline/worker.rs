@@ -44,6 +44,8 @@ struct Worker {
     clock_seen: i64,
     /// A run's journal record, reused (journaled processors only).
     record: Vec<u8>,
+    /// The community analytics' per-run scratch, reused.
+    community: Vec<(u32, u64)>,
 }
 
 pub(crate) fn run_worker(shared: Arc<Shared>, index: usize) {
@@ -57,6 +59,7 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize) {
         processed: 0,
         clock_seen: 0,
         record: Vec::new(),
+        community: Vec::new(),
     };
     let outcome = quiet_panic::catch(|| worker.run());
     if let Err(msg) = outcome {
@@ -166,8 +169,9 @@ impl Worker {
             }
             Clock::EventTime => i64::MAX,
         };
+        let batch = &self.batch;
         let run = || {
-            self.batch
+            batch
                 .iter_from(start)
                 .map(|ev| (ev.user_id.as_bytes(), ev.channel_id, ev.timestamp.min(cap)))
         };
@@ -175,10 +179,29 @@ impl Worker {
         if shared.durable.is_some() {
             // Logged before it is sketched, under the shard's lock (a checkpoint
             // takes every shard's lock: the log and the sketches agree).
-            super::durable::encode_run(&mut self.record, run());
+            super::durable::encode_run(
+                &mut self.record,
+                batch.iter_from(start).map(|ev| {
+                    (
+                        ev.user_id.as_bytes(),
+                        ev.channel_id,
+                        ev.guild_id,
+                        ev.timestamp.min(cap),
+                    )
+                }),
+            );
             shared.journal_run(self.index, &self.record);
         }
         shard.observe_run(run());
+        shared.community.observe_run(&mut self.community, n, |i| {
+            let ev = batch.get(start + i).expect("the run is in the batch");
+            crate::community::CommunityEvent {
+                user: ev.user_id.as_bytes(),
+                guild: ev.guild_id,
+                channel: ev.channel_id,
+                ts: ev.timestamp.min(cap),
+            }
+        });
         drop(shard);
         self.processed += n as u64;
         // Relaxed: a statistics counter.
@@ -333,6 +356,7 @@ impl InlineWorker {
                 processed: 0,
                 clock_seen: 0,
                 record: Vec::new(),
+                community: Vec::new(),
             }),
         }
     }

@@ -3,6 +3,7 @@
 use std::ffi::c_char;
 use std::time::Duration;
 
+use crate::community::{CommunityConfig, DEFAULT_HISTORY_DAYS};
 use crate::error::{Error, Result};
 use crate::ffi::sized::{read_sized, versioned};
 use crate::pipeline::{Clock, Overflow, ProcessorConfig};
@@ -87,6 +88,16 @@ pub struct eh_processor_config {
     /// Milliseconds between syncs of the journal to disk; 0 = 1000; negative =
     /// sync every run before it is sketched.
     pub journal_sync_ms: i64,
+    /// Days of daily history for `eh_processor_active_users`,
+    /// `eh_processor_retention` and `eh_processor_heatmap`; 0 = 90; at most 400;
+    /// negative = none (those queries then fail with `EH_INVALID_ARGUMENT`, and
+    /// events cost no more than without them). About 50 bytes per user and per
+    /// guild a user is seen in (see "Community analytics" in the preamble).
+    pub history_days: i32,
+    /// Non-zero: keep what the daily history changes for a Redis publisher, which
+    /// takes it with each `eh_processor_outbox_put` (the Python package sets this
+    /// when it publishes; C callers leave it 0).
+    pub publish_history: i32,
 }
 
 // The first version ended with `topk_capacity`.
@@ -171,5 +182,13 @@ pub(super) unsafe fn config_from(c: *const eh_processor_config) -> Result<Proces
         // SAFETY: NULL or NUL-terminated (documented).
         journal: unsafe { crate::ffi::journal_arg(c.journal_path, c.journal_sync_ms)? }
             .map(|(dir, sync)| crate::pipeline::durable::JournalConfig { dir, sync }),
+        community: CommunityConfig {
+            history_days: match c.history_days {
+                0 => DEFAULT_HISTORY_DAYS,
+                n if n < 0 => 0,
+                n => n as u32,
+            },
+            publish: c.publish_history != 0,
+        },
     })
 }

@@ -6,11 +6,13 @@
 //! closes and releases the shell and must be the last call on the handle.
 //!
 //! Files: `config` (settings), `push` (intake), `callbacks` (flush and dead
-//! letter), `queries` (stats and analytics), `minutes` (per-minute
-//! read-out for publishers); this file: create, flush, close, free.
+//! letter), `queries` (stats and analytics), `history` (active users, cohorts,
+//! heatmaps), `minutes` (per-minute read-out for publishers), `outbox` (the
+//! Redis publisher's); this file: create, flush, close, free.
 
 mod callbacks;
 mod config;
+mod history;
 mod minutes;
 mod outbox;
 mod push;
@@ -33,14 +35,20 @@ pub use config::{
     EH_CLOCK_EVENT_TIME, EH_CLOCK_WALL, EH_OVERFLOW_BLOCK, EH_OVERFLOW_DROP_NEWEST,
     EH_WORKERS_NONE, eh_processor_config,
 };
+pub use history::{
+    EH_MAX_COHORTS, EH_PERIOD_DAY, EH_PERIOD_MONTH, EH_PERIOD_WEEK, eh_history_stats,
+    eh_processor_active_users, eh_processor_heatmap, eh_processor_history_stats,
+    eh_processor_retention,
+};
 pub use minutes::eh_processor_minute_events;
 pub use outbox::{
     eh_processor_journal_error, eh_processor_outbox_ack, eh_processor_outbox_baseline,
-    eh_processor_outbox_pending, eh_processor_outbox_put, eh_processor_publisher_id,
+    eh_processor_outbox_history, eh_processor_outbox_pending, eh_processor_outbox_put,
+    eh_processor_publisher_id,
 };
 pub use push::{
     eh_processor_push, eh_processor_push_batch, eh_processor_push_batch_wait,
-    eh_processor_push_wait,
+    eh_processor_push_event, eh_processor_push_event_wait, eh_processor_push_wait,
 };
 pub use queries::{
     eh_channel_list, eh_channel_list_free, eh_channel_row, eh_processor_channel_count,

@@ -102,6 +102,32 @@ pub unsafe extern "C" fn eh_processor_outbox_ack(
     })
 }
 
+/// The daily history's part of waiting batch `number` (what the history had
+/// gathered for Redis when the batch was put: activations and heat deltas, in the
+/// format of the Python publisher's scripts; empty when nothing), copied out as
+/// `eh_processor_publisher_id` copies. Only with `publish_history` set.
+///
+/// Errors: `EH_INVALID_ARGUMENT` (NULL handle or `needed`; no batch waits under
+/// `number`), `EH_SHUT_DOWN`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_processor_outbox_history(
+    p: *const super::eh_processor,
+    number: u64,
+    buf: *mut u8,
+    cap: usize,
+    needed: *mut usize,
+) -> eh_status {
+    guard("eh_processor_outbox_history", || {
+        // SAFETY: per the module contract.
+        let processor = unsafe { processor(p)? };
+        out_arg(needed, "needed")?;
+        let bytes = processor.outbox_community(number)?.ok_or_else(|| {
+            crate::error::Error::invalid(format!("no batch waits under number {number}"))
+        })?;
+        copy_out(&bytes, buf, cap, needed)
+    })
+}
+
 /// The kept baseline (empty at first), copied out as `eh_processor_publisher_id`
 /// copies.
 ///

@@ -49,6 +49,62 @@ pub unsafe extern "C" fn eh_processor_push(
     })
 }
 
+/// Offers one event given as an `eh_event` (with its `guild_id`, which
+/// `eh_processor_push` cannot carry): as `eh_processor_push` otherwise (same
+/// errors, everything copied before returning).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_processor_push_event(
+    p: *mut eh_processor,
+    event: *const RawEvent,
+) -> eh_status {
+    guard("eh_processor_push_event", || {
+        // SAFETY: per the module contract; the event's pointers are valid for the
+        // call and copied by `push`.
+        let (processor, ev) = unsafe { (processor(p)?, raw_event(event)?) };
+        processor.push(&ev)
+    })
+}
+
+/// `eh_processor_push_event` waiting for room in slices, as
+/// `eh_processor_push_wait` does.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn eh_processor_push_event_wait(
+    p: *mut eh_processor,
+    event: *const RawEvent,
+    wait_ms: u64,
+    give_up: i32,
+) -> eh_status {
+    guard("eh_processor_push_event_wait", || {
+        // SAFETY: as in `eh_processor_push_event`.
+        let (processor, ev) = unsafe { (processor(p)?, raw_event(event)?) };
+        processor.push_wait(&ev, std::time::Duration::from_millis(wait_ms), give_up != 0)
+    })
+}
+
+/// Borrows and checks the event `event` points to.
+///
+/// # Safety
+/// `event` is NULL or points to a readable `eh_event` whose pairs are valid for `'a`.
+unsafe fn raw_event<'a>(event: *const RawEvent) -> Result<EventIn<'a>> {
+    if event.is_null() {
+        return Err(Error::invalid("event is NULL"));
+    }
+    // SAFETY: non-NULL and readable per the contract.
+    let e = unsafe { &*event };
+    // SAFETY: its pairs are valid for 'a per the contract.
+    let parse = || unsafe {
+        Ok(EventIn {
+            kind: str_arg(e.kind, e.kind_len, "kind")?,
+            user_id: str_arg(e.user_id, e.user_id_len, "user_id")?,
+            channel_id: str_arg(e.channel_id, e.channel_id_len, "channel_id")?,
+            guild_id: str_arg(e.guild_id, e.guild_id_len, "guild_id")?,
+            timestamp: e.timestamp,
+            payload: bytes_arg(e.payload, e.payload_len, "payload")?,
+        })
+    };
+    parse()
+}
+
 /// Borrows one event's (pointer, length) arguments, checking each (the push
 /// functions copy them before returning).
 ///
@@ -69,6 +125,7 @@ unsafe fn event_in<'a>(
             kind: str_arg(kind.0, kind.1, "kind")?,
             user_id: str_arg(user_id.0, user_id.1, "user_id")?,
             channel_id: str_arg(channel_id.0, channel_id.1, "channel_id")?,
+            guild_id: "",
             timestamp,
             payload: bytes_arg(payload.0, payload.1, "payload")?,
         })
@@ -121,20 +178,9 @@ pub unsafe extern "C" fn eh_processor_push_wait(
 unsafe fn event_from_raw(e: &RawEvent, i: usize) -> Result<EventIn<'_>> {
     // The field names are static; the index is added only on failure (no
     // formatting per event).
-    let parse = || -> Result<EventIn<'_>> {
-        // SAFETY: the four (pointer, length) pairs of a caller's eh_event, valid for
-        // the call per this function's contract.
-        unsafe {
-            Ok(EventIn {
-                kind: str_arg(e.kind, e.kind_len, "kind")?,
-                user_id: str_arg(e.user_id, e.user_id_len, "user_id")?,
-                channel_id: str_arg(e.channel_id, e.channel_id_len, "channel_id")?,
-                timestamp: e.timestamp,
-                payload: bytes_arg(e.payload, e.payload_len, "payload")?,
-            })
-        }
-    };
-    parse().map_err(|err| Error::invalid(format!("events[{i}]: {err}")))
+    // SAFETY: the (pointer, length) pairs of a caller's eh_event, valid for the
+    // call per this function's contract.
+    unsafe { raw_event(e) }.map_err(|err| Error::invalid(format!("events[{i}]: {err}")))
 }
 
 /// The event `e` holds, without checking it again.
@@ -158,6 +204,7 @@ unsafe fn checked_event<'a>(e: &RawEvent) -> EventIn<'a> {
             kind: std::str::from_utf8_unchecked(bytes(e.kind, e.kind_len)),
             user_id: std::str::from_utf8_unchecked(bytes(e.user_id, e.user_id_len)),
             channel_id: std::str::from_utf8_unchecked(bytes(e.channel_id, e.channel_id_len)),
+            guild_id: std::str::from_utf8_unchecked(bytes(e.guild_id, e.guild_id_len)),
             timestamp: e.timestamp,
             payload: bytes(e.payload, e.payload_len),
         }

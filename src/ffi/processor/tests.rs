@@ -78,6 +78,8 @@ fn raw_events(ids: &[String]) -> Vec<RawEvent> {
             timestamp: 0,
             payload: std::ptr::null(),
             payload_len: 0,
+            guild_id: std::ptr::null(),
+            guild_id_len: 0,
         })
         .collect()
 }
