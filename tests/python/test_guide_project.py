@@ -31,7 +31,7 @@ from typing import Iterator
 import pytest
 
 from doc_examples import all_examples, project_files
-from unix_redis import unix_socket_redis
+from redis_server import redis_url
 
 pytest.importorskip("django", reason="Django is not installed (pip install 'engagehub[django]')")
 
@@ -155,7 +155,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
             if str(folder) != ".":
                 (root / folder / "__init__.py").touch()
     (root / "guide_settings.py").write_text(SETTINGS, encoding="utf-8")
-    with unix_socket_redis(tmp_path_factory.mktemp("redis")) as url:
+    with redis_url(pytest) as url:
         yield root, url
 
 
