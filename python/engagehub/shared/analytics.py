@@ -138,6 +138,14 @@ class SharedAnalytics:
         value = self._reads.integer(key, lambda: self.client.get(key))
         return 0 if value is None else value
 
+    def events_dead_lettered(self) -> int:
+        """Events of every writer whose batch the flush callback failed on every
+        attempt (``{ns}:dead_lettered``): processed and counted by the analytics,
+        but not in your database. Show it beside :meth:`total_events_processed`."""
+        key = self._key("dead_lettered")
+        value = self._reads.integer(key, lambda: self.client.get(key))
+        return 0 if value is None else value
+
     def users_sketch(self, window_secs: Optional[int] = 3600, now: Optional[int] = None) -> Any:
         """The union of the window's minute sketches as a
         :class:`~engagehub.HyperLogLog` (for merging with other sketches)."""
