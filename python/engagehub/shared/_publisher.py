@@ -152,7 +152,9 @@ class Counters:
     """What ``stats()`` and the metrics show of a publisher (plain ints and floats,
     written by its thread)."""
 
-    __slots__ = ("batches", "failures", "duplicates", "outages", "unpublished_at_close", "last_ack", "last_error")
+    __slots__ = (
+        "batches", "failures", "duplicates", "outages", "unpublished_at_close", "last_ack", "last_error", "current_at",
+    )
 
     def __init__(self) -> None:
         self.batches = 0
@@ -169,6 +171,12 @@ class Counters:
         """``time.time()`` of the last acknowledged batch (0: none yet)."""
         self.last_error = ""
         """The last failure's message ("" once a cycle succeeded)."""
+        self.current_at = time.time()
+        """``time.time()`` when Redis last held everything this writer had: the
+        start of the last cycle that left nothing waiting (an idle writer's cycles
+        count: they find nothing to send). At first, when the publisher started.
+        ``time.time() - current_at`` is how stale the shared state may be of this
+        writer (the metrics' ``publish_age_seconds``)."""
 
 
 class Publisher:
@@ -333,6 +341,7 @@ class Publisher:
         """One cycle (module docs). Runs on the publisher thread only."""
         with self._state:
             ticket, final = self._requested, self._final
+        started = time.time()
         try:
             failure = self._publish_everything()
         except errors.Closed:  # the handle closed under the cycle
@@ -347,6 +356,8 @@ class Publisher:
                 log.info("engagehub %s: could not delete %s (%s); it expires", self.source.label, self.pub_key(), exc)
         with self._state:
             if failure is None:
+                if not self._waiting:
+                    self.counters.current_at = started
                 self._served = max(self._served, ticket)
                 self._refused = None
             else:
