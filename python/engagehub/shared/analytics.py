@@ -140,9 +140,10 @@ class SharedAnalytics(_AnalyticsReader):
     ``clock="event_time"`` writers (``{ns}:clock``) if there is one, else the wall
     clock, the same "now" the writers' own queries use.
 
-    Every query is one Redis round trip; the constructor makes none (the first
-    query also reads the eviction policy once, and warns unless it is
-    ``noeviction``, when ``check_eviction``). Errors: a key of another type or an
+    Every query is one Redis round trip, two for a window with ``now=None`` (it
+    reads ``{ns}:clock`` first); the constructor makes none (the first query also
+    reads the eviction policy once, and warns unless it is ``noeviction``, when
+    ``check_eviction``). Errors: a key of another type or an
     invalid value raises :class:`~engagehub.Corrupt` naming the key; redis-py's
     own ``ConnectionError`` and ``TimeoutError`` pass through unchanged (bound
     them with the client's ``socket_timeout``). Thread safety: as safe as the
