@@ -5,17 +5,20 @@ stalled with SIGSTOP, as the fault tests need.
 
 ``server_binary()`` is ``$REDIS_SERVER``, else ``redis-server`` on the PATH, else
 ``None`` (the caller skips; with ``EH_REQUIRE_REDIS=1`` it fails instead).
+``redis_url(pytest)`` is the short form for a test that only needs a URL: a server
+without persistence for the ``with`` block.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Iterator, List, Optional, Sequence
 
 WAIT = 30.0  # the longest any single wait of the tests may take
 
@@ -51,14 +54,17 @@ def require_server(pytest: Any) -> str:
 
 class RedisServer:
     """A redis-server of our own on a unix socket (AOF on, fsync always, DEBUG
-    allowed). ``extra_args`` come after ours (a later option wins)."""
+    allowed; ``persistent=False``: no AOF). ``extra_args`` come after ours (a later
+    option wins)."""
 
-    def __init__(self, binary: Optional[str] = None, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, binary: Optional[str] = None, extra_args: Sequence[str] = (), *, persistent: bool = True
+    ) -> None:
         self.binary = binary or server_binary() or "redis-server"
         self.dir = tempfile.mkdtemp(prefix="eh-redis-")
         self.socket = os.path.join(self.dir, "redis.sock")
         self.url = f"unix://{self.socket}"
-        self.extra_args: List[str] = list(extra_args)
+        self.extra_args: List[str] = ([] if persistent else ["--appendonly", "no"]) + list(extra_args)
         self.proc: Optional[subprocess.Popen] = None
 
     def client(self, **kwargs: Any) -> Any:
@@ -129,6 +135,16 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def redis_url(pytest: Any) -> Iterator[str]:
+    """The URL (``unix://...``) of a redis-server of the caller's own, without
+    persistence, for the ``with`` block; skips the caller without redis-py or
+    redis-server (see :func:`require_server`)."""
+    pytest.importorskip("redis", reason="redis-py is not installed (pip install 'engagehub[redis]')")
+    with RedisServer(require_server(pytest), persistent=False) as server:
+        yield server.url
 
 
 class TcpRedisServer(RedisServer):

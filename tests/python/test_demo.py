@@ -598,10 +598,9 @@ def test_redis_demos_use_keys_of_their_own_and_remove_them(tmp_path, capsys):
     another demo's keys (here under the old fixed default) are never touched; a
     named namespace is kept for inspection."""
     redis = pytest.importorskip("redis", reason="redis-py is not installed")
-    from unix_redis import unix_socket_redis
+    from redis_server import redis_url
 
-    (tmp_path / "redis").mkdir()
-    with unix_socket_redis(tmp_path / "redis") as url:
+    with redis_url(pytest) as url:
         client = redis.Redis.from_url(url)
         client.set("{engagehub-demo}:events", 7)  # another demo, running
         argv = ["--redis", url, "--events", "3000", "--writers", "1", "--quiet", "--dir", str(tmp_path / "runs")]

@@ -3,7 +3,9 @@ the reference guide's flow (processor -> bulk_create_callback -> rows), a build 
 a locked database (the batch fails with one WARNING line, is retried, and lands once
 the lock is released), the worker start/stop hooks, no connection left open after a
 stop, and delivery inside the caller's transaction (what a TestCase sees once the
-synchronous mode exists). Waits are on conditions with timeouts, never bare sleeps."""
+synchronous mode exists); the app configured from ``settings.ENGAGEHUB`` (no I/O
+when Django starts, readers for views, blocking and per event loop, settings
+mistakes named). Waits are on conditions with timeouts, never bare sleeps."""
 
 from __future__ import annotations
 
@@ -343,3 +345,87 @@ class SynchronousProcessorInATestCase(TestCase):
         from django_project.eventsapp.models import DiscordEventLog
 
         self.assertEqual(DiscordEventLog.objects.filter(event_type="sync-mode").count(), 0)
+
+
+# -- the app: ENGAGEHUB settings --------------------------------------------------------
+
+
+def test_the_app_builds_the_shared_readers_from_settings_without_connecting(db_path):
+    """django.setup() ran the app's ready() with ENGAGEHUB pointing at a socket
+    no server listens on: nothing connected, nothing failed."""
+    from django.apps import apps
+
+    from engagehub import django as ehd
+    from engagehub.shared import SharedAnalytics, SharedLeaderboard
+
+    assert apps.get_app_config("engagehub").name == "engagehub.django"
+    config = ehd.engagehub_settings()
+    assert (config.namespace, config.leaderboard_key, config.window_minutes) == ("test-ns", "test-lb", 60)
+    analytics, board = ehd.shared_analytics(), ehd.shared_leaderboard()
+    assert isinstance(analytics, SharedAnalytics) and analytics is ehd.shared_analytics()
+    assert analytics.namespace == "test-ns" and analytics.client is ehd.shared_redis()
+    assert isinstance(board, SharedLeaderboard) and board.key == "test-lb" and board is ehd.shared_leaderboard()
+    assert ehd.shared_leaderboard("weekly").key == "weekly"
+    assert ehd.shared_redis().connection_pool.connection_kwargs["path"] == "/nonexistent/engagehub-tests.sock"
+
+
+def test_views_read_what_writers_published_with_the_configured_clients(db_path):
+    import asyncio
+
+    pytest.importorskip("redis", reason="redis-py is not installed")
+    from redis_server import RedisServer, require_server
+
+    from engagehub import django as ehd
+
+    with RedisServer(require_server(pytest), persistent=False) as server, override_settings(ENGAGEHUB={
+        "REDIS_URL": server.url, "REDIS_OPTIONS": {"socket_timeout": 5}, "NAMESPACE": "site",
+        "LEADERBOARD_KEY": "board", "CHECK_EVICTION": False,
+    }):
+        config = ehd.engagehub_settings()
+        assert ehd.shared_redis().connection_pool.connection_kwargs["socket_timeout"] == 5
+        with eh.EventStreamProcessor(num_threads=0, clock="event_time", redis=ehd.shared_redis(),
+                                     namespace=config.namespace) as processor, \
+                eh.Leaderboard(redis=ehd.shared_redis(), key=config.leaderboard_key) as board:
+            processor.push_many([("message", "alice", "general", T0), ("message", "bob", "general", T0 + 1),
+                                 ("message", "alice", "random", T0 + 2)])
+            processor.flush_now(WAIT)
+            board.update_user("alice", 25.0, T0)
+            board.update_user("bob", 10.0, T0)
+            assert board.publish_now(WAIT)
+        assert ehd.shared_analytics().total_events_processed() == 3
+        assert ehd.shared_analytics().get_top_channels(1) == [("general", 2)]
+        assert [r["user_id"] for r in ehd.shared_leaderboard().get_top_users(5)] == ["alice", "bob"]
+
+        async def async_view() -> tuple:
+            analytics, leaderboard = ehd.async_shared_analytics(), ehd.async_shared_leaderboard()
+            assert analytics is ehd.async_shared_analytics() and leaderboard is ehd.async_shared_leaderboard()
+            answer = (await analytics.total_events_processed(), [r["user_id"] for r in await leaderboard.get_top_users(5)])
+            client = ehd.async_shared_redis()
+            await client.aclose()
+            return answer, client
+
+        # Two event loops (as Django gives each async view under WSGI): a client each.
+        (first, client1), (second, client2) = asyncio.run(async_view()), asyncio.run(async_view())
+        assert first == second == (3, ["alice", "bob"]) and client1 is not client2
+    # The override is gone: the project's settings again.
+    assert ehd.engagehub_settings().namespace == "test-ns" and ehd.shared_analytics().namespace == "test-ns"
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (None, "must be a dict"),
+    ({}, "needs REDIS_URL"),
+    ({"REDIS_URL": "redis://localhost", "NAMESPACES": "a"}, r"unknown keys \['NAMESPACES'\]"),
+    ({"REDIS_URL": ""}, r"\['REDIS_URL'\] must be a non-empty str"),
+    ({"REDIS_URL": "redis://localhost", "WINDOW_MINUTES": 0}, r"\['WINDOW_MINUTES'\] must be a positive int"),
+    ({"REDIS_URL": "redis://localhost", "NAMESPACE": "{a}"}, r"\['NAMESPACE'\] must be a non-empty str without"),
+    ({"REDIS_URL": "redis://localhost", "REDIS_OPTIONS": ["x"]}, r"\['REDIS_OPTIONS'\] must be a dict"),
+])
+def test_a_mistake_in_the_settings_is_named(db_path, value, message):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from engagehub import django as ehd
+
+    with override_settings(ENGAGEHUB=value):
+        with pytest.raises(ImproperlyConfigured, match=message):
+            ehd.shared_analytics()
+    assert ehd.engagehub_settings().namespace == "test-ns"

@@ -26,7 +26,7 @@ import pytest
 
 import doc_examples
 from doc_examples import ReadmeError, parse, python_source
-from unix_redis import unix_socket_redis
+from redis_server import redis_url as private_redis_url
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = doc_examples.all_examples()
@@ -86,7 +86,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if os.environ.get("ENGAGEHUB_TEST_REDIS_URL"):
         yield os.environ["ENGAGEHUB_TEST_REDIS_URL"]
         return
-    with unix_socket_redis(tmp_path_factory.mktemp("redis")) as url:
+    with private_redis_url(pytest) as url:
         yield url
 
 

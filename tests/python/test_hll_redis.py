@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Iterator, List
 
 import pytest
-from unix_redis import unix_socket_redis
+from redis_server import redis_url
 
 from engagehub import Corrupt, HyperLogLog
 
@@ -27,10 +27,8 @@ DENSE_LEN = 12304
 
 
 @pytest.fixture(scope="module")
-def r(tmp_path_factory: pytest.TempPathFactory) -> Iterator["redis.Redis"]:
-    if redis is None:
-        pytest.skip("redis-py is not installed (pip install 'redis>=5')")
-    with unix_socket_redis(tmp_path_factory.mktemp("redis")) as url:
+def r() -> Iterator["redis.Redis"]:
+    with redis_url(pytest) as url:
         client = redis.Redis.from_url(url)
         try:
             yield client

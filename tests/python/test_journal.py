@@ -137,6 +137,28 @@ def test_a_bot_killed_at_random_points_loses_and_doubles_nothing(redis_server: A
     board.close()
 
 
+def test_dead_letters_of_every_life_of_a_journaled_writer_add_up_in_redis(redis_server: Any, tmp_path: Path) -> None:
+    """The native dead-lettered count starts at 0 each time a processor opens
+    (the processed count comes back from the journal): each life publishes its own,
+    and Redis holds the sum."""
+    from engagehub.errors import BatchFailed
+    from engagehub.shared import SharedAnalytics
+
+    def fail(batch: Any) -> None:
+        raise BatchFailed("database down (test)")
+
+    client = redis_server.client()
+    for life, n in enumerate((5, 3)):
+        with EventStreamProcessor(num_threads=0, clock="event_time", max_retries=0, journal=tmp_path / "p",
+                                  redis=client, namespace="lives", publish_timeout=30) as p:
+            p.set_flush_callback(fail)
+            p.push_many([("m", f"u{i}", "c", HOUR0 + 10 * life + i) for i in range(n)])
+            p.flush_now(30)
+            assert p.stats().dead_lettered == n
+    shared = SharedAnalytics(client, "lives", check_eviction=False)
+    assert (shared.total_events_processed(), shared.events_dead_lettered()) == (8, 8)
+
+
 def test_a_clean_close_reopens_exactly(tmp_path: Path) -> None:
     events = [("message", f"u{i % 300}", f"c{i % 17}", HOUR0 + i) for i in range(20_000)]
     with EventStreamProcessor(num_threads=2, clock="event_time", buffer_size=32768, journal=tmp_path / "p") as p:

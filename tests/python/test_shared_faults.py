@@ -20,6 +20,7 @@ lasts, and equals it once the cause is gone.
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing
 import os
@@ -39,7 +40,8 @@ import pytest
 redis = pytest.importorskip("redis", reason="redis-py is not installed")
 
 from engagehub import Corrupt, EventStreamProcessor, InvalidArgument, Leaderboard  # noqa: E402
-from engagehub.shared import SharedAnalytics, SharedLeaderboard, _schema  # noqa: E402
+from engagehub.errors import BatchFailed  # noqa: E402
+from engagehub.shared import SharedAnalytics, SharedLeaderboard, _schema, _sources  # noqa: E402
 from redis_server import WAIT, RedisServer, require_server, wait_until  # noqa: E402
 
 HOUR0 = 1_764_633_600  # a minute boundary
@@ -101,6 +103,7 @@ def analytics_of(source: Any, now: int) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for name, read in (
         ("events", lambda: source.total_events_processed()),
+        ("dead_lettered", lambda: source.events_dead_lettered()),
         ("users_all", lambda: source.unique_users(None)),
         ("users_window", lambda: source.unique_users(3600, now)),
         ("channels_all", lambda: dict(source.top_channels(100))),
@@ -125,16 +128,24 @@ def assert_at_most(shared: Dict[str, Any], truth: Dict[str, Any], why: str) -> N
 
 class AnalyticsCase:
     """A writer publishing to namespace ``ns`` and a reference processor fed the
-    same events (event-time clock: the answers do not depend on when the test runs)."""
+    same events (event-time clock: the answers do not depend on when the test runs).
+    While ``failing`` is set, both dead-letter every batch (no retries)."""
 
     def __init__(self, client: Any, ns: str, **writer: Any) -> None:
         self.client, self.ns = client, ns
+        self.failing = False
         self.writer = EventStreamProcessor(
             clock="event_time", buffer_size=8192, redis=client, namespace=ns, publish_interval_ms=3_600_000,
-            publish_timeout=WAIT, **writer,
+            publish_timeout=WAIT, max_retries=0, **writer,
         )
-        self.ref = EventStreamProcessor(clock="event_time", buffer_size=8192)
+        self.ref = EventStreamProcessor(clock="event_time", buffer_size=8192, max_retries=0)
+        for p in (self.writer, self.ref):
+            p.set_flush_callback(self._save)
         self.shared = SharedAnalytics(client, ns, check_eviction=False)
+
+    def _save(self, batch: Any) -> None:
+        if self.failing:
+            raise BatchFailed("the database is down (test)")
 
     def push(self, evs: List[Event]) -> None:
         for p in (self.writer, self.ref):
@@ -194,6 +205,7 @@ def board_rows(n: int, seed: int, users: int = 50) -> List[Tuple[str, float, int
 # "type" (another type), "garbage" (the right type, an invalid value).
 ANALYTICS_FAULTS = {
     "events": {"type": lambda c, k: c.rpush(k, "x"), "garbage": lambda c, k: c.set(k, "twelve")},
+    "dead_lettered": {"type": lambda c, k: c.hset(k, "a", "b"), "garbage": lambda c, k: c.set(k, "a few")},
     "clock": {"type": lambda c, k: c.sadd(k, "x"), "garbage": lambda c, k: c.set(k, "noon")},
     "config": {"type": lambda c, k: c.set(k, "x"), "garbage": lambda c, k: c.hset(k, "window_minutes", "sixty")},
     "uu:all": {"type": lambda c, k: c.zadd(k, {"x": 1}), "garbage": lambda c, k: c.set(k, b"HYLL" + b"\xff" * 40)},
@@ -217,9 +229,11 @@ def analytics_key(case: AnalyticsCase, suffix: Optional[str]) -> str:
 def test_every_analytics_key_of_another_type_garbage_or_deleted(client: Any, suffix: Optional[str], fault: str) -> None:
     case = AnalyticsCase(client, fresh("keys"))
     try:
+        case.failing = True  # the first 600 events are dead-lettered, the next 600 saved
         case.push(events(600, seed=1, minutes=2))
+        case.failing = False
         assert case.writer.publish_now(WAIT)
-        assert case.seen() == case.truth()
+        assert case.seen() == case.truth() and case.truth()["dead_lettered"] == 600
         key = analytics_key(case, suffix)
         saved = client.dump(key)
         if fault == "deleted":
@@ -244,6 +258,8 @@ def test_every_analytics_key_of_another_type_garbage_or_deleted(client: Any, suf
         assert_at_most(seen, truth, f"{key} {fault}")
         if suffix != "events":
             assert seen["events"] == 600, "nothing of the refused batch was applied"
+        if suffix != "dead_lettered":
+            assert seen["dead_lettered"] == 600
         client.delete(key)
         if saved is not None:
             client.restore(key, 0, saved)
@@ -338,15 +354,17 @@ def test_a_failure_after_any_write_of_the_analytics_script_is_undone(client: Any
 
         set_script(1)  # (flush_now publishes too)
         # Six channels over two minutes: increments, new members, trims at 3,
-        # new and existing minute keys, the all-time keys, the clock.
+        # new and existing minute keys, the all-time keys, the clock, dead letters.
+        case.failing = True
         case.push(events(400, seed=4, first=1, minutes=2, channels=6))
 
         writes = run_with_fault(lambda: case.writer.publish_now(WAIT), set_script,
                                 lambda: contents(client, f"{{{case.ns}}}:*"))
         assert writes > 20, writes  # every write was tried
         seen, truth = case.seen(), case.truth()
-        assert {k: seen[k] for k in ("events", "users_all", "users_window")} == {
-            k: truth[k] for k in ("events", "users_all", "users_window")}
+        assert {k: seen[k] for k in ("events", "dead_lettered", "users_all", "users_window")} == {
+            k: truth[k] for k in ("events", "dead_lettered", "users_all", "users_window")}
+        assert truth["dead_lettered"] == 400
         # (With publish_max_members=3 the shared sets keep 3 channels each.)
         assert_at_most(seen, truth, "trimmed channels")
         assert client.zcard(_schema.key(case.ns, "ch", "all")) == 3
@@ -573,6 +591,25 @@ def test_writers_with_another_window_or_limit_are_refused_and_never_shorten_a_ke
             second.publish_now(WAIT)
 
 
+def test_a_batch_an_older_writer_journaled_is_resent_in_the_new_layout(client: Any) -> None:
+    """A processor reopened on a journal written before ``{ns}:dead_lettered``
+    resends its outbox batch (7 head keys, 8 head arguments): it is read into the
+    current layout with a dead-lettered delta of 0 and applied once."""
+    ns = fresh("oldbox")
+    head = [_schema.key(ns, part) for part in ("pub:old", "events", "uu:all", "ch:all", "tmp:old", "clock", "config")]
+    minute = [_schema.key(ns, "uu", HOUR0), _schema.key(ns, "ch", HOUR0)]
+    old_args = [3, _schema.PUBLISHER_KEY_TTL_SECS, 60, 1024, 42, "", {"b": ""}, 1, "c0", 42, {"b": ""}, 1, "c0", 42]
+    doc = {"keys": head + minute, "args": old_args, "size": 42, "state": {"events": 42, "all": {"c0": 42}, "minutes": {}}}
+    batch = _sources._batch_from_outbox(7, json.dumps(doc).encode())
+    assert batch.keys[:7] == head and batch.keys[7] == _schema.key(ns, "dead_lettered") and batch.keys[8:] == minute
+    assert batch.args[:8] == [7, _schema.PUBLISHER_KEY_TTL_SECS, 60, 1024, 42, "", 0, b""] and batch.state[4] is None
+    for _ in range(2):  # the second time: a duplicate
+        client.eval(_schema.ANALYTICS_PUBLISH, len(batch.keys), *batch.keys, *batch.args)
+    shared = SharedAnalytics(client, ns, check_eviction=False)
+    assert (shared.total_events_processed(), shared.events_dead_lettered()) == (42, 0)
+    assert shared.top_channels(1) == shared.top_channels(1, 60, HOUR0) == [("c0", 42)]
+
+
 def test_readers_raise_corrupt_naming_the_key_and_pass_connection_errors(server: RedisServer, client: Any) -> None:
     ns = fresh("readers")
     shared = SharedAnalytics(client, ns, check_eviction=False)
@@ -584,6 +621,7 @@ def test_readers_raise_corrupt_naming_the_key_and_pass_connection_errors(server:
         (_schema.key(ns, "ch", "all"), lambda k: client.set(k, "x"), lambda: shared.top_channels(3)),
         (_schema.key(ns, "events"), lambda k: client.set(k, "lots"), lambda: shared.total_events_processed()),
         (_schema.key(ns, "events"), lambda k: client.sadd(k, "x"), lambda: shared.total_events_processed()),
+        (_schema.key(ns, "dead_lettered"), lambda k: client.set(k, "many"), lambda: shared.events_dead_lettered()),
         (_schema.key(ns, "clock"), lambda k: client.set(k, "noon"), lambda: shared.now()),
     ]
     board = SharedLeaderboard(client, "rd-" + ns)
@@ -606,7 +644,12 @@ def test_readers_raise_corrupt_naming_the_key_and_pass_connection_errors(server:
         client.delete(key)
         if saved is not None:
             client.restore(key, 0, saved)
-    down = SharedAnalytics(redis.Redis(unix_socket_path=server.socket + ".absent"), ns, check_eviction=False)
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # (No retries: redis-py's default retries take seconds.)
+    absent = redis.Redis(unix_socket_path=server.socket + ".absent", retry=Retry(NoBackoff(), 0))
+    down = SharedAnalytics(absent, ns, check_eviction=False)
     with pytest.raises(redis.ConnectionError):
         down.total_events_processed()
 

@@ -2,7 +2,10 @@
 produce (``# E: code``); unmarked lines must pass. Never run: ``make typecheck``
 (tests/typing/check_types.py) checks it with ``mypy --strict``."""
 
+from typing import Any
+
 from engagehub import EventColumns, EventDict, EventStreamProcessor, HyperLogLog, Leaderboard
+from engagehub.shared import AsyncSharedAnalytics, AsyncSharedLeaderboard, SharedAnalytics, SharedLeaderboard
 
 p = EventStreamProcessor(num_threads=0)
 board = Leaderboard()
@@ -80,3 +83,20 @@ with Leaderboard() as lb:
 # Sketches.
 HyperLogLog().update(["u1", b"u2"])
 HyperLogLog().update([1, 2])  # E: list-item
+
+# The shared readers, blocking and asyncio: the same rows; an async answer is awaited.
+def shared_reads(client: Any, aclient: Any) -> None:
+    shared = SharedLeaderboard(client, "lb")
+    shared.get_top_users(5)[0]["name"]  # E: typeddict-item
+    shared.top("5")  # E: arg-type
+    total: int = SharedAnalytics(client, "ns").events_dead_lettered()
+    wrong: int = AsyncSharedAnalytics(aclient, "ns").events_dead_lettered()  # E: assignment
+
+
+async def async_reads(aclient: Any) -> None:
+    board = AsyncSharedLeaderboard(aclient, "lb")
+    rows = await board.get_top_users(5)
+    user: str = rows[0]["user_id"]
+    rows[0]["name"]  # E: typeddict-item
+    await board.rank(42)  # E: arg-type
+    size: str = await board.size()  # E: assignment

@@ -1,15 +1,17 @@
 """Analytics and leaderboards shared by many processes through Redis.
 
-Writers publish: ``EventStreamProcessor(..., redis=client, namespace=ns)``.
-Any process reads: :class:`SharedAnalytics` (unique users, top channels, event
-total) and :class:`SharedLeaderboard`, with the in-process names and shapes. The
-key schema is a stable contract (README, "Shared through Redis"). Needs redis-py
-(``pip install engagehub[redis]``).
+Writers publish: ``EventStreamProcessor(..., redis=client, namespace=ns)`` and
+``Leaderboard(..., redis=client, key=key)``. Any process reads:
+:class:`SharedAnalytics` (unique users, top channels, event and dead-lettered
+totals) and :class:`SharedLeaderboard`, with the in-process names and shapes; with
+a ``redis.asyncio`` client, :class:`AsyncSharedAnalytics` and
+:class:`AsyncSharedLeaderboard` (the same queries, awaited). The key schemas are a
+stable contract (docs/shared.md). Needs redis-py (``pip install engagehub[redis]``).
 """
 
 from __future__ import annotations
 
-from .analytics import SharedAnalytics
-from .leaderboard import SharedLeaderboard
+from .analytics import AsyncSharedAnalytics, SharedAnalytics
+from .leaderboard import AsyncSharedLeaderboard, SharedLeaderboard
 
-__all__ = ["SharedAnalytics", "SharedLeaderboard"]
+__all__ = ["AsyncSharedAnalytics", "AsyncSharedLeaderboard", "SharedAnalytics", "SharedLeaderboard"]

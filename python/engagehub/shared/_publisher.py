@@ -47,13 +47,12 @@ import os
 import threading
 import time
 import uuid
-import warnings
 import weakref
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional
 
 from .. import errors
-from . import _schema
+from ._read import drive, eviction_policy_plan, refusal, script_plan
 
 log = logging.getLogger("engagehub")
 
@@ -93,114 +92,16 @@ def seconds_arg(value: Any, what: str) -> float:
     return float(value)
 
 
-def refusal(exc: BaseException) -> Optional[errors.EngageHubError]:
-    """The :class:`~engagehub.EngageHubError` for an ``ENGAGEHUB <kind>: ...`` error
-    reply of one of our scripts (``config``: InvalidArgument; ``corrupt`` and the
-    tests' ``fault``: Corrupt), or ``None`` for anything else (connection errors,
-    ``busy``, other replies). The message is the script's, without Redis's
-    "script: <sha>, on @user_script" suffix."""
-    text = str(exc)
-    if not text.startswith("ENGAGEHUB "):
-        return None
-    kind, _, message = text[len("ENGAGEHUB ") :].partition(": ")
-    message = message.split(" script: ", 1)[0]
-    if kind == "config":
-        return errors.InvalidArgument(message, errors.InvalidArgument.status)
-    if kind in ("corrupt", "fault"):  # (a fault is injected by the tests only)
-        return errors.Corrupt(message, errors.Corrupt.status)
-    return None
-
-
 def run_script(client: Any, cache: Dict[str, str], script: str, keys: List[str], args: List[Any]) -> Any:
     """``EVALSHA`` of ``script`` (loaded once per client into ``cache``), with
     ``EVAL`` when the server lost its script cache (a restart, a failover)."""
-    sha = cache.get(script)
-    if sha is None:
-        sha = cache[script] = client.script_load(script)
-    try:
-        return client.evalsha(sha, len(keys), *keys, *args)
-    except Exception as exc:
-        if type(exc).__name__ != "NoScriptError":
-            raise
-        return client.eval(script, len(keys), *keys, *args)
-
-
-# -- eviction policy ---------------------------------------------------------------
-
-#: Why each non-``noeviction`` policy is unsafe for engagehub's keys. Keys without a
-#: TTL: the leaderboard's, the analytics' all-time keys, ``{ns}:events``,
-#: ``{ns}:clock``, ``{ns}:config``. Keys with a TTL: the analytics' minute keys and
-#: every publisher's sequence key ``{..}:pub:<id>``, on which exactly-once rests.
-_EVICTION_RISK = {
-    "allkeys": "any key may be evicted: the shared leaderboard, the all-time analytics, "
-    "the minute keys, and the publishers' sequence keys (so a retried batch could be applied twice)",
-    "volatile": "keys with a TTL may be evicted: the analytics' minute keys (windowed unique users and "
-    "channels lose data) and every publisher's sequence key {..}:pub:<id> (a batch retried after a "
-    "lost reply could then be applied twice); keys without a TTL stay",
-}
-
-
-def _cluster_nodes(client: Any) -> Optional[List[Any]]:
-    """Every node (primaries and replicas) of a ``redis.cluster.RedisCluster``
-    client; ``None`` for any other client."""
-    try:
-        from redis.cluster import RedisCluster
-    except ImportError:  # pragma: no cover - a client without redis-py
-        return None
-    return list(client.get_nodes()) if isinstance(client, RedisCluster) else None
-
-
-def _policy_of(reply: Any) -> Optional[str]:
-    policy = reply.get("maxmemory-policy") if isinstance(reply, dict) else None
-    if policy is None and isinstance(reply, dict):
-        policy = reply.get(b"maxmemory-policy")
-    return policy.decode() if isinstance(policy, bytes) else policy
-
-
-def _risk_of(policy: Optional[str]) -> Optional[str]:
-    return _EVICTION_RISK.get(policy.split("-", 1)[0]) if policy else None
+    return drive(client, script_plan(cache, script, keys, args))
 
 
 def check_eviction_policy(client: Any, what: str) -> Optional[str]:
-    """Reads ``maxmemory-policy`` and warns (the ``engagehub`` logger and a
-    ``RuntimeWarning``) unless it is ``noeviction``, the one policy under which
-    Redis never drops an engagehub key. On a ``RedisCluster`` client every node is
-    read (replicas too, as a failover makes them primaries), and one warning names
-    the nodes at fault. Returns the policy (on a cluster the riskiest one found), or
-    ``None`` when ``CONFIG GET`` is refused (managed Redis) or Redis is down, which is
-    logged at info level, not fatal. Network I/O: called by the publisher thread and
-    by a reader's first query, never by a constructor."""
-    nodes = _cluster_nodes(client)
-    found: Dict[str, Optional[str]] = {}
-    for node in [None] if nodes is None else nodes:
-        try:
-            if node is None:
-                reply = client.config_get("maxmemory-policy")
-            else:
-                reply = client.config_get("maxmemory-policy", target_nodes=node)
-        except Exception as exc:  # noqa: BLE001 - CONFIG is often disabled; not fatal
-            log.info("engagehub %s: cannot read maxmemory-policy of %s (%s); make sure it is noeviction",
-                     what, "Redis" if node is None else node.name, exc)
-            continue
-        found["" if node is None else node.name] = _policy_of(reply)
-    if not found:
-        return None
-    risky = {name: p for name, p in found.items() if _risk_of(p) is not None}
-    if not risky:
-        return next(iter(found.values()))
-    # The riskiest policy found: allkeys-* drops more than volatile-*.
-    policy = min(risky.values(), key=lambda p: (not p.startswith("allkeys"), p))
-    where = ""
-    if nodes is not None:
-        where = " (cluster nodes: " + ", ".join(f"{name} {p}" for name, p in sorted(risky.items())) + ")"
-    message = (
-        f"engagehub {what}: Redis runs maxmemory-policy {policy}{where}, under which {_risk_of(policy)}. "
-        "Use maxmemory-policy noeviction (with maxmemory sized for the keys), or a Redis of its own "
-        "for shared state"
-    )
-    log.warning("%s", message)
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
-    return policy
+    """Reads ``maxmemory-policy`` and warns unless it is ``noeviction`` (see
+    :func:`._read.eviction_policy_plan`). Network I/O: the publisher thread only."""
+    return drive(client, eviction_policy_plan(client, what))
 
 
 # -- exit ----------------------------------------------------------------------------
@@ -251,7 +152,9 @@ class Counters:
     """What ``stats()`` and the metrics show of a publisher (plain ints and floats,
     written by its thread)."""
 
-    __slots__ = ("batches", "failures", "duplicates", "outages", "unpublished_at_close", "last_ack", "last_error")
+    __slots__ = (
+        "batches", "failures", "duplicates", "outages", "unpublished_at_close", "last_ack", "last_error", "current_at",
+    )
 
     def __init__(self) -> None:
         self.batches = 0
@@ -268,6 +171,12 @@ class Counters:
         """``time.time()`` of the last acknowledged batch (0: none yet)."""
         self.last_error = ""
         """The last failure's message ("" once a cycle succeeded)."""
+        self.current_at = time.time()
+        """``time.time()`` when Redis last held everything this writer had: the
+        start of the last cycle that left nothing waiting (an idle writer's cycles
+        count: they find nothing to send). At first, when the publisher started.
+        ``time.time() - current_at`` is how stale the shared state may be of this
+        writer (the metrics' ``publish_age_seconds``)."""
 
 
 class Publisher:
@@ -432,6 +341,7 @@ class Publisher:
         """One cycle (module docs). Runs on the publisher thread only."""
         with self._state:
             ticket, final = self._requested, self._final
+        started = time.time()
         try:
             failure = self._publish_everything()
         except errors.Closed:  # the handle closed under the cycle
@@ -446,6 +356,8 @@ class Publisher:
                 log.info("engagehub %s: could not delete %s (%s); it expires", self.source.label, self.pub_key(), exc)
         with self._state:
             if failure is None:
+                if not self._waiting:
+                    self.counters.current_at = started
                 self._served = max(self._served, ticket)
                 self._refused = None
             else:

@@ -18,6 +18,9 @@ key                      type       value
 ``{ns}:ch:<minute>``     zset       channel id -> events in that minute
 ``{ns}:ch:all``          zset       channel id -> events of all time
 ``{ns}:events``          string     events processed by all writers (integer)
+``{ns}:dead_lettered``   string     events dead-lettered by all writers: their
+                                    batch failed every attempt of the flush
+                                    callback (integer)
 ``{ns}:clock``           string     newest event time of ``clock="event_time"``
                                     writers (absent under wall-clock writers)
 ``{ns}:config``          hash       ``version`` (1), ``window_minutes``,
@@ -242,11 +245,14 @@ end
 
 # One analytics publish.
 # KEYS: 1 {ns}:pub:<id>, 2 {ns}:events, 3 {ns}:uu:all, 4 {ns}:ch:all, 5 {ns}:tmp:<id>,
-#       6 {ns}:clock, 7 {ns}:config, then pairs ({ns}:uu:<m>, {ns}:ch:<m>) per minute.
+#       6 {ns}:clock, 7 {ns}:config, 8 {ns}:dead_lettered, then pairs ({ns}:uu:<m>,
+#       {ns}:ch:<m>) per minute.
 # ARGV: 1 seq, 2 publisher key TTL, 3 window_minutes, 4 max members per zset,
-#       5 events delta, 6 clock ('' = none), 7 all-time HLL bytes ('' = unchanged),
-#       8 n, then n (member, delta) pairs for {ns}:ch:all, then per minute: HLL
-#       bytes ('' = unchanged), n, n (member, delta) pairs.
+#       5 events delta, 6 clock ('' = none), 7 dead-lettered delta, 8 all-time HLL
+#       bytes ('' = unchanged), 9 n, then n (member, delta) pairs for {ns}:ch:all,
+#       then per minute: HLL bytes ('' = unchanged), n, n (member, delta) pairs.
+# (A batch an older writer put in its journal's outbox has 7 head keys and 8 head
+# arguments: _sources reads it into this layout with a dead-lettered delta of 0.)
 # Returns 1 when applied, 0 when this sequence number was applied before.
 ANALYTICS_PUBLISH = (
     _PRELUDE
@@ -269,9 +275,12 @@ end
 local events = int_at(KEYS[2], 'an integer')
 local delta = tonumber(ARGV[5])
 if (events or 0) + delta > 9007199254740991 then fail('corrupt', KEYS[2] .. ' would overflow') end
+local dead = int_at(KEYS[8], 'an integer')
+local dead_delta = tonumber(ARGV[7])
+if (dead or 0) + dead_delta > 9007199254740991 then fail('corrupt', KEYS[8] .. ' would overflow') end
 local clock = int_at(KEYS[6], 'a unix time')
 local plan = {}
-local a = 7
+local a = 8
 local function take(hll, zset)
   check_hll(hll)
   check_type(zset, 'zset', 'a sorted set')
@@ -280,13 +289,16 @@ local function take(hll, zset)
   a = a + 2 + 2 * n
 end
 take(KEYS[3], KEYS[4])
-for j = 8, #KEYS, 2 do take(KEYS[j], KEYS[j + 1]) end
+for j = 9, #KEYS, 2 do take(KEYS[j], KEYS[j + 1]) end
 -- Every check passed: write.
 if not has_config then
   w({'DEL', KEYS[7]}, 'HSET', KEYS[7], 'version', '1', 'window_minutes', window, 'max_members', max_members)
 end
 if delta ~= 0 then
   w(events and {'DECRBY', KEYS[2], delta} or {'DEL', KEYS[2]}, 'INCRBY', KEYS[2], delta)
+end
+if dead_delta ~= 0 then
+  w(dead and {'DECRBY', KEYS[8], dead_delta} or {'DEL', KEYS[8]}, 'INCRBY', KEYS[8], dead_delta)
 end
 if ARGV[6] ~= '' and tonumber(ARGV[6]) > (clock or 0) then
   w(string_undo(KEYS[6], clock), 'SET', KEYS[6], ARGV[6])

@@ -38,8 +38,15 @@ class AnalyticsSource:
     2. compares them with what Redis acknowledged from this publisher (the
        baseline): users go as the whole minute's HyperLogLog in Redis's format when
        it changed (``PFMERGE`` is a register max: resending is harmless), channels as
-       count *deltas* (``ZINCRBY``), events as the delta of ``stats().processed``;
+       count *deltas* (``ZINCRBY``), events as the delta of ``stats().processed``,
+       dead-lettered events as the delta of ``stats().dead_lettered``;
     3. becomes one batch; its acknowledgement makes it the baseline.
+
+    The dead-lettered baseline is this handle's alone: the native counter starts
+    at 0 when a processor opens (also on its journal), so a batch a reopened
+    processor resends carries its old delta and leaves the baseline at 0. What a
+    killed process dead-lettered after its last publish is not in Redis (a graceful
+    close publishes it).
 
     Nothing accumulates in Python while Redis is away: the events stay counted in
     the native sketches and the next batch's deltas cover them. The bound is the
@@ -72,7 +79,9 @@ class AnalyticsSource:
         self.all_channels: Dict[str, int] = {}
         self.minute_counts: Dict[int, int] = {}  # events per minute at the last freeze
         self.events = 0  # events acknowledged
+        self.dead_lettered = 0  # the native dead-lettered counter Redis holds (this handle's)
         self.processed_seen = -1
+        self.dead_lettered_seen = -1
 
     def reset_after_fork(self) -> None:
         # The native processor starts over empty in the child; so do we.
@@ -122,7 +131,9 @@ class AnalyticsSource:
     def applied(self, batch: Batch, reply: Any) -> bool:
         from .._native import _call, lib
 
-        self.minutes, self.all_users, self.all_channels, self.events = batch.state
+        self.minutes, self.all_users, self.all_channels, self.events, dead_lettered = batch.state
+        if dead_lettered is not None:
+            self.dead_lettered = dead_lettered
         processor = self._processor()
         if processor is not None and not processor.closed:
             baseline = json.dumps(_baseline_doc(batch.state), separators=(",", ":")).encode()
@@ -156,10 +167,12 @@ class AnalyticsSource:
     def _fresh(self, processor: Any, publisher: Any) -> Optional[Batch]:
         """A new batch of what changed since the baseline (its sequence number is
         set when the outbox takes it)."""
-        processed = processor._native_stats().processed
-        if processed == 0 or processed == self.processed_seen:
+        native = processor._native_stats()
+        processed, dead_lettered = native.processed, native.dead_lettered
+        if processed == 0 or (processed == self.processed_seen and dead_lettered == self.dead_lettered_seen):
             # (With nothing processed an event-time clock still reads the wall clock,
-            # which must not become {ns}:clock.)
+            # which must not become {ns}:clock.) Dead letters come after processing,
+            # after the retries: a change of either is worth a batch.
             return None
         cap = self.max_members
         now = processor.now()
@@ -212,6 +225,7 @@ class AnalyticsSource:
         new_all = {**self.all_channels, **{c: n for c, n in all_channels if n > self.all_channels.get(c, 0)}}
         all_users = processor.users_sketch(None).to_redis()
         self.processed_seen = processed
+        self.dead_lettered_seen = dead_lettered
         seq = 0  # the outbox's number, once it takes the batch
         head_keys = [
             publisher.pub_key(),
@@ -221,6 +235,7 @@ class AnalyticsSource:
             _schema.key(ns, "tmp", publisher.publisher_id),
             _schema.key(ns, "clock"),
             _schema.key(ns, "config"),
+            _schema.key(ns, "dead_lettered"),
         ]
         head_args: List[Any] = [
             seq,
@@ -229,18 +244,20 @@ class AnalyticsSource:
             self.max_members,
             processed - self.events,
             now if self.event_time else "",
+            max(0, dead_lettered - self.dead_lettered),
             b"" if all_users == self.all_users else all_users,
             len(all_deltas),
         ]
         for c, d in all_deltas:
             head_args += [c, d]
-        state = (minutes, all_users, new_all, processed)
+        state = (minutes, all_users, new_all, processed, dead_lettered)
         return Batch(seq, head_keys + keys, head_args + args, state, processed - self.events)
 
 
 def _baseline_doc(state: Any) -> Dict[str, Any]:
-    """What Redis holds from this publisher after a batch, without the HLL bytes."""
-    minutes, _all_users, all_channels, events = state
+    """What Redis holds from this publisher after a batch, without the HLL bytes
+    (and without the dead-lettered count: see :class:`AnalyticsSource`)."""
+    minutes, _all_users, all_channels, events = state[:4]
     return {"events": events, "all": all_channels, "minutes": {str(m): ch for m, (_, ch) in minutes.items()}}
 
 
@@ -251,14 +268,28 @@ def _outbox_doc(batch: Batch) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
+#: Head keys of an analytics batch before ``{ns}:dead_lettered`` (older outboxes).
+_OLD_HEAD_KEYS = 7
+
+
 def _batch_from_outbox(number: int, blob: bytes) -> Batch:
-    """The batch a (possibly restarted) processor's outbox kept, to resend as is."""
+    """The batch a (possibly restarted) processor's outbox kept, to resend as is
+    (one an older version kept gets the dead-lettered key and a delta of 0). It
+    leaves the dead-lettered baseline alone (``None``): see :class:`AnalyticsSource`."""
     doc = json.loads(blob)
+    keys = list(doc["keys"])
     args = [base64.b64decode(a["b"]) if isinstance(a, dict) else a for a in doc["args"]]
+    if len(keys) % 2 == _OLD_HEAD_KEYS % 2:  # 7 head keys, then pairs: no {ns}:dead_lettered
+        events_key = keys[1]  # {ns}:events
+        keys.insert(_OLD_HEAD_KEYS, events_key[: -len("events")] + "dead_lettered")
+        args.insert(6, 0)
     args[0] = number
     base = doc["state"]
-    state = ({int(m): (b"", dict(ch)) for m, ch in base["minutes"].items()}, b"", dict(base["all"]), int(base["events"]))
-    return Batch(number, list(doc["keys"]), args, state, int(doc["size"]))
+    state = (
+        {int(m): (b"", dict(ch)) for m, ch in base["minutes"].items()}, b"", dict(base["all"]), int(base["events"]),
+        None,
+    )
+    return Batch(number, keys, args, state, int(doc["size"]))
 
 
 def _minute_events(processor: Any, first_minute_start: int, n: int) -> List[int]:

@@ -8,7 +8,14 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent
 SECRET_KEY = "engagehub-tests-only"
 DEBUG = False
-INSTALLED_APPS = ["django_project.eventsapp"]
+INSTALLED_APPS = ["engagehub.django", "django_project.eventsapp"]
+# The engagehub.django app: no server listens here, and nothing connects until a
+# query (the tests that query override this).
+ENGAGEHUB = {
+    "REDIS_URL": "unix:///nonexistent/engagehub-tests.sock",
+    "NAMESPACE": "test-ns",
+    "LEADERBOARD_KEY": "test-lb",
+}
 USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

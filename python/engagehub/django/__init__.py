@@ -1,6 +1,15 @@
-"""Django integration: batches written with the ORM, one processor per worker process.
+"""Django integration: batches written with the ORM, one processor per worker process,
+and an optional app that builds the shared clients from settings.
 
 Django is an optional dependency (``pip install "engagehub[django]"``).
+
+* The app (``INSTALLED_APPS = [..., "engagehub.django"]``) reads an ``ENGAGEHUB``
+  settings dict (Redis URL and options, namespace, leaderboard key, window; see
+  :mod:`engagehub.django.conf`) when Django is ready and builds the Redis client and
+  the ``engagehub.shared`` readers, without network I/O. Views use the accessors:
+  :func:`shared_analytics`, :func:`shared_leaderboard`, :func:`shared_redis` (the
+  client, for writers too: ``redis=shared_redis(), namespace=engagehub_settings().namespace``)
+  and, in async views, :func:`async_shared_analytics` / :func:`async_shared_leaderboard`.
 
 * :func:`bulk_create_callback` turns a model into a flush callback: each batch is
   built into model instances and bulk-created inside ``transaction.atomic``. A locked
@@ -32,7 +41,7 @@ import os
 import threading
 import weakref
 from datetime import datetime, timezone as dt_timezone
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 try:
     from django.conf import settings
@@ -41,21 +50,33 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised without Django only
     raise ImportError('engagehub.django needs Django: pip install "engagehub[django]"') from exc
 
-from ._types import DeadLetterCallback
-from .errors import BatchFailed
-from .processor import EventStreamProcessor
+from .._types import DeadLetterCallback
+from ..errors import BatchFailed
+from ..processor import EventStreamProcessor
+from .conf import EngageHubSettings
+
+if TYPE_CHECKING:
+    from ..shared import AsyncSharedAnalytics, AsyncSharedLeaderboard, SharedAnalytics, SharedLeaderboard
 
 Event = Dict[str, Any]
 Builder = Callable[[Event], Any]
 
 __all__ = [
     "BulkCreateCallback",
+    "EngageHubSettings",
     "WorkerProcessor",
+    "async_shared_analytics",
+    "async_shared_leaderboard",
+    "async_shared_redis",
     "bulk_create_callback",
     "close_stale_connections",
+    "engagehub_settings",
     "event_time",
     "on_worker_start",
     "on_worker_stop",
+    "shared_analytics",
+    "shared_leaderboard",
+    "shared_redis",
 ]
 
 
@@ -316,6 +337,13 @@ class WorkerProcessor:
                 close()
         _close_idle_connections()
 
+    @property
+    def _publisher(self) -> Any:
+        """The running processor's publisher (``redis=``), or ``None`` (for the
+        metrics' publish age; never starts a processor)."""
+        p = self._processor
+        return p._publisher if p is not None and self._pid == os.getpid() else None
+
     def stats(self) -> Any:
         """The running processor's ``stats()``. Raises ``ValueError`` when this process
         has none (not used yet, or stopped) rather than starting one, so a metrics
@@ -352,3 +380,80 @@ def on_worker_stop() -> None:
     for worker in list(_WORKERS):
         worker.stop()
     _close_idle_connections()
+
+
+# -- the app's shared clients (ENGAGEHUB settings) ------------------------------------------
+
+
+def engagehub_settings() -> "EngageHubSettings":
+    """``settings.ENGAGEHUB``, checked, with its defaults (an
+    :class:`~engagehub.django.conf.EngageHubSettings`: ``redis_url``,
+    ``redis_options``, ``namespace``, ``leaderboard_key``, ``window_minutes``,
+    ``check_eviction``). Raises ``ImproperlyConfigured`` naming what is wrong."""
+    from . import conf
+
+    return conf.state().config
+
+
+def shared_redis() -> Any:
+    """This process's ``redis.Redis`` client for ``ENGAGEHUB["REDIS_URL"]`` (with
+    ``REDIS_OPTIONS``): the readers' client, and the one to give writers
+    (``redis=shared_redis()``). No network I/O until its first command."""
+    from . import conf
+
+    return conf.state().client
+
+
+def shared_analytics() -> "SharedAnalytics":
+    """The :class:`~engagehub.shared.SharedAnalytics` of ``ENGAGEHUB["NAMESPACE"]``
+    (``WINDOW_MINUTES``, ``CHECK_EVICTION``), one per process."""
+    from . import conf
+
+    return conf.state().analytics
+
+
+def shared_leaderboard(key: Optional[str] = None) -> "SharedLeaderboard":
+    """The :class:`~engagehub.shared.SharedLeaderboard` of ``key`` (default
+    ``ENGAGEHUB["LEADERBOARD_KEY"]``), one per key and process."""
+    from ..shared import SharedLeaderboard
+    from . import conf
+
+    current = conf.state()
+    key = current.config.leaderboard_key if key is None else key
+    board = current.leaderboards.get(key)
+    if board is None:
+        board = current.leaderboards.setdefault(key, SharedLeaderboard(current.client, key))
+    return board
+
+
+def async_shared_redis() -> Any:
+    """The ``redis.asyncio`` client of the running event loop (one per loop: a
+    ``redis.asyncio`` client belongs to the loop it first ran on). Call it from a
+    coroutine."""
+    from . import conf
+
+    return conf.for_loop()[0]
+
+
+def async_shared_analytics() -> "AsyncSharedAnalytics":
+    """:func:`shared_analytics` for async views: an
+    :class:`~engagehub.shared.AsyncSharedAnalytics` on the running loop's client.
+    Call it from a coroutine; await its queries."""
+    from . import conf
+
+    return conf.for_loop()[1]
+
+
+def async_shared_leaderboard(key: Optional[str] = None) -> "AsyncSharedLeaderboard":
+    """:func:`shared_leaderboard` for async views: an
+    :class:`~engagehub.shared.AsyncSharedLeaderboard` on the running loop's
+    client. Call it from a coroutine; await its queries."""
+    from ..shared import AsyncSharedLeaderboard
+    from . import conf
+
+    client, _, boards = conf.for_loop()
+    key = conf.state().config.leaderboard_key if key is None else key
+    board = boards.get(key)
+    if board is None:
+        board = boards.setdefault(key, AsyncSharedLeaderboard(client, key))
+    return board
