@@ -658,6 +658,7 @@ static PyObject *push_event_fast(fast_state *st, PyObject *const *args, Py_ssize
                                (const uint8_t *)user,    (size_t)user_len,
                                (const uint8_t *)channel, (size_t)channel_len,
                                (int64_t)timestamp,       NULL,
+                               0,                        NULL,
                                0};
     if (push_event_blocking(st, target, &e, &status) < 0) {
       return NULL;
@@ -933,6 +934,8 @@ static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t n
     }
     struct eh_event *e = &events[i];
     e->timestamp = 0;
+    e->guild_id = NULL;
+    e->guild_id_len = 0;
     if (w == 4) {
       PyObject *ts = PyTuple_GetItem(row, 3);
       if (ts != prev_ts_obj) {

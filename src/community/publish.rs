@@ -108,6 +108,10 @@ impl<'a> Reader<'a> {
 /// # Errors
 /// [`Error::Corrupt`] for bytes that are not a batch.
 pub fn for_each_entry<'a>(batch: &'a [u8], mut f: impl FnMut(Entry<'a>)) -> Result<()> {
+    if batch.is_empty() {
+        // What `drain` returns when there is nothing.
+        return Ok(());
+    }
     let mut r = Reader { bytes: batch };
     let chunks = r.u32()?;
     for _ in 0..chunks {
