@@ -37,7 +37,7 @@ use crate::journal::codec::Put;
 use crate::sketch::hash::hash64;
 
 /// Entries per chunk (each chunk one script call: about 10 ms of Redis's time).
-pub const CHUNK_ENTRIES: usize = 1000;
+pub const CHUNK_ENTRIES: usize = 500;
 
 const ACTIVATION: u8 = 1;
 const HEAT: u8 = 2;

@@ -70,6 +70,14 @@ impl<T> Outbox<T> {
         self.waiting.front().map(|(n, t)| (*n, t))
     }
 
+    /// The waiting batch `number`, if it waits.
+    pub fn get(&self, number: u64) -> Option<&T> {
+        self.waiting
+            .iter()
+            .find(|(n, _)| *n == number)
+            .map(|(_, t)| t)
+    }
+
     /// Batches waiting.
     pub fn waiting(&self) -> usize {
         self.waiting.len()

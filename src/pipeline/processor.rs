@@ -476,12 +476,9 @@ impl Processor {
     /// [`crate::community::publish`]); empty when it has none, `None` when no
     /// batch waits under that number.
     pub fn outbox_community(&self, number: u64) -> Result<Option<Vec<u8>>> {
-        self.enter()?.core.with_control(|c, _| {
-            Ok(c.outbox
-                .oldest()
-                .filter(|(n, _)| *n == number)
-                .map(|(_, e)| e.community.clone()))
-        })
+        self.enter()?
+            .core
+            .with_control(|c, _| Ok(c.outbox.get(number).map(|e| e.community.clone())))
     }
 
     /// Acknowledges batch `number` (and any older one) and makes `baseline` (the

@@ -33,7 +33,7 @@ def test_header_exports_only_prefixed_names():
         assert name.startswith("eh_"), name
 
 
-_NOT_STATUS = ("EH_VERSION", "EH_OVERFLOW_", "EH_CLOCK_", "EH_WORKERS_", "EH_PENDING_")
+_NOT_STATUS = ("EH_VERSION", "EH_OVERFLOW_", "EH_CLOCK_", "EH_WORKERS_", "EH_PENDING_", "EH_PERIOD_", "EH_MAX_")
 
 
 def test_every_status_maps_to_its_exception_class():

@@ -602,7 +602,8 @@ def test_a_batch_an_older_writer_journaled_is_resent_in_the_new_layout(client: A
     doc = {"keys": head + minute, "args": old_args, "size": 42, "state": {"events": 42, "all": {"c0": 42}, "minutes": {}}}
     batch = _sources._batch_from_outbox(7, json.dumps(doc).encode())
     assert batch.keys[:7] == head and batch.keys[7] == _schema.key(ns, "dead_lettered") and batch.keys[8:] == minute
-    assert batch.args[:8] == [7, _schema.PUBLISHER_KEY_TTL_SECS, 60, 1024, 42, "", 0, b""] and batch.state[4] is None
+    seq = 7 * _sources.CHUNKS_PER_BATCH  # outbox batch 7's first part
+    assert batch.args[:8] == [seq, _schema.PUBLISHER_KEY_TTL_SECS, 60, 1024, 42, "", 0, b""] and batch.state[4] is None
     for _ in range(2):  # the second time: a duplicate
         client.eval(_schema.ANALYTICS_PUBLISH, len(batch.keys), *batch.keys, *batch.args)
     shared = SharedAnalytics(client, ns, check_eviction=False)

@@ -140,12 +140,22 @@ if hasattr(os, "register_at_fork"):
 class Batch:
     """One script call: its keys and arguments, its sequence number, and what the
     source needs back when it is acknowledged (``state``); ``size`` counts what it
-    carries (events, rows) for the logs and stats."""
+    carries (events, rows, history entries) for the logs and stats."""
 
-    __slots__ = ("seq", "keys", "args", "state", "size")
+    __slots__ = ("seq", "keys", "args", "state", "size", "script")
 
-    def __init__(self, seq: int, keys: List[str], args: List[Any], state: Any = None, size: int = 0) -> None:
+    def __init__(
+        self,
+        seq: int,
+        keys: List[str],
+        args: List[Any],
+        state: Any = None,
+        size: int = 0,
+        script: Optional[str] = None,
+    ) -> None:
         self.seq, self.keys, self.args, self.state, self.size = seq, keys, args, state, size
+        self.script = script
+        """The script that applies it (``None``: the source's ``script``)."""
 
 
 class Counters:
@@ -385,7 +395,7 @@ class Publisher:
             while self._waiting:
                 batch = self._waiting[0]
                 try:
-                    reply = self.run_script(self.source.script, batch.keys, batch.args)
+                    reply = self.run_script(batch.script or self.source.script, batch.keys, batch.args)
                 except Exception as exc:  # noqa: BLE001 - any Redis failure: keep the batch, retry later
                     self._failed(exc)
                     return exc

@@ -105,7 +105,8 @@ async def adrive(client: Any, plan: "Plan[T]") -> T:
 
 def refusal(exc: BaseException) -> Optional[errors.EngageHubError]:
     """The :class:`~engagehub.EngageHubError` for an ``ENGAGEHUB <kind>: ...`` error
-    reply of one of our scripts (``config``: InvalidArgument; ``corrupt`` and the
+    reply of one of our scripts (``config`` and ``invalid``, a question a reader
+    cannot ask: InvalidArgument; ``corrupt`` and the
     tests' ``fault``: Corrupt), or ``None`` for anything else (connection errors,
     ``busy``, other replies). The message is the script's, without Redis's
     "script: <sha>, on @user_script" suffix."""
@@ -114,7 +115,7 @@ def refusal(exc: BaseException) -> Optional[errors.EngageHubError]:
         return None
     kind, _, message = text[len("ENGAGEHUB ") :].partition(": ")
     message = message.split(" script: ", 1)[0]
-    if kind == "config":
+    if kind in ("config", "invalid"):
         return errors.InvalidArgument(message, errors.InvalidArgument.status)
     if kind in ("corrupt", "fault"):  # (a fault is injected by the tests only)
         return errors.Corrupt(message, errors.Corrupt.status)

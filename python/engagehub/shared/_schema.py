@@ -665,3 +665,459 @@ for i = 1, #rows do out[#out + 1] = rows[i][1]; out[#out + 1] = rows[i][2] end
 return out
 """
 )
+
+
+# -- the daily history (active users, retention cohorts, heatmaps) ----------------------
+
+#: Days of a user record's ring for a history of ``history_days`` (as the native
+#: processor's: the history and a month before it, in 64-day words).
+def history_ring(history_days: int) -> int:
+    days = history_days + 30
+    return 128 if days <= 128 else 256 if days <= 256 else 448
+
+
+# Shared by the history's publish and read scripts: days, weeks, the ring.
+_HISTORY_PRELUDE = r"""
+local function week_of(d) return math.floor((d + 3) / 7) end
+local function week_start(wk) return wk * 7 - 3 end
+local function ring_of(history)
+  if history + 30 <= 128 then return 128 elseif history + 30 <= 256 then return 256 end
+  return 448
+end
+-- YYYY-MM-DD of a day number (Howard Hinnant's civil_from_days).
+local function date(d)
+  local z = d + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local dd = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  return string.format('%04d-%02d-%02d', y, m, dd)
+end
+"""
+
+# One chunk of a writer's daily history: activations (a user's first event of a
+# day, as the writer saw it) and heat deltas (see src/community/publish.rs for the
+# chunk's format). Each activation is applied to the shared user record exactly as
+# the native processor applies an event to its own (the same ring of day bits, the
+# same counter ranges), so the shared counters are those of one processor fed every
+# writer's events; an activation already recorded changes nothing.
+# KEYS: 1 {ns}:pub:<id>, 2 {ns}:config, then for each guild of the chunk (the
+#       first is "": events without a guild / all guilds) {ns}:hu:<g> and
+#       {ns}:hd:<g>.
+# ARGV: 1 seq, 2 publisher key TTL, 3 history_days, 4 the chunk.
+# Returns 1 when applied, 0 when this sequence number was applied before.
+HISTORY_PUBLISH = (
+    _PRELUDE
+    + _HISTORY_PRELUDE
+    + r"""
+local seq = tonumber(ARGV[1])
+local done = int_at(KEYS[1], 'a sequence number')
+if done and done >= seq then return 0 end
+local pub_ttl = redis.call('TTL', KEYS[1])
+local history = tonumber(ARGV[3])
+local has_config = check_type(KEYS[2], 'hash', 'a hash')
+local stored = has_config and redis.call('HGET', KEYS[2], 'history_days')
+if stored and tonumber(stored) ~= history then
+  fail('config', KEYS[2] .. ' has history_days ' .. tostring(stored) .. ', but this writer has ' ..
+       history .. ': use the same settings in every writer')
+end
+local RING = ring_of(history)
+local KEEP = RING + 31
+local RB = RING / 8
+-- The chunk: guilds, heat days, entries.
+local chunk = ARGV[4]
+local GUILDS, HEATS, ENTRIES = {}, {}, {}
+local ok, err = pcall(function()
+  local p = 1
+  local n
+  n, p = struct.unpack('<H', chunk, p)
+  for i = 1, n do
+    local len
+    len, p = struct.unpack('<H', chunk, p)
+    GUILDS[i] = string.sub(chunk, p, p + len - 1)
+    p = p + len
+  end
+  n, p = struct.unpack('<H', chunk, p)
+  for i = 1, n do
+    local g, d
+    g, d, p = struct.unpack('<Hi4', chunk, p)
+    HEATS[i] = {g + 1, d}
+  end
+  n, p = struct.unpack('<I4', chunk, p)
+  for i = 1, n do
+    local kind
+    kind, p = struct.unpack('<B', chunk, p)
+    if kind == 1 then
+      local g, key, d
+      g, key, d, p = struct.unpack('<Hc8i4', chunk, p)
+      ENTRIES[i] = {1, g + 1, key, d}
+    elseif kind == 2 then
+      local h, has, ch
+      h, has, p = struct.unpack('<HB', chunk, p)
+      if has ~= 0 then
+        local len
+        len, p = struct.unpack('<H', chunk, p)
+        ch = string.sub(chunk, p, p + len - 1)
+        p = p + len
+      end
+      local deltas = {}
+      for hour = 1, 24 do deltas[hour], p = struct.unpack('<I8', chunk, p) end
+      ENTRIES[i] = {2, h + 1, ch, deltas}
+    else
+      error('entry type ' .. kind)
+    end
+  end
+  if p ~= #chunk + 1 then error('bytes after the entries') end
+end)
+if not ok then fail('corrupt', 'a history chunk that does not parse: ' .. tostring(err)) end
+if #KEYS ~= 2 + 2 * #GUILDS or GUILDS[1] ~= '' then
+  fail('corrupt', 'the chunk names ' .. #GUILDS .. ' guilds but ' .. (#KEYS - 2) .. ' keys were given')
+end
+for i = 3, #KEYS do check_type(KEYS[i], 'hash', 'a hash') end
+for _, e in ipairs(ENTRIES) do
+  if (e[1] == 1 and not GUILDS[e[2]]) or (e[1] == 2 and not HEATS[e[2]]) then
+    fail('corrupt', 'a history chunk entry with an index out of range')
+  end
+end
+for _, h in ipairs(HEATS) do
+  if not GUILDS[h[1]] then fail('corrupt', 'a history chunk heat with a guild out of range') end
+end
+
+-- Per guild: its keys, newest day, record cache, counter increments.
+local state = {}
+local function guild(i)
+  local s = state[i]
+  if s then return s end
+  local U, C = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
+  local mx = redis.call('HGET', C, 'max')
+  if mx and not tonumber(mx) then fail('corrupt', C .. ' has a max that is not a day number') end
+  mx = mx and tonumber(mx) or nil
+  s = {U = U, C = C, max = mx, old_max = mx, recs = {}, changed = {}, order = {}, inc = {}, channels = {}}
+  state[i] = s
+  return s
+end
+local function inc(s, field, n) s.inc[field] = (s.inc[field] or 0) + n end
+local function load(s, key)
+  local r = s.recs[key]
+  if r ~= nil then return r end
+  local v = redis.call('HGET', s.U, key)
+  if not v then s.recs[key] = false; return false end
+  if #v ~= 8 + RB then
+    fail('corrupt', s.U .. ' holds a user record of ' .. #v .. ' bytes, not ' .. (8 + RB))
+  end
+  local first, last = struct.unpack('<i4i4', v)
+  r = {first = first, last = last, bits = {string.byte(v, 9, 8 + RB)}, old = v}
+  s.recs[key] = r
+  return r
+end
+local function mark(s, key)
+  if not s.changed[key] then s.changed[key] = true; s.order[#s.order + 1] = key end
+end
+local function at(d) local q = d % RING; return math.floor(q / 8) + 1, bit.lshift(1, q % 8) end
+local function in_ring(r, d) return d <= r.last and d > r.last - RING end
+local function has(r, d)
+  if not in_ring(r, d) then return false end
+  local i, m = at(d)
+  return bit.band(r.bits[i], m) ~= 0
+end
+local function set(r, d) local i, m = at(d); r.bits[i] = bit.bor(r.bits[i], m) end
+local function advance(r, d)
+  if d - r.last >= RING then
+    for i = 1, RB do r.bits[i] = 0 end
+  else
+    for x = r.last + 1, d do local i, m = at(x); r.bits[i] = bit.band(r.bits[i], bit.bnot(m)) end
+  end
+  r.last = d
+end
+-- As the native Counters::activate.
+local function activate(s, x, prev, nxt, first, week_first, horizon)
+  if x < horizon then return end
+  inc(s, 'a:' .. x, 1)
+  for _, spec in ipairs({{7, 'w:'}, {30, 'm:'}}) do
+    local reach, tag = spec[1], spec[2]
+    local lo, hi = x, x + reach - 1
+    if prev then lo = math.max(x, prev + reach) end
+    if nxt then hi = math.min(hi, nxt - 1) end
+    for d = lo, hi do inc(s, tag .. d, 1) end
+  end
+  if first >= horizon then
+    inc(s, 'c:' .. first .. ':' .. x, 1)
+    if week_first then inc(s, 'k:' .. week_of(first) .. ':' .. week_of(x), 1) end
+  end
+end
+-- As the native Counters::move_cohort.
+local function move_cohort(s, r, from, to, horizon)
+  local old, new = from >= horizon, to >= horizon
+  if old then inc(s, 'n:' .. from, -1) end
+  if new then inc(s, 'n:' .. to, 1) end
+  local last_week
+  for d = r.last - RING + 1, r.last do
+    if has(r, d) then
+      if old then inc(s, 'c:' .. from .. ':' .. d, -1) end
+      if new then inc(s, 'c:' .. to .. ':' .. d, 1) end
+      local wk = week_of(d)
+      if wk ~= last_week then
+        last_week = wk
+        if old then inc(s, 'k:' .. week_of(from) .. ':' .. wk, -1) end
+        if new then inc(s, 'k:' .. week_of(to) .. ':' .. wk, 1) end
+      end
+    end
+  end
+end
+-- As the native observe().
+local function observe(s, key, x)
+  if not s.max or x > s.max then s.max = x end
+  local horizon = s.max - KEEP
+  local r = load(s, key)
+  if not r then
+    r = {first = x, last = x, bits = {}, old = false}
+    for i = 1, RB do r.bits[i] = 0 end
+    set(r, x)
+    s.recs[key] = r
+    mark(s, key)
+    if x >= horizon then inc(s, 'n:' .. x, 1) end
+    activate(s, x, nil, nil, x, true, horizon)
+    return
+  end
+  if x > r.last then advance(r, x); mark(s, key) end
+  local ir = in_ring(r, x)
+  if ir and has(r, x) then return end
+  if x < r.first then
+    move_cohort(s, r, r.first, x, horizon)
+    r.first = x
+    mark(s, key)
+  end
+  if not ir then return end
+  local prev, nxt
+  for d = x - 1, x - 29, -1 do if has(r, d) then prev = d; break end end
+  for d = x + 1, x + 29 do if has(r, d) then nxt = d; break end end
+  local ws = week_start(week_of(x))
+  local week_first = true
+  for d = ws, ws + 6 do if d ~= x and has(r, d) then week_first = false; break end end
+  set(r, x)
+  mark(s, key)
+  activate(s, x, prev, nxt, r.first, week_first, horizon)
+end
+-- The channels with heat on day d (a list field: u16 length, bytes, ...).
+local function channels(s, d)
+  local c = s.channels[d]
+  if c then return c end
+  local raw = redis.call('HGET', s.C, 'hc:' .. d)
+  c = {set = {}, list = {}, old = raw, added = false}
+  if raw then
+    local p = 1
+    local ok = pcall(function()
+      while p <= #raw do
+        local len
+        len, p = struct.unpack('<H', raw, p)
+        local name = string.sub(raw, p, p + len - 1)
+        p = p + len
+        c.set[name] = true
+        c.list[#c.list + 1] = name
+      end
+    end)
+    if not ok then fail('corrupt', s.C .. ' has a channel list for day ' .. d .. ' that does not parse') end
+  end
+  s.channels[d] = c
+  return c
+end
+
+for _, e in ipairs(ENTRIES) do
+  if e[1] == 1 then
+    observe(guild(0), e[3], e[4])
+    if e[2] > 1 then observe(guild(e[2] - 1), e[3], e[4]) end
+  else
+    local h = HEATS[e[2]]
+    local s, d = guild(h[1] - 1), h[2]
+    if not s.max or d >= s.max - KEEP then
+      local ch = e[3]
+      if ch then
+        local c = channels(s, d)
+        if not c.set[ch] then
+          c.set[ch] = true
+          c.list[#c.list + 1] = ch
+          c.added = true
+        end
+      end
+      for hour = 1, 24 do
+        local n = e[4][hour]
+        if n > 0 then
+          local field = 'h:' .. d .. ':' .. (hour - 1)
+          if ch then field = field .. ':' .. ch end
+          inc(s, field, n)
+        end
+      end
+    end
+  end
+end
+
+-- Every check passed: write.
+if not stored then
+  w({'HDEL', KEYS[2], 'history_days'}, 'HSET', KEYS[2], 'history_days', history)
+end
+-- Deletes `fields` of hash k (those present), undoably, 1000 per command.
+local function hdel(k, fields)
+  for s0 = 1, #fields, 1000 do
+    local part = {}
+    for i = s0, math.min(#fields, s0 + 999) do part[#part + 1] = fields[i] end
+    local old = redis.call('HMGET', k, unpack(part))
+    local back, gone = {'HSET', k}, {'HDEL', k}
+    for i = 1, #part do
+      if old[i] then back[#back + 1] = part[i]; back[#back + 1] = old[i]; gone[#gone + 1] = part[i] end
+    end
+    if #gone > 2 then w(back, unpack(gone)) end
+  end
+end
+for i = 0, #GUILDS - 1 do
+  local s = state[i]
+  if s then
+    local fields = {}
+    for field, n in pairs(s.inc) do if n ~= 0 then fields[#fields + 1] = field end end
+    for s0 = 1, #fields, 1000 do
+      local part = {}
+      for j = s0, math.min(#fields, s0 + 999) do part[#part + 1] = fields[j] end
+      local old = redis.call('HMGET', s.C, unpack(part))
+      for j, field in ipairs(part) do
+        -- Undone to what it was: a counter that was absent goes again.
+        w(old[j] and {'HSET', s.C, field, old[j]} or {'HDEL', s.C, field}, 'HINCRBY', s.C, field, s.inc[field])
+      end
+    end
+    for d, c in pairs(s.channels) do
+      if c.added then
+        local parts = {}
+        for _, name in ipairs(c.list) do parts[#parts + 1] = struct.pack('<H', #name) .. name end
+        w(c.old and {'HSET', s.C, 'hc:' .. d, c.old} or {'HDEL', s.C, 'hc:' .. d},
+          'HSET', s.C, 'hc:' .. d, table.concat(parts))
+      end
+    end
+    for _, key in ipairs(s.order) do
+      local r = s.recs[key]
+      local v = struct.pack('<i4i4', r.first, r.last) .. string.char(unpack(r.bits))
+      w(r.old and {'HSET', s.U, key, r.old} or {'HDEL', s.U, key}, 'HSET', s.U, key, v)
+    end
+    if s.max and s.max ~= s.old_max then
+      w(s.old_max and {'HSET', s.C, 'max', s.old_max} or {'HDEL', s.C, 'max'}, 'HSET', s.C, 'max', s.max)
+      -- The days that left the horizon go (a long jump: every day of the old state).
+      if s.old_max then
+        local from, to = s.old_max - KEEP, s.max - KEEP
+        if to - from > KEEP + 31 then from = to - KEEP - 31 end
+        local fields = {}
+        local top = week_of(s.max)
+        for t = from, to - 1 do
+          for _, tag in ipairs({'a:', 'w:', 'm:', 'n:'}) do fields[#fields + 1] = tag .. t end
+          for d = t, s.max do fields[#fields + 1] = 'c:' .. t .. ':' .. d end
+          local c = channels(s, t)
+          for hour = 0, 23 do
+            fields[#fields + 1] = 'h:' .. t .. ':' .. hour
+            for _, ch in ipairs(c.list) do fields[#fields + 1] = 'h:' .. t .. ':' .. hour .. ':' .. ch end
+          end
+          fields[#fields + 1] = 'hc:' .. t
+          if week_start(week_of(t)) + 6 == t then
+            for wk = week_of(t), top do fields[#fields + 1] = 'k:' .. week_of(t) .. ':' .. wk end
+          end
+        end
+        hdel(s.C, fields)
+      end
+    end
+  end
+end
+w(string_undo(KEYS[1], done, pub_ttl), 'SET', KEYS[1], seq, 'EX', ARGV[2])
+return 1
+"""
+)
+
+
+# The history's reads, one round trip each. "Today" is the namespace's clock
+# ({ns}:clock, event-time writers) or the reader's wall clock.
+# KEYS: 1 {ns}:config, 2 {ns}:clock, 3 {ns}:hd:<g> (the guild's counters).
+# ARGV: 1 the reader's unix time, 2 what, then:
+#   'active': 3 day, 4 period ('a' day, 'w' week, 'm' month) -> the count
+#   'retention': 3 now (0: the namespace's), 4 'day' or 'week', 5 cohorts ->
+#       {start day, size, active in each period...} per cohort, flat
+#   'heatmap': 3 now (0: the namespace's), 4 days, 5 '1' with a channel, 6 channel
+#       -> 168 counts, weekday (Monday first) by hour
+# Errors: 'ENGAGEHUB invalid: ...' for a question outside the history.
+HISTORY_READ = (
+    _PRELUDE
+    + _HISTORY_PRELUDE
+    + r"""
+local history
+if check_type(KEYS[1], 'hash', 'a hash') then history = redis.call('HGET', KEYS[1], 'history_days') end
+if not history then
+  fail('invalid', 'no writer published a daily history to ' .. KEYS[1] ..
+       ' (writers need history_days > 0 and a release with community analytics)')
+end
+history = tonumber(history)
+if not history then fail('corrupt', KEYS[1] .. ' has a history_days that is not a number') end
+local clock = int_at(KEYS[2], 'a unix time')
+check_type(KEYS[3], 'hash', 'a hash')
+local function day_of(ts) return math.floor(ts / 86400) end
+local function today_of(now)
+  if now and now > 0 then return day_of(now) end
+  return day_of(clock or tonumber(ARGV[1]))
+end
+local what = ARGV[2]
+if what == 'active' then
+  local today = today_of(nil)
+  local day = tonumber(ARGV[3])
+  if day > today or day <= today - history then
+    fail('invalid', 'day ' .. date(day) .. ' is outside the kept history, ' .. date(today - history + 1) ..
+         ' to ' .. date(today) .. ' (' .. history .. ' days ending today)')
+  end
+  return tonumber(redis.call('HGET', KEYS[3], ARGV[4] .. ':' .. day) or 0)
+elseif what == 'retention' then
+  local today = today_of(tonumber(ARGV[3]))
+  local weekly = ARGV[4] == 'week'
+  local n = tonumber(ARGV[5])
+  local last = weekly and week_of(today) or today
+  local first = last - n + 1
+  local first_day = weekly and week_start(first) or first
+  if n < 1 or first_day <= today - history then
+    fail('invalid', n .. ' cohorts of a ' .. ARGV[4] .. ' reach before the kept history (' .. history .. ' days)')
+  end
+  local fields = {}
+  for p = first, last do
+    local start = weekly and week_start(p) or p
+    for d = start, start + (weekly and 6 or 0) do fields[#fields + 1] = 'n:' .. d end
+    for q = p, last do
+      fields[#fields + 1] = (weekly and 'k:' or 'c:') .. p .. ':' .. q
+    end
+  end
+  local got = redis.call('HMGET', KEYS[3], unpack(fields))
+  local out, i = {}, 1
+  for p = first, last do
+    local start = weekly and week_start(p) or p
+    local size = 0
+    for _ = 1, weekly and 7 or 1 do size = size + tonumber(got[i] or 0); i = i + 1 end
+    out[#out + 1] = start
+    out[#out + 1] = size
+    for _ = p, last do out[#out + 1] = tonumber(got[i] or 0); i = i + 1 end
+  end
+  return out
+elseif what == 'heatmap' then
+  local today = today_of(tonumber(ARGV[3]))
+  local days = tonumber(ARGV[4])
+  if days < 1 or days > history then
+    fail('invalid', 'days ' .. days .. ' is outside 1..' .. history .. ' (the kept history)')
+  end
+  local suffix = ARGV[5] == '1' and (':' .. ARGV[6]) or ''
+  local out = {}
+  for i = 1, 168 do out[i] = 0 end
+  for d = today - days + 1, today do
+    local fields = {}
+    for hour = 0, 23 do fields[hour + 1] = 'h:' .. d .. ':' .. hour .. suffix end
+    local got = redis.call('HMGET', KEYS[3], unpack(fields))
+    local row = (d + 3) % 7
+    for hour = 0, 23 do
+      out[row * 24 + hour + 1] = out[row * 24 + hour + 1] + tonumber(got[hour + 1] or 0)
+    end
+  end
+  return out
+end
+fail('invalid', 'unknown history query ' .. tostring(what))
+"""
+)

@@ -42,6 +42,15 @@ class AnalyticsSource:
        dead-lettered events as the delta of ``stats().dead_lettered``;
     3. becomes one batch; its acknowledgement makes it the baseline.
 
+    With a daily history (``history_days``), the processor's outbox batch also
+    carries what the history gathered since the last one (activations and heat
+    deltas, drained by the native ``eh_processor_outbox_put`` with the analytics
+    blob): its chunks follow the analytics part as ``HISTORY_PUBLISH`` scripts.
+    The parts of outbox batch ``n`` are sequence numbers ``n * CHUNKS_PER_BATCH``
+    (the analytics) and ``+ 1 + i`` (history chunk ``i``); the outbox batch is
+    acknowledged once its last part is applied, so a restart resends the parts
+    Redis lacks and Redis skips those it has.
+
     The dead-lettered baseline is this handle's alone: the native counter starts
     at 0 when a processor opens (also on its journal), so a batch a reopened
     processor resends carries its old delta and leaves the baseline at 0. What a
@@ -59,7 +68,14 @@ class AnalyticsSource:
     script = _schema.ANALYTICS_PUBLISH
 
     def __init__(
-        self, processor: Any, namespace: Any, *, window_minutes: int, event_time: bool, max_members: int
+        self,
+        processor: Any,
+        namespace: Any,
+        *,
+        window_minutes: int,
+        event_time: bool,
+        max_members: int,
+        history_days: int = 0,
     ) -> None:
         self.namespace = _check_namespace(namespace)
         if isinstance(max_members, bool) or not isinstance(max_members, int) or max_members <= 0:
@@ -68,6 +84,7 @@ class AnalyticsSource:
         self.window_minutes = window_minutes
         self.event_time = event_time
         self.max_members = max_members
+        self.history_days = history_days
         self._processor = weakref.ref(processor)
         self.lost_minutes = 0
         self._reset()
@@ -131,13 +148,17 @@ class AnalyticsSource:
     def applied(self, batch: Batch, reply: Any) -> bool:
         from .._native import _call, lib
 
-        self.minutes, self.all_users, self.all_channels, self.events, dead_lettered = batch.state
-        if dead_lettered is not None:
-            self.dead_lettered = dead_lettered
+        snapshot, last = batch.state
+        if batch.script is None:  # the analytics part
+            self.minutes, self.all_users, self.all_channels, self.events, dead_lettered = snapshot
+            if dead_lettered is not None:
+                self.dead_lettered = dead_lettered
         processor = self._processor()
-        if processor is not None and not processor.closed:
-            baseline = json.dumps(_baseline_doc(batch.state), separators=(",", ":")).encode()
-            _call(lib.eh_processor_outbox_ack, processor._h(), batch.seq, baseline, len(baseline))
+        if last and processor is not None and not processor.closed:
+            # The outbox batch's last part: Redis has all of it.
+            baseline = json.dumps(_baseline_doc(snapshot), separators=(",", ":")).encode()
+            number = batch.seq // CHUNKS_PER_BATCH
+            _call(lib.eh_processor_outbox_ack, processor._h(), number, baseline, len(baseline))
         return int(reply) == 1
 
     def after_cycle(self, publisher: Any) -> bool:
@@ -155,14 +176,36 @@ class AnalyticsSource:
         number = ffi.new("uint64_t *")
         waiting = copied(lib.eh_processor_outbox_pending, processor._h(), number)
         if number[0]:
-            return [_batch_from_outbox(number[0], waiting)]
+            return self._with_history(processor, publisher, _batch_from_outbox(number[0], waiting))
         batch = self._fresh(processor, publisher)
         if batch is None:
             return []
         blob = _outbox_doc(batch)
         _call(lib.eh_processor_outbox_put, processor._h(), blob, len(blob), number)
-        batch.seq = batch.args[0] = number[0]
-        return [batch]
+        batch.seq = batch.args[0] = number[0] * CHUNKS_PER_BATCH
+        return self._with_history(processor, publisher, batch)
+
+    def _with_history(self, processor: Any, publisher: Any, batch: Batch) -> List[Batch]:
+        """The analytics part, then the history chunks of its outbox batch; the
+        last part acknowledges the outbox batch."""
+        from .._native import copied, lib
+
+        number = batch.seq // CHUNKS_PER_BATCH
+        snapshot = batch.state
+        blob = copied(lib.eh_processor_outbox_history, processor._h(), number) if self.history_days else b""
+        chunks = _history_chunks(blob)
+        batch.state = (snapshot, not chunks)
+        out = [batch]
+        head = [publisher.pub_key(), _schema.key(self.namespace, "config")]
+        for i, (chunk, guilds, entries) in enumerate(chunks):
+            keys = list(head)
+            for g in guilds:
+                keys += [_schema.key(self.namespace, "hu", g), _schema.key(self.namespace, "hd", g)]
+            seq = number * CHUNKS_PER_BATCH + 1 + i
+            args: List[Any] = [seq, _schema.PUBLISHER_KEY_TTL_SECS, self.history_days, chunk]
+            state = (snapshot, i == len(chunks) - 1)
+            out.append(Batch(seq, keys, args, state, entries, _schema.HISTORY_PUBLISH))
+        return out
 
     def _fresh(self, processor: Any, publisher: Any) -> Optional[Batch]:
         """A new batch of what changed since the baseline (its sequence number is
@@ -283,13 +326,39 @@ def _batch_from_outbox(number: int, blob: bytes) -> Batch:
         events_key = keys[1]  # {ns}:events
         keys.insert(_OLD_HEAD_KEYS, events_key[: -len("events")] + "dead_lettered")
         args.insert(6, 0)
-    args[0] = number
+    args[0] = number * CHUNKS_PER_BATCH
     base = doc["state"]
     state = (
         {int(m): (b"", dict(ch)) for m, ch in base["minutes"].items()}, b"", dict(base["all"]), int(base["events"]),
         None,
     )
-    return Batch(number, keys, args, state, int(doc["size"]))
+    return Batch(number * CHUNKS_PER_BATCH, keys, args, state, int(doc["size"]))
+
+
+def _history_chunks(blob: bytes) -> List[Tuple[bytes, List[str], int]]:
+    """The chunks of a processor's history batch (src/community/publish.rs):
+    each chunk's bytes, its guilds (the first is ""), its entries."""
+    if not blob:
+        return []
+    out = []
+    (n,) = struct.unpack_from("<I", blob, 0)
+    pos = 4
+    for _ in range(n):
+        (length,) = struct.unpack_from("<I", blob, pos)
+        chunk = blob[pos + 4 : pos + 4 + length]
+        pos += 4 + length
+        (ng,) = struct.unpack_from("<H", chunk, 0)
+        p = 2
+        guilds = []
+        for _ in range(ng):
+            (size,) = struct.unpack_from("<H", chunk, p)
+            guilds.append(chunk[p + 2 : p + 2 + size].decode("utf-8"))
+            p += 2 + size
+        (nh,) = struct.unpack_from("<H", chunk, p)
+        p += 2 + 6 * nh
+        (entries,) = struct.unpack_from("<I", chunk, p)
+        out.append((chunk, guilds, entries))
+    return out
 
 
 def _minute_events(processor: Any, first_minute_start: int, n: int) -> List[int]:

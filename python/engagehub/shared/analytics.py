@@ -15,7 +15,8 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import errors
+from .. import _history, errors
+from .._history import Cohort
 from ..sketch import HyperLogLog
 from . import _schema
 from ._read import Op, Plan, Reads
@@ -118,6 +119,38 @@ class _AnalyticsReader:
                     raise errors.Corrupt(f"{key} is not a valid HyperLogLog: {exc}", errors.Corrupt.status) from None
         return out
 
+    # -- the daily history ----------------------------------------------------------
+
+    def _history(self, guild_id: Any, args: List[Any]) -> "Plan[Any]":
+        guild = _history.check_guild(guild_id)
+        keys = [self._key("config"), self._key("clock"), self._key("hd", guild or "")]
+        return (yield from self._reads.script(_schema.HISTORY_READ, keys, [int(time.time())] + args))
+
+    def _active_users(self, day: Any, period: Any, guild_id: Any) -> "Plan[int]":
+        number = _history.day_number(day)
+        code = {"day": "a", "week": "w", "month": "m"}[_history.check_period(period, tuple(_history.PERIODS))]
+        return int((yield from self._history(guild_id, ["active", number, code])))
+
+    def _retention(self, period: Any, cohorts: Any, now: Any, guild_id: Any) -> "Plan[List[Cohort]]":
+        period = _history.check_period(period, _history.COHORT_PERIODS)
+        n = _history.check_count(cohorts, "cohorts")
+        flat = yield from self._history(guild_id, ["retention", _history.check_now(now), period, n])
+        out, i = [], 0
+        for c in range(n):
+            start, size = int(flat[i]), int(flat[i + 1])
+            span = n - c
+            out.append(_history.cohort(start, size, [int(v) for v in flat[i + 2 : i + 2 + span]]))
+            i += 2 + span
+        return out
+
+    def _heatmap(self, days: Any, now: Any, channel_id: Any, guild_id: Any) -> "Plan[List[List[int]]]":
+        n = _history.check_count(days, "days")
+        if channel_id is not None and not isinstance(channel_id, str):
+            raise errors.InvalidType(f"channel_id must be a str or None, not {type(channel_id).__name__}", 1)
+        args = ["heatmap", _history.check_now(now), n, "0" if channel_id is None else "1", channel_id or ""]
+        flat = yield from self._history(guild_id, args)
+        return [[int(v) for v in flat[d * 24 : d * 24 + 24]] for d in range(7)]
+
     def _config(self) -> "Plan[Dict[str, int]]":
         key = self._key("config")
         stored = yield from self._reads.call([key], "a hash", Op("hgetall", key))
@@ -195,9 +228,40 @@ class SharedAnalytics(_AnalyticsReader):
 
     def config(self) -> Dict[str, int]:
         """The namespace's configuration as its first writer stored it
-        (``{ns}:config``: ``window_minutes``, ``max_members``), ``{}`` before any
-        writer published."""
+        (``{ns}:config``: ``window_minutes``, ``max_members``, ``history_days``),
+        ``{}`` before any writer published."""
         return self._reads.run("config", self._config())
+
+    def active_users(self, day: Any, period: str = "day", guild_id: Optional[str] = None) -> int:
+        """Users of every writer active on ``day`` (a ``datetime.date`` or
+        ``"YYYY-MM-DD"``, UTC), or in the 7 (``period="week"``) or 30
+        (``"month"``) days ending with it, in guild ``guild_id`` (``None``: every
+        event). Exact, and equal to one processor fed every writer's events; one
+        round trip. A day outside the writers' ``history_days`` ending today (the
+        namespace's clock or the wall clock) raises
+        :class:`~engagehub.InvalidArgument`."""
+        return self._reads.run("active_users", self._active_users(day, period, guild_id))
+
+    def retention(
+        self, period: str = "week", cohorts: int = 8, now: Optional[int] = None, guild_id: Optional[str] = None
+    ) -> List[Cohort]:
+        """The ``cohorts`` retention cohorts of ``period`` (``"week"``: Monday to
+        Sunday, UTC; or ``"day"``) ending with the one holding ``now``, oldest
+        first, as :class:`~engagehub.Cohort`: the users first seen in each, and the
+        fraction of them active in each later period. Exact; one round trip."""
+        return self._reads.run("retention", self._retention(period, cohorts, now, guild_id))
+
+    def activity_heatmap(
+        self,
+        days: int = 28,
+        now: Optional[int] = None,
+        channel_id: Optional[str] = None,
+        guild_id: Optional[str] = None,
+    ) -> List[List[int]]:
+        """Events of every writer by weekday (7 rows, Monday first) and UTC hour
+        (24 columns) over the ``days`` days ending with the day of ``now``, in
+        ``channel_id`` and ``guild_id`` (``None``: all). Exact; one round trip."""
+        return self._reads.run("activity_heatmap", self._heatmap(days, now, channel_id, guild_id))
 
 
 class AsyncSharedAnalytics(_AnalyticsReader):
@@ -243,6 +307,26 @@ class AsyncSharedAnalytics(_AnalyticsReader):
     async def config(self) -> Dict[str, int]:
         """See :meth:`SharedAnalytics.config`."""
         return await self._reads.arun("config", self._config())
+
+    async def active_users(self, day: Any, period: str = "day", guild_id: Optional[str] = None) -> int:
+        """See :meth:`SharedAnalytics.active_users`."""
+        return await self._reads.arun("active_users", self._active_users(day, period, guild_id))
+
+    async def retention(
+        self, period: str = "week", cohorts: int = 8, now: Optional[int] = None, guild_id: Optional[str] = None
+    ) -> List[Cohort]:
+        """See :meth:`SharedAnalytics.retention`."""
+        return await self._reads.arun("retention", self._retention(period, cohorts, now, guild_id))
+
+    async def activity_heatmap(
+        self,
+        days: int = 28,
+        now: Optional[int] = None,
+        channel_id: Optional[str] = None,
+        guild_id: Optional[str] = None,
+    ) -> List[List[int]]:
+        """See :meth:`SharedAnalytics.activity_heatmap`."""
+        return await self._reads.arun("activity_heatmap", self._heatmap(days, now, channel_id, guild_id))
 
 
 __all__ = ["AsyncSharedAnalytics", "SharedAnalytics"]
