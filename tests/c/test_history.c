@@ -4,6 +4,7 @@
  * guild and overall; the flush callback sees each event's guild; bad questions
  * are refused; eh_history_stats reports the records kept. */
 #define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
 #include <stdint.h>
 
 #include "check.h"
@@ -68,22 +69,33 @@ static void exact_weeks(int g, int *first, unsigned char active[USERS][WEEKS], i
   }
 }
 
+/* Workers call the callback concurrently: the count is kept under a lock. */
+typedef struct {
+  pthread_mutex_t lock;
+  uint64_t with_guild;
+} guild_count;
+
 static int32_t check_guilds(void *user_data, const eh_event *batch, size_t n) {
-  uint64_t *with_guild = (uint64_t *)user_data;
+  guild_count *count = (guild_count *)user_data;
+  uint64_t seen = 0;
   size_t i;
   for (i = 0; i < n; i++) {
     if (batch[i].guild_id_len > 0) {
       /* "g1" or "g2", and the channel is intact beside it. */
       if (batch[i].guild_id_len != 2 || batch[i].guild_id[0] != 'g') return 1;
       if (batch[i].channel_id_len < 2 || batch[i].channel_id[0] != 'c') return 1;
-      *with_guild += 1;
+      seen++;
     }
   }
+  pthread_mutex_lock(&count->lock);
+  count->with_guild += seen;
+  pthread_mutex_unlock(&count->lock);
   return 0;
 }
 
 int main(void) {
-  uint64_t x = 0x9e3779b97f4a7c15ull, with_guild = 0, expect_with_guild = 0;
+  uint64_t x = 0x9e3779b97f4a7c15ull, expect_with_guild = 0;
+  guild_count count = {PTHREAD_MUTEX_INITIALIZER, 0};
   eh_processor_config cfg = {
       .struct_size = sizeof cfg, .capacity = 1 << 15, .workers = 2, .clock = EH_CLOCK_EVENT_TIME};
   eh_processor *p = NULL;
@@ -114,13 +126,15 @@ int main(void) {
   }
 
   CHECK_OK(eh_processor_new(&cfg, &p));
-  CHECK_OK(eh_processor_set_flush_callback(p, check_guilds, &with_guild, NULL));
+  CHECK_OK(eh_processor_set_flush_callback(p, check_guilds, &count, NULL));
   /* The first thousand one by one, the rest as an array. */
   for (i = 0; i < 1000; i++) CHECK_OK(eh_processor_push_event(p, &batch[i]));
   CHECK_OK(eh_processor_push_batch(p, batch + 1000, EVENTS - 1000, &accepted));
   CHECK(accepted == EVENTS - 1000);
   CHECK_OK(eh_processor_flush(p, 60000));
-  CHECK(with_guild == expect_with_guild);
+  pthread_mutex_lock(&count.lock);
+  CHECK(count.with_guild == expect_with_guild);
+  pthread_mutex_unlock(&count.lock);
 
   CHECK_OK(eh_processor_now(p, &today_ts));
   today = day_of(today_ts);
