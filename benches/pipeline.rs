@@ -128,7 +128,8 @@ impl Drop for Handle {
     }
 }
 
-fn new_processor(delivered: &AtomicU64) -> Handle {
+/// `history_days`: 0 = the default (90 days of daily history), -1 = none.
+fn new_processor(delivered: &AtomicU64, history_days: i32) -> Handle {
     let config = eh_processor_config {
         capacity: 65536,
         workers: 1,
@@ -137,6 +138,7 @@ fn new_processor(delivered: &AtomicU64) -> Handle {
         // slots the worker is reading.
         overflow: EH_OVERFLOW_BLOCK,
         block_timeout_ms: 60_000,
+        history_days,
         ..Default::default()
     };
     let mut p = std::ptr::null_mut();
@@ -168,7 +170,7 @@ fn end_to_end(c: &mut Criterion) {
     let kind = "message";
 
     let delivered = AtomicU64::new(0);
-    let p = new_processor(&delivered);
+    let p = new_processor(&delivered, 0);
     group.bench_function("push_to_c_callback", |b| {
         b.iter_custom(|iters| {
             let start = Instant::now();
@@ -204,52 +206,71 @@ fn end_to_end(c: &mut Criterion) {
         })
     });
 
-    group.bench_function("push_batch_to_c_callback", |b| {
+    drop(p);
+    // The batch push with the daily history as configured by default (90 days, no
+    // guild), with three guilds, and without the history: what the history costs a
+    // worker (the events are sketched by the one worker the producer waits for).
+    let guilds = ["", "guild-1", "guild-2", "guild-3"];
+    for (name, history_days, with_guilds) in [
+        ("push_batch_to_c_callback", 0, false),
+        ("push_batch_to_c_callback/guilds", 0, true),
+        ("push_batch_to_c_callback/no_history", -1, false),
+    ] {
+        let p = new_processor(&delivered, history_days);
         let raw: Vec<RawEvent> = users
             .iter()
             .take(256)
             .zip(channels.iter().cycle())
-            .map(|(u, channel)| RawEvent {
-                kind: kind.as_ptr(),
-                kind_len: kind.len(),
-                user_id: u.as_ptr(),
-                user_id_len: u.len(),
-                channel_id: channel.as_ptr(),
-                channel_id_len: channel.len(),
-                timestamp: 1_700_000_000,
-                payload: std::ptr::null(),
-                payload_len: 0,
-                guild_id: std::ptr::null(),
-                guild_id_len: 0,
+            .enumerate()
+            .map(|(i, (u, channel))| {
+                let guild = if with_guilds {
+                    guilds[1 + i % 3]
+                } else {
+                    guilds[0]
+                };
+                RawEvent {
+                    kind: kind.as_ptr(),
+                    kind_len: kind.len(),
+                    user_id: u.as_ptr(),
+                    user_id_len: u.len(),
+                    channel_id: channel.as_ptr(),
+                    channel_id_len: channel.len(),
+                    timestamp: 1_700_000_000,
+                    payload: std::ptr::null(),
+                    payload_len: 0,
+                    guild_id: guild.as_ptr(),
+                    guild_id_len: guild.len(),
+                }
             })
             .collect();
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            let mut left = iters as usize;
-            while left > 0 {
-                let chunk = &raw[..left.min(raw.len())];
-                let mut offset = 0;
-                while offset < chunk.len() {
-                    let mut accepted = 0usize;
-                    let rest = &chunk[offset..];
-                    // SAFETY: live handle; `rest` points at valid events.
-                    let rc = unsafe {
-                        eh_processor_push_batch(p.0, rest.as_ptr(), rest.len(), &mut accepted)
-                    };
-                    assert_eq!(rc, EH_OK);
-                    offset += accepted;
-                    if accepted < rest.len() {
-                        std::thread::yield_now();
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                let mut left = iters as usize;
+                while left > 0 {
+                    let chunk = &raw[..left.min(raw.len())];
+                    let mut offset = 0;
+                    while offset < chunk.len() {
+                        let mut accepted = 0usize;
+                        let rest = &chunk[offset..];
+                        // SAFETY: live handle; `rest` points at valid events.
+                        let rc = unsafe {
+                            eh_processor_push_batch(p.0, rest.as_ptr(), rest.len(), &mut accepted)
+                        };
+                        assert_eq!(rc, EH_OK);
+                        offset += accepted;
+                        if accepted < rest.len() {
+                            std::thread::yield_now();
+                        }
                     }
+                    left -= chunk.len();
                 }
-                left -= chunk.len();
-            }
-            // SAFETY: live handle.
-            assert_eq!(unsafe { eh_processor_flush(p.0, 60_000) }, EH_OK);
-            start.elapsed()
-        })
-    });
-    drop(p);
+                // SAFETY: live handle.
+                assert_eq!(unsafe { eh_processor_flush(p.0, 60_000) }, EH_OK);
+                start.elapsed()
+            })
+        });
+    }
     group.finish();
 }
 

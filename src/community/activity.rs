@@ -266,23 +266,24 @@ impl Activity {
         }
     }
 
-    /// Counts one event in its day's hour, for all channels and for `channel`.
-    /// Returns the day's heat if it just became dirty (`publishing`) and whether
-    /// the channel is new that day.
-    pub(crate) fn observe_event(
+    /// Counts `count` events in `day`'s `hour`, for all channels and for
+    /// `channel`. Returns whether the day's heat just became dirty (`publishing`)
+    /// and whether the channel is new that day.
+    pub(crate) fn add_heat(
         &mut self,
         channel: u64,
         day: i32,
         hour: usize,
+        count: u64,
         publishing: bool,
     ) -> (bool, bool) {
         let heat = self.heat.entry(day).or_default();
-        heat.all[hour] += 1;
+        heat.all[hour] += count;
         let mut new_channel = false;
         heat.channels.entry(channel).or_insert_with(|| {
             new_channel = true;
             [0; 24]
-        })[hour] += 1;
+        })[hour] += count;
         let became_dirty = publishing && !heat.dirty;
         heat.dirty |= publishing;
         (became_dirty, new_channel)

@@ -162,6 +162,18 @@ impl CommunityConfig {
     }
 }
 
+/// A run's heat, grouped: (hash of the guild id, hash of the channel id, day,
+/// hour) -> (events, the index of the run's first event of the group).
+type HeatRun = NameMap<(u64, u64, i32, u8), (u32, u32)>;
+
+/// What a caller of [`Community::observe_run`] keeps from run to run (so a run
+/// allocates nothing once the buffers have grown).
+#[derive(Default)]
+pub struct RunScratch {
+    keys: Vec<(u32, u64)>,
+    heat: HeatRun,
+}
+
 /// An event as the community analytics see it.
 #[derive(Debug, Clone, Copy)]
 pub struct CommunityEvent<'a> {
@@ -267,11 +279,16 @@ impl Community {
         self.cfg.history_days > 0
     }
 
-    /// Records a run of `n` events, `event(i)` giving the `i`-th (called twice per
-    /// event). `scratch` is the caller's, reused from run to run.
+    /// Records a run of `n` events, `event(i)` giving the `i`-th (called several
+    /// times per event). `scratch` is the caller's, reused from run to run.
+    ///
+    /// Per stripe of the run's users, under its lock: each event's user is looked
+    /// up (overall and in its guild) for a first event of the day; its heat is
+    /// counted per (guild, channel, day, hour) first and applied once per group, so
+    /// a run over a dozen channels makes a dozen heat updates, not one per event.
     pub fn observe_run<'a>(
         &self,
-        scratch: &mut Vec<(u32, u64)>,
+        scratch: &mut RunScratch,
         n: usize,
         event: impl Fn(usize) -> CommunityEvent<'a>,
     ) {
@@ -279,13 +296,13 @@ impl Community {
             return;
         }
         let stripes = self.stripes.len();
-        scratch.clear();
+        scratch.keys.clear();
         let mut used = 0u64;
         let mut many = false;
         for i in 0..n {
             let key = hash64(event(i).user);
             let s = stripe_of(key, stripes);
-            scratch.push((s as u32, key));
+            scratch.keys.push((s as u32, key));
             if s < 64 {
                 used |= 1 << s;
             } else {
@@ -296,19 +313,28 @@ impl Community {
             if !many && (s >= 64 || used & (1 << s) == 0) {
                 continue;
             }
-            let mut stripe = None;
-            for (i, &(si, key)) in scratch.iter().enumerate() {
+            let mut st = lock(&self.stripes[s]);
+            scratch.heat.clear();
+            for (i, &(si, key)) in scratch.keys.iter().enumerate() {
                 if si as usize == s {
-                    let st = stripe.get_or_insert_with(|| lock(&self.stripes[s]));
-                    self.observe(st, key, &event(i));
+                    self.observe(&mut st, key, &event(i), i as u32, &mut scratch.heat);
                 }
             }
+            self.apply_heat(&mut st, &scratch.heat, &event);
         }
     }
 
-    fn observe(&self, st: &mut Stripe, key: u64, ev: &CommunityEvent<'_>) {
+    /// One event's user, overall and in its guild; its heat goes into `heat`
+    /// (grouped: applied by [`Community::apply_heat`]).
+    fn observe(
+        &self,
+        st: &mut Stripe,
+        key: u64,
+        ev: &CommunityEvent<'_>,
+        index: u32,
+        heat: &mut HeatRun,
+    ) {
         let day = day_of(ev.ts);
-        let hour = (ev.ts.rem_euclid(SECS_PER_DAY) / 3600) as usize;
         if day > st.max_day {
             let old = st.max_day;
             st.max_day = day;
@@ -325,54 +351,78 @@ impl Community {
             }
         }
         let horizon = st.max_day - self.keep;
-        let publishing = self.cfg.publish;
-        let channel = hash64(ev.channel.as_bytes());
-        let guild: Option<Arc<str>> = if ev.guild.is_empty() {
-            None
-        } else if let Some((name, _)) = st.guilds.get_key_value(ev.guild) {
-            Some(Arc::clone(name))
-        } else {
-            let name: Arc<str> = Arc::from(ev.guild);
-            st.guilds
-                .insert(Arc::clone(&name), Activity::new(self.ring));
-            Some(name)
-        };
+        let publishing = self.cfg.publish && day >= horizon;
         // Everyone.
         let activated = st.all.observe_user(key, day, horizon) == Observed::Activated;
-        if publishing && activated && guild.is_none() && day >= horizon {
+        if publishing && activated && ev.guild.is_empty() {
             st.pending.insert((None, key, day), ());
         }
-        let mut new_channel = false;
+        // The guild.
+        if !ev.guild.is_empty() {
+            let a = match st.guilds.get_mut(ev.guild) {
+                Some(a) => a,
+                None => st
+                    .guilds
+                    .entry(Arc::from(ev.guild))
+                    .or_insert_with(|| Activity::new(self.ring)),
+            };
+            if a.observe_user(key, day, horizon) == Observed::Activated && publishing {
+                let name = st
+                    .guilds
+                    .get_key_value(ev.guild)
+                    .map(|(k, _)| Arc::clone(k));
+                st.pending.insert((name, key, day), ());
+            }
+        }
         if day >= horizon {
-            let (dirty, new) = st.all.observe_event(channel, day, hour, publishing);
-            new_channel |= new;
+            let hour = (ev.ts.rem_euclid(SECS_PER_DAY) / 3600) as u8;
+            let group = (
+                hash64(ev.guild.as_bytes()),
+                hash64(ev.channel.as_bytes()),
+                day,
+                hour,
+            );
+            heat.entry(group).or_insert((0, index)).0 += 1;
+        }
+    }
+
+    /// Adds a run's heat groups to the stripe (overall, and to each group's guild).
+    fn apply_heat<'a>(
+        &self,
+        st: &mut Stripe,
+        heat: &HeatRun,
+        event: &impl Fn(usize) -> CommunityEvent<'a>,
+    ) {
+        let publishing = self.cfg.publish;
+        let horizon = st.max_day - self.keep;
+        for (&(_, channel, day, hour), &(count, first)) in heat {
+            if day < horizon {
+                continue;
+            }
+            let ev = event(first as usize);
+            let (hour, count) = (usize::from(hour), u64::from(count));
+            let (dirty, mut new_channel) = st.all.add_heat(channel, day, hour, count, publishing);
             if dirty {
                 st.dirty.push((None, day));
             }
-        }
-        // The guild.
-        if let Some(g) = guild {
-            let a = st.guilds.get_mut(&*g).expect("inserted above");
-            let activated = a.observe_user(key, day, horizon) == Observed::Activated;
-            let mut dirty = false;
-            if day >= horizon {
-                let (d, new) = a.observe_event(channel, day, hour, publishing);
-                dirty = d;
-                new_channel |= new;
-            }
-            if publishing {
-                if activated && day >= horizon {
-                    st.pending.insert((Some(Arc::clone(&g)), key, day), ());
-                }
-                if dirty {
-                    st.dirty.push((Some(g), day));
+            if !ev.guild.is_empty() {
+                if let Some(a) = st.guilds.get_mut(ev.guild) {
+                    let (dirty, new) = a.add_heat(channel, day, hour, count, publishing);
+                    new_channel |= new;
+                    if dirty {
+                        let name = st
+                            .guilds
+                            .get_key_value(ev.guild)
+                            .map(|(k, _)| Arc::clone(k));
+                        st.dirty.push((name, day));
+                    }
                 }
             }
-        }
-        if publishing && new_channel {
-            st.channel_names
-                .entry(channel)
-                .or_insert_with(|| Arc::from(ev.channel));
+            if publishing && new_channel {
+                st.channel_names
+                    .entry(channel)
+                    .or_insert_with(|| Arc::from(ev.channel));
+            }
         }
     }
 

@@ -18,7 +18,7 @@ struct Ev {
 }
 
 fn feed(c: &Community, events: &[Ev]) {
-    let mut scratch = Vec::new();
+    let mut scratch = RunScratch::default();
     for run in events.chunks(37) {
         c.observe_run(&mut scratch, run.len(), |i| CommunityEvent {
             user: run[i].user.as_bytes(),

@@ -286,7 +286,7 @@ pub(crate) fn open(config: &ProcessorConfig, jc: &JournalConfig, lanes: usize) -
                     // there are fewer workers now).
                     let lane = if stream < lanes { stream } else { 0 };
                     st.shards[lane].observe_run(events.iter().map(|e| (e.0, e.1, e.3)));
-                    let mut scratch = Vec::new();
+                    let mut scratch = crate::community::RunScratch::default();
                     st.community.observe_run(&mut scratch, events.len(), |i| {
                         crate::community::CommunityEvent {
                             user: events[i].0,

@@ -45,7 +45,7 @@ struct Worker {
     /// A run's journal record, reused (journaled processors only).
     record: Vec<u8>,
     /// The community analytics' per-run scratch, reused.
-    community: Vec<(u32, u64)>,
+    community: crate::community::RunScratch,
 }
 
 pub(crate) fn run_worker(shared: Arc<Shared>, index: usize) {
@@ -59,7 +59,7 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize) {
         processed: 0,
         clock_seen: 0,
         record: Vec::new(),
-        community: Vec::new(),
+        community: Default::default(),
     };
     let outcome = quiet_panic::catch(|| worker.run());
     if let Err(msg) = outcome {
@@ -356,7 +356,7 @@ impl InlineWorker {
                 processed: 0,
                 clock_seen: 0,
                 record: Vec::new(),
-                community: Vec::new(),
+                community: Default::default(),
             }),
         }
     }
