@@ -186,6 +186,12 @@ pub fn check_guild_id(guild: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks a time argument as a board does (after year 9999 is refused; <= 0
+/// means now).
+pub fn check_time(ts: i64, what: &str) -> Result<()> {
+    super::resolve_ts(ts, what).map(drop)
+}
+
 fn closed() -> Error {
     Error::Closed("guild leaderboards closed".into())
 }
