@@ -266,10 +266,26 @@ class GuildLeaderboards(NativeHandle):
         ``stats().refused``) when the guild's board is at ``max_users`` and the
         newcomer ranks below everyone; raises :class:`~engagehub.Full` for a new
         guild beyond ``max_guilds``."""
-        h = self._h()
-        gid = _guild(guild_id)
-        uid = encode(user_id, "user_id")
-        status = _add(h, gid, len(gid), uid, len(uid), _real(points, "points"), self._stamp(timestamp))
+        # Written for the usual str ids and int (or omitted) timestamp: one native
+        # call and little else; other types take the except branches and give
+        # the same results (as Leaderboard.update_user's cffi path).
+        if self._closed:
+            raise self._closed_error()
+        try:
+            gid = guild_id.encode()  # type: ignore[union-attr]
+        except (AttributeError, UnicodeEncodeError):  # an int, bytes, a lone surrogate
+            gid = _guild(guild_id)
+        try:
+            uid = user_id.encode()
+        except (AttributeError, UnicodeEncodeError):
+            uid = encode(user_id, "user_id")
+        if timestamp is None:
+            source = self._time_source
+            timestamp = 0 if source is None else int(source())
+        try:
+            status = _add(self._cdata, gid, len(gid), uid, len(uid), points, timestamp)
+        except (TypeError, OverflowError):  # a float timestamp, points not a number, out of range
+            status = _add(self._cdata, gid, len(gid), uid, len(uid), _real(points, "points"), self._stamp(timestamp))
         if status == 0:
             return True
         if status == _EH_FULL and "max_guilds" not in last_error():
