@@ -623,6 +623,36 @@ def test_a_dropped_guild_made_again_publishes_again(client: Any) -> None:
     group.close()
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_publishes_its_own_changes_under_a_new_id(client: Any, server: RedisServer) -> None:
+    prefix = fresh("forkpub")
+    group = GuildLeaderboards(decay_factor=1.0, redis=server.client(socket_timeout=5), key_prefix=prefix,
+                              publish_interval_ms=3_600_000, close_timeout=WAIT)
+    group.update_user("g", "parent", 1.0, HOUR0)
+    assert group.publish_now(WAIT)
+    group.update_user("g", "parent", 2.0, HOUR0)  # pending at the fork: the parent's
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with a publisher thread
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            group.update_user("g", "child", 5.0, HOUR0)
+            group.update_user("h", "child", 1.0, HOUR0)
+            code = 0 if group.publish_now(WAIT) and group.stats().published_rows == 2 else 2
+            group.close()
+        finally:
+            os._exit(code)
+    _, status = wait_until(lambda: (lambda r: r if r[0] else None)(os.waitpid(pid, os.WNOHANG)),
+                           what="the child to exit")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert group.publish_now(WAIT)
+    assert {r[0]: r[2] for r in shared_rows(client, prefix, "g", HOUR0)} == {"parent": 3.0, "child": 5.0}
+    assert {r[0]: r[2] for r in shared_rows(client, prefix, "h", HOUR0)} == {"child": 1.0}
+    group.close()
+    assert list(client.scan_iter(match="{" + prefix + ":*}:pub:*")) == []
+
+
 def test_engagehub_exports_it() -> None:
     assert engagehub.GuildLeaderboards is GuildLeaderboards
     assert "GuildLeaderboards" in engagehub.__all__ and "GuildLeaderboardsStats" in engagehub.__all__
