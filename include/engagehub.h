@@ -14,8 +14,8 @@
  *  - Each handle type documents its thread safety.
  *
  * Threads and fork:
- *  - Every handle (eh_processor, eh_leaderboard, eh_hll, eh_cms) may be used from
- *    several threads at once. Each handle's doc ends with a "Thread safety:" line
+ *  - Every handle (eh_processor, eh_leaderboard, eh_board_group, eh_hll, eh_cms) may
+ *    be used from several threads at once. Each handle's doc ends with a "Thread safety:" line
  *    saying what may run concurrently with its close and free; eh_*_free itself is
  *    always the last call on a handle.
  *  - Callbacks run on the processor's worker threads (or, with EH_WORKERS_NONE, on
@@ -27,8 +27,9 @@
  *    sketches need nothing: the library's pthread_atfork handlers hold each one's
  *    lock across fork() (the fork waits for calls in progress on other threads,
  *    each of which is bounded), so the child gets every board and sketch whole and
- *    unlocked, whatever other threads were doing. A board's changes recorded for
- *    publishing but not yet drained stay with the parent. Do not call the library
+ *    unlocked, whatever other threads were doing (a board group: every stripe). A
+ *    board's changes recorded for publishing but not yet drained stay with the
+ *    parent. Do not call the library
  *    from your own pthread_atfork handlers; a language binding's at-fork hooks
  *    (Python's os.register_at_fork) need no library call either. A journaled
  *    handle's child goes on in memory: the journal stays the parent's.
@@ -187,6 +188,43 @@
  * Most cohorts `eh_processor_retention` returns.
  */
 #define EH_MAX_COHORTS 400
+
+/**
+ * Leaderboards keyed by guild id, in one handle (opaque): one board per guild,
+ * all with the group's settings, made on the guild's first update. Create with
+ * `eh_board_group_new`, close with `eh_board_group_close`, free with
+ * `eh_board_group_free`.
+ *
+ * Each guild's board is an `eh_leaderboard`'s board (same decay, ties, capacity
+ * and input rules; `max_users` is per board) without the handle: no thread and
+ * no handle per guild. An empty board costs about 1.2 KB (its table slot and
+ * one index leaf), one of 10 users about 2.3 KB. Guilds are spread over 64
+ * stripes by a seeded hash of their id, each under its own lock: updates of
+ * guilds in different stripes never wait for each other.
+ *
+ * Publishing to Redis (`eh_board_group_publish_enable`): each board records its
+ * changes as a publishing `eh_leaderboard` does, and a guild's first change
+ * since its last batch puts it on the group's dirty list, so
+ * `eh_board_group_outbox_next` takes batches only from the guilds that changed.
+ *
+ * Lifetime: `eh_board_group_close` drops every board and leaves a small shell;
+ * every later call fails with `EH_SHUT_DOWN` ("guild leaderboards closed") and
+ * changes nothing. `eh_board_group_free` closes (if needed) and releases the
+ * shell.
+ *
+ * Fork: the child gets every board whole and unlocked (the fork handlers hold
+ * every stripe across `fork()`), without the changes recorded for Redis and the
+ * batches taken and not acknowledged: the parent publishes those.
+ *
+ * Thread safety: may be used from several threads at once. Queries share their
+ * guild's stripe's read lock; updates, `drop` and outbox calls take a stripe's
+ * write lock; whole-group calls (`guilds`, `get_stats`, `publish_enable`) take
+ * the stripes one after the other. `eh_board_group_close` may run concurrently
+ * with any call, including another close: it waits for calls in progress, and
+ * calls that start after it get `EH_SHUT_DOWN`. `eh_board_group_free` must not
+ * run concurrently with, or be followed by, any other call on the handle.
+ */
+typedef struct eh_board_group eh_board_group;
 
 /**
  * A Count-Min frequency sketch (opaque): `depth` rows of `width` 64-bit counters,
@@ -548,6 +586,240 @@ typedef struct eh_pending_batch {
    */
   void *owner;
 } eh_pending_batch;
+
+/**
+ * Settings of an `eh_board_group`: those of every board, and a bound on the
+ * boards. Zero fields take their defaults. Set `struct_size` to
+ * `sizeof(eh_board_group_config)`; fields are only ever appended.
+ */
+typedef struct eh_board_group_config {
+  /**
+   * `sizeof(eh_board_group_config)` as the caller's header declares it (0 or a
+   * size smaller than the first version: `EH_INVALID_ARGUMENT`).
+   */
+  size_t struct_size;
+  /**
+   * Fraction of a score kept after one period, in (0, 1]; 1 = no decay.
+   * 0 = default 0.95. Negative, NaN or > 1: `EH_INVALID_ARGUMENT`.
+   */
+  double decay_factor;
+  /**
+   * Length of a decay period in seconds; 0 = default 86400 (one day).
+   * Negative, NaN or infinite: `EH_INVALID_ARGUMENT`.
+   */
+  double decay_period_secs;
+  /**
+   * Most users kept per board; 0 = unbounded. As `eh_leaderboard_config`'s.
+   */
+  uint64_t max_users;
+  /**
+   * Latest accepted timestamp, in seconds after the wall clock; 0 = default
+   * 86400 (one day); negative: `EH_INVALID_ARGUMENT`. As
+   * `eh_leaderboard_config`'s.
+   */
+  int64_t max_future_secs;
+  /**
+   * Most boards (guilds) held; 0 = unbounded. An update of a new guild beyond
+   * it fails with `EH_FULL` until a guild is dropped.
+   */
+  uint64_t max_guilds;
+} eh_board_group_config;
+
+/**
+ * One guild of an [`eh_guild_list`].
+ */
+typedef struct eh_guild_row {
+  /**
+   * Users on the guild's board.
+   */
+  uint64_t users;
+  /**
+   * Offset of the guild id in `eh_guild_list.ids` (followed by a NUL).
+   */
+  uint64_t id_offset;
+  /**
+   * Length in bytes of the guild id (UTF-8).
+   */
+  uint64_t id_len;
+} eh_guild_row;
+
+/**
+ * Guild ids from `eh_board_group_guilds`, owned by the library until
+ * `eh_guild_list_free`. Same block layout as `eh_ranking`: row `i` is
+ * `rows[i]`, its id the `id_len` bytes at `ids + id_offset`; rows and ids are
+ * one block of `size` bytes from `rows`. A zeroed struct is an empty list.
+ */
+typedef struct eh_guild_list {
+  /**
+   * Number of guilds.
+   */
+  size_t len;
+  /**
+   * `len` rows, in guild id byte order.
+   */
+  const struct eh_guild_row *rows;
+  /**
+   * The guild ids, back to back.
+   */
+  const uint8_t *ids;
+  /**
+   * Bytes from `rows` to the end of the ids.
+   */
+  size_t size;
+  /**
+   * Library-private; do not touch.
+   */
+  void *owner;
+} eh_guild_list;
+
+/**
+ * Counters from `eh_board_group_get_stats`, summed over every board. Set
+ * `struct_size` to `sizeof(eh_board_group_stats)` before the call: the library
+ * writes no more than that and sets it to what it wrote.
+ */
+typedef struct eh_board_group_stats {
+  /**
+   * In: `sizeof(eh_board_group_stats)` as the caller's header declares it.
+   * Out: the bytes written.
+   */
+  size_t struct_size;
+  /**
+   * Boards (guilds) held.
+   */
+  uint64_t boards;
+  /**
+   * Users over every board.
+   */
+  uint64_t users;
+  /**
+   * Heap bytes: the guild tables (a slot per guild), every board's structures
+   * and ids, and the batches taken for Redis and not yet acknowledged.
+   */
+  uint64_t heap_bytes;
+  /**
+   * Users evicted at `max_users`.
+   */
+  uint64_t evicted;
+  /**
+   * New users refused with `EH_FULL` at `max_users`.
+   */
+  uint64_t refused;
+  /**
+   * Updates refused because their timestamp was later than the wall clock
+   * plus `max_future_secs` (also those on guilds the group did not hold).
+   */
+  uint64_t future_refused;
+  /**
+   * Times a board's decay landmark moved forward.
+   */
+  uint64_t rebases;
+  /**
+   * Publishing: changes recorded and not yet taken by
+   * `eh_board_group_outbox_next`.
+   */
+  uint64_t pending;
+  /**
+   * Publishing: changes not recorded because a board held `max_pending`.
+   */
+  uint64_t pending_dropped;
+  /**
+   * Publishing: guilds on the dirty list (changed since their last batch was
+   * taken).
+   */
+  uint64_t dirty;
+  /**
+   * Publishing: guilds whose batch was taken and not yet acknowledged.
+   */
+  uint64_t in_flight;
+  /**
+   * Publishing: changes not yet taken that `eh_board_group_drop` discarded.
+   */
+  uint64_t unpublished_dropped;
+} eh_board_group_stats;
+
+/**
+ * One guild's batch in an [`eh_group_outbox`].
+ */
+typedef struct eh_group_batch {
+  /**
+   * The batch's number (> 0). Numbers come from one counter of the whole
+   * group, so a guild's numbers always grow (also after a drop and
+   * re-creation of the guild); acknowledge with `eh_board_group_outbox_ack`.
+   */
+  uint64_t number;
+  /**
+   * The landmark (seconds since the Unix epoch) the rows' values are relative
+   * to.
+   */
+  int64_t landmark;
+  /**
+   * Index of the batch's first row in `eh_group_outbox.rows`.
+   */
+  uint64_t first_row;
+  /**
+   * Number of rows: `rows[first_row .. first_row + row_count]`, in the order
+   * of an `eh_pending_batch` (sets and removes in order, then the sums).
+   */
+  uint64_t row_count;
+  /**
+   * Offset of the guild id in `eh_group_outbox.guilds` (followed by a NUL).
+   */
+  uint64_t guild_offset;
+  /**
+   * Length in bytes of the guild id (UTF-8).
+   */
+  uint64_t guild_len;
+} eh_group_batch;
+
+/**
+ * Batches from `eh_board_group_outbox_next`, one per guild, owned by the
+ * library until `eh_group_outbox_free`. Two blocks: the batches with their guild
+ * ids (`batches_size` bytes from `batches`), and the rows of every batch with
+ * their user ids (`rows_size` bytes from `rows`), each laid out as
+ * `eh_ranking`'s. A zeroed struct holds no batch.
+ */
+typedef struct eh_group_outbox {
+  /**
+   * Number of batches.
+   */
+  size_t len;
+  /**
+   * `len` batches.
+   */
+  const struct eh_group_batch *batches;
+  /**
+   * The guild ids, back to back.
+   */
+  const uint8_t *guilds;
+  /**
+   * Bytes from `batches` to the end of the guild ids.
+   */
+  size_t batches_size;
+  /**
+   * Number of rows over every batch.
+   */
+  size_t rows_len;
+  /**
+   * `rows_len` rows (`eh_pending_row`: kind, value, last update, user id).
+   */
+  const struct eh_pending_row *rows;
+  /**
+   * The user ids, back to back.
+   */
+  const uint8_t *ids;
+  /**
+   * Bytes from `rows` to the end of the user ids.
+   */
+  size_t rows_size;
+  /**
+   * Library-private; do not touch.
+   */
+  void *owner;
+  /**
+   * Library-private; do not touch.
+   */
+  void *rows_owner;
+} eh_group_outbox;
 
 /**
  * Processor settings. Zero fields take their defaults; pass NULL for all defaults.
@@ -1296,6 +1568,239 @@ void eh_pending_batch_free(struct eh_pending_batch *batch);
  * second call are no-ops.
  */
 void eh_ranking_free(struct eh_ranking *ranking);
+
+/**
+ * Creates a group of leaderboards. `config` may be NULL for all defaults (decay
+ * 0.95 per day, boards and guilds unbounded). On success writes the new handle to
+ * `*out`.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` for a bad setting (the message names it) or a
+ * NULL `out`.
+ */
+eh_status eh_board_group_new(const struct eh_board_group_config *config,
+                             struct eh_board_group **out);
+
+/**
+ * Closes a group: drops every board, keeping the handle's shell so that later
+ * calls fail cleanly. Thread-safe: may run concurrently with any other call on
+ * `g` (including another close). It waits for the calls in progress; calls that
+ * start afterwards fail with `EH_SHUT_DOWN` and change nothing. BLOCKS for as
+ * long as the longest call in progress. Idempotent. Release the shell with
+ * `eh_board_group_free`.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL `g`).
+ */
+eh_status eh_board_group_close(struct eh_board_group *g);
+
+/**
+ * Closes the group if it is not closed (see `eh_board_group_close`), then
+ * releases the handle. NULL is a no-op. Must not run concurrently with, or be
+ * followed by, any other call on `g`.
+ */
+void eh_board_group_free(struct eh_board_group *g);
+
+/**
+ * Adds `points` earned at `timestamp` (seconds since the Unix epoch; <= 0 = now)
+ * to the user's score on the guild's board, making the board (with the group's
+ * settings) if the group holds none. As `eh_leaderboard_add` otherwise.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL handle, empty / over 1024 bytes / invalid
+ * UTF-8 guild or user id, NaN or infinite points, a timestamp after year 9999
+ * or past the wall clock plus `max_future_secs`, a sum that would overflow),
+ * `EH_FULL` (at the board's `max_users` and ranking below its lowest user; or a
+ * new guild beyond `max_guilds`), `EH_SHUT_DOWN`. On error nothing changes (a
+ * new guild's board is not kept).
+ */
+eh_status eh_board_group_add(struct eh_board_group *g,
+                             const uint8_t *guild_id,
+                             size_t guild_id_len,
+                             const uint8_t *user_id,
+                             size_t user_id_len,
+                             double points,
+                             int64_t timestamp);
+
+/**
+ * Sets the user's score on the guild's board to `score` as of `timestamp` (<= 0
+ * = now), replacing its history. Same errors and rules as `eh_board_group_add`.
+ */
+eh_status eh_board_group_set(struct eh_board_group *g,
+                             const uint8_t *guild_id,
+                             size_t guild_id_len,
+                             const uint8_t *user_id,
+                             size_t user_id_len,
+                             double score,
+                             int64_t timestamp);
+
+/**
+ * Removes a user from the guild's board. Errors: `EH_NOT_FOUND` if the board
+ * does not hold the user (or the group holds no board for the guild),
+ * `EH_INVALID_ARGUMENT`, `EH_SHUT_DOWN`. While publishing, the removal is
+ * recorded for Redis even when the user is not found (a board is made for a
+ * guild the group does not hold, to record it; `EH_FULL` if that would exceed
+ * `max_guilds`).
+ */
+eh_status eh_board_group_remove(struct eh_board_group *g,
+                                const uint8_t *guild_id,
+                                size_t guild_id_len,
+                                const uint8_t *user_id,
+                                size_t user_id_len);
+
+/**
+ * Up to `k` users of the guild's board from 0-based position `offset`, best
+ * first, with scores at `now` (seconds; <= 0 = now), as `eh_leaderboard_top`.
+ * A guild the group does not hold gives 0 rows. On success fills `*out`, which
+ * the caller releases with `eh_ranking_free`.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL argument, bad guild id, `now` after year
+ * 9999), `EH_SHUT_DOWN`.
+ */
+eh_status eh_board_group_top(const struct eh_board_group *g,
+                             const uint8_t *guild_id,
+                             size_t guild_id_len,
+                             size_t offset,
+                             size_t k,
+                             int64_t now,
+                             struct eh_ranking *out);
+
+/**
+ * The users of the guild's board within `radius` places of `user_id`, as
+ * `eh_leaderboard_around`. Release `*out` with `eh_ranking_free`.
+ *
+ * Errors: `EH_NOT_FOUND` (the user, or the guild, is not held),
+ * `EH_INVALID_ARGUMENT`, `EH_SHUT_DOWN`.
+ */
+eh_status eh_board_group_around(const struct eh_board_group *g,
+                                const uint8_t *guild_id,
+                                size_t guild_id_len,
+                                const uint8_t *user_id,
+                                size_t user_id_len,
+                                size_t radius,
+                                int64_t now,
+                                struct eh_ranking *out);
+
+/**
+ * The user's 1-based rank on the guild's board, score at `now` (<= 0 = now) and
+ * last update, as `eh_leaderboard_rank`.
+ *
+ * Errors: `EH_NOT_FOUND` (the user, or the guild, is not held),
+ * `EH_INVALID_ARGUMENT`, `EH_SHUT_DOWN`.
+ */
+eh_status eh_board_group_rank(const struct eh_board_group *g,
+                              const uint8_t *guild_id,
+                              size_t guild_id_len,
+                              const uint8_t *user_id,
+                              size_t user_id_len,
+                              int64_t now,
+                              struct eh_rank_info *out);
+
+/**
+ * Writes the number of users on the guild's board to `*out` (0 for a guild the
+ * group does not hold).
+ *
+ * Errors: `EH_INVALID_ARGUMENT`, `EH_SHUT_DOWN`.
+ */
+eh_status eh_board_group_len(const struct eh_board_group *g,
+                             const uint8_t *guild_id,
+                             size_t guild_id_len,
+                             size_t *out);
+
+/**
+ * The guilds the group holds, in guild id byte order, each with its number of
+ * users: those after `after` (`after_len` 0: from the first), at most `limit`.
+ * To page through every guild, pass the last id of a page as the next `after`.
+ * Reads the stripes one after the other: a guild made or dropped during the
+ * call may or may not be listed. O(guilds · log guilds). On success fills
+ * `*out`, which the caller releases with `eh_guild_list_free`.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL argument, `after` not UTF-8),
+ * `EH_SHUT_DOWN`.
+ */
+eh_status eh_board_group_guilds(const struct eh_board_group *g,
+                                const uint8_t *after,
+                                size_t after_len,
+                                size_t limit,
+                                struct eh_guild_list *out);
+
+/**
+ * Releases a list filled by `eh_board_group_guilds` and zeroes `*list`. NULL, a
+ * zeroed struct and a second call are no-ops.
+ */
+void eh_guild_list_free(struct eh_guild_list *list);
+
+/**
+ * Drops the guild's board and frees its memory. `*discarded` gets the number
+ * of its changes recorded for Redis and not yet taken by
+ * `eh_board_group_outbox_next`, which are discarded (and counted in the stats'
+ * `unpublished_dropped`; publish first to keep them). A batch of the guild
+ * already taken may still be sent; its acknowledgement is then ignored. A later
+ * update of the guild makes a new, empty board.
+ *
+ * Errors: `EH_NOT_FOUND` (the group holds no board for the guild; `*discarded`
+ * untouched), `EH_INVALID_ARGUMENT`, `EH_SHUT_DOWN`.
+ */
+eh_status eh_board_group_drop(struct eh_board_group *g,
+                              const uint8_t *guild_id,
+                              size_t guild_id_len,
+                              uint64_t *discarded);
+
+/**
+ * Fills `*out` with the group's counters, summed over every board (reads the
+ * stripes one after the other; O(guilds)).
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL argument, bad `struct_size`),
+ * `EH_SHUT_DOWN`.
+ */
+eh_status eh_board_group_get_stats(const struct eh_board_group *g,
+                                   struct eh_board_group_stats *out);
+
+/**
+ * Starts recording every board's changes for a shared copy in Redis (as
+ * `eh_leaderboard_publish_enable` for each board held and each made later), each
+ * board holding at most `max_pending` (> 0) changes between batches; more are
+ * counted in `pending_dropped`. Calling it again changes only the bound.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL handle, `max_pending` 0), `EH_SHUT_DOWN`.
+ */
+eh_status eh_board_group_publish_enable(struct eh_board_group *g, uint64_t max_pending);
+
+/**
+ * Batches for Redis, one per guild: first every batch taken before and not yet
+ * acknowledged (resend them: same rows, same number), then new batches from the
+ * guilds that changed since their last batch (the dirty list, oldest first;
+ * never a scan of every guild), until they hold at least `max_rows` rows (0 =
+ * every guild that changed). Each new batch holds the guild's changes since its
+ * last one (as `eh_leaderboard_drain`'s) and stays with its board until
+ * `eh_board_group_outbox_ack`. Nothing to publish: 0 batches. The caller
+ * releases `*out` with `eh_group_outbox_free`.
+ *
+ * Calls of this function are serialised; updates of guilds other than the one
+ * being taken go on meanwhile.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL argument), `EH_SHUT_DOWN`; on error
+ * `*out` is untouched.
+ */
+eh_status eh_board_group_outbox_next(struct eh_board_group *g,
+                                     size_t max_rows,
+                                     struct eh_group_outbox *out);
+
+/**
+ * Releases batches filled by `eh_board_group_outbox_next` and zeroes `*outbox`.
+ * NULL, a zeroed struct and a second call are no-ops.
+ */
+void eh_group_outbox_free(struct eh_group_outbox *outbox);
+
+/**
+ * Acknowledges the guild's batch `number` (Redis applied it): the batch is
+ * dropped, and the guild goes back on the dirty list if it changed since the
+ * batch was taken. A number that is not the guild's batch in flight, or a guild
+ * the group no longer holds, is ignored.
+ *
+ * Errors: `EH_INVALID_ARGUMENT` (NULL handle, bad guild id), `EH_SHUT_DOWN`.
+ */
+eh_status eh_board_group_outbox_ack(struct eh_board_group *g,
+                                    const uint8_t *guild_id,
+                                    size_t guild_id_len,
+                                    uint64_t number);
 
 /**
  * Creates a processor and starts its workers. `config` may be NULL (all defaults).

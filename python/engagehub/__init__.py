@@ -4,6 +4,8 @@
   unique-user and trending-channel sketches and deliver batches to a callback.
 * :class:`Leaderboard`: users ranked by exponentially decayed points, O(log n)
   updates, fast top-k and rank queries, lossless snapshots.
+* :class:`GuildLeaderboards`: a leaderboard per guild in one handle (no thread or
+  handle per guild), shared through Redis by one publisher thread.
 * :class:`HyperLogLog`, :class:`CountMinSketch`: standalone mergeable sketches.
 
 Every failing call raises a subclass of :class:`EngageHubError` (see
@@ -33,6 +35,7 @@ from .errors import (
     WouldDeadlock,
 )
 from .leaderboard import Leaderboard, LeaderboardStats, RankedUser, SkippedEntry, SnapshotEntriesSkipped
+from .guilds import GuildLeaderboards, GuildLeaderboardsStats
 from ._types import DeadLetterCallback, DictsCallback, EventDict, EventTuple, PushRow, UserRankDict
 from .processor import EventColumns, EventStreamProcessor, ProcessorStats
 from .sketch import CountMinSketch, HyperLogLog
@@ -54,6 +57,8 @@ __all__ = [
     "EventTuple",
     "HyperLogLog",
     "Full",
+    "GuildLeaderboards",
+    "GuildLeaderboardsStats",
     "IOFailure",
     "InvalidArgument",
     "InvalidType",

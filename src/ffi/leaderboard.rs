@@ -382,7 +382,7 @@ pub struct eh_ranking {
 const ROW_WORDS: usize = std::mem::size_of::<eh_rank_row>() / 8;
 const _: () = assert!(std::mem::size_of::<eh_rank_row>() == ROW_WORDS * 8);
 
-fn ranking_from(rows: &[RankedUser<'_>]) -> eh_ranking {
+pub(super) fn ranking_from(rows: &[RankedUser<'_>]) -> eh_ranking {
     let fields: Vec<([u64; ROW_WORDS], &str)> = rows
         .iter()
         .map(|r| {

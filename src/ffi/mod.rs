@@ -17,6 +17,8 @@
 #![allow(non_camel_case_types, clippy::missing_safety_doc)]
 
 pub mod leaderboard;
+// After `leaderboard`, whose result types it shares.
+pub mod board_group;
 pub mod processor;
 mod rows;
 mod sized;

@@ -29,6 +29,7 @@
 
 pub mod btree;
 pub mod durable;
+pub mod group;
 pub mod id;
 mod idtable;
 pub mod pending;
@@ -976,6 +977,12 @@ impl Leaderboard {
     /// True once [`Leaderboard::enable_publishing`] ran.
     pub fn publishing(&self) -> bool {
         self.pending.is_some()
+    }
+
+    /// True when changes wait for [`Leaderboard::drain_pending`] (never when
+    /// publishing is off). O(1).
+    pub fn has_pending(&self) -> bool {
+        self.pending.as_deref().is_some_and(|p| !p.is_empty())
     }
 
     /// Takes every change recorded since the last drain, exactly once: values

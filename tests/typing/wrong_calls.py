@@ -4,7 +4,7 @@ produce (``# E: code``); unmarked lines must pass. Never run: ``make typecheck``
 
 from typing import Any
 
-from engagehub import EventColumns, EventDict, EventStreamProcessor, HyperLogLog, Leaderboard
+from engagehub import EventColumns, EventDict, EventStreamProcessor, GuildLeaderboards, HyperLogLog, Leaderboard
 from engagehub.shared import AsyncSharedAnalytics, AsyncSharedLeaderboard, SharedAnalytics, SharedLeaderboard
 
 p = EventStreamProcessor(num_threads=0)
@@ -79,6 +79,16 @@ with EventStreamProcessor() as q:
     q.push_event("message", "u1")  # E: call-arg
 with Leaderboard() as lb:
     lb.update_usr("u1", 1.0)  # E: attr-defined
+
+# Per-guild boards: a guild id is a str or an int; rows as Leaderboard's.
+with GuildLeaderboards() as guilds:
+    ok: bool = guilds.update_user(123456789012345678, "u1", 1.0)
+    guilds.update_user("g", "u1", 1.0, 1_700_000_000)
+    guilds.update_user(1.5, "u1", 1.0)  # E: arg-type
+    guilds.update_user("g", "u1")  # E: call-arg
+    guilds.top("g", k="10")  # E: arg-type
+    guild_names: list[int] = guilds.guilds()  # E: assignment
+    top_user: str = guilds.top("g")[0].user_id
 
 # Sketches.
 HyperLogLog().update(["u1", b"u2"])

@@ -1,7 +1,8 @@
 """Analytics and leaderboards shared by many processes through Redis.
 
-Writers publish: ``EventStreamProcessor(..., redis=client, namespace=ns)`` and
-``Leaderboard(..., redis=client, key=key)``. Any process reads:
+Writers publish: ``EventStreamProcessor(..., redis=client, namespace=ns)``,
+``Leaderboard(..., redis=client, key=key)`` and ``GuildLeaderboards(...,
+redis=client, key_prefix=prefix)`` (a board per guild, ``{prefix}:{guild}``). Any process reads:
 :class:`SharedAnalytics` (unique users, top channels, event and dead-lettered
 totals) and :class:`SharedLeaderboard`, with the in-process names and shapes; with
 a ``redis.asyncio`` client, :class:`AsyncSharedAnalytics` and

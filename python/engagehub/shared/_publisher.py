@@ -1,8 +1,9 @@
 """The one publisher: moves a writer's state to Redis, exactly once, off its hot path.
 
-A :class:`Publisher` belongs to one writer handle (an ``EventStreamProcessor`` or a
-``Leaderboard`` opened with ``redis=``) and to a *source* that knows what to send
-(``_sources.AnalyticsSource``, ``_sources.LeaderboardSource``). It owns one daemon
+A :class:`Publisher` belongs to one writer handle (an ``EventStreamProcessor``, a
+``Leaderboard`` or a ``GuildLeaderboards`` opened with ``redis=``) and to a *source*
+that knows what to send (``_sources.AnalyticsSource``, ``_sources.LeaderboardSource``,
+``_sources.GroupSource``). It owns one daemon
 thread, and **every Redis call happens on that thread**: pushes, updates, queries,
 constructors, ``flush``/``close`` and the at-exit hook never wait on the network for
 longer than the caller's bound, whatever the client's timeouts (a redis-py client
@@ -196,7 +197,9 @@ class Publisher:
     handle's oldest unacknowledged batch, or a new one its outbox numbers),
     ``applied(batch, reply) -> bool`` (False: a duplicate; acknowledges the batch
     to the handle), ``after_cycle(publisher) -> bool`` (True: more work, cycle again
-    soon), ``is_open()``, ``pending()`` and ``reset_after_fork()``."""
+    soon), ``is_open()``, ``pending()`` and ``reset_after_fork()``; optionally
+    ``own_keys(id) -> list[str]``, the sequence keys a clean close deletes (when a
+    source writes more than ``pub_key(id)``: a group of boards, one key each)."""
 
     def __init__(self, source: Any, client: Any, *, interval_ms: int) -> None:
         if isinstance(interval_ms, bool) or not isinstance(interval_ms, int) or interval_ms <= 0:
@@ -360,8 +363,14 @@ class Publisher:
             log.exception("engagehub %s: publishing failed unexpectedly", self.source.label)
             failure = exc
         if failure is None and final and self.publisher_id:
+            # A source that writes several sequence keys (one per board of a
+            # group) lists them; they are in different slots: DEL by chunks
+            # (redis-py's cluster client splits a DEL by slot).
+            own_keys = getattr(self.source, "own_keys", None)
+            keys = own_keys(self.publisher_id) if own_keys is not None else [self.pub_key()]
             try:
-                self.client.delete(self.pub_key())
+                for start in range(0, len(keys), 1000):
+                    self.client.delete(*keys[start : start + 1000])
             except Exception as exc:  # noqa: BLE001 - the key expires anyway
                 log.info("engagehub %s: could not delete %s (%s); it expires", self.source.label, self.pub_key(), exc)
         with self._state:

@@ -575,3 +575,235 @@ class LeaderboardSource:
                 return False
             if time.monotonic() >= deadline:
                 return True
+
+
+# -- guild leaderboards --------------------------------------------------------------------
+
+
+class GroupSource:
+    """The boards of a :class:`~engagehub.GuildLeaderboards` (``redis=``,
+    ``key_prefix=``), all through one publisher: guild ``g``'s board is the shared
+    board ``<key_prefix>:<g>``, with :class:`LeaderboardSource`'s key schema and
+    script, so ``SharedLeaderboard(client, f"{key_prefix}:{g}")`` reads it.
+
+    One publisher identity for the whole group; each board has its own sequence key
+    ``{<key_prefix>:<g>}:pub:<id>`` (in its own hash slot). A freeze takes the
+    batches of the guilds that changed since their last batch (the native dirty
+    list, ``eh_board_group_outbox_next``: never a scan of every board), each in
+    chunks of at most ``LEADERBOARD_CHUNK_ROWS`` rows numbered as
+    :class:`LeaderboardSource`'s (chunk ``i`` of batch ``n`` is sequence number
+    ``n * CHUNKS_PER_BATCH + i``). Batch numbers come from one counter of the group,
+    so a guild's sequence numbers keep growing also after it is dropped and made
+    again. A batch the publisher has not seen acknowledged is handed out again,
+    unchanged. A guild whose batch reply says a rebase of its shared set is under
+    way gets rebase steps after the batches (at most ``REBASE_SLICE`` seconds of
+    them per cycle, over every such guild)."""
+
+    unit = "changes"
+    script = _schema.LEADERBOARD_PUBLISH
+    rebase_script = _schema.LEADERBOARD_REBASE_STEP
+    rebase_step_count = _schema.REBASE_STEP_COUNT
+    REBASE_SLICE = 0.25
+
+    def __init__(
+        self,
+        group: Any,
+        key_prefix: Any,
+        *,
+        decay_factor: float,
+        decay_period_secs: float,
+        max_users: int,
+        last_update: bool,
+    ) -> None:
+        if not isinstance(key_prefix, str) or not key_prefix:
+            raise errors.InvalidArgument("GuildLeaderboards with redis= needs key_prefix= (a non-empty str)", 1)
+        self.key_prefix = key_prefix
+        self.label = f"GuildLeaderboards(key_prefix={key_prefix!r})"
+        self._group = weakref.ref(group)
+        self._decay = _script_number(decay_factor)
+        self._period = _script_number(decay_period_secs)
+        self._max_users = int(max_users)
+        self._last_flag = "1" if last_update else "0"
+        self.rows = 0
+        self.trimmed = 0
+        self.remote_rebases = 0
+        #: Guilds whose shared set is being rebased (an ordered set).
+        self._rebasing: Dict[str, None] = {}
+        #: Guilds with a sequence key of this publisher (deleted at a clean close).
+        self._sequenced: "set[str]" = set()
+        #: Rows of the batches taken from the boards and not yet acknowledged.
+        self._taken: Dict[Tuple[str, int], int] = {}
+        self._dropped_seen = 0
+
+    def board_key(self, guild: str) -> str:
+        """The shared board key of ``guild``."""
+        return f"{self.key_prefix}:{guild}"
+
+    def reset_after_fork(self) -> None:
+        # The native fork handler dropped the inherited changes and batches.
+        self.rows = self.trimmed = self.remote_rebases = 0
+        self._rebasing = {}
+        self._sequenced = set()
+        self._taken = {}
+
+    def is_open(self) -> bool:
+        group = self._group()
+        return group is not None and not group.closed
+
+    def pub_key(self, publisher_id: str, guild: Optional[str] = None) -> str:
+        """Guild ``guild``'s sequence key of this publisher; without a guild, the
+        pattern of all of them (for messages)."""
+        return "{" + self.board_key("*" if guild is None else guild) + "}:pub:" + publisher_id
+
+    def own_keys(self, publisher_id: str) -> List[str]:
+        """The sequence keys this publisher wrote: a clean close deletes them."""
+        return [self.pub_key(publisher_id, guild) for guild in sorted(self._sequenced)]
+
+    def identity(self, proposed: str) -> str:
+        """A new identity per process (the group has no journal)."""
+        return proposed
+
+    def pending(self) -> int:
+        """Changes not yet in Redis: not yet taken from the boards, or taken and
+        not yet acknowledged."""
+        group = self._group()
+        taken = sum(self._taken.values())
+        try:
+            return taken + (group._native_stats().pending if group is not None and not group.closed else 0)
+        except errors.EngageHubError:
+            return taken
+
+    def _take(self) -> List[Tuple[str, int, int, list, list, list, list]]:
+        """Every batch handed out but not acknowledged, then the batches of the
+        guilds that changed: [(guild, number, landmark, kinds, ids, negated values,
+        last updates)]."""
+        from .._native import _call, ffi, lib
+
+        group = self._group()
+        if group is None:
+            return []
+        out = ffi.new("eh_group_outbox *")
+        _call(lib.eh_board_group_outbox_next, group._h(), 0, out)
+        n, m = out.len, out.rows_len
+        try:
+            if not n:
+                return []
+            batches = ffi.buffer(out.batches, out.batches_size)[:]
+            rows = ffi.buffer(out.rows, out.rows_size)[:] if m else b""
+        finally:
+            lib.eh_group_outbox_free(out)
+        batch_size = ffi.sizeof("eh_group_batch")
+        heads = memoryview(batches)[: n * batch_size]
+        words = heads.cast("Q").tolist()  # number, landmark, first_row, row_count, offset, length
+        landmarks = heads.cast("q")[1::6].tolist()
+        guilds = batches[n * batch_size : -1].decode("utf-8").split("\0")
+        if len(guilds) != n:  # a guild id contains a NUL itself: use the offsets
+            base = n * batch_size
+            guilds = [batches[base + o : base + o + s].decode("utf-8") for o, s in zip(words[4::6], words[5::6])]
+        row_size = ffi.sizeof("eh_pending_row")
+        cells = memoryview(rows)[: m * row_size]
+        row_words = cells.cast("Q")
+        ids = rows[m * row_size : -1].decode("utf-8").split("\0") if m else []
+        if len(ids) != m:
+            base = m * row_size
+            ids = [rows[base + o : base + o + s].decode("utf-8")
+                   for o, s in zip(row_words[3::5].tolist(), row_words[4::5].tolist())]
+        kinds = row_words[0::5].tolist()
+        values = list(map(neg, cells.cast("d")[1::5].tolist()))
+        lasts = cells.cast("q")[2::5].tolist()
+        taken = []
+        for b in range(n):
+            first, count = words[6 * b + 2], words[6 * b + 3]
+            end = first + count
+            taken.append((guilds[b], words[6 * b], landmarks[b], kinds[first:end], ids[first:end],
+                          values[first:end], lasts[first:end]))
+        return taken
+
+    def freeze(self, publisher: Any) -> List[Batch]:
+        """The batches of :meth:`_take`, each guild's in chunks (see the class)."""
+        taken = self._take()
+        if not taken:
+            return []
+        group = self._group()
+        if group is not None and not group.closed:
+            dropped = group._native_stats().pending_dropped
+            if dropped > self._dropped_seen:
+                log.warning(
+                    "%s: %d changes were not recorded for Redis (max_pending reached on a guild's board; %d in "
+                    "all): the shared boards miss them", self.label, dropped - self._dropped_seen, dropped,
+                )
+                self._dropped_seen = dropped
+        batches = []
+        pid = publisher.publisher_id
+        chunk_rows = _schema.LEADERBOARD_CHUNK_ROWS
+        for guild, number, landmark, kinds, ids, values, lasts in taken:
+            self._taken[guild, number] = len(ids)
+            board = self.board_key(guild)
+            z, meta, last = _schema.board_keys(board)
+            keys = [z, meta, last, self.pub_key(pid, guild), _schema.board_rebase_keys(board)[0]]
+            starts = range(0, len(ids), chunk_rows)
+            for i, start in enumerate(starts):
+                end = start + chunk_rows
+                chunk_ids = ids[start:end]
+                m = len(chunk_ids)
+                numbers: List[Any] = [None] * (3 * m)
+                numbers[0::3] = kinds[start:end]
+                numbers[1::3] = values[start:end]
+                numbers[2::3] = lasts[start:end]
+                seq = number * CHUNKS_PER_BATCH + i
+                args = [seq, landmark, self._decay, self._period, self._max_users,
+                        _schema.PUBLISHER_KEY_TTL_SECS, _json_dumps(chunk_ids).encode("utf-8"),
+                        _row_packer(m).pack(*numbers), self._last_flag]
+                last_chunk = i == len(starts) - 1
+                batches.append(Batch(seq, keys, args, (guild, number if last_chunk else None), m))
+        return batches
+
+    def applied(self, batch: Batch, reply: Any) -> bool:
+        from .._native import _call, encode, lib
+
+        applied, trimmed, rebasing = (int(x) for x in reply)
+        guild, number = batch.state
+        # Applied now or before (a duplicate): this publisher's sequence key exists.
+        self._sequenced.add(guild)
+        if number is not None:  # the batch's last chunk: the whole batch is in
+            self._taken.pop((guild, number), None)
+            group = self._group()
+            if group is not None and not group.closed:
+                raw = encode(guild, "guild_id")
+                _call(lib.eh_board_group_outbox_ack, group._h(), raw, len(raw), number)
+        if applied:
+            self.rows += batch.size
+        self.trimmed += trimmed
+        if rebasing:
+            self._rebasing[guild] = None
+        else:
+            self._rebasing.pop(guild, None)
+        return bool(applied)
+
+    def after_cycle(self, publisher: Any) -> bool:
+        """Rebase steps for the guilds being rebased (at least one step), for up to
+        ``REBASE_SLICE`` s in all; True if more are left."""
+        if not self._rebasing:
+            return False
+        deadline = time.monotonic() + self.REBASE_SLICE
+        for guild in list(self._rebasing):
+            board = self.board_key(guild)
+            z, meta, _ = _schema.board_keys(board)
+            znew, zold = _schema.board_rebase_keys(board)
+            publisher.client.unlink(zold)  # (normally absent: a no-op)
+            while True:
+                finished, _copied, swapped = (
+                    int(x)
+                    for x in publisher.run_script(self.rebase_script, [z, meta, znew, zold], [self.rebase_step_count])
+                )
+                if finished:
+                    del self._rebasing[guild]
+                    if swapped:
+                        self.remote_rebases += 1
+                        publisher.client.unlink(zold)
+                    break
+                if time.monotonic() >= deadline:
+                    return True
+            if time.monotonic() >= deadline:
+                return bool(self._rebasing)
+        return False
