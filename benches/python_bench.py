@@ -263,9 +263,9 @@ def run_case(case: str, impl: str, n: int) -> dict:
         p.flush_now()
     elif case in ("dicts", "dicts_cffi", "columns"):
         if case == "dicts_cffi":  # the general paths: cffi pushes and the Python decoder
-            from engagehub import processor as processor_module
+            from engagehub._processor import decode
 
-            processor_module._build_batch = None
+            decode.build_batch = None
         events = _events(n)
         seen = [0]
 

@@ -18,7 +18,8 @@ import time
 from typing import Any, List, Optional
 
 from .. import errors
-from ..leaderboard import RankedUser, _count
+from .._native import count_arg as _count
+from .._types import RankedUser
 from . import _schema
 from ._read import Reads
 
