@@ -15,12 +15,14 @@ demo package below ``engagehub.shared.demo`` (the command line,
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import Dict, List, Set
 
 import engagehub
 
 PACKAGE = Path(engagehub.__file__).resolve().parent
+PYPROJECT = PACKAGE.parents[1] / "pyproject.toml"
 
 
 def _modules(root: Path) -> Dict[str, Path]:
@@ -110,3 +112,13 @@ def test_the_cycle_check_finds_lazy_and_type_checking_imports(tmp_path):
     assert cycles(import_graph(root)) == [["pkg.a", "pkg.sub", "pkg.sub.b"]]
     (root / "sub" / "b.py").write_text("")
     assert cycles(import_graph(root)) == []
+
+
+def test_the_wheel_lists_every_package_of_the_source_tree():
+    # setuptools installs only the packages pyproject.toml names: a new
+    # subpackage missing there would be absent from the wheel.
+    listed = re.search(r"^packages = \[(.*)\]$", PYPROJECT.read_text(encoding="utf-8"), re.MULTILINE)
+    assert listed, "pyproject.toml: no packages = [...] line"
+    names = {name.strip().strip('"') for name in listed.group(1).split(",")}
+    found = {name for name, path in _modules(PACKAGE).items() if path.name == "__init__.py"}
+    assert names == found
