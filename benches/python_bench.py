@@ -98,6 +98,8 @@ def bench_leaderboard(sizes: list[int], batches: int) -> list[tuple]:
 #              cost of the blocking class's push when there is room).
 # push_many    N events as lists of 1,000 4-tuples; reported as a rate and as a
 #              multiple of push_event's rate.
+# push_many_block  the same under overflow="block" (the ring never fills: the
+#              cost of the blocking push_many when there is room).
 # dicts        N push_event calls (10,000 users, 97 channels, distinct objects
 #              from a prepared list) into buffer_size=65536, num_threads=2,
 #              batch_size=1000, flush_interval_ms=100, with a dict callback that
@@ -132,6 +134,7 @@ CASES = (
     "push_event",
     "push_event_block",
     "push_many",
+    "push_many_block",
     "dicts",
     "columns",
     "push_event_cffi",
@@ -249,10 +252,10 @@ def run_case(case: str, impl: str, n: int) -> dict:
         out["dropped"] = p.events_dropped()
         if impl != "cpp":  # the C++ flush_now waits forever without a callback
             p.flush_now()
-    elif case == "push_many":
+    elif case in ("push_many", "push_many_block"):
         events = _events(n)
         chunks = [events[i : i + BATCH] for i in range(0, n, BATCH)]
-        p = Processor(1 << 21, 1, 1000, 1000)
+        p = Processor(1 << 21, 1, 1000, 1000, **({"overflow": "block"} if case == "push_many_block" else {}))
         c = time.thread_time()
         t = time.perf_counter()
         for chunk in chunks:
@@ -263,9 +266,9 @@ def run_case(case: str, impl: str, n: int) -> dict:
         p.flush_now()
     elif case in ("dicts", "dicts_cffi", "columns"):
         if case == "dicts_cffi":  # the general paths: cffi pushes and the Python decoder
-            from engagehub import processor as processor_module
+            from engagehub._processor import decode
 
-            processor_module._build_batch = None
+            decode.build_batch = None
         events = _events(n)
         seen = [0]
 

@@ -31,7 +31,7 @@ def main() -> int:
     args = parser.parse_args()
 
     import engagehub
-    from engagehub import _native, leaderboard, processor
+    from engagehub import _compiled, _native, leaderboard, processor
 
     package = Path(engagehub.__file__).resolve().parent
     site = Path(sysconfig.get_paths()["platlib"]).resolve()
@@ -62,7 +62,7 @@ def main() -> int:
     check(processor.FAST_PUSH == expect_fast, f"FAST_PUSH={processor.FAST_PUSH} but {fast_file.name} shipped: {expect_fast}")
     check(leaderboard.FAST_UPDATES == expect_fast, f"FAST_UPDATES={leaderboard.FAST_UPDATES}, shipped: {expect_fast}")
     if expect_fast:
-        loaded = Path(processor._fast.__file__).resolve()
+        loaded = Path(_compiled.fast.__file__).resolve()
         check(loaded == fast_file.resolve(), f"the fast module loaded is {loaded}, expected {fast_file}")
         if stable_abi:
             check(fast_file == abi3_file, f"CPython {sys.version_info[0]}.{sys.version_info[1]} uses {fast_file.name}, not the abi3 module")

@@ -835,35 +835,31 @@ static PyType_Spec push_event_spec = {
  * with the GIL released (the caller loops over slices, running signal handlers
  * between them); a call with or without them where the other is expected returns
  * None. */
-/* One str column of push_rows: the last field read and its UTF-8. */
-typedef struct {
-  PyObject *obj;
-  const char *text;
-  Py_ssize_t len;
-} row_field;
-
-/* Reads `field` (borrowed) into `col` unless it is the object read last: 1; 0 for
- * the general path (not an exact str, or a lone surrogate); -1 with an exception
- * set. */
-static inline int row_str(row_field *col, PyObject *field) {
-  if (field == col->obj) {
-    return 1;
-  }
-  if (!PyUnicode_CheckExact(field)) {
-    return 0;
-  }
-  col->text = str_utf8(field, &col->len);
-  if (col->text == NULL) {
-    col->obj = NULL;
-    if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
-      return -1;
-    }
-    PyErr_Clear();
-    return 0;
-  }
-  col->obj = field;
-  return 1;
-}
+/* push_rows's read of the str column FIELD of event `e` from tuple item INDEX of
+ * `row`: copied from the previous event `prev` when the item is the very object
+ * LAST it was read from (a kind, a channel recurring run after run), else its
+ * UTF-8 (the rows hold their strs, and the strs their UTF-8, for the call); a
+ * non-str item goes to `general`, a failure to `utf8_failed`. A macro: the
+ * objects stay in registers, which the calls in between would otherwise force
+ * to memory. */
+#define ROW_STR(INDEX, LAST, FIELD)                                                          \
+  do {                                                                                       \
+    PyObject *item_ = PyTuple_GetItem(row, (INDEX));                                         \
+    if (item_ == (LAST)) {                                                                   \
+      e->FIELD = prev->FIELD;                                                                \
+      e->FIELD##_len = prev->FIELD##_len;                                                    \
+    } else {                                                                                 \
+      if (!PyUnicode_CheckExact(item_)) {                                                    \
+        goto general;                                                                        \
+      }                                                                                      \
+      const char *utf8_ = str_utf8(item_, (Py_ssize_t *)&e->FIELD##_len);                   \
+      if (utf8_ == NULL) {                                                                   \
+        goto utf8_failed;                                                                    \
+      }                                                                                      \
+      e->FIELD = (const uint8_t *)utf8_;                                                     \
+      (LAST) = item_;                                                                        \
+    }                                                                                        \
+  } while (0)
 
 static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
   fast_state *st = module_state(module);
@@ -913,58 +909,42 @@ static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t n
     PyErr_NoMemory();
     goto done;
   }
-  /* The previous row's fields: a field that is the very same object (a kind, a
-   * timestamp shared by a batch) is not read again. The rows hold them (and their
-   * UTF-8) for the call. */
-  row_field kind = {NULL, NULL, 0}, user = {NULL, NULL, 0}, channel = {NULL, NULL, 0};
-  PyObject *prev_ts_obj = NULL;
-  long long prev_ts = 0;
+  /* The objects the previous event's fields were read from (see row_str). */
+  PyObject *last_kind = NULL, *last_user = NULL, *last_channel = NULL, *last_ts = NULL;
   Py_ssize_t width = -1;
   for (Py_ssize_t i = 0; i < n; i++) {
     PyObject *row = sliced ? PyTuple_GetItem(held, i) : PyList_GetItem(held, i); /* borrowed */
     if (!PyTuple_CheckExact(row)) {
       goto general;
     }
-    Py_ssize_t w = PyTuple_Size(row);
-    if (width < 0) {
+    Py_ssize_t w = Py_SIZE(row); /* PyVarObject.ob_size: part of the stable ABI */
+    if (w != width) {
+      if (width >= 0 || (w != 3 && w != 4)) {
+        goto general;
+      }
       width = w;
     }
-    if (w != width || (w != 3 && w != 4)) {
-      goto general;
-    }
     struct eh_event *e = &events[i];
+    const struct eh_event *prev = i > 0 ? e - 1 : e; /* read only when a field recurs */
     e->timestamp = 0;
     e->guild_id = NULL;
     e->guild_id_len = 0;
     if (w == 4) {
       PyObject *ts = PyTuple_GetItem(row, 3);
-      if (ts != prev_ts_obj) {
-        if (!exact_int64(ts, &prev_ts)) {
+      if (ts == last_ts) {
+        e->timestamp = prev->timestamp;
+      } else {
+        long long value;
+        if (!exact_int64(ts, &value)) {
           goto general;
         }
-        prev_ts_obj = ts;
+        e->timestamp = (int64_t)value;
+        last_ts = ts;
       }
-      e->timestamp = (int64_t)prev_ts;
     }
-    int read = row_str(&kind, PyTuple_GetItem(row, 0));
-    if (read > 0) {
-      read = row_str(&user, PyTuple_GetItem(row, 1));
-    }
-    if (read > 0) {
-      read = row_str(&channel, PyTuple_GetItem(row, 2));
-    }
-    if (read <= 0) {
-      if (read < 0) {
-        goto done;
-      }
-      goto general;
-    }
-    e->kind = (const uint8_t *)kind.text;
-    e->kind_len = (size_t)kind.len;
-    e->user_id = (const uint8_t *)user.text;
-    e->user_id_len = (size_t)user.len;
-    e->channel_id = (const uint8_t *)channel.text;
-    e->channel_id_len = (size_t)channel.len;
+    ROW_STR(0, last_kind, kind);
+    ROW_STR(1, last_user, user_id);
+    ROW_STR(2, last_channel, channel_id);
     e->payload = NULL;
     e->payload_len = 0;
   }
@@ -982,6 +962,11 @@ static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t n
   }
   result = Py_BuildValue("(in)", (int)status, (Py_ssize_t)accepted);
   goto done;
+utf8_failed:
+  if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+    goto done;
+  }
+  PyErr_Clear(); /* a lone surrogate: the general path raises InvalidArgument */
 general:
   Py_INCREF(Py_None);
   result = Py_None;
@@ -990,6 +975,8 @@ done:
   Py_DECREF(held);
   return result;
 }
+
+#undef ROW_STR
 
 static PyObject *bind_processor(PyObject *module, PyObject *args) {
   fast_state *st = module_state(module);

@@ -157,6 +157,18 @@ def encode(value: str | bytes, what: str) -> bytes:
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_SIZE_MAX = 2 ** (8 * ffi.sizeof("size_t")) - 1
+
+
+def count_arg(value: Any, what: str) -> int:
+    """A non-negative int argument for a size_t, clamped to SIZE_MAX (a larger
+    count means "all of them")."""
+    if type(value) is not int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidType(f"{what} must be an int, not {type(value).__name__}", 1)
+    if value < 0:
+        raise InvalidArgument(f"{what} must be >= 0, got {value}", 1)
+    return value if value <= _SIZE_MAX else _SIZE_MAX
 
 
 def timestamp_arg(value: Any, what: str = "timestamp") -> int:
@@ -171,6 +183,18 @@ def timestamp_arg(value: Any, what: str = "timestamp") -> int:
     if not _INT64_MIN <= value <= _INT64_MAX:
         raise InvalidArgument(f"{what} {value} does not fit in 64 bits", 1)
     return value
+
+
+def real_arg(value: Any, what: str) -> float:
+    """A float argument: int or float (bool too, as update_user's points take it)."""
+    if type(value) is float:
+        return value
+    if not isinstance(value, (int, float)):
+        raise InvalidType(f"{what} must be a number, not {type(value).__name__}", 1)
+    try:
+        return float(value)
+    except OverflowError:
+        raise InvalidArgument(f"{what} is too large for a double", 1) from None
 
 
 def path_bytes(path: "str | os.PathLike[str]") -> bytes:
@@ -189,12 +213,14 @@ __all__ = [
     "LIBRARY_PATH",
     "MODE",
     "check",
+    "count_arg",
     "encode",
     "ffi",
     "header_to_cdef",
     "last_error",
     "lib",
     "path_bytes",
+    "real_arg",
     "timestamp_arg",
     "status_name",
 ]

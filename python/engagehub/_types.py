@@ -1,12 +1,14 @@
-"""The shapes of the dict and tuple rows the drop-in API takes and returns, for
-type checkers (``TypedDict`` rows are plain ``dict`` objects at run time).
+"""The shapes of the rows the API takes and returns: the drop-in API's dict and
+tuple rows, for type checkers (``TypedDict`` rows are plain ``dict`` objects at run
+time), and :class:`RankedUser`, the rows of a ranking (the leaderboard's and the
+shared leaderboard's).
 
 Exported from :mod:`engagehub`; only the standard library's :mod:`typing`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Tuple, TypedDict, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Tuple, TypedDict, Union
 
 
 class _EventFields(TypedDict):
@@ -43,6 +45,22 @@ PushRow = Union[Tuple[Id, Id, Id], Tuple[Id, Id, Id, Timestamp], EventDict]
 ``(type, user_id, channel_id[, timestamp])`` or an :class:`EventDict`."""
 
 
+class RankedUser(NamedTuple):
+    """One row of a ranking."""
+
+    user_id: str
+    """The user's id."""
+    rank: int
+    """1-based rank (1 = highest score)."""
+    score: float
+    """Decayed score at the query time."""
+    last_update: int
+    """Newest timestamp (seconds) of any update to the user."""
+
+
+RankedUser.__module__ = "engagehub.leaderboard"  # where users import it from
+
+
 class UserRankDict(TypedDict):
     """A row of :meth:`~engagehub.Leaderboard.get_top_users` and the answer of
     :meth:`~engagehub.Leaderboard.get_user_rank` (the drop-in forms; ``top`` and
@@ -77,6 +95,7 @@ __all__ = [
     "EventTuple",
     "Id",
     "PushRow",
+    "RankedUser",
     "Timestamp",
     "UserRankDict",
 ]

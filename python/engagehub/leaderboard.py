@@ -1,4 +1,11 @@
-"""Time-decayed leaderboard: a drop-in for ``cpp_leaderboard.Leaderboard``."""
+"""Time-decayed leaderboard: a drop-in for ``cpp_leaderboard.Leaderboard``.
+
+:class:`Leaderboard`'s primary calls are ``add``, ``set``, ``remove``, ``clear``,
+``top``, ``rank``, ``around``, ``len(board)``, ``stats``, ``save`` and ``load``;
+the C++ extension's names (``update_user``, ``get_top_users``, ``get_user_rank``,
+``size``, ``save_to_json``, ``load_from_json``) are the compatibility layer,
+:class:`engagehub._compat.LeaderboardDropIns` (docs/compat.md).
+"""
 
 from __future__ import annotations
 
@@ -12,63 +19,23 @@ import weakref
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 from . import errors
+from ._compat import LeaderboardDropIns
+from ._compiled import fast
 from ._handle import NativeHandle, native_close
-from ._native import _call, check, encode, ffi, journal_args, lib, path_bytes, timestamp_arg
-from ._types import UserRankDict
+from ._native import _call, check, copied, encode, ffi, journal_args, lib, path_bytes, real_arg, timestamp_arg
+from ._native import count_arg as _count
+from ._types import RankedUser
 
 TimeSource = Callable[[], float]
 
 # Bound once: attribute lookups on `lib` cost as much as a small call.
-_add = lib.eh_leaderboard_add
 _top = lib.eh_leaderboard_top
-_rank = lib.eh_leaderboard_rank
 _ranking_free = lib.eh_ranking_free
-_unpack = ffi.unpack
 _new = ffi.new
 _EH_FULL = lib.EH_FULL
-_EH_NOT_FOUND = lib.EH_NOT_FOUND
-_EH_BUSY = lib.EH_BUSY
-_SIZE_MAX = 2 ** (8 * ffi.sizeof("size_t")) - 1
+_real = real_arg
 
-
-def _count(value: Any, what: str) -> int:
-    """A non-negative int argument for a size_t, clamped to SIZE_MAX (a larger
-    count means "all of them")."""
-    if type(value) is not int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise errors.InvalidType(f"{what} must be an int, not {type(value).__name__}", 1)
-    if value < 0:
-        raise errors.InvalidArgument(f"{what} must be >= 0, got {value}", 1)
-    return value if value <= _SIZE_MAX else _SIZE_MAX
-
-
-def _real(value: Any, what: str) -> float:
-    """A float argument: int or float (bool too, as update_user's points take it)."""
-    if type(value) is float:
-        return value
-    if not isinstance(value, (int, float)):
-        raise errors.InvalidType(f"{what} must be a number, not {type(value).__name__}", 1)
-    try:
-        return float(value)
-    except OverflowError:
-        raise errors.InvalidArgument(f"{what} is too large for a double", 1) from None
-
-
-def _load_fast_add() -> Optional[Callable[..., Optional[int]]]:
-    """``_engagehub_fast.leaderboard_add`` bound to the library cffi loaded, or None
-    when the compiled module is absent (update_user then goes through cffi)."""
-    try:
-        from . import _engagehub_fast as fast  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    if getattr(fast, "HEADER_VERSION", None) != lib.eh_version_number():
-        return None  # compiled from another version of the header
-    fast.bind(int(ffi.cast("uintptr_t", ffi.addressof(lib, "eh_leaderboard_try_add"))))
-    return fast.leaderboard_add
-
-
-_fast_add = _load_fast_add()
-FAST_UPDATES: bool = _fast_add is not None
+FAST_UPDATES: bool = fast is not None
 """True when ``Leaderboard.update_user`` (and ``add``) use the compiled fast path."""
 
 
@@ -84,19 +51,6 @@ def _row_struct(n: int) -> struct.Struct:
     if cached is None:
         cached = _ROW_STRUCTS[n] = struct.Struct("=" + "QdqQQ" * n)
     return cached
-
-
-class RankedUser(NamedTuple):
-    """One row of a ranking."""
-
-    user_id: str
-    """The user's id."""
-    rank: int
-    """1-based rank (1 = highest score)."""
-    score: float
-    """Decayed score at the query time."""
-    last_update: int
-    """Newest timestamp (seconds) of any update to the user."""
 
 
 class LeaderboardStats(NamedTuple):
@@ -202,7 +156,7 @@ def _skipped_at_load(handle: Any) -> "list[SkippedEntry]":
     return [SkippedEntry(r["index"], r["user_id"], r["reason"]) for r in rows]
 
 
-class Leaderboard(NativeHandle):
+class Leaderboard(LeaderboardDropIns, NativeHandle):
     """Users ranked by exponentially decayed points.
 
     A user's score at time ``t`` is ``sum(points_i * decay_factor ** ((t - ts_i) /
@@ -405,6 +359,8 @@ class Leaderboard(NativeHandle):
         Raises :class:`~engagehub.errors.Full` when the board is at ``max_users``
         and the newcomer would rank below everyone; then nothing changes.
         """
+        # The update path (compiled, or through cffi) is the drop-in update_user's,
+        # which answers a refusal with False.
         if not self.update_user(user_id, points, timestamp):
             check(_EH_FULL)  # the refusal's message is this thread's last error
 
@@ -425,69 +381,6 @@ class Leaderboard(NativeHandle):
     def clear(self) -> None:
         """Removes every user."""
         _call(lib.eh_leaderboard_clear, self._h())
-
-    def update_user(self, user_id: str, points: float, timestamp: Optional[float] = None) -> bool:
-        """Drop-in for the C++ extension: adds points; returns False (and counts it in
-        ``stats().refused``) if the board is full and the newcomer ranks too low."""
-        # Through cffi, which releases the GIL for the call and waits for the board
-        # if another thread is using it. Written for the usual str id and int (or
-        # omitted) timestamp: one native call and nothing else; other types take
-        # the except branches and give the same results, a little slower.
-        if self._closed:
-            raise self._closed_error()
-        try:
-            uid = user_id.encode()
-        except (AttributeError, UnicodeEncodeError):  # bytes, or a lone surrogate
-            uid = encode(user_id, "user_id")
-        if timestamp is None:
-            source = self._time_source
-            timestamp = 0 if source is None else int(source())
-        try:
-            status = _add(self._cdata, uid, len(uid), points, timestamp)
-        except (TypeError, OverflowError):  # a float timestamp, points not a number, out of range
-            status = _add(self._cdata, uid, len(uid), _real(points, "points"), self._stamp(timestamp))
-        return True if status == 0 else self._update_failed(status)
-
-    def _update_failed(self, status: int) -> bool:
-        """update_user's answer to a non-zero status: False for a refusal (the board
-        is full), an exception for anything else."""
-        if status == _EH_FULL:
-            return False
-        self._raise(status)
-        return False  # unreachable: _raise raised
-
-    _update_user_cffi = update_user
-
-    if FAST_UPDATES:
-
-        def update_user(  # noqa: F811 (the compiled module is there: the fast path)
-            self, user_id: str, points: float, timestamp: Optional[float] = None
-        ) -> bool:
-            """Drop-in for the C++ extension: adds points; returns False (and counts
-            it in ``stats().refused``) if the board is full and the newcomer ranks
-            too low.
-
-            Takes the compiled fast path (``engagehub._engagehub_fast``): the GIL
-            stays held for the sub-microsecond update, which never waits for the
-            board; if another thread is using it, or the arguments are not a str
-            id, int or float points and an int timestamp, the call goes through
-            cffi instead (releasing the GIL while it waits). On a closed board the
-            native call answers EH_SHUT_DOWN (the address stays valid for the
-            wrapper's whole life), so it raises :class:`~engagehub.Closed` as the
-            cffi path does.
-            """
-            if timestamp is None:
-                source = self._time_source
-                timestamp = 0 if source is None else int(source())
-            try:
-                status = _fast_add(self._address, user_id, points, timestamp)
-            except UnicodeEncodeError:  # a lone surrogate: as the cffi path decides
-                return self._update_user_cffi(user_id, points, timestamp)
-            if status == 0:
-                return True
-            if status is None or status == _EH_BUSY:
-                return self._update_user_cffi(user_id, points, timestamp)
-            return self._update_failed(status)
 
     # -- queries -----------------------------------------------------------------
 
@@ -543,40 +436,24 @@ class Leaderboard(NativeHandle):
         _call(lib.eh_leaderboard_rank, h, uid, len(uid), self._stamp(now), info)
         return RankedUser(user_id, info.rank, info.score, info.last_update)
 
-    def get_top_users(self, k: int = 10) -> list[UserRankDict]:
-        """Drop-in: ``[{"user_id", "score", "rank", "last_update"}]``, best first."""
-        h = self._h()
-        ids, ranks, scores, lasts = self._columns(_top, h, 0, _count(k, "k"), self._stamp(None))
-        return [
-            {"user_id": u, "score": s, "rank": r, "last_update": t}
-            for u, r, s, t in zip(ids, ranks, scores, lasts)
-        ]
-
-    def get_user_rank(self, user_id: str) -> Optional[UserRankDict]:
-        """Drop-in: ``{"user_id", "rank", "score", "last_update"}`` or ``None`` if absent."""
-        h = self._h()
-        uid = user_id.encode() if type(user_id) is str else encode(user_id, "user_id")
-        info = _new("eh_rank_info *")
-        status = _rank(h, uid, len(uid), self._stamp(None), info)
-        if status:
-            if status == _EH_NOT_FOUND:
-                return None
-            self._raise(status)
-        return {"user_id": user_id, "rank": info.rank, "score": info.score, "last_update": info.last_update}
-
-    def size(self) -> int:
-        """Drop-in: number of users."""
+    def __len__(self) -> int:
+        """The number of users."""
         out = ffi.new("size_t *")
         _call(lib.eh_leaderboard_len, self._h(), out)
         return int(out[0])
 
-    def __len__(self) -> int:
-        return self.size()
-
     def __contains__(self, user_id: object) -> bool:
         if not isinstance(user_id, (str, bytes)):
             return False
-        return self.get_user_rank(user_id) is not None  # type: ignore[arg-type]
+        h = self._h()
+        uid = encode(user_id, "user_id")
+        info = _new("eh_rank_info *")
+        status = lib.eh_leaderboard_rank(h, uid, len(uid), self._stamp(None), info)
+        if status == lib.EH_NOT_FOUND:
+            return False
+        if status:
+            self._raise(status)
+        return True
 
     def _native_stats(self) -> LeaderboardStats:
         out = ffi.new("eh_leaderboard_stats *", {"struct_size": ffi.sizeof("eh_leaderboard_stats")})
@@ -602,8 +479,6 @@ class Leaderboard(NativeHandle):
     def journal_error(self) -> Optional[str]:
         """Why the journal's last sync or checkpoint failed (``None`` when it did
         not, or without ``journal=``)."""
-        from ._native import copied
-
         message = copied(lib.eh_leaderboard_journal_error, self._h()).decode("utf-8", "replace")
         return message or None
 
@@ -626,7 +501,7 @@ class Leaderboard(NativeHandle):
 
     # -- persistence -------------------------------------------------------------
 
-    def save_to_json(self, path: "str | os.PathLike[str]") -> None:
+    def save(self, path: "str | os.PathLike[str]") -> None:
         """Writes a snapshot atomically (temp file, fsync, rename); lossless.
 
         Holds the board only while serialising, not while writing: a :meth:`close`
@@ -636,7 +511,7 @@ class Leaderboard(NativeHandle):
         h = self._h()
         check(lib.eh_leaderboard_save(h, path_bytes(path)), path)
 
-    def load_from_json(self, path: "str | os.PathLike[str]") -> None:
+    def load(self, path: "str | os.PathLike[str]") -> None:
         """Replaces the board (and its decay settings) with a snapshot; reads the
         C++ extension's files too. On any error the board is unchanged and
         :class:`~engagehub.errors.Corrupt` or :class:`~engagehub.IOFailure` (with
@@ -660,5 +535,13 @@ class Leaderboard(NativeHandle):
                 stacklevel=2,
             )
 
-    save = save_to_json
-    load = load_from_json
+
+__all__ = [
+    "FAST_UPDATES",
+    "Leaderboard",
+    "LeaderboardStats",
+    "RankedUser",
+    "SkippedEntry",
+    "SnapshotEntriesSkipped",
+    "TimeSource",
+]

@@ -12,7 +12,7 @@ use crossbeam_utils::CachePadded;
 use super::barrier::{FlushBarrier, WaitError};
 use super::config::{Clock, Overflow, ProcessorConfig};
 use super::durable::{self, Control, Durable};
-use super::event::{EventIn, Record};
+use super::event::{EventIn, EventSource, Record};
 use super::ring::{PushError, Refusal, Ring};
 use super::worker::{InlineWorker, run_worker};
 use super::{DeadLetterCallback, FlushCallback, ProcessorStats};
@@ -356,20 +356,17 @@ impl Core {
         pushed.map_err(refusal_error)
     }
 
-    /// Pushes `n` events in order, claiming ring slots `run` at a time (see
-    /// [`Ring::push_run`]); returns how many were accepted and why it stopped
-    /// early. First every event is checked: `check(i)` reads event `i` and checks
-    /// it in its caller's terms (an `Err` fails the call with nothing pushed), in
-    /// the same pass as this function's validation. Then `event(i)` must return
-    /// the same event again, cheaply: it runs inside claimed slots, so it must not
-    /// panic (neither may `check`), and both are only called with `i < n`. `wait`:
-    /// how long a full ring is waited for under `Overflow::Block`. `hook` runs
-    /// after each run with the number accepted so far (tests widen races with it).
-    pub(crate) fn push_batch<'e>(
+    /// Pushes the events of `src` in order, claiming ring slots `run` at a time
+    /// (see [`Ring::push_run`]); returns how many were accepted and why it stopped
+    /// early. First every event is checked ([`EventSource::check`], then the
+    /// future skew here): an invalid one fails the call with nothing pushed. Then
+    /// each is written straight into its claimed slot ([`EventSource::write`]).
+    /// `wait`: how long a full ring is waited for under `Overflow::Block`. `hook`
+    /// runs after each run with the number accepted so far (tests widen races
+    /// with it).
+    pub(crate) fn push_batch<S: EventSource + ?Sized>(
         &self,
-        n: usize,
-        check: impl Fn(usize) -> Result<EventIn<'e>>,
-        event: impl Fn(usize) -> EventIn<'e>,
+        src: &S,
         run: usize,
         wait: RoomWait,
         mut hook: impl FnMut(usize),
@@ -377,27 +374,35 @@ impl Core {
         if let Err(e) = self.check_usable() {
             return (0, Err(e));
         }
+        let n = src.len();
+        // One reading of the lower bound of the wall clock for the batch (see
+        // `check_future`): a timestamp at or below it plus the skew is accepted, a
+        // later one goes to the exact check.
+        let skew = self.shared.config.future_skew_secs();
+        // Relaxed: a stale (lower) value only sends more events to the exact check.
+        let accepted_below = self
+            .shared
+            .wall_seen
+            .load(Ordering::Relaxed)
+            .saturating_add(skew);
         for i in 0..n {
-            let valid = check(i).and_then(|ev| {
-                ev.validate()
-                    .map_err(|e| Error::invalid(format!("event {i}: {e}")))?;
-                if ev.timestamp > 0 {
-                    self.check_future(ev.timestamp)
-                        .map_err(|e| Error::invalid(format!("event {i}: {e}")))
-                } else {
-                    Ok(())
+            match src.check(i) {
+                Ok(timestamp) if timestamp <= accepted_below => {}
+                Ok(timestamp) => {
+                    if let Err(e) = self.check_future_with_clock(timestamp, skew) {
+                        return (0, Err(Error::invalid(format!("event {i}: {e}"))));
+                    }
                 }
-            });
-            if let Err(e) = valid {
-                return (0, Err(e));
+                Err(e) => return (0, Err(e)),
             }
         }
         let mut accepted = 0;
         let mut result = Ok(());
         // RoomWait::Slice: the deadline, from the first wait.
         let mut slice_deadline = None;
+        let event = |i: usize| src.event(i);
         while accepted < n {
-            let pushed = match self.push_run(&event, accepted, (n - accepted).min(run.max(1))) {
+            let pushed = match self.push_run(src, accepted, (n - accepted).min(run.max(1))) {
                 Ok(n) => Ok(n),
                 // Not one slot free: the single push decides (it counts the drop, or
                 // waits for room under `Overflow::Block`).
@@ -483,23 +488,28 @@ impl Core {
         pushed
     }
 
-    /// Validated events `event(from)..event(from + n)` into consecutive ring slots
-    /// claimed at once, each record written in its slot: how many (a prefix, at
-    /// least one), or why none.
+    /// Checked events `from..from + n` of `src` into consecutive ring slots claimed
+    /// at once, each record written in its slot: how many (a prefix, at least
+    /// one), or why none.
     #[inline]
-    fn push_run<'e>(
+    fn push_run<S: EventSource + ?Sized>(
         &self,
-        event: &impl Fn(usize) -> EventIn<'e>,
+        src: &S,
         from: usize,
         n: usize,
     ) -> std::result::Result<usize, Refusal> {
-        // SAFETY: `push_run` calls `init` with `i < n`, and `event` does not panic
-        // for those (`push_batch`'s contract); `Record::write` initializes the slot
-        // and never panics (nor does `timestamp`: a clock read).
+        // SAFETY: `push_run` calls `init` with `i < n`, so `from + i` is an event
+        // of `src`, checked; `EventSource::write` initializes the slot and never
+        // panics (nor does resolving the timestamp: a clock read).
         unsafe {
             self.shared.ring.push_run(n, |i, slot| {
-                let ev = event(from + i);
-                Record::write(slot, &ev, self.timestamp(&ev));
+                let timestamp = src.timestamp(from + i);
+                let resolved = if timestamp <= 0 {
+                    self.shared.now()
+                } else {
+                    timestamp
+                };
+                src.write(from + i, slot, resolved);
             })
         }
     }

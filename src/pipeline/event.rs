@@ -106,6 +106,57 @@ impl EventIn<'_> {
     }
 }
 
+/// The events of one batch push, read by index: every one is checked before any
+/// is pushed, then each is written into its ring slot. A source reads its events
+/// where they are (a caller's `eh_event` array, a slice of [`EventIn`]) instead of
+/// building them twice.
+pub(crate) trait EventSource {
+    /// How many events.
+    fn len(&self) -> usize;
+
+    /// Checks event `i` (its strings, sizes and year; not the future skew, which
+    /// the processor checks): its timestamp (`<= 0`: now) if it may be pushed,
+    /// else the error refusing the batch, naming the event. Must not panic.
+    /// Called for `i = 0, 1, ...` in order, each only once every event before it
+    /// passed; every method of a source is called only with `i < len()`.
+    fn check(&self, i: usize) -> crate::Result<i64>;
+
+    /// Event `i`, which passed [`EventSource::check`] (for the rare paths that
+    /// push one event at a time). Must not panic.
+    fn event(&self, i: usize) -> EventIn<'_>;
+
+    /// Writes event `i`, which passed [`EventSource::check`], into `slot` with its
+    /// timestamp resolved to `timestamp`. Runs inside a claimed ring slot: must not
+    /// panic.
+    #[inline(always)]
+    fn write(&self, i: usize, slot: &mut MaybeUninit<Record>, timestamp: i64) {
+        Record::write(slot, &self.event(i), timestamp);
+    }
+
+    /// Event `i`'s timestamp as given (`<= 0`: now).
+    #[inline(always)]
+    fn timestamp(&self, i: usize) -> i64 {
+        self.event(i).timestamp
+    }
+}
+
+impl EventSource for [EventIn<'_>] {
+    fn len(&self) -> usize {
+        <[EventIn<'_>]>::len(self)
+    }
+
+    fn check(&self, i: usize) -> crate::Result<i64> {
+        let ev = &self[i];
+        ev.validate()
+            .map_err(|e| crate::Error::invalid(format!("event {i}: {e}")))?;
+        Ok(ev.timestamp)
+    }
+
+    fn event(&self, i: usize) -> EventIn<'_> {
+        self[i]
+    }
+}
+
 enum Bytes {
     /// The first `total` bytes (the sum of `lens`) are initialized.
     Inline([MaybeUninit<u8>; INLINE_BYTES]),
@@ -152,6 +203,52 @@ unsafe fn copy_pair<const W: usize>(src: &[u8], dst: *mut u8) {
         let (a, b) = (
             s.cast::<[u8; W]>().read_unaligned(),
             s.add(n - W).cast::<[u8; W]>().read_unaligned(),
+        );
+        dst.cast::<[u8; W]>().write_unaligned(a);
+        dst.add(n - W).cast::<[u8; W]>().write_unaligned(b);
+    }
+}
+
+/// [`copy_short`] from a pointer: nothing is read when `n` is 0.
+///
+/// # Safety
+/// `src` is readable for `n` bytes (any pointer when `n` is 0), `dst` writable for
+/// `n` bytes, and they do not overlap.
+#[inline(always)]
+unsafe fn copy_short_raw(src: *const u8, n: usize, dst: *mut u8) {
+    // SAFETY: per the contract; each branch reads and writes inside `[0, n)`.
+    // Tested in the order of the usual sizes (ids of 8 to 32 bytes, then kinds).
+    unsafe {
+        if n >= 8 {
+            if n < 16 {
+                copy_pair_raw::<8>(src, n, dst);
+            } else if n <= 32 {
+                copy_pair_raw::<16>(src, n, dst);
+            } else {
+                std::ptr::copy_nonoverlapping(src, dst, n);
+            }
+        } else if n >= 4 {
+            copy_pair_raw::<4>(src, n, dst);
+        } else if n > 0 {
+            *dst = *src;
+            *dst.add(n / 2) = *src.add(n / 2);
+            *dst.add(n - 1) = *src.add(n - 1);
+        }
+    }
+}
+
+/// [`copy_pair`] from a pointer.
+///
+/// # Safety
+/// As [`copy_short_raw`], and `W <= n <= 2 * W`.
+#[inline(always)]
+unsafe fn copy_pair_raw<const W: usize>(src: *const u8, n: usize, dst: *mut u8) {
+    // SAFETY: `W <= n`: `[0, W)` and `[n - W, n)` are inside both buffers; both
+    // reads happen before either write.
+    unsafe {
+        let (a, b) = (
+            src.cast::<[u8; W]>().read_unaligned(),
+            src.add(n - W).cast::<[u8; W]>().read_unaligned(),
         );
         dst.cast::<[u8; W]>().write_unaligned(a);
         dst.add(n - W).cast::<[u8; W]>().write_unaligned(b);
@@ -219,6 +316,66 @@ impl Record {
             // inside `buf`; `part` is a separate borrowed slice (no overlap).
             unsafe { copy_short(part, buf.as_mut_ptr().add(at).cast::<u8>()) };
             at += part.len();
+        }
+    }
+
+    /// [`Record::write`] from the five fields' (pointer, length) pairs in the order
+    /// kind, user id, channel id, guild id, payload, read in place (a caller's
+    /// `eh_event`). Never panics.
+    ///
+    /// # Safety
+    /// Each pair is a pointer to that many readable bytes, or has length 0 (then
+    /// the pointer is not read and may be NULL), the strings are UTF-8, and they
+    /// passed [`EventIn::validate`] (so the lengths fit `u32`).
+    #[inline(always)]
+    pub(crate) unsafe fn write_parts(
+        slot: &mut MaybeUninit<Record>,
+        parts: [(*const u8, usize); 5],
+        timestamp: i64,
+    ) {
+        let [(_, k), (_, u), (_, c), (_, g), (_, p)] = parts;
+        let lens = [k as u32, u as u32, c as u32, g as u32, p as u32];
+        // Validated fields are at most 1 KiB and the payload 1 MiB: no overflow.
+        let total = k + u + c + g + p;
+        if total > INLINE_BYTES {
+            let bytes = parts.map(|(ptr, len)| {
+                if len == 0 {
+                    &[][..]
+                } else {
+                    // SAFETY: `len` readable bytes at `ptr`, per the contract.
+                    unsafe { std::slice::from_raw_parts(ptr, len) }
+                }
+            });
+            slot.write(Record {
+                timestamp,
+                lens,
+                bytes: Bytes::Heap(bytes.concat().into_boxed_slice()),
+            });
+            return;
+        }
+        // Not zeroed: only the first `total` bytes are ever read.
+        let record = slot.write(Record {
+            timestamp,
+            lens,
+            bytes: Bytes::Inline([MaybeUninit::<u8>::uninit(); INLINE_BYTES]),
+        });
+        let Bytes::Inline(buf) = &mut record.bytes else {
+            unreachable!("written inline just above")
+        };
+        let dst = buf.as_mut_ptr().cast::<u8>();
+        let [(kind, _), (user, _), (channel, _), (guild, _), (payload, _)] = parts;
+        // SAFETY: each copy ends at most at `total <= INLINE_BYTES`, inside `buf`;
+        // the sources are the caller's (no overlap), each readable for its length.
+        unsafe {
+            copy_short_raw(kind, k, dst);
+            copy_short_raw(user, u, dst.add(k));
+            copy_short_raw(channel, c, dst.add(k + u));
+            if g != 0 {
+                copy_short_raw(guild, g, dst.add(k + u + c));
+            }
+            if p != 0 {
+                copy_short_raw(payload, p, dst.add(k + u + c + g));
+            }
         }
     }
 

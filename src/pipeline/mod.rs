@@ -46,6 +46,7 @@ pub use config::{
 };
 pub(crate) use core::RoomWait;
 pub use event::{Batch, Event, EventIn, RawEvent};
+pub(crate) use event::{EventSource, Record};
 pub use event::{MAX_FIELD_BYTES, MAX_PAYLOAD_BYTES};
 #[cfg(test)]
 pub(crate) use processor::HookPoint;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::config::ProcessorConfig;
 use super::core::{Callbacks, Core, RoomWait};
 use super::durable::{OutboxChange, OutboxEntry};
-use super::event::EventIn;
+use super::event::{EventIn, EventSource};
 use super::gate::{CloseStart, Gate, Ticket};
 use super::{DeadLetterCallback, FlushCallback, ProcessorStats, fork, worker};
 use crate::community::{Cohort, CohortPeriod, Period};
@@ -331,35 +331,23 @@ impl Processor {
     /// result is `Ok`. Every event is validated before any is pushed, so an invalid
     /// one fails the call with nothing pushed.
     pub fn push_batch(&self, events: &[EventIn<'_>]) -> (usize, Result<()>) {
-        self.push_batch_with(
-            events.len(),
-            |i| Ok(events[i]),
-            |i| events[i],
-            RoomWait::Configured,
-        )
+        self.push_batch_from(events, RoomWait::Configured)
     }
 
-    /// [`Processor::push_batch`] of `n` events given one by one: `check(i)` reads
-    /// and checks event `i` (an `Err` fails the call with nothing pushed), in the
-    /// same pass as the validation; once all passed, `event(i)` returns the same
-    /// event again, for `i < n` (the C ABI's array without building a slice of
-    /// [`EventIn`] first). Neither may panic for those. `wait`: how long a full
-    /// ring is waited for under `Overflow::Block`.
-    pub(crate) fn push_batch_with<'e>(
+    /// [`Processor::push_batch`] of the events of `src`, read where they are (the C
+    /// ABI's `eh_event` array, without building a slice of [`EventIn`] first).
+    /// `wait`: how long a full ring is waited for under `Overflow::Block`.
+    pub(crate) fn push_batch_from<S: EventSource + ?Sized>(
         &self,
-        n: usize,
-        check: impl Fn(usize) -> Result<EventIn<'e>>,
-        event: impl Fn(usize) -> EventIn<'e>,
+        src: &S,
         wait: RoomWait,
     ) -> (usize, Result<()>) {
         match self.enter() {
             Err(e) => (0, Err(e)),
-            Ok(entered) => entered
-                .core
-                .push_batch(n, check, event, self.batch_run(), wait, |_n| {
-                    #[cfg(test)]
-                    self.hook(HookPoint::BatchAccepted(_n));
-                }),
+            Ok(entered) => entered.core.push_batch(src, self.batch_run(), wait, |_n| {
+                #[cfg(test)]
+                self.hook(HookPoint::BatchAccepted(_n));
+            }),
         }
     }
 

@@ -147,6 +147,14 @@ impl<T> Ring<T> {
         }
     }
 
+    /// The slot of position `pos` (positions wrap around the ring).
+    #[inline(always)]
+    fn slot(&self, pos: usize) -> &Slot<T> {
+        // SAFETY: `slots.len()` is a power of two and `mask` is `slots.len() - 1`
+        // (both set in `new` and never changed), so `pos & mask < slots.len()`.
+        unsafe { self.slots.get_unchecked(pos & self.mask) }
+    }
+
     /// Number of slots.
     pub fn capacity(&self) -> usize {
         self.mask + 1
@@ -212,7 +220,7 @@ impl<T> Ring<T> {
             if tail & CLOSED != 0 {
                 return Err((Refusal::Closed, init));
             }
-            let slot = &self.slots[tail & self.mask];
+            let slot = self.slot(tail);
             // Acquire pairs with the consumer's Release stamp store after moving the
             // previous lap's value out.
             let stamp = slot.stamp.load(Ordering::Acquire);
@@ -289,13 +297,13 @@ impl<T> Ring<T> {
             while free < max {
                 let pos = tail.wrapping_add(free);
                 // Acquire, as in `push_in_place`.
-                if self.slots[pos & self.mask].stamp.load(Ordering::Acquire) != pos {
+                if self.slot(pos).stamp.load(Ordering::Acquire) != pos {
                     break;
                 }
                 free += 1;
             }
             if free == 0 {
-                let stamp = self.slots[tail & self.mask].stamp.load(Ordering::Acquire);
+                let stamp = self.slot(tail).stamp.load(Ordering::Acquire);
                 // As in `push_in_place`: the slot holds last lap's value.
                 if stamp.wrapping_add(self.capacity()) == tail + 1 && self.full_at(tail) {
                     return Err(Refusal::Full);
@@ -313,7 +321,7 @@ impl<T> Ring<T> {
                 Ok(_) => {
                     for i in 0..free {
                         let pos = tail + i;
-                        let slot = &self.slots[pos & self.mask];
+                        let slot = self.slot(pos);
                         // SAFETY: the CAS made this thread the only owner of
                         // positions `tail..tail + free`, each free (its stamp was
                         // `pos`, which only the producer of `pos` changes); no
@@ -350,7 +358,7 @@ impl<T> Ring<T> {
     fn prefetch_for_push(&self, pos: usize) {
         #[cfg(all(target_arch = "x86_64", not(loom)))]
         {
-            let slot: *const Slot<T> = &self.slots[pos & self.mask];
+            let slot: *const Slot<T> = self.slot(pos);
             for line in (0..std::mem::size_of::<Slot<T>>()).step_by(64) {
                 // SAFETY: a prefetch is a hint that never faults, whatever the address;
                 // this one is inside `slots` anyway.
@@ -372,7 +380,7 @@ impl<T> Ring<T> {
         let mut step = 0;
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
-            let slot = &self.slots[head & self.mask];
+            let slot = self.slot(head);
             let stamp = slot.stamp.load(Ordering::Acquire);
             if stamp == head + 1 {
                 match self.head.compare_exchange_weak(
@@ -431,14 +439,14 @@ impl<T> Ring<T> {
                 let pos = head.wrapping_add(ready);
                 // Acquire pairs with the producer's Release store of `pos + 1`: seeing
                 // it means seeing the value written before it.
-                let stamp = self.slots[pos & self.mask].stamp.load(Ordering::Acquire);
+                let stamp = self.slot(pos).stamp.load(Ordering::Acquire);
                 if stamp != pos.wrapping_add(1) {
                     break;
                 }
                 ready += 1;
             }
             if ready == 0 {
-                let stamp = self.slots[head & self.mask].stamp.load(Ordering::Acquire);
+                let stamp = self.slot(head).stamp.load(Ordering::Acquire);
                 if stamp == head {
                     // As in `pop`: empty, or a producer is mid-write.
                     fence(Ordering::SeqCst);

@@ -19,6 +19,7 @@ import pytest
 
 import engagehub
 from engagehub import Leaderboard, demo
+from engagehub import __main__ as command
 from engagehub.demo import DAY, START, DemoConfig, cli, generate_events, sinks
 from engagehub.processor import EventColumns
 
@@ -593,6 +594,17 @@ def test_postgres_runs_keep_their_snapshot_where_told_or_in_a_folder_of_their_ow
     assert resume_from == snapshot and later.parent != snapshot.parent
 
 
+def test_the_demo_package_runs_the_one_process_demo_and_the_command_line_adds_redis(capsys):
+    # engagehub.demo knows nothing of Redis (engagehub.shared.demo builds on it,
+    # not the other way round); `python -m engagehub demo` offers both.
+    with pytest.raises(SystemExit):
+        demo.main(["--redis", "redis://localhost:1", "--events", "10"])
+    assert "--redis" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        command.main(["demo", "--help"])
+    assert "--redis URL" in capsys.readouterr().out
+
+
 def test_redis_demos_use_keys_of_their_own_and_remove_them(tmp_path, capsys):
     """--redis without --namespace: the run's own namespace, deleted at its end, so
     another demo's keys (here under the old fixed default) are never touched; a
@@ -603,11 +615,11 @@ def test_redis_demos_use_keys_of_their_own_and_remove_them(tmp_path, capsys):
     with redis_url(pytest) as url:
         client = redis.Redis.from_url(url)
         client.set("{engagehub-demo}:events", 7)  # another demo, running
-        argv = ["--redis", url, "--events", "3000", "--writers", "1", "--quiet", "--dir", str(tmp_path / "runs")]
-        assert demo.main(argv) == 0, capsys.readouterr()
+        argv = ["demo", "--redis", url, "--events", "3000", "--writers", "1", "--quiet", "--dir", str(tmp_path / "runs")]
+        assert command.main(argv) == 0, capsys.readouterr()
         assert client.keys() == [b"{engagehub-demo}:events"] and client.get("{engagehub-demo}:events") == b"7"
-        assert demo.main([*argv, "--namespace", "mine"]) == 0, capsys.readouterr()
+        assert command.main([*argv, "--namespace", "mine"]) == 0, capsys.readouterr()
         assert int(client.get("{mine}:events")) == 3000
-        assert cli.delete_demo_keys(url, "mine") > 1
+        assert command.delete_demo_keys(url, "mine") > 1
         assert client.keys() == [b"{engagehub-demo}:events"]
         client.close()

@@ -142,7 +142,7 @@ def _held_ring():
     p = eh.EventStreamProcessor(
         buffer_size=2, num_threads=1, batch_size=1, flush_interval_ms=10, overflow="block", block_timeout_ms=250
     )
-    assert type(p).__name__ == "EventStreamProcessor" and isinstance(p, eh.EventStreamProcessor)
+    assert type(p) is eh.EventStreamProcessor
     p.set_flush_callback(sink)
     try:
         assert p.push_event("message", "u1", "c", 1_700_000_000)

@@ -10,6 +10,7 @@ the batches delivered."""
 from __future__ import annotations
 
 import gc
+import inspect
 import os
 import re
 import threading
@@ -18,8 +19,9 @@ import time
 import pytest
 
 import engagehub as eh
-from engagehub import errors
+from engagehub import _compiled, errors
 from engagehub import processor as processor_module
+from engagehub._processor import decode, intake
 from engagehub.processor import EventStreamProcessor
 
 from test_processor_lifetime import assert_clean, run_python
@@ -35,12 +37,12 @@ def test_fast_paths_are_built_where_the_test_command_promises_them():
     # only the cffi paths.
     if os.environ.get("ENGAGEHUB_EXPECT_FAST") == "1":
         assert processor_module.FAST_PUSH
-        fast = processor_module._fast
-        assert type(EventStreamProcessor.__dict__["push_event"]) is fast.PushEvent
-        assert processor_module._build_batch is fast.build_batch
-        assert processor_module._push_rows is fast.push_rows
-        assert type(EventStreamProcessor.__dict__["top_channels"]) is fast.TopChannels
-        assert type(EventStreamProcessor.__dict__["get_top_channels"]) is fast.TopChannels
+        fast = _compiled.fast
+        assert type(inspect.getattr_static(EventStreamProcessor, "push_event")) is fast.PushEvent
+        assert decode.build_batch is fast.build_batch
+        assert intake.push_rows is fast.push_rows
+        assert type(inspect.getattr_static(EventStreamProcessor, "top_channels")) is fast.TopChannels
+        assert type(inspect.getattr_static(EventStreamProcessor, "get_top_channels")) is fast.TopChannels
 
 
 def outcome(fn, *args, **kwargs):
@@ -146,18 +148,45 @@ def test_push_event_fast_and_general_paths_agree_on_every_outcome():
 
 @needs_fast
 def test_block_mode_push_event_fast_and_sliced_paths_agree_on_every_outcome():
-    # Under "block" the class is the blocking one; its push_event is the compiled
-    # descriptor too, its general path the sliced Python method.
-    sliced = lambda p, *a, **k: type(p)._push_event_sliced(p, *a, **k)  # noqa: E731
-    general = _replay_pushes(sliced, PUSH_CALLS, overflow="block")
+    # Under "block" push_event is the same compiled descriptor, and its general
+    # path the same method, which waits for room in slices in this mode.
+    general = _replay_pushes(EventStreamProcessor._push_event_general, PUSH_CALLS, overflow="block")
     fast = _replay_pushes(lambda p, *a, **k: p.push_event(*a, **k), PUSH_CALLS, overflow="block")
-    with EventStreamProcessor(8, overflow="block") as p:
-        assert type(type(p).__dict__["push_event"]).__name__ == "PushEvent"
     assert fast[:4] == general[:4]
     assert len(fast[4]) == len(general[4])
     kinds = {o[0] for o in fast[0]}
     assert {"ok", errors.InvalidArgument, errors.InvalidType, TypeError} <= kinds
     assert fast[1][4] >= 1
+
+
+def test_the_overflow_mode_is_the_processors_not_its_type():
+    # One class whatever overflow= says (it used to swap __class__ to a blocking
+    # subclass): the mode is read inside the calls, compiled and general alike.
+    gate = threading.Event()
+    processors = []
+    for overflow in ("drop", "block"):
+        started = threading.Event()
+        p = EventStreamProcessor(2, 1, 1, 10, overflow=overflow, block_timeout_ms=30_000)
+        p.set_flush_callback(lambda batch, started=started: (started.set(), gate.wait(WAIT)))
+        assert p.push_event("m", "first", "c", NOW)
+        assert started.wait(WAIT)  # the worker holds it: nothing drains the 2 slots
+        processors.append(p)
+    dropping, blocking = processors
+    assert type(dropping) is type(blocking) is EventStreamProcessor
+    assert dropping.__class__ is blocking.__class__ is EventStreamProcessor
+    rows = [("m", f"u{i}", "c", NOW) for i in range(3)]
+    assert dropping.push_many(rows) == 2  # the third refused at once, dropped and counted
+    assert dropping.push_event("m", "late", "c", NOW) is False
+    assert dropping.stats().dropped == 2
+    timer = threading.Timer(0.3, gate.set)
+    waited = time.monotonic()
+    timer.start()
+    assert blocking.push_many(rows) == 3  # the third waited for room
+    assert time.monotonic() - waited >= 0.25
+    timer.join()
+    assert blocking.stats().dropped == 0
+    for p in processors:
+        p.close()
 
 
 # Timestamps around the digit boundaries of CPython's ints (30-bit digits: the
@@ -256,7 +285,7 @@ ROWS = [
 def _replay_many(monkeypatch, fast: bool, **config):
     rows = [r() if callable(r) else r for r in ROWS]
     if not fast:
-        monkeypatch.setattr(processor_module, "_push_rows", None)
+        monkeypatch.setattr(intake, "push_rows", None)
     collector = Collector()
     p = EventStreamProcessor(1024, 1, 9, 50, **config)
     p.set_flush_callback(collector)
@@ -317,7 +346,7 @@ def test_push_many_checks_every_usual_row_before_pushing_any(monkeypatch, overfl
     if fast and not processor_module.FAST_PUSH:
         pytest.skip("engagehub._engagehub_fast is not built")
     if not fast:
-        monkeypatch.setattr(processor_module, "_push_rows", None)
+        monkeypatch.setattr(intake, "push_rows", None)
     with EventStreamProcessor(1024, 1, 10, 50, overflow=overflow) as p:
         for bad in (("m", "u", "c", NOW + 30 * 86400), ("m", "x" * 1025, "c", NOW)):
             with pytest.raises(errors.InvalidArgument, match=r"\bevent 1: "):
@@ -328,7 +357,7 @@ def test_push_many_checks_every_usual_row_before_pushing_any(monkeypatch, overfl
 
 def _deliveries(monkeypatch, fast: bool, form: str, payloads: bool):
     if not fast:
-        monkeypatch.setattr(processor_module, "_build_batch", None)
+        monkeypatch.setattr(decode, "build_batch", None)
     collector = Collector()
     p = EventStreamProcessor(4096, 1, 64, 50)
     p.set_flush_callback(collector, batch_format=form)
@@ -394,7 +423,7 @@ def test_strings_cached_across_batches_are_exact_and_shared(monkeypatch):
 
     def deliver(fast: bool) -> list:
         if not fast:
-            monkeypatch.setattr(processor_module, "_build_batch", None)
+            monkeypatch.setattr(decode, "build_batch", None)
         collector = Collector()
         with EventStreamProcessor(1 << 16, 1, 500, 50) as p:
             p.set_flush_callback(collector)
@@ -598,7 +627,7 @@ def test_no_reference_leaks_in_a_million_fast_calls():
 # -- top_channels and get_top_channels -------------------------------------------------
 
 needs_fast_top = pytest.mark.skipif(
-    not processor_module._FAST_TOP, reason="engagehub._engagehub_fast has no TopChannels"
+    not processor_module.FAST_PUSH, reason="engagehub._engagehub_fast has no TopChannels"
 )
 
 # Pushed under the event-time clock, so "now" and the windows are the same for every
@@ -930,7 +959,7 @@ def test_the_module_is_the_stable_abi_one_from_cpython_3_12_on():
     # the same source. `make test` runs this file on each CPython it finds.
     import sys
 
-    fast = processor_module._fast
+    fast = _compiled.fast
     name = os.path.basename(fast.__file__)
     if sys.version_info >= (3, 12):
         assert name == "_engagehub_fast.abi3.so"
@@ -974,7 +1003,7 @@ def test_a_second_module_instance_has_its_own_unbound_state():
     # library until it is bound, whatever the package's instance holds.
     import importlib.util
 
-    fast = processor_module._fast
+    fast = _compiled.fast
     spec = importlib.util.spec_from_file_location(fast.__name__, fast.__file__)
     other = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(other)
@@ -999,10 +1028,7 @@ def test_a_module_compiled_from_another_header_version_is_not_used(monkeypatch):
     stale.HEADER_VERSION = processor_module.lib.eh_version_number() + 1
     monkeypatch.setitem(sys.modules, "engagehub._engagehub_fast", stale)
     monkeypatch.setattr(eh, "_engagehub_fast", stale, raising=False)
-    assert processor_module._load_fast() is None
-    from engagehub import leaderboard
-
-    assert leaderboard._load_fast_add() is None
+    assert _compiled.load() is None
 
 
 @needs_fast

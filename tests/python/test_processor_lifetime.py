@@ -17,7 +17,7 @@ import threading
 import pytest
 
 import engagehub as eh
-from engagehub import processor as processor_module
+from engagehub._processor import callbacks as callbacks_module
 
 WAIT = 30.0
 
@@ -122,7 +122,7 @@ def test_processor_in_a_cycle_collected_on_its_own_worker_keeps_delivering():
         """
         import gc, threading, weakref
         import engagehub as eh
-        from engagehub import processor as pm
+        from engagehub._processor import callbacks as pm
         gc.disable()  # collections happen only where the test says
         N = 200
         delivered = []
@@ -141,13 +141,13 @@ def test_processor_in_a_cycle_collected_on_its_own_worker_keeps_delivering():
             if len(delivered) == N:
                 all_delivered.set()
         p = eh.EventStreamProcessor(1024, 1, 10, 20)
-        before = set(pm._CONTEXTS)
+        before = set(pm.CONTEXTS)
         p.set_flush_callback(callback)
-        (key,) = set(pm._CONTEXTS) - before
+        (key,) = set(pm.CONTEXTS) - before
         # Set once the native finalizer released the registration (and with it
         # the last reference to the callback's context).
         finalized = threading.Event()
-        weakref.finalize(eh.ffi.from_handle(pm._CONTEXTS[key]), finalized.set)
+        weakref.finalize(eh.ffi.from_handle(pm.CONTEXTS[key]), finalized.set)
         cycle = {"p": p}
         p.cycle = cycle  # a reference cycle: only the cyclic GC can free it
         alive = weakref.ref(p)
@@ -161,7 +161,7 @@ def test_processor_in_a_cycle_collected_on_its_own_worker_keeps_delivering():
         assert sorted(delivered) == sorted(f"u{i}" for i in range(N))
         # The reaper finishes the close and runs the finalizer: the context goes.
         assert finalized.wait(30), "user_data_free never ran"
-        assert key not in pm._CONTEXTS
+        assert key not in pm.CONTEXTS
         print("ok", len(delivered))
         """
     )
@@ -169,15 +169,15 @@ def test_processor_in_a_cycle_collected_on_its_own_worker_keeps_delivering():
 
 
 def test_callback_context_is_released_by_the_native_finalizer():
-    before = len(processor_module._CONTEXTS)
+    before = len(callbacks_module.CONTEXTS)
     p = eh.EventStreamProcessor(64, 1, 10, 20)
     p.set_flush_callback(lambda batch: None)
     p.set_dead_letter_callback(lambda batch, error: None)
-    assert len(processor_module._CONTEXTS) == before + 2
+    assert len(callbacks_module.CONTEXTS) == before + 2
     p.set_flush_callback(lambda batch: None)  # the replaced one is finalized
-    assert len(processor_module._CONTEXTS) == before + 2
+    assert len(callbacks_module.CONTEXTS) == before + 2
     p.close()
-    assert len(processor_module._CONTEXTS) == before
+    assert len(callbacks_module.CONTEXTS) == before
 
 
 # -- audit item 8: fork -------------------------------------------------------------

@@ -6,8 +6,9 @@ into a sink (:mod:`engagehub.demo.sinks`) and awards leaderboard points, then
 compares the sketches' answers with the exact SQL answers against their error
 bounds and returns every number as a :class:`DemoResult`. :func:`print_dashboard`
 is the report; :func:`add_arguments`, :func:`run_from_args` and :func:`main` the
-command line (``--redis`` hands over to :mod:`engagehub.shared.demo`). The progress
-bar is drawn only on a terminal (:func:`progress_wanted`).
+one-process demo's command line (``python -m engagehub demo`` adds ``--redis``,
+which runs :mod:`engagehub.shared.demo` instead: see :mod:`engagehub.__main__`).
+The progress bar is drawn only on a terminal (:func:`progress_wanted`).
 """
 
 from __future__ import annotations
@@ -731,7 +732,8 @@ def print_dashboard(r: DemoResult, out: Optional[TextIO] = None) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The demo's options (shared by :func:`main` and ``python -m engagehub demo``)."""
+    """The one-process demo's options (:func:`main`; ``python -m engagehub demo``
+    adds the ``--redis`` ones)."""
     d = DemoConfig()
     parser.add_argument("--events", type=int, default=d.events, help="events to generate (default %(default)s)")
     parser.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
@@ -790,20 +792,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=d.workers, help="processor threads (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="flush batch size (default %(default)s)")
     parser.add_argument("--buffer-size", type=int, default=d.buffer_size, help="ring slots (default %(default)s)")
-    parser.add_argument(
-        "--redis",
-        metavar="URL",
-        default=None,
-        help="share through Redis (redis-py): split the events over --writers processes that publish to URL, "
-        "read the dashboard from another process (default: one process, no Redis)",
-    )
-    parser.add_argument("--writers", type=int, default=3, help="writer processes with --redis (default %(default)s)")
-    parser.add_argument(
-        "--namespace",
-        default=None,
-        help="Redis key namespace with --redis, kept after the run (default: engagehub-demo-<run>, one of the "
-        "run's own, deleted at its end, so demos at the same time never share keys)",
-    )
 
 
 def config_from_args(args: argparse.Namespace) -> DemoConfig:
@@ -830,8 +818,6 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Runs the demo, prints the dashboard; 0 if every check passed, else 1."""
-    if getattr(args, "redis", None):
-        return _run_shared_from_args(args)
     try:
         result = run(config_from_args(args))
     except Exception as exc:  # noqa: BLE001 - a bad option or an unreachable database: a message, status 2
@@ -849,51 +835,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_shared_from_args(args: argparse.Namespace) -> int:
-    """``--redis URL``: the shared demo (:mod:`engagehub.shared.demo`)."""
-    try:
-        from ..shared import demo as shared_demo
-
-        if args.postgres:
-            raise DemoError("--redis writes the rows to SQLite; drop --postgres")
-        config = config_from_args(args)
-        run_dir = new_run_dir(config.dir or DEMO_DIR)
-        if not config.db:  # a file of this run's own, as the one-process demo's
-            config.db = str(run_dir / "engagehub-demo-shared.sqlite3")
-        if args.namespace:
-            return shared_demo.run(config, args.redis, args.writers, args.namespace)
-        # Keys of this run's own (the shared demo clears its namespace first, which
-        # would wipe another demo's keys at the same time), removed at the end.
-        namespace = f"engagehub-demo-{run_dir.name.rsplit('-', 1)[-1]}"
-        try:
-            return shared_demo.run(config, args.redis, args.writers, namespace)
-        finally:
-            delete_demo_keys(args.redis, namespace)
-    except Exception as exc:  # noqa: BLE001 - a bad option or an unreachable server: a message, status 2
-        if not isinstance(exc, (DemoError, ValueError, OSError, sqlite3.Error, ImportError)) and not type(
-            exc
-        ).__module__.startswith("redis"):
-            raise
-        print(f"engagehub demo: {exc}", file=sys.stderr)
-        return 2
-
-
-def delete_demo_keys(url: str, namespace: str) -> int:
-    """Deletes the keys the ``--redis`` demo wrote under ``namespace`` (its
-    analytics and its leaderboard); returns how many."""
-    from ..shared import demo as shared_demo
-
-    client = shared_demo._client(url)
-    try:
-        keys = list(client.scan_iter(match="{" + namespace + "}:*"))
-        keys += list(client.scan_iter(match="{" + namespace + ":leaderboard}*"))
-        return int(client.delete(*keys)) if keys else 0
-    finally:
-        client.close()
-
-
 def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m engagehub demo [options]`` without the ``demo`` word."""
+    """The one-process demo's command line: ``python -m engagehub demo [options]``
+    without the ``demo`` word (and without ``--redis``)."""
     parser = argparse.ArgumentParser(prog="python -m engagehub demo", description=DESCRIPTION)
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))

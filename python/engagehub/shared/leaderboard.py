@@ -19,29 +19,17 @@ import math
 import time
 from typing import Any, List, Optional
 
-from .. import RankedUser, errors
-from .._types import UserRankDict
+from .. import errors
+from .._native import count_arg as _count
+from .._types import RankedUser, UserRankDict
 from . import _schema
 from ._read import Op, Plan, Reads
 
-_SIZE_MAX = 2**64 - 1
 
 
 def keys_of(key: str) -> "tuple[str, str, str]":
     """``({K}:z, {K}:meta, {K}:last)``."""
     return _schema.board_keys(key)
-
-
-def _count(value: Any, what: str) -> int:
-    """A non-negative int argument (as :class:`~engagehub.Leaderboard` takes it),
-    clamped to 2**64 - 1."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise errors.InvalidType(f"{what} must be an int, not {type(value).__name__}", 1)
-    if value < 0:
-        raise errors.InvalidArgument(f"{what} must be >= 0, got {value}", 1)
-    return min(value, _SIZE_MAX)
-
-
 
 
 class _LeaderboardReader:

@@ -3,8 +3,12 @@
 
 use super::super::{bytes_arg, eh_status, guard, out_arg, str_arg, write_out};
 use super::{eh_processor, processor};
+use std::mem::MaybeUninit;
+
 use crate::error::{Error, Result};
-use crate::pipeline::{EventIn, RawEvent, RoomWait};
+use crate::pipeline::{
+    EventIn, EventSource, MAX_FIELD_BYTES, MAX_PAYLOAD_BYTES, RawEvent, Record, RoomWait,
+};
 
 /// Offers one event: `kind`, `user_id`, `channel_id` are UTF-8 (≤ 1024 bytes each),
 /// `timestamp` is unix seconds (≤ 0: the processor's "now"), `payload` (may be NULL
@@ -211,6 +215,186 @@ unsafe fn checked_event<'a>(e: &RawEvent) -> EventIn<'a> {
     }
 }
 
+/// The OR of every byte of the `len` bytes at `p` (in some lane of a word): its
+/// `0x80` bits are clear only if every byte is ASCII. Whole words (overlapping
+/// when the length is not a multiple of theirs); never reads outside
+/// `[p, p + len)`. A NULL `p` with bytes answers `0x80` (not plainly valid).
+///
+/// # Safety
+/// `p` is NULL or readable for `len` bytes (any pointer when `len` is 0).
+#[inline(always)]
+unsafe fn or_bytes(p: *const u8, len: usize) -> u64 {
+    if len == 0 {
+        return 0;
+    }
+    if p.is_null() {
+        return 0x80;
+    }
+    // SAFETY: `p` is readable for `len > 0` bytes, and every read below is inside
+    // `[p, p + len)`, per the branch's bounds.
+    unsafe {
+        let word = |at: usize| p.add(at).cast::<u64>().read_unaligned();
+        if len >= 8 {
+            let mut acc = word(0) | word(len - 8);
+            if len > 16 {
+                let mut at = 8;
+                while at + 8 < len {
+                    acc |= word(at);
+                    at += 8;
+                }
+            }
+            acc
+        } else if len >= 4 {
+            u64::from(
+                p.cast::<u32>().read_unaligned() | p.add(len - 4).cast::<u32>().read_unaligned(),
+            )
+        } else {
+            u64::from(*p | *p.add(len / 2) | *p.add(len - 1))
+        }
+    }
+}
+
+/// Whether `e` plainly passes [`event_from_raw`] and [`EventIn::validate`]: its
+/// strings ASCII and its payload within bounds, each pointer non-NULL unless its
+/// length is 0, every size and the year within the limits. A cheap, conservative
+/// test: `false` only means "check it closely" (non-ASCII ids, errors). A string
+/// that is the very one (pointer and length) of the previous event's same field
+/// is not read again: it passed, and the caller keeps it unchanged for the call.
+///
+/// # Safety
+/// Each (pointer, length) pair of `e` and `prev` is NULL or points to that many
+/// readable bytes (the module contract of a caller's `eh_event`); `prev`, if any,
+/// passed this test or [`event_from_raw`].
+#[inline(always)]
+unsafe fn plainly_valid(e: &RawEvent, prev: Option<&RawEvent>) -> bool {
+    let longest = e
+        .kind_len
+        .max(e.user_id_len)
+        .max(e.channel_id_len)
+        .max(e.guild_id_len);
+    if longest > MAX_FIELD_BYTES || e.timestamp > crate::leaderboard::MAX_TIMESTAMP {
+        return false;
+    }
+    if e.payload_len != 0 && (e.payload.is_null() || e.payload_len > MAX_PAYLOAD_BYTES) {
+        return false;
+    }
+    let same = |a: (*const u8, usize), b: Option<(*const u8, usize)>| b == Some(a);
+    // SAFETY: per the contract, each pair is NULL or readable for its length.
+    let high = unsafe {
+        let field = |ptr: *const u8, len: usize, before: Option<(*const u8, usize)>| {
+            if same((ptr, len), before) {
+                0
+            } else {
+                or_bytes(ptr, len)
+            }
+        };
+        field(e.kind, e.kind_len, prev.map(|p| (p.kind, p.kind_len)))
+            | field(
+                e.user_id,
+                e.user_id_len,
+                prev.map(|p| (p.user_id, p.user_id_len)),
+            )
+            | field(
+                e.channel_id,
+                e.channel_id_len,
+                prev.map(|p| (p.channel_id, p.channel_id_len)),
+            )
+            | field(
+                e.guild_id,
+                e.guild_id_len,
+                prev.map(|p| (p.guild_id, p.guild_id_len)),
+            )
+    };
+    high & 0x8080_8080_8080_8080 == 0
+}
+
+/// A caller's `eh_event` array as the events of a batch push: checked with
+/// [`plainly_valid`] (the exact checks of [`event_from_raw`] and
+/// [`EventIn::validate`] for the events it does not pass), written into the ring
+/// slots from the caller's pointers.
+struct RawEvents<'a>(&'a [RawEvent]);
+
+impl RawEvents<'_> {
+    /// Event `i`.
+    ///
+    /// # Safety
+    /// `i < self.0.len()` (what [`EventSource`] asks of its callers).
+    #[inline(always)]
+    unsafe fn at(&self, i: usize) -> &RawEvent {
+        debug_assert!(i < self.0.len());
+        // SAFETY: per this function's contract.
+        unsafe { self.0.get_unchecked(i) }
+    }
+
+    /// The exact checks, for an event [`plainly_valid`] did not pass: Ok for a
+    /// valid one (non-ASCII text), else the error naming it.
+    #[cold]
+    #[inline(never)]
+    fn check_closely(&self, i: usize) -> Result<i64> {
+        // SAFETY: a caller's eh_event, valid for the call (the module contract).
+        let ev = unsafe { event_from_raw(&self.0[i], i)? };
+        ev.validate()
+            .map_err(|e| Error::invalid(format!("event {i}: {e}")))?;
+        Ok(ev.timestamp)
+    }
+}
+
+impl EventSource for RawEvents<'_> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    #[inline(always)]
+    fn check(&self, i: usize) -> Result<i64> {
+        // SAFETY: `i < len()`, and events are checked in order, each only if those
+        // before it passed (EventSource's contract): `i - 1` passed. The array is
+        // a caller's, valid for the call (the module contract).
+        unsafe {
+            let e = self.at(i);
+            let prev = if i > 0 { Some(self.at(i - 1)) } else { None };
+            if plainly_valid(e, prev) {
+                return Ok(e.timestamp);
+            }
+        }
+        self.check_closely(i)
+    }
+
+    #[inline(always)]
+    fn event(&self, i: usize) -> EventIn<'_> {
+        // SAFETY: `EventSource::event` is called only for checked events (`i <
+        // len()`), which passed `event_from_raw`'s checks (or `plainly_valid`'s,
+        // stricter); the caller's array and what it points to are valid for the
+        // call.
+        unsafe { checked_event(self.at(i)) }
+    }
+
+    #[inline(always)]
+    fn write(&self, i: usize, slot: &mut MaybeUninit<Record>, timestamp: i64) {
+        // SAFETY: as in `event`: `i < len()`, each pair is readable (or has length
+        // 0), the strings UTF-8 and every size validated.
+        unsafe {
+            let e = self.at(i);
+            Record::write_parts(
+                slot,
+                [
+                    (e.kind, e.kind_len),
+                    (e.user_id, e.user_id_len),
+                    (e.channel_id, e.channel_id_len),
+                    (e.guild_id, e.guild_id_len),
+                    (e.payload, e.payload_len),
+                ],
+                timestamp,
+            );
+        }
+    }
+
+    #[inline(always)]
+    fn timestamp(&self, i: usize) -> i64 {
+        // SAFETY: `i < len()` (EventSource's contract).
+        unsafe { self.at(i) }.timestamp
+    }
+}
+
 /// Offers `n` events in order and writes how many were accepted to `*accepted`,
 /// on every return (unlike other out-params): the accepted ones are always the
 /// first `*accepted`, and they will be delivered whatever the status, so a retry
@@ -292,14 +476,7 @@ unsafe fn push_batch(
             // SAFETY: the caller passes `n` readable events.
             unsafe { std::slice::from_raw_parts(events, n) }
         };
-        // SAFETY: each element is a caller eh_event valid for the call, and
-        // `push_batch_with` asks only for `i < raw.len()`.
-        let check = |i: usize| unsafe { event_from_raw(&raw[i], i) };
-        // SAFETY: `push_batch_with` calls this only after every element passed
-        // `event_from_raw` (pointers, lengths and UTF-8 checked); they stay valid
-        // and unchanged for the call.
-        let event = |i: usize| unsafe { checked_event(&raw[i]) };
-        let (count, result) = processor.push_batch_with(raw.len(), check, event, wait);
+        let (count, result) = processor.push_batch_from(&RawEvents(raw), wait);
         // SAFETY: checked by `out_arg`.
         unsafe { write_out(accepted, count) };
         result

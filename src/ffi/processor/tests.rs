@@ -537,3 +537,230 @@ fn push_batch_wait_times_out_with_its_prefix_or_gives_up_counting_the_rest() {
     }
     assert_eq!(gate.events.load(Ordering::SeqCst), 1 + 8 + 4);
 }
+
+type Delivered = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, i64, Vec<u8>);
+
+/// Copies each delivered event (`user` is a `Mutex<Vec<Delivered>>`).
+unsafe extern "C" fn collect_flush(user: *mut c_void, events: *const RawEvent, n: usize) -> i32 {
+    // SAFETY: `user` is the collector the test registered, alive while the
+    // processor is; `events` holds `n` events valid for the call.
+    unsafe {
+        let out = &*(user as *const Mutex<Vec<Delivered>>);
+        let bytes = |p: *const u8, len: usize| {
+            if len == 0 {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(p, len).to_vec()
+            }
+        };
+        let mut out = out.lock().unwrap();
+        for e in std::slice::from_raw_parts(events, n) {
+            out.push((
+                bytes(e.kind, e.kind_len),
+                bytes(e.user_id, e.user_id_len),
+                bytes(e.channel_id, e.channel_id_len),
+                bytes(e.guild_id, e.guild_id_len),
+                e.timestamp,
+                bytes(e.payload, e.payload_len),
+            ));
+        }
+    }
+    0
+}
+
+fn raw_of(
+    kind: &[u8],
+    user: &[u8],
+    channel: &[u8],
+    guild: &[u8],
+    timestamp: i64,
+    payload: &[u8],
+) -> RawEvent {
+    let ptr = |b: &[u8]| {
+        if b.is_empty() {
+            std::ptr::null()
+        } else {
+            b.as_ptr()
+        }
+    };
+    RawEvent {
+        kind: ptr(kind),
+        kind_len: kind.len(),
+        user_id: ptr(user),
+        user_id_len: user.len(),
+        channel_id: ptr(channel),
+        channel_id_len: channel.len(),
+        guild_id: ptr(guild),
+        guild_id_len: guild.len(),
+        timestamp,
+        payload: ptr(payload),
+        payload_len: payload.len(),
+    }
+}
+
+#[test]
+fn push_batch_refuses_each_invalid_event_as_the_exact_checks_name_it() {
+    // The batch push checks events with a cheap test and the exact checks only
+    // for those it does not pass: every refusal is still the exact one (its
+    // message, nothing pushed), and a string shared with the event before it
+    // (same pointer) is no exception.
+    let p = new_processor(100);
+    let now = crate::leaderboard::wall_clock_secs();
+    let long = vec![b'x'; 1025];
+    let big = vec![0u8; (1 << 20) + 1];
+    let bad_utf8 = [b'u', 0xff, b'v'];
+    let good = raw_of(
+        b"message",
+        b"123456789012345678",
+        b"general",
+        b"876543210987654321",
+        now,
+        b"",
+    );
+    type Spoil<'a> = Box<dyn Fn(&mut RawEvent) + 'a>;
+    let cases: Vec<(&str, Spoil, &str)> = vec![
+        (
+            "NULL kind",
+            Box::new(|e| e.kind = std::ptr::null()),
+            "events[1]: kind is NULL but its length is 7",
+        ),
+        (
+            "NULL payload",
+            Box::new(|e| e.payload_len = 3),
+            "events[1]: payload is NULL but its length is 3",
+        ),
+        (
+            "bad UTF-8",
+            Box::new(|e| (e.user_id, e.user_id_len) = (bad_utf8.as_ptr(), 3)),
+            "events[1]: user_id is not valid UTF-8",
+        ),
+        (
+            "bad UTF-8 guild",
+            Box::new(|e| (e.guild_id, e.guild_id_len) = (bad_utf8.as_ptr(), 3)),
+            "events[1]: guild_id is not valid UTF-8",
+        ),
+        (
+            "long guild",
+            Box::new(|e| (e.guild_id, e.guild_id_len) = (long.as_ptr(), long.len())),
+            "event 1: guild_id is 1025 bytes, longer than the 1024-byte limit",
+        ),
+        (
+            "long id",
+            Box::new(|e| (e.channel_id, e.channel_id_len) = (long.as_ptr(), long.len())),
+            "event 1: channel_id is 1025 bytes, longer than the 1024-byte limit",
+        ),
+        (
+            "big payload",
+            Box::new(|e| (e.payload, e.payload_len) = (big.as_ptr(), big.len())),
+            "event 1: payload is 1048577 bytes, larger than the 1048576-byte limit",
+        ),
+        (
+            "year 10000",
+            Box::new(|e| e.timestamp = 253_402_300_800),
+            "event 1: timestamp 253402300800 is after year 9999",
+        ),
+        (
+            "future",
+            Box::new(|e| e.timestamp = now + 30 * 86_400),
+            "event 1: timestamp",
+        ),
+    ];
+    for (what, spoil, message) in cases {
+        let mut events = [good, good, good];
+        spoil(&mut events[1]);
+        let mut accepted = usize::MAX;
+        // SAFETY: live handle; the events point to data alive for the call.
+        let rc = unsafe { eh_processor_push_batch(p, events.as_ptr(), 3, &mut accepted) };
+        assert_eq!((rc, accepted), (EH_INVALID_ARGUMENT, 0), "{what}");
+        // The messages are the exact checks' (which nest "invalid argument: ").
+        let (at, detail) = message.split_once(": ").unwrap();
+        let error = last_error();
+        assert!(
+            error.contains(&format!("{at}: ")) && error.contains(detail),
+            "{what}: {error}"
+        );
+    }
+    // The first event's invalid kind, shared by the second: refused at the first.
+    let mut events = [good, good];
+    events[0].kind = bad_utf8.as_ptr();
+    events[0].kind_len = 3;
+    events[1].kind = events[0].kind;
+    events[1].kind_len = 3;
+    let mut accepted = usize::MAX;
+    // SAFETY: as above.
+    let rc = unsafe { eh_processor_push_batch(p, events.as_ptr(), 2, &mut accepted) };
+    assert_eq!((rc, accepted), (EH_INVALID_ARGUMENT, 0));
+    let error = last_error();
+    assert!(
+        error.contains("events[0]: ") && error.contains("kind is not valid UTF-8"),
+        "{error}"
+    );
+    // SAFETY: a live handle.
+    let stats = unsafe { processor(p) }.unwrap().stats().unwrap();
+    assert_eq!((stats.accepted, stats.future_refused), (0, 1));
+    // SAFETY: live handle; freed once.
+    unsafe { eh_processor_free(p) };
+}
+
+#[test]
+fn push_batch_delivers_every_length_and_text_as_given() {
+    // Every field length from 0 to 40 bytes (each copy path, both sides of the
+    // 80-byte inline limit), non-ASCII text, payloads, and strings shared with the
+    // event before (same pointer): delivered byte for byte.
+    let collected: Arc<Mutex<Vec<Delivered>>> = Arc::default();
+    let p = new_processor(1000);
+    // SAFETY: live handle; the collector outlives the processor (freed below).
+    unsafe {
+        let user = Arc::as_ptr(&collected) as *mut c_void;
+        assert_eq!(
+            eh_processor_set_flush_callback(p, Some(collect_flush), user, None),
+            EH_OK
+        );
+    }
+    let texts: Vec<Vec<u8>> = (0..=40)
+        .map(|n| (0..n).map(|i| b'a' + (i % 26) as u8).collect())
+        .chain(["é", "ユーザー", "🎉 party", "a\0b"].map(|s| s.as_bytes().to_vec()))
+        .collect();
+    let now = crate::leaderboard::wall_clock_secs();
+    let mut events = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        let other = &texts[(i * 7 + 3) % texts.len()];
+        let payload: &[u8] = if i % 3 == 0 { other } else { b"" };
+        let guild: &[u8] = if i % 4 == 0 { b"" } else { other };
+        events.push(raw_of(text, other, text, guild, now - i as i64, payload));
+        events.push(raw_of(b"message", text, other, text, now, b""));
+        let shared = *events.last().unwrap(); // the same pointers again
+        events.push(shared);
+    }
+    let mut accepted = 0;
+    // SAFETY: live handle; the events point into `texts`, alive for the call.
+    let rc = unsafe { eh_processor_push_batch(p, events.as_ptr(), events.len(), &mut accepted) };
+    assert_eq!((rc, accepted), (EH_OK, events.len()), "{}", last_error());
+    // SAFETY: live handle; closing delivers everything; freed once.
+    unsafe {
+        assert_eq!(eh_processor_close(p), EH_OK);
+        eh_processor_free(p);
+    }
+    let bytes = |ptr: *const u8, len: usize| {
+        // SAFETY: the events point into `texts` (or are empty).
+        if len == 0 {
+            Vec::new()
+        } else {
+            unsafe { std::slice::from_raw_parts(ptr, len) }.to_vec()
+        }
+    };
+    let expected: Vec<Delivered> = events
+        .iter()
+        .map(|e| {
+            (
+                bytes(e.kind, e.kind_len),
+                bytes(e.user_id, e.user_id_len),
+                bytes(e.channel_id, e.channel_id_len),
+                bytes(e.guild_id, e.guild_id_len),
+                e.timestamp,
+                bytes(e.payload, e.payload_len),
+            )
+        })
+        .collect();
+    assert_eq!(*collected.lock().unwrap(), expected);
+}
