@@ -36,7 +36,8 @@ from .errors import (
 )
 from .leaderboard import Leaderboard, LeaderboardStats, RankedUser, SkippedEntry, SnapshotEntriesSkipped
 from .guilds import GuildLeaderboards, GuildLeaderboardsStats
-from ._types import DeadLetterCallback, DictsCallback, EventDict, EventTuple, PushRow, UserRankDict
+from ._history import Cohort
+from ._types import DeadLetterCallback, DictsCallback, EventDict, EventTuple, GuildId, PushRow, UserRankDict
 from .processor import EventColumns, EventStreamProcessor, ProcessorStats
 from .sketch import CountMinSketch, HyperLogLog
 
@@ -46,6 +47,7 @@ __version__: str = ffi.string(lib.eh_version()).decode()
 __all__ = [
     "Busy",
     "Closed",
+    "Cohort",
     "CountMinSketch",
     "Corrupt",
     "DeadLetterCallback",
@@ -57,6 +59,7 @@ __all__ = [
     "EventTuple",
     "HyperLogLog",
     "Full",
+    "GuildId",
     "GuildLeaderboards",
     "GuildLeaderboardsStats",
     "IOFailure",

@@ -37,6 +37,8 @@ def load() -> Any:
         address("eh_processor_push_batch"),
         address("eh_processor_push_batch_wait"),
         address("eh_processor_push_wait"),
+        address("eh_processor_push_event"),
+        address("eh_processor_push_event_wait"),
     )
     module.bind_top_channels(address("eh_processor_top_channels"), address("eh_channel_list_free"))
     return module

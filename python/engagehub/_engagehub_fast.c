@@ -56,6 +56,8 @@
 typedef __typeof__(eh_leaderboard_try_add) *try_add_fn;
 typedef __typeof__(eh_processor_push) *push_fn;
 typedef __typeof__(eh_processor_push_wait) *push_wait_fn;
+typedef __typeof__(eh_processor_push_event) *push_event_fn;
+typedef __typeof__(eh_processor_push_event_wait) *push_event_wait_fn;
 typedef __typeof__(eh_processor_push_batch) *push_batch_fn;
 typedef __typeof__(eh_processor_push_batch_wait) *push_batch_wait_fn;
 typedef __typeof__(eh_processor_top_channels) *top_channels_fn;
@@ -77,6 +79,8 @@ typedef struct {
   try_add_fn try_add;
   push_fn push;
   push_wait_fn push_wait;
+  push_event_fn push_event;             /* an event with a guild */
+  push_event_wait_fn push_event_wait;   /* the same under "block" */
   push_batch_fn push_batch;
   push_batch_wait_fn push_batch_wait;
   top_channels_fn top_channels;
@@ -90,7 +94,7 @@ typedef struct {
   PyTypeObject *processor_class;
   PyObject *method_type; /* types.MethodType: binds the descriptors to an instance */
   /* Interned names. */
-  PyObject *key_type, *key_user_id, *key_channel_id, *key_timestamp, *key_payload;
+  PyObject *key_type, *key_user_id, *key_channel_id, *key_timestamp, *key_payload, *key_guild_id;
   PyObject *name_push_failed, *name_top_failed, *kw_k, *kw_window_secs, *kw_now;
   /* The str cache of build_batch: STR_CACHE_SLOTS slots, allocated at first use. */
   str_slot *str_cache;
@@ -586,8 +590,7 @@ static PyObject *call_failed(PyObject *self, PyObject *name, eh_status status) {
 static EH_NOINLINE int push_event_blocking(fast_state *st, ProcessorBase *target,
                                            const struct eh_event *e, eh_status *status) {
   struct eh_processor *processor = (struct eh_processor *)target->address;
-  eh_status rc = st->push_wait(processor, e->kind, e->kind_len, e->user_id, e->user_id_len,
-                               e->channel_id, e->channel_id_len, e->timestamp, NULL, 0, 0, 0);
+  eh_status rc = st->push_event_wait(processor, e, 0, 0);
   if (rc == EH_TIMEOUT) {
     int64_t deadline = MONOTONIC_NS() + (int64_t)target->block_timeout_ms * 1000000;
     for (;;) {
@@ -597,9 +600,7 @@ static EH_NOINLINE int push_event_blocking(fast_state *st, ProcessorBase *target
           left <= 0 ? 0 : (uint64_t)((left < PUSH_SLICE_NS ? left : PUSH_SLICE_NS) / 1000000);
       /* The strs stay alive: the caller holds them for the call. */
       Py_BEGIN_ALLOW_THREADS
-      rc = st->push_wait(processor, e->kind, e->kind_len, e->user_id, e->user_id_len,
-                         e->channel_id, e->channel_id_len, e->timestamp, NULL, 0, wait_ms,
-                         give_up);
+      rc = st->push_event_wait(processor, e, wait_ms, give_up);
       Py_END_ALLOW_THREADS
       if (rc != EH_TIMEOUT) {
         break;
@@ -623,19 +624,66 @@ static EH_NOINLINE int push_event_blocking(fast_state *st, ProcessorBase *target
 #define GENERAL_PATH ((PyObject *)&general_path_marker)
 static const char general_path_marker;
 
-/* push_event's compiled path for self, event_type, user_id, channel_id[, timestamp]
- * (nargs 4 or 5, no keywords): the answer, NULL with an exception set, or
- * GENERAL_PATH. Apart from the general call, so that the vectorcall arguments need
- * not stay live across its calls. */
-static PyObject *push_event_fast(fast_state *st, PyObject *const *args, Py_ssize_t nargs) {
+/* Room for an int64 in decimal digits and its NUL. */
+#define GUILD_DIGITS 24
+
+/* A compiled push's guild: none (NULL, 0) for None or "", an exact str's UTF-8,
+ * or an exact int fitting 64 bits as its decimal digits (as str(int)) written
+ * into `digits`. 1 when taken, 0 for the general path (any other type, a lone
+ * surrogate, an int beyond 64 bits: it names the problem). */
+static int guild_field(PyObject *guild, char digits[GUILD_DIGITS], const uint8_t **out,
+                       size_t *len) {
+  *out = NULL;
+  *len = 0;
+  if (guild == NULL || guild == Py_None) {
+    return 1;
+  }
+  if (PyUnicode_CheckExact(guild)) {
+    Py_ssize_t n;
+    const char *utf8 = str_utf8(guild, &n);
+    if (utf8 == NULL) {
+      PyErr_Clear(); /* a lone surrogate (or no memory): the general path says so */
+      return 0;
+    }
+    if (n > 0) {
+      *out = (const uint8_t *)utf8;
+      *len = (size_t)n;
+    }
+    return 1;
+  }
+  long long value;
+  if (!exact_int64(guild, &value)) {
+    return 0;
+  }
+  int n = snprintf(digits, GUILD_DIGITS, "%lld", value);
+  *out = (const uint8_t *)digits;
+  *len = (size_t)n;
+  return 1;
+}
+
+/* push_event's compiled path for self, event_type, user_id, channel_id[,
+ * timestamp[, payload=None]] and `guild` (NULL when not given): the answer, NULL
+ * with an exception set, or GENERAL_PATH. Apart from the general call, so that the
+ * vectorcall arguments need not stay live across its calls. */
+static PyObject *push_event_fast(fast_state *st, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *guild) {
   PyObject *self = args[0];
   if (!PyUnicode_CheckExact(args[1]) || !PyUnicode_CheckExact(args[2]) ||
       !PyUnicode_CheckExact(args[3])) {
     return GENERAL_PATH;
   }
   long long timestamp = 0;
-  if (nargs == 5 && args[4] != Py_None && !exact_int64(args[4], &timestamp)) {
+  if (nargs >= 5 && args[4] != Py_None && !exact_int64(args[4], &timestamp)) {
     return GENERAL_PATH; /* not an int, or beyond 64 bits: the general path names it */
+  }
+  if (nargs == 6 && args[5] != Py_None) {
+    return GENERAL_PATH; /* a payload */
+  }
+  char digits[GUILD_DIGITS];
+  const uint8_t *guild_id;
+  size_t guild_len;
+  if (!guild_field(guild, digits, &guild_id, &guild_len)) {
+    return GENERAL_PATH;
   }
   Py_ssize_t kind_len, user_len, channel_len;
   const char *kind = str_utf8(args[1], &kind_len);
@@ -653,14 +701,17 @@ static PyObject *push_event_fast(fast_state *st, PyObject *const *args, Py_ssize
     return GENERAL_PATH;
   }
   eh_status status;
-  if (target->blocking) {
+  if (target->blocking || guild_len > 0) {
     const struct eh_event e = {(const uint8_t *)kind,    (size_t)kind_len,
                                (const uint8_t *)user,    (size_t)user_len,
                                (const uint8_t *)channel, (size_t)channel_len,
                                (int64_t)timestamp,       NULL,
-                               0,                        NULL,
-                               0};
-    if (push_event_blocking(st, target, &e, &status) < 0) {
+                               0,                        guild_id,
+                               guild_len};
+    if (!target->blocking) {
+      status = st->push_event((struct eh_processor *)target->address, &e);
+      maybe_yield_to_delivery(target->handoff);
+    } else if (push_event_blocking(st, target, &e, &status) < 0) {
       return NULL;
     }
   } else {
@@ -683,8 +734,25 @@ static PyObject *push_event_call(PyObject *callable, PyObject *const *args, size
   PushEvent *method = (PushEvent *)callable;
   fast_state *st = method->state;
   Py_ssize_t nargs = vectorcall_nargs(nargsf);
-  if (st->push != NULL && kwnames == NULL && (nargs == 4 || nargs == 5)) {
-    PyObject *answer = push_event_fast(st, args, nargs);
+  if (st->push != NULL) {
+    PyObject *answer = GENERAL_PATH;
+    if (kwnames == NULL) {
+      if (nargs == 4 || nargs == 5) {
+        answer = push_event_fast(st, args, nargs, NULL);
+      } else if (nargs == 7) { /* guild_id given by position */
+        answer = push_event_fast(st, args, 6, args[6]);
+      }
+    } else if (nargs >= 4 && nargs <= 6 && PyTuple_Size(kwnames) == 1) {
+      /* guild_id=... alone among the keywords (interned by the compiler). */
+      PyObject *name = PyTuple_GetItem(kwnames, 0);
+      if (name == st->key_guild_id ||
+          (name != NULL && PyUnicode_Compare(name, st->key_guild_id) == 0)) {
+        answer = push_event_fast(st, args, nargs, args[nargs]);
+      }
+      if (PyErr_Occurred() && answer == GENERAL_PATH) {
+        PyErr_Clear(); /* a failed compare: the general path sorts the keywords out */
+      }
+    }
     if (answer != GENERAL_PATH) {
       return answer;
     }
@@ -828,8 +896,9 @@ static PyType_Spec push_event_spec = {
  *
  * push_rows(processor, rows[, wait_ms, give_up]) -> (status, accepted), or None when
  * the rows need the general path: `rows` must be a list of exact tuples of 3 exact
- * str, or 4 with an exact int timestamp (fitting 64 bits), all of one width, and no
- * lone surrogate. One eh_processor_push_batch call (which checks every event before
+ * str, or 4 with an exact int timestamp (fitting 64 bits), or 5 with a guild (None,
+ * an exact str or an exact int fitting 64 bits, as guild_field takes it), all of
+ * one width, and no lone surrogate. One eh_processor_push_batch call (which checks every event before
  * it pushes any), the strings given as CPython's UTF-8. A processor under "block"
  * takes `wait_ms` and `give_up` instead, and one eh_processor_push_batch_wait call
  * with the GIL released (the caller loops over slices, running signal handlers
@@ -903,6 +972,7 @@ static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t n
   }
   Py_ssize_t n = sliced ? PyTuple_Size(held) : PyList_Size(held);
   PyObject *result = NULL;
+  char(*digits)[GUILD_DIGITS] = NULL; /* int guilds' decimal digits, made at the first */
   struct eh_event *events =
       (struct eh_event *)PyMem_Malloc((size_t)(n > 0 ? n : 1) * sizeof(struct eh_event));
   if (events == NULL) {
@@ -911,6 +981,7 @@ static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t n
   }
   /* The objects the previous event's fields were read from (see row_str). */
   PyObject *last_kind = NULL, *last_user = NULL, *last_channel = NULL, *last_ts = NULL;
+  PyObject *last_guild = NULL;
   Py_ssize_t width = -1;
   for (Py_ssize_t i = 0; i < n; i++) {
     PyObject *row = sliced ? PyTuple_GetItem(held, i) : PyList_GetItem(held, i); /* borrowed */
@@ -919,7 +990,7 @@ static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t n
     }
     Py_ssize_t w = Py_SIZE(row); /* PyVarObject.ob_size: part of the stable ABI */
     if (w != width) {
-      if (width >= 0 || (w != 3 && w != 4)) {
+      if (width >= 0 || w < 3 || w > 5) {
         goto general;
       }
       width = w;
@@ -929,7 +1000,7 @@ static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t n
     e->timestamp = 0;
     e->guild_id = NULL;
     e->guild_id_len = 0;
-    if (w == 4) {
+    if (w >= 4) {
       PyObject *ts = PyTuple_GetItem(row, 3);
       if (ts == last_ts) {
         e->timestamp = prev->timestamp;
@@ -947,6 +1018,29 @@ static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t n
     ROW_STR(2, last_channel, channel_id);
     e->payload = NULL;
     e->payload_len = 0;
+    if (w == 5) {
+      PyObject *guild = PyTuple_GetItem(row, 4);
+      if (guild == last_guild) {
+        e->guild_id = prev->guild_id;
+        e->guild_id_len = prev->guild_id_len;
+      } else if (PyLong_CheckExact(guild)) {
+        if (digits == NULL &&
+            (digits = (char(*)[GUILD_DIGITS])PyMem_Malloc((size_t)n * GUILD_DIGITS)) == NULL) {
+          PyErr_NoMemory();
+          goto done;
+        }
+        if (!guild_field(guild, digits[i], &e->guild_id, &e->guild_id_len)) {
+          goto general;
+        }
+        last_guild = guild;
+      } else {
+        char unused[GUILD_DIGITS];
+        if (!guild_field(guild, unused, &e->guild_id, &e->guild_id_len)) {
+          goto general;
+        }
+        last_guild = guild;
+      }
+    }
   }
   struct eh_processor *processor = (struct eh_processor *)target->address;
   size_t accepted = 0;
@@ -971,6 +1065,7 @@ general:
   Py_INCREF(Py_None);
   result = Py_None;
 done:
+  PyMem_Free(digits);
   PyMem_Free(events);
   Py_DECREF(held);
   return result;
@@ -980,14 +1075,17 @@ done:
 
 static PyObject *bind_processor(PyObject *module, PyObject *args) {
   fast_state *st = module_state(module);
-  PyObject *push, *batch, *batch_wait, *push_wait;
-  if (!PyArg_ParseTuple(args, "OOOO:bind_processor", &push, &batch, &batch_wait, &push_wait)) {
+  PyObject *push, *batch, *batch_wait, *push_wait, *push_event, *push_event_wait;
+  if (!PyArg_ParseTuple(args, "OOOOOO:bind_processor", &push, &batch, &batch_wait, &push_wait,
+                        &push_event, &push_event_wait)) {
     return NULL;
   }
   BIND(st->push, push_fn, push, "eh_processor_push");
   BIND(st->push_batch, push_batch_fn, batch, "eh_processor_push_batch");
   BIND(st->push_batch_wait, push_batch_wait_fn, batch_wait, "eh_processor_push_batch_wait");
   BIND(st->push_wait, push_wait_fn, push_wait, "eh_processor_push_wait");
+  BIND(st->push_event, push_event_fn, push_event, "eh_processor_push_event");
+  BIND(st->push_event_wait, push_event_wait_fn, push_event_wait, "eh_processor_push_event_wait");
   Py_RETURN_NONE;
 }
 
@@ -1122,9 +1220,10 @@ static void str_cache_free(fast_state *st) {
 enum { FORM_DICTS = 0, FORM_TUPLES = 1, FORM_COLUMNS = 2 };
 
 /* build_batch(events_address, n, form, payloads): the batch as a list of dicts
- * (form 0; "payload" added for non-empty payloads when `payloads`), a list of
- * 4-tuples (form 1), or the columns tuple (kinds, user_ids, channel_ids,
- * timestamps, payloads or None) of lists (form 2). Same values as the Python
+ * (form 0; "payload" added for non-empty payloads when `payloads`, "guild_id" for
+ * events with a guild), a list of 4-tuples (form 1), or the columns tuple (kinds,
+ * user_ids, channel_ids, timestamps, payloads or None, guild ids or None each) of
+ * lists (form 2). Same values as the Python
  * decoder; only called during the flush callback, while the events are valid. */
 static PyObject *build_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
   fast_state *st = module_state(module);
@@ -1159,13 +1258,13 @@ static PyObject *build_batch(PyObject *module, PyObject *const *args, Py_ssize_t
   if (payloads < 0) {
     return NULL;
   }
-  PyObject *result = NULL, *cols[5] = {NULL, NULL, NULL, NULL, NULL};
+  PyObject *result = NULL, *cols[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
   PyObject *list = NULL;
   PyObject *last_ts = NULL; /* borrowed: the batch being built owns it */
   int64_t last_ts_value = 0;
   if (form == FORM_COLUMNS) {
-    for (int c = 0; c < 4 + payloads; c++) {
-      if ((cols[c] = PyList_New(n)) == NULL) {
+    for (int c = 0; c < 6; c++) {
+      if ((c != 4 || payloads) && (cols[c] = PyList_New(n)) == NULL) {
         goto fail;
       }
     }
@@ -1195,6 +1294,19 @@ static PyObject *build_batch(PyObject *module, PyObject *const *args, Py_ssize_t
         Py_CLEAR(ts);
       }
     }
+    PyObject *guild = NULL;
+    if (ts != NULL && form != FORM_TUPLES) {
+      if (e->guild_id_len > 0) {
+        guild = cached_str(st, e->guild_id, e->guild_id_len);
+      } else if (form == FORM_COLUMNS) {
+        Py_INCREF(Py_None);
+        guild = Py_None;
+      }
+      if (guild == NULL && e->guild_id_len > 0) {
+        Py_CLEAR(ts);
+        Py_CLEAR(payload);
+      }
+    }
     if (ts == NULL) {
       Py_XDECREF(kind);
       Py_XDECREF(user);
@@ -1209,6 +1321,7 @@ static PyObject *build_batch(PyObject *module, PyObject *const *args, Py_ssize_t
       if (payloads) {
         PyList_SetItem(cols[4], i, payload);
       }
+      PyList_SetItem(cols[5], i, guild);
       continue;
     }
     PyObject *item;
@@ -1228,10 +1341,12 @@ static PyObject *build_batch(PyObject *module, PyObject *const *args, Py_ssize_t
            PyDict_SetItem(item, st->key_user_id, user) < 0 ||
            PyDict_SetItem(item, st->key_channel_id, channel) < 0 ||
            PyDict_SetItem(item, st->key_timestamp, ts) < 0 ||
-           (payload != NULL && PyDict_SetItem(item, st->key_payload, payload) < 0))) {
+           (payload != NULL && PyDict_SetItem(item, st->key_payload, payload) < 0) ||
+           (guild != NULL && PyDict_SetItem(item, st->key_guild_id, guild) < 0))) {
         Py_CLEAR(item);
       }
     }
+    Py_XDECREF(guild);
     Py_XDECREF(kind);
     Py_XDECREF(user);
     Py_XDECREF(channel);
@@ -1247,11 +1362,11 @@ static PyObject *build_batch(PyObject *module, PyObject *const *args, Py_ssize_t
       Py_INCREF(Py_None);
       cols[4] = Py_None;
     }
-    result = PyTuple_New(5);
+    result = PyTuple_New(6);
     if (result == NULL) {
       goto fail;
     }
-    for (int c = 0; c < 5; c++) {
+    for (int c = 0; c < 6; c++) {
       PyTuple_SetItem(result, c, cols[c]);
       cols[c] = NULL;
     }
@@ -1262,7 +1377,7 @@ static PyObject *build_batch(PyObject *module, PyObject *const *args, Py_ssize_t
   return result;
 fail:
   /* Lists from PyList_New hold NULLs until filled; their dealloc skips them. */
-  for (int c = 0; c < 5; c++) {
+  for (int c = 0; c < 6; c++) {
     Py_XDECREF(cols[c]);
   }
   Py_XDECREF(list);
@@ -1630,6 +1745,7 @@ static int fast_exec(PyObject *module) {
       {&st->key_channel_id, "channel_id"},
       {&st->key_timestamp, "timestamp"},
       {&st->key_payload, "payload"},
+      {&st->key_guild_id, "guild_id"},
       {&st->name_push_failed, "_push_failed"},
       {&st->name_top_failed, "_top_failed"},
       {&st->kw_k, "k"},
@@ -1699,6 +1815,7 @@ static int fast_clear(PyObject *module) {
   Py_CLEAR(st->key_channel_id);
   Py_CLEAR(st->key_timestamp);
   Py_CLEAR(st->key_payload);
+  Py_CLEAR(st->key_guild_id);
   Py_CLEAR(st->name_push_failed);
   Py_CLEAR(st->name_top_failed);
   Py_CLEAR(st->kw_k);

@@ -79,11 +79,14 @@ def check_now(now: Any) -> int:
 
 
 def check_guild(guild_id: Any) -> Optional[str]:
-    """``None`` (every event) or a guild id; an empty str means none."""
+    """``None`` (every event) or a guild id: a str, or an int (discord.py's
+    ``guild.id``) as its decimal digits; an empty str means every event too."""
     if guild_id is None:
         return None
+    if isinstance(guild_id, int) and not isinstance(guild_id, bool):
+        return str(guild_id)
     if not isinstance(guild_id, str):
-        raise errors.InvalidType(f"guild_id must be a str or None, not {type(guild_id).__name__}", 1)
+        raise errors.InvalidType(f"guild_id must be a str, an int or None, not {type(guild_id).__name__}", 1)
     return guild_id or None
 
 

@@ -156,6 +156,23 @@ def encode(value: str | bytes, what: str) -> bytes:
     raise InvalidType(f"{what} must be str or bytes, not {type(value).__name__}", 1)
 
 
+def guild_arg(guild_id: Any) -> bytes:
+    """A guild id as UTF-8 bytes: a str (or bytes), or an int (discord.py's
+    ``guild.id``) as its decimal digits; ``None`` is ``b""`` (no guild)."""
+    if type(guild_id) is str:
+        try:
+            return guild_id.encode()
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: encode() says so
+    elif guild_id is None:
+        return b""
+    elif isinstance(guild_id, int) and not isinstance(guild_id, bool):
+        return str(guild_id).encode()
+    elif not isinstance(guild_id, (str, bytes, bytearray, memoryview)):
+        raise InvalidType(f"guild_id must be str, int, bytes or None, not {type(guild_id).__name__}", 1)
+    return encode(guild_id, "guild_id")
+
+
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _SIZE_MAX = 2 ** (8 * ffi.sizeof("size_t")) - 1
 

@@ -23,11 +23,12 @@ class _EventFields(TypedDict):
 
 class EventDict(_EventFields, total=False):
     """One event of a batch delivered as ``batch_format="dicts"`` (the drop-in
-    form) and of a dead-lettered batch; ``payload`` only when the event was
-    pushed with one. :meth:`~engagehub.EventStreamProcessor.push_many` takes
-    these too."""
+    form) and of a dead-lettered batch; ``payload`` and ``guild_id`` only when
+    the event was pushed with one. :meth:`~engagehub.EventStreamProcessor.push_many`
+    takes these too (``guild_id`` also as an int there)."""
 
     payload: bytes
+    guild_id: str
 
 
 EventTuple = Tuple[str, str, str, int]
@@ -40,9 +41,13 @@ Id = Union[str, bytes]
 Timestamp = Union[int, float, None]
 """Unix seconds; 0 or ``None`` means now."""
 
-PushRow = Union[Tuple[Id, Id, Id], Tuple[Id, Id, Id, Timestamp], EventDict]
+GuildId = Union[str, int, bytes, None]
+"""A guild as pushed: a ``str``, an ``int`` (discord.py's ``guild.id``, taken as
+its decimal digits), UTF-8 ``bytes``, or ``None`` (no guild)."""
+
+PushRow = Union[Tuple[Id, Id, Id], Tuple[Id, Id, Id, Timestamp], Tuple[Id, Id, Id, Timestamp, GuildId], EventDict]
 """One event for :meth:`~engagehub.EventStreamProcessor.push_many`:
-``(type, user_id, channel_id[, timestamp])`` or an :class:`EventDict`."""
+``(type, user_id, channel_id[, timestamp[, guild_id]])`` or an :class:`EventDict`."""
 
 
 class RankedUser(NamedTuple):
@@ -94,6 +99,7 @@ __all__ = [
     "EventDict",
     "EventTuple",
     "Id",
+    "GuildId",
     "PushRow",
     "RankedUser",
     "Timestamp",

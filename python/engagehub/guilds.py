@@ -8,7 +8,7 @@ from typing import Any, NamedTuple, Optional, Sequence
 
 from . import errors
 from ._handle import NativeHandle, native_close
-from ._native import _call, check, encode, ffi, last_error, lib, timestamp_arg
+from ._native import _call, check, encode, ffi, guild_arg, last_error, lib, timestamp_arg
 from ._types import UserRankDict
 from .leaderboard import _PUBLISHING, Leaderboard, RankedUser, TimeSource, _count, _real
 
@@ -22,18 +22,11 @@ _SIZE_MAX = 2 ** (8 * ffi.sizeof("size_t")) - 1
 
 
 def _guild(guild_id: Any) -> bytes:
-    """A guild id as UTF-8 bytes: a str (or bytes), or an int (discord.py's
-    ``guild.id``) as its decimal digits."""
-    if type(guild_id) is str:
-        try:
-            return guild_id.encode()
-        except UnicodeEncodeError:
-            pass  # a lone surrogate: encode() says so
-    elif isinstance(guild_id, int) and not isinstance(guild_id, bool):
-        return str(guild_id).encode()
-    elif not isinstance(guild_id, (str, bytes, bytearray, memoryview)):
-        raise errors.InvalidType(f"guild_id must be str, int or bytes, not {type(guild_id).__name__}", 1)
-    return encode(guild_id, "guild_id")
+    """A guild id as UTF-8 bytes (:func:`engagehub._native.guild_arg`); a board's
+    guild is never ``None``."""
+    if guild_id is None:
+        raise errors.InvalidType("guild_id must be str, int or bytes, not NoneType", 1)
+    return guild_arg(guild_id)
 
 
 class GuildLeaderboardsStats(NamedTuple):

@@ -151,13 +151,14 @@ class EventStreamProcessor(
         publish_timeout: float = 30.0,
         journal: "Optional[str | os.PathLike[str]]" = None,
         journal_sync: "float | str" = 1.0,
+        history_days: int = 90,
     ) -> None:
         config, _keep = native_config(
             buffer_size, num_threads, batch_size, flush_interval_ms, overflow=overflow,
             block_timeout_ms=block_timeout_ms, max_retries=max_retries, retry_backoff_ms=retry_backoff_ms,
             clock=clock, window_minutes=window_minutes, cms_depth=cms_depth, cms_width=cms_width,
             topk_capacity=topk_capacity, max_future_skew_secs=max_future_skew_secs, journal=journal,
-            journal_sync=journal_sync,
+            journal_sync=journal_sync, history_days=history_days, publish_history=redis is not None,
         )
         out = ffi.new("eh_processor **")
         self._dispatch = Dispatch()
@@ -178,7 +179,8 @@ class EventStreamProcessor(
         self._publish_timeout = 30.0
         if redis is not None:
             self._start_publisher(
-                redis, namespace, publish_interval_ms, window_minutes, clock, publish_max_members, publish_timeout
+                redis, namespace, publish_interval_ms, window_minutes, clock, publish_max_members, publish_timeout,
+                history_days,
             )
 
     # -- lifetime ----------------------------------------------------------------

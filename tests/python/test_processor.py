@@ -101,7 +101,7 @@ def test_push_many_mixed_rows_and_invalid_events():
         with pytest.raises(eh.InvalidArgument, match="1024"):
             p.push_many([("m", "ok", "c", 1), ("m", "x" * 2000, "c", 1)])
         # A 2-tuple is not an event.
-        with pytest.raises(eh.InvalidArgument, match="3- or 4-tuple"):
+        with pytest.raises(eh.InvalidArgument, match="3-, 4- or 5-tuple"):
             p.push_many([("m", "a")])
         p.flush_now()
         flat = [e for b in batches for e in b]

@@ -110,8 +110,25 @@ PUSH_CALLS = [
     (("message", "u5", "c5"), {"timestamp": NOW}),  # keywords
     ((), {"event_type": "message", "user_id": "u6", "channel_id": "c6"}),
     (("message", "u6"), {}),  # wrong arity
-    (("message", "u6", "c6", NOW, None, 7), {}),
+    (("message", "u6", "c6", NOW, None, 7), {}),  # guild_id by position
+    (("message", "u6", "c6", NOW, None, 7, 8), {}),  # wrong arity
     (("message", "u6", "c6", NOW), {"colour": 1}),
+    # Guilds: str, int (its digits), None, "", bytes, bad types, keywords.
+    (("message", "u7", "c7", NOW), {"guild_id": "g1"}),
+    (("message", "u7", "c7"), {"guild_id": 123456789012345678}),
+    (("message", "u7", "c7", None), {"guild_id": -5}),
+    (("message", "u7", "c7", NOW), {"guild_id": None}),
+    (("message", "u7", "c7", NOW), {"guild_id": ""}),
+    (("message", "u7", "c7", NOW), {"guild_id": b"g2"}),
+    (("message", "u7", "c7", NOW), {"guild_id": 2**64}),  # an int beyond 64 bits: its digits
+    (("message", "u7", "c7", NOW), {"guild_id": True}),
+    (("message", "u7", "c7", NOW), {"guild_id": 1.5}),
+    (("message", "u7", "c7", NOW), {"guild_id": "g" + S}),
+    (("message", "u7", "c7", NOW), {"guild_id": "x" * 1025}),
+    (("message", "u7", "c7", NOW), {"guild_id": "ギルド"}),
+    (("message", "u7", "c7", NOW, b"pay"), {"guild_id": "g3"}),
+    (("message", "u7", "c7", NOW), {"guild_id": "g1", "payload": None}),
+    (("message", "u7", "c7", NOW), {"guild": "g1"}),
 ]
 
 
@@ -125,7 +142,9 @@ def _replay_pushes(push, calls, **config):
     p.close()
     closed = outcome(push, p, "message", "u", "c", NOW)
     # Timestamps of "now" differ between the runs: compare everything else.
-    delivered = [(e["type"], e["user_id"], e["channel_id"], e.get("payload")) for e in collector.events()]
+    delivered = [
+        (e["type"], e["user_id"], e["channel_id"], e.get("payload"), e.get("guild_id")) for e in collector.events()
+    ]
     stamps = [e["timestamp"] for e in collector.events()]
     return outcomes, stats, closed, delivered, stamps
 
@@ -265,7 +284,15 @@ ROWS = [
     [{"type": "message", "user_id": "d1", "channel_id": "c1", "timestamp": NOW}],  # dicts
     [("m", "u", "c"), ("m", "u", "c", NOW)],  # mixed widths
     [("m", "u", "c", NOW), ("m", "u")],  # a short row
-    [("m", "u", "c", NOW, b"p")],  # too wide
+    [("m", "u", "c", NOW, b"p")],  # a bytes guild: the per-event path
+    [("m", "u", "c", NOW, b"p", 1)],  # too wide
+    [("m", f"u{i}", "c", NOW, ["g1", 77, None, "", 2**70][i % 5]) for i in range(25)],  # guilds
+    [("m", "u", "c", NOW, "g1"), ("m", "u", "c", NOW, 1.5)],  # a bad guild after a good one
+    [("m", "u", "c", NOW, "g1"), ("m", "u", "c", NOW, "x" * 1025)],  # too long: nothing pushed
+    [("m", "u", "c", NOW, "g" + S)],
+    [("m", "u", "c", NOW), ("m", "u", "c", NOW, "g1")],  # mixed widths
+    [{"type": "m", "user_id": "d2", "channel_id": "c1", "guild_id": 42}],  # dicts with guilds
+
     [("m", b"u", "c", NOW)],  # bytes
     [("m", "u", "c", None)],  # None timestamp
     [("m", "u", "c", float(NOW))],  # float
@@ -295,7 +322,7 @@ def _replay_many(monkeypatch, fast: bool, **config):
     p.close()
     closed = outcome(p.push_many, rows[0])
     monkeypatch.undo()
-    delivered = [(e["type"], e["user_id"], e["channel_id"]) for e in collector.events()]
+    delivered = [(e["type"], e["user_id"], e["channel_id"], e.get("guild_id")) for e in collector.events()]
     return outcomes, stats, closed, delivered
 
 
@@ -364,7 +391,10 @@ def _deliveries(monkeypatch, fast: bool, form: str, payloads: bool):
     for i in range(300):
         ts = NOW - (i // 7)  # runs of equal timestamps
         payload = (b"p%d" % i if i % 3 else b"") if payloads else None
-        p._push_event_general(["message", "reaction", "é"][i % 3], f"user-{i % 17}", f"ch-{i % 5}", ts, payload)
+        guild = [None, "g1", "ギルド", 123456789012345678][i % 4]
+        p._push_event_general(
+            ["message", "reaction", "é"][i % 3], f"user-{i % 17}", f"ch-{i % 5}", ts, payload, guild_id=guild
+        )
     p._push_event_general("", "", "", NOW)  # empty fields
     p._push_event_general("a\0b", "ユーザー", "🎉", NOW)  # NUL and non-ASCII
     p.flush_now(WAIT)
@@ -386,6 +416,9 @@ def test_batches_built_natively_equal_the_general_decoder(monkeypatch, form, pay
         for b in fast:
             assert isinstance(b, eh.EventColumns) and len(b) == len(b.types)
             assert (b.payloads is None) == (not payloads)
+            assert b.guild_ids is not None and len(b.guild_ids) == len(b.types)
+        guilds = [g for b in fast for g in b.guild_ids]
+        assert guilds[:4] == [None, "g1", "ギルド", "123456789012345678"]
     if form == "dicts":
         first = fast[0]
         # Shared strings: equal channel ids within a batch are one object.
@@ -395,6 +428,8 @@ def test_batches_built_natively_equal_the_general_decoder(monkeypatch, form, pay
             assert by_channel.setdefault(e["channel_id"], e["channel_id"]) is e["channel_id"]
         if payloads:
             assert any("payload" in e for e in first) and not all("payload" in e for e in first)
+        # The guild only for events pushed with one, an int as its digits.
+        assert [e.get("guild_id") for e in first[:4]] == [None, "g1", "ギルド", "123456789012345678"]
 
 
 def _near_ids(n: int) -> list:

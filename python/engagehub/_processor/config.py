@@ -41,6 +41,8 @@ def native_config(
     max_future_skew_secs: int,
     journal: "Optional[str | os.PathLike[str]]",
     journal_sync: "float | str",
+    history_days: int = 90,
+    publish_history: bool = False,
 ) -> Tuple[Any, Any]:
     """The ``eh_processor_config *`` for the arguments (as
     :class:`~engagehub.EventStreamProcessor` names them), and what it points to
@@ -68,6 +70,8 @@ def native_config(
         raise errors.InvalidArgument(f"clock must be 'wall' or 'event_time', got {clock!r}", 1)
     if not isinstance(max_retries, int) or max_retries < 0:
         raise errors.InvalidArgument(f"max_retries must be >= 0, got {max_retries!r}", 1)
+    if isinstance(history_days, bool) or not isinstance(history_days, int) or not 0 <= history_days <= 400:
+        raise errors.InvalidArgument(f"history_days must be an integer from 0 (off) to 400, got {history_days!r}", 1)
     journal_path, journal_sync_ms = journal_args(journal, journal_sync)
     config = ffi.new(
         "eh_processor_config *",
@@ -91,6 +95,9 @@ def native_config(
             "max_future_skew_secs": max_future_skew_secs,
             "journal_path": journal_path,
             "journal_sync_ms": journal_sync_ms,
+            # 0 from Python turns the history off (-1 in C, where 0 is the default).
+            "history_days": history_days if history_days else -1,
+            "publish_history": int(publish_history and history_days > 0),
         },
     )
     return config, journal_path

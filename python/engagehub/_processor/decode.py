@@ -34,6 +34,9 @@ class EventColumns(NamedTuple):
     """Unix seconds."""
     payloads: Optional[List[bytes]]
     """Payloads, or ``None`` when no event of this processor ever carried one."""
+    guild_ids: Optional[List[Optional[str]]] = None
+    """Each event's guild (``None`` for an event pushed without one); a delivered
+    batch always has this list."""
 
     def __len__(self) -> int:  # type: ignore[override]
         return len(self.types)
@@ -45,7 +48,9 @@ EventColumns.__module__ = "engagehub.processor"  # where users import it from
 def decode(events: Any, n: int, form: str, payloads: bool) -> Any:
     """The native batch ``events[0:n]`` in the form ``form`` (one of
     :data:`BATCH_FORMATS`); ``payloads``: whether any event of the processor was
-    pushed with one (else no payload field is built)."""
+    pushed with one (else no payload field is built). An event's guild is in its
+    dict (``guild_id``, only for an event that has one) and in the columns'
+    ``guild_ids``; tuples stay ``(type, user_id, channel_id, timestamp)``."""
     if build_batch is None:
         return decode_general(events, n, form, payloads)
     batch = build_batch(int(ffi.cast("uintptr_t", events)), n, _FORM_CODE[form], payloads)
@@ -88,8 +93,12 @@ def decode_general(events: Any, n: int, form: str, payloads: bool) -> Any:
         for i in range(n):
             e = events[i]
             pays.append(_buffer(e.payload, e.payload_len)[:] if e.payload_len else b"")
+    guilds: List[Optional[str]] = []
+    for i in range(n):
+        e = events[i]
+        guilds.append(_buffer(e.guild_id, e.guild_id_len)[:].decode("utf-8") if e.guild_id_len else None)
     if form == "columns":
-        return EventColumns(kinds, users, channels, ts, pays)
+        return EventColumns(kinds, users, channels, ts, pays, guilds)
     if form == "tuples":
         return list(zip(kinds, users, channels, ts))
     batch = [
@@ -100,6 +109,9 @@ def decode_general(events: Any, n: int, form: str, payloads: bool) -> Any:
         for d, p in zip(batch, pays):
             if p:
                 d["payload"] = p
+    for d, g in zip(batch, guilds):
+        if g is not None:
+            d["guild_id"] = g
     return batch
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optio
 from .. import errors
 from .._compiled import fast
 from .._handle import NativeHandle
-from .._native import check, encode, ffi, lib, timestamp_arg
+from .._native import check, encode, ffi, guild_arg, lib, timestamp_arg
 from .._types import PushRow
 from .callbacks import Dispatch
 from .config import SLICE_MS
@@ -35,6 +35,9 @@ _push = lib.eh_processor_push
 _push_fields = lib.eh_processor_push_fields
 _push_columns = lib.eh_processor_push_columns
 _push_wait = lib.eh_processor_push_wait
+_push_event = lib.eh_processor_push_event
+_push_event_wait = lib.eh_processor_push_event_wait
+_push_batch = lib.eh_processor_push_batch
 _push_batch_wait = lib.eh_processor_push_batch_wait
 _NULL = ffi.NULL
 _new = ffi.new
@@ -47,6 +50,27 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 push_rows: Any = fast.push_rows if fast is not None else None
 """The compiled batch push, or None (the tests set it to None to compare)."""
+
+
+def _event_struct(
+    kind: bytes, user: bytes, channel: bytes, timestamp: int, payload: Optional[bytes], guild: bytes
+) -> Tuple[Any, List[Any]]:
+    """An ``eh_event *`` over the encoded fields, and the buffers it points into
+    (kept alive by the caller for the push)."""
+    event = _new("eh_event *")
+    keep = []
+    for name, value in (("kind", kind), ("user_id", user), ("channel_id", channel), ("guild_id", guild)):
+        if value:
+            buffer = _from_buffer("uint8_t[]", value)
+            keep.append(buffer)
+            setattr(event, name, buffer)
+            setattr(event, name + "_len", len(value))
+    if payload:
+        buffer = _from_buffer("uint8_t[]", payload)
+        keep.append(buffer)
+        event.payload, event.payload_len = buffer, len(payload)
+    event.timestamp = timestamp
+    return event, keep
 
 
 def compiled_push_event(general: Callable[..., bool]) -> Any:
@@ -77,23 +101,41 @@ class Intake(NativeHandle):
         channel_id: Union[str, bytes],
         timestamp: Union[int, float, None] = 0,
         payload: Optional[bytes] = None,
+        guild_id: Union[str, int, bytes, None] = None,
     ) -> bool:
         """Offers one event; ``True`` if accepted, ``False`` if the ring was full (the
         event was dropped and counted; under ``overflow="block"`` after waiting
         ``block_timeout_ms`` for room). ``timestamp`` is unix seconds; 0 or ``None``
-        means now. ``payload`` bytes are carried unchanged to the callback."""
+        means now. ``payload`` bytes are carried unchanged to the callback.
+        ``guild_id`` (a str, or an int such as discord.py's ``guild.id``, taken as
+        its decimal digits; ``None`` or ``""``: none) is the guild the event
+        happened in, for the daily history's per-guild answers."""
         if self._block_timeout is not None:
-            return self._push_event_waiting(event_type, user_id, channel_id, timestamp, payload)
+            return self._push_event_waiting(event_type, user_id, channel_id, timestamp, payload, guild_id)
         if self._closed:
             raise self._closed_error()
         p = self._cdata
         if type(timestamp) is not int:
             timestamp = 0 if timestamp is None else timestamp_arg(timestamp)
-        if payload is None and type(event_type) is str and type(user_id) is str and type(channel_id) is str:
-            # Fast path: one string argument; a NUL inside a field makes the native
-            # side refuse it (wrong field count) and we take the general path.
+        if type(guild_id) is int:
+            guild_id = str(guild_id)
+        if (
+            payload is None
+            and type(event_type) is str
+            and type(user_id) is str
+            and type(channel_id) is str
+            and (guild_id is None or type(guild_id) is str)
+        ):
+            # Fast path: one string argument (a fourth field is the guild); a NUL
+            # inside a field makes the native side refuse it (wrong field count)
+            # and we take the general path.
             try:
-                fields = f"{event_type}\0{user_id}\0{channel_id}".encode()
+                if guild_id:
+                    fields = f"{event_type}\0{user_id}\0{channel_id}\0{guild_id}".encode()
+                    nuls = 3
+                else:
+                    fields = f"{event_type}\0{user_id}\0{channel_id}".encode()
+                    nuls = 2
                 rc = _push_fields(p, fields, len(fields), timestamp)
             except UnicodeEncodeError:  # a lone surrogate: encode() below names it
                 rc = -1
@@ -104,7 +146,7 @@ class Intake(NativeHandle):
                 return True
             if rc == _EH_QUEUE_FULL:
                 return False
-            if rc > 0 and fields.count(b"\0") == 2:
+            if rc > 0 and fields.count(b"\0") == nuls:
                 # Not a field-splitting problem: the event itself was refused (and,
                 # for a future timestamp, counted). Pushing it again would count
                 # the refusal twice.
@@ -112,12 +154,17 @@ class Intake(NativeHandle):
         k = encode(event_type, "event_type")
         u = encode(user_id, "user_id")
         c = encode(channel_id, "channel_id")
+        g = guild_arg(guild_id)
         timestamp = timestamp_arg(timestamp)
-        if payload is None:
-            rc = _push(p, k, len(k), u, len(u), c, len(c), timestamp, _NULL, 0)
-        else:
+        if payload is not None:
             payload = bytes(payload)
             self._dispatch.payloads = True
+        if g:
+            event, _keep = _event_struct(k, u, c, timestamp, payload, g)
+            rc = _push_event(p, event)
+        elif payload is None:
+            rc = _push(p, k, len(k), u, len(u), c, len(c), timestamp, _NULL, 0)
+        else:
             rc = _push(p, k, len(k), u, len(u), c, len(c), timestamp, payload, len(payload))
         if rc == 0:
             return True
@@ -133,6 +180,7 @@ class Intake(NativeHandle):
         channel_id: Union[str, bytes],
         timestamp: Union[int, float, None],
         payload: Optional[bytes],
+        guild_id: Union[str, int, bytes, None] = None,
     ) -> bool:
         """push_event under "block": waits for room in 0.1 s slices (Ctrl-C between
         them) up to ``block_timeout_ms``; ``False`` if none came (dropped, counted)."""
@@ -140,6 +188,7 @@ class Intake(NativeHandle):
         k = encode(event_type, "event_type")
         u = encode(user_id, "user_id")
         c = encode(channel_id, "channel_id")
+        g = guild_arg(guild_id)
         ts = 0 if timestamp is None else timestamp_arg(timestamp)
         if payload is None:
             data: Any = _NULL
@@ -148,8 +197,12 @@ class Intake(NativeHandle):
             data = bytes(payload)
             size = len(data)
             self._dispatch.payloads = True
+        event, _keep = _event_struct(k, u, c, ts, None if payload is None else data, g)
         for wait_ms, give_up in self._wait_slices():
-            rc = _push_wait(p, k, len(k), u, len(u), c, len(c), ts, data, size, wait_ms, give_up)
+            if g:
+                rc = _push_event_wait(p, event, wait_ms, give_up)
+            else:
+                rc = _push_wait(p, k, len(k), u, len(u), c, len(c), ts, data, size, wait_ms, give_up)
             if rc == 0:
                 return True
             if rc == _EH_QUEUE_FULL:
@@ -176,6 +229,7 @@ class Intake(NativeHandle):
             channel_id: Union[str, bytes],
             timestamp: Union[int, float, None] = 0,
             payload: Optional[bytes] = None,
+            guild_id: Union[str, int, bytes, None] = None,
         ) -> bool:
             """Offers one event; ``True`` if accepted, ``False`` if the ring was full."""
 
@@ -190,8 +244,10 @@ class Intake(NativeHandle):
     def push_many(self, events: Iterable[PushRow]) -> int:
         """Offers many events in one native call; returns how many were accepted.
 
-        ``events``: ``(type, user_id, channel_id)`` or ``(type, user_id, channel_id,
-        timestamp)`` tuples (or dicts with the drop-in keys). The accepted events are
+        ``events``: ``(type, user_id, channel_id)``, ``(type, user_id, channel_id,
+        timestamp)`` or ``(type, user_id, channel_id, timestamp, guild_id)`` tuples
+        (or dicts with the keys ``type``, ``user_id``, ``channel_id`` and optionally
+        ``timestamp`` and ``guild_id``; ``guild_id`` as :meth:`push_event` takes it). The accepted events are
         always the first ones: after the first refusal (full ring) the rest are
         dropped and counted. Under ``overflow="block"`` a full ring is waited for
         (the GIL released, Ctrl-C between 0.1 s slices) up to ``block_timeout_ms``
@@ -210,7 +266,12 @@ class Intake(NativeHandle):
         if not rows:
             return 0
         if isinstance(rows[0], dict):
-            rows = [(e["type"], e["user_id"], e["channel_id"], e.get("timestamp", 0)) for e in rows]
+            if any("guild_id" in e for e in rows):
+                rows = [
+                    (e["type"], e["user_id"], e["channel_id"], e.get("timestamp", 0), e.get("guild_id")) for e in rows
+                ]
+            else:
+                rows = [(e["type"], e["user_id"], e["channel_id"], e.get("timestamp", 0)) for e in rows]
         if self._block_timeout is not None:
             return self._push_many_waiting(rows)
         if push_rows is not None:
@@ -231,6 +292,17 @@ class Intake(NativeHandle):
         native call."""
         n = len(rows)
         width = len(rows[0])
+        if width == 5:
+            # Rows with a guild: one eh_processor_push_batch over an eh_event array.
+            done = self._push_rows_general(rows, None, False)
+            if done is None:
+                return self._push_each(rows)
+            rc, accepted = done
+            if rc == 0:
+                return accepted
+            if rc == _EH_SHUT_DOWN and self._closed:
+                raise self._closed_error()
+            check(rc)
         try:
             # One list comprehension per column: zip(*rows) would create an iterator
             # per row, and those thousand allocations per call set off the cyclic
@@ -240,11 +312,11 @@ class Intake(NativeHandle):
                 stamps: Any = _from_buffer("int64_t[]", array("q", [r[3] for r in rows]))
             elif width == 3 and max(map(len, rows)) == 3:
                 stamps = _NULL
-            elif width in (3, 4):
-                return self._push_each(rows)  # 3- and 4-tuples mixed
+            elif width in (3, 4, 5):
+                return self._push_each(rows)  # 3-, 4- and 5-tuples mixed
             else:
                 raise errors.InvalidArgument(
-                    "events must be 3- or 4-tuples (type, user_id, channel_id[, timestamp])", 1
+                    "events must be 3-, 4- or 5-tuples (type, user_id, channel_id[, timestamp[, guild_id]])", 1
                 )
             k = "\0".join([r[0] for r in rows]).encode()
             u = "\0".join([r[1] for r in rows]).encode()
@@ -285,14 +357,15 @@ class Intake(NativeHandle):
                 check(rc)
         raise AssertionError("unreachable: the last slice gives up")
 
-    def _push_rows_general(self, rows: List[Any], wait_ms: int, give_up: bool) -> Optional[Tuple[int, int]]:
-        """The compiled ``push_rows`` under "block" through cffi (same rows, same
-        answer): one ``eh_processor_push_batch_wait`` over an ``eh_event`` array for
-        a list of 3- or 4-tuples (all of one width) of str and an int timestamp;
-        ``(status, accepted)``, or None for rows it does not take."""
+    def _push_rows_general(self, rows: List[Any], wait_ms: Optional[int], give_up: bool) -> Optional[Tuple[int, int]]:
+        """The compiled ``push_rows`` through cffi (same rows, same answer): one
+        ``eh_processor_push_batch_wait`` (``eh_processor_push_batch`` when
+        ``wait_ms`` is None) over an ``eh_event`` array for a list of 3-, 4- or
+        5-tuples (all of one width) of str, an int timestamp and a str, int or
+        None guild; ``(status, accepted)``, or None for rows it does not take."""
         first = rows[0]
         width = len(first) if type(first) is tuple else 0
-        if width not in (3, 4):
+        if width not in (3, 4, 5):
             return None
         n = len(rows)
         events = ffi.new("eh_event[]", n)
@@ -303,11 +376,17 @@ class Intake(NativeHandle):
             fields = row[:3]
             if any(type(f) is not str for f in fields):
                 return None
-            ts = row[3] if width == 4 else 0
+            ts = row[3] if width >= 4 else 0
             if type(ts) is not int or not _INT64_MIN <= ts <= _INT64_MAX:
+                return None
+            guild = row[4] if width == 5 else None
+            if type(guild) is int:
+                guild = str(guild)
+            elif guild is not None and type(guild) is not str:
                 return None
             try:
                 encoded = [f.encode() for f in fields]
+                guild_bytes = guild.encode() if guild else b""
             except UnicodeEncodeError:
                 return None
             buffers = [_from_buffer("uint8_t[]", b) for b in encoded]
@@ -315,9 +394,16 @@ class Intake(NativeHandle):
             e = events[i]
             e.kind, e.user_id, e.channel_id = buffers
             e.kind_len, e.user_id_len, e.channel_id_len = map(len, encoded)
+            if guild_bytes:
+                g = _from_buffer("uint8_t[]", guild_bytes)
+                keep.append(g)
+                e.guild_id, e.guild_id_len = g, len(guild_bytes)
             e.timestamp = ts
         accepted = _new("size_t *")
-        rc = _push_batch_wait(self._cdata, events, n, accepted, wait_ms, int(give_up))
+        if wait_ms is None:
+            rc = _push_batch(self._cdata, events, n, accepted)
+        else:
+            rc = _push_batch_wait(self._cdata, events, n, accepted, wait_ms, int(give_up))
         return rc, int(accepted[0])
 
     def _push_each(self, rows: Sequence[Sequence[Any]]) -> int:
@@ -325,9 +411,10 @@ class Intake(NativeHandle):
         refused event."""
         accepted = 0
         for row in rows:
-            if len(row) not in (3, 4):
-                raise errors.InvalidArgument(f"event {row!r} is not a 3- or 4-tuple", 1)
-            if not self.push_event(*row):
+            if len(row) not in (3, 4, 5):
+                raise errors.InvalidArgument(f"event {row!r} is not a 3-, 4- or 5-tuple", 1)
+            pushed = self.push_event(*row) if len(row) < 5 else self.push_event(*row[:4], guild_id=row[4])
+            if not pushed:
                 break
             accepted += 1
         return accepted

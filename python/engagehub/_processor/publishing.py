@@ -41,6 +41,7 @@ class Publishing(NativeHandle):
         clock: str,
         max_members: int,
         timeout: Any,
+        history_days: int = 0,
     ) -> None:
         """Starts publishing (the constructor's last step). On a refused argument
         the processor is closed before the error propagates."""
@@ -53,7 +54,7 @@ class Publishing(NativeHandle):
             self._publish_timeout = seconds_arg(timeout, "publish_timeout")
             source = AnalyticsSource(
                 self, namespace, window_minutes=window_minutes, event_time=clock == "event_time",
-                max_members=max_members,
+                max_members=max_members, history_days=history_days,
             )
             self._publisher = Publisher(source, client, interval_ms=interval_ms)
         except errors.EngageHubError:

@@ -1,5 +1,6 @@
 """The processor's counters and analytics: ``stats``, ``now``, ``unique_users``,
-``users_sketch``, ``top_channels``, ``channel_count``.
+``users_sketch``, ``top_channels``, ``channel_count``, and the daily history's
+``active_users``, ``retention`` and ``activity_heatmap``.
 
 Every query answers from the native sketches, for a window of seconds before
 "now" (the processor's clock, or ``now=``); ``window_secs=None`` means all time.
@@ -14,14 +15,25 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Any, List, NamedTuple, Optional, Tuple, Union
 
-from .. import errors
+from .. import _history, errors
 from .._compiled import fast
 from .._handle import NativeHandle
-from .._native import _call, check, copied, encode, ffi, lib, timestamp_arg
+from .._native import _call, check, copied, encode, ffi, guild_arg, lib, timestamp_arg
 from ..sketch import HyperLogLog
 
 _EH_SHUT_DOWN = lib.EH_SHUT_DOWN
 _buffer = ffi.buffer
+_PERIOD = {"day": lib.EH_PERIOD_DAY, "week": lib.EH_PERIOD_WEEK, "month": lib.EH_PERIOD_MONTH}
+_NO_GUILD = (ffi.NULL, 0)
+
+
+def _guild(guild_id: Any) -> Tuple[Any, int]:
+    """A query's guild: ``(bytes, len)``, or NULL for every event (``None`` or
+    ``""``)."""
+    if guild_id is None:
+        return _NO_GUILD
+    g = guild_arg(guild_id)
+    return (g, len(g)) if g else _NO_GUILD
 
 
 class ProcessorStats(NamedTuple):
@@ -211,6 +223,86 @@ class Queries(NativeHandle):
 
     else:
         top_channels = compiled_top_channels(_top_channels_general, "top_channels", False)
+
+    # -- the daily history (history_days) ------------------------------------------
+
+    def active_users(self, day: Any, period: str = "day", guild_id: Union[str, int, None] = None) -> int:
+        """Distinct users active on ``day`` (a ``datetime.date``, a ``datetime``
+        (its UTC date) or ``"YYYY-MM-DD"``; UTC days), or in the 7
+        (``period="week"``) or 30 (``"month"``) days ending with it, among the
+        events of guild ``guild_id`` (``None``: every event). Exact. Stickiness
+        is ``active_users(d) / active_users(d, "month")``. A day outside the
+        ``history_days`` ending with the processor's day, an unknown period or a
+        processor made with ``history_days=0`` raise
+        :class:`~engagehub.InvalidArgument`."""
+        period = _history.check_period(period, tuple(_PERIOD))
+        ts = _history.day_number(day) * 86400 + 43200  # noon: inside the day, > 0 from 1970-01-01
+        if ts <= 0:
+            raise errors.InvalidArgument(f"day {day} is before 1970 and outside any history", 1)
+        g, g_len = _guild(guild_id)
+        out = ffi.new("uint64_t *")
+        _call(lib.eh_processor_active_users, self._h(), ts, _PERIOD[period], g, g_len, out)
+        return int(out[0])
+
+    def retention(
+        self,
+        period: str = "week",
+        cohorts: int = 8,
+        now: Optional[int] = None,
+        guild_id: Union[str, int, None] = None,
+    ) -> List[_history.Cohort]:
+        """The ``cohorts`` retention cohorts of ``period`` (``"week"``: Monday to
+        Sunday, UTC; or ``"day"``) ending with the one holding ``now`` (``None``:
+        the processor's clock), oldest first, as :class:`~engagehub.Cohort`: the
+        users first seen in each (``size``), and for each period from that one to
+        the one holding ``now`` the fraction of them active in it
+        (``retained[0] == 1.0``). Exact (each user's active days are kept); in
+        guild ``guild_id`` (``None``: every event). A cohort reaching before the
+        history raises :class:`~engagehub.InvalidArgument`."""
+        period = _history.check_period(period, _history.COHORT_PERIODS)
+        n = _history.check_count(cohorts, "cohorts")
+        if n > lib.EH_MAX_COHORTS:
+            raise errors.InvalidArgument(f"cohorts must be at most {lib.EH_MAX_COHORTS}, got {n}", 1)
+        g, g_len = _guild(guild_id)
+        starts = ffi.new("int64_t[]", n)
+        sizes = ffi.new("uint64_t[]", n)
+        active = ffi.new("uint64_t[]", n * n)
+        _call(
+            lib.eh_processor_retention, self._h(), _PERIOD[period], n, _history.check_now(now), g, g_len,
+            starts, sizes, active,
+        )
+        flat = ffi.unpack(active, n * n)
+        return [
+            _history.cohort(starts[c] // 86400, sizes[c], flat[c * n : c * n + n - c])
+            for c in range(n)
+        ]
+
+    def activity_heatmap(
+        self,
+        days: int = 28,
+        now: Optional[int] = None,
+        channel_id: Union[str, bytes, None] = None,
+        guild_id: Union[str, int, None] = None,
+    ) -> List[List[int]]:
+        """Events by weekday (7 rows, Monday first) and UTC hour (24 columns) over
+        the ``days`` days ending with the day of ``now`` (``None``: the
+        processor's clock), in channel ``channel_id`` and guild ``guild_id``
+        (``None``: all). Exact. ``days`` above ``history_days`` raises
+        :class:`~engagehub.InvalidArgument`."""
+        n = _history.check_count(days, "days")
+        g, g_len = _guild(guild_id)
+        if channel_id is None:
+            c: Any = ffi.NULL
+            c_len = 0
+        else:
+            c = encode(channel_id, "channel_id")
+            c_len = len(c)
+        out = ffi.new("uint64_t[]", 7 * 24)
+        _call(
+            lib.eh_processor_heatmap, self._h(), min(n, 2**32 - 1), _history.check_now(now), c, c_len, g, g_len, out
+        )
+        flat = ffi.unpack(out, 7 * 24)
+        return [flat[d * 24 : d * 24 + 24] for d in range(7)]
 
     def channel_count(self, channel_id: Union[str, bytes]) -> int:
         """All-time events in ``channel_id`` by the Count-Min sketch (never
