@@ -15,7 +15,7 @@ LIBNAME  := libengagehub.so
 FUZZ_TARGETS := snapshot sketch_bytes leaderboard_ops journal
 
 .PHONY: demo test lint header check-header rust-test loom-test lib-debug lib-release \
-        c-test py-test typecheck py-ext py-fast bench bench-python bench-shared-faults bench-journal clean install uninstall \
+        c-test py-test typecheck py-ext py-fast bench bench-python bench-shared-faults bench-journal bench-history clean install uninstall \
         fuzz-smoke fuzz-explore fuzz-run asan-test tsan-test setup-rust setup-cbindgen setup-venv setup-demo \
         setup-nightly setup-fuzz setup-cc setup-services setup-test wheel wheel-test
 
@@ -117,6 +117,10 @@ bench-shared-faults: setup-venv lib-release
 ## Issue 23's figures: what journal= costs against no journal, in one run.
 bench-journal: py-ext
 	PYTHONPATH=$(CURDIR)/python $(PYTHON) benches/journal_bench.py $(ARGS)
+
+## Issue 22's figures: the daily history's push cost, queries, memory, SQL side by side.
+bench-history: py-ext
+	PYTHONPATH=$(CURDIR)/python $(PYTHON) benches/history_bench.py $(ARGS)
 
 ## Compile the fast paths (engagehub._engagehub_fast, no Rust needed) for $(PYTHON)
 ## into python/engagehub/ (warnings are errors); it serves the cffi API and ABI modes

@@ -624,7 +624,7 @@ static EH_NOINLINE int push_event_blocking(fast_state *st, ProcessorBase *target
 #define GENERAL_PATH ((PyObject *)&general_path_marker)
 static const char general_path_marker;
 
-/* Room for an int64 in decimal digits and its NUL. */
+/* Room for an int64 in decimal digits and its sign. */
 #define GUILD_DIGITS 24
 
 /* A compiled push's guild: none (NULL, 0) for None or "", an exact str's UTF-8,
@@ -655,9 +655,19 @@ static int guild_field(PyObject *guild, char digits[GUILD_DIGITS], const uint8_t
   if (!exact_int64(guild, &value)) {
     return 0;
   }
-  int n = snprintf(digits, GUILD_DIGITS, "%lld", value);
-  *out = (const uint8_t *)digits;
-  *len = (size_t)n;
+  /* The digits from the end of the buffer (as str(int) writes them). */
+  unsigned long long magnitude =
+      value < 0 ? 0ull - (unsigned long long)value : (unsigned long long)value;
+  char *end = digits + GUILD_DIGITS, *p = end;
+  do {
+    *--p = (char)('0' + magnitude % 10);
+    magnitude /= 10;
+  } while (magnitude != 0);
+  if (value < 0) {
+    *--p = '-';
+  }
+  *out = (const uint8_t *)p;
+  *len = (size_t)(end - p);
   return 1;
 }
 

@@ -121,6 +121,9 @@ PUSH_CALLS = [
     (("message", "u7", "c7", NOW), {"guild_id": ""}),
     (("message", "u7", "c7", NOW), {"guild_id": b"g2"}),
     (("message", "u7", "c7", NOW), {"guild_id": 2**64}),  # an int beyond 64 bits: its digits
+    (("message", "u7", "c7", NOW), {"guild_id": 2**63 - 1}),  # int64's ends: formatted natively
+    (("message", "u7", "c7", NOW), {"guild_id": -(2**63)}),
+    (("message", "u7", "c7", NOW), {"guild_id": 0}),
     (("message", "u7", "c7", NOW), {"guild_id": True}),
     (("message", "u7", "c7", NOW), {"guild_id": 1.5}),
     (("message", "u7", "c7", NOW), {"guild_id": "g" + S}),
@@ -286,7 +289,7 @@ ROWS = [
     [("m", "u", "c", NOW), ("m", "u")],  # a short row
     [("m", "u", "c", NOW, b"p")],  # a bytes guild: the per-event path
     [("m", "u", "c", NOW, b"p", 1)],  # too wide
-    [("m", f"u{i}", "c", NOW, ["g1", 77, None, "", 2**70][i % 5]) for i in range(25)],  # guilds
+    [("m", f"u{i}", "c", NOW, ["g1", 77, None, "", 2**70, -(2**63), 0][i % 7]) for i in range(28)],  # guilds
     [("m", "u", "c", NOW, "g1"), ("m", "u", "c", NOW, 1.5)],  # a bad guild after a good one
     [("m", "u", "c", NOW, "g1"), ("m", "u", "c", NOW, "x" * 1025)],  # too long: nothing pushed
     [("m", "u", "c", NOW, "g" + S)],

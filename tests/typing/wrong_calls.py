@@ -15,10 +15,14 @@ p.push_event("message", "u1", "c1", 1_700_000_000)
 p.push_event(1, 2, 3, "x")  # E: arg-type
 p.push_event("message", "u1")  # E: call-arg
 p.push_event("message", "u1", "c1", payload="text")  # E: arg-type
-p.push_event("message", "u1", "c1", 1_700_000_000, b"", 3)  # E: call-arg
+p.push_event("message", "u1", "c1", 1_700_000_000, b"", 3)  # a guild (int: its digits)
+p.push_event("message", "u1", "c1", guild_id=1.5)  # E: arg-type
+p.push_event("message", "u1", "c1", 1_700_000_000, b"", 3, 4)  # E: call-arg
 accepted: str = p.push_event("message", "u1", "c1")  # E: assignment
 
-# push_many: 3- or 4-tuples, or event dicts.
+# push_many: 3-, 4- or 5-tuples (the fifth: a guild), or event dicts.
+p.push_many([("message", "u1", "c1", 1_700_000_000, "guild-1"), ("message", "u2", "c1", None, 42)])
+p.push_many([("message", "u1", "c1", 1_700_000_000, 4.5)])  # E: list-item
 p.push_many([("message", "u1", "c1"), ("message", "u2", "c1", 1_700_000_000)])
 p.push_many([("message", "u1")])  # E: list-item
 p.push_many([("message", "u1", "c1", "yesterday")])  # E: list-item
@@ -110,3 +114,13 @@ async def async_reads(aclient: Any) -> None:
     rows[0]["name"]  # E: typeddict-item
     await board.rank(42)  # E: arg-type
     size: str = await board.size()  # E: assignment
+
+# The daily history.
+import datetime  # noqa: E402
+
+n: int = p.active_users(datetime.date(2026, 1, 1), "week", guild_id=123)
+p.active_users(20_000)  # E: arg-type
+cohorts_ok = p.retention("week", 8, guild_id="g")[0].retained[0] + 0.5
+p.retention("week", "8")  # E: arg-type
+heat: "list[list[int]]" = p.activity_heatmap(28, channel_id="general")
+bad_heat: str = p.activity_heatmap()  # E: assignment

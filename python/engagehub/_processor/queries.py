@@ -12,6 +12,8 @@ method, which raises what it raises for the same arguments.
 
 from __future__ import annotations
 
+import datetime as _dt
+
 import struct
 from typing import TYPE_CHECKING, Any, List, NamedTuple, Optional, Tuple, Union
 
@@ -226,7 +228,9 @@ class Queries(NativeHandle):
 
     # -- the daily history (history_days) ------------------------------------------
 
-    def active_users(self, day: Any, period: str = "day", guild_id: Union[str, int, None] = None) -> int:
+    def active_users(
+        self, day: "Union[_dt.date, str]", period: str = "day", guild_id: Union[str, int, None] = None
+    ) -> int:
         """Distinct users active on ``day`` (a ``datetime.date``, a ``datetime``
         (its UTC date) or ``"YYYY-MM-DD"``; UTC days), or in the 7
         (``period="week"``) or 30 (``"month"``) days ending with it, among the

@@ -24,10 +24,18 @@ key                      type       value
 ``{ns}:clock``           string     newest event time of ``clock="event_time"``
                                     writers (absent under wall-clock writers)
 ``{ns}:config``          hash       ``version`` (1), ``window_minutes``,
-                                    ``max_members``: set by the first writer; a
-                                    writer with other values is refused
+                                    ``max_members``, ``history_days``: set by the
+                                    first writer; a writer with other values is
+                                    refused
 ``{ns}:pub:<id>``        string     last batch applied for publisher ``<id>``
 ``{ns}:tmp:<id>``        string     scratch key inside a script; never outlives it
+``{ns}:hu:<g>``          hash       the daily history's user records of guild
+                                    ``<g>`` ("" = every event): 8-byte id hash ->
+                                    first day, last day, ring of day bits
+``{ns}:hd:<g>``          hash       its counters: ``a:``/``w:``/``m:``/``n:<d>``,
+                                    ``c:<f>:<d>``, ``k:<fw>:<w>``,
+                                    ``h:<d>:<hour>[:<channel>]``, ``hc:<d>``, ``max``
+                                    (docs/shared.md, "Daily history")
 =======================  =========  ============================================
 
 Minute keys live ``window_minutes * 60 + 600`` seconds after the last publish that

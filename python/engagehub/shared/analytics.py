@@ -12,8 +12,10 @@ Both run the same plans (:mod:`._read`): same keys, same answers, same errors.
 
 from __future__ import annotations
 
+import datetime as _dt
+
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .. import _history, errors
 from .._history import Cohort
@@ -232,7 +234,9 @@ class SharedAnalytics(_AnalyticsReader):
         ``{}`` before any writer published."""
         return self._reads.run("config", self._config())
 
-    def active_users(self, day: Any, period: str = "day", guild_id: Optional[str] = None) -> int:
+    def active_users(
+        self, day: "Union[_dt.date, str]", period: str = "day", guild_id: Union[str, int, None] = None
+    ) -> int:
         """Users of every writer active on ``day`` (a ``datetime.date`` or
         ``"YYYY-MM-DD"``, UTC), or in the 7 (``period="week"``) or 30
         (``"month"``) days ending with it, in guild ``guild_id`` (``None``: every
@@ -243,7 +247,7 @@ class SharedAnalytics(_AnalyticsReader):
         return self._reads.run("active_users", self._active_users(day, period, guild_id))
 
     def retention(
-        self, period: str = "week", cohorts: int = 8, now: Optional[int] = None, guild_id: Optional[str] = None
+        self, period: str = "week", cohorts: int = 8, now: Optional[int] = None, guild_id: Union[str, int, None] = None
     ) -> List[Cohort]:
         """The ``cohorts`` retention cohorts of ``period`` (``"week"``: Monday to
         Sunday, UTC; or ``"day"``) ending with the one holding ``now``, oldest
@@ -256,7 +260,7 @@ class SharedAnalytics(_AnalyticsReader):
         days: int = 28,
         now: Optional[int] = None,
         channel_id: Optional[str] = None,
-        guild_id: Optional[str] = None,
+        guild_id: Union[str, int, None] = None,
     ) -> List[List[int]]:
         """Events of every writer by weekday (7 rows, Monday first) and UTC hour
         (24 columns) over the ``days`` days ending with the day of ``now``, in
@@ -308,12 +312,14 @@ class AsyncSharedAnalytics(_AnalyticsReader):
         """See :meth:`SharedAnalytics.config`."""
         return await self._reads.arun("config", self._config())
 
-    async def active_users(self, day: Any, period: str = "day", guild_id: Optional[str] = None) -> int:
+    async def active_users(
+        self, day: "Union[_dt.date, str]", period: str = "day", guild_id: Union[str, int, None] = None
+    ) -> int:
         """See :meth:`SharedAnalytics.active_users`."""
         return await self._reads.arun("active_users", self._active_users(day, period, guild_id))
 
     async def retention(
-        self, period: str = "week", cohorts: int = 8, now: Optional[int] = None, guild_id: Optional[str] = None
+        self, period: str = "week", cohorts: int = 8, now: Optional[int] = None, guild_id: Union[str, int, None] = None
     ) -> List[Cohort]:
         """See :meth:`SharedAnalytics.retention`."""
         return await self._reads.arun("retention", self._retention(period, cohorts, now, guild_id))
@@ -323,7 +329,7 @@ class AsyncSharedAnalytics(_AnalyticsReader):
         days: int = 28,
         now: Optional[int] = None,
         channel_id: Optional[str] = None,
-        guild_id: Optional[str] = None,
+        guild_id: Union[str, int, None] = None,
     ) -> List[List[int]]:
         """See :meth:`SharedAnalytics.activity_heatmap`."""
         return await self._reads.arun("activity_heatmap", self._heatmap(days, now, channel_id, guild_id))
