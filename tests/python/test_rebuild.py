@@ -149,6 +149,8 @@ def test_a_lost_board_comes_back_from_the_rows(server: Any) -> None:
     ("u", "c", "1764633600"),        # a timestamp that is not an int
     ("u", "c", -1),
     ("u", 7, HOUR0),                 # a channel that is not a str
+    ("u", "c", HOUR0, 1.5),          # a guild that is not a str, an int or None
+    ("u", "c", HOUR0, "g" * 1025),   # a guild id too long (refused by the native history)
 ])
 def test_a_bad_row_changes_nothing(server: Any, bad: Tuple[Any, ...]) -> None:
     from engagehub import errors
@@ -170,3 +172,49 @@ def test_a_bad_points_row_changes_nothing(server: Any, bad: Tuple[Any, ...]) -> 
     with pytest.raises((errors.InvalidArgument, errors.InvalidType)):
         rebuild_leaderboard(client, "rbbadlb", [("p", 1.0, HOUR0), bad])
     assert list(client.scan_iter(match="{rbbadlb}*")) == []
+
+
+def test_the_daily_history_comes_back_per_guild_from_rows_with_guilds(server: Any) -> None:
+    # Two writers publish a month of events in three guilds (and none); Redis loses
+    # the namespace; the rows (with their guild) rebuild it: every history answer
+    # is the one published before, i.e. one processor's fed the rows.
+    import datetime as dt
+
+    client = server.client()
+    rng = random.Random(3)
+    day0 = HOUR0 // 86400 - 35
+    guilds: List[Any] = ["g1", "g2", 777, None]
+    rows = [
+        (f"u{rng.randrange(400)}", f"c{rng.randrange(5)}", (day0 + rng.randrange(36)) * 86400 + rng.randrange(86400),
+         rng.choice(guilds))
+        for _ in range(5000)
+    ]
+    rows.sort(key=lambda r: r[2])
+    for part in (rows[0::2], rows[1::2]):
+        writer = EventStreamProcessor(clock="event_time", buffer_size=8192, redis=client, namespace="rbh",
+                                      publish_timeout=WAIT)
+        assert writer.push_many([("m", u, c, ts, g) for u, c, ts, g in part]) == len(part)
+        writer.close()
+        assert writer.unpublished == 0
+    shared = SharedAnalytics(client, "rbh", check_eviction=False)
+    now = max(r[2] for r in rows)
+    day = dt.date(1970, 1, 1) + dt.timedelta(days=now // 86400)
+
+    def history() -> Any:
+        return [
+            (shared.active_users(day, period, guild_id=g), shared.retention("week", 4, now=now, guild_id=g),
+             shared.activity_heatmap(21, now=now, guild_id=g))
+            for g in guilds
+            for period in ("day", "week", "month")
+        ]
+
+    published = history()
+    assert published[0][0] > 0 and published[-1][1][0].size > 0
+    client.delete(*[k for k in client.scan_iter(match="{rbh}:*")])
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE events (user_id TEXT, channel_id TEXT, ts INTEGER, guild_id TEXT)")
+    db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", [(u, c, ts, g) for u, c, ts, g in rows])
+    # An int guild stored as its digits (as the processor keys it) is the same guild.
+    assert rebuild_analytics(client, "rbh", db.execute("SELECT user_id, channel_id, ts, guild_id FROM events")) == 5000
+    assert history() == published
+    assert [k for k in client.scan_iter(match="{rbh}:build:*")] == []

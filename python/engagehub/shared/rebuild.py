@@ -15,7 +15,14 @@ Rows are iterables of tuples, e.g. a database cursor::
 
     rebuild_leaderboard(client, "lb", cursor.execute("SELECT user_id, points, ts FROM points"),
                         decay_factor=0.95)
-    rebuild_analytics(client, "bot", cursor.execute("SELECT user_id, channel_id, ts FROM events"))
+    rebuild_analytics(client, "bot", cursor.execute("SELECT user_id, channel_id, ts, guild_id FROM events"))
+
+The namespace's daily history (active users, retention cohorts, heatmaps) is
+rebuilt too, per guild when the rows carry one: the rows are fed to a native
+processor of the writers' ``history_days`` (event clock, no threads), and the
+history batch it drains is applied to the new keys by the writers' own script
+(``HISTORY_PUBLISH``), so the rebuilt answers are those of one processor fed the
+rows.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import uuid
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .. import errors
+from .._native import guild_arg
 from . import _schema
 from ._publisher import run_script
 
@@ -147,20 +155,26 @@ def rebuild_analytics(
     max_members: int = 1024,
     event_time: bool = True,
     now: Optional[int] = None,
+    history_days: int = 90,
 ) -> int:
     """Replaces the shared analytics of ``namespace`` by what ``rows`` of
-    ``(user_id, channel_id, timestamp)`` events make, as one processor fed them
-    would publish: the users of every minute of the window ending at ``now``
-    (default: the newest timestamp) and of all time, the channel counts (each set
-    keeping its ``max_members`` largest), the event total, the clock
-    (``event_time``) and the configuration (``window_minutes`` and
-    ``max_members`` must be the writers'). Returns the number of events."""
+    ``(user_id, channel_id, timestamp)`` or ``(user_id, channel_id, timestamp,
+    guild_id)`` events make, as one processor fed them would publish: the users of
+    every minute of the window ending at ``now`` (default: the newest timestamp)
+    and of all time, the channel counts (each set keeping its ``max_members``
+    largest), the event total, the clock (``event_time``), the daily history of
+    ``history_days`` days (0: none) per guild and overall, and the configuration
+    (``window_minutes``, ``max_members`` and ``history_days`` must be the
+    writers'). A guild is a str, an int (its digits) or None. Returns the number
+    of events."""
     from ..sketch import HyperLogLog
 
     if not isinstance(namespace, str) or not namespace or any(c in namespace for c in "{}"):
         raise errors.InvalidArgument(f"namespace must be a non-empty str without braces, got {namespace!r}", 1)
     if _int(window_minutes, "window_minutes") < 1 or _int(max_members, "max_members") < 1:
         raise errors.InvalidArgument("window_minutes and max_members must be positive", 1)
+    if not 0 <= _int(history_days, "history_days") <= 400:
+        raise errors.InvalidArgument(f"history_days must be from 0 (none) to 400, got {history_days}", 1)
     events = 0
     newest = 0
     all_users = HyperLogLog()
@@ -168,12 +182,23 @@ def rebuild_analytics(
     minute_users: Dict[int, HyperLogLog] = {}
     minute_channels: Dict[int, Dict[str, int]] = {}
     checked = []
+    guilds: List[bytes] = []
     for row in rows:
+        guild: Any = None
+        if isinstance(row, (tuple, list)) and len(row) == 4:
+            row, guild = row[:3], row[3]
         user, channel, ts = _row(row)
         if not isinstance(channel, str) or not channel:
             raise errors.InvalidArgument(f"row {tuple(row)!r}: the channel must be a non-empty str", 1)
+        try:
+            guilds.append(guild_arg(guild))
+        except errors.EngageHubError as exc:
+            raise type(exc)(f"row {tuple(row) + (guild,)!r}: {exc}", exc.status) from None
         checked.append((user, channel, ts))
         newest = max(newest, ts)
+    # The history first: a row the native processor refuses (a guild id too long,
+    # a timestamp past the wall clock's allowance) fails here, before any write.
+    history = _history_chunks_of(checked, guilds, history_days) if history_days and checked else []
     end = (newest if now is None else _int(now, "now")) // 60 * 60
     first = end - (window_minutes - 1) * 60
     for user, channel, ts in checked:
@@ -203,8 +228,8 @@ def rebuild_analytics(
     pipe.set(build(_schema.key(namespace, "events")), events)
     if event_time and events:
         pipe.set(build(_schema.key(namespace, "clock")), newest)
-    pipe.hset(build(_schema.key(namespace, "config")),
-              mapping={"version": "1", "window_minutes": window_minutes, "max_members": max_members})
+    config = build(_schema.key(namespace, "config"))
+    pipe.hset(config, mapping={"version": "1", "window_minutes": window_minutes, "max_members": max_members})
     if events:
         pipe.set(build(_schema.key(namespace, "uu", "all")), all_users.to_redis())
         pipe.zadd(build(_schema.key(namespace, "ch", "all")), kept(all_channels))
@@ -214,6 +239,19 @@ def rebuild_analytics(
         pipe.zadd(name, kept(minute_channels[minute]))
         pipe.expire(name, ttl)
     pipe.execute()
+    # The history's chunks, applied by the writers' script to the built keys under a
+    # sequence key of the rebuild's own (dropped by the swap).
+    history_pub = _schema.key(namespace, "build", token, "pub")
+    history_keys: Dict[str, str] = {}
+    for i, (chunk, chunk_guilds, _entries) in enumerate(history):
+        keys = [history_pub, config]
+        for g in chunk_guilds:
+            for kind in ("hu", "hd"):
+                live_key = _schema.key(namespace, kind, g)
+                if live_key not in history_keys:
+                    history_keys[live_key] = build(live_key)
+                keys.append(history_keys[live_key])
+        run_script(client, {}, _schema.HISTORY_PUBLISH, keys, [i + 1, 3600, history_days, chunk])
     # Every live key of the namespace but the publishers' sequence keys and the
     # builds of other rebuilds goes (old minutes included); then the built ones move in.
     prefix = "{" + namespace + "}:"
@@ -223,9 +261,56 @@ def rebuild_analytics(
         rest = name[len(prefix) :]
         if not rest.startswith(("pub:", "build:", "tmp:")):
             live.append(name)
+    live.append(history_pub)
     keys = live + [k for pair in built for k in pair]
     run_script(client, {}, _SWAP_NAMESPACE, keys, [len(live)])
     return events
+
+
+def _history_chunks_of(
+    events: List[Tuple[str, str, int]], guilds: List[bytes], history_days: int
+) -> List[Tuple[bytes, List[str], int]]:
+    """The daily-history chunks one processor of ``history_days`` fed ``events``
+    (event clock) publishes: a native processor without threads, its outbox's
+    history batch."""
+    from .._native import _call, copied, ffi, lib
+    from ._sources import _history_chunks
+
+    config = ffi.new("eh_processor_config *", {
+        "struct_size": ffi.sizeof("eh_processor_config"), "capacity": 1 << 16,
+        "workers": lib.EH_WORKERS_NONE, "clock": lib.EH_CLOCK_EVENT_TIME,
+        "history_days": history_days, "publish_history": 1,
+    })
+    out = ffi.new("eh_processor **")
+    _call(lib.eh_processor_new, config, out)
+    p = out[0]
+    try:
+        event = ffi.new("eh_event *")
+        kind = ffi.from_buffer(b"event")
+        event.kind, event.kind_len = kind, 5
+        for i, ((user, channel, ts), guild) in enumerate(zip(events, guilds)):
+            if i % 30_000 == 0 and i:
+                _call(lib.eh_processor_flush, p, 600_000)  # sketched, and the ring emptied
+            u, c = user.encode(), channel.encode()
+            ub, cb = ffi.from_buffer(u), ffi.from_buffer(c)
+            event.user_id, event.user_id_len = ub, len(u)
+            event.channel_id, event.channel_id_len = cb, len(c)
+            if guild:
+                gb = ffi.from_buffer(guild)
+                event.guild_id, event.guild_id_len = gb, len(guild)
+            else:
+                event.guild_id, event.guild_id_len = ffi.NULL, 0
+            event.timestamp = ts
+            try:
+                _call(lib.eh_processor_push_event, p, event)
+            except errors.EngageHubError as exc:
+                raise type(exc)(f"row {(user, channel, ts, guild.decode() or None)!r}: {exc}", exc.status) from None
+        _call(lib.eh_processor_flush, p, 600_000)
+        number = ffi.new("uint64_t *")
+        _call(lib.eh_processor_outbox_put, p, b"{}", 2, number)
+        return _history_chunks(copied(lib.eh_processor_outbox_history, p, number[0]))
+    finally:
+        lib.eh_processor_free(p)
 
 
 __all__ = ["rebuild_leaderboard", "rebuild_analytics"]
