@@ -8,9 +8,9 @@ from typing import Any, NamedTuple, Optional, Sequence
 
 from . import errors
 from ._handle import NativeHandle, native_close
-from ._native import _call, check, encode, ffi, guild_arg, last_error, lib, timestamp_arg
+from ._native import _call, check, encode, ffi, guild_arg, last_error, lib
 from ._types import UserRankDict
-from .leaderboard import _PUBLISHING, Leaderboard, RankedUser, TimeSource, _count, _real
+from .leaderboard import _PUBLISHING, Leaderboard, RankedUser, TimeSource, _BoardClock, _count, _real
 
 # Bound once: attribute lookups on `lib` cost as much as a small call.
 _add = lib.eh_board_group_add
@@ -85,7 +85,7 @@ def _collected_unclosed(publisher: Any, key_prefix: str) -> None:
         )
 
 
-class GuildLeaderboards(NativeHandle):
+class GuildLeaderboards(_BoardClock, NativeHandle):
     """A time-decayed leaderboard per guild, all in one native handle.
 
     Each guild's board is a :class:`~engagehub.Leaderboard`'s board (the same decay,
@@ -224,28 +224,8 @@ class GuildLeaderboards(NativeHandle):
             _PUBLISHING.discard(self)  # type: ignore[arg-type]
         super().close()
 
-    @property
-    def unpublished(self) -> int:
-        """Changes a :meth:`close` could not publish within ``close_timeout``."""
-        return 0 if self._publisher is None else self._publisher.counters.unpublished_at_close
-
     def _repr_details(self) -> str:
         return f"{self._native_stats().boards} guilds"
-
-    # -- time ----------------------------------------------------------------------
-
-    def set_time_source(self, source: Optional[TimeSource]) -> None:
-        """Uses ``source()`` (seconds since the epoch) as "now"; ``None`` restores the
-        wall clock."""
-        if source is not None and not callable(source):
-            raise errors.InvalidType("time source must be callable or None", 1)
-        self._time_source = source
-
-    def _stamp(self, timestamp: Optional[float]) -> int:
-        if timestamp is None:
-            source = self._time_source
-            return 0 if source is None else int(source())
-        return timestamp_arg(timestamp)
 
     def _raise(self, status: int) -> None:
         check(status)

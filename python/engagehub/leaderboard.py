@@ -156,7 +156,37 @@ def _skipped_at_load(handle: Any) -> "list[SkippedEntry]":
     return [SkippedEntry(r["index"], r["user_id"], r["reason"]) for r in rows]
 
 
-class Leaderboard(LeaderboardDropIns, NativeHandle):
+class _BoardClock:
+    """What both leaderboard handles (:class:`Leaderboard`, :class:`~engagehub.GuildLeaderboards`)
+    share: the time source of updates and queries, and the count a close left
+    unpublished."""
+
+    _time_source: Optional[TimeSource]
+    _publisher: Any
+
+    @property
+    def unpublished(self) -> int:
+        """Changes a :meth:`close` could not publish to Redis within
+        ``close_timeout`` (0 without ``redis=`` or when everything got there)."""
+        return 0 if self._publisher is None else self._publisher.counters.unpublished_at_close
+
+    def set_time_source(self, source: Optional[TimeSource]) -> None:
+        """Uses ``source()`` (seconds since the epoch) as "now"; ``None`` restores the
+        wall clock."""
+        if source is not None and not callable(source):
+            raise errors.InvalidType("time source must be callable or None", 1)
+        self._time_source = source
+
+    def _stamp(self, timestamp: Optional[float]) -> int:
+        """An update's or a query's time: ``None`` is the time source's now (0, the
+        native wall clock, without one)."""
+        if timestamp is None:
+            source = self._time_source
+            return 0 if source is None else int(source())
+        return timestamp_arg(timestamp)
+
+
+class Leaderboard(_BoardClock, LeaderboardDropIns, NativeHandle):
     """Users ranked by exponentially decayed points.
 
     A user's score at time ``t`` is ``sum(points_i * decay_factor ** ((t - ts_i) /
@@ -323,31 +353,10 @@ class Leaderboard(LeaderboardDropIns, NativeHandle):
             _PUBLISHING.discard(self)
         super().close()
 
-    @property
-    def unpublished(self) -> int:
-        """Changes a :meth:`close` could not publish to Redis within
-        ``close_timeout`` (0 without ``redis=`` or when everything got there)."""
-        return 0 if self._publisher is None else self._publisher.counters.unpublished_at_close
-
     def _repr_details(self) -> str:
         return f"{self.size()} users"
 
-    # -- time --------------------------------------------------------------------
-
-    def set_time_source(self, source: Optional[TimeSource]) -> None:
-        """Uses ``source()`` (seconds since the epoch) as "now"; ``None`` restores the
-        wall clock."""
-        if source is not None and not callable(source):
-            raise errors.InvalidType("time source must be callable or None", 1)
-        self._time_source = source
-
     # -- updates -----------------------------------------------------------------
-
-    def _stamp(self, timestamp: Optional[float]) -> int:
-        if timestamp is None:
-            source = self._time_source
-            return 0 if source is None else int(source())
-        return timestamp_arg(timestamp)
 
     def _raise(self, status: int) -> None:
         # A close by another thread during the call: EH_SHUT_DOWN, i.e. Closed.
