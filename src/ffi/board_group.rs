@@ -568,18 +568,7 @@ pub unsafe extern "C" fn eh_board_group_guilds(
 /// zeroed struct and a second call are no-ops.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_guild_list_free(list: *mut eh_guild_list) {
-    // SAFETY: the caller passes NULL or a list filled by this library.
-    let Some(list) = (unsafe { list.as_mut() }) else {
-        return;
-    };
-    let owner = std::mem::replace(&mut list.owner, std::ptr::null_mut());
-    list.len = 0;
-    list.rows = std::ptr::null();
-    list.ids = std::ptr::null();
-    list.size = 0;
-    if !owner.is_null() {
-        guard_free("eh_guild_list_free", || super::rows::free(owner));
-    }
+    super::rows::release_list!("eh_guild_list_free", list);
 }
 
 /// Drops the guild's board and frees its memory. `*discarded` gets the number

@@ -1232,18 +1232,7 @@ pub unsafe extern "C" fn eh_leaderboard_journal_error(
 /// zeroed struct and a second call are no-ops.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_pending_batch_free(batch: *mut eh_pending_batch) {
-    // SAFETY: the caller passes NULL or a batch filled by this library.
-    let Some(batch) = (unsafe { batch.as_mut() }) else {
-        return;
-    };
-    let owner = std::mem::replace(&mut batch.owner, std::ptr::null_mut());
-    batch.len = 0;
-    batch.rows = std::ptr::null();
-    batch.ids = std::ptr::null();
-    batch.size = 0;
-    if !owner.is_null() {
-        guard_free("eh_pending_batch_free", || super::rows::free(owner));
-    }
+    super::rows::release_list!("eh_pending_batch_free", batch);
 }
 
 /// Releases the rows of a ranking filled by `eh_leaderboard_top` or
@@ -1251,21 +1240,7 @@ pub unsafe extern "C" fn eh_pending_batch_free(batch: *mut eh_pending_batch) {
 /// second call are no-ops.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_ranking_free(ranking: *mut eh_ranking) {
-    // SAFETY: the caller passes NULL or a ranking filled by this library.
-    let Some(ranking) = (unsafe { ranking.as_mut() }) else {
-        return;
-    };
-    let owner = std::mem::replace(&mut ranking.owner, std::ptr::null_mut());
-    *ranking = eh_ranking {
-        len: 0,
-        rows: std::ptr::null(),
-        ids: std::ptr::null(),
-        size: 0,
-        owner: std::ptr::null_mut(),
-    };
-    if !owner.is_null() {
-        guard_free("eh_ranking_free", || super::rows::free(owner));
-    }
+    super::rows::release_list!("eh_ranking_free", ranking);
 }
 
 #[cfg(test)]

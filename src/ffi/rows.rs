@@ -71,3 +71,26 @@ pub(crate) fn free(owner: *mut c_void) {
     // SAFETY: as above: the same pointer and length Box::into_raw produced.
     drop(unsafe { Box::from_raw(slice) });
 }
+
+/// The body of the `_free` of a result list struct holding one block made by
+/// [`pack`] (fields `len`, `rows`, `ids`, `size` and `owner`): `$list` is the
+/// caller's pointer, NULL or a list this library filled; NULL, a zeroed struct and
+/// a second call are no-ops. Frees the block (panics kept inside, reported under
+/// `$name`) and zeroes the struct.
+macro_rules! release_list {
+    ($name:literal, $list:expr) => {{
+        // SAFETY: the `_free`'s contract: the caller passes NULL or a list filled
+        // by this library, not used by another thread during the call.
+        if let Some(list) = unsafe { $list.as_mut() } {
+            let owner = std::mem::replace(&mut list.owner, std::ptr::null_mut());
+            list.len = 0;
+            list.rows = std::ptr::null();
+            list.ids = std::ptr::null();
+            list.size = 0;
+            if !owner.is_null() {
+                $crate::ffi::guard_free($name, || $crate::ffi::rows::free(owner));
+            }
+        }
+    }};
+}
+pub(crate) use release_list;

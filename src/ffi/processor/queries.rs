@@ -3,7 +3,7 @@
 use std::ffi::c_void;
 
 use super::super::sketch::eh_hll;
-use super::super::{eh_status, guard, guard_free, out_arg, str_arg, write_out};
+use super::super::{eh_status, guard, out_arg, str_arg, write_out};
 use super::{eh_processor, processor};
 use crate::ffi::sized::{versioned, write_sized};
 
@@ -267,17 +267,5 @@ pub unsafe extern "C" fn eh_processor_channel_count(
 /// NULL, a zeroed struct and a second call are no-ops.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn eh_channel_list_free(list: *mut eh_channel_list) {
-    // SAFETY: the caller passes NULL or a list filled by this library.
-    let Some(list) = (unsafe { list.as_mut() }) else {
-        return;
-    };
-    let owner = std::mem::replace(&mut list.owner, std::ptr::null_mut());
-    *list = eh_channel_list {
-        len: 0,
-        rows: std::ptr::null(),
-        ids: std::ptr::null(),
-        size: 0,
-        owner: std::ptr::null_mut(),
-    };
-    guard_free("eh_channel_list_free", || super::super::rows::free(owner));
+    super::super::rows::release_list!("eh_channel_list_free", list);
 }
