@@ -577,7 +577,7 @@ def test_writers_with_another_window_or_limit_are_refused_and_never_shorten_a_ke
         assert client.ttl(minute) >= ttl - 5, "no writer shortened the key"
         assert SharedAnalytics(client, ns, check_eviction=False).total_events_processed() == 1
         assert SharedAnalytics(client, ns, check_eviction=False).config() == {
-            "version": 1, "window_minutes": 60, "max_members": 1024}
+            "version": 1, "window_minutes": 60, "max_members": 1024, "history_days": 90}
     finally:
         for p in (a, b, c):
             p.close()
