@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::atfork::{self, ForkGuarded, ForkHold};
 use crate::journal::{self, Journal, Maintenance, Recovery, SyncMode, Writer};
-use crate::leaderboard::durable::{self, BoardState, Change};
+use crate::leaderboard::durable::{self, BoardState, Change, update_record_head};
 
 use super::sized::{read_sized, versioned, write_sized};
 use super::{eh_status, guard, guard_free, handle, out_arg, path_arg, str_arg, write_out};
@@ -85,14 +85,9 @@ impl State {
             };
         };
         let plan = board.plan(user_id, amount, ts, replace)?;
-        let (kind, payload) = Change::Update {
-            user_id,
-            amount,
-            plan,
-            replace,
-        }
-        .record();
-        w.append(kind, &[&payload])?;
+        // Change::Update's record, appended from its parts (no payload built).
+        let (kind, head) = update_record_head(plan, amount, replace);
+        w.append(kind, &[&head, user_id.as_bytes()])?;
         board.apply(user_id, amount, plan, replace).map(drop)
     }
 }

@@ -71,6 +71,18 @@ pub enum Change<'a> {
     Identity(&'a str),
 }
 
+/// An update's record type and the fixed head of its payload (the planned time
+/// and landmark and the amount, little-endian; the user id follows it): what
+/// [`Change::record`] writes for [`Change::Update`], for a caller that appends
+/// the parts without building the payload.
+pub fn update_record_head(plan: Planned, amount: f64, replace: bool) -> (u8, [u8; 24]) {
+    let mut head = [0u8; 24];
+    head[..8].copy_from_slice(&plan.ts.to_le_bytes());
+    head[8..16].copy_from_slice(&plan.landmark.to_le_bytes());
+    head[16..].copy_from_slice(&amount.to_bits().to_le_bytes());
+    (if replace { record::SET } else { record::ADD }, head)
+}
+
 impl Change<'_> {
     /// The record: its type and payload.
     pub fn record(&self) -> (u8, Vec<u8>) {
@@ -82,11 +94,10 @@ impl Change<'_> {
                 plan,
                 replace,
             } => {
-                out.put_i64(plan.ts);
-                out.put_i64(plan.landmark);
-                out.put_f64(amount);
+                let (kind, head) = update_record_head(plan, amount, replace);
+                out.extend_from_slice(&head);
                 out.extend_from_slice(user_id.as_bytes());
-                if replace { record::SET } else { record::ADD }
+                kind
             }
             Change::Remove(user_id) => {
                 out.extend_from_slice(user_id.as_bytes());
