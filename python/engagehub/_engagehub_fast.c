@@ -991,7 +991,13 @@ static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t n
   }
   /* The objects the previous event's fields were read from (see row_str). */
   PyObject *last_kind = NULL, *last_user = NULL, *last_channel = NULL, *last_ts = NULL;
-  PyObject *last_guild = NULL;
+  /* The guild objects of recent rows and what they were read as (the rows hold
+   * them, and an int's digits stay in `digits`, for the call). */
+  enum { GUILD_CACHE = 4 };
+  PyObject *guild_objs[GUILD_CACHE] = {NULL, NULL, NULL, NULL};
+  const uint8_t *guild_ptrs[GUILD_CACHE] = {NULL, NULL, NULL, NULL};
+  size_t guild_lens[GUILD_CACHE] = {0, 0, 0, 0};
+  int guild_next = 0;
   Py_ssize_t width = -1;
   for (Py_ssize_t i = 0; i < n; i++) {
     PyObject *row = sliced ? PyTuple_GetItem(held, i) : PyList_GetItem(held, i); /* borrowed */
@@ -1030,9 +1036,16 @@ static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t n
     e->payload_len = 0;
     if (w == 5) {
       PyObject *guild = PyTuple_GetItem(row, 4);
-      if (guild == last_guild) {
-        e->guild_id = prev->guild_id;
-        e->guild_id_len = prev->guild_id_len;
+      int seen = -1; /* a guild object of the last few rows (a bot's guilds recur) */
+      for (int k = 0; k < GUILD_CACHE; k++) {
+        if (guild_objs[k] == guild) {
+          seen = k;
+          break;
+        }
+      }
+      if (seen >= 0) {
+        e->guild_id = guild_ptrs[seen];
+        e->guild_id_len = guild_lens[seen];
       } else if (PyLong_CheckExact(guild)) {
         if (digits == NULL &&
             (digits = (char(*)[GUILD_DIGITS])PyMem_Malloc((size_t)n * GUILD_DIGITS)) == NULL) {
@@ -1042,13 +1055,17 @@ static PyObject *push_rows(PyObject *module, PyObject *const *args, Py_ssize_t n
         if (!guild_field(guild, digits[i], &e->guild_id, &e->guild_id_len)) {
           goto general;
         }
-        last_guild = guild;
       } else {
         char unused[GUILD_DIGITS];
         if (!guild_field(guild, unused, &e->guild_id, &e->guild_id_len)) {
           goto general;
         }
-        last_guild = guild;
+      }
+      if (seen < 0) { /* the oldest entry makes room */
+        guild_objs[guild_next] = guild;
+        guild_ptrs[guild_next] = e->guild_id;
+        guild_lens[guild_next] = e->guild_id_len;
+        guild_next = (guild_next + 1) % GUILD_CACHE;
       }
     }
   }

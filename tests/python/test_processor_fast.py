@@ -290,6 +290,8 @@ ROWS = [
     [("m", "u", "c", NOW, b"p")],  # a bytes guild: the per-event path
     [("m", "u", "c", NOW, b"p", 1)],  # too wide
     [("m", f"u{i}", "c", NOW, ["g1", 77, None, "", 2**70, -(2**63), 0][i % 7]) for i in range(28)],  # guilds
+    # More guild objects than the compiled path's cache of recent ones, all of types it takes.
+    [("m", f"u{i}", "c", NOW, ["g1", 77, None, "", -(2**63), 0, "g2", "ギルド"][i % 8]) for i in range(40)],
     [("m", "u", "c", NOW, "g1"), ("m", "u", "c", NOW, 1.5)],  # a bad guild after a good one
     [("m", "u", "c", NOW, "g1"), ("m", "u", "c", NOW, "x" * 1025)],  # too long: nothing pushed
     [("m", "u", "c", NOW, "g" + S)],
