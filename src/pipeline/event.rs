@@ -163,53 +163,20 @@ enum Bytes {
     Heap(Box<[u8]>),
 }
 
-/// Copies `src` to `dst`. Ids and kinds are short: up to 32 bytes move as two
-/// overlapping loads and stores of one width (no `memcpy` call, whose dispatch
-/// costs more than such a copy); longer ones go to `memcpy`.
+/// Copies `src` to `dst` ([`copy_short_raw`]).
 ///
 /// # Safety
 /// `dst` must be valid for `src.len()` bytes of writes and not overlap `src`.
 #[inline(always)]
 unsafe fn copy_short(src: &[u8], dst: *mut u8) {
-    let n = src.len();
-    // SAFETY: each call has `W <= n` (the branch's bound), per `copy_pair`'s
-    // contract; `dst` is valid for `n` bytes per this function's.
-    unsafe {
-        match n {
-            0..=3 => {
-                for (i, &b) in src.iter().enumerate() {
-                    *dst.add(i) = b;
-                }
-            }
-            4..=7 => copy_pair::<4>(src, dst),
-            8..=15 => copy_pair::<8>(src, dst),
-            16..=32 => copy_pair::<16>(src, dst),
-            _ => std::ptr::copy_nonoverlapping(src.as_ptr(), dst, n),
-        }
-    }
+    // SAFETY: `src` is readable for its length; `dst` per this function's contract.
+    unsafe { copy_short_raw(src.as_ptr(), src.len(), dst) }
 }
 
-/// Copies `src` (`W <= src.len() <= 2 * W` bytes) as its first and last `W` bytes.
-///
-/// # Safety
-/// As [`copy_short`], and `W <= src.len()`.
-#[inline(always)]
-unsafe fn copy_pair<const W: usize>(src: &[u8], dst: *mut u8) {
-    let n = src.len();
-    let s = src.as_ptr();
-    // SAFETY: `W <= n`: `[0, W)` and `[n - W, n)` are inside `src` and, per the
-    // contract, inside `dst`; both reads happen before either write.
-    unsafe {
-        let (a, b) = (
-            s.cast::<[u8; W]>().read_unaligned(),
-            s.add(n - W).cast::<[u8; W]>().read_unaligned(),
-        );
-        dst.cast::<[u8; W]>().write_unaligned(a);
-        dst.add(n - W).cast::<[u8; W]>().write_unaligned(b);
-    }
-}
-
-/// [`copy_short`] from a pointer: nothing is read when `n` is 0.
+/// Copies `n` bytes from `src` to `dst`. Ids and kinds are short: up to 32 bytes
+/// move as two overlapping loads and stores of one width (no `memcpy` call, whose
+/// dispatch costs more than such a copy); longer ones go to `memcpy`. Nothing is
+/// read when `n` is 0.
 ///
 /// # Safety
 /// `src` is readable for `n` bytes (any pointer when `n` is 0), `dst` writable for
@@ -237,7 +204,7 @@ unsafe fn copy_short_raw(src: *const u8, n: usize, dst: *mut u8) {
     }
 }
 
-/// [`copy_pair`] from a pointer.
+/// Copies `n` bytes (`W <= n <= 2 * W`) as their first and last `W`.
 ///
 /// # Safety
 /// As [`copy_short_raw`], and `W <= n <= 2 * W`.
@@ -282,41 +249,20 @@ impl Record {
     /// straddle the strings' small stores, which cannot be forwarded). Never panics.
     #[inline(always)]
     pub(crate) fn write(slot: &mut MaybeUninit<Record>, ev: &EventIn<'_>, timestamp: i64) {
-        let parts: [&[u8]; 5] = [
-            ev.kind.as_bytes(),
-            ev.user_id.as_bytes(),
-            ev.channel_id.as_bytes(),
-            ev.guild_id.as_bytes(),
-            ev.payload,
+        let part = |b: &[u8]| (b.as_ptr(), b.len());
+        let parts = [
+            part(ev.kind.as_bytes()),
+            part(ev.user_id.as_bytes()),
+            part(ev.channel_id.as_bytes()),
+            part(ev.guild_id.as_bytes()),
+            part(ev.payload),
         ];
-        let lens = parts.map(|p| p.len() as u32);
-        // Validated fields are at most 1 KiB and the payload 1 MiB: no overflow.
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        if total > INLINE_BYTES {
-            slot.write(Record {
-                timestamp,
-                lens,
-                bytes: Bytes::Heap(parts.concat().into_boxed_slice()),
-            });
-            return;
-        }
-        // Not zeroed: only the first `total` bytes are ever read (an uninitialized
-        // array is no store at all).
-        let record = slot.write(Record {
-            timestamp,
-            lens,
-            bytes: Bytes::Inline([MaybeUninit::<u8>::uninit(); INLINE_BYTES]),
-        });
-        let Bytes::Inline(buf) = &mut record.bytes else {
-            unreachable!("written inline just above")
-        };
-        let mut at = 0;
-        for part in parts {
-            // SAFETY: `at + part.len() <= total <= INLINE_BYTES`, so the copy stays
-            // inside `buf`; `part` is a separate borrowed slice (no overlap).
-            unsafe { copy_short(part, buf.as_mut_ptr().add(at).cast::<u8>()) };
-            at += part.len();
-        }
+        // SAFETY: each pair is a borrowed slice's pointer and length (readable for
+        // the call, not overlapping the slot) and the strings are `&str` (UTF-8).
+        // The ring's callers validate first (lengths fit `u32`); an unvalidated
+        // event built by a test or `Batch::push_event` with a field over 4 GiB
+        // would store a shorter length, which reads less, never out of bounds.
+        unsafe { Record::write_parts(slot, parts, timestamp) }
     }
 
     /// [`Record::write`] from the five fields' (pointer, length) pairs in the order
