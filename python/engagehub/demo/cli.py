@@ -4,7 +4,9 @@
 through an :class:`EventStreamProcessor` whose flush callback writes every batch
 into a sink (:mod:`engagehub.demo.sinks`) and awards leaderboard points, then
 compares the sketches' answers with the exact SQL answers against their error
-bounds and returns every number as a :class:`DemoResult`. :func:`print_dashboard`
+bounds, and the daily history's answers (active users, retention cohorts, the
+activity heatmap) with the exact SQL answers for equality, and returns every
+number as a :class:`DemoResult`. :func:`print_dashboard`
 is the report; :func:`add_arguments`, :func:`run_from_args` and :func:`main` the
 one-process demo's command line (``python -m engagehub demo`` adds ``--redis``,
 which runs :mod:`engagehub.shared.demo` instead: see :mod:`engagehub.__main__`).
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, TextIO, Tuple
 
 from .. import errors
+from .._history import Cohort, cohort, date_of
 from ..leaderboard import Leaderboard
 from ..processor import EventColumns, EventStreamProcessor
 from .sinks import POSTGRES_TABLE, DemoError, PostgresStore, SQLiteStore, Store
@@ -37,6 +40,13 @@ from .workload import DAY, POINTS, START, generate_events
 
 HLL_STANDARD_ERROR = 0.0081
 """HyperLogLog at precision 14: 1.04 / sqrt(2**14)."""
+
+HISTORY_WEEKS = 8
+"""Weeks of history simulated before the day (a fresh run's default)."""
+HISTORY_SHARE = 0.12
+"""The history's events, as a share of ``--events`` (the default of ``--history-events``)."""
+RETENTION_COHORTS = 8
+"""Weekly retention cohorts on the dashboard."""
 
 DB_NAME = "engagehub-demo.sqlite3"
 SNAPSHOT_NAME = "engagehub-demo-leaderboard.json"
@@ -49,11 +59,13 @@ KEEP_RUNS = 5
 removed when a run starts). 0 keeps them all."""
 
 DESCRIPTION = (
-    "One simulated day of a busy Discord server, end to end: a seeded stream of events "
-    "(Zipf users and channels, a daily activity curve) pushed through EventStreamProcessor, "
-    "every flushed batch bulk-inserted into SQLite (or PostgreSQL) and scored on the decayed "
-    "leaderboard; then the sketches' answers next to the exact SQL answers. Exit status 1 if "
-    "the database misses events or a sketch is outside its error bound."
+    "One simulated day of a busy Discord server with three guilds, after eight weeks of lighter "
+    "history, end to end: a seeded stream of events (Zipf users and channels, a daily activity "
+    "curve, users joining over the weeks) pushed through EventStreamProcessor, every flushed batch "
+    "bulk-inserted into SQLite (or PostgreSQL) and scored on the decayed leaderboard; then the "
+    "sketches' answers and the daily history's (DAU/WAU/MAU, weekly retention, the activity "
+    "heatmap) next to the exact SQL answers. Exit status 1 if the database misses events, a "
+    "sketch is outside its error bound or a history answer differs from the exact one."
 )
 
 
@@ -143,6 +155,11 @@ class DemoConfig:
     """``None``: :data:`START`, or the midnight after the snapshot's newest update
     when resuming."""
     days: int = 1
+    history_weeks: Optional[int] = None
+    """Weeks of history before the simulated days; ``None``: :data:`HISTORY_WEEKS`,
+    or none when resuming (the earlier runs were the history)."""
+    history_events: Optional[int] = None
+    """Events in the history; ``None``: :data:`HISTORY_SHARE` of :attr:`events`."""
     users: int = 50_000
     channels: int = 2_000
     db: Optional[str] = None
@@ -177,6 +194,22 @@ class ChannelRow:
     sketch: int
     exact: int
     in_bounds: bool
+
+
+@dataclass(frozen=True)
+class ActiveUsers:
+    """Distinct users active on a day, in the 7 and in the 30 days ending with it,
+    overall (``guild_id`` ``None``) or in one guild."""
+
+    guild_id: Optional[str]
+    day: int
+    week: int
+    month: int
+
+    @property
+    def stickiness(self) -> float:
+        """DAU / MAU."""
+        return self.day / self.month if self.month else 0.0
 
 
 @dataclass
@@ -234,6 +267,27 @@ class DemoResult:
     problems: List[str] = field(default_factory=list)
     resumed_from: Optional[str] = None
     """The snapshot the leaderboard was loaded from (``--resume``)."""
+    history_events: int = 0
+    """Of :attr:`events`, those of the history before :attr:`start_ts`."""
+    history_days: int = 0
+    guilds: Tuple[str, ...] = ()
+    """The workload's three guilds, the busiest first."""
+    last_day: int = 0
+    """Day number (UTC days since 1970-01-01) of :attr:`now`: the day the active
+    users are counted for."""
+    active_users: List[ActiveUsers] = field(default_factory=list)
+    """From the daily history: overall, then the busiest guild's."""
+    active_users_exact: List[ActiveUsers] = field(default_factory=list)
+    retention: List[Cohort] = field(default_factory=list)
+    """Weekly cohorts, ending with the week of :attr:`now`."""
+    retention_exact: List[Cohort] = field(default_factory=list)
+    heatmap: List[List[int]] = field(default_factory=list)
+    """Events per weekday (Monday first) and UTC hour over the simulated days."""
+    heatmap_exact: List[List[int]] = field(default_factory=list)
+    history_query_seconds: float = 0.0
+    """Time the daily history took to answer the analytics queries."""
+    history_sql_seconds: float = 0.0
+    """Time the database took to compute their exact answers."""
 
     @property
     def ok(self) -> bool:
@@ -254,6 +308,18 @@ class DemoResult:
     @property
     def unique_all_error(self) -> float:
         return _relative(self.unique_all, self.unique_all_exact)
+
+    @property
+    def active_users_ok(self) -> bool:
+        return self.active_users == self.active_users_exact
+
+    @property
+    def retention_ok(self) -> bool:
+        return self.retention == self.retention_exact
+
+    @property
+    def heatmap_ok(self) -> bool:
+        return self.heatmap == self.heatmap_exact
 
     @property
     def top_channels_match(self) -> bool:
@@ -445,8 +511,19 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
             where = resume_from if resume_from is not None else f"{config.dir or DEMO_DIR}/run-*/"
             say(f"no snapshot at {where}: starting with an empty leaderboard")
 
+    history_weeks = config.history_weeks
+    if history_weeks is None:
+        history_weeks = 0 if config.resume else HISTORY_WEEKS
+    history_events = config.history_events
+    if history_events is None:
+        history_events = round(config.events * HISTORY_SHARE) if history_weeks else 0
+    if history_weeks < 0 or history_events < 0 or (history_events and not history_weeks):
+        raise ValueError("history weeks and events must be >= 0, and history events need history weeks")
+    history_days = 7 * history_weeks
+
     say(_paths_line())
-    say(f"generating {config.events:,} events (seed {config.seed})...")
+    history_note = f" after {history_events:,} over the {history_weeks} weeks before" if history_events else ""
+    say(f"generating {config.events:,} events{history_note} (seed {config.seed})...")
     t0 = time.perf_counter()
     work = generate_events(
         config.events,
@@ -455,6 +532,8 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
         days=config.days,
         users=config.users,
         channels=config.channels,
+        history_days=history_days,
+        history_events=history_events,
     )
     generate_seconds = time.perf_counter() - t0
 
@@ -475,6 +554,9 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
         block_timeout_ms=60_000,
         clock="event_time",
         topk_capacity=topk_capacity,
+        # Every day of the run in the daily history (a day more for a start
+        # within a day).
+        history_days=max(90, history_days + config.days + 1),
     )
     stack.enter_context(processor)
     board.set_time_source(processor.now)
@@ -535,6 +617,18 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
     sketch_top = processor.get_top_channels(config.top_channels)
     leaderboard_top = board.get_top_users(config.top_users)
     query_seconds = time.perf_counter() - t0
+    # The daily history: active users on the last day (overall and in the busiest
+    # guild), the weekly cohorts, and the heatmap of the simulated days.
+    last_day = now // DAY
+    scopes = (None, work.guilds[0])
+    t0 = time.perf_counter()
+    active = [
+        ActiveUsers(g, *(processor.active_users(date_of(last_day), period, g) for period in ("day", "week", "month")))
+        for g in scopes
+    ]
+    retention = processor.retention("week", RETENTION_COHORTS, now=now)
+    heatmap = processor.activity_heatmap(days=config.days, now=now)
+    history_query_seconds = time.perf_counter() - t0
     processor.close()
     board.set_time_source(lambda: now)
     leaderboard_size = len(board)
@@ -553,6 +647,12 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
     exact_counts = store.channel_counts([c for c, _ in sketch_top])
     top_channels_exact = store.top_channels(config.top_channels)
     sql_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    active_counts, cohorts_exact = store.active_users_and_retention(last_day, scopes, RETENTION_COHORTS)
+    active_exact = [ActiveUsers(g, *counts) for g, counts in zip(scopes, active_counts)]
+    retention_exact = [cohort(start, size, counts) for start, size, counts in cohorts_exact]
+    heatmap_exact = store.heatmap((last_day + 1 - config.days) * DAY, (last_day + 1) * DAY)
+    history_sql_seconds = time.perf_counter() - t0
     backend, db_desc = store.kind, store.describe()
     store.close()
 
@@ -583,6 +683,20 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
             )
     if len(channels) < min(config.top_channels, len(top_channels_exact)):
         problems.append(f"the sketch reported {len(channels)} top channels, expected {config.top_channels}")
+    for got, exact in zip(active, active_exact):
+        if got != exact:
+            problems.append(
+                f"active users on {date_of(last_day)} ({_scope(got.guild_id)}): history day/week/month "
+                f"{got.day:,}/{got.week:,}/{got.month:,} vs exact SQL {exact.day:,}/{exact.week:,}/{exact.month:,}"
+            )
+    for got_cohort, exact_cohort in zip(retention, retention_exact):
+        if got_cohort != exact_cohort:
+            problems.append(f"retention cohort of {exact_cohort.start}: history {got_cohort} vs exact SQL {exact_cohort}")
+    if len(retention) != len(retention_exact):
+        problems.append(f"retention: {len(retention)} cohorts, expected {len(retention_exact)}")
+    if heatmap != heatmap_exact:
+        cells = sum(a != b for got_row, exact_row in zip(heatmap, heatmap_exact) for a, b in zip(got_row, exact_row))
+        problems.append(f"activity heatmap: {cells} of 168 cells differ from the exact SQL counts")
 
     return DemoResult(
         config=config,
@@ -624,6 +738,18 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
         snapshot=str(snapshot),
         problems=problems,
         resumed_from=str(resume_from) if resumed else None,
+        history_events=work.history,
+        history_days=history_days,
+        guilds=work.guilds,
+        last_day=last_day,
+        active_users=active,
+        active_users_exact=active_exact,
+        retention=retention,
+        retention_exact=retention_exact,
+        heatmap=heatmap,
+        heatmap_exact=heatmap_exact,
+        history_query_seconds=history_query_seconds,
+        history_sql_seconds=history_sql_seconds,
     )
 
 
@@ -636,6 +762,18 @@ def _utc(ts: int, fmt: str = "%Y-%m-%d %H:%M") -> str:
 
 def _check(ok: bool) -> str:
     return "ok" if ok else "OUT OF BOUNDS"
+
+
+def _same(ok: bool) -> str:
+    """The mark of an answer that must equal the exact one."""
+    return "ok" if ok else "MISMATCH"
+
+
+def _scope(guild_id: Optional[str]) -> str:
+    return "all guilds" if guild_id is None else f"guild {guild_id}"
+
+
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def print_dashboard(r: DemoResult, out: Optional[TextIO] = None) -> None:
@@ -652,7 +790,14 @@ def print_dashboard(r: DemoResult, out: Optional[TextIO] = None) -> None:
         return f"{n / seconds:,.0f} {unit}/s" if seconds > 0 else "-"
 
     w("", file=out)
-    w(f"engagehub demo: {r.events:,} events from {_utc(r.start_ts)} to {_utc(end)} UTC (seed {c.seed})", file=out)
+    day_events = r.events - r.history_events
+    w(f"engagehub demo: {day_events:,} events from {_utc(r.start_ts)} to {_utc(end)} UTC (seed {c.seed})", file=out)
+    if r.history_events:
+        w(
+            f"  after {r.history_events:,} events over the {r.history_days // 7} weeks before; "
+            f"{len(r.guilds)} guilds, some users in none",
+            file=out,
+        )
     if r.resumed:
         w(f"leaderboard resumed from {r.resumed_from} ({r.resumed_users:,} users)", file=out)
     w("", file=out)
@@ -704,6 +849,8 @@ def print_dashboard(r: DemoResult, out: Optional[TextIO] = None) -> None:
     )
     w("", file=out)
 
+    _print_history(r, out)
+
     w(f"Leaderboard top {len(r.leaderboard_top)} (decay 0.95/day, at {_utc(r.now)} UTC)", file=out)
     w(f"  {'rank':>4}  {'user id':<20}{'score':>11}  last active", file=out)
     for row in r.leaderboard_top:
@@ -728,6 +875,57 @@ def print_dashboard(r: DemoResult, out: Optional[TextIO] = None) -> None:
             w(f"  - {problem}", file=out)
 
 
+def _print_history(r: DemoResult, out: TextIO) -> None:
+    """The daily history's answers: active users, weekly retention, the heatmap,
+    each checked for equality with the exact SQL answers."""
+    w = print
+    last = date_of(r.last_day)
+    w(f"Active users on {last} (daily history vs exact SQL; week/month: the 7/30 days ending that day)", file=out)
+    w(f"  {'':<28}{'DAU':>9}{'WAU':>9}{'MAU':>9}{'DAU/MAU':>9}", file=out)
+    for got, exact in zip(r.active_users, r.active_users_exact):
+        mark = "ok, = SQL" if got == exact else f"MISMATCH: SQL {exact.day:,} / {exact.week:,} / {exact.month:,}"
+        w(
+            f"  {_scope(got.guild_id):<28}{got.day:>9,}{got.week:>9,}{got.month:>9,}{got.stickiness:>9.1%}  {mark}",
+            file=out,
+        )
+    w("", file=out)
+
+    n = len(r.retention)
+    w(f"Weekly retention, {n} cohorts (users first seen in the week from Monday; % active in week k after)", file=out)
+    w(f"  {'week of':<12}{'users':>8}" + "".join(f"{f'w{k}':>6}" for k in range(n)), file=out)
+    for got, exact in zip(r.retention, r.retention_exact):
+        cells = "".join(f"{f:>6.0%}" for f in got.retained)
+        mark = "" if got == exact else f"  MISMATCH: SQL {exact.size:,} users, " + " ".join(
+            f"{f:.0%}" for f in exact.retained
+        )
+        w(f"  {got.start.isoformat():<12}{got.size:>8,}{cells}{mark}", file=out)
+    w(f"  every cohort's size and fractions equal the exact SQL ones: {_same(r.retention_ok)}", file=out)
+    w("", file=out)
+
+    days = r.config.days
+    first = date_of(r.last_day - days + 1)
+    span = f"{last} ({WEEKDAYS[last.weekday()]})" if days == 1 else f"{first} to {last}"
+    w(f"Activity heatmap of {span}: events per UTC hour (daily history vs exact SQL)", file=out)
+    for weekday, row in enumerate(r.heatmap):
+        if not any(row):
+            continue
+        for lo in range(0, 24, 8):
+            label = WEEKDAYS[weekday] if lo == 0 else ""
+            w(f"  {label:<4}{lo:02d}-{lo + 7:02d}h" + "".join(f"{n:>9,}" for n in row[lo : lo + 8]), file=out)
+    cells = sum(a == b for got_row, exact_row in zip(r.heatmap, r.heatmap_exact) for a, b in zip(got_row, exact_row))
+    w(
+        f"  {cells} of 168 cells (7 weekdays x 24 hours) equal the exact SQL counts: {_same(r.heatmap_ok)}; "
+        f"{sum(map(sum, r.heatmap)):,} events",
+        file=out,
+    )
+    w(
+        f"  the daily history answered in {r.history_query_seconds * 1e3:.1f} ms; "
+        f"the exact SQL queries took {r.history_sql_seconds * 1e3:,.0f} ms",
+        file=out,
+    )
+    w("", file=out)
+
+
 # -- command line ----------------------------------------------------------------
 
 
@@ -745,6 +943,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "with --resume, the midnight after the snapshot's newest update)",
     )
     parser.add_argument("--days", type=int, default=d.days, help="simulated days (default %(default)s)")
+    parser.add_argument(
+        "--history-weeks",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"weeks of lighter history before the simulated days, users joining over them "
+        f"(default {HISTORY_WEEKS}; 0 with --resume: the earlier runs were the history)",
+    )
+    parser.add_argument(
+        "--history-events",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"events in the history (default {round(HISTORY_SHARE * 100)}%% of --events)",
+    )
     parser.add_argument("--users", type=int, default=d.users, help="distinct users (default %(default)s)")
     parser.add_argument("--channels", type=int, default=d.channels, help="distinct channels (default %(default)s)")
     parser.add_argument(
@@ -800,6 +1013,8 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         seed=args.seed,
         start_ts=args.start_ts,
         days=args.days,
+        history_weeks=args.history_weeks,
+        history_events=args.history_events,
         users=args.users,
         channels=args.channels,
         db=args.db,
@@ -848,8 +1063,12 @@ __all__ = [
     "DEMO_DIR",
     "DESCRIPTION",
     "KEEP_RUNS",
+    "HISTORY_SHARE",
+    "HISTORY_WEEKS",
     "HLL_STANDARD_ERROR",
+    "RETENTION_COHORTS",
     "SNAPSHOT_NAME",
+    "ActiveUsers",
     "ChannelRow",
     "DemoConfig",
     "DemoResult",
