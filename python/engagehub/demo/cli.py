@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -43,7 +44,7 @@ HLL_STANDARD_ERROR = 0.0081
 
 HISTORY_WEEKS = 8
 """Weeks of history simulated before the day (a fresh run's default)."""
-HISTORY_SHARE = 0.12
+HISTORY_SHARE = 0.1
 """The history's events, as a share of ``--events`` (the default of ``--history-events``)."""
 RETENTION_COHORTS = 8
 """Weekly retention cohorts on the dashboard."""
@@ -240,7 +241,8 @@ class DemoResult:
     query_seconds: float
     """Time the sketches and the leaderboard took to answer the dashboard's queries."""
     sql_seconds: float
-    """Time the database took to compute the exact answers."""
+    """Time the database took to compute the exact answers (the sketches' and the
+    leaderboard's; the history's ran at the same time: :attr:`history_sql_seconds`)."""
     now: int
     """The processor's clock at the end (the newest event timestamp)."""
     unique_last_hour: int
@@ -287,7 +289,8 @@ class DemoResult:
     history_query_seconds: float = 0.0
     """Time the daily history took to answer the analytics queries."""
     history_sql_seconds: float = 0.0
-    """Time the database took to compute their exact answers."""
+    """Time the database took to compute their exact answers (on a second
+    connection, at the same time as the other exact answers)."""
 
     @property
     def ok(self) -> bool:
@@ -637,7 +640,22 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
     board.save_to_json(snapshot)
     board.close()
 
-    # The exact answers, from the database.
+    # The exact answers, from the database: the daily history's on a second
+    # connection at the same time as the others (each query runs in C, without
+    # the GIL).
+    last_day_end = (last_day + 1) * DAY
+
+    def history_sql(reader: Store) -> Tuple[Any, List[List[int]], float]:
+        try:
+            started = time.perf_counter()
+            counts = reader.active_users_and_retention(last_day, scopes, RETENTION_COHORTS)
+            heat = reader.heatmap(last_day_end - config.days * DAY, last_day_end)
+            return counts, heat, time.perf_counter() - started
+        finally:
+            reader.close()
+
+    pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="engagehub-demo-sql"))
+    history_answers = pool.submit(history_sql, store.reader())
     t0 = time.perf_counter()
     db_rows = store.rows()
     db_rows_total = store.total_rows()
@@ -647,12 +665,9 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
     exact_counts = store.channel_counts([c for c, _ in sketch_top])
     top_channels_exact = store.top_channels(config.top_channels)
     sql_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    active_counts, cohorts_exact = store.active_users_and_retention(last_day, scopes, RETENTION_COHORTS)
+    (active_counts, cohorts_exact), heatmap_exact, history_sql_seconds = history_answers.result()
     active_exact = [ActiveUsers(g, *counts) for g, counts in zip(scopes, active_counts)]
     retention_exact = [cohort(start, size, counts) for start, size, counts in cohorts_exact]
-    heatmap_exact = store.heatmap((last_day + 1 - config.days) * DAY, (last_day + 1) * DAY)
-    history_sql_seconds = time.perf_counter() - t0
     backend, db_desc = store.kind, store.describe()
     store.close()
 
@@ -920,7 +935,7 @@ def _print_history(r: DemoResult, out: TextIO) -> None:
     )
     w(
         f"  the daily history answered in {r.history_query_seconds * 1e3:.1f} ms; "
-        f"the exact SQL queries took {r.history_sql_seconds * 1e3:,.0f} ms",
+        f"the exact SQL queries took {r.history_sql_seconds * 1e3:,.0f} ms (alongside the others)",
         file=out,
     )
     w("", file=out)

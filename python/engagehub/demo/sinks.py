@@ -65,6 +65,11 @@ class Store:
     def describe(self) -> str:
         raise NotImplementedError
 
+    def reader(self) -> "Store":
+        """Another connection to the same table, to compute exact answers at the
+        same time as this one (in another thread); same :attr:`first_id`. Close it."""
+        raise NotImplementedError
+
     def _one(self, sql: str, *params: Any) -> Any:
         with self.lock:
             return self.conn.execute(self._sql(sql), params).fetchone()[0]
@@ -211,6 +216,15 @@ class SQLiteStore(Store):
     def describe(self) -> str:
         return str(self.path)
 
+    def reader(self) -> "SQLiteStore":
+        other = SQLiteStore.__new__(SQLiteStore)
+        Store.__init__(other)
+        other.path = self.path
+        # WAL: readers run alongside each other and the writer.
+        other.conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        other.first_id = self.first_id
+        return other
+
     def write(self, batch: EventColumns) -> float:
         rows = zip(batch.types, batch.user_ids, batch.channel_ids, batch.timestamps, _guilds(batch))
         with self.lock:
@@ -277,6 +291,16 @@ class PostgresStore(Store):
                 "guild_id TEXT)"
             )
         self.first_id = int(self._one("SELECT COALESCE(MAX(id), 0) FROM {t}"))
+
+    def reader(self) -> "PostgresStore":
+        import psycopg
+
+        other = PostgresStore.__new__(PostgresStore)
+        Store.__init__(other)
+        other.dsn = self.dsn
+        other.conn = psycopg.connect(self.dsn, autocommit=True)
+        other.first_id = self.first_id
+        return other
 
     def describe(self) -> str:
         info = self.conn.info

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import random
+from bisect import bisect_right
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import List, Optional, Tuple
@@ -131,10 +132,11 @@ def generate_events(
 
     The history (``history_events`` events spread over the ``history_days`` days
     before ``start_ts``; none by default): :data:`JOINED_BEFORE` of the users get a
-    join day in it (more in the first weeks: the core of a growing community); the history's
-    events are drawn like the day's (Zipf users and channels, the daily curve), on
-    days weighted to grow towards ``start_ts``, keeping only those of users who had
-    joined by then. The others are first seen on the simulated days.
+    join day in it (more in the first weeks: the core of a growing community). Each
+    history event is drawn like the day's (a Zipf user and channel, a time of day
+    on the daily curve) among the users who joined in it, on a day from its user's
+    join day on, later days more likely. The other users are first seen on the
+    simulated days.
 
     The simulated days' columns are each drawn with one ``random.choices`` call
     (from ``Random(seed)``, so they do not depend on the history or the guilds,
@@ -177,18 +179,20 @@ def generate_events(
             for user in user_pool
             if hrng.random() < JOINED_BEFORE
         }
+        # Each event: a user who joined in the history (Zipf, as on the day), then a
+        # day from its join day on, later days more likely (weights growing 0.3 to 1).
         day_weights = list(accumulate(0.3 + 0.7 * (d + 1) / history_days for d in range(history_days)))
         h_users: List[str] = []
-        h_days: List[int] = []
         while len(h_users) < history_events:
-            want = 3 * (history_events - len(h_users)) + 100  # about a third are kept
-            cand_users = hrng.choices(user_pool, cum_weights=user_weights, k=want)
-            cand_days = hrng.choices(range(first_day, first_day + history_days), cum_weights=day_weights, k=want)
-            for user, day in zip(cand_users, cand_days):
-                if join_of.get(user, day + 1) <= day:
-                    h_users.append(user)
-                    h_days.append(day)
-        del h_users[history_events:], h_days[history_events:]
+            want = int((history_events - len(h_users)) / JOINED_BEFORE * 1.1) + 100
+            h_users += [u for u in hrng.choices(user_pool, cum_weights=user_weights, k=want) if u in join_of]
+        del h_users[history_events:]
+        h_days = []
+        total, last = day_weights[-1], history_days - 1
+        for user, r in zip(h_users, [hrng.random() for _ in range(history_events)]):
+            j = join_of[user] - first_day
+            below = day_weights[j - 1] if j else 0.0
+            h_days.append(first_day + min(bisect_right(day_weights, below + r * (total - below), j), last))
         day_seconds = second_weights[: 1440 * 60]
         offsets = hrng.choices(range(DAY), cum_weights=day_seconds, k=history_events)
         h_ts = [day * DAY + offset for day, offset in zip(h_days, offsets)]
