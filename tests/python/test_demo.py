@@ -135,6 +135,11 @@ def test_generator_guilds_and_history():
     assert all(joined[week] > 0 for week in range(-8, 1)), joined
     per_week = Counter((t // DAY - START // DAY) // 7 for t in w.timestamps[:6_000])
     assert per_week[-1] > 3 * per_week[-8]
+    # Some came and went: users of the history never seen on the simulated day.
+    gone = set(w.user_ids[:6_000]) - set(w.user_ids[6_000:])
+    assert len(gone) > 0.2 * len(set(w.user_ids[:6_000]))
+    # (the churned users' events, and a few of users quiet on the day)
+    assert 6_000 * demo.CHURNED_SHARE <= sum(1 for u in w.user_ids[:6_000] if u in gone) < 6_000 * 0.5
     with pytest.raises(ValueError):
         generate_events(10, history_events=5)
 

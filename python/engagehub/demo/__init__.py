@@ -64,6 +64,8 @@ from .cli import (
 )
 from .sinks import POSTGRES_TABLE, DemoError, PostgresStore, SQLiteStore, Store
 from .workload import (
+    CHURNED,
+    CHURNED_SHARE,
     DAY,
     GUILD_WEIGHTS,
     JOINED_BEFORE,
@@ -82,6 +84,8 @@ from .workload import (
 
 __all__ = [
     "ActiveUsers",
+    "CHURNED",
+    "CHURNED_SHARE",
     "ChannelRow",
     "DAY",
     "DB_NAME",

@@ -50,6 +50,12 @@ in none (their events carry no guild)."""
 JOINED_BEFORE = 0.6
 """Share of users who joined during the history (the others are first seen on the
 simulated days)."""
+CHURNED = 0.5
+"""Users who came and went during the history (active from their join day for a
+while, about 10 days on average, never on the simulated days), per user of the
+simulated days."""
+CHURNED_SHARE = 0.35
+"""Share of the history's events made by those users."""
 
 
 def activity(minute: int) -> float:
@@ -132,11 +138,12 @@ def generate_events(
 
     The history (``history_events`` events spread over the ``history_days`` days
     before ``start_ts``; none by default): :data:`JOINED_BEFORE` of the users get a
-    join day in it (more in the first weeks: the core of a growing community). Each
-    history event is drawn like the day's (a Zipf user and channel, a time of day
-    on the daily curve) among the users who joined in it, on a day from its user's
-    join day on, later days more likely. The other users are first seen on the
-    simulated days.
+    join day in it (more in the first weeks: the core of a growing community), and
+    :data:`CHURNED` as many others come and go in it (they make
+    :data:`CHURNED_SHARE` of its events). Each history event is drawn like the
+    day's (a Zipf user and channel, a time of day on the daily curve), on a day
+    of its user's stay, later days more likely. The other users of the simulated
+    days are first seen on them.
 
     The simulated days' columns are each drawn with one ``random.choices`` call
     (from ``Random(seed)``, so they do not depend on the history or the guilds,
@@ -172,27 +179,44 @@ def generate_events(
     if history_events:
         hrng = random.Random(f"history-{seed}")
         first_day = start_ts // DAY - history_days
-        # Join days: a core from the first weeks, then a steady stream; users not
-        # joining before get no history.
-        join_of = {
-            user: first_day + int(hrng.random() ** 1.3 * history_days)
-            for user in user_pool
-            if hrng.random() < JOINED_BEFORE
-        }
-        # Each event: a user who joined in the history (Zipf, as on the day), then a
-        # day from its join day on, later days more likely (weights growing 0.3 to 1).
-        day_weights = list(accumulate(0.3 + 0.7 * (d + 1) / history_days for d in range(history_days)))
-        h_users: List[str] = []
+
+        def join_day() -> int:
+            # A core from the first weeks, then a steady stream.
+            return int(hrng.random() ** 1.3 * history_days)
+
+        # Each user's days in the history, as [first, end) day indexes: the users of
+        # the simulated days who joined before (until the end), and churned users
+        # (ids of their own, a guild each too) who stayed a while.
+        stay = {user: (join_day(), history_days) for user in user_pool if hrng.random() < JOINED_BEFORE}
+        churned: List[str] = []
+        taken = set(user_pool)
+        while len(churned) < int(users * CHURNED):
+            user = str(hrng.randrange(10**17, 10**18))
+            if user not in taken:
+                taken.add(user)
+                churned.append(user)
+        for user in churned:
+            joined = join_day()
+            stay[user] = (joined, min(joined + 1 + int(hrng.expovariate(0.1)), history_days))
+        homes = hrng.choices(guilds + (None,), cum_weights=list(accumulate(GUILD_WEIGHTS)), k=len(churned))
+        guild_of.update(zip(churned, homes))
+
+        # Each event: a user (Zipf among the day's users who joined before, or among
+        # the churned ones), then a day of its stay, later days more likely
+        # (weights growing from 0.3 to 1: a growing community).
+        n_churned = round(history_events * CHURNED_SHARE)
+        h_users = hrng.choices(churned, cum_weights=zipf_cum_weights(len(churned), user_skew), k=n_churned)
         while len(h_users) < history_events:
             want = int((history_events - len(h_users)) / JOINED_BEFORE * 1.1) + 100
-            h_users += [u for u in hrng.choices(user_pool, cum_weights=user_weights, k=want) if u in join_of]
+            h_users += [u for u in hrng.choices(user_pool, cum_weights=user_weights, k=want) if u in stay]
         del h_users[history_events:]
+        day_weights = list(accumulate(0.3 + 0.7 * (d + 1) / history_days for d in range(history_days)))
         h_days = []
-        total, last = day_weights[-1], history_days - 1
         for user, r in zip(h_users, [hrng.random() for _ in range(history_events)]):
-            j = join_of[user] - first_day
-            below = day_weights[j - 1] if j else 0.0
-            h_days.append(first_day + min(bisect_right(day_weights, below + r * (total - below), j), last))
+            lo, hi = stay[user]
+            below = day_weights[lo - 1] if lo else 0.0
+            x = below + r * (day_weights[hi - 1] - below)
+            h_days.append(first_day + min(bisect_right(day_weights, x, lo, hi), hi - 1))
         day_seconds = second_weights[: 1440 * 60]
         offsets = hrng.choices(range(DAY), cum_weights=day_seconds, k=history_events)
         h_ts = [day * DAY + offset for day, offset in zip(h_days, offsets)]
@@ -206,6 +230,8 @@ def generate_events(
 
 
 __all__ = [
+    "CHURNED",
+    "CHURNED_SHARE",
     "DAY",
     "GUILD_WEIGHTS",
     "JOINED_BEFORE",
