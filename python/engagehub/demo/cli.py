@@ -492,6 +492,55 @@ def _files(config: DemoConfig) -> Tuple[Optional[Path], Path, Optional[Path]]:
     return db_path, snapshot, resume_from
 
 
+def history_plan(config: DemoConfig) -> Tuple[int, int]:
+    """The run's history: its days (whole weeks) and its events, from the config's
+    (``None``: :data:`HISTORY_WEEKS` weeks, none when resuming; :data:`HISTORY_SHARE`
+    of the events)."""
+    weeks = config.history_weeks
+    if weeks is None:
+        weeks = 0 if config.resume else HISTORY_WEEKS
+    events = config.history_events
+    if events is None:
+        events = round(config.events * HISTORY_SHARE) if weeks else 0
+    if weeks < 0 or events < 0 or (events and not weeks):
+        raise ValueError("history weeks and events must be >= 0, and history events need history weeks")
+    return 7 * weeks, events
+
+
+def history_kept(config: DemoConfig, history_days: int) -> int:
+    """The processor's ``history_days``: every day of the run (a day more for a
+    start within a day), at least the default 90."""
+    return max(90, history_days + config.days + 1)
+
+
+def history_problems(
+    last_day: int,
+    active: List[ActiveUsers],
+    active_exact: List[ActiveUsers],
+    retention: List[Cohort],
+    retention_exact: List[Cohort],
+    heatmap: List[List[int]],
+    heatmap_exact: List[List[int]],
+) -> List[str]:
+    """What differs between the history's answers and the exact ones, in words."""
+    problems: List[str] = []
+    for got, exact in zip(active, active_exact):
+        if got != exact:
+            problems.append(
+                f"active users on {date_of(last_day)} ({_scope(got.guild_id)}): history day/week/month "
+                f"{got.day:,}/{got.week:,}/{got.month:,} vs exact SQL {exact.day:,}/{exact.week:,}/{exact.month:,}"
+            )
+    for got_cohort, exact_cohort in zip(retention, retention_exact):
+        if got_cohort != exact_cohort:
+            problems.append(f"retention cohort of {exact_cohort.start}: history {got_cohort} vs exact SQL {exact_cohort}")
+    if len(retention) != len(retention_exact):
+        problems.append(f"retention: {len(retention)} cohorts, expected {len(retention_exact)}")
+    if heatmap != heatmap_exact:
+        cells = sum(a != b for got_row, exact_row in zip(heatmap, heatmap_exact) for a, b in zip(got_row, exact_row))
+        problems.append(f"activity heatmap: {cells} of 168 cells differ from the exact SQL counts")
+    return problems
+
+
 def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: ExitStack) -> DemoResult:
     db_path, snapshot, resume_from = _files(config)
     hold_paths(stack, *([snapshot] if db_path is None else [db_path, snapshot]))
@@ -514,15 +563,8 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
             where = resume_from if resume_from is not None else f"{config.dir or DEMO_DIR}/run-*/"
             say(f"no snapshot at {where}: starting with an empty leaderboard")
 
-    history_weeks = config.history_weeks
-    if history_weeks is None:
-        history_weeks = 0 if config.resume else HISTORY_WEEKS
-    history_events = config.history_events
-    if history_events is None:
-        history_events = round(config.events * HISTORY_SHARE) if history_weeks else 0
-    if history_weeks < 0 or history_events < 0 or (history_events and not history_weeks):
-        raise ValueError("history weeks and events must be >= 0, and history events need history weeks")
-    history_days = 7 * history_weeks
+    history_days, history_events = history_plan(config)
+    history_weeks = history_days // 7
 
     say(_paths_line())
     history_note = f" after {history_events:,} over the {history_weeks} weeks before" if history_events else ""
@@ -559,7 +601,7 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
         topk_capacity=topk_capacity,
         # Every day of the run in the daily history (a day more for a start
         # within a day).
-        history_days=max(90, history_days + config.days + 1),
+        history_days=history_kept(config, history_days),
     )
     stack.enter_context(processor)
     board.set_time_source(processor.now)
@@ -698,20 +740,7 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
             )
     if len(channels) < min(config.top_channels, len(top_channels_exact)):
         problems.append(f"the sketch reported {len(channels)} top channels, expected {config.top_channels}")
-    for got, exact in zip(active, active_exact):
-        if got != exact:
-            problems.append(
-                f"active users on {date_of(last_day)} ({_scope(got.guild_id)}): history day/week/month "
-                f"{got.day:,}/{got.week:,}/{got.month:,} vs exact SQL {exact.day:,}/{exact.week:,}/{exact.month:,}"
-            )
-    for got_cohort, exact_cohort in zip(retention, retention_exact):
-        if got_cohort != exact_cohort:
-            problems.append(f"retention cohort of {exact_cohort.start}: history {got_cohort} vs exact SQL {exact_cohort}")
-    if len(retention) != len(retention_exact):
-        problems.append(f"retention: {len(retention)} cohorts, expected {len(retention_exact)}")
-    if heatmap != heatmap_exact:
-        cells = sum(a != b for got_row, exact_row in zip(heatmap, heatmap_exact) for a, b in zip(got_row, exact_row))
-        problems.append(f"activity heatmap: {cells} of 168 cells differ from the exact SQL counts")
+    problems += history_problems(last_day, active, active_exact, retention, retention_exact, heatmap, heatmap_exact)
 
     return DemoResult(
         config=config,
@@ -891,13 +920,47 @@ def print_dashboard(r: DemoResult, out: Optional[TextIO] = None) -> None:
 
 
 def _print_history(r: DemoResult, out: TextIO) -> None:
-    """The daily history's answers: active users, weekly retention, the heatmap,
-    each checked for equality with the exact SQL answers."""
+    print_history(
+        out,
+        last_day=r.last_day,
+        days=r.config.days,
+        active=r.active_users,
+        active_exact=r.active_users_exact,
+        retention=r.retention,
+        retention_exact=r.retention_exact,
+        heatmap=r.heatmap,
+        heatmap_exact=r.heatmap_exact,
+        query_seconds=r.history_query_seconds,
+        sql_seconds=r.history_sql_seconds,
+        sql_note=" (alongside the others)",
+    )
+
+
+def print_history(
+    out: TextIO,
+    *,
+    last_day: int,
+    days: int,
+    active: List[ActiveUsers],
+    active_exact: List[ActiveUsers],
+    retention: List[Cohort],
+    retention_exact: List[Cohort],
+    heatmap: List[List[int]],
+    heatmap_exact: List[List[int]],
+    query_seconds: float,
+    sql_seconds: float,
+    source: str = "the daily history",
+    sql_note: str = "",
+) -> None:
+    """The daily history's answers (``source``: who answered): active users on
+    ``last_day`` (overall and per guild), the weekly retention table and the
+    heatmap of the ``days`` days ending with ``last_day``, each marked by whether
+    it equals the exact SQL answer; ``sql_note`` ends the timing line."""
     w = print
-    last = date_of(r.last_day)
-    w(f"Active users on {last} (daily history vs exact SQL; week/month: the 7/30 days ending that day)", file=out)
+    last = date_of(last_day)
+    w(f"Active users on {last} ({source} vs exact SQL; week/month: the 7/30 days ending that day)", file=out)
     w(f"  {'':<28}{'DAU':>9}{'WAU':>9}{'MAU':>9}{'DAU/MAU':>9}", file=out)
-    for got, exact in zip(r.active_users, r.active_users_exact):
+    for got, exact in zip(active, active_exact):
         mark = "ok, = SQL" if got == exact else f"MISMATCH: SQL {exact.day:,} / {exact.week:,} / {exact.month:,}"
         w(
             f"  {_scope(got.guild_id):<28}{got.day:>9,}{got.week:>9,}{got.month:>9,}{got.stickiness:>9.1%}  {mark}",
@@ -905,37 +968,37 @@ def _print_history(r: DemoResult, out: TextIO) -> None:
         )
     w("", file=out)
 
-    n = len(r.retention)
+    n = len(retention)
     w(f"Weekly retention, {n} cohorts (users first seen in the week from Monday; % active in week k after)", file=out)
     w(f"  {'week of':<12}{'users':>8}" + "".join(f"{f'w{k}':>6}" for k in range(n)), file=out)
-    for got, exact in zip(r.retention, r.retention_exact):
-        cells = "".join(f"{f:>6.0%}" for f in got.retained)
-        mark = "" if got == exact else f"  MISMATCH: SQL {exact.size:,} users, " + " ".join(
-            f"{f:.0%}" for f in exact.retained
+    for c, c_exact in zip(retention, retention_exact):
+        cells = "".join(f"{f:>6.0%}" for f in c.retained)
+        mark = "" if c == c_exact else f"  MISMATCH: SQL {c_exact.size:,} users, " + " ".join(
+            f"{f:.0%}" for f in c_exact.retained
         )
-        w(f"  {got.start.isoformat():<12}{got.size:>8,}{cells}{mark}", file=out)
-    w(f"  every cohort's size and fractions equal the exact SQL ones: {_same(r.retention_ok)}", file=out)
+        w(f"  {c.start.isoformat():<12}{c.size:>8,}{cells}{mark}", file=out)
+    same = retention == retention_exact
+    w(f"  every cohort's size and fractions equal the exact SQL ones: {_same(same)}", file=out)
     w("", file=out)
 
-    days = r.config.days
-    first = date_of(r.last_day - days + 1)
+    first = date_of(last_day - days + 1)
     span = f"{last} ({WEEKDAYS[last.weekday()]})" if days == 1 else f"{first} to {last}"
-    w(f"Activity heatmap of {span}: events per UTC hour (daily history vs exact SQL)", file=out)
-    for weekday, row in enumerate(r.heatmap):
+    w(f"Activity heatmap of {span}: events per UTC hour ({source} vs exact SQL)", file=out)
+    for weekday, row in enumerate(heatmap):
         if not any(row):
             continue
         for lo in range(0, 24, 8):
             label = WEEKDAYS[weekday] if lo == 0 else ""
             w(f"  {label:<4}{lo:02d}-{lo + 7:02d}h" + "".join(f"{n:>9,}" for n in row[lo : lo + 8]), file=out)
-    cells = sum(a == b for got_row, exact_row in zip(r.heatmap, r.heatmap_exact) for a, b in zip(got_row, exact_row))
+    equal = sum(a == b for got_row, exact_row in zip(heatmap, heatmap_exact) for a, b in zip(got_row, exact_row))
     w(
-        f"  {cells} of 168 cells (7 weekdays x 24 hours) equal the exact SQL counts: {_same(r.heatmap_ok)}; "
-        f"{sum(map(sum, r.heatmap)):,} events",
+        f"  {equal} of 168 cells (7 weekdays x 24 hours) equal the exact SQL counts: "
+        f"{_same(heatmap == heatmap_exact)}; {sum(map(sum, heatmap)):,} events",
         file=out,
     )
     w(
-        f"  the daily history answered in {r.history_query_seconds * 1e3:.1f} ms; "
-        f"the exact SQL queries took {r.history_sql_seconds * 1e3:,.0f} ms (alongside the others)",
+        f"  {source} answered in {query_seconds * 1e3:.1f} ms; "
+        f"the exact SQL queries took {sql_seconds * 1e3:,.0f} ms{sql_note}",
         file=out,
     )
     w("", file=out)
@@ -1089,11 +1152,15 @@ __all__ = [
     "DemoResult",
     "add_arguments",
     "config_from_args",
+    "history_kept",
+    "history_plan",
+    "history_problems",
     "hll_bound",
     "main",
     "new_run_dir",
     "newest_snapshot",
     "print_dashboard",
+    "print_history",
     "progress_wanted",
     "prune_runs",
     "run",

@@ -126,7 +126,8 @@ class Store:
         hi = (day + 1) * DAY
         last_week = (day + 3) // 7
         first_week = last_week - cohorts + 1
-        inner, inner_params = ["MIN(ts) AS first_ts"], []
+        inner: List[str] = ["MIN(ts) AS first_ts"]
+        inner_params: List[Any] = []
         for i, guild in enumerate(guild_ids):
             if guild is None:
                 inner.append(f"MAX(ts) AS last{i}")
@@ -137,7 +138,8 @@ class Store:
             inner.append(f"MAX(CASE WHEN ts >= ? AND ts < ? THEN 1 ELSE 0 END) AS in{k}")
             week_start = (7 * (first_week + k) - 3) * DAY
             inner_params += [week_start, week_start + 7 * DAY]
-        outer, outer_params = ["COUNT(*)"], []
+        outer: List[str] = ["COUNT(*)"]
+        outer_params: List[Any] = []
         outer += [f"SUM(in{k})" for k in range(cohorts)]
         for i in range(len(guild_ids)):
             for length in PERIOD_DAYS.values():
@@ -157,19 +159,22 @@ class Store:
             for j, n in enumerate(row[2 + cohorts :]):
                 active_counts[j] += int(n)
             weekly[week] = [size] + active_in
-        active = [tuple(active_counts[i : i + 3]) for i in range(0, len(active_counts), 3)]
-        retention = []
+        active = [
+            (active_counts[i], active_counts[i + 1], active_counts[i + 2]) for i in range(0, len(active_counts), 3)
+        ]
+        retention: List[Tuple[int, int, List[int]]] = []
         for c in range(first_week, last_week + 1):
             size, *active_in = weekly.get(c, [0] * (cohorts + 1))
             retention.append((7 * c - 3, size, active_in[c - first_week :]))
-        return active, retention  # type: ignore[return-value]
+        return active, retention
 
     def heatmap(
         self, lo: int, hi: int, channel_id: Optional[str] = None, guild_id: Optional[str] = None
     ) -> List[List[int]]:
         """Events of this run with ``lo <= ts < hi`` (in the channel and the guild
         when given) per weekday (rows, Monday first) and UTC hour (columns)."""
-        where, params = "id > ? AND ts >= ? AND ts < ?", [self.first_id, lo, hi]
+        where = "id > ? AND ts >= ? AND ts < ?"
+        params: List[Any] = [self.first_id, lo, hi]
         if channel_id is not None:
             where, params = where + " AND channel_id = ?", params + [channel_id]
         if guild_id is not None:
