@@ -180,14 +180,15 @@ def generate_events(
         hrng = random.Random(f"history-{seed}")
         first_day = start_ts // DAY - history_days
 
-        def join_day() -> int:
+        def join_days(k: int) -> List[int]:
             # A core from the first weeks, then a steady stream.
-            return int(hrng.random() ** 1.3 * history_days)
+            return [int(r**1.3 * history_days) for r in [hrng.random() for _ in range(k)]]
 
         # Each user's days in the history, as [first, end) day indexes: the users of
         # the simulated days who joined before (until the end), and churned users
         # (ids of their own, a guild each too) who stayed a while.
-        stay = {user: (join_day(), history_days) for user in user_pool if hrng.random() < JOINED_BEFORE}
+        joined_before = [user for user in user_pool if hrng.random() < JOINED_BEFORE]
+        stay = {user: (day, history_days) for user, day in zip(joined_before, join_days(len(joined_before)))}
         churned: List[str] = []
         taken = set(user_pool)
         while len(churned) < int(users * CHURNED):
@@ -195,8 +196,7 @@ def generate_events(
             if user not in taken:
                 taken.add(user)
                 churned.append(user)
-        for user in churned:
-            joined = join_day()
+        for user, joined in zip(churned, join_days(len(churned))):
             stay[user] = (joined, min(joined + 1 + int(hrng.expovariate(0.1)), history_days))
         homes = hrng.choices(guilds + (None,), cum_weights=list(accumulate(GUILD_WEIGHTS)), k=len(churned))
         guild_of.update(zip(churned, homes))
