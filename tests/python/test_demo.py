@@ -1,24 +1,28 @@
-"""The demo (``python -m engagehub demo``): generator, end-to-end run into SQLite (and
-PostgreSQL when ``ENGAGEHUB_TEST_POSTGRES_DSN`` names a server), the exact-vs-sketch
-checks, resuming the leaderboard from its snapshot, and the command line; the
+"""The demo (``python -m engagehub demo``): generator (with guilds and a history of
+users joining over weeks), end-to-end run into SQLite (and PostgreSQL when
+``ENGAGEHUB_TEST_POSTGRES_DSN`` names a server), the exact-vs-sketch checks, the
+daily history's answers (active users, retention, heatmap) equal to the exact SQL
+ones and to exact answers computed here, resuming the leaderboard from its
+snapshot, and the command line; the
 package's pieces used alone (the workload generator, the SQLite sink) and its
 module layering."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
 
 import engagehub
-from engagehub import Leaderboard, demo
+from engagehub import Cohort, Leaderboard, demo
 from engagehub import __main__ as command
 from engagehub.demo import DAY, START, DemoConfig, cli, generate_events, sinks
 from engagehub.processor import EventColumns
@@ -42,6 +46,15 @@ def config(directory: Path, **overrides) -> DemoConfig:
     return DemoConfig(**values)
 
 
+def workload_of(r) -> demo.Workload:
+    """The events a run pushed: its simulated days after its history."""
+    c = r.config
+    return generate_events(
+        c.events, seed=c.seed, start_ts=r.start_ts, days=c.days, users=c.users, channels=c.channels,
+        history_days=r.history_days, history_events=r.history_events,
+    )
+
+
 @pytest.fixture(scope="module")
 def first(tmp_path_factory):
     """One fresh run of 50,000 events; a copy of its snapshot is kept."""
@@ -62,6 +75,7 @@ def test_generator_is_reproducible():
     assert a.rows() == b.rows()
     assert a != c
     assert generate_events(3_000, seed=7, start_ts=START + DAY).user_ids == a.user_ids
+    assert all(len(row) == 5 for row in a.rows()), "(type, user, channel, ts, guild), as push_many takes"
 
 
 def test_generator_shape():
@@ -90,6 +104,44 @@ def test_generator_shape():
     assert evening > 5 * night
     assert demo.activity(demo.PEAK_AT_MIN) == pytest.approx(1.0)
     assert demo.activity(demo.QUIET_AT_MIN) == pytest.approx(demo.NIGHT_FLOOR)
+
+
+def test_generator_guilds_and_history():
+    day = generate_events(20_000, seed=9, users=4_000, channels=100)
+    w = generate_events(20_000, seed=9, users=4_000, channels=100, history_days=56, history_events=6_000)
+    assert w == generate_events(20_000, seed=9, users=4_000, channels=100, history_days=56, history_events=6_000)
+    assert len(w) == 26_000 and w.history == 6_000 and day.history == 0
+    assert w.timestamps == sorted(w.timestamps)
+    # The history: the 56 days before START; the simulated day as without it.
+    assert START - 56 * DAY <= w.timestamps[0] and w.timestamps[5_999] < START <= w.timestamps[6_000]
+    assert w.rows(6_000) == day.rows(), "the simulated day does not depend on the history"
+
+    # Three guilds; every user always in the same one, or in none (about 5%).
+    assert len(w.guilds) == 3 and len(set(w.guilds)) == 3
+    assert all(len(g) == 18 and g.isdigit() for g in w.guilds)
+    home = {}
+    for user, guild in zip(w.user_ids, w.guild_ids):
+        assert home.setdefault(user, guild) == guild
+    assert set(home.values()) == {*w.guilds, None}
+    users_per_guild = Counter(home.values())
+    assert users_per_guild[w.guilds[0]] > users_per_guild[w.guilds[1]] > users_per_guild[w.guilds[2]]
+    assert 0.02 < users_per_guild[None] / len(home) < 0.09
+
+    # Users join over the weeks: new users every week, activity growing.
+    first_seen = {}
+    for user, ts in zip(w.user_ids, w.timestamps):
+        first_seen.setdefault(user, ts // DAY)
+    joined = Counter((d - START // DAY) // 7 for d in first_seen.values())
+    assert all(joined[week] > 0 for week in range(-8, 1)), joined
+    per_week = Counter((t // DAY - START // DAY) // 7 for t in w.timestamps[:6_000])
+    assert per_week[-1] > 2 * per_week[-8], "a growing community"
+    # Some came and went: users of the history never seen on the simulated day.
+    gone = set(w.user_ids[:6_000]) - set(w.user_ids[6_000:])
+    assert len(gone) > 0.2 * len(set(w.user_ids[:6_000]))
+    # (the churned users' events, and a few of users quiet on the day)
+    assert 6_000 * demo.CHURNED_SHARE <= sum(1 for u in w.user_ids[:6_000] if u in gone) < 6_000 * 0.5
+    with pytest.raises(ValueError):
+        generate_events(10, history_events=5)
 
 
 # -- the pieces alone: the workload generator, a sink, the module layering -----------
@@ -138,20 +190,20 @@ def test_workload_generator_alone_is_deterministic_for_a_seed():
 
 
 def batch_of(rows) -> EventColumns:
-    types, users, channels, timestamps = (list(column) for column in zip(*rows))
-    return EventColumns(types, users, channels, timestamps, None)
+    types, users, channels, timestamps, guilds = (list(column) for column in zip(*rows))
+    return EventColumns(types, users, channels, timestamps, None, guilds)
 
 
 def table(path: Path) -> list:
     with sqlite3.connect(path) as conn:
-        return conn.execute("SELECT type, user_id, channel_id, ts FROM events ORDER BY id").fetchall()
+        return conn.execute("SELECT type, user_id, channel_id, ts, guild_id FROM events ORDER BY id").fetchall()
 
 
 def test_sqlite_sink_alone_writes_exactly_the_batches_it_is_given(tmp_path):
     from engagehub.demo.sinks import SQLiteStore
 
     rows = generate_events(2_500, seed=3, users=300, channels=40).rows()
-    rows[7] = ("message", "ünïcødé\tuser", "new\nline", rows[7][3])
+    rows[7] = ("message", "ünïcødé\tuser", "new\nline", rows[7][3], "gü\tild")
     batches = [batch_of(rows[lo : lo + size]) for lo, size in ((0, 1), (1, 999), (1_000, 1_500))]
     path = tmp_path / "sub" / "events.sqlite3"  # the folder is created
     store = SQLiteStore(path)
@@ -167,8 +219,8 @@ def test_sqlite_sink_alone_writes_exactly_the_batches_it_is_given(tmp_path):
     assert store.first_id == len(rows)
     store.write(batch_of(more))
     assert (store.rows(), store.total_rows()) == (len(more), len(rows) + len(more))
-    assert store.distinct_users() == len({u for _, u, _, _ in more})
-    assert store.top_channels(1)[0][1] == max(Counter(c for _, _, c, _ in more).values())
+    assert store.distinct_users() == len({row[1] for row in more})
+    assert store.top_channels(1)[0][1] == max(Counter(row[2] for row in more).values())
     store.close()
     assert table(path) == rows + more
 
@@ -181,12 +233,12 @@ def test_sqlite_sink_rolls_back_a_batch_that_fails(tmp_path):
 
     path = tmp_path / "events.sqlite3"
     store = SQLiteStore(path)
-    good = [("message", "1", "c", 10), ("reaction", "2", "c", 11)]
+    good = [("message", "1", "c", 10, "g"), ("reaction", "2", "c", 11, None)]
     store.write(batch_of(good))
-    bad = batch_of([("message", "3", "c", 12), ("message", object(), "c", 13)])
+    bad = batch_of([("message", "3", "c", 12, "g"), ("message", object(), "c", 13, "g")])
     with pytest.raises(sqlite3.Error):
         store.write(bad)
-    later = [("voice_join", "4", "d", 14)]
+    later = [("voice_join", "4", "d", 14, None)]
     store.write(batch_of(later))
     store.close()
     assert table(path) == good + later, "the failed batch left no row behind"
@@ -195,7 +247,8 @@ def test_sqlite_sink_rolls_back_a_batch_that_fails(tmp_path):
 def test_sqlite_sink_as_a_flush_callback(tmp_path):
     from engagehub.demo.sinks import SQLiteStore
 
-    rows = generate_events(10_000, seed=5, users=1_000, channels=50).rows()
+    rows = generate_events(10_000, seed=5, users=1_000, channels=50, history_days=14, history_events=2_000).rows()
+    assert {row[4] for row in rows} > {None}, "events with a guild and without"
     store = SQLiteStore(tmp_path / "events.sqlite3")
     with engagehub.EventStreamProcessor(16_384, 2, 700, 50, overflow="block", clock="event_time") as processor:
         processor.set_flush_callback(store.write, batch_format="columns")
@@ -240,24 +293,26 @@ def test_demo_modules_import_without_cycles():
 def test_run_persists_every_accepted_event(first):
     directory, r = first
     assert r.ok, r.problems
-    assert r.events == N and r.accepted == N and r.dropped == 0
-    assert r.processed == N and r.delivered == N
-    assert r.batches >= N // r.config.batch_size
+    total = N + r.history_events
+    assert r.history_events == round(N * demo.HISTORY_SHARE) and r.history_days == 7 * demo.HISTORY_WEEKS
+    assert r.events == total and r.accepted == total and r.dropped == 0
+    assert r.processed == total and r.delivered == total
+    assert r.batches >= total // r.config.batch_size
     assert r.failures == 0 and r.dead_lettered == 0
     assert r.db_rows == r.accepted == r.db_rows_total
+    w = workload_of(r)
     with sqlite3.connect(directory / "demo.sqlite3") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == N
-        first_row = conn.execute("SELECT type, user_id, channel_id, ts FROM events ORDER BY ts, id LIMIT 1").fetchone()
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == total
+        rows = conn.execute("SELECT type, user_id, channel_id, ts, guild_id FROM events").fetchall()
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    w = generate_events(N, seed=r.config.seed)
-    assert first_row[3] == w.timestamps[0]
-    assert first_row in w.rows()
+    assert Counter(rows) == Counter(w.rows()), "every event, its guild included, history and day"
+    assert min(ts for _, _, _, ts, _ in rows) == w.timestamps[0] < START
     assert r.push_rate > 0 and r.end_to_end_rate > 0 and r.total_seconds >= r.push_seconds
 
 
 def test_sketch_answers_are_within_their_bounds(first):
     directory, r = first
-    w = generate_events(N, seed=r.config.seed)
+    w = workload_of(r)
     assert r.now == w.timestamps[-1], "event-time clock: the newest timestamp"
     now_min = r.now // 60
     lo, hi = (now_min - 59) * 60, (now_min + 1) * 60
@@ -272,7 +327,7 @@ def test_sketch_answers_are_within_their_bounds(first):
     assert len(r.top_channels) == 5
     sketch_counts = [row.sketch for row in r.top_channels]
     assert sketch_counts == sorted(sketch_counts, reverse=True)
-    slack = -(-N // 1024)
+    slack = -(-len(w) // 1024)
     for row in r.top_channels:
         assert row.exact == channels[row.channel_id]
         assert channels[row.channel_id] <= row.sketch <= channels[row.channel_id] + slack
@@ -292,12 +347,129 @@ def test_leaderboard_top_ten_is_sorted(first):
     assert Path(r.snapshot).exists()
 
     # The top user's score is the decayed sum of the points of its events.
-    w = generate_events(N, seed=r.config.seed)
+    w = workload_of(r)
     user = top[0]["user_id"]
     expected = sum(
         demo.POINTS[k] * 0.95 ** ((r.now - t) / DAY) for k, u, t in zip(w.kinds, w.user_ids, w.timestamps) if u == user
     )
     assert top[0]["score"] == pytest.approx(expected, rel=1e-9)
+
+
+class Exact:
+    """Exact answers over a workload, computed here (not by SQL)."""
+
+    def __init__(self, w: demo.Workload) -> None:
+        self.days = defaultdict(lambda: defaultdict(set))  # scope -> user -> days
+        self.hours = Counter()  # hour since 1970 -> events
+        for user, ts, guild in zip(w.user_ids, w.timestamps, w.guild_ids):
+            for scope in {None, guild}:
+                self.days[scope][user].add(ts // DAY)
+            self.hours[ts // 3600] += 1
+
+    def active(self, day: int, guild) -> demo.ActiveUsers:
+        def count(length: int) -> int:
+            return sum(1 for days in self.days[guild].values() if any(day - length < d <= day for d in days))
+
+        return demo.ActiveUsers(guild, count(1), count(7), count(30))
+
+    def retention(self, now_day: int, n: int) -> list:
+        def week(d: int) -> int:
+            return (d + 3) // 7  # weeks from Monday; day 0 was a Thursday
+
+        last = week(now_day)
+        out = []
+        for p in range(last - n + 1, last + 1):
+            members = [days for days in self.days[None].values() if week(min(days)) == p]
+            active = [sum(1 for days in members if any(week(d) == q for d in days)) for q in range(p, last + 1)]
+            start = dt.date(1970, 1, 1) + dt.timedelta(days=7 * p - 3)
+            out.append(Cohort(start, len(members), [a / len(members) if members else 0.0 for a in active]))
+        return out
+
+    def heatmap(self, first_day: int, last_day: int) -> list:
+        grid = [[0] * 24 for _ in range(7)]
+        for hour, n in self.hours.items():
+            if first_day <= hour // 24 <= last_day:
+                grid[(hour // 24 + 3) % 7][hour % 24] += n
+        return grid
+
+
+def check_history(r) -> None:
+    """The run's daily-history answers equal the exact SQL answers, and both equal
+    the exact answers computed here from the workload."""
+    exact = Exact(workload_of(r))
+    last_day = r.now // DAY
+    assert r.last_day == last_day
+    assert [a.guild_id for a in r.active_users] == [None, r.guilds[0]]
+    assert r.active_users == r.active_users_exact == [exact.active(last_day, g) for g in (None, r.guilds[0])]
+    assert r.retention == r.retention_exact == exact.retention(last_day, 8)
+    first_day = last_day - r.config.days + 1
+    assert r.heatmap == r.heatmap_exact == exact.heatmap(first_day, last_day)
+    assert sum(map(sum, r.heatmap)) == r.events - r.history_events, "the heatmap covers the simulated days"
+    assert r.active_users_ok and r.retention_ok and r.heatmap_ok
+
+
+def test_history_answers_equal_the_exact_sql_answers(first):
+    directory, r = first
+    check_history(r)
+    overall, guild = r.active_users
+    assert 0 < guild.day < overall.day <= overall.week <= overall.month
+    assert overall.stickiness == overall.day / overall.month
+    # Users joined over the weeks: every cohort has members, some came back.
+    assert [c.start.weekday() for c in r.retention] == [0] * 8
+    assert r.retention[-1].start <= dt.date(2026, 1, 1) < r.retention[-1].start + dt.timedelta(days=7)
+    assert all(c.size > 0 and c.retained[0] == 1.0 for c in r.retention)
+    assert all(0 < f < 1 for c in r.retention[:-1] for f in c.retained[1:])
+    thursday = r.heatmap[3]
+    assert sum(thursday) == N and not any(map(any, r.heatmap[:3] + r.heatmap[4:]))
+    assert thursday[20] > 5 * thursday[4], "the daily curve"
+
+
+def test_the_dashboard_shows_the_history_checked(first):
+    directory, r = first
+    out = io.StringIO()
+    demo.print_dashboard(r, out)
+    text = out.getvalue()
+    overall, guild = r.active_users
+    assert "after 5,000 events over the 8 weeks before" in text
+    assert "Active users on 2026-01-01" in text
+    line = next(l for l in text.splitlines() if l.strip().startswith("all guilds"))
+    assert line.split()[2:6] == [f"{overall.day:,}", f"{overall.week:,}", f"{overall.month:,}",
+                                 f"{overall.stickiness:.1%}"]
+    assert line.endswith("ok, = SQL")
+    assert f"guild {r.guilds[0]}" in text
+    assert "Weekly retention, 8 cohorts" in text
+    for c in r.retention:
+        row = next(l for l in text.splitlines() if l.strip().startswith(c.start.isoformat()))
+        assert row.split()[1:] == [f"{c.size:,}"] + [f"{f:.0%}" for f in c.retained]
+    assert "every cohort's size and fractions equal the exact SQL ones: ok" in text
+    assert "Activity heatmap of 2026-01-01 (Thu)" in text
+    assert "168 of 168 cells (7 weekdays x 24 hours) equal the exact SQL counts: ok" in text
+    hours = [l for l in text.splitlines() if "-07h" in l or "-15h" in l or "-23h" in l]
+    assert [int(n.replace(",", "")) for l in hours for n in l.split()[-8:]] == r.heatmap[3]
+
+
+def test_a_history_answer_unlike_the_sql_one_fails_with_status_1(tmp_path, monkeypatch, capsys):
+    real = demo.SQLiteStore.active_users_and_retention
+
+    def off_by_one(self, *args, **kwargs):
+        active, cohorts = real(self, *args, **kwargs)
+        (d, wk, m), *rest = active
+        start, size, counts = cohorts[-1]
+        return [(d, wk, m + 1), *rest], cohorts[:-1] + [(start, size + 1, [counts[0] + 1])]
+
+    monkeypatch.setattr(demo.SQLiteStore, "active_users_and_retention", off_by_one)
+    real_heatmap = demo.SQLiteStore.heatmap
+    monkeypatch.setattr(
+        demo.SQLiteStore, "heatmap", lambda self, *a: [[n + (h == 5) for h, n in enumerate(row)] for row in real_heatmap(self, *a)]
+    )
+    assert demo.main(["--events", "5000", "--quiet", "--db", str(tmp_path / "x.sqlite3")]) == 1
+    out, err = capsys.readouterr()
+    assert "CHECKS FAILED" in out
+    assert "MISMATCH: SQL" in out and ": MISMATCH" in out
+    assert "161 of 168 cells" in out
+    assert "active users on 2026-01-01 (all guilds)" in err
+    assert "retention cohort of 2025-12-29" in err
+    assert "activity heatmap: 7 of 168 cells differ from the exact SQL counts" in err
 
 
 def test_second_run_resumes_from_the_snapshot(first, tmp_path):
@@ -311,12 +483,14 @@ def test_second_run_resumes_from_the_snapshot(first, tmp_path):
     assert r2.ok, r2.problems
     assert r2.resumed and r2.resumed_users == r1.leaderboard_size
     assert r2.start_ts == START + DAY, "the resumed run simulates the next day"
-    assert r2.db_rows == N and r2.db_rows_total == 2 * N, "--append keeps the first day's rows"
+    assert r2.history_events == 0, "resumed: the earlier runs were the history"
+    assert r2.db_rows == N and r2.db_rows_total == r1.db_rows + N, "--append keeps the first run's rows"
+    check_history(r2)  # over this run's rows only
     assert r2.leaderboard_size >= r1.leaderboard_size
 
     # The same day without the snapshot: the resumed board adds the first day's
     # scores, decayed to the end of the second day.
-    fresh = demo.run(config(tmp_path / "fresh", start_ts=START + DAY))
+    fresh = demo.run(config(tmp_path / "fresh", start_ts=START + DAY, history_weeks=0))
     assert fresh.ok and fresh.now == r2.now
     with Leaderboard() as day1, Leaderboard() as both, Leaderboard() as day2:
         day1.load_from_json(directory / "board-run1.json")
@@ -346,7 +520,7 @@ def test_a_row_count_mismatch_fails_with_status_1(tmp_path, monkeypatch, capsys)
     assert demo.main(argv) == 1
     out, err = capsys.readouterr()
     assert "CHECKS FAILED" in out
-    assert "the database holds 1 rows of this run but 5,000 events were accepted" in err
+    assert "the database holds 1 rows of this run but 5,500 events were accepted" in err  # with the history
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no fcntl locks")
@@ -387,7 +561,8 @@ def test_main_prints_the_dashboard(tmp_path, capsys):
     assert main(argv) == 0
     out, err = capsys.readouterr()
     assert err == ""
-    for heading in ("Pipeline", "Unique users", "Top 5 channels", "Leaderboard top 10", "Storage"):
+    for heading in ("Pipeline", "Unique users", "Top 5 channels", "Active users on", "Weekly retention",
+                    "Activity heatmap", "Leaderboard top 10", "Storage"):
         assert heading in out
     assert "all checks passed" in out
     assert str(tmp_path / "engagehub-demo-leaderboard.json") in out, "the snapshot defaults to the db's folder"
@@ -409,7 +584,7 @@ def test_python_dash_m_engagehub_demo(tmp_path):
     assert "all checks passed" in proc.stdout
     assert proc.stderr == ""
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 20_000
+        assert conn.execute("SELECT COUNT(*) FROM events WHERE ts >= ?", (START,)).fetchone()[0] == 20_000
 
 
 def test_progress_bar_only_on_a_terminal():
@@ -449,23 +624,26 @@ def test_builtin_progress_bar_is_throttled(monkeypatch):
 # -- PostgreSQL ----------------------------------------------------------------------
 
 TRICKY = EventColumns(
-    ["message", "reaction", "message"],
-    ["tab\there", "back\\slash", "new\nline\r"],
-    ["c1", "", "ünïcødé"],
-    [1, 2, 3],
+    ["message", "reaction", "message", "message"],
+    ["tab\there", "back\\slash", "new\nline\r", "u"],
+    ["c1", "", "ünïcødé", "c"],
+    [1, 2, 3, 4],
     None,
+    [None, "g", "g2", "back\\slash guild"],
 )
 
 
 def test_copy_text_block_falls_back_when_escaping_is_needed():
-    plain = EventColumns(["message", "reaction"], ["1", "2"], ["c", "d"], [10, 20], None)
-    assert sinks._copy_text(plain) == "message\t1\tc\t10\nreaction\t2\td\t20\n"
+    plain = EventColumns(["message", "reaction"], ["1", "2"], ["c", "d"], [10, 20], None, ["g", None])
+    assert sinks._copy_text(plain) == "message\t1\tc\t10\tg\nreaction\t2\td\t20\t\\N\n", "no guild: NULL"
+    no_column = EventColumns(*plain[:5])  # a batch built without the guild column
+    assert sinks._copy_text(no_column) == "message\t1\tc\t10\t\\N\nreaction\t2\td\t20\t\\N\n"
     assert sinks._copy_text(TRICKY) is None
-    for i in range(3):
-        one = EventColumns(*(column[i : i + 1] for column in TRICKY[:4]), None)
+    for i in range(4):
+        one = EventColumns(*(column[i : i + 1] for column in TRICKY[:4]), None, TRICKY.guild_ids[i : i + 1])
         assert sinks._copy_text(one) is None, i
-    unicode = EventColumns(["message"], ["ünï"], ["ç ø"], [5], None)
-    assert sinks._copy_text(unicode) == "message\tünï\tç ø\t5\n"
+    unicode = EventColumns(["message"], ["ünï"], ["ç ø"], [5], None, ["gü"])
+    assert sinks._copy_text(unicode) == "message\tünï\tç ø\t5\tgü\n"
 
 
 POSTGRES_DSN = os.environ.get("ENGAGEHUB_TEST_POSTGRES_DSN")
@@ -478,24 +656,30 @@ def test_postgres_copy_per_batch(tmp_path):
     r = demo.run(config(tmp_path, events=20_000, postgres=POSTGRES_DSN))
     assert r.ok, r.problems
     assert r.backend == "PostgreSQL"
-    assert r.db_rows == r.accepted == 20_000
+    assert r.db_rows == r.accepted == 20_000 + r.history_events and r.history_events == 2_000
+    check_history(r)
     r2 = demo.run(config(tmp_path, events=20_000, postgres=POSTGRES_DSN, append=True, resume=True))
     assert r2.ok, r2.problems
-    assert r2.resumed and r2.db_rows == 20_000 and r2.db_rows_total == 40_000
+    assert r2.resumed and r2.db_rows == 20_000 and r2.db_rows_total == r.db_rows + 20_000
+    check_history(r2)
     with psycopg.connect(POSTGRES_DSN) as conn:
-        count, days = conn.execute(
-            f"SELECT COUNT(*), COUNT(DISTINCT ts / 86400) FROM {demo.POSTGRES_TABLE}"
+        count, days, guilds = conn.execute(
+            f"SELECT COUNT(*), COUNT(DISTINCT ts / 86400), COUNT(DISTINCT guild_id) FROM {demo.POSTGRES_TABLE} "
+            "WHERE ts >= %s",
+            (START,),
         ).fetchone()
-    assert (count, days) == (40_000, 2)
+    assert (count, days, guilds) == (40_000, 2, 3)
 
     # Ids the COPY text format must escape go through psycopg's row writer.
     store = demo.PostgresStore(POSTGRES_DSN, append=True)
     try:
         store.write(TRICKY)
-        rows = store._all("SELECT type, user_id, channel_id, ts FROM {t} WHERE id > ? ORDER BY id", store.first_id)
+        rows = store._all(
+            "SELECT type, user_id, channel_id, ts, guild_id FROM {t} WHERE id > ? ORDER BY id", store.first_id
+        )
     finally:
         store.close()
-    assert rows == list(zip(*TRICKY[:4]))
+    assert rows == list(zip(*TRICKY[:4], TRICKY.guild_ids))
 
 
 # -- where a run's files go ----------------------------------------------------------
@@ -619,7 +803,7 @@ def test_redis_demos_use_keys_of_their_own_and_remove_them(tmp_path, capsys):
         assert command.main(argv) == 0, capsys.readouterr()
         assert client.keys() == [b"{engagehub-demo}:events"] and client.get("{engagehub-demo}:events") == b"7"
         assert command.main([*argv, "--namespace", "mine"]) == 0, capsys.readouterr()
-        assert int(client.get("{mine}:events")) == 3000
+        assert int(client.get("{mine}:events")) == 3300, "the day's 3,000 after the history's 300"
         assert command.delete_demo_keys(url, "mine") > 1
         assert client.keys() == [b"{engagehub-demo}:events"]
         client.close()

@@ -391,7 +391,14 @@ def test_demo_with_redis(url: str, ns: str, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "all checks passed" in proc.stdout
-    assert "events processed                20,000     20,000" in proc.stdout
+    # The day's 20,000 events after the history's 2,000 (10%), all published.
+    assert "20,000 events after 2,000 over the 8 weeks before, over 3 writer processes" in proc.stdout
+    assert "events processed                22,000     22,000" in proc.stdout
+    # The daily history read by the reader process equals the exact SQL answers.
+    assert "Active users on 2026-01-01 (SharedAnalytics in the reader process vs exact SQL" in proc.stdout
+    assert proc.stdout.count("ok, = SQL") == 2, proc.stdout
+    assert "every cohort's size and fractions equal the exact SQL ones: ok" in proc.stdout
+    assert "168 of 168 cells (7 weekdays x 24 hours) equal the exact SQL counts: ok; 20,000 events" in proc.stdout
     # The shared leaderboard was checked against one in-process board of the same updates.
     assert "in one in-process board fed the same updates; top 10" in proc.stdout, proc.stdout
 

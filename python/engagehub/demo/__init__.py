@@ -2,14 +2,18 @@
 
 A seeded generator produces a realistic event stream (Zipf-distributed users and
 channels, a daily activity curve, messages / reactions / voice joins / member
-joins). The events are pushed through an :class:`EventStreamProcessor` replaying in
-event time; its flush callback bulk-inserts every batch into a database (SQLite by
-default, PostgreSQL with ``--postgres``) and awards leaderboard points for the
-persisted events. At the end the sketches' answers are printed next to the exact SQL
-answers, checked against their error bounds, and the leaderboard is saved to a
-snapshot. Each run starts from an empty board and a fresh table, so runs repeat;
-``--resume`` loads the snapshot first and simulates the following day, ``--append``
-keeps the earlier rows (the exact answers always cover this run's rows only).
+joins, three guilds), the simulated day after eight weeks of lighter history in
+which users join the community. The events are pushed through an
+:class:`EventStreamProcessor` replaying in event time; its flush callback
+bulk-inserts every batch into a database (SQLite by default, PostgreSQL with
+``--postgres``) and awards leaderboard points for the persisted events. At the end
+the sketches' answers are printed next to the exact SQL answers, checked against
+their error bounds; the daily history's answers (DAU/WAU/MAU and stickiness for
+the last day, overall and for a guild; an 8-week retention table; the heatmap of
+the simulated day) are checked to equal the exact SQL ones; and the leaderboard
+is saved to a snapshot. Each run starts from an empty board and a fresh table, so runs repeat;
+``--resume`` loads the snapshot first and simulates the following day (without a
+history: the earlier runs were it), ``--append`` keeps the earlier rows (the exact answers always cover this run's rows only).
 Without ``--db`` a run writes into a new folder of its own under
 ``./engagehub-demo/`` (``--dir``), so demos running at the same time never share a
 file; the newest five run folders are kept (``--keep-runs``).
@@ -36,19 +40,27 @@ from .cli import (
     DB_NAME,
     DEMO_DIR,
     DESCRIPTION,
+    HISTORY_SHARE,
+    HISTORY_WEEKS,
     HLL_STANDARD_ERROR,
     KEEP_RUNS,
+    RETENTION_COHORTS,
     SNAPSHOT_NAME,
+    ActiveUsers,
     ChannelRow,
     DemoConfig,
     DemoResult,
     add_arguments,
     config_from_args,
+    history_kept,
+    history_plan,
+    history_problems,
     hll_bound,
     main,
     new_run_dir,
     newest_snapshot,
     print_dashboard,
+    print_history,
     progress_wanted,
     prune_runs,
     run,
@@ -56,7 +68,11 @@ from .cli import (
 )
 from .sinks import POSTGRES_TABLE, DemoError, PostgresStore, SQLiteStore, Store
 from .workload import (
+    CHURNED,
+    CHURNED_SHARE,
     DAY,
+    GUILD_WEIGHTS,
+    JOINED_BEFORE,
     KIND_WEIGHTS,
     KINDS,
     NIGHT_FLOOR,
@@ -71,6 +87,9 @@ from .workload import (
 )
 
 __all__ = [
+    "ActiveUsers",
+    "CHURNED",
+    "CHURNED_SHARE",
     "ChannelRow",
     "DAY",
     "DB_NAME",
@@ -79,7 +98,11 @@ __all__ = [
     "DemoConfig",
     "DemoError",
     "DemoResult",
+    "GUILD_WEIGHTS",
+    "HISTORY_SHARE",
+    "HISTORY_WEEKS",
     "HLL_STANDARD_ERROR",
+    "JOINED_BEFORE",
     "KEEP_RUNS",
     "KINDS",
     "KIND_WEIGHTS",
@@ -89,6 +112,7 @@ __all__ = [
     "POSTGRES_TABLE",
     "PostgresStore",
     "QUIET_AT_MIN",
+    "RETENTION_COHORTS",
     "SNAPSHOT_NAME",
     "SQLiteStore",
     "START",
@@ -98,11 +122,15 @@ __all__ = [
     "add_arguments",
     "config_from_args",
     "generate_events",
+    "history_kept",
+    "history_plan",
+    "history_problems",
     "hll_bound",
     "main",
     "new_run_dir",
     "newest_snapshot",
     "print_dashboard",
+    "print_history",
     "progress_wanted",
     "prune_runs",
     "run",

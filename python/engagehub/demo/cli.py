@@ -4,7 +4,9 @@
 through an :class:`EventStreamProcessor` whose flush callback writes every batch
 into a sink (:mod:`engagehub.demo.sinks`) and awards leaderboard points, then
 compares the sketches' answers with the exact SQL answers against their error
-bounds and returns every number as a :class:`DemoResult`. :func:`print_dashboard`
+bounds, and the daily history's answers (active users, retention cohorts, the
+activity heatmap) with the exact SQL answers for equality, and returns every
+number as a :class:`DemoResult`. :func:`print_dashboard`
 is the report; :func:`add_arguments`, :func:`run_from_args` and :func:`main` the
 one-process demo's command line (``python -m engagehub demo`` adds ``--redis``,
 which runs :mod:`engagehub.shared.demo` instead: see :mod:`engagehub.__main__`).
@@ -23,6 +25,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, TextIO, Tuple
 
 from .. import errors
+from .._history import Cohort, cohort, date_of
 from ..leaderboard import Leaderboard
 from ..processor import EventColumns, EventStreamProcessor
 from .sinks import POSTGRES_TABLE, DemoError, PostgresStore, SQLiteStore, Store
@@ -37,6 +41,13 @@ from .workload import DAY, POINTS, START, generate_events
 
 HLL_STANDARD_ERROR = 0.0081
 """HyperLogLog at precision 14: 1.04 / sqrt(2**14)."""
+
+HISTORY_WEEKS = 8
+"""Weeks of history simulated before the day (a fresh run's default)."""
+HISTORY_SHARE = 0.1
+"""The history's events, as a share of ``--events`` (the default of ``--history-events``)."""
+RETENTION_COHORTS = 8
+"""Weekly retention cohorts on the dashboard."""
 
 DB_NAME = "engagehub-demo.sqlite3"
 SNAPSHOT_NAME = "engagehub-demo-leaderboard.json"
@@ -49,11 +60,13 @@ KEEP_RUNS = 5
 removed when a run starts). 0 keeps them all."""
 
 DESCRIPTION = (
-    "One simulated day of a busy Discord server, end to end: a seeded stream of events "
-    "(Zipf users and channels, a daily activity curve) pushed through EventStreamProcessor, "
-    "every flushed batch bulk-inserted into SQLite (or PostgreSQL) and scored on the decayed "
-    "leaderboard; then the sketches' answers next to the exact SQL answers. Exit status 1 if "
-    "the database misses events or a sketch is outside its error bound."
+    "One simulated day of a busy Discord server with three guilds, after eight weeks of lighter "
+    "history, end to end: a seeded stream of events (Zipf users and channels, a daily activity "
+    "curve, users joining over the weeks) pushed through EventStreamProcessor, every flushed batch "
+    "bulk-inserted into SQLite (or PostgreSQL) and scored on the decayed leaderboard; then the "
+    "sketches' answers and the daily history's (DAU/WAU/MAU, weekly retention, the activity "
+    "heatmap) next to the exact SQL answers. Exit status 1 if the database misses events, a "
+    "sketch is outside its error bound or a history answer differs from the exact one."
 )
 
 
@@ -143,6 +156,11 @@ class DemoConfig:
     """``None``: :data:`START`, or the midnight after the snapshot's newest update
     when resuming."""
     days: int = 1
+    history_weeks: Optional[int] = None
+    """Weeks of history before the simulated days; ``None``: :data:`HISTORY_WEEKS`,
+    or none when resuming (the earlier runs were the history)."""
+    history_events: Optional[int] = None
+    """Events in the history; ``None``: :data:`HISTORY_SHARE` of :attr:`events`."""
     users: int = 50_000
     channels: int = 2_000
     db: Optional[str] = None
@@ -179,6 +197,22 @@ class ChannelRow:
     in_bounds: bool
 
 
+@dataclass(frozen=True)
+class ActiveUsers:
+    """Distinct users active on a day, in the 7 and in the 30 days ending with it,
+    overall (``guild_id`` ``None``) or in one guild."""
+
+    guild_id: Optional[str]
+    day: int
+    week: int
+    month: int
+
+    @property
+    def stickiness(self) -> float:
+        """DAU / MAU."""
+        return self.day / self.month if self.month else 0.0
+
+
 @dataclass
 class DemoResult:
     """Every number of a run (what the dashboard prints)."""
@@ -207,7 +241,8 @@ class DemoResult:
     query_seconds: float
     """Time the sketches and the leaderboard took to answer the dashboard's queries."""
     sql_seconds: float
-    """Time the database took to compute the exact answers."""
+    """Time the database took to compute the exact answers (the sketches' and the
+    leaderboard's; the history's ran at the same time: :attr:`history_sql_seconds`)."""
     now: int
     """The processor's clock at the end (the newest event timestamp)."""
     unique_last_hour: int
@@ -234,6 +269,28 @@ class DemoResult:
     problems: List[str] = field(default_factory=list)
     resumed_from: Optional[str] = None
     """The snapshot the leaderboard was loaded from (``--resume``)."""
+    history_events: int = 0
+    """Of :attr:`events`, those of the history before :attr:`start_ts`."""
+    history_days: int = 0
+    guilds: Tuple[str, ...] = ()
+    """The workload's three guilds, the busiest first."""
+    last_day: int = 0
+    """Day number (UTC days since 1970-01-01) of :attr:`now`: the day the active
+    users are counted for."""
+    active_users: List[ActiveUsers] = field(default_factory=list)
+    """From the daily history: overall, then the busiest guild's."""
+    active_users_exact: List[ActiveUsers] = field(default_factory=list)
+    retention: List[Cohort] = field(default_factory=list)
+    """Weekly cohorts, ending with the week of :attr:`now`."""
+    retention_exact: List[Cohort] = field(default_factory=list)
+    heatmap: List[List[int]] = field(default_factory=list)
+    """Events per weekday (Monday first) and UTC hour over the simulated days."""
+    heatmap_exact: List[List[int]] = field(default_factory=list)
+    history_query_seconds: float = 0.0
+    """Time the daily history took to answer the analytics queries."""
+    history_sql_seconds: float = 0.0
+    """Time the database took to compute their exact answers (on a second
+    connection, at the same time as the other exact answers)."""
 
     @property
     def ok(self) -> bool:
@@ -254,6 +311,18 @@ class DemoResult:
     @property
     def unique_all_error(self) -> float:
         return _relative(self.unique_all, self.unique_all_exact)
+
+    @property
+    def active_users_ok(self) -> bool:
+        return self.active_users == self.active_users_exact
+
+    @property
+    def retention_ok(self) -> bool:
+        return self.retention == self.retention_exact
+
+    @property
+    def heatmap_ok(self) -> bool:
+        return self.heatmap == self.heatmap_exact
 
     @property
     def top_channels_match(self) -> bool:
@@ -423,6 +492,55 @@ def _files(config: DemoConfig) -> Tuple[Optional[Path], Path, Optional[Path]]:
     return db_path, snapshot, resume_from
 
 
+def history_plan(config: DemoConfig) -> Tuple[int, int]:
+    """The run's history: its days (whole weeks) and its events, from the config's
+    (``None``: :data:`HISTORY_WEEKS` weeks, none when resuming; :data:`HISTORY_SHARE`
+    of the events)."""
+    weeks = config.history_weeks
+    if weeks is None:
+        weeks = 0 if config.resume else HISTORY_WEEKS
+    events = config.history_events
+    if events is None:
+        events = round(config.events * HISTORY_SHARE) if weeks else 0
+    if weeks < 0 or events < 0 or (events and not weeks):
+        raise ValueError("history weeks and events must be >= 0, and history events need history weeks")
+    return 7 * weeks, events
+
+
+def history_kept(config: DemoConfig, history_days: int) -> int:
+    """The processor's ``history_days``: every day of the run (a day more for a
+    start within a day), at least the default 90."""
+    return max(90, history_days + config.days + 1)
+
+
+def history_problems(
+    last_day: int,
+    active: List[ActiveUsers],
+    active_exact: List[ActiveUsers],
+    retention: List[Cohort],
+    retention_exact: List[Cohort],
+    heatmap: List[List[int]],
+    heatmap_exact: List[List[int]],
+) -> List[str]:
+    """What differs between the history's answers and the exact ones, in words."""
+    problems: List[str] = []
+    for got, exact in zip(active, active_exact):
+        if got != exact:
+            problems.append(
+                f"active users on {date_of(last_day)} ({_scope(got.guild_id)}): history day/week/month "
+                f"{got.day:,}/{got.week:,}/{got.month:,} vs exact SQL {exact.day:,}/{exact.week:,}/{exact.month:,}"
+            )
+    for got_cohort, exact_cohort in zip(retention, retention_exact):
+        if got_cohort != exact_cohort:
+            problems.append(f"retention cohort of {exact_cohort.start}: history {got_cohort} vs exact SQL {exact_cohort}")
+    if len(retention) != len(retention_exact):
+        problems.append(f"retention: {len(retention)} cohorts, expected {len(retention_exact)}")
+    if heatmap != heatmap_exact:
+        cells = sum(a != b for got_row, exact_row in zip(heatmap, heatmap_exact) for a, b in zip(got_row, exact_row))
+        problems.append(f"activity heatmap: {cells} of 168 cells differ from the exact SQL counts")
+    return problems
+
+
 def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: ExitStack) -> DemoResult:
     db_path, snapshot, resume_from = _files(config)
     hold_paths(stack, *([snapshot] if db_path is None else [db_path, snapshot]))
@@ -445,8 +563,12 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
             where = resume_from if resume_from is not None else f"{config.dir or DEMO_DIR}/run-*/"
             say(f"no snapshot at {where}: starting with an empty leaderboard")
 
+    history_days, history_events = history_plan(config)
+    history_weeks = history_days // 7
+
     say(_paths_line())
-    say(f"generating {config.events:,} events (seed {config.seed})...")
+    history_note = f" after {history_events:,} over the {history_weeks} weeks before" if history_events else ""
+    say(f"generating {config.events:,} events{history_note} (seed {config.seed})...")
     t0 = time.perf_counter()
     work = generate_events(
         config.events,
@@ -455,6 +577,8 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
         days=config.days,
         users=config.users,
         channels=config.channels,
+        history_days=history_days,
+        history_events=history_events,
     )
     generate_seconds = time.perf_counter() - t0
 
@@ -475,6 +599,9 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
         block_timeout_ms=60_000,
         clock="event_time",
         topk_capacity=topk_capacity,
+        # Every day of the run in the daily history (a day more for a start
+        # within a day).
+        history_days=history_kept(config, history_days),
     )
     stack.enter_context(processor)
     board.set_time_source(processor.now)
@@ -535,6 +662,18 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
     sketch_top = processor.get_top_channels(config.top_channels)
     leaderboard_top = board.get_top_users(config.top_users)
     query_seconds = time.perf_counter() - t0
+    # The daily history: active users on the last day (overall and in the busiest
+    # guild), the weekly cohorts, and the heatmap of the simulated days.
+    last_day = now // DAY
+    scopes = (None, work.guilds[0])
+    t0 = time.perf_counter()
+    active = [
+        ActiveUsers(g, *(processor.active_users(date_of(last_day), period, g) for period in ("day", "week", "month")))
+        for g in scopes
+    ]
+    retention = processor.retention("week", RETENTION_COHORTS, now=now)
+    heatmap = processor.activity_heatmap(days=config.days, now=now)
+    history_query_seconds = time.perf_counter() - t0
     processor.close()
     board.set_time_source(lambda: now)
     leaderboard_size = len(board)
@@ -543,7 +682,27 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
     board.save_to_json(snapshot)
     board.close()
 
-    # The exact answers, from the database.
+    # The exact answers, from the database: the daily history's on connections
+    # of their own at the same time as the others (each query runs in C, without
+    # the GIL), the heatmap's apart from the rest.
+    last_day_end = (last_day + 1) * DAY
+
+    def on_reader(query: Callable[[Store], Any]) -> Callable[[], Tuple[Any, float]]:
+        def answer() -> Tuple[Any, float]:
+            reader = store.reader()
+            try:
+                started = time.perf_counter()
+                return query(reader), time.perf_counter() - started
+            finally:
+                reader.close()
+
+        return answer
+
+    pool = stack.enter_context(ThreadPoolExecutor(2, thread_name_prefix="engagehub-demo-sql"))
+    active_and_retention = pool.submit(
+        on_reader(lambda reader: reader.active_users_and_retention(last_day, scopes, RETENTION_COHORTS))
+    )
+    hours = pool.submit(on_reader(lambda reader: reader.heatmap(last_day_end - config.days * DAY, last_day_end)))
     t0 = time.perf_counter()
     db_rows = store.rows()
     db_rows_total = store.total_rows()
@@ -553,6 +712,11 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
     exact_counts = store.channel_counts([c for c, _ in sketch_top])
     top_channels_exact = store.top_channels(config.top_channels)
     sql_seconds = time.perf_counter() - t0
+    (active_counts, cohorts_exact), active_seconds = active_and_retention.result()
+    heatmap_exact, heatmap_seconds = hours.result()
+    history_sql_seconds = active_seconds + heatmap_seconds
+    active_exact = [ActiveUsers(g, *counts) for g, counts in zip(scopes, active_counts)]
+    retention_exact = [cohort(start, size, counts) for start, size, counts in cohorts_exact]
     backend, db_desc = store.kind, store.describe()
     store.close()
 
@@ -583,6 +747,7 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
             )
     if len(channels) < min(config.top_channels, len(top_channels_exact)):
         problems.append(f"the sketch reported {len(channels)} top channels, expected {config.top_channels}")
+    problems += history_problems(last_day, active, active_exact, retention, retention_exact, heatmap, heatmap_exact)
 
     return DemoResult(
         config=config,
@@ -624,6 +789,18 @@ def _run(config: DemoConfig, say: Callable[[str], None], err: TextIO, stack: Exi
         snapshot=str(snapshot),
         problems=problems,
         resumed_from=str(resume_from) if resumed else None,
+        history_events=work.history,
+        history_days=history_days,
+        guilds=work.guilds,
+        last_day=last_day,
+        active_users=active,
+        active_users_exact=active_exact,
+        retention=retention,
+        retention_exact=retention_exact,
+        heatmap=heatmap,
+        heatmap_exact=heatmap_exact,
+        history_query_seconds=history_query_seconds,
+        history_sql_seconds=history_sql_seconds,
     )
 
 
@@ -636,6 +813,18 @@ def _utc(ts: int, fmt: str = "%Y-%m-%d %H:%M") -> str:
 
 def _check(ok: bool) -> str:
     return "ok" if ok else "OUT OF BOUNDS"
+
+
+def _same(ok: bool) -> str:
+    """The mark of an answer that must equal the exact one."""
+    return "ok" if ok else "MISMATCH"
+
+
+def _scope(guild_id: Optional[str]) -> str:
+    return "all guilds" if guild_id is None else f"guild {guild_id}"
+
+
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def print_dashboard(r: DemoResult, out: Optional[TextIO] = None) -> None:
@@ -652,7 +841,14 @@ def print_dashboard(r: DemoResult, out: Optional[TextIO] = None) -> None:
         return f"{n / seconds:,.0f} {unit}/s" if seconds > 0 else "-"
 
     w("", file=out)
-    w(f"engagehub demo: {r.events:,} events from {_utc(r.start_ts)} to {_utc(end)} UTC (seed {c.seed})", file=out)
+    day_events = r.events - r.history_events
+    w(f"engagehub demo: {day_events:,} events from {_utc(r.start_ts)} to {_utc(end)} UTC (seed {c.seed})", file=out)
+    if r.history_events:
+        w(
+            f"  after {r.history_events:,} events over the {r.history_days // 7} weeks before; "
+            f"{len(r.guilds)} guilds, some users in none",
+            file=out,
+        )
     if r.resumed:
         w(f"leaderboard resumed from {r.resumed_from} ({r.resumed_users:,} users)", file=out)
     w("", file=out)
@@ -704,6 +900,8 @@ def print_dashboard(r: DemoResult, out: Optional[TextIO] = None) -> None:
     )
     w("", file=out)
 
+    _print_history(r, out)
+
     w(f"Leaderboard top {len(r.leaderboard_top)} (decay 0.95/day, at {_utc(r.now)} UTC)", file=out)
     w(f"  {'rank':>4}  {'user id':<20}{'score':>11}  last active", file=out)
     for row in r.leaderboard_top:
@@ -728,6 +926,91 @@ def print_dashboard(r: DemoResult, out: Optional[TextIO] = None) -> None:
             w(f"  - {problem}", file=out)
 
 
+def _print_history(r: DemoResult, out: TextIO) -> None:
+    print_history(
+        out,
+        last_day=r.last_day,
+        days=r.config.days,
+        active=r.active_users,
+        active_exact=r.active_users_exact,
+        retention=r.retention,
+        retention_exact=r.retention_exact,
+        heatmap=r.heatmap,
+        heatmap_exact=r.heatmap_exact,
+        query_seconds=r.history_query_seconds,
+        sql_seconds=r.history_sql_seconds,
+        sql_note=" (alongside the others)",
+    )
+
+
+def print_history(
+    out: TextIO,
+    *,
+    last_day: int,
+    days: int,
+    active: List[ActiveUsers],
+    active_exact: List[ActiveUsers],
+    retention: List[Cohort],
+    retention_exact: List[Cohort],
+    heatmap: List[List[int]],
+    heatmap_exact: List[List[int]],
+    query_seconds: float,
+    sql_seconds: float,
+    source: str = "the daily history",
+    sql_note: str = "",
+) -> None:
+    """The daily history's answers (``source``: who answered): active users on
+    ``last_day`` (overall and per guild), the weekly retention table and the
+    heatmap of the ``days`` days ending with ``last_day``, each marked by whether
+    it equals the exact SQL answer; ``sql_note`` ends the timing line."""
+    w = print
+    last = date_of(last_day)
+    w(f"Active users on {last} ({source} vs exact SQL; week/month: the 7/30 days ending that day)", file=out)
+    w(f"  {'':<28}{'DAU':>9}{'WAU':>9}{'MAU':>9}{'DAU/MAU':>9}", file=out)
+    for got, exact in zip(active, active_exact):
+        mark = "ok, = SQL" if got == exact else f"MISMATCH: SQL {exact.day:,} / {exact.week:,} / {exact.month:,}"
+        w(
+            f"  {_scope(got.guild_id):<28}{got.day:>9,}{got.week:>9,}{got.month:>9,}{got.stickiness:>9.1%}  {mark}",
+            file=out,
+        )
+    w("", file=out)
+
+    n = len(retention)
+    w(f"Weekly retention, {n} cohorts (users first seen in the week from Monday; % active in week k after)", file=out)
+    w(f"  {'week of':<12}{'users':>8}" + "".join(f"{f'w{k}':>6}" for k in range(n)), file=out)
+    for c, c_exact in zip(retention, retention_exact):
+        cells = "".join(f"{f:>6.0%}" for f in c.retained)
+        mark = "" if c == c_exact else f"  MISMATCH: SQL {c_exact.size:,} users, " + " ".join(
+            f"{f:.0%}" for f in c_exact.retained
+        )
+        w(f"  {c.start.isoformat():<12}{c.size:>8,}{cells}{mark}", file=out)
+    same = retention == retention_exact
+    w(f"  every cohort's size and fractions equal the exact SQL ones: {_same(same)}", file=out)
+    w("", file=out)
+
+    first = date_of(last_day - days + 1)
+    span = f"{last} ({WEEKDAYS[last.weekday()]})" if days == 1 else f"{first} to {last}"
+    w(f"Activity heatmap of {span}: events per UTC hour ({source} vs exact SQL)", file=out)
+    for weekday, row in enumerate(heatmap):
+        if not any(row):
+            continue
+        for lo in range(0, 24, 8):
+            label = WEEKDAYS[weekday] if lo == 0 else ""
+            w(f"  {label:<4}{lo:02d}-{lo + 7:02d}h" + "".join(f"{n:>9,}" for n in row[lo : lo + 8]), file=out)
+    equal = sum(a == b for got_row, exact_row in zip(heatmap, heatmap_exact) for a, b in zip(got_row, exact_row))
+    w(
+        f"  {equal} of 168 cells (7 weekdays x 24 hours) equal the exact SQL counts: "
+        f"{_same(heatmap == heatmap_exact)}; {sum(map(sum, heatmap)):,} events",
+        file=out,
+    )
+    w(
+        f"  {source} answered in {query_seconds * 1e3:.1f} ms; "
+        f"the exact SQL queries took {sql_seconds * 1e3:,.0f} ms{sql_note}",
+        file=out,
+    )
+    w("", file=out)
+
+
 # -- command line ----------------------------------------------------------------
 
 
@@ -745,6 +1028,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "with --resume, the midnight after the snapshot's newest update)",
     )
     parser.add_argument("--days", type=int, default=d.days, help="simulated days (default %(default)s)")
+    parser.add_argument(
+        "--history-weeks",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"weeks of lighter history before the simulated days, users joining over them "
+        f"(default {HISTORY_WEEKS}; 0 with --resume: the earlier runs were the history)",
+    )
+    parser.add_argument(
+        "--history-events",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"events in the history (default {round(HISTORY_SHARE * 100)}%% of --events)",
+    )
     parser.add_argument("--users", type=int, default=d.users, help="distinct users (default %(default)s)")
     parser.add_argument("--channels", type=int, default=d.channels, help="distinct channels (default %(default)s)")
     parser.add_argument(
@@ -800,6 +1098,8 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         seed=args.seed,
         start_ts=args.start_ts,
         days=args.days,
+        history_weeks=args.history_weeks,
+        history_events=args.history_events,
         users=args.users,
         channels=args.channels,
         db=args.db,
@@ -848,18 +1148,26 @@ __all__ = [
     "DEMO_DIR",
     "DESCRIPTION",
     "KEEP_RUNS",
+    "HISTORY_SHARE",
+    "HISTORY_WEEKS",
     "HLL_STANDARD_ERROR",
+    "RETENTION_COHORTS",
     "SNAPSHOT_NAME",
+    "ActiveUsers",
     "ChannelRow",
     "DemoConfig",
     "DemoResult",
     "add_arguments",
     "config_from_args",
+    "history_kept",
+    "history_plan",
+    "history_problems",
     "hll_bound",
     "main",
     "new_run_dir",
     "newest_snapshot",
     "print_dashboard",
+    "print_history",
     "progress_wanted",
     "prune_runs",
     "run",

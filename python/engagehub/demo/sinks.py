@@ -5,9 +5,12 @@
 :class:`~engagehub.processor.EventColumns` batches an ``EventStreamProcessor``
 flush callback receives (``batch_format="columns"``); :meth:`Store.write` is safe
 to call from the processor's worker threads. After the run they give the exact
-answers the demo checks the sketches against (:meth:`Store.rows`,
-:meth:`Store.distinct_users`, :meth:`Store.top_channels`, ...), over the rows
-written since the sink was opened. Used alone::
+answers the demo checks the sketches and the daily history against
+(:meth:`Store.rows`, :meth:`Store.distinct_users`, :meth:`Store.top_channels`,
+:meth:`Store.active_users`, :meth:`Store.retention`, :meth:`Store.heatmap`, ...),
+over the rows written since the sink was opened. The table's columns: ``id``,
+``type``, ``user_id``, ``channel_id``, ``ts`` (unix seconds) and ``guild_id``
+(``NULL`` for an event without a guild). Used alone::
 
     from engagehub.demo.sinks import SQLiteStore
 
@@ -21,12 +24,16 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..processor import EventColumns
 
 POSTGRES_TABLE = "engagehub_demo_events"
 """The table :class:`PostgresStore` writes."""
+
+DAY = 86_400
+PERIOD_DAYS = {"day": 1, "week": 7, "month": 30}
+"""The days each ``active_users`` period counts, ending with the day asked about."""
 
 
 class DemoError(Exception):
@@ -56,6 +63,11 @@ class Store:
         raise NotImplementedError
 
     def describe(self) -> str:
+        raise NotImplementedError
+
+    def reader(self) -> "Store":
+        """Another connection to the same table, to compute exact answers at the
+        same time as this one (in another thread); same :attr:`first_id`. Close it."""
         raise NotImplementedError
 
     def _one(self, sql: str, *params: Any) -> Any:
@@ -94,6 +106,86 @@ class Store:
         )
         return [(str(c), int(n)) for c, n in self._all(sql, self.first_id, k)]
 
+    def active_users_and_retention(
+        self, day: int, guild_ids: Sequence[Optional[str]] = (None,), cohorts: int = 8
+    ) -> Tuple[List[Tuple[int, int, int]], List[Tuple[int, int, List[int]]]]:
+        """The exact active users and weekly retention cohorts of this run's events
+        up to the end of day number ``day`` (UTC days since 1970-01-01), in one
+        pass over the rows (one statement: a row per user, then a row per week the
+        users were first seen in).
+
+        * For each of ``guild_ids`` (``None``: every event), the distinct users
+          active on ``day``, in the 7 days and in the 30 days ending with it:
+          ``(day, week, month)``. A user was active in such a period iff its last
+          event (in that guild) before the end of ``day`` falls in it.
+        * The ``cohorts`` weekly cohorts (weeks from Monday, UTC) ending with the
+          week holding ``day``, over every event: for each, its first day, its
+          size (the users whose first event is in that week) and, for that week
+          and each later one up to ``day``'s, how many of them were active in it.
+        """
+        hi = (day + 1) * DAY
+        last_week = (day + 3) // 7
+        first_week = last_week - cohorts + 1
+        inner: List[str] = ["MIN(ts) AS first_ts"]
+        inner_params: List[Any] = []
+        for i, guild in enumerate(guild_ids):
+            if guild is None:
+                inner.append(f"MAX(ts) AS last{i}")
+            else:
+                inner.append(f"MAX(CASE WHEN guild_id = ? THEN ts END) AS last{i}")
+                inner_params.append(guild)
+        for k in range(cohorts):
+            inner.append(f"MAX(CASE WHEN ts >= ? AND ts < ? THEN 1 ELSE 0 END) AS in{k}")
+            week_start = (7 * (first_week + k) - 3) * DAY
+            inner_params += [week_start, week_start + 7 * DAY]
+        outer: List[str] = ["COUNT(*)"]
+        outer_params: List[Any] = []
+        outer += [f"SUM(in{k})" for k in range(cohorts)]
+        for i in range(len(guild_ids)):
+            for length in PERIOD_DAYS.values():
+                outer.append(f"COUNT(CASE WHEN last{i} >= ? THEN 1 END)")
+                outer_params.append(hi - length * DAY)
+        sql = (
+            # Weeks from Monday: 1970-01-01 was a Thursday, so week w starts on day 7 * w - 3.
+            f"SELECT (first_ts / 86400 + 3) / 7 AS first_week, {', '.join(outer)} "
+            f"FROM (SELECT {', '.join(inner)} FROM {{t}} WHERE id > ? AND ts < ? GROUP BY user_id) AS per_user "
+            "GROUP BY 1"
+        )
+        rows = self._all(sql, *outer_params, *inner_params, self.first_id, hi)
+        active_counts = [0] * (3 * len(guild_ids))
+        weekly: Dict[int, List[int]] = {}
+        for row in rows:
+            week, size, active_in = int(row[0]), int(row[1]), [int(n) for n in row[2 : 2 + cohorts]]
+            for j, n in enumerate(row[2 + cohorts :]):
+                active_counts[j] += int(n)
+            weekly[week] = [size] + active_in
+        active = [
+            (active_counts[i], active_counts[i + 1], active_counts[i + 2]) for i in range(0, len(active_counts), 3)
+        ]
+        retention: List[Tuple[int, int, List[int]]] = []
+        for c in range(first_week, last_week + 1):
+            size, *active_in = weekly.get(c, [0] * (cohorts + 1))
+            retention.append((7 * c - 3, size, active_in[c - first_week :]))
+        return active, retention
+
+    def heatmap(
+        self, lo: int, hi: int, channel_id: Optional[str] = None, guild_id: Optional[str] = None
+    ) -> List[List[int]]:
+        """Events of this run with ``lo <= ts < hi`` (in the channel and the guild
+        when given) per weekday (rows, Monday first) and UTC hour (columns)."""
+        where = "id > ? AND ts >= ? AND ts < ?"
+        params: List[Any] = [self.first_id, lo, hi]
+        if channel_id is not None:
+            where, params = where + " AND channel_id = ?", params + [channel_id]
+        if guild_id is not None:
+            where, params = where + " AND guild_id = ?", params + [guild_id]
+        # Counted per hour since 1970 (one integer to group by: cheaper than two),
+        # then added up per weekday and hour of the day: 1970-01-01 was a Thursday.
+        grid = [[0] * 24 for _ in range(7)]
+        for hour, n in self._all(f"SELECT ts / 3600, COUNT(*) FROM {{t}} WHERE {where} GROUP BY 1", *params):
+            grid[(int(hour) // 24 + 3) % 7][int(hour) % 24] += int(n)
+        return grid
+
     def channel_counts(self, channel_ids: Sequence[str]) -> dict:
         if not channel_ids:
             return {}
@@ -122,21 +214,32 @@ class SQLiteStore(Store):
             self.conn.execute("DROP TABLE IF EXISTS events")
         self.conn.execute(
             "CREATE TABLE IF NOT EXISTS events ("
-            "id INTEGER PRIMARY KEY, type TEXT, user_id TEXT, channel_id TEXT, ts INTEGER)"
+            "id INTEGER PRIMARY KEY, type TEXT, user_id TEXT, channel_id TEXT, ts INTEGER, guild_id TEXT)"
         )
         self.first_id = int(self._one("SELECT COALESCE(MAX(id), 0) FROM events"))
 
     def describe(self) -> str:
         return str(self.path)
 
+    def reader(self) -> "SQLiteStore":
+        other = SQLiteStore.__new__(SQLiteStore)
+        Store.__init__(other)
+        other.path = self.path
+        # WAL: readers run alongside each other and the writer.
+        other.conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        other.first_id = self.first_id
+        return other
+
     def write(self, batch: EventColumns) -> float:
-        rows = zip(batch.types, batch.user_ids, batch.channel_ids, batch.timestamps)
+        rows = zip(batch.types, batch.user_ids, batch.channel_ids, batch.timestamps, _guilds(batch))
         with self.lock:
             started = time.perf_counter()
             conn = self.conn
             conn.execute("BEGIN")
             try:
-                conn.executemany("INSERT INTO events (type, user_id, channel_id, ts) VALUES (?, ?, ?, ?)", rows)
+                conn.executemany(
+                    "INSERT INTO events (type, user_id, channel_id, ts, guild_id) VALUES (?, ?, ?, ?, ?)", rows
+                )
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -144,17 +247,27 @@ class SQLiteStore(Store):
             return time.perf_counter() - started
 
 
+def _guilds(batch: EventColumns) -> List[Optional[str]]:
+    """The batch's guild ids (all ``None`` for a batch built without the column)."""
+    return batch.guild_ids if batch.guild_ids is not None else [None] * len(batch.types)
+
+
+_ESCAPED = ("\t", "\n", "\r", "\\")
+
+
 def _copy_text(batch: EventColumns) -> Optional[str]:
-    """The batch in COPY's text format, built with C-level joins; ``None`` if a field
-    holds a character the format would need escaped (tab, newline, CR, backslash),
-    then the caller writes row by row and lets psycopg escape."""
-    n = len(batch.types)
-    text = "\n".join(
-        map("\t".join, zip(batch.types, batch.user_ids, batch.channel_ids, map(str, batch.timestamps)))
-    )
-    if text.count("\t") != 3 * n or text.count("\n") != n - 1 or "\\" in text or "\r" in text:
-        return None
-    return text + "\n"
+    """The batch in COPY's text format (a missing guild as ``\\N``, NULL), built
+    with C-level joins; ``None`` if a field holds a character the format would need
+    escaped (tab, newline, CR, backslash), then the caller writes row by row and
+    lets psycopg escape."""
+    guilds = _guilds(batch)
+    for column in (batch.types, batch.user_ids, batch.channel_ids, [g for g in guilds if g is not None]):
+        joined = "".join(column)
+        if any(c in joined for c in _ESCAPED):
+            return None
+    guild_text = ["\\N" if g is None else g for g in guilds]
+    fields = zip(batch.types, batch.user_ids, batch.channel_ids, map(str, batch.timestamps), guild_text)
+    return "\n".join(map("\t".join, fields)) + "\n" if batch.types else ""
 
 
 class PostgresStore(Store):
@@ -179,20 +292,31 @@ class PostgresStore(Store):
             self.conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {self.table} ("
                 "id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
-                "type TEXT NOT NULL, user_id TEXT NOT NULL, channel_id TEXT NOT NULL, ts BIGINT NOT NULL)"
+                "type TEXT NOT NULL, user_id TEXT NOT NULL, channel_id TEXT NOT NULL, ts BIGINT NOT NULL, "
+                "guild_id TEXT)"
             )
         self.first_id = int(self._one("SELECT COALESCE(MAX(id), 0) FROM {t}"))
+
+    def reader(self) -> "PostgresStore":
+        import psycopg
+
+        other = PostgresStore.__new__(PostgresStore)
+        Store.__init__(other)
+        other.dsn = self.dsn
+        other.conn = psycopg.connect(self.dsn, autocommit=True)
+        other.first_id = self.first_id
+        return other
 
     def describe(self) -> str:
         info = self.conn.info
         return f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname} table {self.table}"
 
     def write(self, batch: EventColumns) -> float:
-        rows = zip(batch.types, batch.user_ids, batch.channel_ids, batch.timestamps)
+        rows = zip(batch.types, batch.user_ids, batch.channel_ids, batch.timestamps, _guilds(batch))
         with self.lock:
             started = time.perf_counter()
             with self.conn.transaction(), self.conn.cursor() as cur:
-                with cur.copy(f"COPY {self.table} (type, user_id, channel_id, ts) FROM STDIN") as copy:
+                with cur.copy(f"COPY {self.table} (type, user_id, channel_id, ts, guild_id) FROM STDIN") as copy:
                     block = _copy_text(batch)
                     if block is not None:
                         copy.write(block)

@@ -2,12 +2,14 @@
 split over ``N`` writer processes that publish to Redis, and the dashboard read
 by a separate reader process that pushed nothing, through :class:`SharedAnalytics`
 (and :class:`SharedLeaderboard` when it is installed), checked against the exact
-SQL answers as in the single-process demo. The shared leaderboard is checked
+SQL answers as in the single-process demo, the daily history's too (active users,
+retention, the heatmap: equal to the exact SQL answers). The shared leaderboard is checked
 against an in-process :class:`~engagehub.Leaderboard` fed every persisted event's
 points from the SQL rows (the same updates the writers made): the same top users,
 ranks, last updates and scores (relative 1e-9), and the same number of users.
 
-Writer ``i`` (a spawned process) regenerates the same workload from the seed,
+Writer ``i`` (a spawned process) regenerates the same workload (the history, then
+the day) from the seed,
 takes events ``i, i + N, i + 2N, ...`` (so each writer's events stay in time
 order, and every writer sees most users and channels), pushes them into an
 ``EventStreamProcessor(redis=..., namespace=...)`` whose flush callback writes the
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, TextIO
 
 from .. import demo as base
+from .._history import cohort, date_of
 from ..demo.cli import _default_dir, _utc, hold_paths
 from ..processor import EventColumns, EventStreamProcessor
 
@@ -48,9 +51,10 @@ def _leaderboard_available() -> bool:
 
 def _writer(config: Dict[str, Any], url: str, namespace: str, db: str, index: int, writers: int, out: Any) -> None:
     cfg = base.DemoConfig(**config)
+    history_days, history_events = base.history_plan(cfg)
     work = base.generate_events(
         cfg.events, seed=cfg.seed, start_ts=cfg.start_ts or base.START, days=cfg.days,
-        users=cfg.users, channels=cfg.channels,
+        users=cfg.users, channels=cfg.channels, history_days=history_days, history_events=history_events,
     )
     rows = work.rows()[index::writers]
     client = _client(url)
@@ -64,6 +68,7 @@ def _writer(config: Dict[str, Any], url: str, namespace: str, db: str, index: in
     processor = EventStreamProcessor(
         cfg.buffer_size, cfg.workers, cfg.batch_size, 200, overflow="block", block_timeout_ms=60_000,
         clock="event_time", topk_capacity=TOPK_CAPACITY, redis=client, namespace=namespace,
+        history_days=base.history_kept(cfg, history_days),
     )
     if board is not None:
         board.set_time_source(processor.now)
@@ -94,7 +99,7 @@ def _writer(config: Dict[str, Any], url: str, namespace: str, db: str, index: in
     })
 
 
-def _reader(url: str, namespace: str, k_channels: int, k_users: int, out: Any) -> None:
+def _reader(url: str, namespace: str, k_channels: int, k_users: int, days: int, guild: str, out: Any) -> None:
     from . import SharedAnalytics
 
     client = _client(url)
@@ -108,6 +113,17 @@ def _reader(url: str, namespace: str, k_channels: int, k_users: int, out: Any) -
         "total_events_processed": shared.total_events_processed(),
     }
     answer["analytics_ms"] = (time.perf_counter() - started) * 1e3
+    # The daily history: the last day's active users (overall and in the busiest
+    # guild), the weekly cohorts, the heatmap of the simulated days.
+    now = answer["now"]
+    started = time.perf_counter()
+    answer["active_users"] = [
+        (g, *(shared.active_users(date_of(now // 86_400), period, g) for period in ("day", "week", "month")))
+        for g in (None, guild)
+    ]
+    answer["retention"] = shared.retention("week", base.RETENTION_COHORTS, now=now)
+    answer["heatmap"] = shared.activity_heatmap(days=days, now=now)
+    answer["history_ms"] = (time.perf_counter() - started) * 1e3
     if _leaderboard_available():
         from . import SharedLeaderboard
 
@@ -195,7 +211,10 @@ def _run(config: base.DemoConfig, url: str, writers: int, namespace: str, out: T
     write_seconds = time.perf_counter() - started
     say("reading the dashboard from a reader process that pushed nothing...")
     answers = ctx.Queue()
-    reader = ctx.Process(target=_reader, args=(url, namespace, config.top_channels, config.top_users, answers))
+    guild = base.generate_events(0, seed=config.seed, users=config.users, channels=config.channels).guilds[0]
+    reader = ctx.Process(
+        target=_reader, args=(url, namespace, config.top_channels, config.top_users, config.days, guild, answers)
+    )
     reader.start()
     try:
         answer = answers.get(timeout=120)
@@ -216,7 +235,15 @@ def _run(config: base.DemoConfig, url: str, writers: int, namespace: str, out: T
     local_size = 0
     if "top_contributors" in answer:
         local_top, local_size = _in_process_leaderboard(store, now, config.top_users)
+    last_day = now // 86_400
+    sql_started = time.perf_counter()
+    active_counts, cohorts_exact = store.active_users_and_retention(last_day, (None, guild), base.RETENTION_COHORTS)
+    heatmap_exact = store.heatmap((last_day + 1 - config.days) * 86_400, (last_day + 1) * 86_400)
+    history_sql_seconds = time.perf_counter() - sql_started
     store.close()
+    active = [base.ActiveUsers(*row) for row in answer["active_users"]]
+    active_exact = [base.ActiveUsers(g, *counts) for g, counts in zip((None, guild), active_counts)]
+    retention_exact = [cohort(start, size, counts) for start, size, counts in cohorts_exact]
 
     problems: List[str] = []
     accepted = sum(s["accepted"] for s in stats)
@@ -239,10 +266,15 @@ def _run(config: base.DemoConfig, url: str, writers: int, namespace: str, out: T
         problems.append("a writer closed with events Redis had not acknowledged")
     if "top_contributors" in answer:
         problems += _leaderboard_problems(answer["top_contributors"], answer["total_ranked_users"], local_top, local_size)
+    problems += base.history_problems(
+        last_day, active, active_exact, answer["retention"], retention_exact, answer["heatmap"], heatmap_exact
+    )
 
     w = lambda line="": print(line, file=out)  # noqa: E731
     w()
-    w(f"engagehub shared demo: {config.events:,} events over {writers} writer processes, Redis {url}")
+    history_days, history_events = base.history_plan(config)
+    before = f" after {history_events:,} over the {history_days // 7} weeks before," if history_events else ""
+    w(f"engagehub shared demo: {config.events:,} events{before} over {writers} writer processes, Redis {url}")
     w(f"  writers done in {write_seconds:.2f} s; pushes "
       + ", ".join(f"{s['accepted'] / s['push_seconds']:,.0f} ev/s" for s in stats if s["push_seconds"] > 0))
     w(f"  publishes acknowledged {sum(s['published_batches'] for s in stats):,}, "
@@ -269,6 +301,20 @@ def _run(config: base.DemoConfig, url: str, writers: int, namespace: str, out: T
     else:
         w("  leaderboard: skipped (engagehub.shared.SharedLeaderboard is not installed in this build)")
     w()
+    base.print_history(
+        out,
+        last_day=last_day,
+        days=config.days,
+        active=active,
+        active_exact=active_exact,
+        retention=answer["retention"],
+        retention_exact=retention_exact,
+        heatmap=answer["heatmap"],
+        heatmap_exact=heatmap_exact,
+        query_seconds=answer["history_ms"] / 1e3,
+        sql_seconds=history_sql_seconds,
+        source="SharedAnalytics in the reader process",
+    )
     if problems:
         w("CHECKS FAILED:")
         for p in problems:
