@@ -87,6 +87,12 @@ def test_push_many_and_the_batch_forms():
         payloads = [x for g in got for x in (g.payloads or [b""] * len(g))]
         assert user_ids == ["nul\0id", "plain", "with-payload"]
         assert payloads[2] == b"\x00\xffbin"
+        # len() counts events; the namedtuple helpers still work (_replace).
+        batch = got[-1]
+        assert len(batch) == len(batch.types)
+        renamed = batch._replace(types=["x"] * len(batch))
+        assert renamed.types == ["x"] * len(batch) and renamed.user_ids == batch.user_ids
+        assert renamed.guild_ids == batch.guild_ids
 
 
 def test_push_many_mixed_rows_and_invalid_events():

@@ -45,6 +45,15 @@ class EventColumns(NamedTuple):
 EventColumns.__module__ = "engagehub.processor"  # where users import it from
 
 
+def _replace_columns(self: EventColumns, **changes: Any) -> EventColumns:
+    """``EventColumns._replace``: the namedtuple one checks the tuple's length
+    through ``len()``, which counts events here."""
+    return EventColumns(**{**self._asdict(), **changes})
+
+
+setattr(EventColumns, "_replace", _replace_columns)
+
+
 def decode(events: Any, n: int, form: str, payloads: bool) -> Any:
     """The native batch ``events[0:n]`` in the form ``form`` (one of
     :data:`BATCH_FORMATS`); ``payloads``: whether any event of the processor was
