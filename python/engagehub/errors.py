@@ -123,8 +123,10 @@ class Panic(EngageHubError, RuntimeError):
 
 
 class Busy(EngageHubError):
-    """A non-blocking call found the handle in use by another thread; nothing was
-    done (EH_BUSY). The package's own calls handle it by waiting instead."""
+    """The resource is in use; nothing was done (EH_BUSY): a non-blocking call
+    found the handle in use by another thread (the package's own calls handle it
+    by waiting instead), or a ``journal=`` another open handle holds (the message
+    names the process holding it)."""
 
     status = 12
 
