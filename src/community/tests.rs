@@ -475,3 +475,42 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_idle_guild_costs_a_small_bounded_amount() {
+    // 2,000 guilds of one user each, then only other traffic for a year: each
+    // guild's share of the heap is bounded (its tables and its user's record), and
+    // it does not grow while the guild stays idle.
+    let c = Community::new(config(90), 4).unwrap();
+    let base = DAY0 as i64 * 86_400;
+    let one = |guild: &str, user: &str, day: i64| Ev {
+        user: user.into(),
+        guild: guild.into(),
+        channel: "c".into(),
+        ts: base + day * 86_400,
+    };
+    feed(&c, &[one("", "other", 0)]);
+    let empty = c.heap_bytes();
+    let guilds: Vec<Ev> = (0..2000)
+        .map(|g| one(&format!("guild-{g}"), "u", 0))
+        .collect();
+    feed(&c, &guilds);
+    let active = (c.heap_bytes() - empty) / 2000;
+    let mut idle = Vec::new();
+    for day in [100, 200, 365] {
+        feed(&c, &[one("", "other", day)]);
+        idle.push((c.heap_bytes() - empty) / 2000);
+    }
+    assert!(active <= 4096, "{active} bytes per guild with one user");
+    // Its counters leave with their days (the history and a month before it):
+    // what stays is the user's record and the guild's empty tables.
+    assert!(
+        idle.iter().all(|&b| b <= active + 64),
+        "{idle:?} vs {active}"
+    );
+    assert!(idle[2] < active, "{idle:?} vs {active}");
+    assert_eq!(
+        idle[1], idle[2],
+        "an idle guild's cost stops changing: {idle:?}"
+    );
+}
