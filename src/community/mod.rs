@@ -377,7 +377,12 @@ impl Community {
         if day >= horizon {
             let hour = (ev.ts.rem_euclid(SECS_PER_DAY) / 3600) as u8;
             let group = (
-                hash64(ev.guild.as_bytes()),
+                // (Most events name no guild: no hash for those.)
+                if ev.guild.is_empty() {
+                    0
+                } else {
+                    hash64(ev.guild.as_bytes())
+                },
                 hash64(ev.channel.as_bytes()),
                 day,
                 hour,
