@@ -197,7 +197,8 @@ class Intake(NativeHandle):
             data = bytes(payload)
             size = len(data)
             self._dispatch.payloads = True
-        event, _keep = _event_struct(k, u, c, ts, None if payload is None else data, g)
+        # With a guild: an eh_event for eh_processor_push_event_wait (which takes one).
+        event, _keep = _event_struct(k, u, c, ts, None if payload is None else data, g) if g else (None, None)
         for wait_ms, give_up in self._wait_slices():
             if g:
                 rc = _push_event_wait(p, event, wait_ms, give_up)
