@@ -96,15 +96,13 @@ def decode_general(events: Any, n: int, form: str, payloads: bool) -> Any:
                 [e.timestamp for e in rows],
             )
     kinds, users, channels, ts = cols
-    pays: Optional[List[bytes]] = None
-    if payloads:
-        pays = []
-        for i in range(n):
-            e = events[i]
-            pays.append(_buffer(e.payload, e.payload_len)[:] if e.payload_len else b"")
+    # The per-event fields the columns above do not carry: one pass over the events.
+    pays: Optional[List[bytes]] = [] if payloads else None
     guilds: List[Optional[str]] = []
     for i in range(n):
         e = events[i]
+        if pays is not None:
+            pays.append(_buffer(e.payload, e.payload_len)[:] if e.payload_len else b"")
         guilds.append(_buffer(e.guild_id, e.guild_id_len)[:].decode("utf-8") if e.guild_id_len else None)
     if form == "columns":
         return EventColumns(kinds, users, channels, ts, pays, guilds)
