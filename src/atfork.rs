@@ -47,7 +47,7 @@ unsafe impl Send for Registered {}
 static REGISTRY: Mutex<BTreeMap<usize, Registered>> = Mutex::new(BTreeMap::new());
 
 /// Installs every fork handler of the library (these and the processor's, see
-/// `pipeline::fork`) when the library is loaded, before any thread of the program
+/// `pipeline::fork`) and the quiet panic hook when the library is loaded, before any thread of the program
 /// can use it: registering lazily, from a `Once`, would leave a child forked while
 /// another thread was registering stuck on that `Once` forever.
 #[used]
@@ -69,6 +69,9 @@ extern "C" fn install() {
         libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
     }
     crate::pipeline::install_fork_watch();
+    // The panic hook too: installed lazily by a first call, it could be half
+    // installed by another thread when a host forks.
+    crate::quiet_panic::install_hook();
 }
 
 /// What the prepare handler took; released by the parent or child handler.

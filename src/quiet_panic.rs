@@ -12,6 +12,7 @@
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 thread_local! {
     /// Number of [`catch`]es running on this thread.
@@ -20,21 +21,35 @@ thread_local! {
     static LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-fn install_hook() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if DEPTH.with(Cell::get) > 0 {
-                let location = info
-                    .location()
-                    .map(|l| format!("{}:{}", l.file(), l.line()));
-                LOCATION.with(|slot| *slot.borrow_mut() = location);
-            } else {
-                previous(info);
-            }
-        }));
-    });
+/// The hook's state: 0 not installed, 1 being installed, 2 installed.
+static HOOK: AtomicU8 = AtomicU8::new(0);
+
+/// Installs the hook (once per process). The library's load-time constructor
+/// calls it (`atfork::install`), before any thread of the program can use the
+/// library; every [`catch`] calls it again, which then costs one load. It never
+/// waits: a `Once` here would leave a child forked while another thread was
+/// installing the hook stuck on it forever (seen in CI). A thread that finds the
+/// hook being installed goes on without waiting for it.
+pub(crate) fn install_hook() {
+    if HOOK.load(Ordering::Acquire) == 2
+        || HOOK
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+    {
+        return;
+    }
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if DEPTH.with(Cell::get) > 0 {
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()));
+            LOCATION.with(|slot| *slot.borrow_mut() = location);
+        } else {
+            previous(info);
+        }
+    }));
+    HOOK.store(2, Ordering::Release);
 }
 
 /// Counts a running [`catch`] on this thread for as long as it lives.
@@ -91,4 +106,21 @@ pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
             .map(|l| format!(" (at {l})"))
             .unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hook_is_installed_at_load_and_a_catch_never_waits_for_it() {
+        // The load-time constructor installed it before any test ran.
+        assert_eq!(HOOK.load(Ordering::Acquire), 2);
+        // A process forked while another thread was installing it sees "being
+        // installed" forever: a catch must still run (and catch) at once.
+        let saved = HOOK.swap(1, Ordering::AcqRel);
+        let caught = catch(|| panic!("inside"));
+        HOOK.store(saved, Ordering::Release);
+        assert_eq!(caught.unwrap_err().message, "inside");
+    }
 }
