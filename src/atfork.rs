@@ -76,8 +76,10 @@ extern "C" fn install() {
 
 /// What the prepare handler took; released by the parent or child handler.
 struct Held {
-    // Fields drop in declaration order: the handles' locks before the registry's.
+    // Fields drop in declaration order: the handles' locks, then the saves' list,
+    // then the registry's.
     holds: Vec<Box<dyn ForkHold>>,
+    _saves: MutexGuard<'static, Vec<std::path::PathBuf>>,
     _registry: MutexGuard<'static, BTreeMap<usize, Registered>>,
 }
 
@@ -99,8 +101,12 @@ extern "C" fn prepare() {
         // registry's mutex that this thread holds until `parent`/`child` release it.
         .map(|h| unsafe { &*h.0 }.hold_for_fork())
         .collect();
+    // Last: a save holds it only for its bookkeeping, never while it waits for a
+    // handle (see `leaderboard::snapshot`).
+    let saves = crate::leaderboard::snapshot::hold_saves_for_fork();
     let held = Held {
         holds,
+        _saves: saves,
         _registry: registry,
     };
     // `try_with` fails only while this thread's locals are being destroyed (a fork
@@ -201,8 +207,13 @@ mod tests {
 
     static PROBE: Probe = Probe;
 
+    /// The tests here call the handlers themselves: one at a time (the probe's
+    /// counts are shared).
+    static SERIAL: Mutex<()> = Mutex::new(());
+
     #[test]
     fn handlers_hold_every_registered_handle_and_release_it() {
+        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
         let p: &'static dyn ForkGuarded = &PROBE;
         register(p);
         prepare();
@@ -227,5 +238,39 @@ mod tests {
             2,
             "an unregistered handle is left alone"
         );
+    }
+
+    /// Whether another thread can take the snapshot saves' list: `once` tries
+    /// once; otherwise it keeps trying for up to 5 s (other tests' saves hold it
+    /// for moments).
+    fn saves_free(once: bool) -> bool {
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                if crate::leaderboard::snapshot::saves_list_try_lock_for_tests().is_some() {
+                    return true;
+                }
+                if once || std::time::Instant::now() > deadline {
+                    return false;
+                }
+                std::thread::yield_now();
+            }
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn the_snapshot_saves_list_is_held_across_a_fork() {
+        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(saves_free(false));
+        prepare();
+        // Held by this thread: no other thread gets it, not even once.
+        assert!(!saves_free(true), "held from prepare on");
+        child();
+        assert!(saves_free(false), "released in the child");
+        prepare();
+        parent();
+        assert!(saves_free(false), "released in the parent");
     }
 }

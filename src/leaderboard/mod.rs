@@ -33,7 +33,7 @@ pub mod group;
 pub mod id;
 mod idtable;
 pub mod pending;
-mod snapshot;
+pub(crate) mod snapshot;
 
 use std::cmp::Ordering;
 use std::path::Path;

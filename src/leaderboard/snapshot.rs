@@ -475,6 +475,23 @@ fn check_entry(user_id: &str, score: f64, i: usize) -> Result<()> {
 /// after killed ones leaves a concurrent save of the same path alone.
 static IN_PROGRESS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
 
+/// Holds [`IN_PROGRESS`] across a `fork()` (the fork handlers, `atfork`): a
+/// thread of the parent in the middle of a save's bookkeeping would otherwise leave
+/// it locked in the child, whose next save would wait for it forever.
+#[cfg(test)]
+pub(crate) fn saves_list_try_lock_for_tests() -> Option<std::sync::MutexGuard<'static, Vec<PathBuf>>>
+{
+    IN_PROGRESS.try_lock().ok()
+}
+
+/// Holds [`IN_PROGRESS`] (see above).
+pub(crate) fn hold_saves_for_fork() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    // Nothing panics while holding it; a poisoned list is still a list.
+    IN_PROGRESS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// `.{name}.tmp-` : the prefix of every temp file of a save of `path`.
 fn temp_prefix(path: &Path) -> String {
     let name = path
