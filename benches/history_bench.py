@@ -39,10 +39,9 @@ import resource
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
 import engagehub
@@ -215,33 +214,22 @@ def sql_side_by_side(rows: List[Tuple[str, str, str, int, str]], p: EventStreamP
 
 
 def shared_latency(server: str, users: int, reps: int) -> Dict[str, float]:
-    import redis
+    # The test suite's own redis-server helper: a server on a unix socket in a
+    # temporary directory, waited for, stopped and removed by close().
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "python"))
+    from redis_server import RedisServer
 
     from engagehub.shared import SharedAnalytics
 
-    folder = tempfile.mkdtemp(prefix="eh-bench-")
-    sock = os.path.join(folder, "redis.sock")
-    proc = subprocess.Popen(
-        [server, "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no", "--dir", folder],
-        stdout=subprocess.DEVNULL,
-    )
+    srv = RedisServer(server, persistent=False).start()
     try:
-        client = redis.Redis(unix_socket_path=sock)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        client = srv.client()
         rows = workload(users, 4.0, seed=9)
         now = max(r[3] for r in rows)
         with EventStreamProcessor(1 << 20, 1, 1000, 1000, clock="event_time", redis=client, namespace="b",
                                   publish_timeout=600) as p:
             for i in range(0, len(rows), 1000):
-                while p.push_many(rows[i : i + 1000]) < len(rows[i : i + 1000]):
+                if p.push_many(rows[i : i + 1000]) < len(rows[i : i + 1000]):
                     raise SystemExit("dropped: make the ring larger")
             p.flush()
         shared = SharedAnalytics(client, "b")
@@ -249,9 +237,7 @@ def shared_latency(server: str, users: int, reps: int) -> Dict[str, float]:
         out.update(queries(shared, dt.date(1970, 1, 1) + dt.timedelta(days=now // DAY), now, reps))
         return out
     finally:
-        proc.terminate()
-        proc.wait()
-        shutil.rmtree(folder, ignore_errors=True)
+        srv.close()
 
 
 def main() -> int:

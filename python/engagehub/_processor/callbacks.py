@@ -169,6 +169,14 @@ else:
 # -- the methods ---------------------------------------------------------------------
 
 
+def _check_callback(callback: Any, loop: Any) -> None:
+    """A ``set_*_callback`` argument: a callable, or None (then without ``loop``)."""
+    if callback is not None and not callable(callback):
+        raise TypeError("callback must be callable or None")
+    if callback is None and loop is not None:
+        raise TypeError("loop= is for a coroutine function callback, not None")
+
+
 class Callbacks(NativeHandle):
     """``set_flush_callback``, ``set_dead_letter_callback`` and what they record."""
 
@@ -237,10 +245,7 @@ class Callbacks(NativeHandle):
         """
         if batch_format not in BATCH_FORMATS:
             raise errors.InvalidArgument(f"batch_format must be one of {BATCH_FORMATS}, got {batch_format!r}", 1)
-        if callback is not None and not callable(callback):
-            raise TypeError("callback must be callable or None")
-        if callback is None and loop is not None:
-            raise TypeError("loop= is for a coroutine function callback, not None")
+        _check_callback(callback, loop)
         p = self._h()
         if callback is None:
             _call(lib.eh_processor_set_flush_callback, p, _NULL, _NULL, _NULL)
@@ -276,10 +281,7 @@ class Callbacks(NativeHandle):
         """Calls ``callback(events, error)`` (a list of dicts and the last failure) for
         a batch whose flush failed ``max_retries + 1`` times. ``None`` removes it.
         A coroutine function needs ``loop``, as for :meth:`set_flush_callback`."""
-        if callback is not None and not callable(callback):
-            raise TypeError("callback must be callable or None")
-        if callback is None and loop is not None:
-            raise TypeError("loop= is for a coroutine function callback, not None")
+        _check_callback(callback, loop)
         p = self._h()
         if callback is None:
             _call(lib.eh_processor_set_dead_letter_callback, p, _NULL, _NULL, _NULL)
